@@ -1,0 +1,1 @@
+"""``puller``: fetch images from a registry into the Strata store."""

@@ -1,0 +1,3 @@
+from puller.cli import main
+
+main()

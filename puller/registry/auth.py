@@ -1,0 +1,148 @@
+"""Registry authentication as ``requests.auth.AuthBase`` classes, so call sites never handle tokens.
+
+distribution/distribution docs/spec/auth/token.md: a request answered 401 carries ``WWW-Authenticate``; for
+``Bearer`` the client fetches a token from ``realm`` with ``service`` and ``scope`` and retries. Tokens are cached per
+(realm, service, scope) until they expire (``expires_in``, default 60 s). Credentials and tokens go only to the
+registry host: never along a redirect to another host (distribution-spec "MUST NOT forward Authorization headers
+across host boundaries"), which is why the retry hook checks the response's host.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.auth import AuthBase
+
+from shared.errors import Kind, StrataError
+
+DEFAULT_TOKEN_LIFETIME = 60  # token.md: "if omitted, the default is 60 seconds"
+TOKEN_TIMEOUT = (10, 30)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lower case: "bearer" or "basic"
+    params: dict[str, str]
+
+    @classmethod
+    def parse(cls, header: str) -> Challenge:
+        """RFC 7235 challenge with quoted-string params (commas inside quotes are allowed, as charliecloud does)."""
+        scheme, _, rest = header.strip().partition(" ")
+        items = urllib.request.parse_http_list(rest)
+        params = urllib.request.parse_keqv_list([i for i in items if "=" in i])
+        return cls(scheme.lower(), {k.lower(): v for k, v in params.items()})
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def basic_header(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+
+class TokenCache:
+    """Bearer tokens per (realm, service, scope), shared by every thread of one pull."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._realms: dict[str, tuple[str, str]] = {}  # host -> (realm, service) from its last challenge
+
+    def cached(self, host: str, scope: str) -> str | None:
+        with self._lock:
+            realm = self._realms.get(host)
+            if realm is None:
+                return None
+            token = self._tokens.get((*realm, scope))
+            if token and token[1] > time.monotonic():
+                return token[0]
+            return None
+
+    def fetch(self, session: requests.Session, host: str, challenge: Challenge, scope: str,
+              credentials: Credentials | None) -> str:
+        realm = challenge.params.get("realm", "")
+        service = challenge.params.get("service", "")
+        if urlsplit(realm).scheme not in ("https", "http"):
+            raise StrataError(f"registry {host} sent a bearer challenge with an unusable realm {realm!r}",
+                              Kind.REGISTRY)
+        scope = challenge.params.get("scope", scope)
+        with self._lock:  # one token request per scope, whatever the number of threads asking
+            self._realms[host] = (realm, service)
+            hit = self._tokens.get((realm, service, scope))
+            if hit and hit[1] > time.monotonic():
+                return hit[0]
+            params = {"service": service, "scope": scope} if service else {"scope": scope}
+            headers = {"Authorization": credentials.basic_header()} if credentials else {}
+            try:
+                resp = session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT,
+                                   allow_redirects=False)
+            except requests.RequestException as e:
+                raise StrataError(f"cannot reach the token service {realm}: {e}", Kind.REGISTRY) from None
+            if resp.status_code != 200:
+                raise StrataError(f"token service {realm} answered {resp.status_code} for scope {scope!r}"
+                                  + (" (bad credentials?)" if resp.status_code in (401, 403) else ""),
+                                  Kind.REGISTRY)
+            try:
+                body: dict[str, Any] = resp.json()
+                token = str(body.get("token") or body.get("access_token") or "")
+                lifetime = int(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+            except (ValueError, TypeError):
+                token = ""
+            if not token:
+                raise StrataError(f"token service {realm} returned no token", Kind.REGISTRY)
+            # refresh a little early so a token does not expire between our check and the registry's
+            self._tokens[(realm, service, scope)] = (token, time.monotonic() + max(lifetime - 5, 1))
+            return token
+
+
+class RegistryAuth(AuthBase):
+    """Auth for one repository scope on one registry host: answers 401 challenges, Bearer or Basic."""
+
+    def __init__(self, session: requests.Session, host: str, scope: str, cache: TokenCache,
+                 credentials: Credentials | None = None) -> None:
+        self.session = session
+        self.host = host
+        self.scope = scope
+        self.cache = cache
+        self.credentials = credentials
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self.cache.cached(self.host, self.scope)
+        if token:
+            r.headers["Authorization"] = f"Bearer {token}"
+        r.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
+        return r
+
+    def _on_response(self, resp: requests.Response, **kwargs: Any) -> requests.Response:
+        if resp.status_code != 401 or urlsplit(resp.url).netloc != self.host:
+            return resp  # never answer another host's challenge with this registry's secrets
+        if getattr(resp.request, "_strata_auth_retry", False):
+            return resp
+        header = resp.headers.get("WWW-Authenticate", "")
+        challenge = Challenge.parse(header)
+        if challenge.scheme == "bearer":
+            value = "Bearer " + self.cache.fetch(self.session, self.host, challenge, self.scope, self.credentials)
+        elif challenge.scheme == "basic":
+            if self.credentials is None:
+                raise StrataError(f"registry {self.host} requires a login (no credentials for it)", Kind.REGISTRY)
+            value = self.credentials.basic_header()
+        else:
+            return resp
+        resp.content  # noqa: B018 - drain so the connection can be reused
+        resp.close()
+        retry = resp.request.copy()
+        retry.headers["Authorization"] = value
+        retry._strata_auth_retry = True  # type: ignore[attr-defined]
+        new: requests.Response = resp.connection.send(retry, **kwargs)
+        new.history.append(resp)
+        new.request = retry
+        return new

@@ -1,0 +1,52 @@
+"""What both command lines share: the one error convention and running a typer app under it.
+
+The apps themselves stay thin: they parse options and call plain functions of the library.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from typer._click.exceptions import ClickException  # typer >= 0.26 vendors click; pinned < 0.29
+
+from shared.errors import Kind, StrataError
+
+
+def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], int] = lambda k: 1) -> NoReturn:
+    """Run a CLI body under the one error convention: ``PROG: error: MESSAGE`` on one line, a non-zero exit.
+
+    ``codes`` maps a kind to an exit status (``runner`` uses Docker's 125 for all of its own failures).
+    """
+    try:
+        status = body()
+    except StrataError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(codes(e.kind))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            where = f": {e.filename}" if e.filename else ""
+            print(f"{prog}: error: {e.strerror}{where}", file=sys.stderr)
+            sys.exit(codes(Kind.SYSTEM))
+        raise
+    sys.exit(status or 0)
+
+
+def run_typer(app: typer.Typer) -> int | None:
+    """Click in non-standalone mode, so our errors and Ctrl-C reach :func:`run_main` unchanged, and a command's
+    integer result becomes the exit status."""
+    try:
+        result = app(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name, standalone_mode=False)
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    except ClickException as e:
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    return result if isinstance(result, int) else None

@@ -1,0 +1,1 @@
+"""Tar layers <-> overlay diff directories."""

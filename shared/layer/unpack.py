@@ -1,0 +1,436 @@
+"""Tar stream -> overlay diff directory, with the diff_id computed in the same pass.
+
+Rules (image-spec layer.md, applied as moby's overlay2 and containerd do):
+
+* Entries are applied, not just extracted: dir over dir changes attributes only; anything else replaces.
+* ``.wh.NAME`` becomes a 0/0 char device, ``.wh..wh..opq`` the opaque xattr on its directory, wherever the marker
+  stands in the tar; plain whiteouts under a directory made opaque by the same layer are redundant and dropped
+  (overlayfs misbehaves with both, as umoci notes). ``.wh.``, ``.wh..`` and ``.wh...`` are refused.
+* A parent directory the tar creates only implicitly takes mode, owner, xattrs and mtime from the topmost lower
+  layer that shows it (containerd's ``WithParents``), so it cannot change what the merged view shows. The diff
+  directory's own root is such a parent too.
+* A hardlink whose target is not in this layer (only in a lower one) cannot be a link across directories: the
+  target is copied up from the lower diff dir into a new inode at the link's name (content, mode, owner, xattrs
+  and mtime equal; link count not shared). This is the policy in the README.
+* Directory mtimes are set last, after their contents.
+
+Safety: every entry goes through :class:`shared.layer.safepath.SafeRoot`; see its module for the threat model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from shared.digest import Digest, HashingReader
+from shared.errors import Kind, StrataError, hostile, integrity
+from shared.layer import compress
+from shared.layer.safepath import SafeRoot, lstat_at, open_dir_at, proc_path, remove_at, split
+from shared.layer.whiteout import AUFS_META_PREFIX, OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
+
+CHUNK = 1 << 20
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+
+
+@dataclass(frozen=True)
+class UnpackResult:
+    diff_id: Digest
+    size: int  # bytes of uncompressed tar
+
+
+@dataclass
+class _DirMeta:
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int | None
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+class Lowers:
+    """Read-only view of the lower diff dirs (topmost first), to answer "what does the merged view show here?"."""
+
+    def __init__(self, paths: Sequence[Path], fmt: OverlayFormat = OVERLAY) -> None:
+        self.roots = [SafeRoot(p) for p in paths]
+        self.fmt = fmt
+
+    def close(self) -> None:
+        for root in self.roots:
+            root.close()
+
+    def _walk(self, parts: list[str]) -> tuple[int, os.stat_result] | None:
+        """The fd of the parent and the stat of ``parts`` in the topmost lower that decides it, or None.
+
+        The caller closes the returned fd. For ``parts == []`` the "parent" is the lower's root itself.
+        """
+        for root in self.roots:
+            fd = os.dup(root.fd)
+            if not parts:
+                return fd, os.fstat(fd)
+            opaque_above = False
+            try:
+                for part in parts[:-1]:
+                    st = lstat_at(fd, part)
+                    if st is None:
+                        break
+                    if not stat.S_ISDIR(st.st_mode):
+                        return None  # a file, symlink or whiteout here hides every lower below it
+                    nfd = open_dir_at(fd, part)
+                    os.close(fd)
+                    fd = nfd
+                    opaque_above = opaque_above or self.fmt.is_opaque(fd)
+                else:
+                    st = lstat_at(fd, parts[-1])
+                    if st is not None:
+                        fd_out, fd = fd, -1
+                        return fd_out, st
+                if opaque_above:
+                    return None
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return None
+
+    def dir_meta(self, parts: list[str]) -> _DirMeta | None:
+        found = self._walk(parts)
+        if found is None:
+            return None
+        fd, st = found
+        try:
+            if not stat.S_ISDIR(st.st_mode):
+                return None
+            target = fd if not parts else open_dir_at(fd, parts[-1])
+            try:
+                xattrs = {n: os.getxattr(target, n) for n in os.listxattr(target)
+                          if not self.fmt.is_overlay_metadata(n)}
+            finally:
+                if target != fd:
+                    os.close(target)
+            return _DirMeta(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
+        finally:
+            os.close(fd)
+
+    def open_file(self, parts: list[str]) -> tuple[int, os.stat_result] | None:
+        """(parent fd, stat) of a non-directory in the merged lower view, for hardlink copy-up."""
+        found = self._walk(parts)
+        if found is None:
+            return None
+        fd, st = found
+        if stat.S_ISDIR(st.st_mode) or OverlayFormat.is_whiteout(st):
+            os.close(fd)
+            return None
+        return fd, st
+
+
+def _xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
+    return {k[len(XATTR_PAX_PREFIX):]: v.encode("utf-8", "surrogateescape")
+            for k, v in member.pax_headers.items() if k.startswith(XATTR_PAX_PREFIX)}
+
+
+class _Extractor:
+    def __init__(self, dest: Path, lowers: Lowers, fmt: OverlayFormat) -> None:
+        self.root = SafeRoot(dest)
+        self.lowers = lowers
+        self.fmt = fmt
+        self.dir_mtimes: dict[tuple[str, ...], int] = {}
+        self.opaque_dirs: set[tuple[str, ...]] = set()
+        self.whiteouts: dict[tuple[str, ...], set[str]] = {}
+        self._cache: tuple[tuple[str, ...], int] | None = None
+        self._root_meta_set = False
+
+    def close(self) -> None:
+        self._drop_cache()
+        self.root.close()
+
+    def _drop_cache(self) -> None:
+        if self._cache is not None:
+            os.close(self._cache[1])
+            self._cache = None
+
+    # -- directories ----------------------------------------------------------------------------------------
+
+    def _make_implicit(self, parent_fd: int, name: str, parts: list[str]) -> None:
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
+        fd = open_dir_at(parent_fd, name)
+        try:
+            self._apply_dir_meta(fd, tuple(parts), self.lowers.dir_meta(parts))
+        finally:
+            os.close(fd)
+
+    def _apply_dir_meta(self, fd: int, key: tuple[str, ...], meta: _DirMeta | None) -> None:
+        if meta is None:
+            meta = _DirMeta(0o755, 0, 0, None)
+        os.fchown(fd, meta.uid, meta.gid)
+        os.fchmod(fd, meta.mode)
+        for name, value in meta.xattrs.items():
+            os.setxattr(fd, name, value)
+        if meta.mtime_ns is not None:
+            self.dir_mtimes[key] = meta.mtime_ns
+
+    def parent(self, parts: list[str]) -> int:
+        """The fd of the directory ``parts`` (cached for runs of entries in one directory); not to be closed."""
+        key = tuple(parts)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        self._drop_cache()
+        fd = self.root.open_dir(parts, make=self._make_implicit)
+        self._cache = (key, fd)
+        return fd
+
+    def init_root(self) -> None:
+        """The diff dir's root is an implicit parent too, unless the tar has a ``./`` entry (applied later)."""
+        self._apply_dir_meta(self.root.fd, (), self.lowers.dir_meta([]))
+
+    # -- entries --------------------------------------------------------------------------------------------
+
+    def entry(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        parts = split(member.name)
+        if not parts:
+            if not member.isdir():
+                raise hostile(f"refusing to change the type of the root directory (entry {member.name!r})")
+            self._metadata_dir(self.root.fd, (), member)
+            return
+        if any(p.startswith(AUFS_META_PREFIX) and p != OPAQUE_MARKER for p in parts) or \
+                OPAQUE_MARKER in parts[:-1]:
+            return  # AUFS metadata (hardlink stash, aufs bookkeeping), ignored like moby does
+        if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+            raise hostile(f"refusing path {member.name!r}: a whiteout cannot be a directory")
+        name = parts[-1]
+        dirparts = parts[:-1]
+        fd = self.parent(dirparts)
+        key = tuple(dirparts)
+        if name == OPAQUE_MARKER:
+            self.fmt.make_opaque(fd)
+            self.opaque_dirs.add(key)
+            for hidden in self.whiteouts.pop(key, set()):
+                st = lstat_at(fd, hidden)
+                if st is not None and OverlayFormat.is_whiteout(st):
+                    os.unlink(hidden, dir_fd=fd)
+            return
+        if name.startswith(WHITEOUT_PREFIX):
+            target = name[len(WHITEOUT_PREFIX):]
+            if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
+                raise hostile(f"invalid whiteout entry {member.name!r}")
+            if key in self.opaque_dirs:
+                return
+            self._replace(fd, target)
+            self.fmt.make_whiteout(fd, target, member.uid, member.gid)
+            self.whiteouts.setdefault(key, set()).add(target)
+            return
+        if member.isdir():
+            existing = lstat_at(fd, name)
+            if existing is None or not stat.S_ISDIR(existing.st_mode):
+                self._replace(fd, name)
+                os.mkdir(name, 0o700, dir_fd=fd)
+            dfd = open_dir_at(fd, name)
+            try:
+                self._metadata_dir(dfd, tuple(parts), member)
+            finally:
+                os.close(dfd)
+            return
+        self._replace(fd, name)
+        if member.isreg():
+            self._regular(fd, name, member, tar)
+        elif member.issym():
+            os.symlink(member.linkname, name, dir_fd=fd)
+            self._metadata_at(fd, name, member, symlink=True)
+        elif member.islnk():
+            self._hardlink(fd, name, member)
+        elif member.ischr() or member.isblk() or member.isfifo():
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
+            os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=fd)
+            self._metadata_at(fd, name, member, symlink=False)
+        else:
+            raise integrity(f"unsupported tar entry type {member.type!r} for {member.name!r}")
+
+    @staticmethod
+    def _replace(fd: int, name: str) -> None:
+        """Remove what this layer already has at ``name``: a later entry wins. ``fd`` is the cached parent, and
+        what is removed lies below it, so the cache stays valid."""
+        st = lstat_at(fd, name)
+        if st is not None:
+            remove_at(fd, name) if stat.S_ISDIR(st.st_mode) else os.unlink(name, dir_fd=fd)
+
+    def _regular(self, dir_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        src = tar.extractfile(member)
+        assert src is not None
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            remaining = member.size
+            while remaining > 0:
+                chunk = src.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise integrity(f"layer tar is truncated inside {member.name!r}")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                remaining -= len(chunk)
+            self._metadata_fd(fd, member)
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, dir_fd: int, name: str, member: tarfile.TarInfo) -> None:
+        target = split(member.linkname)
+        if not target:
+            raise hostile(f"refusing hardlink {member.name!r} to the root directory")
+        try:
+            tfd = self.root.open_dir(target[:-1])
+        except FileNotFoundError:
+            tfd = -1
+        try:
+            st = lstat_at(tfd, target[-1]) if tfd >= 0 else None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise hostile(f"refusing hardlink {member.name!r} to directory {member.linkname!r}")
+            if st is not None:
+                os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                return
+        finally:
+            if tfd >= 0:
+                os.close(tfd)
+        self._copy_up(dir_fd, name, member, target)
+
+    def _copy_up(self, dir_fd: int, name: str, member: tarfile.TarInfo, target: list[str]) -> None:
+        found = self.lowers.open_file(target)
+        if found is None:
+            raise integrity(f"hardlink {member.name!r} points to {member.linkname!r}, which is in neither this "
+                            "layer nor a lower one")
+        lfd, st = found
+        try:
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(target[-1], dir_fd=lfd), name, dir_fd=dir_fd)
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+                return
+            if not stat.S_ISREG(st.st_mode):
+                os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=dir_fd)
+                os.chown(name, st.st_uid, st.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+                os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dir_fd)
+                return
+            src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=lfd)
+            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                          dir_fd=dir_fd)
+            try:
+                while os.sendfile(dst, src, None, CHUNK) > 0:
+                    pass
+                os.fchown(dst, st.st_uid, st.st_gid)
+                os.fchmod(dst, stat.S_IMODE(st.st_mode))
+                for xname in os.listxattr(src):
+                    if not self.fmt.is_overlay_metadata(xname):
+                        os.setxattr(dst, xname, os.getxattr(src, xname))
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(src)
+                os.close(dst)
+        finally:
+            os.close(lfd)
+
+    # -- metadata -------------------------------------------------------------------------------------------
+    # Order matters: chown clears setuid/setgid and security.capability, so mode and xattrs come after it.
+
+    def _metadata_fd(self, fd: int, member: tarfile.TarInfo) -> None:
+        os.fchown(fd, member.uid, member.gid)
+        os.fchmod(fd, member.mode & 0o7777)
+        for xname, value in _xattrs_of(member).items():
+            os.setxattr(fd, self.fmt.escape_xattr(xname), value)
+        mtime = int(member.mtime * 1_000_000_000)
+        os.utime(fd, ns=(mtime, mtime))
+
+    def _metadata_dir(self, fd: int, key: tuple[str, ...], member: tarfile.TarInfo) -> None:
+        os.fchown(fd, member.uid, member.gid)
+        os.fchmod(fd, member.mode & 0o7777)
+        for xname, value in _xattrs_of(member).items():
+            os.setxattr(fd, self.fmt.escape_xattr(xname), value)
+        self.dir_mtimes[key] = int(member.mtime * 1_000_000_000)
+
+    def _metadata_at(self, dir_fd: int, name: str, member: tarfile.TarInfo, symlink: bool) -> None:
+        os.chown(name, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+        if not symlink:
+            os.chmod(name, member.mode & 0o7777, dir_fd=dir_fd)
+        for xname, value in _xattrs_of(member).items():
+            try:
+                os.setxattr(proc_path(dir_fd, name), self.fmt.escape_xattr(xname), value, follow_symlinks=False)
+            except OSError as e:
+                # Linux allows no user.* xattrs on symlinks or devices; GNU tar warns and goes on, so do we.
+                if not (e.errno == errno.EPERM and xname.startswith("user.")):
+                    raise
+        mtime = int(member.mtime * 1_000_000_000)
+        os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory mtimes last, deepest first, since creating children changed them."""
+        self._drop_cache()
+        for key in sorted(self.dir_mtimes, key=len, reverse=True):
+            with contextlib.suppress(FileNotFoundError):  # replaced later in the tar by a non-directory
+                fd = self.root.open_dir(list(key))
+                try:
+                    os.utime(fd, ns=(self.dir_mtimes[key], self.dir_mtimes[key]))
+                finally:
+                    os.close(fd)
+
+
+def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
+    """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first)."""
+    low = Lowers(lowers, fmt)
+    ex = _Extractor(dest, low, fmt)
+    try:
+        ex.init_root()
+        with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=CHUNK) as tar:
+            for member in tar:
+                ex.entry(member, tar)
+        ex.finish()
+    finally:
+        ex.close()
+        low.close()
+
+
+_DATA_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, zlib.error, UnicodeError)
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    errors = list(_DATA_ERRORS)
+    with contextlib.suppress(ImportError):
+        from isal import isal_zlib
+
+        errors.append(isal_zlib.error)  # type: ignore[arg-type]
+    with contextlib.suppress(ImportError):
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    return tuple(errors)
+
+
+def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
+                what: str = "layer") -> UnpackResult:
+    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
+
+    On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
+    """
+    os.mkdir(dest, 0o700)
+    try:
+        with compress.open_blob(os.fspath(blob)) as stream:
+            reader = HashingReader(stream)
+            extract(reader, dest, lowers)  # type: ignore[arg-type]
+            reader.drain()
+    except StrataError as e:
+        raise StrataError(f"{what}: {e}", e.kind) from None
+    except _data_errors() as e:
+        raise integrity(f"{what} is corrupt: {e}") from None
+    except OSError as e:
+        if e.errno is None:  # gzip.BadGzipFile and friends carry no errno
+            raise integrity(f"{what} is corrupt: {e}") from None
+        if e.errno == errno.ENOSPC:
+            raise StrataError(f"no space left on device while unpacking {what}", Kind.SYSTEM) from None
+        raise StrataError(f"cannot unpack {what}: {e.strerror}: {e.filename or ''}".rstrip(": "),
+                          Kind.SYSTEM) from None
+    diff_id = reader.digest()
+    if diff_id != expected_diff_id:
+        raise integrity(f"{what}: diff_id mismatch: the config says {expected_diff_id}, the tar is {diff_id}")
+    return UnpackResult(diff_id, reader.count)

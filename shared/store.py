@@ -1,0 +1,277 @@
+"""The store both tools share: an OCI image layout for blobs and references, plus unpacked layers and containers.
+
+Layout under the root (see README, "Store layout")::
+
+    oci-layout, index.json     OCI image layout; each reference is a manifest descriptor in index.json whose
+                               annotation org.opencontainers.image.ref.name holds the full normalized reference
+    blobs/sha256/HEX           every blob (manifests, configs, layers), only ever under its verified digest
+    layers/CHAINHEX/           one unpacked layer on its parents: diff/ (an overlay lower dir), layer.json
+    containers/ID/             one container: config.json, state.json, init/, upper/, work/, merged/, etc files
+    tmp/PID.RANDOM.*           work in progress; renamed into place only when verified, swept when PID is gone
+    lock                       flock(2) guarding index.json and names
+
+Everything becomes visible by one rename(2) from tmp/ (same filesystem), so a crash or a second process can leave
+litter in tmp/ but never a half-written blob, layer or reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.digest import Digest
+from shared.errors import Kind, StrataError, integrity, not_found
+from shared.image import OCI_INDEX, Descriptor
+
+# image-spec image-layout.md
+OCI_LAYOUT_VERSION = "1.0.0"
+# image-spec annotations.md: "Name of the reference for a target"
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+ROOT_ENV = "STRATA_ROOT"
+
+
+def default_root() -> Path:
+    """``$STRATA_ROOT``, else ``/var/lib/strata`` for root, else ``$XDG_DATA_HOME/strata``."""
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV])
+    if os.geteuid() == 0:
+        return Path("/var/lib/strata")
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "strata"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return json.load(f)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that does not follow symlinks (shutil uses fd-relative walks on Linux) and tolerates absence."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What ``layers/CHAINHEX/layer.json`` says: both hashes, the parent chain, and the source blob."""
+
+    chain_id: Digest
+    diff_id: Digest
+    parent: Digest | None
+    blob_digest: Digest
+    size: int  # bytes of the uncompressed tar
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chain_id": str(self.chain_id), "diff_id": str(self.diff_id),
+                "parent": str(self.parent) if self.parent else None,
+                "blob_digest": str(self.blob_digest), "size": self.size}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> LayerRecord:
+        return cls(Digest.parse(obj["chain_id"]), Digest.parse(obj["diff_id"]),
+                   Digest.parse(obj["parent"]) if obj.get("parent") else None,
+                   Digest.parse(obj["blob_digest"]), int(obj["size"]))
+
+
+class Store:
+    """A store root. Cheap to construct; :meth:`ensure` creates the layout on first write."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+        self.blobs = self.root / "blobs"
+        self.layers = self.root / "layers"
+        self.containers = self.root / "containers"
+        self.tmp = self.root / "tmp"
+        self.index_path = self.root / "index.json"
+
+    # -- layout ---------------------------------------------------------------------------------------------
+
+    def ensure(self) -> Store:
+        try:
+            for d in (self.root, self.blobs / "sha256", self.layers, self.containers, self.tmp):
+                d.mkdir(parents=True, exist_ok=True)
+            layout = self.root / "oci-layout"
+            if not layout.exists():
+                write_json(layout, {"imageLayoutVersion": OCI_LAYOUT_VERSION})
+            if not self.index_path.exists():
+                with self.lock():
+                    if not self.index_path.exists():
+                        write_json(self.index_path, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+        except PermissionError as e:
+            raise StrataError(f"cannot write the store at {self.root}: {e.strerror}", Kind.SYSTEM) from None
+        return self
+
+    def exists(self) -> bool:
+        return self.index_path.exists()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive lock for read-modify-write of shared records (index.json, container names)."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def sweep_tmp(self) -> None:
+        """Remove work in progress left by processes that are gone (killed, crashed, Ctrl-C'd)."""
+        if not self.tmp.is_dir():
+            return
+        for entry in self.tmp.iterdir():
+            pid_text = entry.name.split(".", 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+                remove_tree(entry)
+
+    def temp_path(self, suffix: str) -> Path:
+        """A fresh name in tmp/ that :meth:`sweep_tmp` can attribute to this process."""
+        return self.tmp / f"{os.getpid()}.{secrets.token_hex(8)}.{suffix}"
+
+    # -- blobs ----------------------------------------------------------------------------------------------
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.blobs / digest.algorithm / digest.hex
+
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def commit_blob(self, tmp: Path, digest: Digest) -> Path:
+        """Move a verified temp file into the CAS. The caller has checked its digest while writing it."""
+        final = self.blob_path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, final)
+        return final
+
+    def put_blob(self, data: bytes, digest: Digest, what: str) -> Path:
+        digest.verify_bytes(data, what)
+        final = self.blob_path(digest)
+        if not final.is_file():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(final, data)
+        return final
+
+    def read_blob(self, digest: Digest, what: str) -> bytes:
+        """Read a small blob (manifest, config) and check it: the store is trusted only as far as it verifies."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise not_found(f"{what} {digest} is not in the store at {self.root}") from None
+        digest.verify_bytes(data, f"stored {what}")
+        return data
+
+    # -- references (index.json) -------------------------------------------------------------------------------
+
+    def _read_index(self) -> dict[str, Any]:
+        try:
+            doc = read_json(self.index_path)
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        except ValueError as e:
+            raise integrity(f"{self.index_path} is corrupt: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+            raise integrity(f"{self.index_path} is not an OCI index")
+        return doc
+
+    def refs(self) -> list[tuple[str, Descriptor]]:
+        out = []
+        for entry in self._read_index()["manifests"]:
+            desc = Descriptor.from_json(entry, "index.json")
+            name = desc.annotations.get(REF_NAME_ANNOTATION)
+            if name:
+                out.append((name, desc))
+        return out
+
+    def resolve(self, name: str) -> Descriptor | None:
+        for ref_name, desc in self.refs():
+            if ref_name == name:
+                return desc
+        return None
+
+    def set_ref(self, name: str, desc: Descriptor) -> None:
+        """Point reference ``name`` at ``desc`` (replacing what it named), atomically, under the lock."""
+        entry = desc.to_json()
+        entry["annotations"] = {**desc.annotations, REF_NAME_ANNOTATION: name}
+        with self.lock():
+            doc = self._read_index()
+            doc["manifests"] = [m for m in doc["manifests"]
+                                if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) != name] + [entry]
+            write_json(self.index_path, doc)
+
+    # -- layers ---------------------------------------------------------------------------------------------
+
+    def layer_dir(self, chain_id: Digest) -> Path:
+        return self.layers / chain_id.hex
+
+    def diff_dir(self, chain_id: Digest) -> Path:
+        return self.layer_dir(chain_id) / "diff"
+
+    def layer(self, chain_id: Digest) -> LayerRecord | None:
+        try:
+            return LayerRecord.from_json(read_json(self.layer_dir(chain_id) / "layer.json"))
+        except FileNotFoundError:
+            return None
+
+    def commit_layer(self, tmp_dir: Path, record: LayerRecord) -> bool:
+        """Publish an unpacked, verified layer. False when another process published the same one first."""
+        write_json(tmp_dir / "layer.json", record.to_json())
+        try:
+            os.rename(tmp_dir, self.layer_dir(record.chain_id))
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            remove_tree(tmp_dir)
+            return False
+        fsync_dir(self.layers)
+        return True
