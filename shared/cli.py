@@ -26,7 +26,7 @@ def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], 
         status = body()
     except StrataError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(codes(e.kind))
+        sys.exit(e.exit_code if e.exit_code is not None else codes(e.kind))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)

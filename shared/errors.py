@@ -26,9 +26,10 @@ class Kind(enum.Enum):
 class StrataError(Exception):
     """An error with a one-line, user-facing message and a :class:`Kind`."""
 
-    def __init__(self, message: str, kind: Kind = Kind.SYSTEM) -> None:
+    def __init__(self, message: str, kind: Kind = Kind.SYSTEM, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.exit_code = exit_code  # when the status is not the kind's (runner: 126, 127 as Docker)
 
     @property
     def message(self) -> str:

@@ -55,6 +55,14 @@ class SafeRoot:
         self.path = os.fspath(path)
         self.fd = os.open(self.path, DIR_FLAGS)
 
+    @classmethod
+    def from_fd(cls, fd: int) -> SafeRoot:
+        """A root for a directory already open (the fd is duplicated; the caller keeps its own)."""
+        root = cls.__new__(cls)
+        root.path = f"/proc/self/fd/{fd}"
+        root.fd = os.dup(fd)
+        return root
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

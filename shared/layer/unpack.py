@@ -135,7 +135,10 @@ def _xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
             for k, v in member.pax_headers.items() if k.startswith(XATTR_PAX_PREFIX)}
 
 
-class _Extractor:
+class DiffWriter:
+    """Writes entries into one diff directory on top of its lowers: the tar unpacker, and the runner's -init
+    layer, which needs the same rule that a directory created only as a parent must not hide the lower's."""
+
     def __init__(self, dest: Path, lowers: Lowers, fmt: OverlayFormat) -> None:
         self.root = SafeRoot(dest)
         self.lowers = lowers
@@ -379,7 +382,7 @@ class _Extractor:
 def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
     """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first)."""
     low = Lowers(lowers, fmt)
-    ex = _Extractor(dest, low, fmt)
+    ex = DiffWriter(dest, low, fmt)
     try:
         ex.init_root()
         with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=CHUNK) as tar:

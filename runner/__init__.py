@@ -1,0 +1,1 @@
+"""``runner``: run images from the Strata store in new namespaces, offline."""

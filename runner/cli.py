@@ -1,0 +1,96 @@
+"""The ``runner`` command line: thin; the work is in :mod:`runner.run` and :mod:`runner.container`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from shared.cli import run_main, run_typer
+from shared.store import Store, default_root
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run images from the Strata store in new namespaces, offline.")
+
+
+class _State:
+    store: Store
+
+
+state = _State()
+
+
+@app.callback()
+def _root(root: Path | None = typer.Option(None, "--root", help="Store root (default: $STRATA_ROOT, else "
+                                           "/var/lib/strata as root, else $XDG_DATA_HOME/strata)")) -> None:
+    state.store = Store(root or default_root())
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"),
+        command: list[str] | None = typer.Argument(None, help="Command and arguments (default: the image's)"),
+        rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits"),
+        name: str | None = typer.Option(None, "--name", help="Container name (default: its short ID)"),
+        hostname: str | None = typer.Option(None, "--hostname", "-h", help="Host name (default: short ID)"),
+        env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE, or KEY to pass the runner's value"),
+        workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory inside"),
+        user: str | None = typer.Option(None, "--user", "-u", help="user[:group], names or numbers"),
+        entrypoint: str | None = typer.Option(None, "--entrypoint", help="Replace the image's entrypoint"),
+        interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open")) -> int:
+    """Create a container from IMAGE and run COMMAND in it, in the foreground; exit with its exit code."""
+    from runner.run import RunOptions
+    from runner.run import run as do_run
+
+    opts = RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
+                      user=user, entrypoint=entrypoint, interactive=interactive, remove=rm)
+    return do_run(state.store, opts)
+
+
+@app.command()
+def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited containers too"),
+       quiet: bool = typer.Option(False, "--quiet", "-q", help="Only IDs")) -> None:
+    """List containers."""
+    from runner.container import all_containers
+
+    rows = []
+    for c in all_containers(state.store):
+        st = c.state()
+        if st.status != "running" and not all_:
+            continue
+        status = {"running": "Up", "created": "Created"}.get(st.status, f"Exited ({st.exit_code})")
+        rows.append((c.id[:12], c.config.image, " ".join(c.config.argv)[:30], _ago(c.config.created), status,
+                     c.name))
+    if quiet:
+        for row in rows:
+            print(row[0])
+        return
+    header = ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command()
+def rm(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+       force: bool = typer.Option(False, "--force", "-f", help="Kill a running container first")) -> None:
+    """Remove containers: their rw layer, -init layer and records."""
+    from runner.container import find
+
+    for key in containers:
+        container = find(state.store, key)
+        container.remove(force=force)
+        print(key)
+
+
+def _ago(when: float) -> str:
+    seconds = int(time.time() - when)
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} seconds ago"
+
+
+def main() -> None:
+    # Docker's convention: 125 when the runner itself fails; the command's own code otherwise.
+    run_main("runner", lambda: run_typer(app), lambda kind: 125)

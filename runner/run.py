@@ -1,0 +1,206 @@
+"""``run``: create a container from a stored image and run its command as PID 1 in new namespaces.
+
+Process model: the runner unshares only CLONE_NEWPID (which affects its children, not itself) and forks once;
+the child is PID 1 of the new pid namespace. It unshares mount, uts, ipc, net and cgroup namespaces, builds the
+root (see :mod:`runner.rootfs`), drops to the image's user and execs. Setup errors travel back over a close-on-exec
+pipe, so the runner can tell "the command failed" (its exit code) from "we could not start it" (125, 126, 127 as
+Docker). Signals the runner receives are forwarded to PID 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import linux, network, rootfs, user
+from runner.container import Container, ContainerConfig, create, new_id
+from shared import stored
+from shared.errors import Kind, StrataError, usage
+from shared.store import Store
+
+# Docker's exit codes for failures of its own (docker run reference, "Exit status")
+EXIT_RUNNER_ERROR = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    image: str
+    command: Sequence[str] = ()
+    name: str | None = None
+    hostname: str | None = None
+    env: Sequence[str] = ()
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: str | None = None
+    interactive: bool = False
+    remove: bool = False
+
+
+def _merge_env(base: Sequence[str], overrides: Sequence[str]) -> tuple[str, ...]:
+    """Docker's -e: ``KEY=VALUE`` sets, a bare ``KEY`` copies the runner's own value (or drops it if unset)."""
+    env: dict[str, str] = {}
+    for item in base:
+        key, _, value = item.partition("=")
+        env[key] = value
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise usage(f"invalid environment variable {item!r}")
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+        else:
+            env.pop(key, None)
+    return tuple(f"{k}={v}" for k, v in env.items())
+
+
+def create_container(store: Store, opts: RunOptions) -> Container:
+    image = stored.find(store, opts.image)
+    image.layer_records(store)  # every layer must be there before anything is created
+    cfg = image.config
+    if opts.entrypoint is not None:  # as Docker: a new entrypoint also drops the image's Cmd
+        entrypoint: tuple[str, ...] = (opts.entrypoint,) if opts.entrypoint else ()
+        cmd = tuple(opts.command)
+    else:
+        entrypoint = cfg.entrypoint
+        cmd = tuple(opts.command) or cfg.cmd
+    argv = entrypoint + cmd
+    if not argv:
+        raise usage(f"no command specified: {image.name} has no Entrypoint or Cmd; give one")
+    workdir = opts.workdir or cfg.working_dir or "/"
+    if not workdir.startswith("/"):
+        raise usage(f"the working directory {workdir!r} is invalid: it needs to be an absolute path")
+    cid = new_id()
+    config = ContainerConfig(
+        id=cid, name=opts.name or cid[:12], image=image.name, image_id=str(image.image_id),
+        chain_ids=tuple(str(c) for c in image.chain_ids), argv=argv, env=_merge_env(cfg.env, opts.env),
+        working_dir=workdir, user=opts.user if opts.user is not None else cfg.user,
+        hostname=opts.hostname or cid[:12], interactive=opts.interactive, auto_remove=opts.remove)
+    container = create(store, config)
+    try:
+        lowers = [store.diff_dir(c) for c in reversed(image.chain_ids)]
+        rootfs.prepare(container, lowers)
+    except BaseException:
+        container.remove(force=True)
+        raise
+    return container
+
+
+def _exec_env(config: ContainerConfig, home: str) -> dict[str, str]:
+    env = dict(e.split("=", 1) for e in config.env if "=" in e)
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOSTNAME", config.hostname)
+    env.setdefault("HOME", home)
+    return env
+
+
+def _child(container: Container, layer_count: int, err_w: int) -> None:
+    """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
+    code = EXIT_RUNNER_ERROR
+    try:
+        config = container.config
+        if not config.interactive:
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+        linux.unshare(NAMESPACES)
+        socket.sethostname(config.hostname)
+        network.loopback_up()
+        rootfs.mount_and_pivot(container, layer_count)
+        who = user.resolve(config.user, Path("/"))
+        env = _exec_env(config, who.home)
+        os.makedirs(config.working_dir, exist_ok=True)
+        os.chdir(config.working_dir)
+        if not os.getcwd().startswith("/"):  # runc CVE-2024-21626: cwd must be inside the container
+            raise StrataError(f"working directory {config.working_dir} is outside the container", Kind.SYSTEM)
+        os.setgroups(list(who.groups))
+        os.setgid(who.gid)
+        os.setuid(who.uid)
+        os.closerange(3, err_w)
+        os.closerange(err_w + 1, 1 << 16)
+        code = EXIT_NOT_EXECUTABLE
+        os.execvpe(config.argv[0], list(config.argv), env)
+    except BaseException as e:
+        if isinstance(e, OSError) and code == EXIT_NOT_EXECUTABLE:
+            if e.errno == errno.ENOENT:
+                code = EXIT_NOT_FOUND
+                message = f"exec: {container.config.argv[0]!r}: executable file not found"
+            else:
+                message = f"exec: {container.config.argv[0]!r}: {e.strerror}"
+        elif isinstance(e, OSError):
+            message = f"cannot start the container: {e.strerror}" + (f": {e.filename}" if e.filename else "")
+        else:
+            message = f"cannot start the container: {e}"
+        with contextlib.suppress(OSError):
+            os.write(err_w, message.encode(errors="replace")[:4000])
+    finally:
+        os._exit(code)
+
+
+def start(container: Container) -> int:
+    """Run the container in the foreground; return its exit code (Docker's convention for ours)."""
+    layer_count = len(container.config.chain_ids)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.unshare(linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(err_r)
+                _child(container, layer_count, err_w)
+        finally:
+            if os.getpid() != 1:
+                linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
+    finally:
+        os.close(own_pidns)
+        os.close(err_w)
+    container.set_state(status="running", pid=pid, started=time.time())
+    previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED_SIGNALS}
+    try:
+        message = _read_all(err_r)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(err_r)
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    container.set_state(status="exited", exit_code=code, finished=time.time(), error=message)
+    if message:
+        raise StrataError(message, Kind.SYSTEM, exit_code=code)
+    return code
+
+
+def _forward(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def run(store: Store, opts: RunOptions) -> int:
+    container = create_container(store, opts)
+    try:
+        return start(container)
+    finally:
+        if opts.remove:
+            container.remove(force=True)
