@@ -29,7 +29,7 @@ def _root(root: Path | None = typer.Option(None, "--root", help="Store root (def
 
 @app.command()
 def pull(image: str = typer.Argument(..., help="Reference: NAME[:TAG] or NAME@DIGEST, normalized as Docker does"),
-         platform: str | None = typer.Option(None, "--platform", help="OS/ARCH or OS/ARCH/VARIANT (default: this host)"),
+         platform: str | None = typer.Option(None, "--platform", help="OS/ARCH or OS/ARCH/VARIANT, default: this host"),
          jobs: int = typer.Option(3, "--jobs", "-j", min=1, max=16, help="Parallel blob downloads"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the image's reference")) -> None:
     """Fetch an image's manifest and blobs, verify every digest, unpack each layer into its own diff dir."""

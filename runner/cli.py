@@ -37,13 +37,14 @@ def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"
         workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory inside"),
         user: str | None = typer.Option(None, "--user", "-u", help="user[:group], names or numbers"),
         entrypoint: str | None = typer.Option(None, "--entrypoint", help="Replace the image's entrypoint"),
-        interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open")) -> int:
+        interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open"),
+        tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a terminal")) -> int:
     """Create a container from IMAGE and run COMMAND in it, in the foreground; exit with its exit code."""
     from runner.run import RunOptions
     from runner.run import run as do_run
 
     opts = RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
-                      user=user, entrypoint=entrypoint, interactive=interactive, remove=rm)
+                      user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm)
     return do_run(state.store, opts)
 
 

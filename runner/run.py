@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import linux, network, rootfs, user
+from runner import linux, network, rootfs, tty, user
 from runner.container import Container, ContainerConfig, create, new_id
 from shared import stored
 from shared.errors import Kind, StrataError, usage
@@ -45,6 +45,7 @@ class RunOptions:
     user: str | None = None
     entrypoint: str | None = None
     interactive: bool = False
+    tty: bool = False
     remove: bool = False
 
 
@@ -88,7 +89,7 @@ def create_container(store: Store, opts: RunOptions) -> Container:
         id=cid, name=opts.name or cid[:12], image=image.name, image_id=str(image.image_id),
         chain_ids=tuple(str(c) for c in image.chain_ids), argv=argv, env=_merge_env(cfg.env, opts.env),
         working_dir=workdir, user=opts.user if opts.user is not None else cfg.user,
-        hostname=opts.hostname or cid[:12], interactive=opts.interactive, auto_remove=opts.remove)
+        hostname=opts.hostname or cid[:12], interactive=opts.interactive, tty=opts.tty, auto_remove=opts.remove)
     container = create(store, config)
     try:
         lowers = [store.diff_dir(c) for c in reversed(image.chain_ids)]
@@ -104,10 +105,12 @@ def _exec_env(config: ContainerConfig, home: str) -> dict[str, str]:
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOSTNAME", config.hostname)
     env.setdefault("HOME", home)
+    if config.tty:
+        env.setdefault("TERM", "xterm")
     return env
 
 
-def _child(container: Container, layer_count: int, err_w: int) -> None:
+def _child(container: Container, layer_count: int, err_w: int, tty_sock: socket.socket | None) -> None:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
     code = EXIT_RUNNER_ERROR
     try:
@@ -120,6 +123,8 @@ def _child(container: Container, layer_count: int, err_w: int) -> None:
         socket.sethostname(config.hostname)
         network.loopback_up()
         rootfs.mount_and_pivot(container, layer_count)
+        if tty_sock is not None:
+            tty.become_terminal_child(tty_sock)
         who = user.resolve(config.user, Path("/"))
         env = _exec_env(config, who.home)
         os.makedirs(config.working_dir, exist_ok=True)
@@ -154,6 +159,7 @@ def start(container: Container) -> int:
     """Run the container in the foreground; return its exit code (Docker's convention for ours)."""
     layer_count = len(container.config.chain_ids)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if container.config.tty else (None, None)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         linux.unshare(linux.CLONE_NEWPID)
@@ -161,19 +167,31 @@ def start(container: Container) -> int:
             pid = os.fork()
             if pid == 0:
                 os.close(err_r)
-                _child(container, layer_count, err_w)
+                if parent_sock is not None:
+                    parent_sock.close()
+                _child(container, layer_count, err_w, child_sock)
         finally:
             if os.getpid() != 1:
                 linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
     finally:
         os.close(own_pidns)
         os.close(err_w)
+        if child_sock is not None:
+            child_sock.close()
     container.set_state(status="running", pid=pid, started=time.time())
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED_SIGNALS}
     try:
+        master = tty.receive_master(parent_sock) if parent_sock is not None else None
         message = _read_all(err_r)
+        if master is not None:
+            try:
+                tty.relay(master, container.config.interactive)
+            finally:
+                os.close(master)
         _, status = os.waitpid(pid, 0)
     finally:
+        if parent_sock is not None:
+            parent_sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         os.close(err_r)

@@ -371,12 +371,14 @@ class DiffWriter:
         """Directory mtimes last, deepest first, since creating children changed them."""
         self._drop_cache()
         for key in sorted(self.dir_mtimes, key=len, reverse=True):
-            with contextlib.suppress(FileNotFoundError):  # replaced later in the tar by a non-directory
+            try:
                 fd = self.root.open_dir(list(key))
-                try:
-                    os.utime(fd, ns=(self.dir_mtimes[key], self.dir_mtimes[key]))
-                finally:
-                    os.close(fd)
+            except (FileNotFoundError, StrataError):
+                continue  # replaced later in the tar by a non-directory (or its parent was)
+            try:
+                os.utime(fd, ns=(self.dir_mtimes[key], self.dir_mtimes[key]))
+            finally:
+                os.close(fd)
 
 
 def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:

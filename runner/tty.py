@@ -1,0 +1,98 @@
+"""``-t``: the container's terminal, and the runner's relay between it and the user's.
+
+As runc does, the pty is opened inside the container (in its own devpts instance, after pivot_root), so programs
+see a real ``/dev/pts/0``; the master end comes back to the runner over a unix socket (SCM_RIGHTS). The runner
+puts its own terminal in raw mode, copies bytes both ways, and passes window size changes on (SIGWINCH).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import sys
+import termios
+import tty
+from collections.abc import Iterator
+
+CHUNK = 1 << 16
+
+
+def become_terminal_child(sock: socket.socket) -> None:
+    """In the container, after pivot_root: open a pty, make it the controlling terminal and stdio, send the
+    master to the runner."""
+    master, slave = os.openpty()
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    socket.send_fds(sock, [b"m"], [master])
+    os.close(master)
+    os.close(slave)
+    sock.close()
+
+
+def receive_master(sock: socket.socket) -> int | None:
+    """The master fd, or None if the child failed before sending it (its error comes through the error pipe)."""
+    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+    return fds[0] if fds else None
+
+
+def _copy_winsize(src: int, dst: int) -> None:
+    with contextlib.suppress(OSError):
+        size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
+
+
+@contextlib.contextmanager
+def _raw(fd: int) -> Iterator[None]:
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def relay(master: int, interactive: bool) -> None:
+    """Copy until the container side closes (every process holding the pty is gone: EIO on the master)."""
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    if os.isatty(stdin):
+        _copy_winsize(stdin, master)
+    previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdin, master))
+    readers = [master, stdin] if interactive else [master]
+    try:
+        with _raw(stdin) if interactive else contextlib.nullcontext():
+            while True:
+                ready, _, _ = select.select(readers, [], [])
+                if master in ready:
+                    try:
+                        data = os.read(master, CHUNK)
+                    except OSError as e:
+                        if e.errno == errno.EIO:
+                            return
+                        raise
+                    if not data:
+                        return
+                    _write_all(stdout, data)
+                if stdin in ready:
+                    data = os.read(stdin, CHUNK)
+                    if data:
+                        _write_all(master, data)
+                    else:
+                        readers.remove(stdin)  # end of input; keep reading the container's output
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
