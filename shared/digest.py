@@ -84,3 +84,30 @@ class HashingReader:
 
     def digest(self) -> Digest:
         return Digest(self._algorithm, self._hash.hexdigest())
+
+
+class HashingWriter:
+    """A write-only stream that hashes and counts what passes through to ``raw`` (None: hash only)."""
+
+    def __init__(self, raw: BinaryIO | None, algorithm: str = "sha256") -> None:
+        self._raw = raw
+        self._hash = hashlib.new(algorithm)
+        self._algorithm = algorithm
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.count += len(data)
+        if self._raw is not None:
+            self._raw.write(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        if self._raw is not None:
+            self._raw.flush()
+
+    def digest(self) -> Digest:
+        return Digest(self._algorithm, self._hash.hexdigest())

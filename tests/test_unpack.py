@@ -179,3 +179,36 @@ def test_corrupt_compressed_stream_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StrataError, match="layer 1 is corrupt") as info:
         unpack_blob(blob, tmp_path / "d", Digest("sha256", "0" * 64), what="layer 1")
     assert info.value.kind is Kind.INTEGRITY
+
+
+class SwappingReader:
+    """Feeds a tar one block per read, and as soon as ``a/one`` has been written swaps directory ``a`` for a
+    symlink to the outside: what a racing process could do mid-extraction."""
+
+    def __init__(self, data: bytes, dest: Path, outside: Path) -> None:
+        self.buf = io.BytesIO(data)
+        self.dest, self.outside = dest, outside
+        self.swapped = False
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.swapped and (self.dest / "a" / "one").exists():
+            os.rename(self.dest / "a", self.dest / "a.moved")
+            os.symlink(self.outside, self.dest / "a")
+            self.swapped = True
+        return self.buf.read(512)
+
+
+def test_component_swapped_for_symlink_mid_extraction(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    data = make_tar(Entry("a/", "dir"), Entry("a/one", data=b"1"), Entry("a/two", data=b"2"),
+                    Entry("a/sub/three", data=b"3"), Entry("a/four", data=b"4"))
+    reader = SwappingReader(data, dest, outside)
+    with pytest.raises(StrataError) as info:
+        extract(reader, dest)  # type: ignore[arg-type]
+    assert reader.swapped
+    assert info.value.kind is Kind.HOSTILE and "'a' is a symlink" in str(info.value)
+    assert list(outside.iterdir()) == []  # nothing went through the planted symlink
+    assert (dest / "a.moved" / "two").read_bytes() == b"2"  # the fd we held still named the real directory

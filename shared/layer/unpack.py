@@ -130,6 +130,18 @@ class Lowers:
         return fd, st
 
 
+def mtime_ns(member: tarfile.TarInfo) -> int:
+    """The entry's mtime in ns, exact: tarfile parses a PAX ``mtime`` into a float, which loses microseconds."""
+    text = member.pax_headers.get("mtime")
+    if text:
+        sec, _, frac = text.partition(".")
+        with contextlib.suppress(ValueError):
+            ns = int(sec) * 1_000_000_000
+            fraction = int((frac + "000000000")[:9]) if frac else 0
+            return ns - fraction if sec.startswith("-") else ns + fraction
+    return int(member.mtime) * 1_000_000_000
+
+
 def _xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
     return {k[len(XATTR_PAX_PREFIX):]: v.encode("utf-8", "surrogateescape")
             for k, v in member.pax_headers.items() if k.startswith(XATTR_PAX_PREFIX)}
@@ -226,6 +238,8 @@ class DiffWriter:
                 return
             self._replace(fd, target)
             self.fmt.make_whiteout(fd, target, member.uid, member.gid)
+            mtime = mtime_ns(member)
+            os.utime(target, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
             self.whiteouts.setdefault(key, set()).add(target)
             return
         if member.isdir():
@@ -343,7 +357,7 @@ class DiffWriter:
         os.fchmod(fd, member.mode & 0o7777)
         for xname, value in _xattrs_of(member).items():
             os.setxattr(fd, self.fmt.escape_xattr(xname), value)
-        mtime = int(member.mtime * 1_000_000_000)
+        mtime = mtime_ns(member)
         os.utime(fd, ns=(mtime, mtime))
 
     def _metadata_dir(self, fd: int, key: tuple[str, ...], member: tarfile.TarInfo) -> None:
@@ -351,7 +365,7 @@ class DiffWriter:
         os.fchmod(fd, member.mode & 0o7777)
         for xname, value in _xattrs_of(member).items():
             os.setxattr(fd, self.fmt.escape_xattr(xname), value)
-        self.dir_mtimes[key] = int(member.mtime * 1_000_000_000)
+        self.dir_mtimes[key] = mtime_ns(member)
 
     def _metadata_at(self, dir_fd: int, name: str, member: tarfile.TarInfo, symlink: bool) -> None:
         os.chown(name, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
@@ -364,7 +378,7 @@ class DiffWriter:
                 # Linux allows no user.* xattrs on symlinks or devices; GNU tar warns and goes on, so do we.
                 if not (e.errno == errno.EPERM and xname.startswith("user.")):
                     raise
-        mtime = int(member.mtime * 1_000_000_000)
+        mtime = mtime_ns(member)
         os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
 
     def finish(self) -> None:

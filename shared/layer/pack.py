@@ -1,0 +1,190 @@
+"""Diff directory or overlay upper dir -> layer tar: the reverse of :mod:`shared.layer.unpack`, for commit.
+
+Deterministic, so the same tree always gives the same diff_id: entries sorted by name, PAX format, numeric ids
+with no user or group names, the files' own mtimes, a gzip header without name or time. Overlay's on-disk format
+turns back into the tar's: a 0/0 char device NAME into ``.wh.NAME``; ``trusted.overlay.opaque=y`` into a
+``.wh..wh..opq`` entry right after its directory; overlayfs' own xattrs are dropped and escaped layer xattrs
+(``trusted.overlay.overlay.X``) unescaped. Hardlinks inside the tree become tar hardlinks to the first name.
+The root directory itself is not an entry (as Docker's diffs), unless asked for.
+
+The tree is read with the same fd-relative, no-follow walk as unpacking, so a symlink in the tree can not make
+the packer read a file outside it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from shared.digest import Digest, HashingWriter
+from shared.errors import Kind, StrataError
+from shared.layer.safepath import DIR_FLAGS, SafeRoot, proc_path
+from shared.layer.whiteout import OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
+
+CHUNK = 1 << 20
+COMPRESSIONS = ("gzip", "zstd", "none")
+
+
+@dataclass(frozen=True)
+class PackResult:
+    digest: Digest  # of the blob as written (compressed)
+    diff_id: Digest  # of the uncompressed tar
+    size: int  # bytes of the blob
+    uncompressed_size: int
+
+
+class _FdReader:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, size: int = -1) -> bytes:
+        return os.read(self.fd, size if size >= 0 else CHUNK)
+
+
+def _xattrs(path: str, fmt: OverlayFormat) -> dict[str, str]:
+    """PAX values for the entry's xattrs, overlay's own dropped, escaped ones unescaped."""
+    out: dict[str, str] = {}
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return out
+    for name in sorted(names):
+        if fmt.is_overlay_metadata(name):
+            continue
+        value = os.getxattr(path, name, follow_symlinks=False)
+        if name.startswith(fmt.overlay_prefix + "overlay."):
+            name = fmt.overlay_prefix + name[len(fmt.overlay_prefix + "overlay."):]
+        out["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+    return out
+
+
+def _set_mtime(info: tarfile.TarInfo, ns: int) -> None:
+    """Whole seconds in the ustar field; the exact value as a PAX decimal string (which tarfile lets win over
+    its own float rendering), so a round trip keeps every nanosecond."""
+    sign = "-" if ns < 0 else ""
+    sec, frac = divmod(abs(ns), 1_000_000_000)
+    info.mtime = -sec if sign else sec
+    if frac or sign:
+        info.pax_headers = {**info.pax_headers, "mtime": f"{sign}{sec}.{frac:09d}".rstrip("0").rstrip(".")}
+
+
+class _Packer:
+    def __init__(self, tar: tarfile.TarFile, fmt: OverlayFormat) -> None:
+        self.tar = tar
+        self.fmt = fmt
+        self.links: dict[tuple[int, int], str] = {}
+
+    def _info(self, name: str, st: os.stat_result, path: str) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname = info.gname = ""
+        info.pax_headers = _xattrs(path, self.fmt)
+        _set_mtime(info, st.st_mtime_ns)
+        return info
+
+    def walk(self, dir_fd: int, prefix: str) -> None:
+        for name in sorted(os.listdir(dir_fd), key=os.fsencode):
+            rel = f"{prefix}{name}"
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            path = proc_path(dir_fd, name)
+            if OverlayFormat.is_whiteout(st):
+                info = tarfile.TarInfo(f"{prefix}{WHITEOUT_PREFIX}{name}")
+                info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+                info.uname = info.gname = ""
+                _set_mtime(info, st.st_mtime_ns)
+                self.tar.addfile(info)
+            elif stat.S_ISDIR(st.st_mode):
+                info = self._info(rel + "/", st, path)
+                info.type = tarfile.DIRTYPE
+                self.tar.addfile(info)
+                fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    if self.fmt.is_opaque(fd):
+                        marker = tarfile.TarInfo(f"{rel}/{OPAQUE_MARKER}")
+                        marker.mode, marker.uname, marker.gname = 0, "", ""
+                        _set_mtime(marker, st.st_mtime_ns)
+                        self.tar.addfile(marker)
+                    self.walk(fd, rel + "/")
+                finally:
+                    os.close(fd)
+            else:
+                self._leaf(dir_fd, name, rel, st, path)
+
+    def _leaf(self, dir_fd: int, name: str, rel: str, st: os.stat_result, path: str) -> None:
+        info = self._info(rel, st, path)
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) and key in self.links:
+            info.type = tarfile.LNKTYPE
+            info.linkname = self.links[key]
+            info.pax_headers = {}
+            _set_mtime(info, st.st_mtime_ns)
+            self.tar.addfile(info)
+            return
+        if st.st_nlink > 1:
+            self.links[key] = rel
+        if stat.S_ISREG(st.st_mode):
+            info.size = st.st_size
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                self.tar.addfile(info, cast(BinaryIO, _FdReader(fd)))
+            finally:
+                os.close(fd)
+        elif stat.S_ISLNK(st.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(name, dir_fd=dir_fd)
+            self.tar.addfile(info)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            self.tar.addfile(info)
+        elif stat.S_ISFIFO(st.st_mode):
+            info.type = tarfile.FIFOTYPE
+            self.tar.addfile(info)
+        # sockets have no tar form; like GNU tar and Docker, they are left out
+
+
+def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: OverlayFormat = OVERLAY) -> None:
+    """The tar of the tree at ``src`` (a diff dir or an overlay upper dir) to the stream ``out``."""
+    with SafeRoot(src) as root, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
+                                            bufsize=CHUNK) as tar:
+        packer = _Packer(tar, fmt)
+        if include_root:
+            st = os.fstat(root.fd)
+            info = packer._info("./", st, f"/proc/self/fd/{root.fd}")
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+            if fmt.is_opaque(root.fd):
+                raise StrataError("the root of a layer cannot be opaque", Kind.INTEGRITY)
+        packer.walk(root.fd, "")
+
+
+def pack(src: Path, dest: Path, compression: str = "gzip", include_root: bool = False) -> PackResult:
+    """Pack ``src`` into the new file ``dest`` (gzip, zstd or none); return both hashes of the result."""
+    if compression not in COMPRESSIONS:
+        raise StrataError(f"unknown compression {compression!r} (one of {', '.join(COMPRESSIONS)})", Kind.USAGE)
+    with open(dest, "xb") as f:
+        blob = HashingWriter(cast(BinaryIO, f))
+        if compression == "gzip":
+            from isal import igzip
+
+            compressor: BinaryIO = cast(BinaryIO, igzip.IGzipFile(  # type: ignore[no-untyped-call]
+                filename="", mode="wb", fileobj=blob, mtime=0))
+        elif compression == "zstd":
+            import zstandard
+
+            compressor = cast(BinaryIO, zstandard.ZstdCompressor(level=3).stream_writer(
+                cast(BinaryIO, blob), closefd=False))
+        else:
+            compressor = cast(BinaryIO, blob)
+        tar_stream = HashingWriter(compressor)
+        write_tar(src, cast(BinaryIO, tar_stream), include_root)
+        if compression != "none":
+            compressor.close()  # writes the trailer; leaves f open
+        f.flush()
+        os.fsync(f.fileno())
+    return PackResult(blob.digest(), tar_stream.digest(), blob.count, tar_stream.count)
