@@ -116,7 +116,10 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     os.chdir(container.dir)
     lower = ":".join(["init", *(f"l/{i}" for i in range(layer_count))])
-    linux.mount("overlay", "merged", "overlay", 0, f"lowerdir={lower},upperdir=upper,workdir=work")
+    # redirect_dir and metacopy off, whatever the kernel's defaults: the rw layer then holds whole files and real
+    # directories that commit can pack as they are, and untrusted lowers cannot use the redirect xattr attack.
+    linux.mount("overlay", "merged", "overlay", 0,
+                f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
     with SafeRoot("merged") as root:
         for name in ("hosts", "hostname", "resolv.conf"):
             _mount_at(root, f"etc/{name}", str(container.path(name)), None, linux.MS_BIND)
