@@ -1,17 +1,21 @@
-"""The ``puller`` command line: thin; the work is in :mod:`puller.pull` and :mod:`shared`."""
+"""The ``puller`` command line: thin; the work is in :mod:`puller.pull`, :mod:`puller.registry` and :mod:`shared`."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import typer
 
-from shared.cli import run_main, run_typer
-from shared.errors import Kind
+from shared.cli import human_size, print_table, run_main, run_typer
+from shared.errors import Kind, usage
 from shared.store import Store, default_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pull container images from Docker Hub or any OCI registry into the Strata store.")
+
+FORMATS = ("table", "json")
 
 
 class _State:
@@ -28,59 +32,119 @@ def _root(root: Path | None = typer.Option(None, "--root", help="Store root (def
 
 
 @app.command()
-def pull(image: str = typer.Argument(..., help="Reference: NAME[:TAG] or NAME@DIGEST, normalized as Docker does"),
-         platform: str | None = typer.Option(None, "--platform", help="OS/ARCH or OS/ARCH/VARIANT, default: this host"),
+def pull(image: str = typer.Argument(..., help="NAME[:TAG] or NAME@DIGEST, normalized as Docker does"),
+         platform: str | None = typer.Option(None, "--platform", help="OS/ARCH or OS/ARCH/VARIANT (default: host)"),
          jobs: int = typer.Option(3, "--jobs", "-j", min=1, max=16, help="Parallel blob downloads"),
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the image's reference")) -> None:
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the image's reference"),
+         insecure: list[str] = typer.Option([], "--insecure-registry", help="HOST[:PORT] to reach over plain "
+                                            "HTTP or unchecked TLS (repeatable)"),
+         mirror: list[str] = typer.Option([], "--mirror", help="[REGISTRY=]URL of a mirror, tried before the "
+                                          "registry; REGISTRY defaults to docker.io (repeatable)")) -> None:
     """Fetch an image's manifest and blobs, verify every digest, unpack each layer into its own diff dir."""
+    from puller import progress as progress_mod
+    from puller import settings
     from puller.pull import pull as do_pull
     from shared import reference
     from shared.image import Platform
 
     ref = reference.parse(image)
     wanted = Platform.parse(platform) if platform else None
-
-    def say(line: str) -> None:
-        if not quiet:
-            print(line, flush=True)
-
-    say(f"Pulling {ref}")
-    result = do_pull(state.store, ref, wanted, jobs, say)
-    say(f"Digest: {result.manifest_digest}")
-    say(f"Status: {'Image is up to date' if result.up_to_date else 'Downloaded newer image'} for {ref}")
+    config = settings.load(insecure, mirror)
+    show = progress_mod.for_output(quiet)
+    show.message(f"Pulling {ref}")
+    result = do_pull(state.store, ref, config, wanted, jobs, show)
+    show.message(f"Digest: {result.manifest_digest}")
+    show.message(f"Status: {'Image is up to date' if result.up_to_date else 'Downloaded newer image'} for {ref}")
     print(ref)
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise usage(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
 @app.command()
-def images(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only image IDs")) -> None:
+def images(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only image IDs"),
+           fmt: str = typer.Option("table", "--format", help="table or json")) -> None:
     """List the images in the store."""
     from shared import stored
 
-    rows = []
-    for img in stored.all_images(state.store):
-        size = sum(r.size for r in img.layer_records(state.store))
-        ref = img.name
-        repo, tag = (ref.split("@")[0], "<none>") if "@" in ref else ref.rsplit(":", 1)
-        rows.append((repo, tag, img.image_id.short, img.config.created or "", _human(size)))
+    _check_format(fmt)
+    described = [stored.describe(state.store, img) for img in stored.all_images(state.store)]
+    if fmt == "json":
+        print(json.dumps(described, indent=2))
+        return
+    rows: list[tuple[str, ...]] = []
+    for d in described:
+        name = str(d["Name"])
+        repo, tag = (name.split("@")[0], "<none>") if "@" in name else name.rsplit(":", 1)
+        rows.append((repo, tag, str(d["Id"]).split(":")[1][:12], str(d["Created"] or ""),
+                     human_size(int(str(d["UncompressedSize"])))))
     if quiet:
         for row in rows:
             print(row[2])
         return
-    header = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
-    for row in [header, *rows]:
-        print("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"), rows)
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.1f}{unit}" if unit != "B" else f"{size}B"
-        value /= 1000
-    return f"{size}B"
+@app.command()
+def inspect(images: list[str] = typer.Argument(..., help="References or image IDs")) -> None:
+    """Show images as JSON: manifest and config digests, platform, run config, every layer's two hashes, sizes."""
+    from shared import stored
+
+    print(json.dumps([stored.describe(state.store, stored.find(state.store, i)) for i in images], indent=2))
+
+
+@app.command()
+def rmi(images: list[str] = typer.Argument(..., help="References or image IDs"),
+        force: bool = typer.Option(False, "--force", "-f", help="Untag even if a container uses the image")) -> None:
+    """Remove images, then every blob and layer nothing else needs (layers of containers stay)."""
+    from shared import stored
+
+    for text in images:
+        image = stored.find(state.store, text)
+        deleted = stored.remove(state.store, image.name, force)
+        print(f"Untagged: {image.name}")
+        for item in deleted:
+            print(f"Deleted: {item}")
+
+
+@app.command()
+def login(server: str = typer.Argument("docker.io", help="Registry host[:port]"),
+          username: str | None = typer.Option(None, "--username", "-u"),
+          password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),
+          insecure: list[str] = typer.Option([], "--insecure-registry", help="HOST[:PORT] over plain HTTP")) -> None:
+    """Check credentials against the registry, then save them in Docker's config.json (or its helper)."""
+    import getpass
+
+    from puller import settings
+    from puller.registry import credentials
+    from puller.registry.auth import Credentials
+    from puller.registry.client import Endpoint, RegistryClient
+    from shared.reference import DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY_HOST
+
+    registry = DEFAULT_DOMAIN if server in ("docker.io", "index.docker.io", DOCKER_HUB_REGISTRY_HOST) else server
+    user = username or input("Username: ")
+    secret = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    if not user or not secret:
+        raise usage("a username and a password are needed")
+    host = DOCKER_HUB_REGISTRY_HOST if registry == DEFAULT_DOMAIN else registry
+    creds = Credentials(user, secret)
+    RegistryClient(Endpoint.for_registry(host, settings.load(insecure).insecure), creds).ping()
+    credentials.store(registry, creds)
+    print("Login Succeeded")
+
+
+@app.command()
+def logout(server: str = typer.Argument("docker.io", help="Registry host[:port]")) -> None:
+    """Remove saved credentials for a registry."""
+    from puller.registry import credentials
+
+    if not credentials.erase(server):
+        print(f"Not logged in to {server}")
+        return
+    print(f"Removing login credentials for {credentials.server_key(server)}")
 
 
 def main() -> None:
-    run_main("puller", lambda: run_typer(app), lambda kind: 1 if kind is not Kind.USAGE else 2)
-
+    run_main("puller", lambda: run_typer(app), lambda kind: 2 if kind is Kind.USAGE else 1)

@@ -1,124 +1,242 @@
 """``pull``: resolve -> fetch blobs in parallel, each verified -> unpack layers in order -> record the reference.
 
-The order is what keeps the store consistent: every blob is verified before any layer is unpacked, every layer
-is checked against its diff_id before it is renamed into place, and the reference is written last. A failure at
-any step (Ctrl-C included) leaves only verified blobs, complete layers, and temp litter that the next run sweeps.
+Downloads run in a thread pool while the main thread unpacks each layer as soon as its blob and the layers below
+it are in, so fetching, decompressing and unpacking overlap. Consistency comes from the order of commits: a
+blob is renamed into the store only once verified, a layer only once its diff_id matches, the reference last;
+if anything fails (Ctrl-C included), the layers this pull created are removed again, so the store holds what it
+held before plus verified blobs, and temp litter the next run sweeps.
+
+Sources are tried in order, mirrors first (Docker's semantics): the first that serves the manifest serves the
+blobs, and a blob a mirror fails to serve is fetched from the next source. Digests are checked the same way
+whichever host answered.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from puller.registry.client import RegistryClient
+from puller.progress import Progress, Quiet
+from puller.registry.client import Endpoint, FetchedManifest, RegistryClient
+from puller.settings import Settings
+from shared import stored
 from shared.digest import Digest
-from shared.errors import integrity
+from shared.errors import Kind, StrataError, integrity
 from shared.image import INDEX_TYPES, Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids
 from shared.layer.unpack import unpack_blob
 from shared.reference import Reference
 from shared.store import LayerRecord, Store, remove_tree
 
-Report = Callable[[str], None]
+INDEX_DIGEST_ANNOTATION = "io.strata.index.digest"
+
+
+@dataclass(frozen=True)
+class Source:
+    client: RegistryClient
+    repository: str
+
+    @property
+    def name(self) -> str:
+        return self.client.host
 
 
 @dataclass(frozen=True)
 class PullResult:
     reference: Reference
-    manifest_digest: Digest
+    manifest_digest: Digest  # what the reference names: an index or a manifest
     image_id: Digest
     layers_fetched: int
     layers_unpacked: int
     up_to_date: bool
 
 
-def _fetch_blob(client: RegistryClient, store: Store, repository: str, desc: Descriptor, what: str) -> None:
+def sources_for(ref: Reference, settings: Settings, progress: Progress | None = None) -> list[Source]:
+    """Mirrors of the reference's registry first, then the registry itself."""
+    from puller.registry import credentials
+
+    notice = progress.message if progress else (lambda m: None)
+    out = [Source(RegistryClient(Endpoint.from_url(m.url, settings.insecure), None, notice=notice), ref.path)
+           for m in settings.mirrors_for(ref.domain)]
+    origin = Endpoint.for_registry(ref.registry_host, settings.insecure)
+    out.append(Source(RegistryClient(origin, credentials.lookup(ref.domain), notice=notice), ref.path))
+    return out
+
+
+def _first(sources: Sequence[Source], what: str,
+           fetch: Callable[[Source], FetchedManifest]) -> tuple[Source, FetchedManifest]:
+    errors: list[str] = []
+    for source in sources:
+        try:
+            return source, fetch(source)
+        except StrataError as e:
+            if e.kind is Kind.INTEGRITY or source is sources[-1]:
+                raise StrataError(f"{e}" + (f" (mirrors: {'; '.join(errors)})" if errors else ""), e.kind) from None
+            errors.append(f"{source.name}: {e}")
+    raise StrataError(f"no source for {what}", Kind.REGISTRY)
+
+
+def _is_current(store: Store, name: str, sources: Sequence[Source], ref: Reference) -> bool:
+    """A tag pulled before: HEAD says whether it still names the same thing (HEAD is free on Docker Hub)."""
+    if ref.digest is not None:
+        desc = store.resolve(name)
+        return desc is not None and _complete(store, name, desc)
+    desc = store.resolve(name)
+    if desc is None or not _complete(store, name, desc):
+        return False
+    stored_top = Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest)))
+    for source in sources:
+        try:
+            return source.client.head_manifest(source.repository, ref.identifier, f"manifest of {name}") == stored_top
+        except StrataError:
+            continue
+    return False
+
+
+def _complete(store: Store, name: str, desc: Descriptor) -> bool:
+    try:
+        stored.load(store, name, desc).layer_records(store)
+    except StrataError:
+        return False
+    return True
+
+
+def _fetch_blob(source: Source, store: Store, desc: Descriptor, what: str, progress: Progress) -> None:
     tmp = store.temp_path("blob")
     try:
-        client.fetch_blob(repository, desc, tmp, what)
+        progress.layer(desc.digest, "downloading", 0, desc.size)
+        source.client.fetch_blob(source.repository, desc, tmp, what,
+                                 lambda n: progress.layer(desc.digest, "downloading", n, desc.size))
         store.commit_blob(tmp, desc.digest)
+        progress.layer(desc.digest, "downloaded")
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
 
 
-def pull(store: Store, ref: Reference, platform: Platform | None = None, jobs: int = 3,
-         report: Report = lambda line: None, client: RegistryClient | None = None) -> PullResult:
+def _fetch_from_any(sources: Sequence[Source], store: Store, desc: Descriptor, what: str,
+                    progress: Progress) -> None:
+    for source in sources:
+        try:
+            _fetch_blob(source, store, desc, what, progress)
+            return
+        except StrataError as e:
+            if e.kind is Kind.INTEGRITY or source is sources[-1]:
+                raise
+
+
+def pull(store: Store, ref: Reference, settings: Settings | None = None, platform: Platform | None = None,
+         jobs: int = 3, progress: Progress | None = None, sources: Sequence[Source] | None = None) -> PullResult:
+    progress = progress or Quiet()
     store.ensure()
     store.sweep_tmp()
-    client = client or RegistryClient(ref.registry_host)
+    with store.in_use():
+        return _pull(store, ref, settings, platform, jobs, progress, sources)
+
+
+def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Platform | None, jobs: int,
+          progress: Progress, sources: Sequence[Source] | None) -> PullResult:
+    sources = list(sources or sources_for(ref, settings or Settings(), progress=progress))
     wanted = platform or Platform.host()
-    repo = ref.path
     name = str(ref)
 
-    top = client.get_manifest(repo, ref.identifier, f"manifest of {name}")
+    if _is_current(store, name, sources, ref):
+        desc = store.resolve(name)
+        assert desc is not None
+        image = stored.load(store, name, desc)
+        return PullResult(ref, Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest))),
+                          image.image_id, 0, 0, True)
+
+    source, top = _first(sources, name, lambda s: s.client.get_manifest(s.repository, ref.identifier,
+                                                                         f"manifest of {name}"))
+    sources = [source, *(s for s in sources if s is not source and sources.index(s) > sources.index(source))]
     platform_of_entry: Platform | None = None
     if top.media_type in INDEX_TYPES:
         index = Index.parse(top.raw, top.media_type, f"index of {name}")
         entry = index.select(wanted)
         platform_of_entry = entry.platform
-        report(f"{name}: index {top.digest}, using {entry.platform} manifest {entry.digest}")
-        store.put_blob(top.raw, top.digest, f"index of {name}")
-        fetched = client.get_manifest(repo, str(entry.digest), f"{entry.platform} manifest of {name}")
+        progress.message(f"{name}: index {top.digest.short}, using the {entry.platform} image")
+        fetched = source.client.get_manifest(source.repository, str(entry.digest),
+                                             f"{entry.platform} manifest of {name}")
         if fetched.digest != entry.digest:
             raise integrity(f"{name}: the registry served {fetched.digest} for {entry.digest}")
     else:
         fetched = top
     manifest = Manifest.parse(fetched.raw, fetched.media_type, f"manifest of {name}")
 
-    previous = store.resolve(name)
     if store.has_blob(manifest.config.digest):
         config_raw = store.read_blob(manifest.config.digest, "image config")
     else:
-        config_raw = client.get_small_blob(repo, manifest.config, f"config of {name}")
+        config_raw = source.client.get_small_blob(source.repository, manifest.config, f"config of {name}")
     config = ImageConfig.parse(config_raw, f"config of {name}")
     if len(config.diff_ids) != len(manifest.layers):
         raise integrity(f"{name}: the config lists {len(config.diff_ids)} layers, the manifest "
                         f"{len(manifest.layers)}")
     chains = chain_ids(config.diff_ids)
 
-    # 1. every missing blob, in parallel, each verified as it streams
-    missing = [(i, d) for i, d in enumerate(manifest.layers)
-               if store.layer(chains[i]) is None and not store.has_blob(d.digest)]
-    for i, d in enumerate(manifest.layers):
-        if (i, d) not in missing:
-            report(f"{d.digest.short}: already exists")
-    if missing:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(_fetch_blob, client, store, repo, d, f"layer {i + 1} ({d.digest})"): d
-                       for i, d in missing}
-            try:
-                for fut in concurrent.futures.as_completed(futures):
-                    fut.result()
-                    report(f"{futures[fut].digest.short}: downloaded {futures[fut].size} bytes, verified")
-            except BaseException:
-                client.cancel.set()  # downloads still running stop at their next chunk
-                raise
-
-    # 2. layers in order (an implicit parent takes its metadata from the layers below), each checked
-    unpacked = 0
-    for i, (desc, diff_id, chain) in enumerate(zip(manifest.layers, config.diff_ids, chains, strict=True)):
-        if store.layer(chain) is not None:
-            continue
-        lowers = [store.diff_dir(c) for c in reversed(chains[:i])]
-        tmp = store.temp_path("layer")
-        tmp.mkdir(mode=0o700)
+    created: list[Digest] = []
+    fetched_count = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures: dict[int, concurrent.futures.Future[None]] = {}
+        for i, desc in enumerate(manifest.layers):
+            if store.layer(chains[i]) is not None:
+                progress.layer(desc.digest, "already exists")
+            elif store.has_blob(desc.digest):
+                progress.layer(desc.digest, "downloaded")
+            else:
+                progress.layer(desc.digest, "waiting")
+                futures[i] = pool.submit(_fetch_from_any, sources, store, desc, f"layer {i + 1} ({desc.digest})",
+                                         progress)
+        fetched_count = len(futures)
         try:
-            result = unpack_blob(store.blob_path(desc.digest), tmp / "diff", diff_id, lowers,
-                                 f"layer {i + 1} ({desc.digest})")
-            record = LayerRecord(chain, diff_id, chains[i - 1] if i else None, desc.digest, result.size)
-            store.commit_layer(tmp, record)
-        finally:
-            remove_tree(tmp)
-        unpacked += 1
-        report(f"{desc.digest.short}: unpacked")
+            for i, (desc, diff_id, chain) in enumerate(zip(manifest.layers, config.diff_ids, chains, strict=True)):
+                if i in futures:
+                    futures[i].result()
+                if store.layer(chain) is not None:
+                    continue
+                progress.layer(desc.digest, "unpacking")
+                if _unpack(store, desc, diff_id, chains[: i + 1], i):
+                    created.append(chain)
+                progress.layer(desc.digest, "done")
+        except BaseException:
+            for source_ in sources:
+                source_.client.cancel.set()  # running downloads stop at their next chunk
+            _roll_back(store, created)
+            raise
 
-    # 3. the documents, then the reference: only now is the image there
     store.put_blob(config_raw, manifest.config.digest, "image config")
+    if top.digest != fetched.digest:
+        store.put_blob(top.raw, top.digest, f"index of {name}")
     store.put_blob(fetched.raw, fetched.digest, "manifest")
-    plat = platform_of_entry or config.platform
-    annotations = {"io.strata.index.digest": str(top.digest)} if top.digest != fetched.digest else {}
-    store.set_ref(name, Descriptor(fetched.media_type, fetched.digest, len(fetched.raw), plat, annotations))
-    up_to_date = previous is not None and previous.digest == fetched.digest and not missing and not unpacked
-    return PullResult(ref, top.digest, manifest.config.digest, len(missing), unpacked, up_to_date)
+    annotations = {INDEX_DIGEST_ANNOTATION: str(top.digest)} if top.digest != fetched.digest else {}
+    store.set_ref(name, Descriptor(fetched.media_type, fetched.digest, len(fetched.raw),
+                                   platform_of_entry or config.platform, annotations))
+    progress.close()
+    return PullResult(ref, top.digest, manifest.config.digest, fetched_count, len(created), False)
+
+
+def _unpack(store: Store, desc: Descriptor, diff_id: Digest, chain: list[Digest], i: int) -> bool:
+    lowers = [store.diff_dir(c) for c in reversed(chain[:-1])]
+    tmp = store.temp_path("layer")
+    tmp.mkdir(mode=0o700)
+    try:
+        result = unpack_blob(store.blob_path(desc.digest), tmp / "diff", diff_id, lowers,
+                             f"layer {i + 1} ({desc.digest})")
+        record = LayerRecord(chain[-1], diff_id, chain[-2] if i else None, desc.digest, result.size)
+        return store.commit_layer(tmp, record)
+    finally:
+        remove_tree(tmp)
+
+
+def _roll_back(store: Store, created: list[Digest]) -> None:
+    """Remove the layers this pull created: nothing references them yet, unless a concurrent pull of another
+    image sharing them finished in between, which the check below sees."""
+    if not created:
+        return
+    with store.lock():
+        needed = {c for img in stored.all_images(store) for c in img.chain_ids}
+        for chain in created:
+            if chain not in needed:
+                remove_tree(store.layer_dir(chain))
+

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from shared.cli import run_main, run_typer
+from shared.cli import print_table, run_main, run_typer
 from shared.store import Store, default_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -54,7 +54,7 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited contain
     """List containers."""
     from runner.container import all_containers
 
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in all_containers(state.store):
         st = c.state()
         if st.status != "running" and not all_:
@@ -66,10 +66,7 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited contain
         for row in rows:
             print(row[0])
         return
-    header = ("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
 
 
 @app.command()

@@ -69,6 +69,12 @@ def _merge_env(base: Sequence[str], overrides: Sequence[str]) -> tuple[str, ...]
 
 
 def create_container(store: Store, opts: RunOptions) -> Container:
+    store.ensure()
+    with store.in_use():  # the image's layers cannot be collected between finding and recording them
+        return _create(store, opts)
+
+
+def _create(store: Store, opts: RunOptions) -> Container:
     image = stored.find(store, opts.image)
     image.layer_records(store)  # every layer must be there before anything is created
     cfg = image.config

@@ -9,6 +9,7 @@ Layout under the root (see README, "Store layout")::
     containers/ID/             one container: config.json, state.json, init/, upper/, work/, merged/, etc files
     tmp/PID.RANDOM.*           work in progress; renamed into place only when verified, swept when PID is gone
     lock                       flock(2) guarding index.json and names
+    gc.lock                    flock(2): shared while a pull or a container creation runs, exclusive for GC
 
 Everything becomes visible by one rename(2) from tmp/ (same filesystem), so a crash or a second process can leave
 litter in tmp/ but never a half-written blob, layer or reference.
@@ -165,6 +166,17 @@ class Store:
         finally:
             os.close(fd)
 
+    @contextlib.contextmanager
+    def in_use(self, exclusive: bool = False) -> Iterator[None]:
+        """Held shared by every pull and container creation while blobs or layers they commit are not referenced
+        yet; held exclusive by garbage collection, which must not take those for garbage."""
+        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
     def sweep_tmp(self) -> None:
         """Remove work in progress left by processes that are gone (killed, crashed, Ctrl-C'd)."""
         if not self.tmp.is_dir():
@@ -248,6 +260,13 @@ class Store:
             doc["manifests"] = [m for m in doc["manifests"]
                                 if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) != name] + [entry]
             write_json(self.index_path, doc)
+
+    def drop_ref(self, name: str) -> None:
+        """Forget reference ``name``. The caller holds :meth:`lock` (it usually collects garbage next)."""
+        doc = self._read_index()
+        doc["manifests"] = [m for m in doc["manifests"]
+                            if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) != name]
+        write_json(self.index_path, doc)
 
     # -- layers ---------------------------------------------------------------------------------------------
 

@@ -5,14 +5,15 @@ Both tools read images through here; the runner never touches the network, only 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
 from shared import reference
 from shared.digest import Digest
-from shared.errors import StrataError, integrity, not_found
+from shared.errors import Kind, StrataError, integrity, not_found
 from shared.image import Descriptor, ImageConfig, Manifest, chain_ids
-from shared.store import LayerRecord, Store
+from shared.store import LayerRecord, Store, read_json, remove_tree
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,77 @@ def find(store: Store, text: str) -> StoredImage:
     if name_error is not None:
         raise name_error
     raise not_found(f"no image {text!r} in the store at {store.root} (pull it first)")
+
+
+def describe(store: Store, image: StoredImage) -> dict[str, object]:
+    """What ``inspect`` shows: both hashes of every layer, sizes, the platform and the image's run config."""
+    records = image.layer_records(store)
+    index_digest = image.descriptor.annotations.get("io.strata.index.digest")
+    return {
+        "Name": image.name,
+        "Id": str(image.image_id),
+        "Digest": index_digest or str(image.descriptor.digest),
+        "ManifestDigest": str(image.descriptor.digest),
+        "MediaType": image.descriptor.media_type,
+        "Platform": str(image.config.platform),
+        "Created": image.config.created,
+        "Config": image.config.raw.get("config") or {},
+        "Layers": [{"Digest": str(d.digest), "DiffID": str(r.diff_id), "ChainID": str(r.chain_id),
+                    "MediaType": d.media_type, "Size": d.size, "UncompressedSize": r.size}
+                   for d, r in zip(image.manifest.layers, records, strict=True)],
+        "Size": sum(d.size for d in image.manifest.layers),
+        "UncompressedSize": sum(r.size for r in records),
+    }
+
+
+def containers_using(store: Store) -> dict[str, set[str]]:
+    """Chain IDs each container's rootfs rests on, by container name: those layers must stay."""
+    out: dict[str, set[str]] = {}
+    if not store.containers.is_dir():
+        return out
+    for d in store.containers.iterdir():
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, ValueError, KeyError):
+            cfg = read_json(d / "config.json")
+            out[cfg["name"]] = set(cfg["chain_ids"])
+    return out
+
+
+def remove(store: Store, name: str, force: bool = False) -> list[str]:
+    """Untag ``name``; then delete every blob and layer no remaining image or container needs. Returns what
+    was deleted. Refused while a container uses the image, unless ``force`` (which keeps that container's layers)."""
+    with store.in_use(exclusive=True), store.lock():
+        desc = store.resolve(name)
+        if desc is None:
+            raise not_found(f"no image {name!r} in the store at {store.root}")
+        image = load(store, name, desc)
+        users = [c for c, chains in containers_using(store).items() if {str(x) for x in image.chain_ids} <= chains]
+        if users and not force:
+            raise StrataError(f"image {name} is in use by container {', '.join(sorted(users))}; remove it first, "
+                              "or use --force", Kind.STATE)
+        store.drop_ref(name)
+        return collect_garbage(store)
+
+
+def collect_garbage(store: Store) -> list[str]:
+    """Mark what the references and containers reach, sweep the rest. The caller holds ``in_use(exclusive=True)``
+    (no pull or container creation is between committing a layer and referencing it) and the store lock."""
+    keep_blobs: set[Digest] = set()
+    keep_layers: set[str] = {c for chains in containers_using(store).values() for c in chains}
+    for ref_name, desc in store.refs():
+        image = load(store, ref_name, desc)
+        keep_blobs |= {desc.digest, image.manifest.config.digest, *(d.digest for d in image.manifest.layers)}
+        if "io.strata.index.digest" in desc.annotations:
+            keep_blobs.add(Digest.parse(desc.annotations["io.strata.index.digest"]))
+        keep_layers |= {str(c) for c in image.chain_ids}
+    deleted = []
+    for blob in sorted((store.blobs / "sha256").iterdir()):
+        if len(blob.name) != 64:
+            continue  # atomic_write's temp name: another process's write in flight
+        if Digest("sha256", blob.name) not in keep_blobs:
+            remove_tree(blob)
+            deleted.append(f"sha256:{blob.name}")
+    for layer in sorted(store.layers.iterdir()):
+        if f"sha256:{layer.name}" not in keep_layers:
+            remove_tree(layer)
+            deleted.append(f"layer sha256:{layer.name}")
+    return deleted

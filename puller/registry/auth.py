@@ -80,7 +80,7 @@ class TokenCache:
             hit = self._tokens.get((realm, service, scope))
             if hit and hit[1] > time.monotonic():
                 return hit[0]
-            params = {"service": service, "scope": scope} if service else {"scope": scope}
+            params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
             headers = {"Authorization": credentials.basic_header()} if credentials else {}
             try:
                 resp = session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT,

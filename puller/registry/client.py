@@ -1,14 +1,20 @@
 """The distribution API client: manifests by tag or digest, blobs streamed to disk and verified on the way.
 
 distribution-spec spec.md "Pulling manifests" / "Pulling blobs". Every byte is hashed as it arrives; a blob reaches
-the store only under the digest it was verified against.
+the store only under the digest it was verified against, whichever host served it. Failures that may pass (408,
+429, 5xx, a dropped connection) are retried a bounded number of times with backoff, honouring ``Retry-After``; a
+blob cut off mid-way resumes with ``Range`` from the registry's URL again (so an expired CDN redirect is renewed),
+accepting only a 206 whose Content-Range starts where we stopped.
 """
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,13 @@ MANIFEST_ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 USER_AGENT = "strata-puller/0.1"
 TIMEOUT = (15, 60)  # (connect, between bytes)
 CHUNK = 1 << 20
+# go-containerregistry remote/options.go defaultRetryStatusCodes (less 499/522, which are Cloudflare's own)
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+              urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+Notice = Callable[[str], None]
+Progress = Callable[[int], None]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -39,6 +52,56 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to speak HTTP to a registry (or a mirror of one)."""
+
+    host: str  # host[:port]
+    scheme: str = "https"
+    verify_tls: bool = True
+    http_fallback: bool = False  # insecure registries: unchecked HTTPS first, then plain HTTP (Docker's way)
+
+    @classmethod
+    def for_registry(cls, host: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
+        if is_loopback_host(host):
+            return cls(host, "http")
+        if host in insecure or host.rsplit(":", 1)[0] in insecure:
+            return cls(host, "https", verify_tls=False, http_fallback=True)
+        return cls(host)
+
+    @classmethod
+    def from_url(cls, url: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
+        scheme, _, host = url.partition("://")
+        return cls(host, scheme, verify_tls=host not in insecure)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+    max_retry_after: float = 60.0  # a longer Retry-After is reported, not waited for
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``; None when the server asks for more than we wait."""
+        if retry_after:
+            wanted = _parse_retry_after(retry_after)
+            if wanted is not None:
+                return wanted if wanted <= self.max_retry_after else None
+        return float(min(self.base_delay * 2.0 ** attempt, self.max_delay))
+
+
+def _parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class _Session(requests.Session):
@@ -72,57 +135,118 @@ def _registry_error(resp: requests.Response, what: str) -> StrataError:
         return StrataError(f"access to {what} denied ({resp.status_code}{detail})", Kind.REGISTRY)
     if resp.status_code == 429:
         retry = resp.headers.get("Retry-After")
-        return StrataError(f"registry rate limit reached for {what} (429{detail})"
+        return StrataError(f"the registry's rate limit was reached fetching {what} (429{detail})"
                            + (f"; retry after {retry} s" if retry else ""), Kind.REGISTRY)
     return StrataError(f"registry answered {resp.status_code} for {what}{detail}", Kind.REGISTRY)
 
 
 class RegistryClient:
-    """One registry host. Thread-safe: each thread gets its own requests session; tokens are shared."""
+    """One endpoint. Thread-safe: each thread has its own requests session; tokens are shared."""
 
-    def __init__(self, host: str, credentials: Credentials | None = None) -> None:
-        self.host = host
-        self.scheme = "http" if is_loopback_host(host) else "https"
-        self.base = f"{self.scheme}://{host}/v2/"
+    def __init__(self, endpoint: Endpoint | str, credentials: Credentials | None = None,
+                 retry: RetryPolicy | None = None, notice: Notice = lambda message: None) -> None:
+        self.endpoint = endpoint if isinstance(endpoint, Endpoint) else Endpoint.for_registry(endpoint)
+        self.host = self.endpoint.host
+        self.scheme = self.endpoint.scheme
         self.credentials = credentials
+        self.retry = retry or RetryPolicy()
+        self.notice = notice
         self.tokens = TokenCache()
         self.cancel = threading.Event()
         self._local = threading.local()
+        self._rate_noted = False
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.host}/v2/"
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = _Session()
             session.headers["User-Agent"] = USER_AGENT
+            session.verify = self.endpoint.verify_tls
             self._local.session = session
         return session
 
-    def _auth(self, repository: str) -> RegistryAuth:
-        return RegistryAuth(self._session(), self.host, f"repository:{repository}:pull", self.tokens,
-                            self.credentials)
+    def _auth(self, repository: str | None) -> RegistryAuth:
+        scope = f"repository:{repository}:pull" if repository else ""
+        return RegistryAuth(self._session(), self.host, scope, self.tokens, self.credentials)
 
-    def _get(self, url: str, repository: str, what: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session().get(url, auth=self._auth(repository), timeout=TIMEOUT, **kwargs)
-        except StrataError:
-            raise
-        except requests.exceptions.SSLError as e:
-            raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
-        except requests.RequestException as e:
-            raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__}",
-                              Kind.REGISTRY) from None
+    def _sleep(self, seconds: float) -> None:
+        if self.cancel.wait(seconds):
+            raise StrataError("cancelled", Kind.SYSTEM)
+
+    def _send(self, method: str, path: str, repository: str | None, what: str, **kwargs: Any) -> requests.Response:
+        """One request with auth, bounded retries of transient failures, and the insecure HTTP fallback."""
+        for attempt in range(self.retry.attempts):
+            last = attempt == self.retry.attempts - 1
+            try:
+                resp = self._session().request(method, self.base + path, auth=self._auth(repository),
+                                               timeout=TIMEOUT, **kwargs)
+            except requests.exceptions.SSLError as e:
+                if self.endpoint.http_fallback and self.scheme == "https":
+                    self.scheme = "http"
+                    continue
+                raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
+            except _TRANSIENT as e:
+                if self.endpoint.http_fallback and self.scheme == "https" and attempt == 0:
+                    self.scheme = "http"
+                    continue
+                if last:
+                    raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__} after "
+                                      f"{self.retry.attempts} attempts", Kind.REGISTRY) from None
+                self._sleep(self.retry.delay(attempt) or 0)
+                continue
+            self._note_rate_limit(resp)
+            if resp.status_code in RETRY_STATUSES and not last:
+                delay = self.retry.delay(attempt, resp.headers.get("Retry-After"))
+                if delay is not None:
+                    resp.close()
+                    self._sleep(delay)
+                    continue
+            return resp
+        raise StrataError(f"cannot reach registry {self.host} for {what}", Kind.REGISTRY)  # every try fell back
+
+    def _note_rate_limit(self, resp: requests.Response) -> None:
+        """Docker Hub reports its pull limit on manifest responses: ``ratelimit-remaining: 20;w=21600``."""
+        remaining = resp.headers.get("ratelimit-remaining")
+        if remaining and not self._rate_noted:
+            self._rate_noted = True
+            limit = resp.headers.get("ratelimit-limit", "?")
+            self.notice(f"{self.host}: pull rate limit: {remaining.split(';')[0]} of {limit.split(';')[0]} left "
+                        f"(window {remaining.partition('w=')[2] or '?'} s)")
+
+    def ping(self) -> None:
+        """GET /v2/ with credentials: does this registry accept us? (``login`` uses it.)"""
+        with self._send("GET", "", None, f"registry {self.host}") as resp:
+            if resp.status_code != 200:
+                raise _registry_error(resp, f"registry {self.host}")
+
+    def head_manifest(self, repository: str, reference: str, what: str) -> Digest | None:
+        """The digest a tag points to now, without a GET: HEAD does not count against Docker Hub's limit."""
+        with self._send("HEAD", f"{repository}/manifests/{reference}", repository, what,
+                        headers={"Accept": MANIFEST_ACCEPT}) as resp:
+            if resp.status_code != 200:
+                raise _registry_error(resp, what)
+            header = resp.headers.get("Docker-Content-Digest")
+        return Digest.parse(header) if header else None
 
     def get_manifest(self, repository: str, reference: str, what: str) -> FetchedManifest:
         """GET a manifest or index; check its sha256 against the digest asked for and Docker-Content-Digest."""
-        url = f"{self.base}{repository}/manifests/{reference}"
-        resp = self._get(url, repository, what, headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+        resp = self._send("GET", f"{repository}/manifests/{reference}", repository, what,
+                          headers={"Accept": MANIFEST_ACCEPT}, stream=True)
         with resp:
             if resp.status_code != 200:
                 raise _registry_error(resp, what)
             length = int(resp.headers.get("Content-Length") or 0)
             if length > MAX_MANIFEST_BYTES:
                 raise integrity(f"{what} is {length} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-            raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            try:
+                raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            except _TRANSIENT as e:
+                raise StrataError(f"reading {what} from {self.host} failed: {type(e).__name__}",
+                                  Kind.REGISTRY) from None
             if len(raw) > MAX_MANIFEST_BYTES:
                 raise integrity(f"{what} is over the {MAX_MANIFEST_BYTES}-byte limit")
             content_type = resp.headers.get("Content-Type")
@@ -142,45 +266,88 @@ class RegistryClient:
         """A config blob: small enough to hold, verified before anything reads it."""
         if desc.size > MAX_MANIFEST_BYTES:
             raise integrity(f"{what} claims {desc.size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-        resp = self._get(f"{self.base}{repository}/blobs/{desc.digest}", repository, what, stream=True)
+        resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True)
         with resp:
             if resp.status_code != 200:
                 raise _registry_error(resp, what)
-            raw = resp.raw.read(desc.size + 1, decode_content=False)
+            try:
+                raw = resp.raw.read(desc.size + 1, decode_content=False)
+            except _TRANSIENT as e:
+                raise StrataError(f"reading {what} from {self.host} failed: {type(e).__name__}",
+                                  Kind.REGISTRY) from None
         desc.digest.verify_bytes(raw, what)
         return raw
 
-    def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str) -> None:
-        """Stream a blob into the new file ``dest`` while hashing; raise (leaving ``dest`` to the caller) unless
-        both its size and its digest match the descriptor."""
-        resp = self._get(f"{self.base}{repository}/blobs/{desc.digest}", repository, what, stream=True)
+    def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
+                   progress: Progress = lambda n: None) -> None:
+        """Stream a blob into the new file ``dest`` while hashing, resuming where a connection broke; raise
+        (leaving ``dest`` to the caller) unless both its size and its digest match the descriptor."""
         hasher = desc.digest.hasher()
         received = 0
-        with resp:
-            if resp.status_code != 200:
-                raise _registry_error(resp, what)
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                for chunk in resp.raw.stream(CHUNK, decode_content=False):
-                    if self.cancel.is_set():
-                        raise StrataError(f"download of {what} cancelled", Kind.SYSTEM)
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    if received > desc.size:
-                        raise integrity(f"{what}: the registry sent more than the {desc.size} bytes declared")
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-                os.fsync(fd)
-            except (urllib3.exceptions.HTTPError, requests.RequestException) as e:
-                raise StrataError(f"download of {what} broke off after {received} bytes: {type(e).__name__}",
-                                  Kind.REGISTRY) from None
-            except OSError as e:
-                raise StrataError(f"cannot write {what} to {dest.parent}: {e.strerror}", Kind.SYSTEM) from None
-            finally:
-                os.close(fd)
+        breaks = 0
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                headers = {"Range": f"bytes={received}-"} if received else {}
+                resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
+                                  headers=headers)
+                with resp:
+                    if received and not _resumes_at(resp, received):
+                        if resp.status_code not in (200, 206):
+                            raise _registry_error(resp, what)
+                        received = 0  # the registry sent the whole blob (or another range): start over
+                        hasher = desc.digest.hasher()
+                        os.ftruncate(fd, 0)
+                        os.lseek(fd, 0, os.SEEK_SET)
+                        if resp.status_code == 206:
+                            continue
+                    elif not received and resp.status_code != 200:
+                        raise _registry_error(resp, what)
+                    try:
+                        for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                            if self.cancel.is_set():
+                                raise StrataError(f"download of {what} cancelled", Kind.SYSTEM)
+                            hasher.update(chunk)
+                            received += len(chunk)
+                            if received > desc.size:
+                                raise integrity(f"{what}: the registry sent more than the {desc.size} bytes "
+                                                "declared")
+                            _write_all(fd, chunk)
+                            progress(received)
+                    except _TRANSIENT as e:
+                        breaks += 1
+                        if breaks >= self.retry.attempts:
+                            raise StrataError(f"download of {what} broke off {breaks} times, last after {received} "
+                                              f"bytes: {type(e).__name__}", Kind.REGISTRY) from None
+                        self._sleep(self.retry.delay(breaks - 1) or 0)
+                        continue
+                if received >= desc.size:
+                    break
+                breaks += 1  # a body shorter than announced, without an error: resume as well
+                if breaks >= self.retry.attempts:
+                    break
+            os.fsync(fd)
+        except OSError as e:
+            raise StrataError(f"cannot write {what} to {dest.parent}: {e.strerror}", Kind.SYSTEM) from None
+        finally:
+            os.close(fd)
         if received != desc.size:
             raise integrity(f"{what}: received {received} bytes, the manifest says {desc.size}")
         actual = Digest(desc.digest.algorithm, hasher.hexdigest())
         if actual != desc.digest:
             raise integrity(f"digest mismatch for {what}: expected {desc.digest}, got {actual}")
+
+
+def _resumes_at(resp: requests.Response, offset: int) -> bool:
+    """RFC 9110 14.4: a 206 whose Content-Range is ``bytes OFFSET-LAST/TOTAL`` continues where we stopped."""
+    if resp.status_code != 206:
+        return False
+    unit, _, rest = resp.headers.get("Content-Range", "").partition(" ")
+    first = rest.split("-", 1)[0]
+    return unit == "bytes" and first.isdigit() and int(first) == offset
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
