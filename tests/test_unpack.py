@@ -212,3 +212,15 @@ def test_component_swapped_for_symlink_mid_extraction(tmp_path: Path) -> None:
     assert info.value.kind is Kind.HOSTILE and "'a' is a symlink" in str(info.value)
     assert list(outside.iterdir()) == []  # nothing went through the planted symlink
     assert (dest / "a.moved" / "two").read_bytes() == b"2"  # the fd we held still named the real directory
+
+
+def test_whiteouts_below_a_dir_turned_file_are_redundant(tmp_path: Path) -> None:
+    """Regression (found by the umoci differential test): umoci writes ``d`` as a file, then ``d/.wh.a``."""
+    low = unpack(tmp_path, "low", make_tar(Entry("d/", "dir"), Entry("d/a", data=b"a"), Entry("d/sub/", "dir")))
+    up = unpack(tmp_path, "up", make_tar(Entry("d", data=b"f"), Entry("d/.wh.a"), Entry("d/.wh.sub"),
+                                         Entry("d/.wh..wh..opq")), (low,))
+    assert (up / "d").read_bytes() == b"f"
+    with pytest.raises(StrataError, match="'d' is not a directory"):  # an ordinary entry there is still refused
+        unpack(tmp_path, "bad", make_tar(Entry("d", data=b"f"), Entry("d/x", data=b"x")))
+    with pytest.raises(StrataError, match="'d' is a symlink"):  # and so is a whiteout through a symlink
+        unpack(tmp_path, "bad2", make_tar(Entry("d", "symlink", link="/tmp"), Entry("d/.wh.x")))

@@ -15,9 +15,17 @@ import os
 import stat
 from collections.abc import Callable
 
-from shared.errors import hostile
+from shared.errors import Kind, StrataError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class PathBlocked(StrataError):
+    """A component of a path is a symlink or not a directory: we never go through it."""
+
+    def __init__(self, message: str, symlink: bool) -> None:
+        super().__init__(message, Kind.HOSTILE)
+        self.symlink = symlink
 
 
 def split(name: str) -> list[str]:
@@ -25,7 +33,7 @@ def split(name: str) -> list[str]:
     tar does; ``..`` anywhere is refused, since nothing legitimate needs it."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise hostile(f"refusing path {name!r}: it contains '..'")
+        raise StrataError(f"refusing path {name!r}: it contains '..'", Kind.HOSTILE)
     return parts
 
 
@@ -93,9 +101,9 @@ class SafeRoot:
                     nfd = open_dir_at(fd, part)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                        kind = "a symlink" if _is_link(fd, part) else "not a directory"
-                        raise hostile(f"refusing path {'/'.join(parts)!r}: {'/'.join(parts[: i + 1])!r} is "
-                                      f"{kind}") from None
+                        link = _is_link(fd, part)
+                        raise PathBlocked(f"refusing path {'/'.join(parts)!r}: {'/'.join(parts[: i + 1])!r} is "
+                                          f"{'a symlink' if link else 'not a directory'}", link) from None
                     raise
                 os.close(fd)
                 fd = nfd
