@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from puller.progress import Progress, Quiet
-from puller.registry.client import Endpoint, FetchedManifest, RegistryClient
+from puller.registry.client import Endpoint, FetchedManifest, RegistryClient, RetryPolicy
 from puller.settings import Settings
 from shared import stored
 from shared.digest import Digest
@@ -30,6 +30,8 @@ from shared.reference import Reference
 from shared.store import LayerRecord, Store, remove_tree
 
 INDEX_DIGEST_ANNOTATION = "io.strata.index.digest"
+# A mirror is a shortcut: one quick retry, then on to the next source (Docker falls back at once).
+MIRROR_RETRY = RetryPolicy(attempts=2, base_delay=0.2)
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ def sources_for(ref: Reference, settings: Settings, progress: Progress | None = 
     from puller.registry import credentials
 
     notice = progress.message if progress else (lambda m: None)
-    out = [Source(RegistryClient(Endpoint.from_url(m.url, settings.insecure), None, notice=notice), ref.path)
-           for m in settings.mirrors_for(ref.domain)]
+    out = [Source(RegistryClient(Endpoint.from_url(m.url, settings.insecure), None, MIRROR_RETRY, notice),
+                  ref.path) for m in settings.mirrors_for(ref.domain)]
     origin = Endpoint.for_registry(ref.registry_host, settings.insecure)
     out.append(Source(RegistryClient(origin, credentials.lookup(ref.domain), notice=notice), ref.path))
     return out
@@ -77,14 +79,16 @@ def _first(sources: Sequence[Source], what: str,
     raise StrataError(f"no source for {what}", Kind.REGISTRY)
 
 
-def _is_current(store: Store, name: str, sources: Sequence[Source], ref: Reference) -> bool:
-    """A tag pulled before: HEAD says whether it still names the same thing (HEAD is free on Docker Hub)."""
-    if ref.digest is not None:
-        desc = store.resolve(name)
-        return desc is not None and _complete(store, name, desc)
+def _is_current(store: Store, name: str, sources: Sequence[Source], ref: Reference, wanted: Platform) -> bool:
+    """A tag pulled before: HEAD says whether it still names the same thing (HEAD is free on Docker Hub). An
+    image resolved from an index is current only for the platform it was resolved for."""
     desc = store.resolve(name)
     if desc is None or not _complete(store, name, desc):
         return False
+    if INDEX_DIGEST_ANNOTATION in desc.annotations and (desc.platform is None or not wanted.matches(desc.platform)):
+        return False
+    if ref.digest is not None:
+        return True
     stored_top = Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest)))
     for source in sources:
         try:
@@ -141,7 +145,7 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
     wanted = platform or Platform.host()
     name = str(ref)
 
-    if _is_current(store, name, sources, ref):
+    if _is_current(store, name, sources, ref, wanted):
         desc = store.resolve(name)
         assert desc is not None
         image = stored.load(store, name, desc)

@@ -81,6 +81,21 @@ def test_image(registry: Registry, test_layout: Path) -> str:
     return ref
 
 
+@pytest.fixture(scope="session")
+def rich_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three-layer image of ``scripts/build-test-image --rich`` (tag "rich"), as an OCI layout."""
+    layout = tmp_path_factory.mktemp("rich-image") / "layout"
+    image_script.build_rich(layout)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def rich_image(registry: Registry, rich_layout: Path) -> str:
+    ref = f"{registry.address}/strata/rich:1"
+    image_script.push(rich_layout, ref, tag=image_script.RICH_TAG)
+    return ref
+
+
 @dataclass(frozen=True)
 class Result:
     code: int
@@ -90,17 +105,21 @@ class Result:
 
 @dataclass(frozen=True)
 class Tools:
-    """The CLIs against one store root, run as subprocesses exactly as a user would."""
+    """The CLIs against one store root, run as subprocesses exactly as a user would, with a Docker config dir
+    and a settings file of the test's own (never the machine's)."""
 
     root: Path
+    docker_config: Path
+    settings: Path
 
     def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 120) -> Result:
+        env = {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings)}
         proc = subprocess.run([sys.executable, "-m", tool, "--root", str(self.root), *args], input=stdin,
-                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def puller(self, *args: str) -> Result:
-        return self._run("puller", args)
+    def puller(self, *args: str, stdin: str | None = None) -> Result:
+        return self._run("puller", args, stdin)
 
     def runner(self, *args: str, stdin: str | None = None) -> Result:
         return self._run("runner", args, stdin)
@@ -114,6 +133,111 @@ def mounts_under(path: Path) -> list[str]:
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[Tools]:
     root = tmp_path / "root"
-    yield Tools(root)
+    yield Tools(root, tmp_path / "docker-config", tmp_path / "strata-config.json")
     # whatever a test did, it must not leave mounts behind
     assert mounts_under(root) == []
+
+
+# -- Registries configured as real services are (tests/registries.py) -------------------------------------------
+
+from tests import registries  # noqa: E402  (appended section; the module does not import this one)
+
+
+@pytest.fixture(scope="session")
+def htpasswd_registry(tmp_path_factory: pytest.TempPathFactory,
+                      test_layout: Path) -> Iterator[registries.HtpasswdRegistry]:  # fmt: skip
+    """distribution with htpasswd (Basic) auth; .image (strata/test:1) pushed; .username/.password/.creds."""
+    if shutil.which("htpasswd") is None:
+        pytest.skip("needs htpasswd (apt-get install apache2-utils)")
+    with registries.htpasswd_registry(tmp_path_factory.mktemp("htpasswd-registry"), test_layout) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def token_registry_session(tmp_path_factory: pytest.TempPathFactory,
+                           test_layout: Path) -> Iterator[registries.TokenRegistry]:  # fmt: skip
+    """One token-auth registry + token server per session; tests should use ``token_registry``."""
+    with registries.token_registry(tmp_path_factory.mktemp("token-registry"), test_layout) as reg:
+        yield reg
+
+
+@pytest.fixture
+def token_registry(token_registry_session: registries.TokenRegistry) -> Iterator[registries.TokenRegistry]:
+    """Docker Hub-like: distribution with token auth + our issuer (.auth), whose knobs and log are reset around
+    each test. .public_image (anonymous pull), .private_image (.owner only), .creds(user)."""
+    token_registry_session.auth.reset()
+    yield token_registry_session
+    token_registry_session.auth.reset()
+
+
+@pytest.fixture
+def proxy_registry(tmp_path: Path, registry: Registry, test_image: str) -> Iterator[registries.ProxyRegistry]:
+    """A fresh pull-through cache (empty) of the session ``registry``; .image is test_image through the mirror."""
+    with registries.proxy_registry(tmp_path / "proxy-registry", registry.address) as mirror:
+        yield mirror
+
+
+# -- Variants of the test image: zstd / uncompressed layers, Docker v2s2, OCI index, Docker list (tests/images.py)
+
+from tests import images  # noqa: E402  (appended section; the module does not import this one)
+
+
+@pytest.fixture(scope="session")
+def variants_layout(tmp_path_factory: pytest.TempPathFactory, test_layout: Path) -> Path:
+    """A copy of test_layout plus an arm64/v8 twin and a BuildKit-style attestation, and two OCI indexes:
+    tags "test", images.ARM64_TAG, images.INDEX_TAG (amd64, arm64/v8, attestation), images.PAIR_TAG (the two)."""
+    layout = tmp_path_factory.mktemp("variants") / "layout"
+    images.build_variants_layout(test_layout, layout)
+    return layout
+
+
+def _variant(name: str, registry: Registry, layout: Path) -> images.Variant:
+    return images.push_variant(name, layout, registry.address)
+
+
+@pytest.fixture(scope="session")
+def gzip_variant(registry: Registry, variants_layout: Path) -> images.Variant:
+    """variants/gzip:1, OCI manifest with gzip layers (the test image as built)."""
+    return _variant("gzip", registry, variants_layout)
+
+
+@pytest.fixture(scope="session")
+def zstd_variant(registry: Registry, variants_layout: Path) -> images.Variant:
+    """variants/zstd:1, OCI manifest with zstd layers."""
+    return _variant("zstd", registry, variants_layout)
+
+
+@pytest.fixture(scope="session")
+def uncompressed_variant(registry: Registry, variants_layout: Path) -> images.Variant:
+    """variants/uncompressed:1, OCI manifest with plain tar layers."""
+    return _variant("uncompressed", registry, variants_layout)
+
+
+@pytest.fixture(scope="session")
+def v2s2_variant(registry: Registry, variants_layout: Path) -> images.Variant:
+    """variants/v2s2:1, Docker schema 2 manifest."""
+    return _variant("v2s2", registry, variants_layout)
+
+
+@pytest.fixture(scope="session")
+def index_variant(registry: Registry, variants_layout: Path) -> images.Variant:
+    """variants/index:1, OCI index: linux/amd64, linux/arm64/v8, an attestation manifest (.attestation)."""
+    return _variant("index", registry, variants_layout)
+
+
+@pytest.fixture(scope="session")
+def list_variant(registry: Registry, variants_layout: Path) -> images.Variant:
+    """variants/list:1, Docker manifest list: linux/amd64, linux/arm64/v8."""
+    return _variant("list", registry, variants_layout)
+
+
+# -- A fault-injecting proxy in front of the session registry (tests/faults.py) ---------------------------------
+
+from tests.faults import FaultProxy  # noqa: E402  (appended section; the module does not import this one)
+
+
+@pytest.fixture
+def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """A FaultProxy (and its CDN) in front of the session ``registry``, no rules yet; closed after the test."""
+    with FaultProxy(registry.address) as proxy:
+        yield proxy

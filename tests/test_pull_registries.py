@@ -1,0 +1,99 @@
+"""The puller against registries configured as real services are: basic auth, Docker-Hub-style token auth,
+a pull-through mirror. Credentials come from Docker's config.json, as ``docker login`` leaves them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+from tests.conftest import Registry, Tools, needs_root, needs_tools, registry_script
+from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
+
+pytestmark = [needs_root, needs_tools]
+
+
+def wait_for(path: Path, timeout: float = 5.0) -> bool:
+    """distribution's proxy writes its cache a moment after it answered."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.exists()
+
+
+def write_docker_config(tools: Tools, registry: str, user: str, password: str) -> None:
+    tools.docker_config.mkdir(exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (tools.docker_config / "config.json").write_text(json.dumps({"auths": {registry: {"auth": auth}}}))
+
+
+def test_basic_auth_from_docker_config(tools: Tools, htpasswd_registry: HtpasswdRegistry) -> None:
+    reg = htpasswd_registry
+    anonymous = tools.puller("pull", reg.image)
+    assert anonymous.code != 0 and anonymous.err.count("\n") == 1 and "requires a login" in anonymous.err
+    write_docker_config(tools, reg.address, reg.username, reg.password)
+    assert tools.puller("pull", reg.image).code == 0
+
+
+def test_login_then_logout(tools: Tools, htpasswd_registry: HtpasswdRegistry) -> None:
+    reg = htpasswd_registry
+    wrong = tools.puller("login", "-u", reg.username, "--password-stdin", reg.address, stdin="nope\n")
+    assert wrong.code != 0 and "denied" in wrong.err
+    assert not (tools.docker_config / "config.json").exists()
+    ok = tools.puller("login", "-u", reg.username, "--password-stdin", reg.address, stdin=reg.password + "\n")
+    assert ok.code == 0 and "Login Succeeded" in ok.out
+    saved = json.loads((tools.docker_config / "config.json").read_text())
+    assert base64.b64decode(saved["auths"][reg.address]["auth"]).decode() == f"{reg.username}:{reg.password}"
+    assert (tools.docker_config / "config.json").stat().st_mode & 0o077 == 0  # secrets are not world-readable
+    assert tools.puller("pull", reg.image).code == 0
+    assert tools.puller("logout", reg.address).code == 0
+    assert reg.address not in json.loads((tools.docker_config / "config.json").read_text())["auths"]
+
+
+def test_anonymous_bearer_token_one_request_per_scope(tools: Tools, token_registry: TokenRegistry) -> None:
+    reg = token_registry
+    result = tools.puller("pull", reg.public_image)
+    assert result.code == 0, result.err
+    scope = f"repository:{reg.public_repository}:pull"
+    assert reg.auth.scope_counts() == {scope: 1}  # cached for the manifest, the config and every layer
+    assert all(not r.authorization for r in reg.auth.log)  # anonymous: nothing to send
+
+
+def test_bearer_token_with_credentials_for_a_private_repository(tools: Tools, token_registry: TokenRegistry) -> None:
+    reg = token_registry
+    denied = tools.puller("pull", reg.private_image)
+    assert denied.code != 0 and denied.err.count("\n") == 1 and "denied" in denied.err
+    write_docker_config(tools, reg.address, reg.other_user, reg.password(reg.other_user))
+    assert tools.puller("pull", reg.private_image).code != 0  # bob may not read alice's repository
+    write_docker_config(tools, reg.address, reg.owner, reg.password(reg.owner))
+    assert tools.puller("pull", reg.private_image).code == 0
+    assert any(r.user == reg.owner for r in reg.auth.log)
+
+
+def test_refused_credentials_are_a_clear_error(tools: Tools, token_registry: TokenRegistry) -> None:
+    reg = token_registry
+    write_docker_config(tools, reg.address, reg.owner, "wrong-password")
+    result = tools.puller("pull", reg.private_image)
+    assert result.code != 0 and result.err.count("\n") == 1
+    assert "token service" in result.err and "401" in result.err
+
+
+def test_pull_through_mirror(tools: Tools, proxy_registry: ProxyRegistry, registry: Registry,
+                             test_image: str) -> None:
+    mirror = f"{registry.address}=http://{proxy_registry.address}"
+    result = tools.puller("pull", "--mirror", mirror, test_image)
+    assert result.code == 0, result.err
+    described = json.loads(tools.puller("inspect", test_image).out)[0]
+    for layer in described["Layers"]:  # the mirror served the blobs, so it cached them
+        assert wait_for(proxy_registry.blob_file(layer["Digest"]))
+
+
+def test_mirror_down_falls_back_to_the_registry(tools: Tools, registry: Registry, test_image: str,
+                                                tmp_path: Path) -> None:
+    state = tmp_path / "gone"
+    address = registry_script.start(state)
+    registry_script.stop(state)  # a mirror that no longer answers
+    tools.settings.write_text(json.dumps({"registry-mirrors": [f"{registry.address}=http://{address}"]}))
+    result = tools.puller("pull", test_image)
+    assert result.code == 0, result.err
