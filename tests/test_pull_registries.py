@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from tests.conftest import Registry, Tools, needs_root, needs_tools, registry_script
+from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, registry_script
 from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
 
 pytestmark = [needs_root, needs_tools]
@@ -97,3 +97,43 @@ def test_mirror_down_falls_back_to_the_registry(tools: Tools, registry: Registry
     tools.settings.write_text(json.dumps({"registry-mirrors": [f"{registry.address}=http://{address}"]}))
     result = tools.puller("pull", test_image)
     assert result.code == 0, result.err
+
+
+def _self_signed_for_loopback(directory: Path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_loopback_registry_over_tls_with_an_unchecked_certificate(tools: Tools, test_layout: Path,
+                                                                   tmp_path: Path) -> None:
+    """Docker tries HTTPS without certificate checks first for localhost and 127.0.0.0/8, then plain HTTP."""
+    state = tmp_path / "tls-registry"
+    address = registry_script.start(state, tls=_self_signed_for_loopback(tmp_path / "certs"))
+    try:
+        image_script.push(test_layout, f"{address}/strata/tls:1")
+        result = tools.puller("pull", f"{address}/strata/tls:1")
+        assert result.code == 0, result.err
+        assert "InsecureRequestWarning" not in result.err
+    finally:
+        registry_script.stop(state)

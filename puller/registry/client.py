@@ -65,9 +65,9 @@ class Endpoint:
 
     @classmethod
     def for_registry(cls, host: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
-        if is_loopback_host(host):
-            return cls(host, "http")
-        if host in insecure or host.rsplit(":", 1)[0] in insecure:
+        """Docker's rule: localhost, 127.0.0.0/8 and the configured insecure registries are tried over HTTPS
+        without certificate checks first, then over plain HTTP; every other registry over checked HTTPS only."""
+        if is_loopback_host(host) or host in insecure or host.rsplit(":", 1)[0] in insecure:
             return cls(host, "https", verify_tls=False, http_fallback=True)
         return cls(host)
 
@@ -165,7 +165,8 @@ class RegistryClient:
         if session is None:
             session = _Session()
             session.headers["User-Agent"] = USER_AGENT
-            session.verify = self.endpoint.verify_tls
+            if not self.endpoint.verify_tls:  # chosen by the user (or loopback): no warning on every request
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             self._local.session = session
         return session
 
@@ -182,8 +183,9 @@ class RegistryClient:
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
+                # verify per request: requests lets $REQUESTS_CA_BUNDLE override Session.verify=False
                 resp = self._session().request(method, self.base + path, auth=self._auth(repository),
-                                               timeout=TIMEOUT, **kwargs)
+                                               timeout=TIMEOUT, verify=self.endpoint.verify_tls, **kwargs)
             except requests.exceptions.SSLError as e:
                 if self.endpoint.http_fallback and self.scheme == "https":
                     self.scheme = "http"
