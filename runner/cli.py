@@ -38,13 +38,28 @@ def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"
         user: str | None = typer.Option(None, "--user", "-u", help="user[:group], names or numbers"),
         entrypoint: str | None = typer.Option(None, "--entrypoint", help="Replace the image's entrypoint"),
         interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open"),
-        tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a terminal")) -> int:
+        tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a terminal"),
+        env_file: list[str] = typer.Option([], "--env-file", help="Read VAR=VALUE lines from a file"),
+        volume: list[str] = typer.Option([], "--volume", "-v", help="/HOST/PATH:/PATH[:ro] bind mount"),
+        tmpfs: list[str] = typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount"),
+        read_only: bool = typer.Option(False, "--read-only", help="Mount the root filesystem read-only"),
+        init: bool = typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals"),
+        memory: str | None = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)"),
+        cpus: float | None = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)"),
+        pids_limit: int | None = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)"),
+        cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (or ALL)"),
+        cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)"),
+        privileged: bool = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices"),
+        security_opt: list[str] = typer.Option([], "--security-opt", help="no-new-privileges")) -> int:
     """Create a container from IMAGE and run COMMAND in it, in the foreground; exit with its exit code."""
     from runner.run import RunOptions
     from runner.run import run as do_run
 
     opts = RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
-                      user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm)
+                      user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm,
+                      env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
+                      security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
+                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init)
     return do_run(state.store, opts)
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,18 @@ class ContainerConfig:
     tty: bool = False
     auto_remove: bool = False
     created: float = field(default_factory=time.time)
+    # isolation and limits (runner/security.py, runner/cgroups.py)
+    capabilities: tuple[str, ...] = ()
+    no_new_privileges: bool = False
+    privileged: bool = False
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    # mounts (runner/rootfs.py)
+    read_only: bool = False
+    volumes: tuple[str, ...] = ()
+    tmpfs: tuple[str, ...] = ()
+    init: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,12 +93,20 @@ class Container:
         return state
 
     def remove(self, force: bool = False) -> None:
+        """Kill (if forced), then remove the cgroup and the directory. A container whose runner was killed still
+        has its cgroup; its processes died with the runner (parent-death signal), or are killed here."""
+        from runner import cgroups
+
         state = self.state()
         if state.status == "running":
             if not force:
                 raise StrataError(f"container {self.name} is running; stop it or use --force", Kind.STATE)
             os.kill(state.pid, 9)
             _wait_gone(state.pid)
+        group = cgroups.for_container(self.id)
+        if group.exists():
+            cgroups.kill_all(group)
+            group.remove()
         remove_tree(self.dir)
 
 
@@ -133,10 +153,9 @@ def _load(store: Store, cid: str) -> Container | None:
         raw = read_json(store.containers / cid / "config.json")
     except (FileNotFoundError, NotADirectoryError):
         return None
-    raw["chain_ids"] = tuple(raw["chain_ids"])
-    raw["argv"] = tuple(raw["argv"])
-    raw["env"] = tuple(raw["env"])
-    return Container(store, ContainerConfig(**raw))
+    known = {f.name for f in fields(ContainerConfig)}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+    return Container(store, ContainerConfig(**values))
 
 
 def all_containers(store: Store) -> list[Container]:

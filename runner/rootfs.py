@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from runner import linux
+from runner import linux, security
 from runner.container import Container
-from shared.errors import Kind, StrataError
+from shared.errors import Kind, StrataError, usage
 from shared.layer.safepath import SafeRoot, split
 from shared.layer.unpack import DiffWriter, Lowers
 from shared.layer.whiteout import OVERLAY
@@ -100,51 +101,223 @@ def _open_target(root: SafeRoot, path: str) -> int:
         os.close(parent)
 
 
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
 def _mount_at(root: SafeRoot, path: str, source: str | None, fstype: str | None, flags: int,
               data: str | None = None) -> None:
     fd = _open_target(root, path)
     try:
         if stat.S_ISLNK(os.fstat(fd).st_mode):
             raise StrataError(f"refusing to mount on /{path}: it is a symlink in the image", Kind.SYSTEM)
-        linux.mount(source, f"/proc/self/fd/{fd}", fstype, flags, data)
+        linux.mount(source, _fd_path(fd), fstype, flags, data)
     finally:
         os.close(fd)
 
 
+def resolve_target(root: SafeRoot, path: str, want_dir: bool) -> int:
+    """An O_PATH fd for a user's mount destination, resolved *inside* the root (openat2 RESOLVE_IN_ROOT: an image
+    symlink /var/run -> /run is followed within the container, never out of it), created if missing (as a
+    directory, or an empty file for a file source), the way Docker resolves volume targets."""
+    parts = split(path)
+    resolve = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+    for found in range(len(parts), -1, -1):
+        try:
+            fd = linux.openat2(root.fd, "/".join(parts[:found]) or ".", os.O_PATH, resolve)
+            break
+        except FileNotFoundError:
+            continue
+    for i in range(found, len(parts)):
+        try:
+            dir_fd = os.open(_fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except NotADirectoryError:
+            os.close(fd)
+            raise StrataError(f"cannot mount on {path}: /{'/'.join(parts[:i])} is not a directory",
+                              Kind.USAGE) from None
+        os.close(fd)
+        try:
+            if i == len(parts) - 1 and not want_dir:
+                os.close(os.open(parts[i], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o644, dir_fd=dir_fd))
+            else:
+                os.mkdir(parts[i], 0o755, dir_fd=dir_fd)
+            fd = os.open(parts[i], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    return fd
+
+
+@dataclass(frozen=True)
+class Volume:
+    source: str
+    target: str
+    read_only: bool
+
+    @classmethod
+    def parse(cls, spec: str) -> Volume:
+        """``-v SRC:DST[:ro|rw]``: SRC an absolute host path (named volumes need a volume store we do not have)."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in
+                                                                          ("ro", "rw")):
+            raise usage(f"invalid volume {spec!r}: expected /HOST/PATH:/CONTAINER/PATH[:ro]")
+        if not parts[0].startswith("/"):
+            raise usage(f"invalid volume {spec!r}: named volumes are not supported; give an absolute host path")
+        if not parts[1].startswith("/") or parts[1] == "/":
+            raise usage(f"invalid volume {spec!r}: the destination must be an absolute path other than /")
+        return cls(parts[0], parts[1], len(parts) == 3 and parts[2] == "ro")
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str
+    flags: int
+    data: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Tmpfs:
+        """``--tmpfs DST[:OPTS]``, Docker's default options noexec,nosuid,nodev; OPTS may add size=, mode=, ..."""
+        target, _, opts = spec.partition(":")
+        if not target.startswith("/") or target == "/":
+            raise usage(f"invalid --tmpfs {spec!r}: the destination must be an absolute path other than /")
+        names = {"ro": linux.MS_RDONLY, "noexec": linux.MS_NOEXEC, "nosuid": linux.MS_NOSUID,
+                 "nodev": linux.MS_NODEV}
+        opposite = {"rw": "ro", "exec": "noexec", "suid": "nosuid", "dev": "nodev"}
+        chosen = {"noexec", "nosuid", "nodev"}
+        data = []
+        for opt in filter(None, opts.split(",")):
+            if opt in names:
+                chosen.add(opt)
+            elif opt in opposite:
+                chosen.discard(opposite[opt])
+            elif "=" in opt and opt.split("=")[0] in ("size", "mode", "uid", "gid", "nr_inodes"):
+                data.append(opt)
+            else:
+                raise usage(f"invalid --tmpfs option {opt!r}")
+        if "dev" in opts.split(",") and "nodev" in chosen:
+            chosen.discard("nodev")
+        return cls(target, sum(names[c] for c in chosen), ",".join(data))
+
+
 def mount_and_pivot(container: Container, layer_count: int) -> None:
-    """In the child, after unshare(CLONE_NEWNS): build the tree at merged/ and make it the root."""
+    """In the child, after unshare(CLONE_NEWNS): build the tree at merged/ and make it the root.
+
+    Unless --privileged, every writable mount is nodev, and the allowed devices are bind-mounted from the host:
+    CAP_MKNOD stays (Docker's default), but a node made with it cannot be opened.
+    """
+    config = container.config
+    nodev = 0 if config.privileged else linux.MS_NODEV
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     os.chdir(container.dir)
     lower = ":".join(["init", *(f"l/{i}" for i in range(layer_count))])
     # redirect_dir and metacopy off, whatever the kernel's defaults: the rw layer then holds whole files and real
     # directories that commit can pack as they are, and untrusted lowers cannot use the redirect xattr attack.
-    linux.mount("overlay", "merged", "overlay", 0,
+    linux.mount("overlay", "merged", "overlay", nodev,
                 f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
     with SafeRoot("merged") as root:
         for name in ("hosts", "hostname", "resolv.conf"):
             _mount_at(root, f"etc/{name}", str(container.path(name)), None, linux.MS_BIND)
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
-        _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | linux.MS_RDONLY)
-        _mount_at(root, "dev", "tmpfs", "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
-        _populate_dev(root)
+        _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if config.privileged else linux.MS_RDONLY))
+        if not config.privileged:
+            _mask_paths(root)
+        _mount_at(root, "dev", "tmpfs", "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME | nodev,
+                  "mode=755,size=65536k")
+        _populate_dev(root, bind_devices=not config.privileged, init=config.init)
+        for spec in config.volumes:
+            _mount_volume(root, Volume.parse(spec), nodev)
+        for spec in config.tmpfs:
+            t = Tmpfs.parse(spec)
+            fd = resolve_target(root, t.target, want_dir=True)
+            try:
+                linux.mount("tmpfs", _fd_path(fd), "tmpfs", t.flags, t.data or None)
+            finally:
+                os.close(fd)
+    if config.read_only:
+        linux.mount(None, "merged", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | nodev)
     os.chdir("merged")
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one by pivot_root(".", ".")
     os.chdir("/")
 
 
-def _populate_dev(root: SafeRoot) -> None:
+def _mask_paths(root: SafeRoot) -> None:
+    """Docker's masked paths: /dev/null over files, an empty read-only tmpfs over directories; read-only
+    paths: bound onto themselves, then remounted read-only."""
+    for path in security.MASKED_PATHS:
+        try:
+            fd = _open_target(root, path)
+        except (FileNotFoundError, StrataError):
+            continue  # not on this kernel, or not a plain path: nothing to hide
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                linux.mount("tmpfs", _fd_path(fd), "tmpfs", linux.MS_RDONLY, "size=0")
+            else:
+                linux.mount("/dev/null", _fd_path(fd), None, linux.MS_BIND)
+        finally:
+            os.close(fd)
+    for path in security.READONLY_PATHS:
+        try:
+            fd = _open_target(root, path)
+        except (FileNotFoundError, StrataError):
+            continue
+        try:
+            linux.mount(_fd_path(fd), _fd_path(fd), None, linux.MS_BIND | linux.MS_REC)
+        finally:
+            os.close(fd)
+        fd = _open_target(root, path)  # now the bind mount itself
+        try:
+            linux.mount(None, _fd_path(fd), None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_REC)
+        finally:
+            os.close(fd)
+
+
+def _mount_volume(root: SafeRoot, volume: Volume, nodev: int) -> None:
+    source = Path(volume.source)
+    if not source.exists():
+        source.mkdir(parents=True)  # as Docker's -v does
+    fd = resolve_target(root, volume.target, want_dir=source.is_dir())
+    try:
+        linux.mount(str(source), _fd_path(fd), None, linux.MS_BIND | linux.MS_REC)
+    finally:
+        os.close(fd)
+    fd = resolve_target(root, volume.target, want_dir=source.is_dir())
+    try:
+        flags = linux.MS_BIND | linux.MS_REMOUNT | nodev | (linux.MS_RDONLY if volume.read_only else 0)
+        if flags != linux.MS_BIND | linux.MS_REMOUNT:
+            linux.mount(None, _fd_path(fd), None, flags)
+    finally:
+        os.close(fd)
+
+
+TINI = "/usr/bin/tini-static"
+
+
+def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool) -> None:
     dev = root.open_dir(["dev"])
     try:
         for name, (major, minor) in DEVICES.items():
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-            os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is cut by the umask
+            if bind_devices:  # on a nodev tmpfs only a bind mount of the host's node can be opened
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=dev))
+            else:
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+                os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is cut by the umask
         for name, target in DEV_LINKS.items():
             os.symlink(target, name, dir_fd=dev)
         for name in ("pts", "shm", "mqueue"):
             os.mkdir(name, 0o755, dir_fd=dev)
+        if init:
+            os.close(os.open("init", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o755, dir_fd=dev))
         with SafeRoot.from_fd(dev) as devroot:
+            if bind_devices:
+                for name in DEVICES:
+                    _mount_at(devroot, name, f"/dev/{name}", None, linux.MS_BIND)
+            if init:
+                if not os.path.exists(TINI):
+                    raise StrataError(f"--init needs {TINI} (Debian package tini)", Kind.SYSTEM)
+                _mount_at(devroot, "init", TINI, None, linux.MS_BIND)
+                _mount_at(devroot, "init", None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
             _mount_at(devroot, "pts", "devpts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                       "newinstance,ptmxmode=0666,mode=0620,gid=5")
             _mount_at(devroot, "shm", "shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
@@ -152,4 +325,3 @@ def _populate_dev(root: SafeRoot) -> None:
             _mount_at(devroot, "mqueue", "mqueue", "mqueue", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     finally:
         os.close(dev)
-

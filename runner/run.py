@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import linux, network, rootfs, tty, user
+from runner import cgroups, linux, network, rootfs, security, tty, user
 from runner.container import Container, ContainerConfig, create, new_id
 from shared import stored
 from shared.errors import Kind, StrataError, usage
@@ -47,6 +47,28 @@ class RunOptions:
     interactive: bool = False
     tty: bool = False
     remove: bool = False
+    env_files: Sequence[str] = ()
+    cap_add: Sequence[str] = ()
+    cap_drop: Sequence[str] = ()
+    privileged: bool = False
+    security_opts: Sequence[str] = ()
+    memory: str | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    read_only: bool = False
+    volumes: Sequence[str] = ()
+    tmpfs: Sequence[str] = ()
+    init: bool = False
+
+
+def read_env_file(path: str) -> list[str]:
+    """Docker's --env-file: one VAR=VALUE (taken as is, no quotes) or VAR (the runner's value) per line;
+    blank lines and lines starting with # are skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise usage(f"cannot read env file {path}: {e.strerror}") from None
+    return [line.lstrip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _merge_env(base: Sequence[str], overrides: Sequence[str]) -> tuple[str, ...]:
@@ -90,12 +112,24 @@ def _create(store: Store, opts: RunOptions) -> Container:
     workdir = opts.workdir or cfg.working_dir or "/"
     if not workdir.startswith("/"):
         raise usage(f"the working directory {workdir!r} is invalid: it needs to be an absolute path")
+    privileges = security.Privileges.from_options(opts.cap_add, opts.cap_drop, opts.privileged, opts.security_opts)
+    for spec in opts.volumes:
+        rootfs.Volume.parse(spec)
+    for spec in opts.tmpfs:
+        rootfs.Tmpfs.parse(spec)
+    if opts.cpus is not None and opts.cpus <= 0:
+        raise usage("--cpus must be more than 0")
+    env = [e for f in opts.env_files for e in read_env_file(f)] + list(opts.env)
     cid = new_id()
     config = ContainerConfig(
         id=cid, name=opts.name or cid[:12], image=image.name, image_id=str(image.image_id),
-        chain_ids=tuple(str(c) for c in image.chain_ids), argv=argv, env=_merge_env(cfg.env, opts.env),
+        chain_ids=tuple(str(c) for c in image.chain_ids), argv=argv, env=_merge_env(cfg.env, env),
         working_dir=workdir, user=opts.user if opts.user is not None else cfg.user,
-        hostname=opts.hostname or cid[:12], interactive=opts.interactive, tty=opts.tty, auto_remove=opts.remove)
+        hostname=opts.hostname or cid[:12], interactive=opts.interactive, tty=opts.tty, auto_remove=opts.remove,
+        capabilities=tuple(sorted(privileges.capabilities)), no_new_privileges=privileges.no_new_privileges,
+        privileged=opts.privileged, memory=cgroups.Limits.parse_memory(opts.memory) if opts.memory else None,
+        cpus=opts.cpus, pids_limit=opts.pids_limit, read_only=opts.read_only, volumes=tuple(opts.volumes),
+        tmpfs=tuple(opts.tmpfs), init=opts.init)
     container = create(store, config)
     try:
         lowers = [store.diff_dir(c) for c in reversed(image.chain_ids)]
@@ -116,11 +150,15 @@ def _exec_env(config: ContainerConfig, home: str) -> dict[str, str]:
     return env
 
 
-def _child(container: Container, layer_count: int, err_w: int, tty_sock: socket.socket | None) -> None:
+def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_sock: socket.socket | None) -> None:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
     code = EXIT_RUNNER_ERROR
     try:
         config = container.config
+        linux.set_parent_death_signal(signal.SIGKILL)  # a killed runner takes its container along
+        if os.read(go_r, 1) != b"g":  # the runner has put us in the container's cgroup (or gave up)
+            os._exit(code)
+        os.close(go_r)
         if not config.interactive:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -137,13 +175,21 @@ def _child(container: Container, layer_count: int, err_w: int, tty_sock: socket.
         os.chdir(config.working_dir)
         if not os.getcwd().startswith("/"):  # runc CVE-2024-21626: cwd must be inside the container
             raise StrataError(f"working directory {config.working_dir} is outside the container", Kind.SYSTEM)
+        privileges = security.Privileges(frozenset(config.capabilities), config.no_new_privileges,
+                                         config.privileged)
+        security.limit_bounding_set(privileges)
         os.setgroups(list(who.groups))
         os.setgid(who.gid)
         os.setuid(who.uid)
+        security.set_capabilities(privileges, who.uid)
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 1 << 16)
         code = EXIT_NOT_EXECUTABLE
-        os.execvpe(config.argv[0], list(config.argv), env)
+        argv = ["/dev/init", "--", *config.argv] if config.init else list(config.argv)
+        if config.init and "/" not in config.argv[0] and not any(
+                os.access(os.path.join(d, config.argv[0]), os.X_OK) for d in env["PATH"].split(":")):
+            raise FileNotFoundError(2, "not found", config.argv[0])  # tini would only say it failed
+        os.execvpe(argv[0], argv, env)
     except BaseException as e:
         if isinstance(e, OSError) and code == EXIT_NOT_EXECUTABLE:
             if e.errno == errno.ENOENT:
@@ -163,9 +209,13 @@ def _child(container: Container, layer_count: int, err_w: int, tty_sock: socket.
 
 def start(container: Container) -> int:
     """Run the container in the foreground; return its exit code (Docker's convention for ours)."""
-    layer_count = len(container.config.chain_ids)
+    config = container.config
+    layer_count = len(config.chain_ids)
+    group = cgroups.for_container(container.id)
+    group.create(cgroups.Limits(config.memory, config.cpus, config.pids_limit))
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if container.config.tty else (None, None)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if config.tty else (None, None)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         linux.unshare(linux.CLONE_NEWPID)
@@ -173,15 +223,24 @@ def start(container: Container) -> int:
             pid = os.fork()
             if pid == 0:
                 os.close(err_r)
+                os.close(go_w)
                 if parent_sock is not None:
                     parent_sock.close()
-                _child(container, layer_count, err_w, child_sock)
+                _child(container, layer_count, err_w, go_r, child_sock)
         finally:
             if os.getpid() != 1:
                 linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
+        try:
+            group.add(pid)
+            os.write(go_w, b"g")
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            group.remove()
+            raise
     finally:
-        os.close(own_pidns)
-        os.close(err_w)
+        for fd in (own_pidns, err_w, go_r, go_w):
+            os.close(fd)
         if child_sock is not None:
             child_sock.close()
     container.set_state(status="running", pid=pid, started=time.time())
@@ -203,6 +262,8 @@ def start(container: Container) -> int:
         os.close(err_r)
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
+    cgroups.kill_all(group)  # nothing outlives PID 1 in its pid namespace, but be sure before rmdir
+    group.remove()
     container.set_state(status="exited", exit_code=code, finished=time.time(), error=message)
     if message:
         raise StrataError(message, Kind.SYSTEM, exit_code=code)

@@ -1,0 +1,189 @@
+"""A container's cgroup, with memory, cpu and pids limits, on cgroup v1 and v2 behind one small interface.
+
+v1 (and hybrid machines such as these, where the v2 hierarchy beside v1 holds no controller we need): one group
+per controller, nested under the runner's own group in that controller, so a container stays inside whatever
+limits its runner is under. v2: ``/sys/fs/cgroup/strata/ID``, since a group holding processes (the runner's) may
+not hand controllers to children. The container's PID 1 is moved in before it unshares its cgroup namespace, so
+the group is the root of what it sees; the group is removed once the container's processes are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import Kind, StrataError, usage
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "cpu", "pids")
+CPU_PERIOD_US = 100_000  # the kernel's default CFS period, as Docker uses
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: int | None = None  # bytes
+    cpus: float | None = None  # CPUs' worth of time per period
+    pids: int | None = None
+
+    @staticmethod
+    def parse_memory(text: str) -> int:
+        """Docker's units: b, k, m, g (powers of 1024), case-insensitive; a bare number is bytes."""
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmg]?)b?", text.strip().lower())
+        if not match:
+            raise usage(f"invalid memory size {text!r}: use a number with an optional unit b, k, m or g")
+        value = float(match[1]) * 1024 ** "bkmg".index(match[2] or "b")
+        if value < 6 * 1024 * 1024:
+            raise usage("the minimum memory limit is 6m (as Docker's)")
+        return int(value)
+
+
+def _v1_mounts() -> dict[str, Path]:
+    """controller -> mount point, from mountinfo (a mount may carry several: cpu,cpuacct)."""
+    found: dict[str, Path] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if rfields and rfields[0] == "cgroup":
+                for option in rfields[2].split(","):
+                    if option in V1_CONTROLLERS:
+                        found.setdefault(option, Path(fields[4]))
+    return found
+
+
+def _own_v1_paths() -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(","):
+                out[controller] = path
+    return out
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError as e:
+        raise StrataError(f"cannot set {path}: {e.strerror}", Kind.SYSTEM) from None
+
+
+class Cgroup:
+    """The container's group(s): ``dirs`` are where to write; subclasses know the file names."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+
+    def create(self, limits: Limits) -> None:
+        for d in self.dirs:
+            d.mkdir(exist_ok=True)
+        try:
+            self.apply(limits)
+        except BaseException:
+            self.remove()
+            raise
+
+    def apply(self, limits: Limits) -> None:
+        raise NotImplementedError
+
+    def add(self, pid: int) -> None:
+        for d in self.dirs:
+            _write(d / "cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        pids: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(FileNotFoundError):
+                pids |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
+        return sorted(pids)
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """rmdir each group; processes that are exiting may hold it for a moment."""
+        deadline = time.monotonic() + timeout
+        for d in self.dirs:
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise StrataError(f"cannot remove cgroup {d}: {e.strerror}", Kind.SYSTEM) from None
+                    time.sleep(0.02)
+
+    def exists(self) -> bool:
+        return any(d.exists() for d in self.dirs)
+
+
+class CgroupV1(Cgroup):
+    def __init__(self, name: str) -> None:
+        mounts, own = _v1_mounts(), _own_v1_paths()
+        self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
+                              if c in mounts}
+        super().__init__(list(self.by_controller.values()))
+
+    def apply(self, limits: Limits) -> None:
+        def need(controller: str) -> Path:
+            if controller not in self.by_controller:
+                raise StrataError(f"the {controller} cgroup controller is not mounted", Kind.SYSTEM)
+            return self.by_controller[controller]
+
+        if limits.memory is not None:
+            _write(need("memory") / "memory.limit_in_bytes", str(limits.memory))
+        if limits.cpus is not None:
+            d = need("cpu")
+            _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(d / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+        if limits.pids is not None:
+            _write(need("pids") / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
+
+
+class CgroupV2(Cgroup):
+    def __init__(self, name: str, root: Path = CGROUP_ROOT) -> None:
+        self.parent = root / "strata"
+        super().__init__([self.parent / name])
+
+    def create(self, limits: Limits) -> None:
+        wanted = {"memory": limits.memory, "cpu": limits.cpus, "pids": limits.pids}
+        available = set((self.parent.parent / "cgroup.controllers").read_text().split())
+        for controller, value in wanted.items():
+            if value is not None and controller not in available:
+                raise StrataError(f"the {controller} controller is not available in {self.parent.parent}",
+                                  Kind.SYSTEM)
+        enable = " ".join(f"+{c}" for c in ("memory", "cpu", "pids") if c in available)
+        self.parent.mkdir(exist_ok=True)
+        if enable:
+            _write(self.parent.parent / "cgroup.subtree_control", enable)
+            _write(self.parent / "cgroup.subtree_control", enable)
+        super().create(limits)
+
+    def apply(self, limits: Limits) -> None:
+        d = self.dirs[0]
+        if limits.memory is not None:
+            _write(d / "memory.max", str(limits.memory))
+        if limits.cpus is not None:
+            _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        if limits.pids is not None:
+            _write(d / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
+
+
+def is_v2(root: Path = CGROUP_ROOT) -> bool:
+    return (root / "cgroup.controllers").exists()
+
+
+def for_container(container_id: str) -> Cgroup:
+    name = f"strata-{container_id}"
+    return CgroupV2(name) if is_v2() else CgroupV1(name)
+
+
+def kill_all(cgroup: Cgroup, sig: int = 9) -> None:
+    """Whatever is left in the group (a runner killed mid-way leaves PID 1's namespace to us)."""
+    for pid in cgroup.procs():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

@@ -1,0 +1,133 @@
+"""Privileges a container keeps: Docker's defaults, and the options that change them.
+
+* Capabilities: Docker's 14 (moby daemon/pkg/oci/caps/defaults.go) bound the container; ``--cap-add``,
+  ``--cap-drop`` (names with or without ``CAP_``, or ALL) and ``--privileged`` change the set. The bounding set is cut
+  to it, the ambient set emptied, the inheritable set empty (moby GHSA-2mm7-x5h6-5pvq); root keeps the set as
+  effective and permitted, any other user has none (setuid binaries gain at most the bounding set).
+* ``no_new_privs`` only with ``--security-opt no-new-privileges``: off by default, as in Docker, so setuid
+  tools work.
+* Masked and read-only paths: Docker's lists (moby daemon/pkg/oci/defaults.go, runc's specconv example.go).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.errors import usage
+
+# linux/capability.h, in number order
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+)
+DOCKER_DEFAULT_CAPS = frozenset({
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP", "SETPCAP",
+    "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+})
+MASKED_PATHS = (
+    "proc/asound", "proc/acpi", "proc/interrupts", "proc/kcore", "proc/keys", "proc/latency_stats",
+    "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi", "sys/firmware",
+    "sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
+
+# linux/prctl.h
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
+    if _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
+                   ctypes.c_ulong(0)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def _cap_name(text: str) -> str:
+    name = text.upper().removeprefix("CAP_")
+    if name != "ALL" and name not in CAPABILITIES:
+        raise usage(f"unknown capability {text!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class Privileges:
+    capabilities: frozenset[str] = DOCKER_DEFAULT_CAPS
+    no_new_privileges: bool = False
+    privileged: bool = False
+
+    @classmethod
+    def from_options(cls, cap_add: Iterable[str] = (), cap_drop: Iterable[str] = (), privileged: bool = False,
+                     security_opts: Iterable[str] = ()) -> Privileges:
+        """Docker's order: drops apply to the defaults, then adds; ALL in either means every capability."""
+        adds = {_cap_name(c) for c in cap_add}
+        drops = {_cap_name(c) for c in cap_drop}
+        caps = set(CAPABILITIES) if privileged else set(DOCKER_DEFAULT_CAPS)
+        caps = set() if "ALL" in drops else caps - drops
+        caps |= set(CAPABILITIES) if "ALL" in adds else adds
+        nnp = False
+        for opt in security_opts:
+            key, _, value = opt.replace("=", ":").partition(":")
+            if key == "no-new-privileges" and value in ("", "true"):
+                nnp = True
+            elif key == "no-new-privileges" and value == "false":
+                nnp = False
+            else:
+                raise usage(f"unsupported --security-opt {opt!r} (no-new-privileges is)")
+        return cls(frozenset(caps), nnp, privileged)
+
+    def numbers(self) -> set[int]:
+        return {CAPABILITIES.index(c) for c in self.capabilities}
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(CAPABILITIES) - 1
+
+
+def limit_bounding_set(privileges: Privileges) -> None:
+    """Before the user changes: dropping from the bounding set needs CAP_SETPCAP, which we still have."""
+    keep = privileges.numbers()
+    for cap in range(_last_cap() + 1):
+        if cap not in keep:
+            _prctl(PR_CAPBSET_DROP, cap)
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def set_capabilities(privileges: Privileges, uid: int) -> None:
+    """After the user changed: root keeps the set as effective and permitted; others have none. Inheritable:
+    empty. Then no_new_privs if asked (last: it does not stop us, only what we exec)."""
+    mask = sum(1 << n for n in privileges.numbers()) if uid == 0 else 0
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        word = (mask >> (32 * i)) & 0xFFFFFFFF
+        data[i].effective, data[i].permitted, data[i].inheritable = word, word, 0
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+    if privileges.no_new_privileges:
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
