@@ -50,7 +50,8 @@ def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"
         cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (or ALL)"),
         cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)"),
         privileged: bool = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices"),
-        security_opt: list[str] = typer.Option([], "--security-opt", help="no-new-privileges")) -> int:
+        security_opt: list[str] = typer.Option([], "--security-opt", help="no-new-privileges"),
+        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
     """Create a container from IMAGE and run COMMAND in it, in the foreground; exit with its exit code."""
     from runner.run import RunOptions
     from runner.run import run as do_run
@@ -59,7 +60,7 @@ def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"
                       user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm,
                       env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
-                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init)
+                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach)
     return do_run(state.store, opts)
 
 
@@ -94,6 +95,91 @@ def rm(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
         container = find(state.store, key)
         container.remove(force=force)
         print(key)
+
+
+@app.command(name="exec", context_settings={"allow_interspersed_args": False})
+def exec_(container: str = typer.Argument(..., help="Name or ID prefix"),
+          command: list[str] = typer.Argument(..., help="Command and arguments"),
+          interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open"),
+          tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a terminal"),
+          user: str | None = typer.Option(None, "--user", "-u", help="user[:group] (default: the container's)"),
+          env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE"),
+          workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory inside")) -> int:
+    """Run a command in a running container: its namespaces, cgroup, user, environment and capabilities."""
+    from runner.container import find
+    from runner.exec import ExecOptions, exec_in
+
+    return exec_in(find(state.store, container), ExecOptions(command, interactive, tty, user, env, workdir))
+
+
+@app.command()
+def logs(container: str = typer.Argument(..., help="Name or ID prefix"),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the container exits"),
+         timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Show when each chunk was written"))\
+        -> None:
+    """Print a container's output (stdout to stdout, stderr to stderr)."""
+    from runner import logs as logs_mod
+    from runner.container import find
+
+    c = find(state.store, container)
+    logs_mod.show(c.path(logs_mod.LOG_NAME), follow, lambda: c.state().status == "running", timestamps=timestamps)
+
+
+@app.command()
+def stop(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+         time_: float = typer.Option(10, "--time", "-t", help="Seconds to wait before SIGKILL")) -> None:
+    """Send SIGTERM to each container's PID 1, then SIGKILL after the grace time."""
+    from runner.container import find
+
+    for key in containers:
+        find(state.store, key).stop(time_)
+        print(key)
+
+
+@app.command()
+def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+         sig: str = typer.Option("KILL", "--signal", "-s", help="Signal name or number")) -> None:
+    """Send a signal to each container's PID 1."""
+    import signal as signal_mod
+
+    from runner.container import find
+    from shared.errors import usage
+
+    name = sig.upper().removeprefix("SIG")
+    try:
+        number = int(sig) if sig.isdigit() else int(signal_mod.Signals[f"SIG{name}"])
+    except KeyError:
+        raise usage(f"unknown signal {sig!r}") from None
+    for key in containers:
+        find(state.store, key).kill(number)
+        print(key)
+
+
+@app.command()
+def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> None:
+    """Show containers as JSON: what they run and with what, and their state."""
+    import dataclasses
+    import json
+
+    from runner.container import find
+
+    out = []
+    for key in containers:
+        c = find(state.store, key)
+        out.append({"Id": c.id, "Name": c.name, "Config": dataclasses.asdict(c.config),
+                    "State": dataclasses.asdict(c.state()), "Path": str(c.dir)})
+    print(json.dumps(out, indent=2))
+
+
+@app.command()
+def prune() -> None:
+    """Remove every container that is not running."""
+    from runner.container import all_containers
+
+    for c in all_containers(state.store):
+        if c.state().status != "running":
+            c.remove()
+            print(c.id)
 
 
 def _ago(when: float) -> str:

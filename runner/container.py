@@ -7,9 +7,11 @@ names is alive: a container whose runner was killed shows as exited.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import signal
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -91,6 +93,30 @@ class Container:
         state = replace(self.state(), **changes)
         write_json(self.path("state.json"), asdict(state))
         return state
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        state = self.state()
+        if state.status != "running":
+            raise StrataError(f"container {self.name} is not running", Kind.STATE)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, sig)
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+        """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
+        container has exited and its exit is recorded."""
+        state = self.state()
+        if state.status != "running":
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, sig)
+        _wait_gone(state.pid, timeout)
+        if _alive(state.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.pid, signal.SIGKILL)
+            _wait_gone(state.pid)
+        deadline = time.monotonic() + 5  # whoever owns it (runner or monitor) records the exit
+        while self.state().status == "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def remove(self, force: bool = False) -> None:
         """Kill (if forced), then remove the cgroup and the directory. A container whose runner was killed still

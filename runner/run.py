@@ -10,26 +10,20 @@ Docker). Signals the runner receives are forwarded to PID 1.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import cgroups, linux, network, rootfs, security, tty, user
+from runner import cgroups, linux, logs, network, process, rootfs, security, tty
 from runner.container import Container, ContainerConfig, create, new_id
 from shared import stored
 from shared.errors import Kind, StrataError, usage
 from shared.store import Store
 
-# Docker's exit codes for failures of its own (docker run reference, "Exit status")
-EXIT_RUNNER_ERROR = 125
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
 
@@ -59,6 +53,7 @@ class RunOptions:
     volumes: Sequence[str] = ()
     tmpfs: Sequence[str] = ()
     init: bool = False
+    detach: bool = False
 
 
 def read_env_file(path: str) -> list[str]:
@@ -140,25 +135,18 @@ def _create(store: Store, opts: RunOptions) -> Container:
     return container
 
 
-def _exec_env(config: ContainerConfig, home: str) -> dict[str, str]:
-    env = dict(e.split("=", 1) for e in config.env if "=" in e)
-    env.setdefault("PATH", DEFAULT_PATH)
-    env.setdefault("HOSTNAME", config.hostname)
-    env.setdefault("HOME", home)
-    if config.tty:
-        env.setdefault("TERM", "xterm")
-    return env
-
-
-def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_sock: socket.socket | None) -> None:
+def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_sock: socket.socket | None,
+           stdio: tuple[int, int] | None) -> None:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
-    code = EXIT_RUNNER_ERROR
     try:
         config = container.config
         linux.set_parent_death_signal(signal.SIGKILL)  # a killed runner takes its container along
         if os.read(go_r, 1) != b"g":  # the runner has put us in the container's cgroup (or gave up)
-            os._exit(code)
+            os._exit(process.EXIT_RUNNER_ERROR)
         os.close(go_r)
+        if stdio is not None:  # the pipes the runner logs (and shows) the output from
+            os.dup2(stdio[0], 1)
+            os.dup2(stdio[1], 2)
         if not config.interactive:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -169,46 +157,15 @@ def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_so
         rootfs.mount_and_pivot(container, layer_count)
         if tty_sock is not None:
             tty.become_terminal_child(tty_sock)
-        who = user.resolve(config.user, Path("/"))
-        env = _exec_env(config, who.home)
-        os.makedirs(config.working_dir, exist_ok=True)
-        os.chdir(config.working_dir)
-        if not os.getcwd().startswith("/"):  # runc CVE-2024-21626: cwd must be inside the container
-            raise StrataError(f"working directory {config.working_dir} is outside the container", Kind.SYSTEM)
-        privileges = security.Privileges(frozenset(config.capabilities), config.no_new_privileges,
-                                         config.privileged)
-        security.limit_bounding_set(privileges)
-        os.setgroups(list(who.groups))
-        os.setgid(who.gid)
-        os.setuid(who.uid)
-        security.set_capabilities(privileges, who.uid)
-        os.closerange(3, err_w)
-        os.closerange(err_w + 1, 1 << 16)
-        code = EXIT_NOT_EXECUTABLE
-        argv = ["/dev/init", "--", *config.argv] if config.init else list(config.argv)
-        if config.init and "/" not in config.argv[0] and not any(
-                os.access(os.path.join(d, config.argv[0]), os.X_OK) for d in env["PATH"].split(":")):
-            raise FileNotFoundError(2, "not found", config.argv[0])  # tini would only say it failed
-        os.execvpe(argv[0], argv, env)
+        process.become_and_exec(config, config.argv, err_w, tty=config.tty, init=config.init)
     except BaseException as e:
-        if isinstance(e, OSError) and code == EXIT_NOT_EXECUTABLE:
-            if e.errno == errno.ENOENT:
-                code = EXIT_NOT_FOUND
-                message = f"exec: {container.config.argv[0]!r}: executable file not found"
-            else:
-                message = f"exec: {container.config.argv[0]!r}: {e.strerror}"
-        elif isinstance(e, OSError):
-            message = f"cannot start the container: {e.strerror}" + (f": {e.filename}" if e.filename else "")
-        else:
-            message = f"cannot start the container: {e}"
-        with contextlib.suppress(OSError):
-            os.write(err_w, message.encode(errors="replace")[:4000])
-    finally:
-        os._exit(code)
+        process.fail(err_w, e)
 
 
-def start(container: Container) -> int:
-    """Run the container in the foreground; return its exit code (Docker's convention for ours)."""
+def start(container: Container, echo: bool = True, started: Callable[[str], None] = lambda error: None) -> int:
+    """Run the container and wait for it; return its exit code (Docker's convention for ours). Its output goes
+    to its log and, with ``echo``, to our stdout/stderr (or terminal). ``started`` is told, once the command was
+    exec'd, "" or the error that kept it from starting."""
     config = container.config
     layer_count = len(config.chain_ids)
     group = cgroups.for_container(container.id)
@@ -216,6 +173,8 @@ def start(container: Container) -> int:
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if config.tty else (None, None)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC) if not config.tty else (-1, -1)
+    errout_r, errout_w = os.pipe2(os.O_CLOEXEC) if not config.tty else (-1, -1)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         linux.unshare(linux.CLONE_NEWPID)
@@ -226,7 +185,11 @@ def start(container: Container) -> int:
                 os.close(go_w)
                 if parent_sock is not None:
                     parent_sock.close()
-                _child(container, layer_count, err_w, go_r, child_sock)
+                for fd in (out_r, errout_r):
+                    if fd >= 0:
+                        os.close(fd)
+                _child(container, layer_count, err_w, go_r, child_sock,
+                       (out_w, errout_w) if out_w >= 0 else None)
         finally:
             if os.getpid() != 1:
                 linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
@@ -239,27 +202,35 @@ def start(container: Container) -> int:
             group.remove()
             raise
     finally:
-        for fd in (own_pidns, err_w, go_r, go_w):
-            os.close(fd)
+        for fd in (own_pidns, err_w, go_r, go_w, out_w, errout_w):
+            if fd >= 0:
+                os.close(fd)
         if child_sock is not None:
             child_sock.close()
     container.set_state(status="running", pid=pid, started=time.time())
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED_SIGNALS}
+    log = logs.LogWriter(container.path(logs.LOG_NAME))
     try:
         master = tty.receive_master(parent_sock) if parent_sock is not None else None
-        message = _read_all(err_r)
+        message = process.read_all(err_r)
+        started(message)
         if master is not None:
             try:
-                tty.relay(master, container.config.interactive)
+                tty.relay(master, config.interactive and echo, log, echo)
             finally:
                 os.close(master)
+        elif out_r >= 0:
+            logs.pump({out_r: "stdout", errout_r: "stderr"}, log, echo)
         _, status = os.waitpid(pid, 0)
     finally:
         if parent_sock is not None:
             parent_sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        os.close(err_r)
+        for fd in (err_r, out_r, errout_r):
+            if fd >= 0:
+                os.close(fd)
+        log.close()
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
     cgroups.kill_all(group)  # nothing outlives PID 1 in its pid namespace, but be sure before rmdir
@@ -275,17 +246,63 @@ def _forward(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-def _read_all(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def run(store: Store, opts: RunOptions) -> int:
     container = create_container(store, opts)
+    if opts.detach:
+        return detach(container)
     try:
         return start(container)
     finally:
         if opts.remove:
             container.remove(force=True)
+
+
+def detach(container: Container) -> int:
+    """``-d``: a monitor process (in a session of its own) owns the container, logs its output, records its exit
+    and removes it if asked; we return once the command was exec'd, printing the container's ID."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    monitor = os.fork()
+    if monitor == 0:
+        os.close(ready_r)
+        code = 0
+        report = _Once(ready_w)
+        try:
+            os.setsid()
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            start(container, echo=False, started=report)
+        except BaseException as e:
+            report(str(e) or type(e).__name__)  # nothing of the monitor may reach the user's terminal
+            code = 1
+        finally:
+            if container.config.auto_remove:
+                with contextlib.suppress(BaseException):
+                    container.remove(force=True)
+            os._exit(code)
+    os.close(ready_w)
+    try:
+        answer = process.read_all(ready_r)
+    finally:
+        os.close(ready_r)
+    if answer != "ok":
+        os.waitpid(monitor, 0)
+        raise StrataError(answer or "the container's monitor died before the container started", Kind.SYSTEM)
+    print(container.id)
+    return 0
+
+
+class _Once:
+    """Tells the waiting runner "ok" or the error, once: a second write could hit a reused fd number."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __call__(self, error: str) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.fd, (error or "ok").encode(errors="replace")[:4000])
+        os.close(self.fd)
+        self.fd = -1

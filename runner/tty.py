@@ -19,6 +19,8 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from runner.logs import LogWriter
+
 CHUNK = 1 << 16
 
 
@@ -61,10 +63,11 @@ def _raw(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def relay(master: int, interactive: bool) -> None:
-    """Copy until the container side closes (every process holding the pty is gone: EIO on the master)."""
+def relay(master: int, interactive: bool, log: LogWriter | None = None, echo: bool = True) -> None:
+    """Copy until the container side closes (every process holding the pty is gone: EIO on the master); the
+    output also goes to the container's log."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    if os.isatty(stdin):
+    if echo and os.isatty(stdin):
         _copy_winsize(stdin, master)
     previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdin, master))
     readers = [master, stdin] if interactive else [master]
@@ -81,7 +84,10 @@ def relay(master: int, interactive: bool) -> None:
                         raise
                     if not data:
                         return
-                    _write_all(stdout, data)
+                    if log is not None:
+                        log.write("stdout", data)
+                    if echo:
+                        _write_all(stdout, data)
                 if stdin in ready:
                     data = os.read(stdin, CHUNK)
                     if data:
