@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import typer
 
-from shared.cli import human_size, print_table, run_main, run_typer
+from shared.cli import StoreOption, human_size, print_table, run_main, run_typer
 from shared.errors import Kind, usage
-from shared.store import Store, default_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pull container images from Docker Hub or any OCI registry into the Strata store.")
@@ -18,17 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 FORMATS = ("table", "json")
 
 
-class _State:
-    store: Store
-
-
-state = _State()
-
-
-@app.callback()
-def _root(root: Path | None = typer.Option(None, "--root", help="Store root (default: $STRATA_ROOT, else "
-                                           "/var/lib/strata as root, else $XDG_DATA_HOME/strata)")) -> None:
-    state.store = Store(root or default_root())
+state = StoreOption(app)
 
 
 @app.command()

@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import typer
 
-from shared.cli import print_table, run_main, run_typer
-from shared.store import Store, default_root
+from shared.cli import StoreOption, print_table, run_main, run_typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run images from the Strata store in new namespaces, offline.")
 
 
-class _State:
-    store: Store
-
-
-state = _State()
-
-
-@app.callback()
-def _root(root: Path | None = typer.Option(None, "--root", help="Store root (default: $STRATA_ROOT, else "
-                                           "/var/lib/strata as root, else $XDG_DATA_HOME/strata)")) -> None:
-    state.store = Store(root or default_root())
+state = StoreOption(app)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -15,6 +15,20 @@ import typer
 from typer._click.exceptions import ClickException  # typer >= 0.26 vendors click; pinned < 0.29
 
 from shared.errors import Kind, StrataError
+from shared.store import Store, default_root
+
+ROOT_HELP = "Store root (default: $STRATA_ROOT, else /var/lib/strata as root, else $XDG_DATA_HOME/strata)"
+
+
+class StoreOption:
+    """The ``--root`` option both tools take, as a typer callback; ``.store`` once the app has parsed it."""
+
+    store: Store
+
+    def __init__(self, app: typer.Typer) -> None:
+        @app.callback()
+        def _root(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+            self.store = Store(root or default_root())
 
 
 def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], int] = lambda k: 1) -> NoReturn:

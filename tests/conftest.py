@@ -16,6 +16,9 @@ from types import ModuleType
 
 import pytest
 
+from tests import images, registries
+from tests.faults import FaultProxy
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 
@@ -43,13 +46,8 @@ class Registry:
     address: str  # 127.0.0.1:PORT
     state_dir: Path
 
-    @property
-    def data(self) -> Path:
-        return self.state_dir / "data" / "docker" / "registry" / "v2"
-
     def blob_file(self, digest: str) -> Path:
-        hex_ = digest.split(":", 1)[1]
-        return self.data / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
+        return registries.blob_file(self.state_dir, digest)
 
 
 def start_registry(state_dir: Path) -> Registry:
@@ -140,7 +138,6 @@ def tools(tmp_path: Path) -> Iterator[Tools]:
 
 # -- Registries configured as real services are (tests/registries.py) -------------------------------------------
 
-from tests import registries  # noqa: E402  (appended section; the module does not import this one)
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +176,6 @@ def proxy_registry(tmp_path: Path, registry: Registry, test_image: str) -> Itera
 
 # -- Variants of the test image: zstd / uncompressed layers, Docker v2s2, OCI index, Docker list (tests/images.py)
 
-from tests import images  # noqa: E402  (appended section; the module does not import this one)
 
 
 @pytest.fixture(scope="session")
@@ -233,7 +229,6 @@ def list_variant(registry: Registry, variants_layout: Path) -> images.Variant:
 
 # -- A fault-injecting proxy in front of the session registry (tests/faults.py) ---------------------------------
 
-from tests.faults import FaultProxy  # noqa: E402  (appended section; the module does not import this one)
 
 
 @pytest.fixture

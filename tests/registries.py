@@ -40,6 +40,12 @@ def _load_registry_script() -> ModuleType:
 registry_script = _load_registry_script()
 
 
+def blob_file(state_dir: Path, digest: str) -> Path:
+    """Where distribution's filesystem driver keeps a blob (what a test damages, or checks was cached)."""
+    hex_ = digest.split(":", 1)[1]
+    return state_dir / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
+
+
 class PushError(RuntimeError):
     """skopeo could not push the test image."""
 
@@ -197,14 +203,9 @@ class ProxyRegistry:
         """The upstream's strata/test:1, asked for through the mirror."""
         return f"{self.address}/{self.repository}:{self.tag}"
 
-    @property
-    def data(self) -> Path:
-        return self.state_dir / "data" / "docker" / "registry" / "v2"
-
     def blob_file(self, digest: str) -> Path:
         """Where the mirror keeps a blob once it has cached it."""
-        hex_ = digest.split(":", 1)[1]
-        return self.data / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
+        return blob_file(self.state_dir, digest)
 
     @property
     def log(self) -> Path:
