@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import signal
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -153,7 +152,7 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> None:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()
 
 
 def create(store: Store, config: ContainerConfig) -> Container:

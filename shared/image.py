@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform as _platform
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +60,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> Platform:
-        machine = _platform.machine()
+        machine = os.uname().machine
         arch = _ARCH.get(machine, machine)
         variant = {"aarch64": "v8", "arm64": "v8", "armv7l": "v7", "armv6l": "v6"}.get(machine)
         return cls("linux", arch, variant)

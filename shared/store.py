@@ -22,7 +22,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -188,7 +187,7 @@ class Store:
 
     def temp_path(self, suffix: str) -> Path:
         """A fresh name in tmp/ that :meth:`sweep_tmp` can attribute to this process."""
-        return self.tmp / f"{os.getpid()}.{secrets.token_hex(8)}.{suffix}"
+        return self.tmp / f"{os.getpid()}.{os.urandom(8).hex()}.{suffix}"
 
     # -- blobs ----------------------------------------------------------------------------------------------
 

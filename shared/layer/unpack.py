@@ -23,12 +23,13 @@ import contextlib
 import errno
 import os
 import stat
-import tarfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # tarfile and zlib cost the runner's start-up; only unpacking needs them
+    import tarfile
 
 from shared.digest import Digest, HashingReader
 from shared.errors import Kind, StrataError, hostile, integrity
@@ -404,6 +405,8 @@ class DiffWriter:
 
 def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
     """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first)."""
+    import tarfile
+
     low = Lowers(lowers, fmt)
     ex = DiffWriter(dest, low, fmt)
     try:
@@ -417,11 +420,11 @@ def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: 
         low.close()
 
 
-_DATA_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, EOFError, zlib.error, UnicodeError)
-
-
 def _data_errors() -> tuple[type[BaseException], ...]:
-    errors = list(_DATA_ERRORS)
+    import tarfile
+    import zlib
+
+    errors: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, UnicodeError]
     with contextlib.suppress(ImportError):
         from isal import isal_zlib
 
