@@ -23,6 +23,7 @@ from typing import BinaryIO, cast
 from shared.digest import Digest, HashingWriter
 from shared.errors import Kind, StrataError
 from shared.layer.safepath import DIR_FLAGS, SafeRoot, proc_path
+from shared.layer.unpack import TAR_BUFFER
 from shared.layer.whiteout import OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
 
 CHUNK = 1 << 20
@@ -151,7 +152,7 @@ class _Packer:
 def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: OverlayFormat = OVERLAY) -> None:
     """The tar of the tree at ``src`` (a diff dir or an overlay upper dir) to the stream ``out``."""
     with SafeRoot(src) as root, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
-                                            bufsize=CHUNK) as tar:
+                                            bufsize=TAR_BUFFER) as tar:
         packer = _Packer(tar, fmt)
         if include_root:
             st = os.fstat(root.fd)
