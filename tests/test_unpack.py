@@ -224,3 +224,16 @@ def test_whiteouts_below_a_dir_turned_file_are_redundant(tmp_path: Path) -> None
         unpack(tmp_path, "bad", make_tar(Entry("d", data=b"f"), Entry("d/x", data=b"x")))
     with pytest.raises(StrataError, match="'d' is a symlink"):  # and so is a whiteout through a symlink
         unpack(tmp_path, "bad2", make_tar(Entry("d", "symlink", link="/tmp"), Entry("d/.wh.x")))
+
+
+def test_absolute_names_stay_inside(tmp_path: Path) -> None:
+    """As tar does: a leading / is dropped; an absolute hardlink target names a file of this layer."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"safe")
+    d = unpack(tmp_path, "l", make_tar(Entry(f"{outside}/victim", data=b"owned"), Entry("/etc/x", data=b"x"),
+                                       Entry("hl", "hardlink", link=f"/{outside.relative_to('/')}/victim")))
+    assert (outside / "victim").read_bytes() == b"safe" and os.stat(outside / "victim").st_nlink == 1
+    assert (d / outside.relative_to("/") / "victim").read_bytes() == b"owned"
+    assert (d / "etc/x").read_bytes() == b"x"
+    assert os.stat(d / "hl").st_ino == os.stat(d / outside.relative_to("/") / "victim").st_ino
