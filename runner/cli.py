@@ -180,4 +180,4 @@ def _ago(when: float) -> str:
 
 def main() -> None:
     # Docker's convention: 125 when the runner itself fails; the command's own code otherwise.
-    run_main("runner", lambda: run_typer(app), lambda kind: 125)
+    run_main("runner", lambda: run_typer(app, usage_exit=125), lambda kind: 125)

@@ -85,7 +85,8 @@ class Container:
         except FileNotFoundError:
             return ContainerState()
         if state.status == "running" and not _alive(state.pid):
-            return replace(state, status="exited", error=state.error or "runner gone")
+            # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL
+            return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone")
         return state
 
     def set_state(self, **changes: Any) -> ContainerState:

@@ -84,6 +84,9 @@ def _intermediate(container: Container, opts: ExecOptions, group: cgroups.Cgroup
         child = os.fork()
         if child == 0:
             _command(container, opts, err_w, tty_sock)
+        os.close(err_w)  # only the command may hold it: the runner reads it to EOF before relaying a terminal
+        if tty_sock is not None:
+            tty_sock.close()
         _, status = os.waitpid(child, 0)
         os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
     except BaseException as e:

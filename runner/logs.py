@@ -30,8 +30,11 @@ class LogWriter:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
     def write(self, stream: str, data: bytes) -> None:
-        record = {"log": data.decode(errors="replace"), "stream": stream, "time": _now()}
-        os.write(self.fd, json.dumps(record).encode() + b"\n")
+        """One record per line, as Docker's json-file driver writes them (a partial line is a record too)."""
+        now = _now()
+        records = b"".join(json.dumps({"log": line.decode(errors="replace"), "stream": stream, "time": now})
+                           .encode() + b"\n" for line in data.splitlines(keepends=True))
+        os.write(self.fd, records)
 
     def close(self) -> None:
         os.close(self.fd)

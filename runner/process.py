@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -56,6 +57,7 @@ def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, u
     security.set_capabilities(privileges, who.uid)
     os.closerange(3, err_fd)
     os.closerange(err_fd + 1, 1 << 16)
+    reset_signals()
     if init and "/" not in argv[0] and not any(
             os.access(os.path.join(d, argv[0]), os.X_OK) for d in env["PATH"].split(":")):
         raise ExecFailed(argv[0], FileNotFoundError(errno.ENOENT, "not found"))  # tini would only say it failed
@@ -64,6 +66,16 @@ def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, u
         os.execvpe(full[0], full, env)
     except OSError as e:
         raise ExecFailed(argv[0], e) from None
+
+
+def reset_signals() -> None:
+    """Ignored signals stay ignored across exec: Python ignores SIGPIPE and SIGXFSZ, and a shell that started
+    the runner with & or nohup ignores INT, QUIT or HUP. The container's processes start with every default."""
+    for sig in range(1, signal.NSIG):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def fail(err_fd: int, error: BaseException, what: str = "start the container") -> NoReturn:

@@ -234,6 +234,7 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
                 linux.mount("tmpfs", _fd_path(fd), "tmpfs", t.flags, t.data or None)
             finally:
                 os.close(fd)
+        os.close(resolve_target(root, config.working_dir, want_dir=True))  # as Docker, even on --read-only
     if config.read_only:
         linux.mount(None, "merged", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | nodev)
     os.chdir("merged")

@@ -162,10 +162,11 @@ def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_so
         process.fail(err_w, e)
 
 
-def start(container: Container, echo: bool = True, started: Callable[[str], None] = lambda error: None) -> int:
+def start(container: Container, echo: bool = True,
+          started: Callable[[str, int], None] = lambda error, code: None) -> int:
     """Run the container and wait for it; return its exit code (Docker's convention for ours). Its output goes
-    to its log and, with ``echo``, to our stdout/stderr (or terminal). ``started`` is told, once the command was
-    exec'd, "" or the error that kept it from starting."""
+    to its log and, with ``echo``, to our stdout/stderr (or terminal). ``started`` is told ("", 0) once the
+    command was exec'd, or the error that kept it from starting and the exit code that goes with it."""
     config = container.config
     layer_count = len(config.chain_ids)
     group = cgroups.for_container(container.id)
@@ -213,7 +214,8 @@ def start(container: Container, echo: bool = True, started: Callable[[str], None
     try:
         master = tty.receive_master(parent_sock) if parent_sock is not None else None
         message = process.read_all(err_r)
-        started(message)
+        if not message:
+            started("", 0)
         if master is not None:
             try:
                 tty.relay(master, config.interactive and echo, log, echo)
@@ -237,6 +239,7 @@ def start(container: Container, echo: bool = True, started: Callable[[str], None
     group.remove()
     container.set_state(status="exited", exit_code=code, finished=time.time(), error=message)
     if message:
+        started(message, code)
         raise StrataError(message, Kind.SYSTEM, exit_code=code)
     return code
 
@@ -273,8 +276,8 @@ def detach(container: Container) -> int:
                 os.dup2(null, fd)
             os.close(null)
             start(container, echo=False, started=report)
-        except BaseException as e:
-            report(str(e) or type(e).__name__)  # nothing of the monitor may reach the user's terminal
+        except BaseException as e:  # nothing of the monitor may reach the user's terminal
+            report(str(e) or type(e).__name__, process.EXIT_RUNNER_ERROR)
             code = 1
         finally:
             if container.config.auto_remove:
@@ -288,7 +291,9 @@ def detach(container: Container) -> int:
         os.close(ready_r)
     if answer != "ok":
         os.waitpid(monitor, 0)
-        raise StrataError(answer or "the container's monitor died before the container started", Kind.SYSTEM)
+        number, _, message = answer.partition(" ")
+        raise StrataError(message or "the container's monitor died before the container started", Kind.SYSTEM,
+                          exit_code=int(number) if number.isdigit() else process.EXIT_RUNNER_ERROR)
     print(container.id)
     return 0
 
@@ -299,10 +304,10 @@ class _Once:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def __call__(self, error: str) -> None:
+    def __call__(self, error: str, code: int) -> None:
         if self.fd < 0:
             return
         with contextlib.suppress(OSError):
-            os.write(self.fd, (error or "ok").encode(errors="replace")[:4000])
+            os.write(self.fd, (f"{code} {error}" if error else "ok").encode(errors="replace")[:4000])
         os.close(self.fd)
         self.fd = -1

@@ -108,9 +108,19 @@ def _last_cap() -> int:
         return len(CAPABILITIES) - 1
 
 
+def own_bounding_set() -> set[int]:
+    """What the runner itself may hold: a container cannot be given more (podman intersects the same way)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return {n for n in range(64) if mask >> n & 1}
+    return set(range(_last_cap() + 1))
+
+
 def limit_bounding_set(privileges: Privileges) -> None:
     """Before the user changes: dropping from the bounding set needs CAP_SETPCAP, which we still have."""
-    keep = privileges.numbers()
+    keep = privileges.numbers() & own_bounding_set()
     for cap in range(_last_cap() + 1):
         if cap not in keep:
             _prctl(PR_CAPBSET_DROP, cap)
@@ -120,7 +130,7 @@ def limit_bounding_set(privileges: Privileges) -> None:
 def set_capabilities(privileges: Privileges, uid: int) -> None:
     """After the user changed: root keeps the set as effective and permitted; others have none. Inheritable:
     empty. Then no_new_privs if asked (last: it does not stop us, only what we exec)."""
-    mask = sum(1 << n for n in privileges.numbers()) if uid == 0 else 0
+    mask = sum(1 << n for n in privileges.numbers() & own_bounding_set()) if uid == 0 else 0
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     for i in range(2):

@@ -53,7 +53,7 @@ def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], 
     sys.exit(status or 0)
 
 
-def run_typer(app: typer.Typer) -> int | None:
+def run_typer(app: typer.Typer, usage_exit: int = 2) -> int | None:
     """Click in non-standalone mode, so our errors and Ctrl-C reach :func:`run_main` unchanged, and a command's
     integer result becomes the exit status."""
     try:
@@ -62,7 +62,7 @@ def run_typer(app: typer.Typer) -> int | None:
         raise KeyboardInterrupt from None
     except ClickException as e:
         e.show()
-        raise SystemExit(e.exit_code) from None
+        raise SystemExit(usage_exit if e.exit_code == 2 else e.exit_code) from None
     return result if isinstance(result, int) else None
 
 

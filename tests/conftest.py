@@ -110,14 +110,16 @@ class Tools:
     docker_config: Path
     settings: Path
 
-    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 120) -> Result:
-        env = {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings)}
+    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 120,
+             env_extra: dict[str, str] | None = None) -> Result:
+        env = {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings),
+               **(env_extra or {})}
         proc = subprocess.run([sys.executable, "-m", tool, "--root", str(self.root), *args], input=stdin,
                               capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def puller(self, *args: str, stdin: str | None = None) -> Result:
-        return self._run("puller", args, stdin)
+    def puller(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+        return self._run("puller", args, stdin, env_extra=env)
 
     def runner(self, *args: str, stdin: str | None = None) -> Result:
         return self._run("runner", args, stdin)
@@ -236,3 +238,98 @@ def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
     """A FaultProxy (and its CDN) in front of the session ``registry``, no rules yet; closed after the test."""
     with FaultProxy(registry.address) as proxy:
         yield proxy
+
+
+# -- Containers leave nothing behind: cgroups, processes (tests/test_runner.py, tests/test_lifecycle.py) ----------
+
+import time  # noqa: E402  (appended section)
+from collections.abc import Callable  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+
+
+def own_cgroup_dirs() -> list[Path]:
+    """This process's group in each controller the runner uses (v1), where it nests ``strata-ID`` groups."""
+    own: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(","):
+                own[controller] = path
+    return [Path("/sys/fs/cgroup", c, own[c].lstrip("/")) for c in CGROUP_CONTROLLERS if c in own]
+
+
+def container_cgroup(controller: str, container_id: str) -> Path:
+    """Where the runner puts a container's group in CONTROLLER: under the runner's (and so this process's) own."""
+    base = next(d for d in own_cgroup_dirs() if d.parts[4] == controller)
+    return base / f"strata-{container_id}"
+
+
+def strata_cgroups() -> set[Path]:
+    return {d for base in own_cgroup_dirs() if base.is_dir() for d in base.glob("strata-*") if d.is_dir()}
+
+
+def processes_mentioning(path: Path) -> list[str]:
+    """Processes (not this one) whose command line names PATH (a runner or monitor), or whose mount table does (a
+    container's: its /etc/hosts is bound from the store)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            mounts = (proc / "mountinfo").read_text(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if str(path) in cmdline or str(path) in mounts:
+            found.append(f"{proc.name}: {cmdline.strip() or '(no cmdline)'}")
+    return found
+
+
+@pytest.fixture
+def no_leaks(tools: Tools) -> Iterator[None]:
+    """After the test: no new ``strata-*`` cgroup under this process's own groups, and no process that names the
+    test's store root. Processes that are still exiting get a few seconds."""
+    before = strata_cgroups()
+    yield
+    deadline = time.monotonic() + 10
+    while True:
+        cgroups, procs = sorted(strata_cgroups() - before), processes_mentioning(tools.root)
+        if not (cgroups or procs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert cgroups == [], f"cgroups left behind: {cgroups}"
+    assert procs == [], f"processes left behind: {procs}"
+
+
+def runner_command(tools: Tools, *args: str) -> list[str]:
+    """``runner --root ROOT ARGS`` as Tools.runner runs it, for a test that needs the process (Popen)."""
+    return [sys.executable, "-m", "runner", "--root", str(tools.root), *args]
+
+
+def popen_runner(tools: Tools, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """Start ``runner ARGS`` in the background, its stdout and stderr piped (text)."""
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    return subprocess.Popen(runner_command(tools, *args), stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll CHECK until it holds; fail with WHAT if it never does (a bound against hanging, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def detached(tools: Tools, *args: str) -> Iterator[str]:
+    """``runner run -d ARGS``; yields the container's full ID; ``runner rm -f`` afterwards, whatever happened."""
+    result = tools.runner("run", "-d", *args)
+    assert result.code == 0, result.err
+    cid = result.out.strip()
+    try:
+        yield cid
+    finally:
+        tools.runner("rm", "-f", cid)  # fails harmlessly if the test removed it already
