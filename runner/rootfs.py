@@ -224,7 +224,7 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
             _mask_paths(root)
         _mount_at(root, "dev", "tmpfs", "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME | nodev,
                   "mode=755,size=65536k")
-        _populate_dev(root, bind_devices=not config.privileged, init=config.init)
+        _populate_dev(root, bind_devices=not config.privileged, init=config.init, console=config.tty)
         for spec in config.volumes:
             _mount_volume(root, Volume.parse(spec), nodev)
         for spec in config.tmpfs:
@@ -295,7 +295,7 @@ def _mount_volume(root: SafeRoot, volume: Volume, nodev: int) -> None:
 TINI = "/usr/bin/tini-static"
 
 
-def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool) -> None:
+def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool, console: bool) -> None:
     dev = root.open_dir(["dev"])
     try:
         for name, (major, minor) in DEVICES.items():
@@ -310,6 +310,8 @@ def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool) -> None:
             os.mkdir(name, 0o755, dir_fd=dev)
         if init:
             os.close(os.open("init", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o755, dir_fd=dev))
+        if console:  # the container's pty is bound here once opened (runtime-spec: /dev/console with a terminal)
+            os.close(os.open("console", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dev))
         with SafeRoot.from_fd(dev) as devroot:
             if bind_devices:
                 for name in DEVICES:

@@ -156,7 +156,7 @@ def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_so
         network.loopback_up()
         rootfs.mount_and_pivot(container, layer_count)
         if tty_sock is not None:
-            tty.become_terminal_child(tty_sock)
+            tty.become_terminal_child(tty_sock, console=True)
         process.become_and_exec(config, config.argv, err_w, tty=config.tty, init=config.init)
     except BaseException as e:
         process.fail(err_w, e)

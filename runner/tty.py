@@ -19,15 +19,18 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from runner import linux
 from runner.logs import LogWriter
 
 CHUNK = 1 << 16
 
 
-def become_terminal_child(sock: socket.socket) -> None:
+def become_terminal_child(sock: socket.socket, console: bool = False) -> None:
     """In the container, after pivot_root: open a pty, make it the controlling terminal and stdio, send the
     master to the runner."""
     master, slave = os.openpty()
+    if console:  # run -t: the container's console is its terminal (exec -t must not rebind it)
+        linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
     os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):

@@ -64,7 +64,7 @@ def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path) 
                      "sh"])
     try:
         term.read_until(b"# ")
-        term.type("tty; echo T=$TERM; stty size; echo $((6*7)); exit 3\r")
+        term.type("tty; echo T=$TERM; stty size; test -c /dev/console && echo CONSOLE; echo $((6*7)); exit 3\r")
         out = term.read_until(b"42")
     finally:
         code = term.close()
@@ -73,4 +73,5 @@ def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path) 
     assert "/dev/pts/0" in text  # the pty lives in the container's own devpts
     assert "T=xterm" in text
     assert "33 101" in text  # the window size was passed on
+    assert "CONSOLE" in text  # /dev/console is the container's terminal
     assert list((tools.root / "containers").iterdir()) == []
