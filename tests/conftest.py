@@ -9,7 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -242,9 +244,6 @@ def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
 
 # -- Containers leave nothing behind: cgroups, processes (tests/test_runner.py, tests/test_lifecycle.py) ----------
 
-import time  # noqa: E402  (appended section)
-from collections.abc import Callable  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
 

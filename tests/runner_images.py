@@ -84,3 +84,11 @@ def build_links(base: Path, dest: Path) -> None:
 
 def push(layout: Path, tag: str, dest: str) -> None:
     _run(["skopeo", "copy", "--dest-tls-verify=false", "--quiet", f"oci:{layout}:{tag}", f"docker://{dest}"])
+
+
+def build_and_push(build: Callable[[Path, Path], None], base: Path, work: Path, tag: str, dest: str) -> str:
+    """Build one of these images from the test image's layout and push it; return the reference."""
+    layout = work / "layout"
+    build(base, layout)
+    push(layout, tag, dest)
+    return dest

@@ -380,11 +380,9 @@ def test_killed_runner_leaves_a_removable_exited_container(tools: Tools, img: st
 @pytest.fixture(scope="session")
 def many_layers_image(tmp_path_factory: pytest.TempPathFactory, registry: Registry, test_layout: Path) -> str:
     """The test image plus 128 one-file layers (130 in all), pushed as strata/many:1."""
-    layout = tmp_path_factory.mktemp("many-layers") / "layout"
-    runner_images.build_many_layers(test_layout, layout)
-    ref = f"{registry.address}/strata/many:1"
-    runner_images.push(layout, runner_images.MANY_TAG, ref)
-    return ref
+    return runner_images.build_and_push(runner_images.build_many_layers, test_layout,
+                                        tmp_path_factory.mktemp("many-layers"), runner_images.MANY_TAG,
+                                        f"{registry.address}/strata/many:1")
 
 
 def test_an_image_of_130_layers_runs(tools: Tools, many_layers_image: str, no_leaks: None) -> None:

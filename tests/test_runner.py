@@ -212,11 +212,8 @@ def test_volumes(tools: Tools, img: str, tmp_path: Path) -> None:
 @pytest.fixture(scope="session")
 def links_image(tmp_path_factory: pytest.TempPathFactory, registry: Registry, test_layout: Path) -> str:
     """The test image plus a layer of symlinks out of the root (runner_images.LINKS), pushed as strata/links:1."""
-    layout = tmp_path_factory.mktemp("links-image") / "layout"
-    runner_images.build_links(test_layout, layout)
-    ref = f"{registry.address}/strata/links:1"
-    runner_images.push(layout, runner_images.LINKS_TAG, ref)
-    return ref
+    return runner_images.build_and_push(runner_images.build_links, test_layout, tmp_path_factory.mktemp("links-image"),
+                                        runner_images.LINKS_TAG, f"{registry.address}/strata/links:1")
 
 
 @pytest.fixture
