@@ -154,7 +154,7 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
 
     source, top = _first(sources, name, lambda s: s.client.get_manifest(s.repository, ref.identifier,
                                                                          f"manifest of {name}"))
-    sources = [source, *(s for s in sources if s is not source and sources.index(s) > sources.index(source))]
+    sources = sources[sources.index(source):]  # blobs from the source that served the manifest, then the next
     platform_of_entry: Platform | None = None
     if top.media_type in INDEX_TYPES:
         index = Index.parse(top.raw, top.media_type, f"index of {name}")

@@ -8,6 +8,7 @@ CDN that fails any request carrying Authorization (as S3 does).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,13 @@ def test_index_resolves_to_the_platform_asked_for(tools: Tools, request: pytest.
     missing = tools.puller("pull", "--platform", "linux/s390x", variant.ref)
     assert missing.code != 0 and missing.err.count("\n") == 1
     assert "linux/amd64" in missing.err and "linux/arm64/v8" in missing.err and "unknown" not in missing.err
+
+
+def test_a_tag_that_looks_like_a_digest(tools: Tools, gzip_variant: Variant, test_layout: Path) -> None:
+    """Regression: a tag starting with "sha" was taken for a digest."""
+    from tests.conftest import image_script
+
+    ref = gzip_variant.ref.rsplit(":", 1)[0] + ":sha-1234"
+    image_script.push(test_layout, ref)
+    result = tools.puller("pull", ref)
+    assert result.code == 0, result.err

@@ -253,7 +253,7 @@ class RegistryClient:
                 raise integrity(f"{what} is over the {MAX_MANIFEST_BYTES}-byte limit")
             content_type = resp.headers.get("Content-Type")
             header_digest = resp.headers.get("Docker-Content-Digest")
-        if reference.startswith("sha"):
+        if ":" in reference:  # a digest (a tag never holds a colon)
             expected = Digest.parse(reference)
         elif header_digest:
             expected = Digest.parse(header_digest)
