@@ -205,7 +205,7 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
                 progress.layer(desc.digest, "done")
         except BaseException:
             for source_ in sources:
-                source_.client.cancel.set()  # running downloads stop at their next chunk
+                source_.client.abort()  # running downloads stop now, and clean up after themselves
             _roll_back(store, created)
             raise
 

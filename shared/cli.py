@@ -6,6 +6,7 @@ The apps themselves stay thin: they parse options and call plain functions of th
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,17 +32,26 @@ class StoreOption:
             self.store = Store(root or default_root())
 
 
+class Interrupted(BaseException):
+    """Ctrl-C. Not a KeyboardInterrupt: typer turns that into a silent exit 130, and we owe the user a line."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
 def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], int] = lambda k: 1) -> NoReturn:
     """Run a CLI body under the one error convention: ``PROG: error: MESSAGE`` on one line, a non-zero exit.
 
     ``codes`` maps a kind to an exit status (``runner`` uses Docker's 125 for all of its own failures).
     """
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         status = body()
     except StrataError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code if e.exit_code is not None else codes(e.kind))
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     except OSError as e:

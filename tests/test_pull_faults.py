@@ -124,3 +124,33 @@ def test_a_tag_that_looks_like_a_digest(tools: Tools, gzip_variant: Variant, tes
     image_script.push(test_layout, ref)
     result = tools.puller("pull", ref)
     assert result.code == 0, result.err
+
+
+def test_ctrl_c_mid_pull_loses_nothing(tools: Tools, fault_proxy: FaultProxy, gzip_variant: Variant) -> None:
+    """SIGINT while a blob is half downloaded: one line, exit 130, no reference, no layer, no temp file left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, wait_until
+    from tests.faults import stall
+
+    layer = gzip_variant.image().layers[0]
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=30))
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "puller", "--root", str(tools.root), "pull",
+                             image_through(fault_proxy, gzip_variant)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: any(r.bytes_sent for r in fault_proxy.requests(f"/blobs/{layer}")), "half a blob sent")
+        wait_until(lambda: any((tools.root / "tmp").iterdir()), "a temp file for the blob")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and err == "puller: interrupted\n"
+    assert_nothing_stored(tools)
+    assert not (tools.root / "blobs/sha256" / layer.split(":")[1]).exists()

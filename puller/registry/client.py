@@ -9,12 +9,14 @@ accepting only a 206 whose Content-Range starts where we stopped.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import ipaddress
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,8 @@ class RegistryClient:
         self.tokens = TokenCache()
         self.cancel = threading.Event()
         self._local = threading.local()
+        self._streaming: set[requests.Response] = set()
+        self._streaming_lock = threading.Lock()
         self._rate_noted = False
 
     @property
@@ -173,6 +177,17 @@ class RegistryClient:
     def _auth(self, repository: str | None) -> RegistryAuth:
         scope = f"repository:{repository}:pull" if repository else ""
         return RegistryAuth(self._session(), self.host, scope, self.tokens, self.credentials)
+
+    def abort(self) -> None:
+        """Stop every transfer now (Ctrl-C): the flag stops waits and loops; shutting the sockets down wakes the
+        threads blocked in a read, which would otherwise wait out a stalled server."""
+        self.cancel.set()
+        with self._streaming_lock:
+            for resp in self._streaming:
+                sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
     def _sleep(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
@@ -218,6 +233,14 @@ class RegistryClient:
             limit = resp.headers.get("ratelimit-limit", "?")
             self.notice(f"{self.host}: pull rate limit: {remaining.split(';')[0]} of {limit.split(';')[0]} left "
                         f"(window {remaining.partition('w=')[2] or '?'} s)")
+
+    @contextlib.contextmanager
+    def _tracked(self, resp: requests.Response) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            with self._streaming_lock:
+                self._streaming.discard(resp)
 
     def ping(self) -> None:
         """GET /v2/ with credentials: does this registry accept us? (``login`` uses it.)"""
@@ -293,7 +316,11 @@ class RegistryClient:
                 headers = {"Range": f"bytes={received}-"} if received else {}
                 resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
                                   headers=headers)
-                with resp:
+                with self._streaming_lock:
+                    self._streaming.add(resp)
+                if self.cancel.is_set():
+                    self.abort()
+                with resp, self._tracked(resp):
                     if received and not _resumes_at(resp, received):
                         if resp.status_code not in (200, 206):
                             raise _registry_error(resp, what)
