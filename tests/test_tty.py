@@ -75,3 +75,18 @@ def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path) 
     assert "33 101" in text  # the window size was passed on
     assert "CONSOLE" in text  # /dev/console is the container's terminal
     assert list((tools.root / "containers").iterdir()) == []
+
+
+def test_pull_shows_per_layer_bars_on_a_terminal(tools: Tools, test_image: str) -> None:
+    term = Terminal([sys.executable, "-m", "puller", "--root", str(tools.root), "pull", test_image])
+    try:
+        out = term.read_until(b"Status:")
+    finally:
+        code = term.close()
+    assert code == 0
+    text = out.decode(errors="replace")
+    assert "downloading [" in text and "/s" in text  # bytes, total and speed while it downloads
+    assert "\x1b[" in text  # redrawn in place
+    assert text.count(": done") >= 2  # every layer ends done
+    plain = tools.puller("pull", test_image)  # not a terminal: plain lines, no control characters
+    assert "\x1b" not in plain.out and "up to date" in plain.out
