@@ -127,6 +127,13 @@ class Tools:
         return self._run("runner", args, stdin)
 
 
+def one_line_error(result: Result, code: int, text: str, tool: str = "runner") -> None:
+    """The error convention: this exit code, one line on stderr naming the cause."""
+    assert result.code == code, (result.out, result.err)
+    assert result.err.count("\n") == 1 and result.err.startswith(f"{tool}: error: "), result.err
+    assert text in result.err, result.err
+
+
 def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line for line in f if str(path) in line]

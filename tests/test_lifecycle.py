@@ -20,12 +20,12 @@ import pytest
 from tests import runner_images
 from tests.conftest import (
     Registry,
-    Result,
     Tools,
     container_cgroup,
     detached,
     needs_root,
     needs_tools,
+    one_line_error,
     popen_runner,
     runner_command,
     wait_until,
@@ -63,12 +63,6 @@ def is_up(tools: Tools, name: str) -> bool:
 
 def logs(tools: Tools, key: str) -> str:
     return tools.runner("logs", key).out
-
-
-def one_line_error(result: Result, code: int, text: str) -> None:
-    assert result.code == code, (result.out, result.err)
-    assert result.err.count("\n") == 1 and result.err.startswith("runner: error: "), result.err
-    assert text in result.err, result.err
 
 
 @pytest.fixture

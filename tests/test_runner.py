@@ -24,6 +24,7 @@ from tests.conftest import (
     detached,
     needs_root,
     needs_tools,
+    one_line_error,
     wait_until,
 )
 
@@ -55,12 +56,6 @@ def run(tools: Tools, *args: str, stdin: str | None = None) -> Result:
 def sh(tools: Tools, image: str, script: str, *opts: str) -> Result:
     """``runner run --rm OPTS IMAGE sh -c SCRIPT``."""
     return run(tools, *opts, image, "sh", "-c", script)
-
-
-def one_line_error(result: Result, code: int, text: str) -> None:
-    assert result.code == code, (result.out, result.err)
-    assert result.err.count("\n") == 1 and result.err.startswith("runner: error: "), result.err
-    assert text in result.err, result.err
 
 
 def status_fields(text: str) -> dict[str, str]:
