@@ -79,31 +79,35 @@ def _first(sources: Sequence[Source], what: str,
     raise StrataError(f"no source for {what}", Kind.REGISTRY)
 
 
-def _is_current(store: Store, name: str, sources: Sequence[Source], ref: Reference, wanted: Platform) -> bool:
-    """A tag pulled before: HEAD says whether it still names the same thing (HEAD is free on Docker Hub). An
-    image resolved from an index is current only for the platform it was resolved for."""
+def _top_digest(desc: Descriptor) -> Digest:
+    """What the reference itself names: the index it was resolved from, else the manifest."""
+    return Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest)))
+
+
+def _current(store: Store, name: str, sources: Sequence[Source], ref: Reference,
+             wanted: Platform) -> stored.StoredImage | None:
+    """The stored image if it is complete and still what the reference names, else None. For a tag, HEAD says
+    whether it still names the same thing (HEAD is free on Docker Hub). An image resolved from an index is
+    current only for the platform it was resolved for."""
     desc = store.resolve(name)
-    if desc is None or not _complete(store, name, desc):
-        return False
+    if desc is None:
+        return None
     if INDEX_DIGEST_ANNOTATION in desc.annotations and (desc.platform is None or not wanted.matches(desc.platform)):
-        return False
+        return None
+    try:
+        image = stored.load(store, name, desc)
+        image.layer_records(store)
+    except StrataError:
+        return None
     if ref.digest is not None:
-        return True
-    stored_top = Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest)))
+        return image
     for source in sources:
         try:
-            return source.client.head_manifest(source.repository, ref.identifier, f"manifest of {name}") == stored_top
+            head = source.client.head_manifest(source.repository, ref.identifier, f"manifest of {name}")
         except StrataError:
             continue
-    return False
-
-
-def _complete(store: Store, name: str, desc: Descriptor) -> bool:
-    try:
-        stored.load(store, name, desc).layer_records(store)
-    except StrataError:
-        return False
-    return True
+        return image if head == _top_digest(desc) else None
+    return None
 
 
 def _fetch_blob(source: Source, store: Store, desc: Descriptor, what: str, progress: Progress) -> None:
@@ -145,12 +149,9 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
     wanted = platform or Platform.host()
     name = str(ref)
 
-    if _is_current(store, name, sources, ref, wanted):
-        desc = store.resolve(name)
-        assert desc is not None
-        image = stored.load(store, name, desc)
-        return PullResult(ref, Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest))),
-                          image.image_id, 0, 0, True)
+    image = _current(store, name, sources, ref, wanted)
+    if image is not None:
+        return PullResult(ref, _top_digest(image.descriptor), image.image_id, 0, 0, True)
 
     source, top = _first(sources, name, lambda s: s.client.get_manifest(s.repository, ref.identifier,
                                                                          f"manifest of {name}"))

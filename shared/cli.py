@@ -68,8 +68,8 @@ def run_typer(app: typer.Typer, usage_exit: int = 2) -> int | None:
     integer result becomes the exit status."""
     try:
         result = app(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name, standalone_mode=False)
-    except typer.Abort:
-        raise KeyboardInterrupt from None
+    except typer.Abort:  # typer raises it when a prompt meets the end of input (Ctrl-C is Interrupted)
+        raise StrataError("input ended before the command had what it asked for", Kind.USAGE) from None
     except ClickException as e:
         e.show()
         raise SystemExit(usage_exit if e.exit_code == 2 else e.exit_code) from None

@@ -64,9 +64,6 @@ class Reference:
         """What to ask the registry's manifest endpoint for: the digest if any, else the tag."""
         return str(self.digest) if self.digest else (self.tag or DEFAULT_TAG)
 
-    def with_digest(self, digest: Digest) -> Reference:
-        return Reference(self.domain, self.path, None, digest)
-
     def __str__(self) -> str:
         text = self.repository
         if self.tag:

@@ -124,3 +124,10 @@ def test_credential_helper(tools: Tools, htpasswd_registry: HtpasswdRegistry, tm
     assert tools.puller("pull", reg.image, env=env).code == 0
     assert tools.puller("logout", reg.address, env=env).code == 0
     assert not store.exists()
+
+
+def test_login_prompt_at_end_of_input_is_a_usage_error(tools: Tools) -> None:
+    """Regression: end of input at the Username prompt was reported as 'interrupted'."""
+    result = tools.puller("login", "127.0.0.1:9", stdin="")
+    assert result.code == 2
+    assert result.err == "puller: error: input ended before the command had what it asked for\n"
