@@ -112,8 +112,11 @@ def login(server: str = typer.Argument("docker.io", help="Registry host[:port]")
     from shared.reference import DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY_HOST
 
     registry = DEFAULT_DOMAIN if server in ("docker.io", "index.docker.io", DOCKER_HUB_REGISTRY_HOST) else server
-    user = username or input("Username: ")
-    secret = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    try:
+        user = username or input("Username: ")
+        secret = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    except EOFError:  # caught here: typer would print a blank line first
+        raise usage("input ended before the command had what it asked for") from None
     if not user or not secret:
         raise usage("a username and a password are needed")
     host = DOCKER_HUB_REGISTRY_HOST if registry == DEFAULT_DOMAIN else registry
