@@ -243,5 +243,5 @@ def _roll_back(store: Store, created: list[Digest]) -> None:
         needed = {c for img in stored.all_images(store) for c in img.chain_ids}
         for chain in created:
             if chain not in needed:
-                remove_tree(store.layer_dir(chain))
+                store.discard(store.layer_dir(chain))
 

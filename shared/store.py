@@ -22,7 +22,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity, not_found
 from shared.image import OCI_INDEX, Descriptor
+from shared.layer.safepath import remove_at
 
 # image-spec image-layout.md
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -94,12 +94,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_tree(path: Path) -> None:
-    """rmtree that does not follow symlinks (shutil uses fd-relative walks on Linux) and tolerates absence."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    """Remove ``path`` (a whole tree, however deep), never following a symlink in it; absent is fine.
+
+    Not shutil.rmtree: its fd-based walk recurses, one frame and one fd per level, so a container that made a
+    1,500-deep tree, or a layer 1,200 deep, raised RecursionError and could never be removed. This is
+    :func:`shared.layer.safepath.remove_at` (iterative, constant fds), from the parent; ``path`` itself, the
+    caller's, may lead through symlinks (a store root may be one). Failures are one-line StrataErrors, a mount
+    point inside the tree among them (it is left alone, with its contents).
+    """
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StrataError(f"cannot remove {path}: {e.strerror}", Kind.SYSTEM) from None
+    try:
+        remove_at(parent, path.name, str(path))
+    finally:
+        os.close(parent)
 
 
 @dataclass(frozen=True)
@@ -183,11 +195,29 @@ class Store:
         for entry in self.tmp.iterdir():
             pid_text = entry.name.split(".", 1)[0]
             if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-                remove_tree(entry)
+                # litter that cannot go (a mount point in it) stays litter: it must not fail the pull that sweeps
+                with contextlib.suppress(StrataError):
+                    remove_tree(entry)
 
     def temp_path(self, suffix: str) -> Path:
         """A fresh name in tmp/ that :meth:`sweep_tmp` can attribute to this process."""
         return self.tmp / f"{os.getpid()}.{os.urandom(8).hex()}.{suffix}"
+
+    def discard(self, path: Path) -> None:
+        """Take ``path`` (a layer dir) out of the store by one rename(2) into tmp/, then remove it there.
+
+        Removal is the reverse of publishing, so it is atomic too: a removal that fails or is interrupted midway
+        leaves litter in tmp/ for :meth:`sweep_tmp`, never a half-removed layer under its chain ID that a later
+        pull would take for complete (it skips layers whose layer.json it finds).
+        """
+        grave = self.temp_path("removed")
+        try:
+            os.rename(path, grave)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise StrataError(f"cannot remove {path}: {e.strerror}", Kind.SYSTEM) from None
+        remove_tree(grave)
 
     # -- blobs ----------------------------------------------------------------------------------------------
 

@@ -148,6 +148,6 @@ def collect_garbage(store: Store) -> list[str]:
             deleted.append(f"sha256:{blob.name}")
     for layer in sorted(store.layers.iterdir()):
         if f"sha256:{layer.name}" not in keep_layers:
-            remove_tree(layer)
+            store.discard(layer)  # a layer half removed by an earlier, failed GC is garbage like any other
             deleted.append(f"layer sha256:{layer.name}")
     return deleted

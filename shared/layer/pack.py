@@ -13,6 +13,7 @@ the packer read a file outside it.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -22,7 +23,7 @@ from typing import BinaryIO, cast
 
 from shared.digest import Digest, HashingWriter
 from shared.errors import Kind, StrataError
-from shared.layer.safepath import DIR_FLAGS, SafeRoot, proc_path
+from shared.layer.safepath import DirWalk, SafeRoot, proc_path
 from shared.layer.unpack import TAR_BUFFER
 from shared.layer.whiteout import OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
 
@@ -74,8 +75,9 @@ def _set_mtime(info: tarfile.TarInfo, ns: int) -> None:
 
 
 class _Packer:
-    def __init__(self, tar: tarfile.TarFile, fmt: OverlayFormat) -> None:
+    def __init__(self, tar: tarfile.TarFile, fmt: OverlayFormat, src: Path) -> None:
         self.tar = tar
+        self.src = src
         self.fmt = fmt
         self.links: dict[tuple[int, int], str] = {}
 
@@ -88,33 +90,62 @@ class _Packer:
         _set_mtime(info, st.st_mtime_ns)
         return info
 
-    def walk(self, dir_fd: int, prefix: str) -> None:
-        for name in sorted(os.listdir(dir_fd), key=os.fsencode):
-            rel = f"{prefix}{name}"
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            path = proc_path(dir_fd, name)
-            if OverlayFormat.is_whiteout(st):
-                info = tarfile.TarInfo(f"{prefix}{WHITEOUT_PREFIX}{name}")
-                info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
-                info.uname = info.gname = ""
-                _set_mtime(info, st.st_mtime_ns)
-                self.tar.addfile(info)
-            elif stat.S_ISDIR(st.st_mode):
-                info = self._info(rel + "/", st, path)
-                info.type = tarfile.DIRTYPE
-                self.tar.addfile(info)
-                fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-                try:
-                    if self.fmt.is_opaque(fd):
-                        marker = tarfile.TarInfo(f"{rel}/{OPAQUE_MARKER}")
-                        marker.mode, marker.uname, marker.gname = 0, "", ""
-                        _set_mtime(marker, st.st_mtime_ns)
-                        self.tar.addfile(marker)
-                    self.walk(fd, rel + "/")
-                finally:
-                    os.close(fd)
-            else:
-                self._leaf(dir_fd, name, rel, st, path)
+    def walk(self, root_fd: int) -> None:
+        """Every entry below ``root_fd`` in name order, depth first (a directory, its opaque marker, then what it
+        holds). Iterative, in constant fds (:class:`DirWalk`): a container's upper dir may be thousands of levels
+        deep, past both Python's stack and the fd limit that a recursive walk holding one fd a level would hit."""
+        walk = DirWalk(root_fd)
+        todo = [self._names(root_fd)]  # per level: names still to pack, the next one last
+        try:
+            while todo:
+                if not todo[-1]:
+                    todo.pop()
+                    if todo and walk.leave() is None:
+                        raise StrataError(f"cannot pack {self.src}: a directory in it was moved meanwhile",
+                                          Kind.STATE)
+                    continue
+                name = todo[-1].pop()
+                if self._entry(walk, name):
+                    todo.append(self._names(walk.fd))
+        finally:
+            walk.close()
+
+    @staticmethod
+    def _names(dir_fd: int) -> list[str]:
+        return sorted(os.listdir(dir_fd), key=os.fsencode, reverse=True)
+
+    def _entry(self, walk: DirWalk, name: str) -> bool:
+        """Add one entry of the directory the walk is in; True when it was a directory and the walk went in."""
+        dir_fd = walk.fd
+        rel = walk.rel(name)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        path = proc_path(dir_fd, name)
+        if OverlayFormat.is_whiteout(st):
+            prefix = rel[: len(rel) - len(name)]
+            info = tarfile.TarInfo(f"{prefix}{WHITEOUT_PREFIX}{name}")
+            info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+            info.uname = info.gname = ""
+            _set_mtime(info, st.st_mtime_ns)
+            self.tar.addfile(info)
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            self._leaf(dir_fd, name, rel, st, path)
+            return False
+        info = self._info(rel + "/", st, path)
+        info.type = tarfile.DIRTYPE
+        self.tar.addfile(info)
+        try:
+            walk.enter(name)
+        except OSError as e:
+            if e.errno == errno.EXDEV:
+                raise StrataError(f"cannot pack {self.src}: {rel} is a mount point", Kind.STATE) from None
+            raise
+        if self.fmt.is_opaque(walk.fd):
+            marker = tarfile.TarInfo(f"{rel}/{OPAQUE_MARKER}")
+            marker.mode, marker.uname, marker.gname = 0, "", ""
+            _set_mtime(marker, st.st_mtime_ns)
+            self.tar.addfile(marker)
+        return True
 
     def _leaf(self, dir_fd: int, name: str, rel: str, st: os.stat_result, path: str) -> None:
         info = self._info(rel, st, path)
@@ -153,7 +184,7 @@ def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: Overlay
     """The tar of the tree at ``src`` (a diff dir or an overlay upper dir) to the stream ``out``."""
     with SafeRoot(src) as root, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                                             bufsize=TAR_BUFFER) as tar:
-        packer = _Packer(tar, fmt)
+        packer = _Packer(tar, fmt, src)
         if include_root:
             st = os.fstat(root.fd)
             info = packer._info("./", st, f"/proc/self/fd/{root.fd}")
@@ -161,7 +192,7 @@ def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: Overlay
             tar.addfile(info)
             if fmt.is_opaque(root.fd):
                 raise StrataError("the root of a layer cannot be opaque", Kind.INTEGRITY)
-        packer.walk(root.fd, "")
+        packer.walk(root.fd)
 
 
 def pack(src: Path, dest: Path, compression: str = "gzip", include_root: bool = False) -> PackResult:

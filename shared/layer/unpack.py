@@ -34,7 +34,16 @@ if TYPE_CHECKING:  # tarfile and zlib cost the runner's start-up; only unpacking
 from shared.digest import Digest, HashingReader
 from shared.errors import Kind, StrataError, hostile, integrity
 from shared.layer import compress
-from shared.layer.safepath import PathBlocked, SafeRoot, lstat_at, open_dir_at, proc_path, remove_at, split
+from shared.layer.safepath import (
+    MakeDir,
+    PathBlocked,
+    SafeRoot,
+    lstat_at,
+    open_dir_at,
+    proc_path,
+    remove_at,
+    split,
+)
 from shared.layer.whiteout import AUFS_META_PREFIX, OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
 
 CHUNK = 1 << 20
@@ -196,11 +205,20 @@ class DiffWriter:
 
     def parent(self, parts: list[str]) -> int:
         """The fd of the directory ``parts`` (cached for runs of entries in one directory); not to be closed."""
+        return self._open_cached(parts, self._make_implicit)
+
+    def _open_cached(self, parts: list[str], make: MakeDir | None) -> int:
+        """Open ``parts`` and cache it. Below the cached directory (a tar lists a directory, then what it holds)
+        the walk goes on from there, not from the root: a layer 1,200 directories deep would otherwise cost
+        ~720,000 opens. The cached fd is still the directory at its path: since it was cached, entries only
+        changed what is in it, never the directory itself (a change to it would have needed its parent)."""
         key = tuple(parts)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
+        cached = self._cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        below = cached is not None and key[: len(cached[0])] == cached[0]
+        fd = self.root.open_dir(parts, make, (cached[1], len(cached[0])) if below and cached else None)
         self._drop_cache()
-        fd = self.root.open_dir(parts, make=self._make_implicit)
         self._cache = (key, fd)
         return fd
 
@@ -393,17 +411,17 @@ class DiffWriter:
         os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
 
     def finish(self) -> None:
-        """Directory mtimes last, deepest first, since creating children changed them."""
+        """Directory mtimes last, since creating their children changed them. In path order, parents first, so
+        each directory is opened from its parent's cached fd; the order is free, as utime on a directory does
+        not change its parent's mtime."""
         self._drop_cache()
-        for key in sorted(self.dir_mtimes, key=len, reverse=True):
+        for key in sorted(self.dir_mtimes):
             try:
-                fd = self.root.open_dir(list(key))
+                fd = self._open_cached(list(key), None)
             except (FileNotFoundError, StrataError):
                 continue  # replaced later in the tar by a non-directory (or its parent was)
-            try:
-                os.utime(fd, ns=(self.dir_mtimes[key], self.dir_mtimes[key]))
-            finally:
-                os.close(fd)
+            os.utime(fd, ns=(self.dir_mtimes[key], self.dir_mtimes[key]))
+        self._drop_cache()
 
 
 def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
