@@ -6,6 +6,9 @@
   effective and permitted, any other user has none (setuid binaries gain at most the bounding set).
 * ``no_new_privs`` only with ``--security-opt no-new-privileges``: off by default, as in Docker, so setuid
   tools work.
+* Seccomp: Docker's default profile (runner/seccomp.py), ``--security-opt seccomp=unconfined`` for none, or
+  ``seccomp=FILE`` for a profile in Docker's JSON format, read and checked when the container is created (its
+  text is kept, so a later change to the file does not change the container). ``--privileged``: none, as Docker.
 * Masked and read-only paths: Docker's lists (moby daemon/pkg/oci/defaults.go, runc's specconv example.go).
 """
 
@@ -16,6 +19,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from runner.seccomp import Profile
 from shared.errors import usage
 
 # linux/capability.h, in number order
@@ -70,11 +74,16 @@ def _cap_name(text: str) -> str:
     return name
 
 
+SECCOMP_UNCONFINED = "unconfined"
+SECCOMP_PROFILE_MAX = 1 << 20  # characters; Docker's default profile is 17 KB
+
+
 @dataclass(frozen=True)
 class Privileges:
     capabilities: frozenset[str] = DOCKER_DEFAULT_CAPS
     no_new_privileges: bool = False
     privileged: bool = False
+    seccomp: str | None = None  # None: Docker's default profile; "unconfined": none; else a profile's JSON text
 
     @classmethod
     def from_options(cls, cap_add: Iterable[str] = (), cap_drop: Iterable[str] = (), privileged: bool = False,
@@ -86,18 +95,49 @@ class Privileges:
         caps = set() if "ALL" in drops else caps - drops
         caps |= set(CAPABILITIES) if "ALL" in adds else adds
         nnp = False
+        profile: str | None = None
         for opt in security_opts:
-            key, _, value = opt.replace("=", ":").partition(":")
+            key, value = _split_option(opt)
             if key == "no-new-privileges" and value in ("", "true"):
                 nnp = True
             elif key == "no-new-privileges" and value == "false":
                 nnp = False
+            elif key == "seccomp" and value:
+                profile = _seccomp_option(value)
             else:
-                raise usage(f"unsupported --security-opt {opt!r} (no-new-privileges is)")
-        return cls(frozenset(caps), nnp, privileged)
+                raise usage(f"unsupported --security-opt {opt!r} (supported: no-new-privileges[=true|false], "
+                            "seccomp=unconfined, seccomp=PROFILE.json)")
+        if privileged:  # Docker: --privileged runs without a filter, whatever the profile
+            profile = SECCOMP_UNCONFINED
+        return cls(frozenset(caps), nnp, privileged, profile)
 
     def numbers(self) -> set[int]:
         return {CAPABILITIES.index(c) for c in self.capabilities}
+
+
+def _split_option(opt: str) -> tuple[str, str]:
+    """``KEY=VALUE`` or Docker's legacy ``KEY:VALUE``, split at the first of either (a path may hold both)."""
+    i = min((opt.find(c) for c in "=:" if c in opt), default=len(opt))
+    return opt[:i], opt[i + 1:]
+
+
+def _seccomp_option(value: str) -> str | None:
+    """``unconfined``, ``builtin`` (Docker's name for the default profile), or a profile's path: read and checked
+    now, so a bad profile is refused by ``run``, not by the container's first process."""
+    if value == SECCOMP_UNCONFINED:
+        return SECCOMP_UNCONFINED
+    if value == "builtin":
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            text = f.read(SECCOMP_PROFILE_MAX + 1)  # not all of /dev/zero
+    except (OSError, UnicodeDecodeError) as e:
+        reason = (e.strerror or str(e)) if isinstance(e, OSError) else "not UTF-8 text"
+        raise usage(f"cannot read seccomp profile {value}: {reason}") from None
+    if len(text) > SECCOMP_PROFILE_MAX:
+        raise usage(f"seccomp profile {value} is larger than {SECCOMP_PROFILE_MAX >> 20} MiB")
+    Profile.from_json(text, f"profile {value}")
+    return text
 
 
 def _last_cap() -> int:

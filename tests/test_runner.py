@@ -396,7 +396,7 @@ def test_no_new_privileges_and_setuid(tools: Tools, img: str) -> None:
     for opt in ("no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"):
         assert nnp("--security-opt", opt) == "1", opt
     assert nnp("--security-opt", "no-new-privileges:false") == "0"
-    one_line_error(run(tools, "--security-opt", "seccomp=unconfined", img, "true"), 125, "unsupported --security-opt")
+    one_line_error(run(tools, "--security-opt", "apparmor=unconfined", img, "true"), 125, "unsupported --security-opt")
     # /bin/suid-test is a setuid-root busybox; busybox drops privileges for most applets, not for ping, which
     # needs a raw socket: as user strata it works only through the setuid bit, and then runs with euid 0.
     ping = "ln -s /bin/suid-test /tmp/ping; /tmp/ping -c 1 127.0.0.1 >/dev/null 2>&1; echo ping=$?"
