@@ -42,17 +42,38 @@ class Limits:
         return int(value)
 
 
-def _v1_mounts() -> dict[str, Path]:
-    """controller -> mount point, from mountinfo (a mount may carry several: cpu,cpuacct)."""
-    found: dict[str, Path] = {}
+@dataclass(frozen=True)
+class Hierarchy:
+    """A cgroup hierarchy as the container sees it under /sys/fs/cgroup: ``name`` is the host's directory name for
+    it ("" for the v2 root), ``options`` the v1 mount options naming its controllers, ``aliases`` the symlinks
+    Docker adds when several controllers share one hierarchy (cpu -> cpu,cpuacct)."""
+
+    name: str
+    fstype: str
+    options: str | None = None
+    aliases: tuple[str, ...] = ()
+
+
+def _v1_hierarchies() -> list[tuple[Path, tuple[str, ...]]]:
+    """(mount point, controllers and name= options) of every v1 hierarchy, from mountinfo."""
+    found: list[tuple[Path, tuple[str, ...]]] = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fields, rfields = left.split(), right.split()
             if rfields and rfields[0] == "cgroup":
-                for option in rfields[2].split(","):
-                    if option in V1_CONTROLLERS:
-                        found.setdefault(option, Path(fields[4]))
+                options = tuple(o for o in rfields[2].split(",") if o not in ("rw", "ro"))
+                found.append((Path(fields[4]), options))
+    return found
+
+
+def _v1_mounts() -> dict[str, Path]:
+    """controller -> mount point (a mount may carry several: cpu,cpuacct)."""
+    found: dict[str, Path] = {}
+    for mount_point, options in _v1_hierarchies():
+        for option in options:
+            if option in V1_CONTROLLERS:
+                found.setdefault(option, mount_point)
     return found
 
 
@@ -120,6 +141,12 @@ class Cgroup:
     def exists(self) -> bool:
         return any(d.exists() for d in self.dirs)
 
+    def hierarchies(self) -> list[Hierarchy]:
+        """What the container mounts at /sys/fs/cgroup (read-only, in its cgroup namespace, where its own group is
+        the root): so ``memory.max`` or ``memory.limit_in_bytes`` there is its own limit, as JVMs, Go and Node
+        expect."""
+        raise NotImplementedError
+
 
 class CgroupV1(Cgroup):
     def __init__(self, name: str) -> None:
@@ -127,6 +154,17 @@ class CgroupV1(Cgroup):
         self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
                               if c in mounts}
         super().__init__(list(self.by_controller.values()))
+
+    def hierarchies(self) -> list[Hierarchy]:
+        """The hierarchies the container has a group of its own in (memory, cpu, pids): mounting the others would
+        show the runner's groups, where the container was never put."""
+        out = []
+        for mount_point, options in _v1_hierarchies():
+            if any(c in self.by_controller for c in options):
+                controllers = [o for o in options if not o.startswith("name=")]
+                aliases = tuple(c for c in controllers if c != mount_point.name) if len(controllers) > 1 else ()
+                out.append(Hierarchy(mount_point.name, "cgroup", ",".join(options), aliases))
+        return out
 
     def apply(self, limits: Limits) -> None:
         def need(controller: str) -> Path:
@@ -162,6 +200,9 @@ class CgroupV2(Cgroup):
             _write(self.parent.parent / "cgroup.subtree_control", enable)
             _write(self.parent / "cgroup.subtree_control", enable)
         super().create(limits)
+
+    def hierarchies(self) -> list[Hierarchy]:
+        return [Hierarchy("", "cgroup2")]
 
     def apply(self, limits: Limits) -> None:
         d = self.dirs[0]

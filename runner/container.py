@@ -2,14 +2,22 @@
 layer, the rw layer (upper), overlay's work dir, the mount point and the container's own hosts/hostname/resolv.conf.
 
 A container is found by full ID, unique ID prefix or name. Its state is trusted only as far as the process it
-names is alive: a container whose runner was killed shows as exited.
+names is provably still the one that was recorded: a pid alone is no identity, since after a runner dies the kernel
+may hand its container's pid to any other process. So state.json records PID 1's start time (clock ticks after
+boot, which a pid's next owner cannot share) and the boot it was in; a running record whose process does not match
+all three, or that lacks them (written before they were recorded), shows as exited, and nothing is ever signalled or
+joined through it. Signals go through a pidfd that was verified after it was opened: it pins the process it names,
+so the check and the signal cannot be about two different processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import re
+import select
 import signal
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -42,6 +50,7 @@ class ContainerConfig:
     capabilities: tuple[str, ...] = ()
     no_new_privileges: bool = False
     privileged: bool = False
+    seccomp: str | None = None  # None: Docker's default profile; "unconfined"; or a profile's JSON
     memory: int | None = None
     cpus: float | None = None
     pids_limit: int | None = None
@@ -56,6 +65,9 @@ class ContainerConfig:
 class ContainerState:
     status: str = "created"  # created | running | exited
     pid: int = 0  # host pid of the container's PID 1
+    # who that pid was: its start time (field 22 of /proc/PID/stat) in the boot named by boot_id (see module doc)
+    pid_start_time: int | None = None
+    boot_id: str = ""
     exit_code: int | None = None
     started: float | None = None
     finished: float | None = None
@@ -80,55 +92,91 @@ class Container:
         return self.dir / name
 
     def state(self) -> ContainerState:
-        try:
-            state = ContainerState(**read_json(self.path("state.json")))
-        except FileNotFoundError:
-            return ContainerState()
-        if state.status == "running" and not _alive(state.pid):
-            # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL
+        state = self._recorded()
+        if state.status == "running" and not _is_recorded_process(state):
+            # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL, and
+            # its pid may since be another process's (or the record predates start times and cannot be verified)
             return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone")
         return state
+
+    def _recorded(self) -> ContainerState:
+        """state.json as written, unchecked."""
+        try:
+            return ContainerState(**read_json(self.path("state.json")))
+        except FileNotFoundError:
+            return ContainerState()
+
+    def _await_recorded_exit(self, timeout: float = 5.0) -> None:
+        """PID 1 has exited: give its owner (the runner or monitor that reaps it) a moment to record the exit, so
+        that what the caller returns to, or removes, is the record with the command's exit code, not one still
+        being written. (state() already reads an exited PID 1 as exited; the record is what this waits for.)"""
+        deadline = time.monotonic() + timeout
+        while self._recorded().status == "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def set_state(self, **changes: Any) -> ContainerState:
         state = replace(self.state(), **changes)
         write_json(self.path("state.json"), asdict(state))
         return state
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        state = self.state()
-        if state.status != "running":
+    def record_running(self, pid: int) -> ContainerState:
+        """Record PID 1 as running, with the identity later commands check it by. Call it while ``pid`` is still
+        the caller's unreaped child: only then is the start time read provably that process's own."""
+        return self.set_state(status="running", pid=pid, started=time.time(), **_identity_of(self.name, pid))
+
+    def open_process(self) -> int:
+        """A pidfd (close-on-exec) for the container's PID 1, for signals and setns; the caller closes it.
+        Raises StrataError if the container is not running, or its record names a process that is not its PID 1.
+        Use it for everything that touches the process: /proc/PID paths may name another process by then."""
+        fd = _verified_pidfd(self.state())
+        if fd is None:
             raise StrataError(f"container {self.name} is not running", Kind.STATE)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.pid, sig)
+        return fd
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        fd = self.open_process()
+        try:
+            _send(fd, sig)
+        finally:
+            os.close(fd)
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
-        container has exited and its exit is recorded."""
+        container has exited and its exit is recorded. A record naming a process that is not its PID 1 (its
+        runner is gone) is an exited container: nothing to signal."""
         state = self.state()
         if state.status != "running":
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.pid, sig)
-        _wait_gone(state.pid, timeout)
-        if _alive(state.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.pid, signal.SIGKILL)
-            _wait_gone(state.pid)
-        deadline = time.monotonic() + 5  # whoever owns it (runner or monitor) records the exit
-        while self.state().status == "running" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        fd = _verified_pidfd(state)
+        if fd is None:  # it exited since state() was read
+            return
+        try:
+            _send(fd, sig)
+            if not _wait_exited(fd, timeout):
+                _send(fd, signal.SIGKILL)
+                _wait_exited(fd)
+        finally:
+            os.close(fd)
+        self._await_recorded_exit()
 
     def remove(self, force: bool = False) -> None:
         """Kill (if forced), then remove the cgroup and the directory. A container whose runner was killed still
-        has its cgroup; its processes died with the runner (parent-death signal), or are killed here."""
+        has its cgroup; its processes died with the runner (parent-death signal), or are killed here: by the
+        cgroup, which is the container's own whoever now has PID 1's old pid."""
         from runner import cgroups
 
         state = self.state()
         if state.status == "running":
             if not force:
                 raise StrataError(f"container {self.name} is running; stop it or use --force", Kind.STATE)
-            os.kill(state.pid, 9)
-            _wait_gone(state.pid)
+            fd = _verified_pidfd(state)
+            if fd is not None:
+                try:
+                    _send(fd, signal.SIGKILL)
+                    _wait_exited(fd)
+                finally:
+                    os.close(fd)
+                self._await_recorded_exit()  # its owner writes in the directory until then
         group = cgroups.for_container(self.id)
         if group.exists():
             cgroups.kill_all(group)
@@ -136,20 +184,89 @@ class Container:
         remove_tree(self.dir)
 
 
-def _alive(pid: int) -> bool:
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that tell a process apart from a later one with the same pid."""
+
+    state: str  # R, S, D, Z (zombie), T, X, ...
+    start_time: int  # clock ticks after boot
+
+
+def parse_stat(data: bytes) -> ProcStat:
+    """Field 2 (comm) is in parentheses and is whatever the process named itself, spaces and parentheses
+    included, so the fields are counted from the last ')': field 3 (state) is the first after it, 22 the 20th."""
+    head, paren, rest = data.rpartition(b")")
+    after = rest.split()
+    if not paren or b"(" not in head or len(after) < 20:
+        raise ValueError(f"malformed /proc/PID/stat: {data[:200]!r}")
+    return ProcStat(after[0].decode(), int(after[19]))
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """None when no process has that pid."""
     if pid <= 0:
-        return False
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, IndexError):
+            return parse_stat(f.read())
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot's random ID: start times count from boot, so they name a process only within one boot."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def _identity_of(name: str, pid: int) -> dict[str, Any]:
+    stat = read_stat(pid)
+    if stat is None:
+        raise StrataError(f"container {name}'s process {pid} is gone before it was recorded", Kind.SYSTEM)
+    return {"pid_start_time": stat.start_time, "boot_id": boot_id()}
+
+
+def _is_recorded_process(state: ContainerState) -> bool:
+    """Whether the process state.pid names now is the one recorded, and has not exited (a zombie has)."""
+    if state.pid <= 0 or state.pid_start_time is None or state.boot_id != boot_id():
         return False
+    stat = read_stat(state.pid)
+    return stat is not None and stat.start_time == state.pid_start_time and stat.state not in ("Z", "X")
 
 
-def _wait_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
+def _verified_pidfd(state: ContainerState) -> int | None:
+    """A pidfd for the process STATE records, or None if that process is gone. The pidfd is opened first and
+    checked after: it pins the process that had the pid when it was opened, and that process is still running
+    after its /proc/PID/stat was read (its pidfd is not readable), so the start time read was its own."""
+    if state.status != "running" or not _is_recorded_process(state):
+        return None
+    try:
+        fd = os.pidfd_open(state.pid)
+    except OSError as e:
+        if e.errno in (errno.ESRCH, errno.EINVAL):  # gone, or the pid is now a thread's (no pidfd for those)
+            return None
+        raise
+    try:
+        if _is_recorded_process(state) and not _wait_exited(fd, 0):
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def _send(pidfd: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile; the pidfd keeps its pid from reuse
+        signal.pidfd_send_signal(pidfd, sig)
+
+
+def _wait_exited(pidfd: int, timeout: float = 10.0) -> bool:
+    """Whether the process has exited (a pidfd polls readable then), waiting up to ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 def new_id() -> str:

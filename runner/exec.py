@@ -1,24 +1,35 @@
 """``exec``: run another command in a running container: its namespaces, its cgroup, its user, environment,
-capabilities and limits (by being in its cgroup), optionally with a terminal of its own.
+capabilities, seccomp filter and limits (by being in its cgroup), optionally with a terminal of its own.
 
-setns(CLONE_NEWPID) applies to children only, so an intermediate process joins everything and forks the
-command; the intermediate passes the command's exit status back.
+No process that holds the host's interpreter, environment or fds ever enters the container's pid namespace (the
+CVE-2019-5736 shape, where container root opens ``/proc/PID/exe`` of the runtime while it joins). The runner starts
+a *stage* (:mod:`runner.stage`) exec'd from a sealed memfd copy of the interpreter, with an empty environment and
+only the fds it needs; the stage makes itself non-dumpable, joins the container's cgroup and, through a pidfd
+naming the container's PID 1 (so a reused pid cannot stand in for it), all its namespaces at once. setns() of a
+pid namespace applies to children only: the stage, outside it, forks the command, which is the only process of
+ours the container can see, and which execs as soon as it has dropped its privileges.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from runner import cgroups, linux, process, tty
+from runner import logs, process, tty
 from runner.container import Container
 from shared.errors import Kind, StrataError, usage
 
-# setns order: the mount namespace last, since /proc/PID/ns of the host is out of reach after it
-NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
+# The stage's first lines: read the job from the fd named in argv, then import the runner from where this one came
+# from (``-I`` keeps PYTHON* variables and the working directory out of sys.path).
+_BOOT = ("import json,os,sys;j=json.loads(os.read(int(sys.argv[1]),1<<20));sys.path.insert(0,j['path']);"
+         "import runner.stage as s;s.main(j)")
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass(frozen=True)
@@ -34,26 +45,34 @@ class ExecOptions:
 def exec_in(container: Container, opts: ExecOptions) -> int:
     if not opts.command:
         raise usage("exec needs a command")
-    state = container.state()
-    if state.status != "running":
-        raise StrataError(f"container {container.name} is not running", Kind.STATE)
-    try:
-        ns_fds = [os.open(f"/proc/{state.pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
-    except FileNotFoundError:
-        raise StrataError(f"container {container.name} is not running", Kind.STATE) from None
-    group = cgroups.for_container(container.id)
+    pidfd = container.open_process()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    job_r, job_w = os.pipe2(os.O_CLOEXEC)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if opts.tty else (None, None)
-    pid = os.fork()
-    if pid == 0:
-        os.close(err_r)
-        if parent_sock is not None:
-            parent_sock.close()
-        _intermediate(container, opts, group, ns_fds, err_w, child_sock)
-    for fd in (*ns_fds, err_w):
-        os.close(fd)
-    if child_sock is not None:
-        child_sock.close()
+    stdio = process.Stdio(opts.tty)
+    exe = me = -1
+    try:
+        exe = process.sealed_interpreter()
+        me = os.pidfd_open(os.getpid())
+        job = {"path": _PACKAGE_PARENT, "root": str(container.store.root), "id": container.id,
+               "runner": me, "pidfd": pidfd, "job": job_r, "err": err_w, "exe": exe,
+               "tty_sock": child_sock.fileno() if child_sock is not None else -1,
+               "command": list(opts.command), "user": opts.user, "env": list(opts.env), "workdir": opts.workdir,
+               "tty": opts.tty}
+        os.write(job_w, json.dumps(job).encode())
+        os.close(job_w)
+        job_w = -1
+        passed = [pidfd, me, err_w, job_r, exe] + ([child_sock.fileno()] if child_sock is not None else [])
+        stage = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_r)], executable=f"/proc/self/fd/{exe}",
+                                 pass_fds=passed, env={}, stdin=stdio.child[0], stdout=stdio.child[1],
+                                 stderr=stdio.child[2])
+    finally:
+        for fd in (pidfd, me, err_w, job_r, job_w, exe):
+            if fd >= 0:
+                os.close(fd)
+        stdio.close_child_ends()
+        if child_sock is not None:
+            child_sock.close()
     try:
         master = tty.receive_master(parent_sock) if parent_sock is not None else None
         message = process.read_all(err_r)
@@ -62,46 +81,16 @@ def exec_in(container: Container, opts: ExecOptions) -> int:
                 tty.relay(master, opts.interactive)
             finally:
                 os.close(master)
-        _, status = os.waitpid(pid, 0)
+        else:
+            stdio.feed(opts.interactive)
+            logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, None, True)
+        code = stage.wait()
     finally:
         os.close(err_r)
+        stdio.close()
         if parent_sock is not None:
             parent_sock.close()
-    code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
     if message:
         raise StrataError(message, Kind.SYSTEM, exit_code=code)
     return code
-
-
-def _intermediate(container: Container, opts: ExecOptions, group: cgroups.Cgroup, ns_fds: list[int], err_w: int,
-                  tty_sock: socket.socket | None) -> None:
-    try:
-        group.add(os.getpid())
-        for fd in ns_fds:
-            linux.setns(fd)
-            os.close(fd)
-        child = os.fork()
-        if child == 0:
-            _command(container, opts, err_w, tty_sock)
-        os.close(err_w)  # only the command may hold it: the runner reads it to EOF before relaying a terminal
-        if tty_sock is not None:
-            tty_sock.close()
-        _, status = os.waitpid(child, 0)
-        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
-    except BaseException as e:
-        process.fail(err_w, e, "exec in the container")
-
-
-def _command(container: Container, opts: ExecOptions, err_w: int, tty_sock: socket.socket | None) -> None:
-    try:
-        linux.set_parent_death_signal(signal.SIGKILL)
-        if tty_sock is not None:
-            tty.become_terminal_child(tty_sock)
-        elif not opts.interactive:
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-        process.become_and_exec(container.config, opts.command, err_w, opts.user, opts.workdir, opts.env, opts.tty)
-    except BaseException as e:
-        process.fail(err_w, e, "exec in the container")

@@ -6,7 +6,9 @@ Each raises OSError with errno set, like the os module does, so callers handle o
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import select
 
 # linux/sched.h
 CLONE_NEWNS = 0x00020000
@@ -93,10 +95,78 @@ def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 
 
-def set_parent_death_signal(sig: int) -> None:
-    if _libc.prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(sig), ctypes.c_ulong(0), ctypes.c_ulong(0),
+def _prctl(option: int, arg: int, what: str) -> None:
+    if _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
                    ctypes.c_ulong(0)) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+        raise OSError(err, f"prctl({what}): {os.strerror(err)}")
+
+
+def die_with_parent(parent_fd: int) -> None:
+    """SIGKILL when the parent dies. The kernel clears this setting whenever the process's credentials change, so
+    call it again after setuid/setgid; and if the parent died before we asked, nothing would ever fire: check, on
+    a pidfd of the parent (``parent_fd``; a process whose parent is outside its pid namespace sees getppid() 0)."""
+    _prctl(PR_SET_PDEATHSIG, 9, "PR_SET_PDEATHSIG")
+    if select.select([parent_fd], [], [], 0)[0]:  # a pidfd is readable once its process has exited
+        os._exit(137)
+
+
+def set_undumpable() -> None:
+    """A non-dumpable process's /proc/PID/{exe,environ,fd,mem,...} belong to root and need CAP_SYS_PTRACE to open,
+    whoever asks. execve() makes the container's own programs dumpable again."""
+    _prctl(PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")
+
+
+def set_name(name: str) -> None:
+    """The comm ``ps`` shows (15 bytes at most)."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _prctl(PR_SET_NAME, ctypes.addressof(buf), "PR_SET_NAME")
+
+
+# keyctl(2): glibc has no wrapper (libkeyutils does); the numbers are asm/unistd.h's
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 283, "s390x": 280, "armv7l": 311}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_new_session_keyring() -> None:
+    """A fresh anonymous session keyring, as runc gives every container process: the keys of the session that
+    started the runner (and so of the user's login) are then out of the container's reach."""
+    number = _SYS_KEYCTL.get(os.uname().machine)
+    if number is None:
+        raise OSError(38, f"keyctl: unknown syscall number on {os.uname().machine}")
+    if _libc.syscall(ctypes.c_long(number), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None)) < 0:
+        err = ctypes.get_errno()
+        if err != 38:  # ENOSYS: a kernel without keys has no keyring to hide
+            raise OSError(err, f"keyctl(JOIN_SESSION_KEYRING): {os.strerror(err)}")
+
+
+# fcntl.h: memfd sealing (F_ADD_SEALS, F_SEAL_*)
+F_ADD_SEALS = 1033
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 1, 2, 4, 8
+
+
+def sealed_copy(path: str, name: str) -> int:
+    """A memfd holding a copy of the executable ``path``, sealed against every change (runc's exeseal,
+    CVE-2019-5736): a process exec'd from it has a /proc/PID/exe that names no host file, and nothing can write
+    it. The fd is close-on-exec; exec it through /proc/self/fd/N after passing it on."""
+    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            size, done = os.fstat(src).st_size, 0
+            while done < size:
+                sent = os.sendfile(fd, src, done, size - done)
+                if sent == 0:
+                    raise OSError(5, f"{path} shrank while it was copied")
+                done += sent
+            fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+            os.fchmod(fd, 0o555)
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        os.close(src)
+    return fd

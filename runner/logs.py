@@ -12,6 +12,7 @@ import json
 import os
 import select
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,9 +41,9 @@ class LogWriter:
         os.close(self.fd)
 
 
-def pump(streams: dict[int, str], log: LogWriter, echo: bool) -> None:
-    """Copy the container's stdout/stderr pipes to the log (and, when ``echo``, to ours) until both close:
-    which happens only when every process of the container is gone."""
+def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
+    """Copy the container's stdout/stderr pipes to the log, if any (and, when ``echo``, to ours) until both
+    close: which happens only when every process holding them is gone."""
     targets = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
     open_fds = dict(streams)
     while open_fds:
@@ -53,12 +54,28 @@ def pump(streams: dict[int, str], log: LogWriter, echo: bool) -> None:
                 del open_fds[fd]
                 continue
             stream = open_fds[fd]
-            log.write(stream, data)
+            if log is not None:
+                log.write(stream, data)
             if echo:
                 try:
                     _write_all(targets[stream], data)
                 except OSError:  # our terminal went away: keep logging, stop echoing
                     echo = False
+
+
+def feed(src: int, dst: int) -> None:
+    """Copy ``src`` (our stdin) to ``dst`` (the container's stdin pipe) in a thread of its own, so that a
+    container which does not read its input never stalls its output; close ``dst`` at end of input."""
+    def copy() -> None:
+        try:
+            while data := os.read(src, CHUNK):
+                _write_all(dst, data)
+        except OSError:  # the container closed its end, or our stdin went away: nothing more to give
+            pass
+        finally:
+            os.close(dst)
+
+    threading.Thread(target=copy, name="stdin", daemon=True).start()
 
 
 def _write_all(fd: int, data: bytes) -> None:

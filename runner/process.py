@@ -9,12 +9,13 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from runner import security, user
-from runner.container import ContainerConfig
+from runner import linux, logs, seccomp, security, user
+from runner.container import Container, ContainerConfig
 from shared.errors import Kind, StrataError
 
 # Docker's exit codes for failures of its own (docker run reference, "Exit status")
@@ -38,10 +39,12 @@ def exec_env(config: ContainerConfig, home: str, extra: Sequence[str] = (), tty:
     return env
 
 
-def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, user_spec: str | None = None,
-                    workdir: str | None = None, extra_env: Sequence[str] = (), tty: bool = False,
-                    init: bool = False) -> NoReturn:
-    """In the container's namespaces and root: drop to the user, keep only its capabilities, exec ``argv``."""
+def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, parent_fd: int,
+                    program: seccomp.Program | None, user_spec: str | None = None, workdir: str | None = None,
+                    extra_env: Sequence[str] = (), tty: bool = False, init: bool = False) -> NoReturn:
+    """In the container's namespaces and root, in a session of its own with stdio that are not the host's: drop
+    to the user, keep only its capabilities, load the seccomp filter, exec ``argv``. ``parent_fd`` names the process
+    (a pidfd) whose death must take this one along."""
     who = user.resolve(config.user if user_spec is None else user_spec, Path("/"))
     env = exec_env(config, who.home, extra_env, tty)
     cwd = workdir or config.working_dir
@@ -49,12 +52,17 @@ def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, u
     os.chdir(cwd)
     if not os.getcwd().startswith("/"):  # runc CVE-2024-21626: cwd must be inside the container
         raise StrataError(f"working directory {cwd} is outside the container", Kind.SYSTEM)
-    privileges = security.Privileges(frozenset(config.capabilities), config.no_new_privileges, config.privileged)
+    linux.join_new_session_keyring()
+    privileges = security.Privileges(frozenset(config.capabilities), config.no_new_privileges, config.privileged,
+                                     config.seccomp)
     security.limit_bounding_set(privileges)
+    if program is not None:  # while we hold CAP_SYS_ADMIN; what follows is all allowed by Docker's profile
+        seccomp.install(program)
     os.setgroups(list(who.groups))
     os.setgid(who.gid)
     os.setuid(who.uid)
     security.set_capabilities(privileges, who.uid)
+    linux.die_with_parent(parent_fd)  # a change of credentials cleared it
     os.closerange(3, err_fd)
     os.closerange(err_fd + 1, 1 << 16)
     reset_signals()
@@ -66,6 +74,78 @@ def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, u
         os.execvpe(full[0], full, env)
     except OSError as e:
         raise ExecFailed(argv[0], e) from None
+
+
+class _NoImports:
+    """A meta path finder that refuses every import: see :func:`forbid_imports`."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        raise ImportError(f"no module may be imported inside the container ({name}): it would come from the image")
+
+
+def forbid_imports() -> None:
+    """Call before pivot_root or setns into a container's mount namespace. From there on every path names the
+    image's files, so a lazy import (or a codec looked up for the first time) would load the image's code into a
+    process that is still root with every capability; it fails instead. Libraries are loaded before, too."""
+    sys.meta_path.insert(0, _NoImports())
+
+
+def seccomp_program(container: Container) -> seccomp.Program | None:
+    """The container's filter as a BPF program, made before anything enters the container (compiled once per
+    profile, capabilities, kernel and libseccomp, then taken from the store's cache), so that inside only one
+    seccomp(2) call remains. Docker's rule: the default profile, unless unconfined or --privileged; a custom one
+    was checked at create."""
+    config = container.config
+    if config.privileged or config.seccomp == "unconfined":
+        return None
+    profile = seccomp.default_profile() if config.seccomp is None else seccomp.Profile.from_json(config.seccomp)
+    return seccomp.program(profile, frozenset(config.capabilities), container.store.root / "cache" / "seccomp")
+
+
+class Stdio:
+    """The container's stdin, stdout and stderr: pipes (or, with -t, placeholders until its pty), never one of
+    the runner's own fds. The runner keeps the other ends."""
+
+    def __init__(self, tty: bool) -> None:
+        if tty:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            self.child: tuple[int, int, int] = (r, w, w)
+            self.stdin, self.stdout, self.stderr = -1, -1, -1
+        else:
+            in_r, self.stdin = os.pipe2(os.O_CLOEXEC)
+            self.stdout, out_w = os.pipe2(os.O_CLOEXEC)
+            self.stderr, err_w = os.pipe2(os.O_CLOEXEC)
+            self.child = (in_r, out_w, err_w)
+
+    def close_child_ends(self) -> None:
+        for fd in set(self.child):
+            os.close(fd)
+
+    def feed(self, interactive: bool) -> None:
+        """-i without -t: our stdin goes to the container's through the pipe; otherwise it reads end of input."""
+        if self.stdin >= 0:
+            if interactive:
+                logs.feed(sys.stdin.fileno(), self.stdin)
+            else:
+                os.close(self.stdin)
+            self.stdin = -1
+
+    def close(self) -> None:
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd >= 0:
+                os.close(fd)
+
+
+def sealed_interpreter() -> int:
+    """A sealed memfd copy of the interpreter running us, for a process that will join a container."""
+    return linux.sealed_copy(os.path.realpath(sys.executable), "strata-exec")
+
+
+def private_stdio(stdin: int, stdout: int, stderr: int) -> None:
+    """Make these fds 0, 1 and 2, first thing after fork: until then they are the runner's, which may be the
+    user's terminal (TIOCSTI) or a host file (fchmod)."""
+    for target, fd in enumerate((stdin, stdout, stderr)):
+        os.dup2(fd, target)
 
 
 def reset_signals() -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import linux, security
+from runner import cgroups, linux, process, security
 from runner.container import Container
 from shared.errors import Kind, StrataError, usage
 from shared.layer.safepath import SafeRoot, split
@@ -200,10 +200,11 @@ class Tmpfs:
 
 
 def mount_and_pivot(container: Container, layer_count: int) -> None:
-    """In the child, after unshare(CLONE_NEWNS): build the tree at merged/ and make it the root.
+    """In the child, after unshare(CLONE_NEWNS) and CLONE_NEWCGROUP: build the tree at merged/, make it the root.
 
-    Unless --privileged, every writable mount is nodev, and the allowed devices are bind-mounted from the host:
-    CAP_MKNOD stays (Docker's default), but a node made with it cannot be opened.
+    Unless --privileged, every writable mount is nodev: CAP_MKNOD stays (Docker's default), but a node made with
+    it cannot be opened. The allowed devices are nodes of the container's own /dev (each bound onto itself before
+    /dev turns nodev), never the host's: a chmod, chown, utime or setxattr inside changes nothing on the host.
     """
     config = container.config
     nodev = 0 if config.privileged else linux.MS_NODEV
@@ -220,11 +221,10 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
         _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if config.privileged else linux.MS_RDONLY))
+        _mount_cgroups(root, container.id, read_only=not config.privileged)
+        _populate_dev(root, config.privileged, init=config.init, console=config.tty)
         if not config.privileged:
             _mask_paths(root)
-        _mount_at(root, "dev", "tmpfs", "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME | nodev,
-                  "mode=755,size=65536k")
-        _populate_dev(root, bind_devices=not config.privileged, init=config.init, console=config.tty)
         for spec in config.volumes:
             _mount_volume(root, Volume.parse(spec), nodev)
         for spec in config.tmpfs:
@@ -238,26 +238,55 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     if config.read_only:
         linux.mount(None, "merged", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | nodev)
     os.chdir("merged")
+    process.forbid_imports()
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one by pivot_root(".", ".")
     os.chdir("/")
 
 
+def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool) -> None:
+    """The container's own cgroups at /sys/fs/cgroup, as Docker mounts them: v2's root, or on v1 a tmpfs with one
+    directory per hierarchy the container has a group in. We are in the cgroup namespace whose root is that
+    group, so the limits at the top are the container's."""
+    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | (linux.MS_RDONLY if read_only else 0)
+    hierarchies = cgroups.for_container(container_id).hierarchies()
+    if len(hierarchies) == 1 and hierarchies[0].fstype == "cgroup2":
+        _mount_at(root, "sys/fs/cgroup", "cgroup2", "cgroup2", flags)
+        return
+    _mount_at(root, "sys/fs/cgroup", "tmpfs", "tmpfs", flags & ~linux.MS_RDONLY, "mode=755,size=64k")
+    top = root.open_dir(split("sys/fs/cgroup"))
+    try:
+        for h in hierarchies:
+            os.mkdir(h.name, 0o755, dir_fd=top)
+            for alias in h.aliases:
+                os.symlink(h.name, alias, dir_fd=top)
+    finally:
+        os.close(top)
+    for h in hierarchies:
+        _mount_at(root, f"sys/fs/cgroup/{h.name}", "cgroup", h.fstype, flags, h.options)
+    if read_only:
+        _mount_at(root, "sys/fs/cgroup", None, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
+
+
 def _mask_paths(root: SafeRoot) -> None:
-    """Docker's masked paths: /dev/null over files, an empty read-only tmpfs over directories; read-only
-    paths: bound onto themselves, then remounted read-only."""
-    for path in security.MASKED_PATHS:
-        try:
-            fd = _open_target(root, path)
-        except (FileNotFoundError, StrataError):
-            continue  # not on this kernel, or not a plain path: nothing to hide
-        try:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
-                linux.mount("tmpfs", _fd_path(fd), "tmpfs", linux.MS_RDONLY, "size=0")
-            else:
-                linux.mount("/dev/null", _fd_path(fd), None, linux.MS_BIND)
-        finally:
-            os.close(fd)
+    """Docker's masked paths: the container's /dev/null over files, an empty read-only tmpfs over directories;
+    read-only paths: bound onto themselves, then remounted read-only."""
+    null = _open_target(root, "dev/null")
+    try:
+        for path in security.MASKED_PATHS:
+            try:
+                fd = _open_target(root, path)
+            except (FileNotFoundError, StrataError):
+                continue  # not on this kernel, or not a plain path: nothing to hide
+            try:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    linux.mount("tmpfs", _fd_path(fd), "tmpfs", linux.MS_RDONLY, "size=0")
+                else:
+                    linux.mount(_fd_path(null), _fd_path(fd), None, linux.MS_BIND)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(null)
     for path in security.READONLY_PATHS:
         try:
             fd = _open_target(root, path)
@@ -295,15 +324,17 @@ def _mount_volume(root: SafeRoot, volume: Volume, nodev: int) -> None:
 TINI = "/usr/bin/tini-static"
 
 
-def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool, console: bool) -> None:
+def _populate_dev(root: SafeRoot, privileged: bool, init: bool, console: bool) -> None:
+    """/dev: a tmpfs of the container's own with the default devices made by mknod (so their inodes are its own),
+    each bound onto itself; then, unless --privileged, /dev itself turns nodev, so a node the container makes
+    there later cannot be opened, while the bound ones keep working."""
+    dev_flags = linux.MS_NOSUID | linux.MS_STRICTATIME
+    _mount_at(root, "dev", "tmpfs", "tmpfs", dev_flags, "mode=755,size=65536k")
     dev = root.open_dir(["dev"])
     try:
         for name, (major, minor) in DEVICES.items():
-            if bind_devices:  # on a nodev tmpfs only a bind mount of the host's node can be opened
-                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=dev))
-            else:
-                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-                os.chmod(name, 0o666, dir_fd=dev)  # mknod's mode is cut by the umask
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+            os.chmod(name, 0o666, dir_fd=dev, follow_symlinks=False)  # mknod's mode is cut by the umask
         for name, target in DEV_LINKS.items():
             os.symlink(target, name, dir_fd=dev)
         for name in ("pts", "shm", "mqueue"):
@@ -313,9 +344,13 @@ def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool, console: bool)
         if console:  # the container's pty is bound here once opened (runtime-spec: /dev/console with a terminal)
             os.close(os.open("console", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dev))
         with SafeRoot.from_fd(dev) as devroot:
-            if bind_devices:
+            if not privileged:
                 for name in DEVICES:
-                    _mount_at(devroot, name, f"/dev/{name}", None, linux.MS_BIND)
+                    fd = _open_target(devroot, name)
+                    try:
+                        linux.mount(_fd_path(fd), _fd_path(fd), None, linux.MS_BIND)
+                    finally:
+                        os.close(fd)
             if init:
                 if not os.path.exists(TINI):
                     raise StrataError(f"--init needs {TINI} (Debian package tini)", Kind.SYSTEM)
@@ -328,3 +363,5 @@ def _populate_dev(root: SafeRoot, bind_devices: bool, init: bool, console: bool)
             _mount_at(devroot, "mqueue", "mqueue", "mqueue", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     finally:
         os.close(dev)
+    if not privileged:
+        _mount_at(root, "dev", None, None, linux.MS_REMOUNT | linux.MS_BIND | dev_flags | linux.MS_NODEV)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import cgroups, linux, logs, network, process, rootfs, security, tty
+from runner import cgroups, linux, logs, network, process, rootfs, seccomp, security, tty
 from runner.container import Container, ContainerConfig, create, new_id
 from shared import stored
 from shared.errors import Kind, StrataError, usage
@@ -122,7 +122,8 @@ def _create(store: Store, opts: RunOptions) -> Container:
         working_dir=workdir, user=opts.user if opts.user is not None else cfg.user,
         hostname=opts.hostname or cid[:12], interactive=opts.interactive, tty=opts.tty, auto_remove=opts.remove,
         capabilities=tuple(sorted(privileges.capabilities)), no_new_privileges=privileges.no_new_privileges,
-        privileged=opts.privileged, memory=cgroups.Limits.parse_memory(opts.memory) if opts.memory else None,
+        privileged=opts.privileged, seccomp=privileges.seccomp,
+        memory=cgroups.Limits.parse_memory(opts.memory) if opts.memory else None,
         cpus=opts.cpus, pids_limit=opts.pids_limit, read_only=opts.read_only, volumes=tuple(opts.volumes),
         tmpfs=tuple(opts.tmpfs), init=opts.init)
     container = create(store, config)
@@ -135,29 +136,26 @@ def _create(store: Store, opts: RunOptions) -> Container:
     return container
 
 
-def _child(container: Container, layer_count: int, err_w: int, go_r: int, tty_sock: socket.socket | None,
-           stdio: tuple[int, int] | None) -> None:
+def _child(container: Container, layer_count: int, parent_fd: int, err_w: int, go_r: int,
+           tty_sock: socket.socket | None, stdio: tuple[int, int, int], program: seccomp.Program | None) -> None:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
     try:
         config = container.config
-        linux.set_parent_death_signal(signal.SIGKILL)  # a killed runner takes its container along
+        process.private_stdio(*stdio)  # first of all: the runner's fds may be the user's terminal
+        linux.die_with_parent(parent_fd)  # a killed runner takes its container along
+        linux.set_undumpable()
+        os.setsid()  # no controlling terminal: /dev/tty answers ENXIO, and TIOCSTI has no terminal to type into
         if os.read(go_r, 1) != b"g":  # the runner has put us in the container's cgroup (or gave up)
             os._exit(process.EXIT_RUNNER_ERROR)
         os.close(go_r)
-        if stdio is not None:  # the pipes the runner logs (and shows) the output from
-            os.dup2(stdio[0], 1)
-            os.dup2(stdio[1], 2)
-        if not config.interactive:
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
         linux.unshare(NAMESPACES)
         socket.sethostname(config.hostname)
         network.loopback_up()
         rootfs.mount_and_pivot(container, layer_count)
         if tty_sock is not None:
             tty.become_terminal_child(tty_sock, console=True)
-        process.become_and_exec(config, config.argv, err_w, tty=config.tty, init=config.init)
+        process.become_and_exec(config, config.argv, err_w, parent_fd, program, tty=config.tty,
+                                init=config.init)
     except BaseException as e:
         process.fail(err_w, e)
 
@@ -169,28 +167,21 @@ def start(container: Container, echo: bool = True,
     command was exec'd, or the error that kept it from starting and the exit code that goes with it."""
     config = container.config
     layer_count = len(config.chain_ids)
+    program = process.seccomp_program(container)
     group = cgroups.for_container(container.id)
     group.create(cgroups.Limits(config.memory, config.cpus, config.pids_limit))
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if config.tty else (None, None)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC) if not config.tty else (-1, -1)
-    errout_r, errout_w = os.pipe2(os.O_CLOEXEC) if not config.tty else (-1, -1)
+    stdio = process.Stdio(config.tty)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    me = os.pidfd_open(os.getpid())  # close-on-exec, like every fd Python opens
     try:
         linux.unshare(linux.CLONE_NEWPID)
         try:
             pid = os.fork()
             if pid == 0:
-                os.close(err_r)
-                os.close(go_w)
-                if parent_sock is not None:
-                    parent_sock.close()
-                for fd in (out_r, errout_r):
-                    if fd >= 0:
-                        os.close(fd)
-                _child(container, layer_count, err_w, go_r, child_sock,
-                       (out_w, errout_w) if out_w >= 0 else None)
+                _child(container, layer_count, me, err_w, go_r, child_sock, stdio.child, program)
         finally:
             if os.getpid() != 1:
                 linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
@@ -201,37 +192,38 @@ def start(container: Container, echo: bool = True,
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             group.remove()
+            stdio.close()
             raise
     finally:
-        for fd in (own_pidns, err_w, go_r, go_w, out_w, errout_w):
-            if fd >= 0:
-                os.close(fd)
+        for fd in (own_pidns, me, err_w, go_r, go_w):
+            os.close(fd)
+        stdio.close_child_ends()
         if child_sock is not None:
             child_sock.close()
-    container.set_state(status="running", pid=pid, started=time.time())
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED_SIGNALS}
     log = logs.LogWriter(container.path(logs.LOG_NAME))
     try:
         master = tty.receive_master(parent_sock) if parent_sock is not None else None
         message = process.read_all(err_r)
-        if not message:
+        if not message:  # exec'd: only now may anything join it (exec, kill), and it is the command, not us
+            container.record_running(pid)
             started("", 0)
         if master is not None:
             try:
                 tty.relay(master, config.interactive and echo, log, echo)
             finally:
                 os.close(master)
-        elif out_r >= 0:
-            logs.pump({out_r: "stdout", errout_r: "stderr"}, log, echo)
+        else:
+            stdio.feed(config.interactive and echo)
+            logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, log, echo)
         _, status = os.waitpid(pid, 0)
     finally:
         if parent_sock is not None:
             parent_sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for fd in (err_r, out_r, errout_r):
-            if fd >= 0:
-                os.close(fd)
+        os.close(err_r)
+        stdio.close()
         log.close()
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code

@@ -10,25 +10,37 @@ it, and Docker does not set it unless asked), a rule whose action equals the def
 libseccomp does not know skipped (a profile names syscalls newer than the library), several conditions on one
 argument added as separate rules (runc's OR, see runc#2735), everything else one rule with all its conditions.
 
+Compiling and installing are apart. :func:`program` compiles with libseccomp and exports the BPF (the array of
+``struct sock_filter`` seccomp_load would hand the kernel); :func:`install` hands it to seccomp(2) itself, with the
+flags seccomp_load would pass. Compiling Docker's profile (~400 rules, three arches, binary tree) costs tens of
+milliseconds and its result depends only on the profile, the capabilities, the arch, the kernel and the library, so
+:func:`program` can keep it in a cache directory; and the container's process, already inside the image's root,
+runs no libseccomp code at all, only the one syscall. :func:`load` is both at once, compiled on the spot.
+
 We bind libseccomp.so.2 ourselves because Debian's python3-seccomp is built for Debian's interpreter, not ours.
-The library is opened, and Docker's profile imported, when this module is: :func:`load` runs in the container's
+The library is opened, and Docker's profile imported, when this module is: :func:`load` may run in the container's
 first process after pivot_root, where the dynamic linker and the import system would find the image's files
 (and run them as root with every capability). A machine without the library can still run with
-``seccomp=unconfined``: only :func:`load` needs it.
+``seccomp=unconfined``: only :func:`program` (and so :func:`load`) needs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from shared.errors import Kind, StrataError, usage
+from shared.store import atomic_write
 
 # seccomp.h (libseccomp 2.5): the action values; ERRNO and TRACE carry a 16-bit return value
 ACTIONS = {
@@ -73,6 +85,18 @@ _ATTR_CTL_OPTIMIZE = 8
 # runc's flags: TSYNC needs nothing (we load in a single-threaded child), the others are filter attributes
 FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": None, "SECCOMP_FILTER_FLAG_LOG": _ATTR_CTL_LOG,
          "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _ATTR_CTL_SSB}
+# linux/seccomp.h: what seccomp_load passes to seccomp(2) for those attributes (libseccomp's sys_filter_load)
+_KERNEL_FLAGS = {"SECCOMP_FILTER_FLAG_LOG": 2, "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
+_SECCOMP_SET_MODE_FILTER = 1
+# linux/prctl.h, linux/seccomp.h: the pre-3.17 way, which libseccomp falls back to without seccomp(2)
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+# asm/unistd.h: glibc has no seccomp() wrapper before 2.41 (keyed by uname's machine, as runner/linux.py does)
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348, "armv7l": 383}
+BPF_MAXINSNS = 4096  # linux/bpf_common.h: the kernel refuses longer classic BPF programs
+_INSN = 8  # sizeof(struct sock_filter): u16 code, u8 jt, u8 jf, u32 k
+# Bump when how a filter is built changes (this module's code, not its inputs): old cache entries then miss.
+_CACHE_FORMAT = 1
 _NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name: unknown to this libseccomp on every arch
 _MAX_ARGS = 6
 _CAP_NAME = re.compile(r"CAP_[A-Z0-9_]+")
@@ -328,6 +352,25 @@ class _ArgCmp(ctypes.Structure):
                 ("datum_b", ctypes.c_uint64)]
 
 
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p),
+                ("dli_saddr", ctypes.c_void_p)]
+
+
+class _SockFprog(ctypes.Structure):
+    """linux/filter.h ``struct sock_fprog``: what seccomp(2) and prctl(PR_SET_SECCOMP) take."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
 def _open() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
@@ -337,6 +380,7 @@ def _open() -> ctypes.CDLL | None:
     for name, restype, argtypes in (
             ("seccomp_init", ctx, [u32]),
             ("seccomp_release", None, [ctx]),
+            ("seccomp_version", ctypes.POINTER(_Version), []),
             ("seccomp_arch_native", u32, []),
             ("seccomp_arch_resolve_name", u32, [ctypes.c_char_p]),
             ("seccomp_arch_add", ctypes.c_int, [ctx, u32]),
@@ -344,7 +388,7 @@ def _open() -> ctypes.CDLL | None:
             ("seccomp_syscall_resolve_name", ctypes.c_int, [ctypes.c_char_p]),
             ("seccomp_rule_add_array", ctypes.c_int, [ctx, u32, ctypes.c_int, ctypes.c_uint,
                                                       ctypes.POINTER(_ArgCmp)]),
-            ("seccomp_load", ctypes.c_int, [ctx])):
+            ("seccomp_export_bpf", ctypes.c_int, [ctx, ctypes.c_int])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
     return lib
@@ -367,6 +411,31 @@ def native_arch() -> str:
         if lib.seccomp_arch_resolve_name(name.encode()) == token:
             return name
     raise StrataError(f"seccomp: unknown native architecture {token:#x}", Kind.SYSTEM)
+
+
+def _library_identity(lib: ctypes.CDLL | None) -> tuple[object, ...] | None:
+    """What, besides the profile, capabilities and kernel, decides the BPF libseccomp writes: the native arch, the
+    library's version, and its file (dev, inode, size, mtime). The file because a distribution patches a release
+    without changing its version (new syscall names, and names it does not know are skipped); a package update
+    replaces the file, and so changes the key. Taken once, here, so that a cache hit calls no library function.
+    None (no cache) when there is no library or no arch we know: importing this module must not fail for it."""
+    if lib is None:
+        return None
+    try:
+        native = native_arch()
+    except StrataError:
+        return None
+    version = lib.seccomp_version().contents
+    where = _DlInfo()
+    file: tuple[int, ...] | None = None
+    with contextlib.suppress(AttributeError, OSError):  # dladdr is in libdl before glibc 2.34
+        if _libc.dladdr(ctypes.cast(lib.seccomp_init, ctypes.c_void_p), ctypes.byref(where)) and where.dli_fname:
+            st = os.stat(os.fsdecode(where.dli_fname))
+            file = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return native, (version.major, version.minor, version.micro), file
+
+
+_LIBRARY_IDENTITY = _library_identity(_LIB)
 
 
 def kernel_version() -> tuple[int, int]:
@@ -397,12 +466,11 @@ def _conditions(args: Sequence[Arg]) -> list[list[Arg]]:
     return [[a] for a in args]
 
 
-def load(profile: Profile, capabilities: frozenset[str]) -> None:
-    """Build the filter for this machine and load it into the calling thread. ``capabilities`` (names without
-    ``CAP_``) are the container's set, which decide the conditional rules. Must run while we still hold
-    CAP_SYS_ADMIN: no_new_privs is left as the caller set it."""
-    if not profile.enabled:
-        return
+@contextlib.contextmanager
+def _context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
+    """libseccomp's filter context for this machine, built as runc builds it (see the module's docstring), released
+    on leaving. It is the one seccomp_load would load: the tests load it that way as the reference for
+    :func:`install`."""
     lib = _lib()
     native = native_arch()
     rules = profile.rules_for(capabilities, native, kernel_version())
@@ -418,10 +486,11 @@ def load(profile: Profile, capabilities: frozenset[str]) -> None:
             rc = lib.seccomp_arch_add(ctx, token)
             if rc != -errno.EEXIST:  # the native arch is in every new filter
                 _check(rc, f"add architecture {arch}")
+        # Not in the BPF, only in what seccomp_load would do with it: install() never sets no_new_privs either
         _check(lib.seccomp_attr_set(ctx, _ATTR_CTL_NNP, 0), "leave no_new_privs alone")
         for flag in profile.flags:
             attr = FLAGS[flag]
-            if attr is not None:
+            if attr is not None:  # not in the BPF either (Program.flags), but libseccomp checks the kernel has it
                 _check(lib.seccomp_attr_set(ctx, attr, 1), f"set {flag}")
         if sum(len(r.names) for r in rules) > 32:  # runc: binary tree for long rule sets (not below: libseccomp bug)
             lib.seccomp_attr_set(ctx, _ATTR_CTL_OPTIMIZE, 2)  # an optimisation: a library without it still works
@@ -437,9 +506,158 @@ def load(profile: Profile, capabilities: frozenset[str]) -> None:
                     array = (_ArgCmp * max(len(conds), 1))(
                         *(_ArgCmp(a.index, OPERATORS[a.op], a.value, a.value_two) for a in conds))
                     _check(lib.seccomp_rule_add_array(ctx, action, nr, len(conds), array), f"add the rule for {name}")
-        _check(lib.seccomp_load(ctx), "load the filter")
+        yield ctx
     finally:
         lib.seccomp_release(ctx)
+
+
+def _compile(profile: Profile, capabilities: frozenset[str]) -> bytes:
+    """The BPF seccomp_load would generate, as seccomp_export_bpf writes it (the same generator), into a memfd: a
+    pipe would block on a filter larger than its buffer, a file would need a place to put it."""
+    with _context(profile, capabilities) as ctx:
+        fd = os.memfd_create("strata-seccomp", os.MFD_CLOEXEC)
+        try:
+            _check(_lib().seccomp_export_bpf(ctx, fd), "export the filter")
+            size = os.fstat(fd).st_size
+            bpf = os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+    if len(bpf) != size or not size or size % _INSN:
+        raise StrataError(f"seccomp: libseccomp exported a filter of {size} bytes, not whole instructions",
+                          Kind.SYSTEM)
+    if size > BPF_MAXINSNS * _INSN:
+        raise StrataError(f"seccomp: the filter has {len(bpf) // _INSN} instructions, the kernel takes at most "
+                          f"{BPF_MAXINSNS}", Kind.SYSTEM)
+    return bpf
+
+
+def _sane(bpf: bytes) -> bool:
+    return 0 < len(bpf) <= BPF_MAXINSNS * _INSN and len(bpf) % _INSN == 0
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled filter, ready for seccomp(2): ``filter`` is the ``struct sock_filter`` array in this machine's byte
+    order, ``flags`` the SECCOMP_FILTER_FLAG_* seccomp_load would have passed with it (the profile's LOG and
+    SPEC_ALLOW)."""
+
+    filter: bytes
+    flags: int
+
+
+def program(profile: Profile, capabilities: frozenset[str], cache_dir: Path | None = None) -> Program | None:
+    """The filter for ``profile`` in a container with ``capabilities`` (names without ``CAP_``) on this machine; None
+    for a disabled profile (``{}``). Call it before entering the container: it needs libseccomp, unless ``cache_dir``
+    already holds the program for exactly these inputs (see :func:`_cache_key`).
+
+    The cache is only an optimisation, so it never makes a start fail and never weakens a filter: an entry is taken
+    only when its checksum matches (a file cut at an instruction boundary would still pass the kernel's checks, and
+    be a shorter, different filter); a bad one is compiled again and replaced; a cache directory we cannot create,
+    or that is not ours alone (not owned by us, or writable by group or others: whoever can write it chooses the
+    filter), is not used; a failed write leaves no entry."""
+    if not profile.enabled:
+        return None
+    flags = 0
+    for flag in profile.flags:
+        flags |= _KERNEL_FLAGS.get(flag, 0)
+    if cache_dir is None or _LIBRARY_IDENTITY is None or not _private_dir(cache_dir):
+        return Program(_compile(profile, capabilities), flags)
+    key = _cache_key(profile, capabilities)
+    path = cache_dir / f"{key}.bpf"
+    cached = _read_cached(path, key)
+    if cached is not None:
+        return Program(cached, flags)
+    bpf = _compile(profile, capabilities)
+    with contextlib.suppress(OSError):
+        atomic_write(path, _checksum(key, bpf) + bpf, 0o600)
+    return Program(bpf, flags)
+
+
+def _cache_key(profile: Profile, capabilities: frozenset[str]) -> str:
+    """sha256 over everything the BPF depends on: the profile (a frozen dataclass of tuples: its repr is
+    deterministic and complete), the capabilities, the kernel's version (the rules' minKernel), libseccomp and the
+    native arch (:func:`_library_identity`), and our format number."""
+    inputs = (_CACHE_FORMAT, profile, tuple(sorted(capabilities)), kernel_version(), _LIBRARY_IDENTITY)
+    return hashlib.sha256(repr(inputs).encode()).hexdigest()
+
+
+def _checksum(key: str, bpf: bytes) -> bytes:
+    """Stored before the BPF; over the key too, so that an entry renamed to another key is not taken either."""
+    return hashlib.sha256(key.encode() + b"\0" + bpf).digest()
+
+
+_CHECKSUM_SIZE = hashlib.sha256().digest_size
+
+
+def _private_dir(path: Path) -> bool:
+    """Create ``path`` (0700) if missing; True when it is a directory of ours that no one else can write."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+        os.chmod(path, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _read_cached(path: Path, key: str) -> bytes | None:
+    """The BPF kept at ``path`` for ``key``; None when it is missing, unreadable or not exactly what was written."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(_CHECKSUM_SIZE + BPF_MAXINSNS * _INSN + 1)
+    except OSError:
+        return None
+    checksum, bpf = data[:_CHECKSUM_SIZE], data[_CHECKSUM_SIZE:]
+    if not _sane(bpf) or checksum != _checksum(key, bpf):
+        return None
+    return bpf
+
+
+def install(prog: Program) -> None:
+    """Install ``prog`` in the calling thread, as seccomp_load would have: seccomp(SECCOMP_SET_MODE_FILTER) with
+    the profile's flags, no_new_privs left alone (so the caller must hold CAP_SYS_ADMIN, or have set it), and, as
+    libseccomp does on a kernel or arch without seccomp(2), prctl(PR_SET_SECCOMP) when the program needs no flags.
+    Only libc's syscall() and prctl(): nothing is loaded, imported or read from the filesystem, so it is safe in a
+    process already inside the container's root."""
+    if not _sane(prog.filter):  # sock_fprog counts whole instructions in 16 bits: the kernel would get a prefix
+        raise StrataError(f"seccomp: cannot install the filter: {len(prog.filter)} bytes are not 1 to "
+                          f"{BPF_MAXINSNS} instructions", Kind.SYSTEM)
+    buffer = ctypes.create_string_buffer(prog.filter, len(prog.filter))
+    fprog = _SockFprog(len(prog.filter) // _INSN, ctypes.cast(buffer, ctypes.c_void_p))
+    number = _SYS_SECCOMP.get(os.uname().machine)
+    err = errno.ENOSYS
+    if number is not None:
+        ctypes.set_errno(0)
+        if _libc.syscall(ctypes.c_long(number), ctypes.c_ulong(_SECCOMP_SET_MODE_FILTER), ctypes.c_ulong(prog.flags),
+                         ctypes.byref(fprog)) == 0:
+            return
+        err = ctypes.get_errno()
+    if err == errno.ENOSYS and not prog.flags:
+        ctypes.set_errno(0)
+        if _libc.prctl(ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0:
+            return
+        err = ctypes.get_errno()
+    raise StrataError(f"seccomp: cannot install the filter: {os.strerror(err)}", Kind.SYSTEM)
+
+
+def load(profile: Profile, capabilities: frozenset[str]) -> None:
+    """Compile the filter for this machine and install it into the calling thread: :func:`program` and
+    :func:`install` at once, without a cache. ``capabilities`` (names without ``CAP_``) are the container's set,
+    which decide the conditional rules. Must run while we still hold CAP_SYS_ADMIN: no_new_privs is left as the
+    caller set it."""
+    prog = program(profile, capabilities)
+    if prog is not None:
+        install(prog)
 
 
 # Last, because the data is made of the classes above; imported with us, never inside a container.

@@ -31,7 +31,8 @@ def become_terminal_child(sock: socket.socket, console: bool = False) -> None:
     master, slave = os.openpty()
     if console:  # run -t: the container's console is its terminal (exec -t must not rebind it)
         linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
-    os.setsid()
+    if os.getsid(0) != os.getpid():  # the caller usually made its own session already
+        os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)

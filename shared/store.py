@@ -8,6 +8,7 @@ Layout under the root (see README, "Store layout")::
     layers/CHAINHEX/           one unpacked layer on its parents: diff/ (an overlay lower dir), layer.json
     containers/ID/             one container: config.json, state.json, init/, upper/, work/, merged/, etc files
     tmp/PID.RANDOM.*           work in progress; renamed into place only when verified, swept when PID is gone
+    cache/seccomp/KEY.bpf      seccomp filters compiled by the runner, keyed by what they were made from (any may go)
     lock                       flock(2) guarding index.json and names
     gc.lock                    flock(2): shared while a pull or a container creation runs, exclusive for GC
 

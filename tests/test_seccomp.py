@@ -5,6 +5,11 @@ Each filter test forks a child that loads the filter and then makes real syscall
 sending the errno of each (0 when it succeeded) back over a pipe; the parent asserts. Syscall numbers come from
 libseccomp, so nothing here is tied to x86_64. Needs root (a filter without no_new_privs needs CAP_SYS_ADMIN):
 without it the tests fail, they do not skip.
+
+The behaviour tests run three ways (the ``loader`` fixture): libseccomp's own seccomp_load on the context the module
+builds (the reference: what load() did before programs existed), load(), and program() in the parent through a cache
+then install() in the child (what the runner does). test_install_hands_the_kernel_what_seccomp_load_does reads the
+installed filter back from the kernel to show the last two are byte for byte the first.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 Probe = Callable[[], dict[str, int]]
+# Called in the parent with a profile and capabilities; returns what the child calls to put the filter in place
+Loader = Callable[[Profile, frozenset[str]], Callable[[], None]]
 
 
 @pytest.fixture(autouse=True)
@@ -67,10 +74,49 @@ def call(name: str, *args: int) -> int:
     return 0
 
 
+def by_seccomp_load(profile: Profile, caps: frozenset[str]) -> Callable[[], None]:
+    """The reference: libseccomp's seccomp_load on the context load() compiles, as load() did before programs."""
+    def child() -> None:
+        if not profile.enabled:
+            return
+        lib = seccomp._lib()
+        lib.seccomp_load.restype, lib.seccomp_load.argtypes = ctypes.c_int, [ctypes.c_void_p]
+        with seccomp._context(profile, caps) as ctx:
+            rc = lib.seccomp_load(ctx)
+        assert rc == 0, f"seccomp_load: {os.strerror(-rc)}"
+
+    return child
+
+
+def by_load(profile: Profile, caps: frozenset[str]) -> Callable[[], None]:
+    return lambda: seccomp.load(profile, caps)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module: the first test compiles each program, the later ones install the cached copy."""
+    return tmp_path_factory.mktemp("cache") / "seccomp"
+
+
+@pytest.fixture(params=["seccomp_load", "load", "program+install"])
+def loader(request: pytest.FixtureRequest, cache_dir: Path) -> Loader:
+    if request.param == "seccomp_load":
+        return by_seccomp_load
+    if request.param == "load":
+        return by_load
+
+    def by_install(profile: Profile, caps: frozenset[str]) -> Callable[[], None]:
+        prog = seccomp.program(profile, caps, cache_dir)  # in the parent, as the runner does before entering
+        return (lambda: None) if prog is None else (lambda: seccomp.install(prog))
+
+    return by_install
+
+
 def in_child(profile: Profile | None, probe: Probe, caps: frozenset[str] = security.DOCKER_DEFAULT_CAPS,
-             enter: Callable[[], None] | None = None) -> dict[str, int]:
-    """Fork; the child runs ``enter`` (if any), loads ``profile`` (None: no filter) and runs ``probe``; its results
-    come back as JSON."""
+             enter: Callable[[], None] | None = None, loader: Loader = by_load) -> dict[str, int]:
+    """Fork; the child runs ``enter`` (if any), puts ``profile`` in place with ``loader`` (None: no filter) and runs
+    ``probe``; its results come back as JSON."""
+    put_in_place = None if profile is None else loader(profile, caps)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns into pytest
@@ -78,8 +124,8 @@ def in_child(profile: Profile | None, probe: Probe, caps: frozenset[str] = secur
             os.close(r)
             if enter is not None:
                 enter()
-            if profile is not None:
-                seccomp.load(profile, caps)
+            if put_in_place is not None:
+                put_in_place()
             os.write(w, json.dumps(probe()).encode())
         except BaseException:
             os.write(w, json.dumps({"child failed": traceback.format_exc()}).encode())
@@ -111,10 +157,15 @@ def no_new_privs() -> int:
         return int(next(line for line in f if line.startswith("NoNewPrivs:")).split()[1])
 
 
+def seccomp_filters() -> int:
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Seccomp_filters:")).split()[1])
+
+
 # ---- Docker's default profile -------------------------------------------------------------------------------
 
 
-def test_default_profile_refuses_what_docker_refuses() -> None:
+def test_default_profile_refuses_what_docker_refuses(loader: Loader) -> None:
     def probe() -> dict[str, int]:
         return {
             "unshare": call("unshare", CLONE_NEWUSER),
@@ -141,7 +192,7 @@ def test_default_profile_refuses_what_docker_refuses() -> None:
             "ptrace": call("ptrace", 0xFFFF, 0, 0, 0),  # allowed from kernel 4.8 (EIO: no such request)
         }
 
-    got = in_child(seccomp.default_profile(), probe)
+    got = in_child(seccomp.default_profile(), probe, loader=loader)
     assert got.pop("socket inet6") in (0, errno.EAFNOSUPPORT)  # the kernel may lack IPv6
     assert got.pop("ptrace") != errno.EPERM  # allowed from kernel 4.8: the kernel's answer to a bogus request
     assert got == {
@@ -168,7 +219,7 @@ def test_without_a_filter_the_same_calls_reach_the_kernel() -> None:
     assert got["personality"] == 0
 
 
-def test_default_profile_lets_ordinary_programs_run(tmp_path: Path) -> None:
+def test_default_profile_lets_ordinary_programs_run(tmp_path: Path, loader: Loader) -> None:
     (tmp_path / "file").write_text("contents")
 
     def probe() -> dict[str, int]:
@@ -184,7 +235,7 @@ def test_default_profile_lets_ordinary_programs_run(tmp_path: Path) -> None:
             "threads": _thread_works(), "no_new_privs": no_new_privs(),
         }
 
-    assert in_child(seccomp.default_profile(), probe) == {
+    assert in_child(seccomp.default_profile(), probe, loader=loader) == {
         "getpid": 1, "read": 1, "fork+exec": 0, "subprocess": 0, "posix_spawn": 0, "threads": 1,
         "no_new_privs": 0,  # Docker does not set it unless asked: setuid programs keep working
     }
@@ -200,7 +251,7 @@ def _thread_works() -> int:
     return len(box)
 
 
-def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path) -> None:
+def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path, loader: Loader) -> None:
     """What runner/process.py does after seccomp.load: groups, gid, uid, capabilities, parent-death signal,
     reset signals, close every fd, exec. All of it must be allowed by the profile it just loaded."""
     from runner import process
@@ -229,7 +280,7 @@ def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path
         return {"exit": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}
 
     out.touch()
-    assert in_child(seccomp.default_profile(), probe) == {"exit": 0}
+    assert in_child(seccomp.default_profile(), probe, loader=loader) == {"exit": 0}
     assert out.read_text() == "65534\ndone\n"
 
 
@@ -247,19 +298,20 @@ def int80(number: int, ebx: int = 0) -> int:
 I386_GETPID, I386_UNSHARE = 20, 310
 
 
-def test_x86_compat_syscalls_meet_the_same_policy() -> None:
+def test_x86_compat_syscalls_meet_the_same_policy(loader: Loader) -> None:
     assert seccomp.native_arch() == "x86_64", "this test speaks x86 machine code"
 
     def probe() -> dict[str, int]:
         return {"getpid": int(int80(I386_GETPID) == os.getpid()), "unshare": -int80(I386_UNSHARE, CLONE_NEWUSER)}
 
-    assert in_child(seccomp.default_profile(), probe) == {"getpid": 1, "unshare": errno.EPERM}
+    assert in_child(seccomp.default_profile(), probe, loader=loader) == {"getpid": 1, "unshare": errno.EPERM}
 
     native_only = Profile.from_json(allow())  # no archMap: the native arch alone, anything else is killed
+    put_in_place = loader(native_only, security.DOCKER_DEFAULT_CAPS)
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         try:
-            seccomp.load(native_only, security.DOCKER_DEFAULT_CAPS)
+            put_in_place()
             int80(I386_GETPID)
         finally:
             os._exit(0)
@@ -269,8 +321,12 @@ def test_x86_compat_syscalls_meet_the_same_policy() -> None:
 
 FRESH_PROCESS = """
 import ctypes, json, os, sys
+from pathlib import Path
 from runner import seccomp, security
 text = None if sys.argv[2] == "default" else open(sys.argv[2]).read()
+profile = seccomp.default_profile() if text is None else seccomp.Profile.from_json(text)
+if sys.argv[3] == "install":  # compiled (and cached) before entering, installed after, as the runner does
+    prog = seccomp.program(profile, security.DOCKER_DEFAULT_CAPS, Path(sys.argv[4]))
 
 class NoImports:
     def find_spec(self, name, path=None, target=None):
@@ -279,45 +335,50 @@ class NoImports:
 os.chroot(sys.argv[1])
 os.chdir("/")
 sys.meta_path.insert(0, NoImports())
-profile = seccomp.default_profile() if text is None else seccomp.Profile.from_json(text)
-seccomp.load(profile, security.DOCKER_DEFAULT_CAPS)
+if sys.argv[3] == "install":
+    seccomp.install(prog)
+else:
+    seccomp.load(profile, security.DOCKER_DEFAULT_CAPS)
 libc = ctypes.CDLL(None, use_errno=True)
 print(json.dumps({"unshare uts": ctypes.get_errno() if libc.unshare(0x04000000) else 0}))
 """
 
 
+@pytest.mark.parametrize("how", ["load", "install"])
 @pytest.mark.parametrize("profile", ["default", str(PODMAN_PROFILE)])
-def test_load_needs_nothing_from_the_filesystem(tmp_path: Path, profile: str) -> None:
+def test_load_needs_nothing_from_the_filesystem(tmp_path: Path, profile: str, how: str) -> None:
     """The runner loads the filter after pivot_root, where a lazy import or a dlopen would find the image's
-    files: everything load() needs was imported and opened with the module. A fresh interpreter imports it,
-    enters an empty root, refuses every import from there on, and loads."""
+    files: everything load() and install() need was imported and opened with the module. A fresh interpreter
+    imports it, enters an empty root, refuses every import from there on, and loads (or installs the program it
+    compiled before entering)."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(empty), profile], capture_output=True,
+    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(empty), profile, how, str(tmp_path / "cache")],
+                            capture_output=True,
                             text=True, check=False, cwd=Path(__file__).resolve().parent.parent, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"unshare uts": errno.EPERM if profile == "default" else 0}  # podman: ok
 
 
-def test_sys_admin_allows_namespaces_and_clone3() -> None:
+def test_sys_admin_allows_namespaces_and_clone3(loader: Loader) -> None:
     def probe() -> dict[str, int]:
         return {"unshare uts": call("unshare", CLONE_NEWUTS), "sethostname": call("sethostname", 0, 0),
                 "clone3": call("clone3", 0, 0), "keyctl": call("keyctl", 0xFFFF)}
 
-    got = in_child(seccomp.default_profile(), probe, security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"})
+    got = in_child(seccomp.default_profile(), probe, security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"}, loader=loader)
     assert got["unshare uts"] == 0
     assert got["sethostname"] == 0  # in its own UTS namespace, an empty name
     assert got["clone3"] not in (0, errno.ENOSYS, errno.EPERM)  # the kernel's answer to a NULL argument
     assert got["keyctl"] == errno.EPERM  # not even CAP_SYS_ADMIN gets the keyring
 
 
-def test_dropping_a_default_capability_drops_its_syscalls() -> None:
+def test_dropping_a_default_capability_drops_its_syscalls(loader: Loader) -> None:
     def probe() -> dict[str, int]:
         return {"chroot": call("chroot", 0)}
 
-    assert in_child(seccomp.default_profile(), probe) == {"chroot": errno.EFAULT}
-    assert in_child(seccomp.default_profile(), probe, security.DOCKER_DEFAULT_CAPS - {"SYS_CHROOT"}) == {
-        "chroot": errno.EPERM}
+    assert in_child(seccomp.default_profile(), probe, loader=loader) == {"chroot": errno.EFAULT}
+    assert in_child(seccomp.default_profile(), probe, security.DOCKER_DEFAULT_CAPS - {"SYS_CHROOT"},
+                    loader=loader) == {"chroot": errno.EPERM}
 
 
 def test_conditions_evaluated_as_moby_does() -> None:
@@ -362,7 +423,7 @@ def test_default_profile_as_docker_builds_it() -> None:
 # ---- custom profiles ------------------------------------------------------------------------------------------
 
 
-def test_custom_profile_file_is_enforced(tmp_path: Path) -> None:
+def test_custom_profile_file_is_enforced(tmp_path: Path, loader: Loader) -> None:
     path = tmp_path / "profile.json"
     path.write_text(json.dumps({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -379,10 +440,10 @@ def test_custom_profile_file_is_enforced(tmp_path: Path) -> None:
             return {"getcwd": e.errno or 0, "unshare": call("unshare", CLONE_NEWUTS)}
         return {"getcwd": 0}
 
-    assert in_child(profile, probe) == {"getcwd": 42, "unshare": 0}  # default ALLOW: even unshare
+    assert in_child(profile, probe, loader=loader) == {"getcwd": 42, "unshare": 0}  # default ALLOW: even unshare
 
 
-def test_legacy_format_and_every_operator() -> None:
+def test_legacy_format_and_every_operator(loader: Loader) -> None:
     """Old profiles: "name" and top-level "architectures". Each op on a syscall whose arguments the kernel
     ignores (seccomp sees the registers all the same); two conditions on one argument are ORed, as runc does."""
     def errno_rule(name: str, ret: int | None, *args: tuple[int, str, int]) -> dict[str, object]:
@@ -426,14 +487,14 @@ def test_legacy_format_and_every_operator() -> None:
             "and 1 2": call("getsid", 0, 1, 2), "and 1 3": call("getsid", 0, 1, 3),
         }
 
-    assert in_child(profile, probe) == {
+    assert in_child(profile, probe, loader=loader) == {
         "ne 4": 11, "ne 5": 0, "lt 4": 12, "lt 5": 0, "le 5": 13, "le 6": 0, "eq 5": 14, "eq 6": 0,
         "ge 5": 15, "ge 4": 0, "gt 6": 16, "gt 5": 0, "masked 0x3f": 17, "masked 0x70": 0,
         "or 1": errno.EPERM, "or 2": errno.EPERM, "or 3": 0, "and 1 2": 19, "and 1 3": 0,
     }
 
 
-def test_podman_profile_as_its_package_ships_it() -> None:
+def test_podman_profile_as_its_package_ships_it(loader: Loader) -> None:
     """A profile written by a real peer (podman's, same format; Debian's golang-github-containers-common). Its
     default is ENOSYS; its refusals say EPERM through errnoRet; it carries keys Docker ignores ("errno",
     "defaultErrno"), and so do we."""
@@ -446,18 +507,311 @@ def test_podman_profile_as_its_package_ships_it() -> None:
                 "add_key": call("add_key", 0, 0, 0, 0, 0), "fork+exec": run_true(),
                 "socket": call("socket", AF_INET, SOCK_STREAM, 0)}
 
-    assert in_child(profile, probe) == {"getpid": 0, "kexec_load": errno.EPERM, "add_key": errno.ENOSYS,
+    assert in_child(profile, probe, loader=loader) == {"getpid": 0, "kexec_load": errno.EPERM, "add_key": errno.ENOSYS,
                                         "fork+exec": 0, "socket": 0}
 
 
-def test_empty_profile_means_no_filter() -> None:
+def test_empty_profile_means_no_filter(loader: Loader) -> None:
     for text in ("{}", "null", '{"defaultAction": ""}'):
         assert not Profile.from_json(text).enabled
+        assert seccomp.program(Profile.from_json(text), security.DOCKER_DEFAULT_CAPS) is None
 
     def probe() -> dict[str, int]:
-        return {"unshare": call("unshare", CLONE_NEWUTS)}
+        return {"unshare": call("unshare", CLONE_NEWUTS), "filters": seccomp_filters()}
 
-    assert in_child(Profile.from_json("{}"), probe) == {"unshare": 0}
+    assert in_child(Profile.from_json("{}"), probe, loader=loader) == {"unshare": 0, "filters": 0}
+
+
+# ---- programs: compiled once, installed with one syscall ------------------------------------------------------
+
+
+PTRACE_ATTACH, PTRACE_SECCOMP_GET_FILTER, PTRACE_SECCOMP_GET_METADATA = 16, 0x420C, 0x420D
+_libc.ptrace.restype = ctypes.c_long
+
+
+class SeccompMetadata(ctypes.Structure):
+    _fields_ = [("filter_off", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+def installed(put_in_place: Callable[[], None]) -> tuple[bytes, int, list[str]]:
+    """What the kernel holds after a child ran ``put_in_place``: the filter's instructions and flags as ptrace reads
+    them back (PTRACE_SECCOMP_GET_FILTER keeps the program as it was handed in), and the seccomp lines of its
+    /proc/PID/status (no_new_privs and the speculation mitigations the SPEC_ALLOW flag decides)."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            put_in_place()
+            os.write(ready_w, b"1")
+            os.read(hold_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        assert _libc.ptrace(ctypes.c_long(PTRACE_ATTACH), ctypes.c_long(pid), None, None) == 0
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSTOPPED(status)
+        get_filter = ctypes.c_long(PTRACE_SECCOMP_GET_FILTER)
+        count = _libc.ptrace(get_filter, ctypes.c_long(pid), ctypes.c_void_p(0), None)
+        assert count > 0, os.strerror(ctypes.get_errno())
+        buffer = ctypes.create_string_buffer(count * 8)
+        assert _libc.ptrace(get_filter, ctypes.c_long(pid), ctypes.c_void_p(0), buffer) == count
+        metadata = SeccompMetadata(0, 0)
+        assert _libc.ptrace(ctypes.c_long(PTRACE_SECCOMP_GET_METADATA), ctypes.c_long(pid),
+                            ctypes.c_void_p(ctypes.sizeof(metadata)), ctypes.byref(metadata)) == ctypes.sizeof(metadata)
+        lines = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                 if line.startswith(("NoNewPrivs", "Seccomp", "Speculation"))]
+        return buffer.raw, metadata.flags, lines
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready_r)
+        os.close(hold_w)
+
+
+FLAGGED = json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                      "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                                "SECCOMP_FILTER_FLAG_TSYNC"],
+                      "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 42}]})
+
+
+@pytest.mark.parametrize(("profile", "caps"), [
+    ("default", security.DOCKER_DEFAULT_CAPS),
+    ("default", security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"}),
+    ("default", frozenset()),
+    (str(PODMAN_PROFILE), security.DOCKER_DEFAULT_CAPS),
+    (FLAGGED, security.DOCKER_DEFAULT_CAPS),
+], ids=["default", "sys_admin", "no caps", "podman", "flags"])
+def test_install_hands_the_kernel_what_seccomp_load_does(profile: str, caps: frozenset[str],
+                                                         cache_dir: Path) -> None:
+    """Byte for byte: the program (compiled, then read back from the cache) and its flags, installed, are what
+    libseccomp's seccomp_load puts in the kernel for the same context."""
+    if profile == "default":
+        parsed = seccomp.default_profile()
+    elif profile.startswith("/"):
+        parsed = Profile.from_json(Path(profile).read_text())
+    else:
+        parsed = Profile.from_json(profile)
+    cold = seccomp.program(parsed, caps, cache_dir)
+    warm = seccomp.program(parsed, caps, cache_dir)
+    assert cold is not None and cold == warm
+    reference = installed(by_seccomp_load(parsed, caps))
+    assert installed(lambda: seccomp.install(warm)) == reference
+    assert installed(by_load(parsed, caps)) == reference
+    assert reference[0] == warm.filter
+    if profile == FLAGGED:  # the kernel reports LOG alone; TSYNC is not ours to pass (one thread)
+        assert warm.flags == 2 | 4 and reference[1] == 2
+    else:
+        assert warm.flags == 0 and reference[1] == 0
+    assert "NoNewPrivs:\t0" in reference[2] and "Seccomp_filters:\t1" in reference[2]
+
+
+def default_program(cache: Path, caps: frozenset[str] = security.DOCKER_DEFAULT_CAPS) -> seccomp.Program:
+    prog = seccomp.program(seccomp.default_profile(), caps, cache)
+    assert prog is not None
+    return prog
+
+
+MISSING = r"^seccomp: libseccomp\.so\.2 is missing"
+
+
+def no_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, compiling fails: what program() returns came from the cache, or it raises."""
+    def missing() -> ctypes.CDLL:
+        raise StrataError("seccomp: libseccomp.so.2 is missing (in this test)", Kind.SYSTEM)
+
+    monkeypatch.setattr(seccomp, "_lib", missing)
+
+
+def refuses_unshare(prog: seccomp.Program) -> None:
+    """The program installed: the default profile's answers (call() needs the library, to name the syscalls)."""
+    def probe() -> dict[str, int]:
+        return {"unshare": call("unshare", CLONE_NEWUSER), "getpid": call("getpid")}
+
+    assert in_child(seccomp.default_profile(), probe, loader=lambda _p, _c: lambda: seccomp.install(prog)) == {
+        "unshare": errno.EPERM, "getpid": 0}
+
+
+def test_cache_is_written_once_and_then_used_without_the_library(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache" / "seccomp"  # neither exists
+    umask = os.umask(0o277)  # one that takes the owner's bits: the directory is 0700 all the same
+    try:
+        first = default_program(cache)
+    finally:
+        os.umask(umask)
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    (entry,) = cache.iterdir()
+    assert entry.suffix == ".bpf" and len(entry.stem) == 64 and entry.read_bytes().endswith(first.filter)
+    assert not entry.stat().st_mode & 0o077
+    compiled = seccomp.program(seccomp.default_profile(), security.DOCKER_DEFAULT_CAPS)  # no cache
+    assert compiled == first
+
+    with monkeypatch.context() as m:
+        no_library(m)
+        second = default_program(cache)
+        with pytest.raises(StrataError, match=MISSING):  # what a miss would do now
+            default_program(cache, security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"})
+    assert second == first and second.filter is not first.filter
+    assert list(cache.iterdir()) == [entry]
+    refuses_unshare(second)
+
+
+def test_cache_key_covers_every_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    default_program(cache)
+    default_program(cache, frozenset(sorted(security.DOCKER_DEFAULT_CAPS, reverse=True)))  # same set: same key
+    assert len(list(cache.iterdir())) == 1
+    with_admin = default_program(cache, security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"})
+    assert len(list(cache.iterdir())) == 2 and with_admin != default_program(cache)
+    seccomp.program(Profile.from_json(FLAGGED), security.DOCKER_DEFAULT_CAPS, cache)
+    assert len(list(cache.iterdir())) == 3
+    current = default_program(cache)
+    monkeypatch.setattr(seccomp, "kernel_version", lambda: (4, 7))  # before process_vm_readv's minKernel 4.8
+    older = default_program(cache)
+    assert len(list(cache.iterdir())) == 4 and older != current
+    monkeypatch.undo()
+    arch, version, file = seccomp._LIBRARY_IDENTITY or ("", (), None)
+    assert file is not None, "the library's file was not found: a patched library of the same version would hit"
+    monkeypatch.setattr(seccomp, "_LIBRARY_IDENTITY", (arch, version, (0, 0, 0, 0)))  # an updated library
+    default_program(cache)
+    assert len(list(cache.iterdir())) == 5
+
+
+@pytest.mark.parametrize("damage", ["last instruction cut", "half an instruction cut", "bit flipped", "garbage",
+                                    "empty", "checksum only", "huge", "another key's entry"])
+def test_damaged_cache_entry_is_recompiled_and_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        damage: str) -> None:
+    cache = tmp_path / "cache"
+    good = default_program(cache)
+    (entry,) = cache.iterdir()
+    data = entry.read_bytes()
+    damaged = {
+        "last instruction cut": data[:-8],  # still whole instructions, still ends in a RET: the kernel would take it
+        "half an instruction cut": data[:-4],
+        "bit flipped": data[:-3] + bytes([data[-3] ^ 1]) + data[-2:],
+        "garbage": os.urandom(len(data)),
+        "empty": b"",
+        "checksum only": data[:32],
+        "huge": data + bytes(1 << 20),
+        "another key's entry": data,
+    }[damage]
+    if damage == "another key's entry":
+        default_program(cache, frozenset())
+        other = next(p for p in cache.iterdir() if p != entry)
+        damaged = other.read_bytes()
+    entry.write_bytes(damaged)
+
+    with monkeypatch.context() as m:  # never loaded: without the library, a damaged entry is a miss, not a program
+        no_library(m)
+        with pytest.raises(StrataError, match=MISSING):
+            default_program(cache)
+    assert default_program(cache) == good
+    assert entry.read_bytes() == data  # replaced
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # atomic_write's temp file is gone
+    with monkeypatch.context() as m:
+        no_library(m)
+        replaced = default_program(cache)
+    refuses_unshare(replaced)
+
+
+def test_cache_shared_with_others_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever can write the cache chooses the filter: a directory others can write is neither read nor written."""
+    cache = tmp_path / "cache"
+    good = default_program(cache)
+    cache.chmod(0o777)
+    (entry,) = cache.iterdir()
+    entry.unlink()
+    assert default_program(cache) == good
+    assert not list(cache.iterdir())
+    cache.chmod(0o700)
+    default_program(cache)
+    cache.chmod(0o770)
+    no_library(monkeypatch)
+    with pytest.raises(StrataError, match=MISSING):
+        default_program(cache)
+
+
+def test_cache_that_cannot_be_used_does_not_stop_a_start(tmp_path: Path) -> None:
+    compiled = seccomp.program(seccomp.default_profile(), security.DOCKER_DEFAULT_CAPS)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert default_program(a_file) == compiled
+    assert default_program(a_file / "below") == compiled
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o700)
+    entry = "0" * 64 + ".bpf"
+    (read_only / entry).mkdir()  # the entry's name taken by a directory: neither read nor replaced
+    assert default_program(read_only) == compiled
+
+
+def test_install_errors_are_one_line(tmp_path: Path) -> None:
+    def attempt(prog: seccomp.Program, enter: Callable[[], None] | None = None) -> str:
+        def probe() -> dict[str, int]:
+            try:
+                seccomp.install(prog)
+            except StrataError as e:
+                assert e.kind is Kind.SYSTEM and "\n" not in e.message
+                return {e.message: seccomp_filters()}
+            return {"installed": seccomp_filters()}
+
+        (message, filters), = in_child(None, probe, enter=enter).items()
+        assert filters == 0
+        return message
+
+    no_ret = (0x20).to_bytes(2, "little") + bytes(6)  # ld [0], then nothing: the kernel wants a RET last
+    assert attempt(seccomp.Program(no_ret, 0)) == "seccomp: cannot install the filter: Invalid argument"
+    prog = default_program(tmp_path)
+    # nothing; not whole instructions; more than sock_fprog's 16-bit count holds (it would wrap to a prefix)
+    for bad in (b"", prog.filter[:-1], prog.filter * (65536 // (len(prog.filter) // 8) + 1)):
+        assert attempt(seccomp.Program(bad, 0)) == (
+            f"seccomp: cannot install the filter: {len(bad)} bytes are not 1 to 4096 instructions")
+    assert attempt(seccomp.Program(prog.filter, 1 << 30)) == "seccomp: cannot install the filter: Invalid argument"
+    # without CAP_SYS_ADMIN and without no_new_privs, as seccomp_load: refused
+    assert attempt(prog, lambda: os.setuid(65534)) == "seccomp: cannot install the filter: Permission denied"
+
+
+def test_without_the_seccomp_syscall_install_uses_prctl_as_libseccomp_does(tmp_path: Path) -> None:
+    """A kernel, or an outer sandbox, without seccomp(2): libseccomp falls back to prctl(PR_SET_SECCOMP), which
+    takes no flags; so do we, and a program that needs flags fails instead."""
+    seccomp_enosys = allow(syscalls=[{"names": ["seccomp"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS}])
+    outer = seccomp.program(Profile.from_json(seccomp_enosys), security.DOCKER_DEFAULT_CAPS)
+    assert outer is not None
+    prog = default_program(tmp_path)
+
+    def probe() -> dict[str, int]:
+        return {"unshare": call("unshare", CLONE_NEWUSER), "filters": seccomp_filters()}
+
+    assert in_child(seccomp.default_profile(), probe, enter=lambda: seccomp.install(outer),
+                    loader=lambda _p, _c: lambda: seccomp.install(prog)) == {"unshare": errno.EPERM, "filters": 2}
+    flagged = seccomp.Program(prog.filter, 2)
+
+    def with_flags() -> dict[str, int]:
+        with pytest.raises(StrataError, match=r"^seccomp: cannot install the filter: Function not implemented$"):
+            seccomp.install(flagged)
+        return {"filters": seccomp_filters()}
+
+    assert in_child(None, with_flags, enter=lambda: seccomp.install(outer)) == {"filters": 1}
+
+
+UNAME_TO_LIBSECCOMP = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "riscv64", "ppc64le": "ppc64le",
+                       "s390x": "s390x", "armv7l": "arm"}
+
+
+def test_seccomp_syscall_numbers_match_libseccomp() -> None:
+    lib = seccomp._lib()
+    resolve = lib.seccomp_syscall_resolve_name_arch
+    resolve.restype, resolve.argtypes = ctypes.c_int, [ctypes.c_uint32, ctypes.c_char_p]
+    assert set(seccomp._SYS_SECCOMP) == set(UNAME_TO_LIBSECCOMP)
+    for machine, number in seccomp._SYS_SECCOMP.items():
+        token = lib.seccomp_arch_resolve_name(UNAME_TO_LIBSECCOMP[machine].encode())
+        assert token and resolve(token, b"seccomp") == number, machine
+    assert os.uname().machine in seccomp._SYS_SECCOMP
 
 
 def usage_error(text: str) -> str:

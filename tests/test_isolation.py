@@ -1,0 +1,367 @@
+"""The security review's escapes, each attempted again from inside a real container by tests/probe.c (a static
+binary built here, bound read-only into the container), with the verdict taken on the host side.
+
+Attacks aim only at things the test made: a pty of its own, a session keyring of its own holding a sentinel key, a
+sentinel environment variable, temporary files. The device attack refuses to touch a node that is the host's own.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import (
+    ROOT,
+    Tools,
+    detached,
+    needs_root,
+    needs_tools,
+    popen_runner,
+    runner_command,
+    wait_until,
+)
+
+pytestmark = [needs_root, needs_tools]
+
+MARK = "strata-injected"
+
+
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/probe.c, static, so it runs in any image. gcc and libc6-dev come from scripts/setup: no skip."""
+    out = tmp_path_factory.mktemp("probe") / "probe"
+    build = subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(ROOT / "tests" / "probe.c")],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return out
+
+
+@pytest.fixture
+def img(tools: Tools, test_image: str, no_leaks: None) -> str:
+    result = tools.puller("pull", test_image)
+    assert result.code == 0, result.err
+    return test_image
+
+
+def with_probe(probe: Path) -> tuple[str, str]:
+    return ("-v", f"{probe}:/probe:ro")
+
+
+def fields(out: str) -> dict[str, str]:
+    """The probe's "key value" lines."""
+    return {k: v for k, _, v in (line.partition(" ") for line in out.splitlines()) if k}
+
+
+# -- 1. the user's terminal --------------------------------------------------------------------------------------
+
+
+def on_terminal(tools: Tools, *args: str, stdin_text: bytes = b"") -> tuple[int, str, str]:
+    """Run ``runner ARGS`` with a pty of the test's own as its controlling terminal and stdio, as a user's shell
+    would; return its exit code, what it printed, and whatever input is left pending on the terminal afterwards
+    (where a TIOCSTI would have typed)."""
+    master, slave = os.openpty()
+    try:
+        env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+        proc = subprocess.Popen(["setsid", "--ctty", *runner_command(tools, *args)], stdin=slave, stdout=slave,
+                                stderr=slave, cwd=ROOT, env=env)
+        if stdin_text:
+            os.write(master, stdin_text)
+        output = b""
+        deadline = time.monotonic() + 60
+        while proc.poll() is None or select.select([master], [], [], 0)[0]:
+            assert time.monotonic() < deadline, "the runner never finished"
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    output += os.read(master, 65536)
+                except OSError:
+                    break
+        tty.setraw(slave, termios.TCSANOW)  # pending input, line or not, becomes readable
+        os.set_blocking(slave, False)
+        try:
+            pending = os.read(slave, 65536).decode(errors="replace")
+        except BlockingIOError:
+            pending = ""
+        return proc.returncode, output.decode(errors="replace").replace("\r\n", "\n"), pending
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def assert_no_terminal(out: str) -> None:
+    got = fields(out)
+    assert got["open-dev-tty"] == "ENXIO", out  # no controlling terminal behind /dev/tty
+    assert got["session-leader"] == "yes", out
+    for fd in range(3):
+        assert got[f"fd{fd}"] == "pipe", out  # never the runner's own fds, never the user's terminal
+        assert got[f"inject-fd{fd}"] == "ENOTTY", out
+
+
+def test_run_without_tty_cannot_reach_the_users_terminal(tools: Tools, img: str, probe: Path) -> None:
+    code, out, pending = on_terminal(tools, "run", "--rm", *with_probe(probe), img, "/probe", "tty")
+    assert code == 0, out
+    assert_no_terminal(out)
+    assert MARK not in pending and MARK not in out, (pending, out)
+
+
+def test_run_interactive_without_tty_gets_a_pipe_not_the_terminal(tools: Tools, img: str, probe: Path) -> None:
+    code, out, pending = on_terminal(tools, "run", "--rm", "-i", *with_probe(probe), img, "/probe", "tty")
+    assert code == 0, out
+    assert_no_terminal(out)
+    assert MARK not in pending, pending
+    # and -i still carries input through that pipe
+    echoed = tools.runner("run", "--rm", "-i", img, "cat", stdin="typed ahead\n")
+    assert (echoed.code, echoed.out) == (0, "typed ahead\n"), echoed.err
+
+
+def test_exec_without_tty_cannot_reach_the_users_terminal(tools: Tools, img: str, probe: Path) -> None:
+    with detached(tools, *with_probe(probe), img, "sleep", "1000") as cid:
+        code, out, pending = on_terminal(tools, "exec", cid, "/probe", "tty")
+        assert code == 0, out
+        assert_no_terminal(out)
+        assert MARK not in pending, pending
+        piped = tools.runner("exec", "-i", cid, "cat", stdin="through the pipe\n")
+        assert (piped.code, piped.out) == (0, "through the pipe\n"), piped.err
+
+
+def test_tty_container_has_its_own_terminal(tools: Tools, img: str, probe: Path) -> None:
+    """With -t the container's terminal is a pty of its own; /dev/tty is that, and typing into it stays there."""
+    code, out, pending = on_terminal(tools, "run", "--rm", "-t", *with_probe(probe), img, "/probe", "tty")
+    assert code == 0, out
+    got = fields(out)
+    assert got["open-dev-tty"] == "ok" and got["fd0"] == "tty", out
+    assert MARK not in pending, pending  # what it typed went into its own pty, not the user's
+
+
+# -- 2. the host's session keyring ---------------------------------------------------------------------------------
+
+# Runs the runner in a session keyring of its own holding a sentinel key; afterwards reports what the keyring holds.
+KEYRING_WRAPPER = r"""
+import ctypes, json, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+KEYCTL, ADD_KEY = 250, 248
+SESSION = ctypes.c_int(-3)
+assert libc.syscall(KEYCTL, 1, None) >= 0  # KEYCTL_JOIN_SESSION_KEYRING, anonymous
+key = libc.syscall(ADD_KEY, b"user", b"strata-sentinel", b"host-secret", 11, SESSION)
+assert key >= 0
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+buf = ctypes.create_string_buffer(64)
+n = libc.syscall(KEYCTL, 11, key, buf, 64)  # KEYCTL_READ
+found = libc.syscall(KEYCTL, 10, SESSION, b"user", b"strata-from-container", 0)  # KEYCTL_SEARCH
+print(json.dumps({"code": proc.returncode, "out": proc.stdout, "err": proc.stderr,
+                  "sentinel": buf.raw[:n].decode() if n > 0 else None, "added_on_host": found >= 0}))
+"""
+
+
+def in_keyring(tools: Tools, *args: str) -> dict[str, object]:
+    import json
+
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    proc = subprocess.run([sys.executable, "-c", KEYRING_WRAPPER, *runner_command(tools, *args)], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def test_default_seccomp_refuses_keyctl(tools: Tools, img: str, probe: Path) -> None:
+    got = in_keyring(tools, "run", "--rm", *with_probe(probe), img, "/probe", "keyring")
+    assert got["code"] == 0, got
+    out = fields(str(got["out"]))
+    assert out["search"] == "EPERM" and out["add"] == "EPERM", got  # Docker's profile refuses keyctl and add_key
+    assert got["sentinel"] == "host-secret" and got["added_on_host"] is False, got
+
+
+def test_container_session_keyring_is_its_own(tools: Tools, img: str, probe: Path) -> None:
+    """Even with seccomp off, the container joins a fresh session keyring: the host's keys are not in it, and
+    what it adds lands in its own."""
+    got = in_keyring(tools, "run", "--rm", "--security-opt", "seccomp=unconfined", *with_probe(probe), img,
+                     "/probe", "keyring")
+    assert got["code"] == 0, got
+    out = fields(str(got["out"]))
+    assert out["search"] == "ENOKEY" and "read" not in out, got
+    assert out["add"] == "ok", got
+    assert got["sentinel"] == "host-secret" and got["added_on_host"] is False, got
+
+
+def test_exec_session_keyring_is_its_own(tools: Tools, img: str, probe: Path) -> None:
+    with detached(tools, "--security-opt", "seccomp=unconfined", *with_probe(probe), img, "sleep", "1000") as cid:
+        got = in_keyring(tools, "exec", cid, "/probe", "keyring")
+    assert got["code"] == 0, got
+    out = fields(str(got["out"]))
+    assert out["search"] == "ENOKEY" and out["add"] == "ok", got
+    assert got["sentinel"] == "host-secret" and got["added_on_host"] is False, got
+
+
+# -- seccomp: Docker's default profile on run and exec -------------------------------------------------------------
+
+
+def test_new_user_namespaces_are_refused(tools: Tools, img: str, probe: Path) -> None:
+    confined = tools.runner("run", "--rm", *with_probe(probe), img, "/probe", "unshare-user")
+    assert confined.code == 0, confined.err
+    assert fields(confined.out) == {"unshare": "EPERM", "clone": "EPERM"}, confined.out
+    with detached(tools, *with_probe(probe), img, "sleep", "1000") as cid:
+        execd = tools.runner("exec", cid, "/probe", "unshare-user")
+        assert fields(execd.out) == {"unshare": "EPERM", "clone": "EPERM"}, execd.out
+    unconfined = tools.runner("run", "--rm", "--security-opt", "seccomp=unconfined", *with_probe(probe), img,
+                              "/probe", "unshare-user")
+    assert fields(unconfined.out)["unshare"] == "ok", unconfined.out  # the profile, not something else, refused it
+
+
+def test_seccomp_shows_in_proc_status(tools: Tools, img: str) -> None:
+    """Seccomp: 2 (filter mode) for the container and exec'd processes, 0 when unconfined, as with Docker."""
+    assert "Seccomp:\t2" in tools.runner("run", "--rm", img, "cat", "/proc/self/status").out
+    off = tools.runner("run", "--rm", "--security-opt", "seccomp=unconfined", img, "cat", "/proc/self/status")
+    assert "Seccomp:\t0" in off.out
+    assert "Seccomp:\t0" in tools.runner("run", "--rm", "--privileged", img, "cat", "/proc/self/status").out
+
+
+# -- 3. the host interpreter, environment and fds during exec --------------------------------------------------------
+
+
+def exec_until_seen(tools: Tools, cid: str, secret: str, attempts: int = 60) -> str:
+    """Exec into the container until its watcher has seen one of our processes before it exec'd (the window the
+    attack needs), then stop the watcher and return its report."""
+    env = {"STRATA_PROBE_SECRET": secret}
+    for _ in range(attempts):
+        result = tools._run("runner", ("exec", cid, "true"), env_extra=env)
+        assert result.code == 0, result.err
+        if "after=strata-exec" in tools.runner("logs", cid).out:
+            break
+    tools.runner("exec", cid, "touch", "/tmp/probe-stop")
+    wait_until(lambda: "watched " in tools.runner("logs", cid).out, "the watcher to finish")
+    return tools.runner("logs", cid).out
+
+
+def host_interpreters() -> set[str]:
+    """dev:ino of every host file the runner's processes could have as their exe."""
+    paths = {os.path.realpath(sys.executable), os.path.realpath(shutil.which("python3") or sys.executable)}
+    return {f"{os.stat(p).st_dev}:{os.stat(p).st_ino}" for p in paths}
+
+
+@pytest.mark.parametrize("caps", [(), ("--cap-add", "SYS_PTRACE")], ids=["default-caps", "cap-sys-ptrace"])
+def test_exec_child_exposes_no_host_binary_or_environment(tools: Tools, img: str, probe: Path,
+                                                          caps: tuple[str, ...]) -> None:
+    secret = f"strata-secret-{os.urandom(6).hex()}"
+    with detached(tools, *caps, *with_probe(probe), img, "/probe", "watch", "120", secret) as cid:
+        report = exec_until_seen(tools, cid, secret)
+    observations = [dict(kv.split("=", 1) for kv in ln.split()[3:]) | {"comm": ln.split()[2]}
+                    for ln in report.splitlines() if ln.startswith("obs ")]
+    before_exec = [o for o in observations if o["comm"] == o["after"] == "strata-exec"]
+    assert before_exec, f"the watcher never caught an exec child before its exec: the attack had no window\n{report}"
+    assert all(o["comm"] == "strata-exec" for o in observations), report  # nothing else of ours is ever visible
+    host = host_interpreters()
+    for o in observations:
+        assert o["environ"] != "LEAKED", report
+        assert ":".join(o["exe"].split(":")[:2]) not in host, f"the container opened the host interpreter\n{report}"
+    if not caps:  # non-dumpable: without CAP_SYS_PTRACE not even a look at its exe, environ or fds
+        for o in before_exec:
+            assert o["exe"] == o["environ"] == "EACCES" and o["fds"].endswith("/0"), report
+    else:  # CAP_SYS_PTRACE may look: what it finds is the sealed copy, and an environment without the host's
+        assert any("memfd:strata-exec" in o["exe"] for o in before_exec), report
+
+
+def test_exec_is_killed_with_its_runner(tools: Tools, img: str) -> None:
+    """An exec'd process whose runner is killed does not linger, as root or as another user (a change of user
+    clears the parent-death signal; it is set again after it)."""
+    with detached(tools, img, "sleep", "1000") as cid:
+        for user in ("0", "strata"):
+            marker = str(2000 + int.from_bytes(os.urandom(2), "big") % 5000)
+            proc = popen_runner(tools, "exec", "-u", user, cid, "sleep", marker)
+            wait_until(lambda m=marker: bool(sleepers(m)), f"exec'd sleep {marker} to start")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            wait_until(lambda m=marker: not sleepers(m), f"sleep {marker} (-u {user}) to die with its runner")
+
+
+def sleepers(marker: str) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
+                    found.append(int(p.name))
+            except OSError:
+                continue
+    return found
+
+
+# -- 4. host device inodes -------------------------------------------------------------------------------------------
+
+
+def identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def snapshot(path: str) -> tuple[int, int, int, int, int]:
+    st = os.stat(path)
+    return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns
+
+
+DEVICE_TARGETS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/proc/kcore",
+                  "/proc/keys", "/proc/timer_list")
+
+
+def test_device_nodes_and_masks_are_the_containers_own(tools: Tools, img: str, probe: Path) -> None:
+    before = {d: snapshot(d) for d in ("/dev/null", "/dev/zero", "/dev/tty")}
+    result = tools.runner("run", "--rm", *with_probe(probe), img, "sh", "-c",
+                          f"/probe devices {identity('/dev/null')} {' '.join(DEVICE_TARGETS)}; "
+                          "echo x > /dev/null && head -c 3 /dev/zero | od -An -tx1")
+    assert result.code == 0, result.err
+    assert "SAME-INODE" not in result.out, result.out
+    out = result.out.splitlines()
+    for target in ("/dev/null", "/dev/zero", "/dev/tty"):
+        assert f"{target} chmod ok" in out and f"{target} chown ok" in out, result.out  # it changed its own node
+    assert out[-1].split() == ["00", "00", "00"], result.out  # the nodes still work
+    assert {d: snapshot(d) for d in before} == before  # and the host's did not change
+    for target in ("/dev/zero", "/dev/tty"):  # the host's nodes are not what the container has
+        inside = tools.runner("run", "--rm", img, "stat", "-c", "%d:%i %t:%T", target).out.split()
+        assert inside[0] != identity(target), inside
+
+
+def test_read_only_volume_inodes_cannot_change(tools: Tools, img: str, probe: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    sentinel = shared / "sentinel"
+    sentinel.write_text("keep\n")
+    before = snapshot(str(sentinel))
+    result = tools.runner("run", "--rm", *with_probe(probe), "-v", f"{shared}:/v:ro", img, "/probe", "devices",
+                          identity("/dev/null"), "/v/sentinel")
+    assert result.code == 0, result.err
+    for op in ("chmod", "chown", "utime", "setxattr"):
+        assert f"/v/sentinel {op} EROFS" in result.out, result.out
+    assert snapshot(str(sentinel)) == before
+
+
+def test_mknod_node_stays_unusable(tools: Tools, img: str) -> None:
+    """/dev is nodev once the default devices are bound: a node made there with CAP_MKNOD cannot be opened."""
+    result = tools.runner("run", "--rm", img, "sh", "-c", "mknod /dev/mine c 1 3 && echo x > /dev/mine")
+    assert result.code != 0 and "Permission denied" in result.err, (result.out, result.err)
+
+
+# -- the container sees its own limits -------------------------------------------------------------------------------
+
+
+def test_cgroup_limits_are_visible_read_only(tools: Tools, img: str) -> None:
+    result = tools.runner("run", "--rm", "-m", "64m", "--pids-limit", "50", img, "sh", "-c",
+                          "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; "
+                          "grep -E ':(memory|pids):' /proc/self/cgroup; "
+                          "touch /sys/fs/cgroup/memory/x 2>&1; mkdir /sys/fs/cgroup/pids/y 2>&1; "
+                          "grep ' /sys/fs/cgroup' /proc/self/mountinfo | cut -d' ' -f5,6")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == str(64 * 1024 * 1024) and lines[1] == "50", result.out
+    assert all(line.endswith(":/") for line in lines[2:4]), result.out  # its own group is the root it sees
+    assert "Read-only file system" in lines[4] and "Read-only file system" in lines[5], result.out
+    mounts = dict(line.split() for line in lines[6:])
+    assert mounts["/sys/fs/cgroup/memory"].startswith("ro,") and mounts["/sys/fs/cgroup"].startswith("ro,"), mounts
