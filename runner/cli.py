@@ -38,7 +38,8 @@ def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"
         cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (or ALL)"),
         cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)"),
         privileged: bool = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices"),
-        security_opt: list[str] = typer.Option([], "--security-opt", help="no-new-privileges"),
+        security_opt: list[str] = typer.Option([], "--security-opt",
+                                               help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json"),
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
     """Create a container from IMAGE and run COMMAND in it, in the foreground; exit with its exit code."""
     from runner.run import RunOptions

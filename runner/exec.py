@@ -66,6 +66,12 @@ def exec_in(container: Container, opts: ExecOptions) -> int:
         stage = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_r)], executable=f"/proc/self/fd/{exe}",
                                  pass_fds=passed, env={}, stdin=stdio.child[0], stdout=stdio.child[1],
                                  stderr=stdio.child[2])
+    except OSError as e:
+        stdio.close()
+        if parent_sock is not None:
+            parent_sock.close()
+        os.close(err_r)
+        raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
     finally:
         for fd in (pidfd, me, err_w, job_r, job_w, exe):
             if fd >= 0:
