@@ -92,3 +92,24 @@ def build_and_push(build: Callable[[Path, Path], None], base: Path, work: Path, 
     build(base, layout)
     push(layout, tag, dest)
     return dest
+
+
+FIFO_ETC_TAG = "fifo-etc"
+
+
+def build_fifo_etc(base: Path, dest: Path) -> None:
+    """The test image plus one layer whose /etc/passwd and /etc/group are fifos, tagged FIFO_ETC_TAG: a runner that
+    read them as files to look a user up would wait for a writer forever."""
+    image = _copy_as(base, dest, FIFO_ETC_TAG)
+
+    def populate(stage: Path) -> list[str]:
+        (stage / "etc").mkdir()
+        os.chmod(stage / "etc", 0o755)  # explicitly: mkdir and mkfifo are subject to the umask
+        for name in ("passwd", "group"):
+            os.mkfifo(stage / "etc" / name)
+            os.chmod(stage / "etc" / name, 0o644)
+        return ["etc"]
+
+    with tempfile.TemporaryDirectory(prefix="strata-fifo-etc-") as tmp:
+        _add_layer(image, Path(tmp), BASE_LAYERS, populate)
+    _run(["umoci", "gc", "--layout", dest])
