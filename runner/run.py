@@ -181,6 +181,11 @@ def start(container: Container, echo: bool = True,
         try:
             pid = os.fork()
             if pid == 0:
+                for fd in (err_r, go_w):  # the runner's ends: holding go_w, we would wait for ourselves
+                    os.close(fd)
+                stdio.close()
+                if parent_sock is not None:
+                    parent_sock.close()
                 _child(container, layer_count, me, err_w, go_r, child_sock, stdio.child, program)
         finally:
             if os.getpid() != 1:
