@@ -20,6 +20,7 @@ from pathlib import Path
 from runner import cgroups, linux, process, security
 from runner.container import Container
 from shared.errors import Kind, StrataError, usage
+from shared.layer import safepath
 from shared.layer.safepath import SafeRoot, split
 from shared.layer.unpack import DiffWriter, Lowers
 from shared.layer.whiteout import OVERLAY
@@ -121,10 +122,10 @@ def resolve_target(root: SafeRoot, path: str, want_dir: bool) -> int:
     symlink /var/run -> /run is followed within the container, never out of it), created if missing (as a
     directory, or an empty file for a file source), the way Docker resolves volume targets."""
     parts = split(path)
-    resolve = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+    resolve = safepath.RESOLVE_IN_ROOT | safepath.RESOLVE_NO_MAGICLINKS
     for found in range(len(parts), -1, -1):
         try:
-            fd = linux.openat2(root.fd, "/".join(parts[:found]) or ".", os.O_PATH, resolve)
+            fd = safepath.openat2(root.fd, "/".join(parts[:found]) or ".", os.O_PATH, resolve)
             break
         except FileNotFoundError:
             continue

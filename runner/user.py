@@ -21,8 +21,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import linux
 from shared.errors import Kind, StrataError
+from shared.layer import safepath
 
 ETC_CAP = 4 << 20  # bytes: ~60,000 passwd lines, where a distribution's own is ~2 KB
 MAX_ID = (1 << 31) - 1  # runc's range for uids and gids ("uids and gids must be in range 0-2147483647")
@@ -111,10 +111,10 @@ def _read_bounded(root: Path, path: str) -> bytes:
 
 
 def _open_in_root(dir_fd: int, path: str, flags: int) -> int:
-    resolve = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+    resolve = safepath.RESOLVE_IN_ROOT | safepath.RESOLVE_NO_MAGICLINKS
     for attempt in range(_OPEN_RETRIES):
         try:
-            return linux.openat2(dir_fd, path.lstrip("/"), flags, resolve)
+            return safepath.openat2(dir_fd, path.lstrip("/"), flags, resolve)
         except BlockingIOError:
             if attempt == _OPEN_RETRIES - 1:
                 raise

@@ -132,11 +132,12 @@ def _is_link(dir_fd: int, name: str) -> bool:
 
 # linux/openat2.h; the syscall number is the same on every architecture (added after the tables were unified)
 _SYS_OPENAT2 = 437
-_RESOLVE_NO_XDEV = 0x01
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_NO_SYMLINKS = 0x04
-_RESOLVE_BENEATH = 0x08
-_SUBDIR_RESOLVE = _RESOLVE_NO_XDEV | _RESOLVE_NO_MAGICLINKS | _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+_SUBDIR_RESOLVE = RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH
 _OPENAT2_RETRIES = 16
 
 
@@ -168,6 +169,16 @@ def _openat2() -> Callable[[int, str, int, int], int] | None:
     finally:
         os.close(root)
     return call
+
+
+def openat2(dir_fd: int, name: str, flags: int, resolve: int) -> int:
+    """openat2(2), close-on-exec, for the whole project (the runner resolves mount targets and the image's /etc
+    files with RESOLVE_IN_ROOT: ``..`` and absolute symlinks stay inside ``dir_fd``, atomically). OSError ENOSYS
+    where the kernel or a seccomp filter refuses the call."""
+    call = _openat2()
+    if call is None:
+        raise OSError(errno.ENOSYS, "openat2 is not available", name)
+    return call(dir_fd, name, flags | os.O_CLOEXEC, resolve)
 
 
 def open_subdir(dir_fd: int, name: str) -> int:
