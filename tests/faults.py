@@ -10,7 +10,7 @@ passes everything through, and breaks the requests a test chose, each a given nu
         assert proxy.bytes_sent(layer) < 1.2 * size
         assert not proxy.cdn_saw_authorization
 
-Faults (a Rule; build them with cut/status/alter/redirect/stall):
+Faults (a Rule; build them with cut/status/alter/redirect/stall/flood):
 
 * cut      forward, send the headers as the upstream sent them (Content-Length the full length) and only the first
            ``at`` bytes of the body, then close the connection (FIN; RST with reset=True).
@@ -20,6 +20,8 @@ Faults (a Rule; build them with cut/status/alter/redirect/stall):
            upstream (with the Authorization the redirected request carried, as a presigned URL would), answers 400
            to any request that carries an Authorization header itself (as S3 does), keeps only S3-like headers.
 * stall    forward, send ``at`` bytes of the body, then hold the connection ``seconds`` before closing it.
+* flood    answer STATUS with HEADERS and a Content-Length of ``size`` bytes, without contacting the upstream;
+           the body is generated as it is sent (never held), and sending stops when the client disconnects.
 
 ``at`` is a byte offset (int) or a fraction of this response's body length (float in [0, 1)). Rules are matched
 in the order added, on the server ("proxy" or "cdn"), the method (None: any; cut/alter/stall never match HEAD) and
@@ -49,7 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Literal
 
-Fault = Literal["cut", "status", "alter", "redirect", "stall"]
+Fault = Literal["cut", "status", "alter", "redirect", "stall", "flood"]
 Server = Literal["proxy", "cdn"]
 
 CHUNK = 64 * 1024
@@ -81,6 +83,7 @@ class Rule:
     headers: dict[str, str] = field(default_factory=dict)  # status: headers to send (e.g. Retry-After)
     seconds: float = 5.0  # stall: how long to hold the connection
     reset: bool = False  # cut: close with RST instead of FIN
+    size: int = 0  # flood: the body's length
     on: Server = "proxy"  # which server the rule applies to
     fired: int = 0
 
@@ -126,6 +129,12 @@ def stall(path: str, at: int | float = 0.5, seconds: float = 5.0, *, times: int 
           method: str | None = None, on: Server = "proxy") -> Rule:  # fmt: skip
     """Send AT bytes (or fraction AT) of the body, then hold the connection SECONDS before closing it."""
     return Rule("stall", path, method, times, at=at, seconds=seconds, on=on)
+
+
+def flood(path: str, code: int, size: int, headers: dict[str, str] | None = None, *, times: int | None = 1,
+          method: str | None = None, on: Server = "proxy") -> Rule:  # fmt: skip
+    """Answer CODE with HEADERS and a SIZE-byte generated body (a registry that answers with gigabytes)."""
+    return Rule("flood", path, method, times, status=code, headers=dict(headers or {}), size=size, on=on)
 
 
 @dataclass
@@ -326,6 +335,9 @@ class FaultProxy:
             msg = f'{{"errors":[{{"code":"{code}","message":"injected {rule.status}","detail":null}}]}}\n'
             _send_simple(h, entry, rule.status, msg.encode(), {"Content-Type": "application/json", **rule.headers})
             return
+        if rule is not None and rule.fault == "flood":
+            _send_flood(h, entry, rule)
+            return
         if rule is not None and rule.fault == "redirect":
             token = secrets.token_hex(16)
             with self._lock:
@@ -466,6 +478,23 @@ def _send_simple(h: _Handler, entry: Exchange, code: int, body: bytes, headers: 
     _send_head(h, code, [*headers.items(), ("Content-Length", str(len(body)))])
     if h.command != "HEAD" and body:
         _write(h, entry, body)
+
+
+def _send_flood(h: _Handler, entry: Exchange, rule: Rule) -> None:
+    """RULE's status and a body of ``rule.size`` bytes made as they go out: a repeated JSON-ish filler block, so
+    the test process never holds more than one block however large the body is."""
+    entry.status = rule.status
+    _send_head(h, rule.status, [("Content-Type", "application/json"), *rule.headers.items(),
+                                ("Content-Length", str(rule.size))])  # fmt: skip
+    if h.command == "HEAD":
+        return
+    block = b'{"errors":[{"code":"FLOOD","message":"' + b"x" * (CHUNK - 64)
+    block = block.ljust(CHUNK, b"x")
+    sent = 0
+    while sent < rule.size:
+        piece = block[: rule.size - sent]
+        _write(h, entry, piece)  # raises _ClientGone once the client has closed its end
+        sent += len(piece)
 
 
 def _close_abruptly(h: _Handler, reset: bool) -> None:

@@ -10,6 +10,7 @@ across host boundaries"), which is why the retry hook checks the response's host
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import urllib.request
@@ -18,8 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.auth import AuthBase
 
+from puller.registry.transport import TOKEN_BODY_CAP, read_capped, unreachable
 from shared.errors import Kind, StrataError
 
 DEFAULT_TOKEN_LIFETIME = 60  # token.md: "if omitted, the default is 60 seconds"
@@ -82,26 +85,36 @@ class TokenCache:
                 return hit[0]
             params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
             headers = {"Authorization": credentials.basic_header()} if credentials else {}
-            try:
-                resp = session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT,
-                                   allow_redirects=False)
-            except requests.RequestException as e:
-                raise StrataError(f"cannot reach the token service {realm}: {e}", Kind.REGISTRY) from None
-            if resp.status_code != 200:
-                raise StrataError(f"token service {realm} answered {resp.status_code} for scope {scope!r}"
-                                  + (" (bad credentials?)" if resp.status_code in (401, 403) else ""),
+            try:  # streamed, so that only TOKEN_BODY_CAP bytes of whatever the service sends are ever read
+                with session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT,
+                                 allow_redirects=False, stream=True) as resp:
+                    if resp.status_code != 200:
+                        raise StrataError(f"token service {realm} answered {resp.status_code} for scope {scope!r}"
+                                          + (" (bad credentials?)" if resp.status_code in (401, 403) else ""),
+                                          Kind.REGISTRY)
+                    raw, whole = read_capped(resp.raw, TOKEN_BODY_CAP)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                raise StrataError(f"cannot reach the token service {realm}: {unreachable(e) or _one_line(e)}",
+                                  Kind.REGISTRY) from None
+            if not whole:
+                raise StrataError(f"token service {realm} sent a response over {TOKEN_BODY_CAP} bytes",
                                   Kind.REGISTRY)
             try:
-                body: dict[str, Any] = resp.json()
+                body: dict[str, Any] = json.loads(raw)
                 token = str(body.get("token") or body.get("access_token") or "")
                 lifetime = int(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, AttributeError):  # not JSON, or JSON but not an object
                 token = ""
             if not token:
                 raise StrataError(f"token service {realm} returned no token", Kind.REGISTRY)
             # refresh a little early so a token does not expire between our check and the registry's
             self._tokens[(realm, service, scope)] = (token, time.monotonic() + max(lifetime - 5, 1))
             return token
+
+
+def _one_line(e: BaseException) -> str:
+    """requests' messages nest urllib3's reprs; keep one line."""
+    return " ".join(str(e).split())
 
 
 class RegistryAuth(AuthBase):
@@ -137,7 +150,7 @@ class RegistryAuth(AuthBase):
             value = self.credentials.basic_header()
         else:
             return resp
-        resp.content  # noqa: B018 - drain so the connection can be reused
+        resp.content  # noqa: B018 - drain so the connection can be reused (BoundedAdapter: at most a cap, else hang up)
         resp.close()
         retry = resp.request.copy()
         retry.headers["Authorization"] = value

@@ -2,9 +2,12 @@
 
 distribution-spec spec.md "Pulling manifests" / "Pulling blobs". Every byte is hashed as it arrives; a blob reaches
 the store only under the digest it was verified against, whichever host served it. Failures that may pass (408,
-429, 5xx, a dropped connection) are retried a bounded number of times with backoff, honouring ``Retry-After``; a
-blob cut off mid-way resumes with ``Range`` from the registry's URL again (so an expired CDN redirect is renewed),
-accepting only a 206 whose Content-Range starts where we stopped.
+429, 5xx, a dropped connection, a body shorter than announced) are retried a bounded number of times with backoff,
+honouring ``Retry-After``; a blob cut off mid-way resumes with ``Range`` from the registry's URL again (so an
+expired CDN redirect is renewed), accepting only a 206 whose Content-Range starts where we stopped; a manifest or
+config cut off is fetched again whole (they are small). Failures that will not pass fail at once: a refused
+connection, a host name that does not exist, a redirect loop or a redirect to anything but http(s). Bodies nobody
+streams are read only up to a cap (puller/registry/transport.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import requests
 import urllib3
 
 from puller.registry.auth import Credentials, RegistryAuth, TokenCache
+from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_redirect, describe_break, unreachable
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity
 from shared.image import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, Descriptor, media_type_of
@@ -107,6 +111,17 @@ def _parse_retry_after(value: str) -> float | None:
 
 
 class _Session(requests.Session):
+    def __init__(self) -> None:
+        super().__init__()
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, BoundedAdapter())
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        """Refuse a redirect to ``file:`` and the like by name, before requests fails to find an adapter for it."""
+        target = super().get_redirect_target(resp)
+        check_redirect(resp, target)
+        return target
+
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         """requests strips Authorization on a cross-host redirect, then may add .netrc credentials for the new
         host; a registry's redirect target (a CDN, a foreign layer URL) must get no credentials at all."""
@@ -206,7 +221,21 @@ class RegistryClient:
                     self.scheme = "http"
                     continue
                 raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
+            except requests.TooManyRedirects:
+                raise StrataError(f"registry {self.host} redirected {what} more than "
+                                  f"{self._session().max_redirects} times (a redirect loop)", Kind.REGISTRY) from None
+            except UnusableRedirect as e:
+                raise StrataError(f"registry {self.host} redirected {what} to {e.target!r}, which is not an "
+                                  "http(s) URL", Kind.REGISTRY) from None
+            except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+                    requests.exceptions.InvalidURL) as e:
+                raise StrataError(f"registry {self.host} redirected {what} to an unusable URL ({e})",
+                                  Kind.REGISTRY) from None
             except _TRANSIENT as e:
+                reason = unreachable(e)
+                if reason is not None:  # the same host:port refuses (or does not exist) over HTTP as over HTTPS
+                    raise StrataError(f"cannot reach registry {self.host} for {what}: {reason}",
+                                      Kind.REGISTRY) from None
                 if self.endpoint.http_fallback and self.scheme == "https" and attempt == 0:
                     self.scheme = "http"
                     continue
@@ -257,25 +286,50 @@ class RegistryClient:
             header = resp.headers.get("Docker-Content-Digest")
         return Digest.parse(header) if header else None
 
+    def _get_document(self, path: str, repository: str, what: str, limit: int, decode_content: bool,
+                      headers: dict[str, str] | None = None,
+                      refuse_length: Callable[[int], None] = lambda length: None) -> tuple[bytes, Any]:
+        """GET a small document whole: (at most LIMIT + 1 bytes of its body, the response headers). A body that
+        breaks off, or ends before its Content-Length, is a passing failure like a dropped connection: fetched
+        again under the retry policy, so that only a complete body can fail its digest check. REFUSE_LENGTH may
+        raise on the Content-Length before anything is read."""
+        breaks = 0
+        while True:
+            resp = self._send("GET", path, repository, what, stream=True, headers=headers or {})
+            with resp:
+                if resp.status_code != 200:
+                    raise _registry_error(resp, what)
+                declared = resp.headers.get("Content-Length", "")
+                length = int(declared) if declared.isdigit() else None
+                if length is not None:
+                    refuse_length(length)
+                try:
+                    raw = resp.raw.read(limit + 1, decode_content=decode_content)
+                    cause = None
+                    if len(raw) <= limit and length is not None and resp.raw.tell() < length:
+                        cause = f"the connection closed after {resp.raw.tell()} of {length} bytes"
+                except _TRANSIENT as e:
+                    cause = describe_break(e)
+                if cause is None:
+                    return raw, resp.headers
+            breaks += 1
+            if breaks >= self.retry.attempts:
+                raise StrataError(f"download of {what} from {self.host} broke off {breaks} times: {cause}",
+                                  Kind.REGISTRY)
+            self._sleep(self.retry.delay(breaks - 1) or 0)
+
     def get_manifest(self, repository: str, reference: str, what: str) -> FetchedManifest:
         """GET a manifest or index; check its sha256 against the digest asked for and Docker-Content-Digest."""
-        resp = self._send("GET", f"{repository}/manifests/{reference}", repository, what,
-                          headers={"Accept": MANIFEST_ACCEPT}, stream=True)
-        with resp:
-            if resp.status_code != 200:
-                raise _registry_error(resp, what)
-            length = int(resp.headers.get("Content-Length") or 0)
+        def refuse(length: int) -> None:
             if length > MAX_MANIFEST_BYTES:
                 raise integrity(f"{what} is {length} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-            try:
-                raw = resp.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-            except _TRANSIENT as e:
-                raise StrataError(f"reading {what} from {self.host} failed: {type(e).__name__}",
-                                  Kind.REGISTRY) from None
-            if len(raw) > MAX_MANIFEST_BYTES:
-                raise integrity(f"{what} is over the {MAX_MANIFEST_BYTES}-byte limit")
-            content_type = resp.headers.get("Content-Type")
-            header_digest = resp.headers.get("Docker-Content-Digest")
+
+        raw, headers = self._get_document(f"{repository}/manifests/{reference}", repository, what,
+                                          MAX_MANIFEST_BYTES, True, {"Accept": MANIFEST_ACCEPT}, refuse)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise integrity(f"{what} is over the {MAX_MANIFEST_BYTES}-byte limit")
+        content_type = headers.get("Content-Type")
+        header_digest = headers.get("Docker-Content-Digest")
         if ":" in reference:  # a digest (a tag never holds a colon)
             expected = Digest.parse(reference)
         elif header_digest:
@@ -291,16 +345,8 @@ class RegistryClient:
         """A config blob: small enough to hold, verified before anything reads it."""
         if desc.size > MAX_MANIFEST_BYTES:
             raise integrity(f"{what} claims {desc.size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-        resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True)
-        with resp:
-            if resp.status_code != 200:
-                raise _registry_error(resp, what)
-            try:
-                raw = resp.raw.read(desc.size + 1, decode_content=False)
-            except _TRANSIENT as e:
-                raise StrataError(f"reading {what} from {self.host} failed: {type(e).__name__}",
-                                  Kind.REGISTRY) from None
-        desc.digest.verify_bytes(raw, what)
+        raw, _ = self._get_document(f"{repository}/blobs/{desc.digest}", repository, what, desc.size, False)
+        desc.digest.verify_bytes(raw, what)  # longer than described (LIMIT + 1 bytes) fails here too
         return raw
 
     def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
