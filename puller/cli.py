@@ -85,16 +85,24 @@ def inspect(images: list[str] = typer.Argument(..., help="References or image ID
 
 @app.command()
 def rmi(images: list[str] = typer.Argument(..., help="References or image IDs"),
-        force: bool = typer.Option(False, "--force", "-f", help="Untag even if a container uses the image")) -> None:
-    """Remove images, then every blob and layer nothing else needs (layers of containers stay)."""
+        force: bool = typer.Option(False, "--force", "-f", help="Untag even if a container uses the image, or "
+                                   "every reference to an image ID that several repositories or tags share")) -> None:
+    """Untag images, then delete what that left unreferenced (layers of containers stay); say what and how much."""
     from shared import stored
 
-    for text in images:
-        image = stored.find(state.store, text)
-        deleted = stored.remove(state.store, image.name, force)
-        print(f"Untagged: {image.name}")
-        for item in deleted:
-            print(f"Deleted: {item}")
+    reclaimed, done = 0, 0
+    try:
+        for text in images:
+            removal = stored.remove_image(state.store, text, force)
+            for name in removal.untagged:
+                print(f"Untagged: {name}")
+            for freed in removal.deleted:
+                print(f"Deleted: {freed.digest} ({freed.what}, {human_size(freed.size)})")
+            reclaimed += removal.reclaimed
+            done += 1
+    finally:  # also when a later argument fails: what the earlier ones freed is freed
+        if done:
+            print(f"Total reclaimed space: {human_size(reclaimed)}", flush=True)
 
 
 @app.command()
@@ -135,6 +143,15 @@ def logout(server: str = typer.Argument("docker.io", help="Registry host[:port]"
         print(f"Not logged in to {server}")
         return
     print(f"Removing login credentials for {credentials.server_key(server)}")
+
+
+@app.command()
+def fsck(repair: bool = typer.Option(False, "--repair", help="Remove what is broken (blobs, layers, references) "
+                                     "so that pulling again restores it")) -> int:
+    """Check the store: re-hash every blob, check every reference, layer and container; exit 1 on a problem."""
+    from puller import fsck as fsck_mod
+
+    return fsck_mod.run(state.store, repair)
 
 
 def main() -> None:

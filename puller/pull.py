@@ -25,6 +25,7 @@ from shared import stored
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity
 from shared.image import INDEX_TYPES, Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids
+from shared.layer import compress
 from shared.layer.unpack import unpack_blob
 from shared.reference import Reference
 from shared.store import LayerRecord, Store, remove_tree
@@ -84,11 +85,12 @@ def _top_digest(desc: Descriptor) -> Digest:
     return Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest)))
 
 
-def _current(store: Store, name: str, sources: Sequence[Source], ref: Reference,
-             wanted: Platform) -> stored.StoredImage | None:
+def _current(store: Store, name: str, sources: Sequence[Source], ref: Reference, wanted: Platform,
+             explicit: bool) -> stored.StoredImage | None:
     """The stored image if it is complete and still what the reference names, else None. For a tag, HEAD says
     whether it still names the same thing (HEAD is free on Docker Hub). An image resolved from an index is
-    current only for the platform it was resolved for."""
+    current only for the platform it was resolved for; a single-platform image, when ``--platform`` was given,
+    only if it is of that platform (else the pull goes on to the registry, which refuses it with the reason)."""
     desc = store.resolve(name)
     if desc is None:
         return None
@@ -98,6 +100,8 @@ def _current(store: Store, name: str, sources: Sequence[Source], ref: Reference,
         image = stored.load(store, name, desc)
         image.layer_records(store)
     except StrataError:
+        return None
+    if explicit and INDEX_DIGEST_ANNOTATION not in desc.annotations and not wanted.matches(image.config.platform):
         return None
     if ref.digest is not None:
         return image
@@ -149,7 +153,7 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
     wanted = platform or Platform.host()
     name = str(ref)
 
-    image = _current(store, name, sources, ref, wanted)
+    image = _current(store, name, sources, ref, wanted, platform is not None)
     if image is not None:
         return PullResult(ref, _top_digest(image.descriptor), image.image_id, 0, 0, True)
 
@@ -178,6 +182,8 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
     if len(config.diff_ids) != len(manifest.layers):
         raise integrity(f"{name}: the config lists {len(config.diff_ids)} layers, the manifest "
                         f"{len(manifest.layers)}")
+    if platform_of_entry is None:
+        _check_single_platform(name, config.platform, platform, progress)
     chains = chain_ids(config.diff_ids)
 
     created: list[Digest] = []
@@ -185,10 +191,10 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures: dict[int, concurrent.futures.Future[None]] = {}
         for i, desc in enumerate(manifest.layers):
-            if store.layer(chains[i]) is not None:
-                progress.layer(desc.digest, "already exists")
-            elif store.has_blob(desc.digest):
-                progress.layer(desc.digest, "downloaded")
+            # The store keeps every blob of every manifest it lists (an OCI layout peers can read), also when the
+            # layer is unpacked already from another blob of the same tar (another compression)
+            if store.has_blob(desc.digest):
+                progress.layer(desc.digest, "already exists" if store.layer(chains[i]) is not None else "downloaded")
             else:
                 progress.layer(desc.digest, "waiting")
                 futures[i] = pool.submit(_fetch_from_any, sources, store, desc, f"layer {i + 1} ({desc.digest})",
@@ -199,6 +205,9 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
                 if i in futures:
                     futures[i].result()
                 if store.layer(chain) is not None:
+                    if i in futures:  # not unpacked from it, so prove it holds that tar before keeping it
+                        _check_diff_id(store, desc, diff_id, i)
+                        progress.layer(desc.digest, "already exists")
                     continue
                 progress.layer(desc.digest, "unpacking")
                 if _unpack(store, desc, diff_id, chains[: i + 1], i):
@@ -219,6 +228,30 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
                                    platform_of_entry or config.platform, annotations))
     progress.close()
     return PullResult(ref, top.digest, manifest.config.digest, fetched_count, len(created), False)
+
+
+def _check_diff_id(store: Store, desc: Descriptor, diff_id: Digest, i: int) -> None:
+    held = compress.tar_digest(store.blob_path(desc.digest))
+    if held != diff_id:
+        store.discard(store.blob_path(desc.digest))  # a verified blob, but not of this image
+        raise integrity(f"layer {i + 1} ({desc.digest}) holds the tar {held}, the config says diff_id {diff_id}")
+
+
+def _check_single_platform(name: str, actual: Platform, asked: Platform | None, progress: Progress) -> None:
+    """A plain manifest offers one platform, its config's. Asked for another with ``--platform``, refuse (as
+    Docker's containerd image store does, in its words) before anything is stored: it is not what the user
+    asked for, and we cannot fetch what was. Without ``--platform``, pull it, as Docker does (the user named
+    this image, there is nothing else to choose), but say that the host cannot run it natively."""
+    if asked is not None:
+        if not asked.matches(actual):
+            raise StrataError(f"image with reference {name} was found but does not match the specified platform: "
+                              f"wanted {asked}, actual: {actual} (a single-platform image: no index to choose "
+                              f"from)", Kind.NOT_FOUND)
+        return
+    host = Platform.host()
+    if not host.matches(actual):
+        progress.message(f"WARNING: image {name} is {actual}, which does not match the host platform ({host}); "
+                         "it will not run here without emulation")
 
 
 def _unpack(store: Store, desc: Descriptor, diff_id: Digest, chain: list[Digest], i: int) -> bool:

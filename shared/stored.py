@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared import reference
 from shared.digest import Digest
@@ -56,6 +57,11 @@ def all_images(store: Store) -> list[StoredImage]:
 
 def find(store: Store, text: str) -> StoredImage:
     """An image by reference (normalized as Docker does) or by image ID (config digest or a prefix of it)."""
+    return _lookup(store, text)[0]
+
+
+def _lookup(store: Store, text: str) -> tuple[StoredImage, bool]:
+    """:func:`find`, and whether ``text`` named the image by ID (``rmi`` then means every reference to it)."""
     if not store.exists():
         raise not_found(f"no image {text!r}: the store at {store.root} is empty")
     name_error: StrataError | None = None
@@ -63,14 +69,14 @@ def find(store: Store, text: str) -> StoredImage:
         name = str(reference.parse(text))
         desc = store.resolve(name)
         if desc is not None:
-            return load(store, name, desc)
+            return load(store, name, desc), False
     except StrataError as e:
         name_error = e
     hex_part = text.removeprefix("sha256:")
     if re.fullmatch(r"[a-f0-9]{4,64}", hex_part):
         matches = {img.image_id: img for img in all_images(store) if img.image_id.hex.startswith(hex_part)}
         if len(matches) == 1:
-            return next(iter(matches.values()))
+            return next(iter(matches.values())), True
         if len(matches) > 1:
             raise StrataError(f"image ID prefix {text!r} is ambiguous", name_error.kind if name_error else
                               not_found("").kind)
@@ -112,25 +118,83 @@ def containers_using(store: Store) -> dict[str, set[str]]:
     return out
 
 
-def remove(store: Store, name: str, force: bool = False) -> list[str]:
-    """Untag ``name``; then delete every blob and layer no remaining image or container needs. Returns what
-    was deleted. Refused while a container uses the image, unless ``force`` (which keeps that container's layers)."""
+@dataclass(frozen=True)
+class Freed:
+    """One thing ``rmi`` deleted: a blob (by digest) or an unpacked layer (by chain ID), what it was to the
+    image, and the bytes it took (a blob's file size; a layer's uncompressed tar size, as layer.json has it)."""
+
+    digest: str
+    what: str  # "manifest", "config", "index", "layer 2 blob", "layer 2"
+    size: int
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What one ``rmi`` argument did: the references it untagged, then what that made unreferenced and so freed,
+    in the image's order (its documents, its layer blobs base first, its unpacked layers top first)."""
+
+    untagged: tuple[str, ...]
+    deleted: tuple[Freed, ...]
+
+    @property
+    def reclaimed(self) -> int:
+        return sum(f.size for f in self.deleted)
+
+
+def _repository(name: str) -> str:
+    """The repository of a normalized reference (``host[:port]/path`` without ``:tag`` or ``@digest``)."""
+    if "@" in name:
+        return name.split("@", 1)[0]
+    repo, _, tag = name.rpartition(":")
+    return name if not repo or "/" in tag else repo
+
+
+def _single_reference(names: list[str]) -> bool:
+    """Docker's isSingleReference: all in one repository, and at most one of them a tag (digest references are
+    not tags). Then removing by ID removes them all without -f."""
+    return len({_repository(n) for n in names}) == 1 and sum("@" not in n for n in names) <= 1
+
+
+def remove_image(store: Store, text: str, force: bool = False) -> Removal:
+    """``rmi TEXT``: untag the reference TEXT names, or, for an image ID, every reference to that image (refused
+    unless ``force`` when they are not one repository's single tag, as Docker refuses); then delete what that
+    made unreferenced. Garbage no image referenced before (left by earlier forced removals, failed pulls) is
+    swept too, so the store does not keep it, but it is not reported: it is not what this rmi freed.
+    Refused while a container uses the image, unless ``force`` (which keeps that container's layers)."""
+    if not store.exists():
+        raise not_found(f"no image {text!r}: the store at {store.root} is empty")
     with store.in_use(exclusive=True), store.lock():
-        desc = store.resolve(name)
-        if desc is None:
-            raise not_found(f"no image {name!r} in the store at {store.root}")
-        image = load(store, name, desc)
+        image, by_id = _lookup(store, text)
+        names = [image.name]
+        if by_id:
+            names = sorted(n for n, d in store.refs() if load(store, n, d).image_id == image.image_id)
+            if not force and not _single_reference(names):
+                short = text.removeprefix("sha256:")[:12]
+                raise StrataError(f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+                                  f"multiple repositories", Kind.STATE)
         users = [c for c, chains in containers_using(store).items() if {str(x) for x in image.chain_ids} <= chains]
         if users and not force:
-            raise StrataError(f"image {name} is in use by container {', '.join(sorted(users))}; remove it first, "
-                              "or use --force", Kind.STATE)
-        store.drop_ref(name)
-        return collect_garbage(store)
+            raise StrataError(f"image {image.name} is in use by container {', '.join(sorted(users))}; remove it "
+                              "first, or use --force", Kind.STATE)
+        images = [load(store, n, d) for n, d in store.refs() if n in names]
+        before = _garbage(store)
+        for name in names:
+            store.drop_ref(name)
+        after = _garbage(store)
+        own = _describe_freed(store, images, after - before)
+        _sweep(store, after)
+        return Removal(tuple(names), tuple(own))
 
 
-def collect_garbage(store: Store) -> list[str]:
-    """Mark what the references and containers reach, sweep the rest. The caller holds ``in_use(exclusive=True)``
-    (no pull or container creation is between committing a layer and referencing it) and the store lock."""
+def remove(store: Store, name: str, force: bool = False) -> list[str]:
+    """Untag reference ``name`` and delete what that made unreferenced; returns the digests deleted."""
+    return [f.digest for f in remove_image(store, name, force).deleted]
+
+
+def _garbage(store: Store) -> set[Path]:
+    """Mark what the references and containers reach; the blobs and layer dirs nothing reaches. The caller holds
+    ``in_use(exclusive=True)`` (no pull or container creation is between committing a layer and referencing it)
+    and the store lock."""
     keep_blobs: set[Digest] = set()
     keep_layers: set[str] = {c for chains in containers_using(store).values() for c in chains}
     for ref_name, desc in store.refs():
@@ -139,15 +203,62 @@ def collect_garbage(store: Store) -> list[str]:
         if "io.strata.index.digest" in desc.annotations:
             keep_blobs.add(Digest.parse(desc.annotations["io.strata.index.digest"]))
         keep_layers |= {str(c) for c in image.chain_ids}
-    deleted = []
-    for blob in sorted((store.blobs / "sha256").iterdir()):
-        if len(blob.name) != 64:
-            continue  # atomic_write's temp name: another process's write in flight
-        if Digest("sha256", blob.name) not in keep_blobs:
-            remove_tree(blob)
-            deleted.append(f"sha256:{blob.name}")
-    for layer in sorted(store.layers.iterdir()):
+    out: set[Path] = set()
+    for blob in (store.blobs / "sha256").iterdir():
+        if len(blob.name) == 64 and Digest("sha256", blob.name) not in keep_blobs:  # else a write in flight
+            out.add(blob)
+    for layer in store.layers.iterdir():
         if f"sha256:{layer.name}" not in keep_layers:
-            store.discard(layer)  # a layer half removed by an earlier, failed GC is garbage like any other
-            deleted.append(f"layer sha256:{layer.name}")
-    return deleted
+            out.add(layer)  # a layer half removed by an earlier, failed GC is garbage like any other
+    return out
+
+
+def _describe_freed(store: Store, images: list[StoredImage], paths: set[Path]) -> list[Freed]:
+    """The removed images' own items among ``paths``, in the images' order, with their sizes (read before the
+    sweep removes them)."""
+    out: list[Freed] = []
+    seen: set[Path] = set()
+
+    def note(path: Path, digest: Digest, what: str, size: int | None = None) -> None:
+        if path in paths and path not in seen:
+            seen.add(path)
+            if size is None:
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    size = 0
+            out.append(Freed(str(digest), what, size))
+
+    for image in images:
+        index = image.descriptor.annotations.get("io.strata.index.digest")
+        if index:
+            note(store.blob_path(Digest.parse(index)), Digest.parse(index), "index")
+        note(store.blob_path(image.descriptor.digest), image.descriptor.digest, "manifest")
+        note(store.blob_path(image.image_id), image.image_id, "config")
+        for i, desc in enumerate(image.manifest.layers):
+            note(store.blob_path(desc.digest), desc.digest, f"layer {i + 1} blob")
+    for image in images:
+        for i in reversed(range(len(image.chain_ids))):
+            chain = image.chain_ids[i]
+            try:
+                record = store.layer(chain)
+            except (OSError, ValueError, KeyError):
+                record = None
+            note(store.layer_dir(chain), chain, f"layer {i + 1}", record.size if record else 0)
+    return out
+
+
+def _sweep(store: Store, paths: set[Path]) -> None:
+    for path in sorted(paths):
+        if path.parent == store.layers:
+            store.discard(path)
+        else:
+            remove_tree(path)
+
+
+def collect_garbage(store: Store) -> list[str]:
+    """Sweep every blob and layer no reference or container reaches (see :func:`_garbage` for the locks the
+    caller holds); returns what was deleted."""
+    garbage = _garbage(store)
+    _sweep(store, garbage)
+    return [f"{'layer ' if p.parent == store.layers else ''}sha256:{p.name}" for p in sorted(garbage)]

@@ -3,7 +3,14 @@ see notes/measurements.md), zstd through zstandard, plain tar as is. Nothing is 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import zlib
+from pathlib import Path
 from typing import BinaryIO, cast
+
+from shared.digest import Digest, HashingReader
+from shared.errors import StrataError, integrity
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -37,3 +44,34 @@ def open_blob(path: str) -> BinaryIO:
     head = f.read(4)
     f.seek(0)
     return decompressed(f, sniff(head))
+
+
+def stream_errors() -> tuple[type[BaseException], ...]:
+    """What a blob whose bytes hash right, yet is no valid compressed stream, raises while read: isal and zstandard
+    have error types of their own."""
+    errors: list[type[BaseException]] = [EOFError, zlib.error]
+    with contextlib.suppress(ImportError):
+        from isal import isal_zlib
+
+        errors.append(isal_zlib.error)  # type: ignore[arg-type]  # typeshed calls it an instance
+    with contextlib.suppress(ImportError):
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    return tuple(errors)
+
+
+def tar_digest(path: Path, chunk: int = 1 << 20) -> Digest:
+    """The sha256 of the tar inside a stored blob: what its diff_id must be. Raises an integrity error when the
+    blob does not decompress."""
+    try:
+        with open_blob(os.fspath(path)) as stream:
+            reader = HashingReader(stream)
+            reader.drain(chunk)
+    except stream_errors() as e:
+        raise integrity(f"blob {path.name} does not decompress: {e}") from None
+    except OSError as e:
+        if e.errno is None:  # gzip's BadGzipFile carries no errno
+            raise integrity(f"blob {path.name} does not decompress: {e}") from None
+        raise StrataError(f"cannot read blob {path}: {e.strerror}") from None
+    return reader.digest()

@@ -1,0 +1,209 @@
+"""Regressions for issue 13: ``pull --platform`` of a single-platform image of another platform, and ``rmi``
+naming the wrong image, or reporting other images' garbage as its own.
+
+Images are the session registry's: the test image (linux/amd64, two layers), its arm64/v8 twin from the
+variants layout, the same image under two tags of one repository, and a one-layer image made of the test image's
+base layer only (so that it shares exactly that layer)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.cli import human_size
+from tests import images
+from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, one_line_error
+
+pytestmark = [needs_root, needs_tools]
+
+
+def _copy(src: str, ref: str) -> None:
+    """skopeo copy SRC to the registry as REF, digests as they are (the same image ID under every name)."""
+    images.skopeo("copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", src, f"docker://{ref}")
+
+
+def _put_blob(layout: Path, doc: dict[str, Any]) -> tuple[str, int]:
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    hex_ = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / hex_).write_bytes(data)
+    return f"sha256:{hex_}", len(data)
+
+
+def _base_only_layout(source: Path, layout: Path) -> None:
+    """A copy of the test layout whose tag "base" is an image of the test image's first layer alone."""
+    shutil.copytree(source, layout, symlinks=True)
+    desc = images.tagged(layout, image_script.TAG)
+    blobs = layout / "blobs" / "sha256"
+    manifest = json.loads((blobs / desc["digest"].split(":", 1)[1]).read_bytes())
+    config = json.loads((blobs / manifest["config"]["digest"].split(":", 1)[1]).read_bytes())
+    config["rootfs"]["diff_ids"] = config["rootfs"]["diff_ids"][:1]
+    config["history"] = [h for h in config.get("history", []) if not h.get("empty_layer")][:1]
+    digest, size = _put_blob(layout, config)
+    manifest["config"] = {**manifest["config"], "digest": digest, "size": size}
+    manifest["layers"] = manifest["layers"][:1]
+    digest, size = _put_blob(layout, manifest)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"].append({"mediaType": images.OCI_MANIFEST, "digest": digest, "size": size,
+                               "annotations": {"org.opencontainers.image.ref.name": "base"}})
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+@dataclass(frozen=True)
+class Images:
+    arm64: str  # the arm64/v8 twin, a plain manifest (no index)
+    tag_a: str  # the test image ...
+    tag_b: str  # ... under a second tag of the same repository
+    base: str  # the test image's base layer alone
+
+
+@pytest.fixture(scope="module")
+def rmi_images(registry: Registry, test_layout: Path, variants_layout: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Images:
+    out = Images(f"{registry.address}/issue13/arm64:1", f"{registry.address}/issue13/test:a",
+                 f"{registry.address}/issue13/test:b", f"{registry.address}/issue13/base:1")
+    _copy(f"oci:{variants_layout}:{images.ARM64_TAG}", out.arm64)
+    _copy(f"oci:{test_layout}:{image_script.TAG}", out.tag_a)
+    _copy(f"oci:{test_layout}:{image_script.TAG}", out.tag_b)
+    layout = tmp_path_factory.mktemp("issue13") / "layout"
+    _base_only_layout(test_layout, layout)
+    _copy(f"oci:{layout}:base", out.base)
+    return out
+
+
+def _store_is_empty(tools: Tools) -> None:
+    assert json.loads((tools.root / "index.json").read_text())["manifests"] == []
+    assert os.listdir(tools.root / "blobs/sha256") == []
+    assert os.listdir(tools.root / "layers") == []
+
+
+def _inspect(tools: Tools, ref: str) -> dict[str, Any]:
+    result = tools.puller("inspect", ref)
+    assert result.code == 0, result.err
+    described: dict[str, Any] = json.loads(result.out)[0]
+    return described
+
+
+# -- 1. --platform and single-platform images ---------------------------------------------------------------------
+
+
+def test_pull_platform_of_another_single_platform_image_is_refused(tools: Tools, test_image: str) -> None:
+    refused = tools.puller("pull", "--platform", "linux/arm64", test_image)
+    one_line_error(refused, 1, f"image with reference {test_image} was found but does not match the specified "
+                   "platform: wanted linux/arm64, actual: linux/amd64 (a single-platform image: no index to choose "
+                   "from)", tool="puller")
+    _store_is_empty(tools)  # nothing stored for it
+    # already in the store (pulled for the host): still refused, not "up to date"; what is stored stays
+    assert tools.puller("pull", test_image).code == 0
+    again = tools.puller("pull", "--platform", "linux/arm64/v8", test_image)
+    one_line_error(again, 1, "wanted linux/arm64/v8, actual: linux/amd64", tool="puller")
+    assert _inspect(tools, test_image)["Platform"] == "linux/amd64"
+    matching = tools.puller("pull", "--platform", "linux/amd64", test_image)
+    assert matching.code == 0 and "up to date" in matching.out, matching.err
+
+
+def test_pull_of_a_foreign_single_platform_image_without_platform_warns(tools: Tools, rmi_images: Images) -> None:
+    """Docker pulls it (the user named it; there is nothing to choose); we also say the host cannot run it."""
+    pulled = tools.puller("pull", rmi_images.arm64)
+    assert pulled.code == 0, pulled.err
+    assert f"WARNING: image {rmi_images.arm64} is linux/arm64/v8, which does not match the host platform " \
+           "(linux/amd64)" in pulled.out
+    assert _inspect(tools, rmi_images.arm64)["Platform"] == "linux/arm64/v8"
+    asked = tools.puller("pull", "--platform", "linux/arm64", rmi_images.arm64)  # arm64 means arm64/v8
+    assert asked.code == 0 and "up to date" in asked.out and "WARNING" not in asked.out, asked.err
+
+
+# -- 2. rmi -----------------------------------------------------------------------------------------------------
+
+
+DELETED = re.compile(r"^Deleted: (sha256:[0-9a-f]{64}) \(([^,]+), (\d+(?:\.\d)?[kMGT]?B)\)$")
+
+
+def _rmi(tools: Tools, *args: str) -> tuple[list[str], list[tuple[str, str]], str]:
+    """Run rmi; its Untagged names, its Deleted (digest, what) pairs, its total; checks the order of the lines."""
+    result = tools.puller("rmi", *args)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines and lines[-1].startswith("Total reclaimed space: "), lines
+    untagged = [line.removeprefix("Untagged: ") for line in lines if line.startswith("Untagged: ")]
+    deleted = [m.groups() for line in lines if (m := DELETED.match(line))]
+    assert all(line.startswith("Untagged: ") for line in lines[:len(untagged)])  # first what was untagged
+    assert len(untagged) + len(deleted) == len(lines) - 1, lines  # nothing else
+    return untagged, [(d, what) for d, what, _ in deleted], lines[-1].removeprefix("Total reclaimed space: ")
+
+
+def _pull(tools: Tools, *refs: str) -> None:
+    for ref in refs:
+        result = tools.puller("pull", ref)
+        assert result.code == 0, result.err
+
+
+def test_rmi_by_an_id_two_tags_share_is_refused_unless_forced(tools: Tools, rmi_images: Images) -> None:
+    _pull(tools, rmi_images.tag_a, rmi_images.tag_b, rmi_images.base)
+    image_id = _inspect(tools, rmi_images.tag_a)["Id"]
+    assert _inspect(tools, rmi_images.tag_b)["Id"] == image_id
+    short = image_id.removeprefix("sha256:")[:12]
+    refused = tools.puller("rmi", short)
+    one_line_error(refused, 1, f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+                   "multiple repositories", tool="puller")
+    assert refused.out == ""
+    assert _inspect(tools, rmi_images.tag_a)["Id"] == _inspect(tools, rmi_images.tag_b)["Id"] == image_id
+    untagged, deleted, total = _rmi(tools, "-f", short)
+    assert untagged == sorted([rmi_images.tag_a, rmi_images.tag_b])
+    assert (image_id, "config") in deleted
+    assert total != "0B"
+    assert tools.puller("inspect", rmi_images.tag_a).code != 0
+    assert tools.puller("inspect", rmi_images.tag_b).code != 0
+    assert tools.puller("inspect", rmi_images.base).code == 0
+
+
+def test_rmi_of_one_tag_of_two_only_untags(tools: Tools, rmi_images: Images) -> None:
+    _pull(tools, rmi_images.tag_a, rmi_images.tag_b)
+    blobs, layers = set(os.listdir(tools.root / "blobs/sha256")), set(os.listdir(tools.root / "layers"))
+    assert _rmi(tools, rmi_images.tag_a) == ([rmi_images.tag_a], [], "0B")
+    assert set(os.listdir(tools.root / "blobs/sha256")) == blobs
+    assert set(os.listdir(tools.root / "layers")) == layers
+    assert _inspect(tools, rmi_images.tag_b)["Name"] == rmi_images.tag_b
+
+
+def _make_foreign_garbage(tools: Tools, rich_image: str) -> set[str]:
+    """Garbage that is not any later rmi's: the rich image's layers, kept by a container through a forced rmi,
+    then left unreferenced when the container goes. Returns their chain IDs."""
+    _pull(tools, rich_image)
+    chains = {layer["ChainID"] for layer in _inspect(tools, rich_image)["Layers"]}
+    assert tools.runner("run", "--name", "keeper", rich_image, "true").code == 0
+    assert tools.puller("rmi", "--force", rich_image).code == 0
+    assert tools.runner("rm", "keeper").code == 0
+    assert {f"sha256:{d}" for d in os.listdir(tools.root / "layers")} >= chains
+    return chains
+
+
+def test_rmi_of_the_last_tag_reports_exactly_what_it_freed(tools: Tools, rmi_images: Images,
+                                                           rich_image: str) -> None:
+    foreign = _make_foreign_garbage(tools, rich_image)
+    _pull(tools, rmi_images.tag_a, rmi_images.tag_b, rmi_images.base)
+    image = _inspect(tools, rmi_images.tag_a)
+    base = _inspect(tools, rmi_images.base)
+    assert not foreign & {layer["ChainID"] for layer in image["Layers"]}
+    shared = base["Layers"][0]
+    assert (shared["Digest"], shared["ChainID"]) == (image["Layers"][0]["Digest"], image["Layers"][0]["ChainID"])
+    top = image["Layers"][1]
+
+    assert _rmi(tools, rmi_images.tag_b) == ([rmi_images.tag_b], [], "0B")
+    untagged, deleted, total = _rmi(tools, rmi_images.tag_a)
+    assert untagged == [rmi_images.tag_a]
+    assert deleted == [(image["ManifestDigest"], "manifest"), (image["Id"], "config"),
+                       (top["Digest"], "layer 2 blob"), (top["ChainID"], "layer 2")]
+    manifest_size = len(images.inspect_raw(rmi_images.tag_a))
+    config_size = len(images.inspect_raw(rmi_images.tag_a, config=True))
+    assert total == human_size(manifest_size + config_size + top["Size"] + top["UncompressedSize"])
+    # the shared base layer stays for the other image; the foreign garbage was swept, not reported
+    assert os.listdir(tools.root / "layers") == [shared["ChainID"].removeprefix("sha256:")]
+    assert _inspect(tools, rmi_images.base)["Layers"][0]["ChainID"] == shared["ChainID"]
