@@ -38,6 +38,34 @@ def load_script(name: str) -> ModuleType:
 registry_script = load_script("registry")
 image_script = load_script("build-test-image")
 
+# -- No silent skips: a full run in which a test could not run fails, naming each and why ------------------------
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append(f"{report.nodeid}: {reason.removeprefix('Skipped: ')}")
+
+
+def _asked_for_a_subset(config: pytest.Config) -> bool:
+    """-k, -m or test paths given (scripts/test passes its arguments on), or STRATA_ALLOW_SKIPS=1."""
+    return bool(config.option.keyword or config.option.markexpr or config.args != config.getini("testpaths")
+                or os.environ.get("STRATA_ALLOW_SKIPS"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SKIPPED and not _asked_for_a_subset(session.config) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"no silent skips: {len(_SKIPPED)} test(s) could not run (as root, after "
+                                "scripts/setup, none may skip):", red=True)
+            for line in _SKIPPED:
+                reporter.write_line(f"  {line}", red=True)
+
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod 0/0, trusted xattrs, namespaces)")
 needs_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("docker-registry", "umoci", "skopeo")),
                                  reason="needs docker-registry, umoci and skopeo (scripts/test installs them)")
