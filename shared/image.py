@@ -98,6 +98,8 @@ class Descriptor:
     def from_json(cls, obj: Any, what: str) -> Descriptor:
         if not isinstance(obj, dict):
             raise integrity(f"malformed {what}: descriptor is not an object")
+        if not isinstance(obj.get("digest"), str):
+            raise integrity(f"malformed {what}: bad descriptor (its digest is not a string)")
         try:
             digest = Digest.parse(obj["digest"])
             size = obj["size"]
@@ -105,14 +107,18 @@ class Descriptor:
             plat = obj.get("platform")
         except (KeyError, StrataError) as e:
             raise integrity(f"malformed {what}: bad descriptor ({e})") from None
-        if not isinstance(size, int) or size < 0 or not isinstance(media_type, str):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(media_type, str):
             raise integrity(f"malformed {what}: bad descriptor size or mediaType")
+        annotations = obj.get("annotations") or {}
+        urls = obj.get("urls") or []
+        if not (isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
+                and isinstance(urls, list) and all(isinstance(u, str) for u in urls)):
+            raise integrity(f"malformed {what}: bad descriptor annotations or urls")
         platform = None
         if isinstance(plat, dict) and "os" in plat and "architecture" in plat:
-            platform = Platform(str(plat["os"]), str(plat["architecture"]), plat.get("variant") or None)
-        annotations = obj.get("annotations") or {}
-        urls = tuple(obj.get("urls") or ())
-        return cls(media_type, digest, size, platform, dict(annotations), urls)
+            variant = plat.get("variant")
+            platform = Platform(str(plat["os"]), str(plat["architecture"]), str(variant) if variant else None)
+        return cls(media_type, digest, size, platform, dict(annotations), tuple(urls))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
@@ -248,14 +254,16 @@ class ImageConfig:
 
         def strings(key: str) -> tuple[str, ...]:
             value = cfg.get(key) or ()
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise integrity(f"malformed {what}: config.{key} is not a list of strings")
             return tuple(value)
 
+        variant, created = doc.get("variant"), doc.get("created")
         plat = Platform(str(doc.get("os", "linux")), str(doc.get("architecture", "")),
-                        doc.get("variant") or None)
+                        str(variant) if variant else None)
         return cls(diff_ids, plat, strings("Env"), strings("Entrypoint"), strings("Cmd"),
-                   str(cfg.get("WorkingDir") or ""), str(cfg.get("User") or ""), doc.get("created"), doc)
+                   str(cfg.get("WorkingDir") or ""), str(cfg.get("User") or ""),
+                   created if isinstance(created, str) else None, doc)
 
 
 def chain_ids(diff_ids: Sequence[Digest]) -> list[Digest]:
