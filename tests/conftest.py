@@ -31,6 +31,7 @@ def load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_loader(loader.name, loader)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[loader.name] = module  # dataclasses look their module up while the class is made
     loader.exec_module(module)
     return module
 
