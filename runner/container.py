@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store, read_json, remove_tree, write_json
+from shared.store import Store, read_json, write_json
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's restrictedNamePattern
 
@@ -181,7 +181,7 @@ class Container:
         if group.exists():
             cgroups.kill_all(group)
             group.remove()
-        remove_tree(self.dir)
+        self.store.discard(self.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container
 
 
 @dataclass(frozen=True)

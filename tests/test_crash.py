@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 from tests.conftest import ROOT, Tools, needs_root, needs_tools
 
@@ -52,3 +53,29 @@ def test_pull_killed_at_every_step(tools: Tools, rich_image: str) -> None:
         assert checked.code == 0 and "litter" not in checked.out.lower(), checked.out
         ran = store.runner("run", "--rm", rich_image, "true")
         assert ran.code == 0, ran.err
+
+
+def test_rm_killed_midway(tools: Tools, test_image: str, no_leaks: None) -> None:
+    """A container is there whole or gone: rm killed at any moment leaves no half container (one rename out of
+    containers/, then removal in tmp/), and rm again (or nothing left to do) ends with fsck clean."""
+    assert tools.puller("pull", "--quiet", test_image).code == 0
+    delays = (0.02, 0.1, 0.25, 0.5)
+    fill = "i=0; while [ $i -lt 3000 ]; do mkdir d$i && echo x > d$i/f; i=$((i+1)); done"
+    for n, _ in enumerate(delays):
+        made = tools.runner("run", "--name", f"big{n}", "-w", "/data", test_image, "sh", "-c", fill)
+        assert made.code == 0, made.err
+    for n, delay in enumerate(delays):
+        proc = subprocess.Popen([sys.executable, "-m", "runner", "--root", str(tools.root), "rm", f"big{n}"],
+                                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)  # a crash point, not a measurement
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        for d in (tools.root / "containers").iterdir():
+            assert (d / "config.json").is_file(), f"half a container left after a kill at {delay} s: {d}"
+        if f"big{n}" in tools.runner("ps", "-a").out:
+            again = tools.runner("rm", f"big{n}")
+            assert again.code == 0, again.err
+        checked = tools.puller("fsck")
+        assert checked.code == 0, checked.out + checked.err
+    assert not list((tools.root / "containers").iterdir())
