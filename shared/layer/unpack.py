@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import math
 import os
+import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Self
 
 if TYPE_CHECKING:  # tarfile and zlib cost the runner's start-up; only unpacking needs them
     import tarfile
@@ -51,6 +54,15 @@ CHUNK = 1 << 20
 # (412 MB bench image on tmpfs: 69 MB/s with 1 MiB, 92 MB/s with 64 KiB, 91 MB/s with tarfile's own 10 KiB).
 TAR_BUFFER = 1 << 16
 XATTR_PAX_PREFIX = "SCHILY.xattr."
+# uid_t and gid_t are 32 bits; (uid_t)-1 means "leave unchanged" to chown(2), so it cannot be an owner.
+ID_MAX = (1 << 32) - 2
+# The seconds of an mtime must fit time_t (64 bits), which os.utime converts them to.
+TIME_MIN, TIME_MAX = -(1 << 63) + 1, (1 << 63) - 2
+NAME_MAX = 255  # bytes in one path component, on every Linux file system a diff dir may live on
+# Linux encodes a device number in 12 bits of major and 20 of minor (new_encode_dev); more does not fit mknod(2).
+DEV_MAJOR_MAX, DEV_MINOR_MAX = (1 << 12) - 1, (1 << 20) - 1
+_PAX_UINT = re.compile(r"[0-9]{1,20}")
+_PAX_TIME = re.compile(r"(-?)([0-9]{1,20})(?:\.([0-9]*))?")
 
 
 @dataclass(frozen=True)
@@ -144,15 +156,80 @@ class Lowers:
 
 
 def mtime_ns(member: tarfile.TarInfo) -> int:
-    """The entry's mtime in ns, exact: tarfile parses a PAX ``mtime`` into a float, which loses microseconds."""
+    """The entry's mtime in ns, exact: tarfile parses a PAX ``mtime`` into a float, which loses microseconds.
+    A PAX mtime that is no decimal number is refused by :func:`check_member` before this is asked."""
     text = member.pax_headers.get("mtime")
     if text:
-        sec, _, frac = text.partition(".")
-        with contextlib.suppress(ValueError):
-            ns = int(sec) * 1_000_000_000
-            fraction = int((frac + "000000000")[:9]) if frac else 0
-            return ns - fraction if sec.startswith("-") else ns + fraction
+        match = _PAX_TIME.fullmatch(text)
+        if match is not None:
+            sign, sec, frac = match.groups()
+            ns = int(sec) * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
+            return -ns if sign else ns
     return int(member.mtime) * 1_000_000_000
+
+
+def _show(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message: repr escapes newlines, and a 1 MB PAX path is cut short."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}..."
+
+
+def check_member(member: tarfile.TarInfo) -> None:
+    """Refuse, naming the member, what the syscalls cannot take or would take to mean something else.
+
+    tarfile parses headers leniently: a PAX number that is no number becomes 0, a base-256 header field may be
+    negative or far beyond 32 or 64 bits, a PAX path may hold a NUL byte. Passed on, these would end in
+    ValueError or OverflowError from os (a traceback), or worse quietly: chown(2) takes uid -1 as "unchanged",
+    and a C string ends at the NUL, so other readers of the tar would see another path than we do.
+    """
+    name = _show(member.name)
+    for what, path in (("path", member.name), ("link target", member.linkname)):
+        if "\0" in path:
+            raise hostile(f"refusing entry {name}: its {what} contains a NUL byte")
+    if member.issym() and not member.linkname:
+        raise integrity(f"symlink {name} has an empty target")  # symlink(2): ENOENT, "No such file or directory"
+    if any(len(os.fsencode(part)) > NAME_MAX for part in member.name.split("/")):
+        raise integrity(f"entry {name} has a path component longer than {NAME_MAX} bytes")
+    pax = member.pax_headers
+    for key in ("uid", "gid", "size"):
+        text = pax.get(key)
+        if text is not None and _PAX_UINT.fullmatch(text) is None:
+            raise integrity(f"invalid PAX {key} {_show(text)} for entry {name}: not a decimal number")
+    text = pax.get("mtime")
+    if text is not None and _PAX_TIME.fullmatch(text) is None:
+        raise integrity(f"invalid PAX mtime {_show(text)} for entry {name}: not a decimal number")
+    for key, value in (("uid", member.uid), ("gid", member.gid)):
+        if not 0 <= value <= ID_MAX:
+            raise integrity(f"invalid {key} {value} for entry {name}: out of range")
+    if member.size < 0:
+        raise integrity(f"invalid size {member.size} for entry {name}")
+    # tarfile applies the PAX records of a header that follows another one to the member, then keeps only the
+    # first header's records in pax_headers: its float mtime (nan, inf) may stand without a text to check.
+    if not math.isfinite(member.mtime) or not TIME_MIN <= mtime_ns(member) // 1_000_000_000 <= TIME_MAX:
+        raise integrity(f"invalid mtime {_show(pax.get('mtime', str(member.mtime)))} for entry {name}: "
+                        "out of range")
+    if (member.ischr() or member.isblk()) and not (0 <= member.devmajor <= DEV_MAJOR_MAX
+                                                   and 0 <= member.devminor <= DEV_MINOR_MAX):
+        raise integrity(f"invalid device number {member.devmajor},{member.devminor} for entry {name}")
+    for key in pax:
+        if key.startswith(XATTR_PAX_PREFIX) and (key == XATTR_PAX_PREFIX or "\0" in key):
+            raise integrity(f"invalid xattr name {_show(key[len(XATTR_PAX_PREFIX):])} for entry {name}")
+
+
+# What setxattr(2) answers for a name or value no file system takes: a namespace that does not exist (EOPNOTSUPP),
+# a name over 255 bytes (ERANGE), a value over 64 KiB (E2BIG), a security.* value the kernel cannot parse (EINVAL).
+_BAD_XATTR = (errno.EOPNOTSUPP, errno.ERANGE, errno.E2BIG, errno.EINVAL)
+
+
+@contextlib.contextmanager
+def _xattr_refused(member: tarfile.TarInfo, xname: str) -> Iterator[None]:
+    """The layer's xattr cannot be set, said as the layer's fault and naming the entry (not "cannot unpack:
+    Operation not supported: /proc/self/fd/8/x")."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _BAD_XATTR:
+            raise
+        raise integrity(f"cannot set xattr {_show(xname)} of entry {_show(member.name)}: {e.strerror}") from None
 
 
 def _xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
@@ -292,7 +369,9 @@ class DiffWriter:
             self._hardlink(fd, name, member)
         elif member.ischr() or member.isblk() or member.isfifo():
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
-            os.mknod(name, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=fd)
+            # A fifo's device fields mean nothing (and may hold anything): check_member checks only devices'.
+            dev = 0 if kind == stat.S_IFIFO else os.makedev(member.devmajor, member.devminor)
+            os.mknod(name, kind | 0o600, dev, dir_fd=fd)
             self._metadata_at(fd, name, member, symlink=False)
         else:
             raise integrity(f"unsupported tar entry type {member.type!r} for {member.name!r}")
@@ -306,6 +385,8 @@ class DiffWriter:
             remove_at(fd, name) if stat.S_ISDIR(st.st_mode) else os.unlink(name, dir_fd=fd)
 
     def _regular(self, dir_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        import tarfile
+
         src = tar.extractfile(member)
         assert src is not None
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
@@ -313,7 +394,10 @@ class DiffWriter:
         try:
             remaining = member.size
             while remaining > 0:
-                chunk = src.read(min(CHUNK, remaining))
+                try:
+                    chunk = src.read(min(CHUNK, remaining))
+                except tarfile.ReadError:  # tarfile's "unexpected end of data"
+                    chunk = b""
                 if not chunk:
                     raise integrity(f"layer tar is truncated inside {member.name!r}")
                 view = memoryview(chunk)
@@ -385,7 +469,8 @@ class DiffWriter:
         os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
         for xname, value in _xattrs_of(member).items():
-            os.setxattr(fd, self.fmt.escape_xattr(xname), value)
+            with _xattr_refused(member, xname):
+                os.setxattr(fd, self.fmt.escape_xattr(xname), value)
         mtime = mtime_ns(member)
         os.utime(fd, ns=(mtime, mtime))
 
@@ -393,7 +478,8 @@ class DiffWriter:
         os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
         for xname, value in _xattrs_of(member).items():
-            os.setxattr(fd, self.fmt.escape_xattr(xname), value)
+            with _xattr_refused(member, xname):
+                os.setxattr(fd, self.fmt.escape_xattr(xname), value)
         self.dir_mtimes[key] = mtime_ns(member)
 
     def _metadata_at(self, dir_fd: int, name: str, member: tarfile.TarInfo, symlink: bool) -> None:
@@ -402,7 +488,9 @@ class DiffWriter:
             os.chmod(name, member.mode & 0o7777, dir_fd=dir_fd)
         for xname, value in _xattrs_of(member).items():
             try:
-                os.setxattr(proc_path(dir_fd, name), self.fmt.escape_xattr(xname), value, follow_symlinks=False)
+                with _xattr_refused(member, xname):
+                    os.setxattr(proc_path(dir_fd, name), self.fmt.escape_xattr(xname), value,
+                                follow_symlinks=False)
             except OSError as e:
                 # Linux allows no user.* xattrs on symlinks or devices; GNU tar warns and goes on, so do we.
                 if not (e.errno == errno.EPERM and xname.startswith("user.")):
@@ -424,16 +512,86 @@ class DiffWriter:
         self._drop_cache()
 
 
-def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
-    """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first)."""
+@functools.cache
+def _strict_header() -> type[tarfile.TarInfo]:
+    """A TarInfo whose headers refuse to end the archive quietly. tarfile takes a header block cut short, or one
+    that fails its checksum, anywhere but at offset 0 for the end of the archive, and stops there: a tar cut in
+    the middle of a header, or followed by garbage, would unpack as if complete. GNU tar and Go's archive/tar
+    (umoci, podman, Docker) refuse both, and so do we. Made on first use: tarfile costs the runner's start-up."""
     import tarfile
 
+    # Not in typeshed's tarfile, but in tarfile since Python 3.2.
+    truncated: type[Exception] = vars(tarfile)["TruncatedHeaderError"]
+    invalid: type[Exception] = vars(tarfile)["InvalidHeaderError"]
+
+    class StrictHeader(tarfile.TarInfo):
+        @classmethod
+        def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
+            start = tar.fileobj.tell()
+            try:
+                return super().fromtarfile(tar)
+            except truncated:
+                raise integrity(f"layer tar is truncated inside the header at byte {start}") from None
+            except invalid as e:
+                raise integrity(f"layer tar has an invalid header at byte {start}: {e}") from None
+
+    return StrictHeader
+
+
+def _ends_in_padding(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> bool:
+    """True when the stream ended after the last member's data, inside the zeros that pad it to 512 bytes.
+
+    ``umoci insert`` (0.4.7) writes such tars: the last member's data, then nothing, neither the padding nor the
+    two zero blocks. Go's archive/tar, and so umoci and podman, take that as the end of the archive; tarfile says
+    "unexpected end of data" when it looks for the padding's last byte. The data itself must be complete: the
+    check is on where the stream ended, between the end of the data and the next header's offset.
+    """
+    if last is None:
+        return False
+    data_end = last.offset_data + (last.size if tar.offset > last.offset_data else 0)
+    return data_end <= int(tar.fileobj.tell()) < tar.offset
+
+
+@contextlib.contextmanager
+def _parsing() -> Iterator[None]:
+    """tarfile's parsers of GNU sparse and PAX records raise ValueError (``int('')``) on garbage."""
+    try:
+        yield
+    except (ValueError, OverflowError) as e:
+        raise integrity(f"layer tar has a malformed header: {e}") from None
+
+
+def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
+    """The tar in ``stream`` as a stream (no seeking back), its first header already parsed, as tarfile does."""
+    import tarfile
+
+    with _parsing():
+        return tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER, tarinfo=_strict_header())
+
+
+def _next_member(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> tarfile.TarInfo | None:
+    """The member after ``last``, or None at the end of the archive (also when the final padding is missing)."""
+    import tarfile
+
+    try:
+        with _parsing():
+            return tar.next()
+    except tarfile.ReadError:
+        if _ends_in_padding(tar, last):
+            return None
+        raise
+
+
+def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
+    """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first)."""
     low = Lowers(lowers, fmt)
     ex = DiffWriter(dest, low, fmt)
     try:
         ex.init_root()
-        with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=TAR_BUFFER) as tar:
-            for member in tar:
+        with _open_tar(tar_stream) as tar:
+            member = None
+            while (member := _next_member(tar, member)) is not None:
+                check_member(member)
                 ex.entry(member, tar)
         ex.finish()
     finally:
