@@ -50,7 +50,7 @@ from shared.image import (
     media_type_of,
 )
 from shared.layer import compress
-from shared.store import REF_NAME_ANNOTATION, LayerRecord, Store, read_json, remove_tree, write_json
+from shared.store import REF_NAME_ANNOTATION, LayerRecord, Store, pid_alive, read_json, remove_tree, write_json
 
 CHUNK = 1 << 20
 # pull's annotation on a reference resolved from an index (puller/pull.py INDEX_DIGEST_ANNOTATION); spelled here
@@ -406,19 +406,9 @@ def check_containers(store: Store, report: Report, records: dict[str, LayerRecor
                 report.problem(f"container {name}: layer sha256:{chain} {why}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _dead(pid: str) -> bool:
     """Is ``pid`` (text from a temp name) a process that is gone? Not a pid at all: not ours to call litter."""
-    return pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+    return pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
 
 
 def check_tmp(store: Store, report: Report) -> None:

@@ -84,7 +84,8 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -195,7 +196,7 @@ class Store:
             return
         for entry in self.tmp.iterdir():
             pid_text = entry.name.split(".", 1)[0]
-            if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and not pid_alive(int(pid_text)):
                 # litter that cannot go (a mount point in it) stays litter: it must not fail the pull that sweeps
                 with contextlib.suppress(StrataError):
                     remove_tree(entry)
