@@ -186,11 +186,6 @@ def remove_image(store: Store, text: str, force: bool = False) -> Removal:
         return Removal(tuple(names), tuple(own))
 
 
-def remove(store: Store, name: str, force: bool = False) -> list[str]:
-    """Untag reference ``name`` and delete what that made unreferenced; returns the digests deleted."""
-    return [f.digest for f in remove_image(store, name, force).deleted]
-
-
 def _garbage(store: Store) -> set[Path]:
     """Mark what the references and containers reach; the blobs and layer dirs nothing reaches. The caller holds
     ``in_use(exclusive=True)`` (no pull or container creation is between committing a layer and referencing it)
@@ -254,11 +249,3 @@ def _sweep(store: Store, paths: set[Path]) -> None:
             store.discard(path)
         else:
             remove_tree(path)
-
-
-def collect_garbage(store: Store) -> list[str]:
-    """Sweep every blob and layer no reference or container reaches (see :func:`_garbage` for the locks the
-    caller holds); returns what was deleted."""
-    garbage = _garbage(store)
-    _sweep(store, garbage)
-    return [f"{'layer ' if p.parent == store.layers else ''}sha256:{p.name}" for p in sorted(garbage)]

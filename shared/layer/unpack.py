@@ -600,19 +600,10 @@ def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: 
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
+    """A stream that does not decompress (compress.stream_errors), or a tar that tarfile cannot parse."""
     import tarfile
-    import zlib
 
-    errors: list[type[BaseException]] = [tarfile.TarError, EOFError, zlib.error, UnicodeError]
-    with contextlib.suppress(ImportError):
-        from isal import isal_zlib
-
-        errors.append(isal_zlib.error)  # type: ignore[arg-type]
-    with contextlib.suppress(ImportError):
-        import zstandard
-
-        errors.append(zstandard.ZstdError)
-    return tuple(errors)
+    return (*compress.stream_errors(), tarfile.TarError, UnicodeError)
 
 
 def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
