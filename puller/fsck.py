@@ -51,11 +51,9 @@ from shared.image import (
 )
 from shared.layer import compress
 from shared.store import REF_NAME_ANNOTATION, LayerRecord, Store, pid_alive, read_json, remove_tree, write_json
+from shared.stored import INDEX_DIGEST_ANNOTATION
 
 CHUNK = 1 << 20
-# pull's annotation on a reference resolved from an index (puller/pull.py INDEX_DIGEST_ANNOTATION); spelled here
-# so that fsck does not import the pull machinery (requests and all) to read one string.
-INDEX_DIGEST_ANNOTATION = "io.strata.index.digest"
 
 
 @dataclass

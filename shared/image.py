@@ -178,7 +178,9 @@ class Manifest:
     layers: tuple[Descriptor, ...]
 
     @classmethod
-    def parse(cls, raw: bytes, media_type: str, what: str = "manifest") -> Manifest:
+    def parse(cls, raw: bytes, media_type: str, what: str = "manifest", strict_layers: bool = True) -> Manifest:
+        """``strict_layers``: refuse layers we cannot unpack (anything but tar changesets). Off when a manifest is
+        only moved, not unpacked (an attestation, an artifact): its blobs are copied by digest whatever they are."""
         doc = _load(raw, what)
         if media_type not in MANIFEST_TYPES:
             raise integrity(f"{what}: expected an image manifest, got {media_type}")
@@ -188,7 +190,7 @@ class Manifest:
         config = Descriptor.from_json(doc.get("config"), what)
         parsed = tuple(Descriptor.from_json(x, what) for x in layers)
         for layer in parsed:
-            if layer.media_type not in LAYER_TYPES:
+            if strict_layers and layer.media_type not in LAYER_TYPES:
                 raise StrataError(f"{what}: layer {layer.digest} has unsupported media type "
                                   f"{layer.media_type!r}", Kind.UNSUPPORTED)
         return cls(media_type, config, parsed)

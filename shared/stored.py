@@ -16,6 +16,10 @@ from shared.errors import Kind, StrataError, integrity, not_found
 from shared.image import Descriptor, ImageConfig, Manifest, chain_ids
 from shared.store import LayerRecord, Store, read_json, remove_tree
 
+# On a reference resolved from an index: the index's digest, what the user sees as the image's digest (the index
+# blob is kept with the image).
+INDEX_DIGEST_ANNOTATION = "io.strata.index.digest"
+
 
 @dataclass(frozen=True)
 class StoredImage:
@@ -88,7 +92,7 @@ def _lookup(store: Store, text: str) -> tuple[StoredImage, bool]:
 def describe(store: Store, image: StoredImage) -> dict[str, object]:
     """What ``inspect`` shows: both hashes of every layer, sizes, the platform and the image's run config."""
     records = image.layer_records(store)
-    index_digest = image.descriptor.annotations.get("io.strata.index.digest")
+    index_digest = image.descriptor.annotations.get(INDEX_DIGEST_ANNOTATION)
     return {
         "Name": image.name,
         "Id": str(image.image_id),
@@ -195,8 +199,8 @@ def _garbage(store: Store) -> set[Path]:
     for ref_name, desc in store.refs():
         image = load(store, ref_name, desc)
         keep_blobs |= {desc.digest, image.manifest.config.digest, *(d.digest for d in image.manifest.layers)}
-        if "io.strata.index.digest" in desc.annotations:
-            keep_blobs.add(Digest.parse(desc.annotations["io.strata.index.digest"]))
+        if INDEX_DIGEST_ANNOTATION in desc.annotations:
+            keep_blobs.add(Digest.parse(desc.annotations[INDEX_DIGEST_ANNOTATION]))
         keep_layers |= {str(c) for c in image.chain_ids}
     out: set[Path] = set()
     for blob in (store.blobs / "sha256").iterdir():
@@ -225,7 +229,7 @@ def _describe_freed(store: Store, images: list[StoredImage], paths: set[Path]) -
             out.append(Freed(str(digest), what, size))
 
     for image in images:
-        index = image.descriptor.annotations.get("io.strata.index.digest")
+        index = image.descriptor.annotations.get(INDEX_DIGEST_ANNOTATION)
         if index:
             note(store.blob_path(Digest.parse(index)), Digest.parse(index), "index")
         note(store.blob_path(image.descriptor.digest), image.descriptor.digest, "manifest")

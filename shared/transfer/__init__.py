@@ -1,0 +1,1 @@
+"""Moving images between places: the image value, sources, sinks and copy (see model.py)."""
