@@ -154,5 +154,12 @@ def fsck(repair: bool = typer.Option(False, "--repair", help="Remove what is bro
     return fsck_mod.run(state.store, repair)
 
 
+# Verbs that move images, one file each under puller/verbs/ (each adds its commands to the app):
+# verb: push
+# verb: save-load
+# verb: copy
+# verb: artifact
+
+
 def main() -> None:
     run_main("puller", lambda: run_typer(app), lambda kind: 2 if kind is Kind.USAGE else 1)

@@ -171,6 +171,9 @@ def prune() -> None:
             print(c.id)
 
 
+# verb: commit
+
+
 def _ago(when: float) -> str:
     seconds = int(time.time() - when)
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
