@@ -62,6 +62,7 @@ class Report:
 
     problems: list[str] = field(default_factory=list)
     litter: list[Path] = field(default_factory=list)
+    partials: list[Path] = field(default_factory=list)  # interrupted downloads kept to resume: not problems
     # what --repair would remove, and why it must go
     bad_blobs: set[Digest] = field(default_factory=set)  # corrupt (hash mismatch) or unreadable
     bad_layers: set[str] = field(default_factory=set)  # dir names under layers/ that are broken
@@ -416,6 +417,7 @@ def check_tmp(store: Store, report: Report) -> None:
     for entry in sorted(store.tmp.iterdir()):
         if _dead(entry.name.split(".", 1)[0]):
             report.litter.append(entry)
+    report.partials.extend(store.partials())
 
 
 # -- the whole check, and repair ----------------------------------------------------------------------------------
@@ -518,6 +520,13 @@ def _depth(parents: dict[str, str], chain: str) -> int:
     return depth
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def run(store: Store, do_repair: bool) -> int:
     """The command: print problems (and litter), repair if asked, a summary line; 0 when nothing is left."""
     if not store.exists():
@@ -528,7 +537,13 @@ def run(store: Store, do_repair: bool) -> int:
             print(line)
         for path in report.litter:
             print(f"litter: {path.relative_to(store.root)} (its process is gone)")
+        for path in report.partials:
+            print(f"partial: {path.relative_to(store.root)} ({_size(path)} bytes of an interrupted download, which "
+                  f"the next pull resumes{'; removed' if do_repair else ''})")
         left = len(report.problems)
+        if do_repair:
+            for path in report.partials:
+                path.unlink(missing_ok=True)
         if do_repair and (report.problems or report.litter):
             plan = plan_repair(report)
             for line in repair(store, report, plan):

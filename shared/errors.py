@@ -36,6 +36,14 @@ class StrataError(Exception):
         return str(self)
 
 
+class Cancelled(StrataError):
+    """Work stopped because it was asked to (Ctrl-C, or another part of the same job failed), not because
+    anything was wrong with it: what it did so far may be kept (a download, to resume)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, Kind.SYSTEM)
+
+
 def usage(message: str) -> StrataError:
     return StrataError(message, Kind.USAGE)
 

@@ -8,6 +8,7 @@ Layout under the root (see README, "Store layout")::
     layers/CHAINHEX/           one unpacked layer on its parents: diff/ (an overlay lower dir), layer.json
     containers/ID/             one container: config.json, state.json, init/, upper/, work/, merged/, etc files
     tmp/PID.RANDOM.*           work in progress; renamed into place only when verified, swept when PID is gone
+    partial/ALG/HEX            a blob download that was interrupted, resumed by the next pull (flock'd by its writer)
     cache/seccomp/KEY.bpf      seccomp filters compiled by the runner, keyed by what they were made from (any may go)
     lock                       flock(2) guarding index.json and names
     gc.lock                    flock(2): shared while a pull or a container creation runs, exclusive for GC
@@ -228,6 +229,42 @@ class Store:
 
     def has_blob(self, digest: Digest) -> bool:
         return self.blob_path(digest).is_file()
+
+    @contextlib.contextmanager
+    def partial(self, digest: Digest) -> Iterator[Path]:
+        """The one download in progress of blob DIGEST, kept across processes: ``partial/ALG/HEX``, held under an
+        exclusive flock(2) so that two pulls of one blob never write it at once (the second waits, then finds the
+        blob in place). The file stays when a download is interrupted (killed, Ctrl-C, the network gone), so the
+        next pull resumes from where it stopped; the digest is checked over the whole file in the end, so
+        resuming can only cost a retry, never admit wrong bytes. The caller removes it on any other failure."""
+        path = self.partial_path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    same = False  # committed or removed while we waited: take a fresh one
+                if same:
+                    try:
+                        yield path
+                    finally:
+                        with contextlib.suppress(FileNotFoundError):  # nothing to resume from: no litter
+                            if os.stat(path, follow_symlinks=False).st_size == 0:
+                                os.unlink(path)
+                    return
+            finally:
+                os.close(fd)
+
+    def partial_path(self, digest: Digest) -> Path:
+        return self.root / "partial" / digest.algorithm / digest.hex
+
+    def partials(self) -> list[Path]:
+        """Downloads kept for resuming (``fsck`` lists them)."""
+        folder = self.root / "partial"
+        return sorted(p for d in folder.iterdir() if d.is_dir() for p in d.iterdir()) if folder.is_dir() else []
 
     def commit_blob(self, tmp: Path, digest: Digest) -> Path:
         """Move a verified temp file into the CAS. The caller has checked its digest while writing it."""

@@ -12,7 +12,10 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, Tools, needs_root, needs_tools
+from tests.conftest import ROOT, Tools, needs_root, needs_tools, wait_until
+from tests.faults import FaultProxy, stall
+from tests.images import Variant
+from tests.test_pull_faults import image_through
 
 pytestmark = [needs_root, needs_tools]
 
@@ -79,3 +82,37 @@ def test_rm_killed_midway(tools: Tools, test_image: str, no_leaks: None) -> None
         checked = tools.puller("fsck")
         assert checked.code == 0, checked.out + checked.err
     assert not list((tools.root / "containers").iterdir())
+
+
+def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_proxy: FaultProxy,
+                                                          gzip_variant: Variant) -> None:  # fmt: skip
+    """A pull killed in the middle of a blob leaves its bytes in partial/ (fsck names them, not as a problem);
+    the next pull asks the registry only for the rest (Range from where the first stopped) and verifies the whole."""
+    layer = gzip_variant.image().layers[-1]
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=60, method="GET"))
+    ref = image_through(fault_proxy, gzip_variant)
+    partial = tools.root / "partial" / "sha256" / layer.split(":")[1]
+    proc = subprocess.Popen(pull_argv(tools, ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_until(lambda: any(e.bytes_sent > 0 and e.fault == "stall"
+                               for e in fault_proxy.requests(f"/blobs/{layer}", method="GET"))
+                   and partial.exists() and partial.stat().st_size > 0, "the first half of the blob")
+        time.sleep(0.5)  # (what the proxy sent is in the file once the client has written it)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    kept = partial.stat().st_size
+    assert kept > 0
+    checked = tools.puller("fsck")
+    assert checked.code == 0, checked.out
+    assert f"partial: partial/sha256/{layer.split(':')[1]} ({kept} bytes" in checked.out
+
+    fault_proxy.clear()
+    again = tools.puller("pull", ref)
+    assert again.code == 0, again.err
+    second = fault_proxy.requests(f"/blobs/{layer}", method="GET")[-1]
+    assert second.range == f"bytes={kept}-" and second.status == 206
+    assert not partial.exists()
+    assert tools.puller("fsck").code == 0
+    assert tools.runner("run", "--rm", ref, "true").code == 0

@@ -127,7 +127,8 @@ def test_a_tag_that_looks_like_a_digest(tools: Tools, gzip_variant: Variant, tes
 
 
 def test_ctrl_c_mid_pull_loses_nothing(tools: Tools, fault_proxy: FaultProxy, gzip_variant: Variant) -> None:
-    """SIGINT while a blob is half downloaded: one line, exit 130, no reference, no layer, no temp file left."""
+    """SIGINT while a blob is half downloaded: one line, exit 130, no reference, no layer, no temp file left; what
+    came of the blob is kept in partial/ for the next pull to resume (test_crash.py resumes one)."""
     import os
     import signal
     import subprocess
@@ -144,7 +145,8 @@ def test_ctrl_c_mid_pull_loses_nothing(tools: Tools, fault_proxy: FaultProxy, gz
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: any(r.bytes_sent for r in fault_proxy.requests(f"/blobs/{layer}")), "half a blob sent")
-        wait_until(lambda: any((tools.root / "tmp").iterdir()), "a temp file for the blob")
+        partial = tools.root / "partial/sha256" / layer.split(":")[1]
+        wait_until(lambda: partial.exists() and partial.stat().st_size > 0, "the blob's first bytes on disk")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -154,3 +156,5 @@ def test_ctrl_c_mid_pull_loses_nothing(tools: Tools, fault_proxy: FaultProxy, gz
     assert proc.returncode == 130 and err == "puller: interrupted\n"
     assert_nothing_stored(tools)
     assert not (tools.root / "blobs/sha256" / layer.split(":")[1]).exists()
+    assert not any((tools.root / "tmp").iterdir())
+    assert partial.stat().st_size > 0  # kept: the next pull resumes it

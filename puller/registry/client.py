@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -30,7 +31,7 @@ import urllib3
 from puller.registry.auth import Credentials, RegistryAuth, TokenCache
 from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_redirect, describe_break, unreachable
 from shared.digest import Digest
-from shared.errors import Kind, StrataError, integrity
+from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, Descriptor, media_type_of
 
 # Sent as one header so no server falls back to schema1 conversion or to picking linux/amd64 from a list for us
@@ -189,8 +190,11 @@ class RegistryClient:
             self._local.session = session
         return session
 
-    def _auth(self, repository: str | None) -> RegistryAuth:
-        scope = f"repository:{repository}:pull" if repository else ""
+    def _auth(self, repository: str | None, scope: str | None = None) -> RegistryAuth:
+        """SCOPE: the token scope(s) the request needs, space-separated (a push needs ``pull,push``, a mount also
+        the source's ``pull``); by default ``pull`` on REPOSITORY, which is all a pull needs."""
+        if scope is None:
+            scope = f"repository:{repository}:pull" if repository else ""
         return RegistryAuth(self._session(), self.host, scope, self.tokens, self.credentials)
 
     def abort(self) -> None:
@@ -206,18 +210,26 @@ class RegistryClient:
 
     def _sleep(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
-            raise StrataError("cancelled", Kind.SYSTEM)
+            raise Cancelled("cancelled")
 
-    def _send(self, method: str, path: str, repository: str | None, what: str, **kwargs: Any) -> requests.Response:
-        """One request with auth, bounded retries of transient failures, and the insecure HTTP fallback."""
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
+    def _send(self, method: str, path: str, repository: str | None, what: str, *, scope: str | None = None,
+              attempts: int | None = None, **kwargs: Any) -> requests.Response:
+        """One request with auth, bounded retries of transient failures, and the insecure HTTP fallback.
+
+        PATH is under ``/v2/``, or an absolute URL (an upload's Location), which gets credentials only when it is
+        on this registry's host. SCOPE: see :meth:`_auth`. ATTEMPTS (default the retry policy's): 1 for a request
+        whose body must not be sent blindly again (an upload chunk: its caller asks the registry what it kept)."""
+        absolute = "://" in path
+        auth = self._auth(repository, scope) if not absolute or urlsplit(path).netloc == self.host else None
+        attempts = attempts or self.retry.attempts
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
             try:
                 # verify per request: requests lets $REQUESTS_CA_BUNDLE override Session.verify=False
-                resp = self._session().request(method, self.base + path, auth=self._auth(repository),
+                resp = self._session().request(method, path if absolute else self.base + path, auth=auth,
                                                timeout=TIMEOUT, verify=self.endpoint.verify_tls, **kwargs)
             except requests.exceptions.SSLError as e:
-                if self.endpoint.http_fallback and self.scheme == "https":
+                if self.endpoint.http_fallback and self.scheme == "https" and not absolute:
                     self.scheme = "http"
                     continue
                 raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
@@ -236,12 +248,12 @@ class RegistryClient:
                 if reason is not None:  # the same host:port refuses (or does not exist) over HTTP as over HTTPS
                     raise StrataError(f"cannot reach registry {self.host} for {what}: {reason}",
                                       Kind.REGISTRY) from None
-                if self.endpoint.http_fallback and self.scheme == "https" and attempt == 0:
+                if self.endpoint.http_fallback and self.scheme == "https" and attempt == 0 and not absolute:
                     self.scheme = "http"
                     continue
                 if last:
                     raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__} after "
-                                      f"{self.retry.attempts} attempts", Kind.REGISTRY) from None
+                                      f"{attempts} attempts", Kind.REGISTRY) from None
                 self._sleep(self.retry.delay(attempt) or 0)
                 continue
             self._note_rate_limit(resp)
@@ -351,14 +363,20 @@ class RegistryClient:
 
     def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
                    progress: Progress = lambda n: None) -> None:
-        """Stream a blob into the new file ``dest`` while hashing, resuming where a connection broke; raise
-        (leaving ``dest`` to the caller) unless both its size and its digest match the descriptor."""
+        """Stream a blob into ``dest`` while hashing, resuming where a connection broke, and where an earlier
+        download into ``dest`` stopped (its bytes are hashed first); raise (leaving ``dest`` to the caller) unless
+        both its size and its digest match the descriptor."""
         hasher = desc.digest.hasher()
         received = 0
         breaks = 0
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            while True:
+            received = _hash_prefix(fd, hasher, desc.size)
+            if received:
+                progress(received)
+            while not (received and received == desc.size):  # (all there already: a download killed at the end)
+                if self.cancel.is_set():  # (an aborted read may look like a short body: not a reason to retry)
+                    raise Cancelled(f"download of {what} cancelled")
                 headers = {"Range": f"bytes={received}-"} if received else {}
                 resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
                                   headers=headers)
@@ -379,9 +397,11 @@ class RegistryClient:
                     elif not received and resp.status_code != 200:
                         raise _registry_error(resp, what)
                     try:
-                        for chunk in resp.raw.stream(CHUNK, decode_content=False):
+                        # read1: what has arrived, at once (read(CHUNK) would wait for a whole MiB), so that a
+                        # download killed or stalled midway keeps every byte it got, for the next pull to resume
+                        while chunk := resp.raw.read1(CHUNK, decode_content=False):
                             if self.cancel.is_set():
-                                raise StrataError(f"download of {what} cancelled", Kind.SYSTEM)
+                                raise Cancelled(f"download of {what} cancelled")
                             hasher.update(chunk)
                             received += len(chunk)
                             if received > desc.size:
@@ -398,6 +418,8 @@ class RegistryClient:
                         continue
                 if received >= desc.size:
                     break
+                if self.cancel.is_set():
+                    raise Cancelled(f"download of {what} cancelled")
                 breaks += 1  # a body shorter than announced, without an error: resume as well
                 if breaks >= self.retry.attempts:
                     break
@@ -411,6 +433,25 @@ class RegistryClient:
         actual = Digest(desc.digest.algorithm, hasher.hexdigest())
         if actual != desc.digest:
             raise integrity(f"digest mismatch for {what}: expected {desc.digest}, got {actual}")
+
+
+def _hash_prefix(fd: int, hasher: Any, limit: int) -> int:
+    """Feed what ``fd`` holds already (an interrupted download) to HASHER; leave the offset at its end. More than
+    LIMIT bytes cannot be a prefix of the blob: start over."""
+    size = os.fstat(fd).st_size
+    if size > limit:
+        os.ftruncate(fd, 0)
+        return 0
+    os.lseek(fd, 0, os.SEEK_SET)
+    done = 0
+    while done < size:
+        block = os.read(fd, min(CHUNK, size - done))
+        if not block:
+            break
+        hasher.update(block)
+        done += len(block)
+    os.lseek(fd, done, os.SEEK_SET)
+    return done
 
 
 def _resumes_at(resp: requests.Response, offset: int) -> bool:

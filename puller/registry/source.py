@@ -7,7 +7,6 @@ way whichever host answered, so a mirror can make a pull fail, never make it wro
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TypeVar
 from puller.registry.client import Endpoint, FetchedManifest, RegistryClient, RetryPolicy
 from puller.settings import Settings
 from shared.digest import Digest
-from shared.errors import Kind, StrataError, integrity
+from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor
 from shared.reference import Reference
 from shared.transfer.model import Document, ProgressFn
@@ -57,6 +56,8 @@ def _document(fetched: FetchedManifest) -> Document:
 class RegistrySource:
     """``docker://REF``: a reference at a registry, through its mirrors."""
 
+    resumes = True  # blob(): a scratch holding an interrupted download's first bytes is continued with Range
+
     def __init__(self, ref: Reference, places: Sequence[Place]) -> None:
         self.ref = ref
         self.places = list(places)
@@ -77,6 +78,8 @@ class RegistrySource:
             try:
                 result = fetch(place)
             except StrataError as e:
+                if isinstance(e, Cancelled) or (place is self.places[-1] and not errors):
+                    raise
                 if e.kind is Kind.INTEGRITY or place is self.places[-1]:
                     raise StrataError(f"{e}" + (f" (mirrors: {'; '.join(errors)})" if errors else ""),
                                       e.kind) from None
@@ -120,9 +123,7 @@ class RegistrySource:
     def blob(self, desc: Descriptor, scratch: Path, progress: ProgressFn) -> Path:
         what = f"blob {desc.digest} of {self.ref}"
 
-        def fetch(place: Place) -> Path:
-            with contextlib.suppress(FileNotFoundError):
-                scratch.unlink()  # what a failed place left
+        def fetch(place: Place) -> Path:  # what a failed place left is a prefix of the same blob: kept
             progress(desc, "downloading", 0)
             place.client.fetch_blob(place.repository, desc, scratch, what,
                                     lambda n: progress(desc, "downloading", n))

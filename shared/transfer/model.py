@@ -170,7 +170,9 @@ class Source(Protocol):
 
     def blob(self, desc: Descriptor, scratch: Path, progress: ProgressFn) -> Path:
         """A file holding the blob, its size and digest verified: the source's own file when it has one it can
-        vouch for, else ``scratch`` (a fresh path on the sink's side, which the caller removes afterwards)."""
+        vouch for, else ``scratch`` (a fresh path on the sink's side, which the caller removes afterwards). A
+        source with ``resumes = True`` may be handed a scratch holding the first bytes of an interrupted earlier
+        download of the same blob, and continues from there."""
         ...
 
 
@@ -291,10 +293,22 @@ def _cancel(source: Source) -> None:
 
 
 def _move_blob(source: Source, sink: Sink, desc: Descriptor, progress: ProgressFn, data: bytes | None = None) -> bool:
-    """One blob from source to sink, unless the sink has it; DATA: its bytes, when they were read already."""
+    """One blob from source to sink, unless the sink has it; DATA: its bytes, when they were read already.
+
+    A source that can resume (a registry) and a sink that keeps partial downloads (the store) meet in the sink's
+    ``partial(desc)``: one file per blob, locked, that an interrupted download leaves for the next to resume."""
     if sink.has_blob(desc):
         progress(desc, "already exists", desc.size)
         return False
+    partial = getattr(sink, "partial", None)
+    if data is None and partial is not None and getattr(source, "resumes", False):
+        with partial(desc) as path:
+            if sink.has_blob(desc):  # another process fetched it while we waited for its lock
+                progress(desc, "already exists", desc.size)
+                return False
+            sink.put_blob(desc, source.blob(desc, path, progress), progress)
+        progress(desc, "done", desc.size)
+        return True
     scratch = sink.scratch()
     try:
         if data is not None:

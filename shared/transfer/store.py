@@ -9,12 +9,14 @@ dirs are shared by chain ID, blobs are per digest: the same tar in another compr
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from shared import stored
 from shared.digest import Digest
-from shared.errors import integrity
+from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor, chain_ids
 from shared.layer import compress
 from shared.layer.unpack import unpack_blob
@@ -72,8 +74,21 @@ class StoreSink:
     def has_blob(self, desc: Descriptor) -> bool:
         return self.store.has_blob(desc.digest)
 
+    @contextlib.contextmanager
+    def partial(self, desc: Descriptor) -> Iterator[Path]:
+        """Where a resumable source downloads DESC: kept when the download is interrupted (Ctrl-C, a kill, the
+        registry gone) for the next pull to resume; removed on any other failure (a digest mismatch, a full disk:
+        nothing partial is kept that could not help)."""
+        with self.store.partial(desc.digest) as path:
+            try:
+                yield path
+            except (StrataError, OSError) as e:
+                if not isinstance(e, Cancelled) and not (isinstance(e, StrataError) and e.kind is Kind.REGISTRY):
+                    path.unlink(missing_ok=True)
+                raise
+
     def put_blob(self, desc: Descriptor, path: Path, progress: ProgressFn) -> None:
-        if path.parent == self.store.tmp:
+        if path.parent == self.store.tmp or path == self.store.partial_path(desc.digest):
             self.store.commit_blob(path, desc.digest)  # our own scratch file: one rename
         else:
             tmp = self.scratch()
