@@ -70,10 +70,14 @@ def _lookup(store: Store, text: str) -> tuple[StoredImage, bool]:
         raise not_found(f"no image {text!r}: the store at {store.root} is empty")
     name_error: StrataError | None = None
     try:
-        name = str(reference.parse(text))
-        desc = store.resolve(name)
+        ref = reference.parse(text)
+        desc = store.resolve(str(ref))
         if desc is not None:
-            return load(store, name, desc), False
+            return load(store, str(ref), desc), False
+        if ref.digest is not None:
+            found = _by_digest(store, ref.repository, ref.digest)
+            if found is not None:
+                return found, False
     except StrataError as e:
         name_error = e
     hex_part = text.removeprefix("sha256:")
@@ -87,6 +91,30 @@ def _lookup(store: Store, text: str) -> tuple[StoredImage, bool]:
     if name_error is not None:
         raise name_error
     raise not_found(f"no image {text!r} in the store at {store.root} (pull it first)")
+
+
+def _digest_reference(text: str) -> reference.Reference | None:
+    try:
+        ref = reference.parse(text)
+    except StrataError:
+        return None
+    return ref if ref.digest is not None else None
+
+
+def _index_digest(desc: Descriptor) -> Digest | None:
+    text = desc.annotations.get(INDEX_DIGEST_ANNOTATION)
+    return Digest.parse(text) if text else None
+
+
+def _by_digest(store: Store, repository: str, digest: Digest) -> StoredImage | None:
+    """``NAME@sha256:...``: the image stored under any reference of NAME's repository whose manifest, or the index
+    it was pulled from, has that digest (what ``pull`` printed as the image's digest), as Docker resolves it."""
+    for name, desc in store.refs():
+        if _repository(name) != repository:
+            continue
+        if digest in (desc.digest, _index_digest(desc)):
+            return load(store, name, desc)
+    return None
 
 
 def describe(store: Store, image: StoredImage) -> dict[str, object]:
@@ -170,6 +198,10 @@ def remove_image(store: Store, text: str, force: bool = False) -> Removal:
     with store.in_use(exclusive=True), store.lock():
         image, by_id = _lookup(store, text)
         names = [image.name]
+        digest_ref = _digest_reference(text)
+        if digest_ref is not None and image.name != str(digest_ref):  # found by digest under its tags: untag those
+            names = sorted(n for n, d in store.refs() if _repository(n) == digest_ref.repository
+                           and digest_ref.digest in (d.digest, _index_digest(d)))
         if by_id:
             names = sorted(n for n, d in store.refs() if load(store, n, d).image_id == image.image_id)
             if not force and not _single_reference(names):
