@@ -337,3 +337,15 @@ def test_names_the_kernel_refuses_are_integrity_errors(tmp_path: Path, entry: by
     with pytest.raises(StrataError, match=message) as info:
         unpack(tmp_path, entry + END)
     assert info.value.kind is Kind.INTEGRITY
+
+
+@pytest.mark.parametrize("kind", [b"2", b"1"], ids=["symlink", "hardlink"])
+def test_link_target_longer_than_the_kernel_takes_is_the_layers_fault(tmp_path: Path, kind: bytes) -> None:
+    """symlink(2) fails with ENAMETOOLONG: that was a SYSTEM error (as if the host were at fault); it is the
+    layer's, named as such, before anything is created."""
+    target = b"t/" * 2100
+    tar = member(b"a", b"A") + member(b"link", records={b"linkpath": target}, kind=kind) + END
+    with pytest.raises(StrataError, match=r"link target of 4200 bytes, over Linux's 4095") as info:
+        unpack(tmp_path, tar)
+    assert info.value.kind is Kind.INTEGRITY and "\n" not in str(info.value)
+    assert not (tmp_path / "dest" / "link").exists()

@@ -59,6 +59,7 @@ ID_MAX = (1 << 32) - 2
 # The seconds of an mtime must fit time_t (64 bits), which os.utime converts them to.
 TIME_MIN, TIME_MAX = -(1 << 63) + 1, (1 << 63) - 2
 NAME_MAX = 255  # bytes in one path component, on every Linux file system a diff dir may live on
+PATH_MAX = 4096  # bytes in a path passed to the kernel, its NUL included (linux/limits.h): a link target's bound
 # Linux encodes a device number in 12 bits of major and 20 of minor (new_encode_dev); more does not fit mknod(2).
 DEV_MAJOR_MAX, DEV_MINOR_MAX = (1 << 12) - 1, (1 << 20) - 1
 _PAX_UINT = re.compile(r"[0-9]{1,20}")
@@ -187,6 +188,10 @@ def check_member(member: tarfile.TarInfo) -> None:
             raise hostile(f"refusing entry {name}: its {what} contains a NUL byte")
     if member.issym() and not member.linkname:
         raise integrity(f"symlink {name} has an empty target")  # symlink(2): ENOENT, "No such file or directory"
+    if (member.issym() or member.islnk()) and len(os.fsencode(member.linkname)) >= PATH_MAX:
+        # symlink(2) and link(2) would fail with ENAMETOOLONG: the layer's fault, not the host's
+        raise integrity(f"entry {name} has a link target of {len(os.fsencode(member.linkname))} bytes, over "
+                        f"Linux's {PATH_MAX - 1}")
     if any(len(os.fsencode(part)) > NAME_MAX for part in member.name.split("/")):
         raise integrity(f"entry {name} has a path component longer than {NAME_MAX} bytes")
     pax = member.pax_headers
