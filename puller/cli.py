@@ -156,9 +156,15 @@ def fsck(repair: bool = typer.Option(False, "--repair", help="Remove what is bro
 
 # Verbs that move images, one file each under puller/verbs/ (each adds its commands to the app):
 # verb: push
-# verb: save-load
-# verb: copy
-# verb: artifact
+from puller.verbs import save_load  # noqa: E402 - after the app and its store option
+
+save_load.register(app, state)
+from puller.verbs import copy as _copy  # noqa: E402
+
+_copy.register(app, state)
+from puller.verbs import artifact  # noqa: E402 - after the app and its store option
+
+artifact.register(app, state)
 
 
 def main() -> None:

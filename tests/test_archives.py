@@ -1,0 +1,427 @@
+"""``puller save`` / ``puller load`` and the layout and archive places under them (shared/transfer/layout.py,
+archive.py), checked against skopeo as the peer: what we save, skopeo reads with the same config and layer
+digests; what skopeo writes (docker-archive, oci-archive), we load and run; a save loaded into a fresh store is
+the same image (ID and manifest digest); a hostile archive is one line of error and leaves the store as it was."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools, one_line_error
+
+pytestmark = [needs_root, needs_tools]
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def skopeo(*args: str | Path) -> str:
+    proc = subprocess.run(["skopeo", *map(str, args)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def puller_io(tools: Tools, *args: str, stdin: Path | None = None, stdout: Path | None = None) -> Result:
+    """The puller CLI with binary stdin/stdout files (an archive piped in or out)."""
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    with open(stdin or os.devnull, "rb") as fin, open(stdout or os.devnull, "wb") as fout:
+        proc = subprocess.run([sys.executable, "-m", "puller", "--root", str(tools.root), *args], stdin=fin,
+                              stdout=fout, stderr=subprocess.PIPE, text=False, timeout=120, cwd=ROOT, env=env)
+    return Result(proc.returncode, "", proc.stderr.decode())
+
+
+def inspect(tools: Tools, ref: str) -> dict[str, object]:
+    result = tools.puller("inspect", ref)
+    assert result.code == 0, result.err
+    described: dict[str, object] = json.loads(result.out)[0]
+    return described
+
+
+def diff_ids(described: dict[str, object]) -> list[str]:
+    layers = described["Layers"]
+    assert isinstance(layers, list)
+    return [x["DiffID"] for x in layers]
+
+
+def assert_fsck_clean(tools: Tools) -> None:
+    result = tools.puller("fsck")
+    assert result.code == 0 and result.err == "", (result.out, result.err)
+
+
+def runs(tools: Tools, image: str) -> None:
+    result = tools.runner("run", "--rm", image, "cat", "/etc/layer1.txt", "/etc/layer2.txt")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == ["from layer 1", "from layer 2"]
+
+
+def member_json(archive: Path, name: str) -> Any:
+    with tarfile.open(archive) as tf:
+        f = tf.extractfile(name)
+        assert f is not None
+        return json.loads(f.read())
+
+
+def manifest_digest(raw: str) -> str:
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+@pytest.fixture
+def pulled(tools: Tools, test_image: str) -> str:
+    result = tools.puller("pull", "--quiet", test_image)
+    assert result.code == 0, result.err
+    return test_image
+
+
+@pytest.fixture(scope="session")
+def skopeo_archives(tmp_path_factory: pytest.TempPathFactory, test_layout: Path) -> dict[str, Path]:
+    """The test image as skopeo writes it: docker-archive (legacy form: HEX.tar layers, ID/layer.tar symlinks,
+    no registry manifest) and oci-archive (gzip layers), named example.com/strata/NAME:1."""
+    out = tmp_path_factory.mktemp("skopeo-archives")
+    archives = {"docker-archive": out / "docker.tar", "oci-archive": out / "oci.tar"}
+    for transport, path in archives.items():
+        name = "da" if transport == "docker-archive" else "oa"
+        skopeo("copy", "--quiet", f"oci:{test_layout}:test", f"{transport}:{path}:example.com/strata/{name}:1")
+    return archives
+
+
+# -- save: skopeo reads what we write ---------------------------------------------------------------------------
+
+
+def test_save_is_read_by_skopeo_with_the_same_digests(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    archive = tmp_path / "saved.tar"
+    result = tools.puller("save", "-o", str(archive), pulled)
+    assert result.code == 0 and result.out == "", result.err
+    ours = inspect(tools, pulled)
+
+    raw = json.loads(skopeo("inspect", "--raw", f"docker-archive:{archive}:{pulled}"))
+    assert raw["config"]["digest"] == ours["Id"]
+    assert [x["digest"] for x in raw["layers"]] == diff_ids(ours)  # skopeo names docker-archive layers by diff_id
+    described = json.loads(skopeo("inspect", f"docker-archive:{archive}"))
+    assert described["Layers"] == diff_ids(ours)
+
+    layout = tmp_path / "layout"
+    skopeo("copy", "--quiet", "--preserve-digests", f"docker-archive:{archive}", f"oci:{layout}:copied")
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    manifest = json.loads((layout / "blobs/sha256" / entry["digest"].split(":")[1]).read_bytes())
+    assert manifest["config"]["digest"] == ours["Id"]
+    assert [x["digest"] for x in manifest["layers"]] == diff_ids(ours)
+    for layer in manifest["layers"]:  # and the bytes are those tars
+        data = (layout / "blobs/sha256" / layer["digest"].split(":")[1]).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer["digest"]
+
+    with tarfile.open(archive) as tf:
+        assert {"manifest.json", "repositories", "index.json", "oci-layout"} <= set(tf.getnames())
+    (item,) = member_json(archive, "manifest.json")
+    assert item["RepoTags"] == [pulled] and item["Config"] == f"blobs/sha256/{str(ours['Id']).split(':')[1]}"
+
+
+def test_save_to_stdout_is_the_same_archive_and_refuses_a_terminal(tools: Tools, pulled: str,
+                                                                     tmp_path: Path) -> None:
+    assert tools.puller("save", "-o", str(tmp_path / "a.tar"), pulled).code == 0
+    piped = puller_io(tools, "save", pulled, stdout=tmp_path / "b.tar")
+    assert piped.code == 0, piped.err
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()  # deterministic
+
+    leader, follower = os.openpty()
+    try:
+        env = {**os.environ, "STRATA_CONFIG": str(tools.settings)}
+        proc = subprocess.run([sys.executable, "-m", "puller", "--root", str(tools.root), "save", pulled],
+                              stdout=follower, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, timeout=60)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    one_line_error(Result(proc.returncode, "", proc.stderr), 2, "cowardly refusing to save to a terminal",
+                   tool="puller")
+
+
+def test_failed_save_leaves_nothing_at_the_destination(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    dest = tmp_path / "out.tar"
+    result = tools.puller("save", "-o", str(dest), pulled, "no/such:image")
+    one_line_error(result, 1, "no/such:image", tool="puller")
+    assert list(tmp_path.glob("out.tar*")) == []
+    assert list((tools.root / "tmp").iterdir()) == []
+
+
+# -- load: what skopeo writes, and layouts ----------------------------------------------------------------------
+
+
+def test_skopeo_docker_archive_loads_and_runs(tools: Tools, skopeo_archives: dict[str, Path]) -> None:
+    archive = skopeo_archives["docker-archive"]
+    result = tools.puller("load", "-i", str(archive))
+    assert result.code == 0, result.err
+    assert result.out == "Loaded image: example.com/strata/da:1\n"
+    # no registry manifest in a legacy docker-archive: ours is skopeo's, byte for byte
+    ours = inspect(tools, "example.com/strata/da:1")
+    assert ours["ManifestDigest"] == manifest_digest(skopeo("inspect", "--raw", f"docker-archive:{archive}"))
+    runs(tools, "example.com/strata/da:1")
+    assert_fsck_clean(tools)
+
+
+def test_skopeo_oci_archive_loads_from_stdin_and_runs(tools: Tools, skopeo_archives: dict[str, Path],
+                                                      test_layout: Path) -> None:
+    result = puller_io(tools, "load", stdin=skopeo_archives["oci-archive"])
+    assert result.code == 0, result.err
+    ours = inspect(tools, "example.com/strata/oa:1")
+    assert ours["ManifestDigest"] == manifest_digest(skopeo("inspect", "--raw", f"oci:{test_layout}:test"))
+    runs(tools, "example.com/strata/oa:1")
+    assert list((tools.root / "tmp").iterdir()) == []  # the spooled copy of stdin is gone
+    assert_fsck_clean(tools)
+
+
+def test_docker_archive_layers_through_links_and_compressed(tools: Tools, skopeo_archives: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """Docker 1.10-24's form: manifest.json Layers are ``ID/layer.tar``, which may be a link to another member
+    (followed inside the archive, never on disk), and a layer may be compressed."""
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(skopeo_archives["docker-archive"]) as tf:
+        for m in tf.getmembers():
+            f = tf.extractfile(m) if m.isfile() else None
+            members.append((m, f.read() if f else None))
+    files = {m.name: data for m, data in members}
+    (entry,) = json.loads(files["manifest.json"] or b"")
+    link = next(m.name for m, _ in members if m.issym() and m.linkname == f"../{entry['Layers'][0]}")
+    entry["Layers"] = [link, "legacy2/layer.tar"]
+    entry["RepoTags"] = ["legacy:1"]
+    gz = gzip.compress(files[json.loads(files["manifest.json"] or b"")[0]["Layers"][1]] or b"")
+    members = [(m, d) for m, d in members if m.name != "manifest.json"]
+    members += [(_file("legacy2/layer.tar"), gz), (_file("manifest.json"), json.dumps([entry]).encode())]
+    archive = _tar(tmp_path / "legacy.tar", members)
+    result = tools.puller("load", "-i", str(archive))
+    assert result.code == 0, result.err
+    assert result.out == "Loaded image: docker.io/library/legacy:1\n"
+    layers = inspect(tools, "legacy:1")["Layers"]
+    assert isinstance(layers, list)
+    assert layers[1]["Digest"] == "sha256:" + hashlib.sha256(gz).hexdigest()  # the blob as it is in the archive
+    runs(tools, "legacy:1")
+    assert_fsck_clean(tools)
+
+
+def test_oci_layout_dir_loads_names_and_unnamed(tools: Tools, test_layout: Path, tmp_path: Path) -> None:
+    result = tools.puller("load", "-i", str(test_layout))
+    assert result.code == 0, result.err
+    assert result.out == "Loaded image: docker.io/library/test:latest\n"  # ref.name "test", normalized as Docker
+    runs(tools, "test")
+
+    unnamed = tmp_path / "unnamed"
+    shutil.copytree(test_layout, unnamed)
+    index = json.loads((unnamed / "index.json").read_text())
+    for entry in index["manifests"]:
+        entry.pop("annotations", None)
+    (unnamed / "index.json").write_text(json.dumps(index))
+    result = tools.puller("load", "-i", str(unnamed))
+    assert result.code == 0, result.err
+    image_id = str(inspect(tools, "test")["Id"])
+    assert result.out == f"Loaded image ID: {image_id}\n"
+    runs(tools, image_id.split(":")[1][:12])  # kept as localhost/unnamed@DIGEST, run by its ID
+    assert_fsck_clean(tools)
+
+
+def test_save_then_load_into_a_fresh_store_is_the_same_image(tools: Tools, pulled: str, rich_image: str,
+                                                             tmp_path: Path) -> None:
+    assert tools.puller("pull", "--quiet", rich_image).code == 0
+    archive = tmp_path / "two.tar"
+    result = tools.puller("save", "-o", str(archive), pulled, rich_image)
+    assert result.code == 0, result.err
+    before = {ref: inspect(tools, ref) for ref in (pulled, rich_image)}
+
+    fresh = Tools(tmp_path / "fresh", tools.docker_config, tools.settings)
+    loaded = fresh.puller("load", "-i", str(archive))
+    assert loaded.code == 0, loaded.err
+    assert loaded.out.splitlines() == [f"Loaded image: {pulled}", f"Loaded image: {rich_image}"]
+    for ref, was in before.items():
+        now = inspect(fresh, ref)
+        assert (now["Id"], now["ManifestDigest"], now["Layers"]) == (was["Id"], was["ManifestDigest"], was["Layers"])
+    runs(fresh, pulled)
+    assert_fsck_clean(fresh)
+
+    # a compressed archive, as `docker save | gzip` makes, loads the same (stdin is spooled, then decompressed)
+    gz = tmp_path / "two.tar.gz"
+    subprocess.run(f"gzip -c {archive} > {gz}", shell=True, check=True)
+    again = Tools(tmp_path / "again", tools.docker_config, tools.settings)
+    assert puller_io(again, "load", stdin=gz).code == 0
+    assert inspect(again, rich_image)["ManifestDigest"] == before[rich_image]["ManifestDigest"]
+
+
+def test_one_image_under_two_names_and_by_id(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    image_id = str(inspect(tools, pulled)["Id"])
+    archive = tmp_path / "ids.tar"
+    # the same image named twice is one manifest.json entry with both tags; by ID it has no name (as Docker)
+    assert tools.puller("save", "-o", str(archive), pulled, pulled, image_id[7:19]).code == 0
+    (item,) = member_json(archive, "manifest.json")
+    assert item["RepoTags"] == [pulled]
+    raw = json.loads(skopeo("inspect", "--raw", f"docker-archive:{archive}"))
+    assert raw["config"]["digest"] == image_id
+    index = member_json(archive, "index.json")
+    assert [m.get("annotations", {}) for m in index["manifests"]] == [
+        {"io.containerd.image.name": pulled, REF_NAME: "1"}, {}]  # Docker's annotations; the unnamed one bare
+
+
+def test_layout_and_oci_archive_sinks_are_read_by_skopeo(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    """The classes ``puller copy`` builds on: store -> oci:DIR:REF and store -> oci-archive:FILE:REF."""
+    from shared import stored
+    from shared.store import Store
+    from shared.transfer.archive import OciArchiveSink, OciArchiveSource
+    from shared.transfer.layout import LayoutSink, LayoutSource, names_in
+    from shared.transfer.model import copy, resolve
+    from shared.transfer.store import StoreSource
+
+    store = Store(tools.root)
+    source = StoreSource(store, stored.find(store, pulled))
+    layout = tmp_path / "layout"
+    sink = LayoutSink(layout)
+    copy(source, sink, resolve(source, None), "mine")
+    copy(source, sink, resolve(source, None), "mine")  # same name again: replaced, not doubled
+    copy(source, sink, resolve(source, None), "other")
+    sink.close()
+    assert names_in(layout) == ["mine", "other"]
+    assert json.loads(skopeo("inspect", f"oci:{layout}:mine"))["Digest"] == inspect(tools, pulled)["ManifestDigest"]
+    back = LayoutSource(layout, "other")
+    assert back.top().digest == source.top().digest
+    with pytest.raises(Exception, match="several images; name one: mine, other"):
+        LayoutSource(layout, None).top()
+
+    archive = tmp_path / "oci.tar"
+    with OciArchiveSink(archive, store.temp_path("stage")) as oci:
+        copy(source, oci, resolve(source, None), "mine")
+    assert not list(tmp_path.glob("oci.tar.tmp-*"))
+    assert json.loads(skopeo("inspect", f"oci-archive:{archive}:mine"))["Digest"] == \
+        inspect(tools, pulled)["ManifestDigest"]
+    assert OciArchiveSource(archive, "mine").top().digest == source.top().digest
+
+
+# -- hostile archives -------------------------------------------------------------------------------------------
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str) -> tarfile.TarInfo:
+    return tarfile.TarInfo(name)
+
+
+def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+MANIFEST = json.dumps([{"Config": "c.json", "RepoTags": ["evil:1"], "Layers": ["l.tar"]}]).encode()
+
+
+def _hostile(kind: str, tmp_path: Path, good: Path) -> Path:
+    """An archive that is hostile in one way (KIND)."""
+    out = tmp_path / f"{kind}.tar"
+    if kind == "dotdot":
+        return _tar(out, [(_file("../escape"), b"x"), (_file("manifest.json"), MANIFEST)])
+    if kind == "absolute":
+        return _tar(out, [(_file("/etc/cron.d/evil"), b"x"), (_file("manifest.json"), MANIFEST)])
+    if kind == "symlink":
+        return _tar(out, [(_link("manifest.json", "/etc/passwd", tarfile.SYMTYPE), None)])
+    if kind == "hardlink":
+        return _tar(out, [(_file("manifest.json"), MANIFEST), (_link("l.tar", "../../etc/shadow", tarfile.LNKTYPE),
+                                                              None)])
+    if kind == "duplicate":
+        return _tar(out, [(_file("manifest.json"), MANIFEST), (_file("manifest.json"), b"[]")])
+    if kind == "huge-manifest":
+        return _tar(out, [(_file("manifest.json"), b"[" + b" " * (5 << 20) + b"]")])
+    if kind == "not-a-tar":
+        out.write_bytes(b"this is not an archive\n" * 100)
+        return out
+    if kind == "truncated":
+        data = good.read_bytes()
+        out.write_bytes(data[: len(data) // 2])
+        return out
+    if kind == "bad-blob":  # the big layer's bytes changed, its size kept: the digest tells
+        changed = bytearray(good.read_bytes())
+        with tarfile.open(good) as tf:
+            member = max(tf.getmembers(), key=lambda m: m.size)
+        changed[member.offset_data + member.size // 2] ^= 0xFF
+        out.write_bytes(bytes(changed))
+        return out
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize(("kind", "code", "text"), [
+    ("dotdot", 1, "climbs out of the archive"),
+    ("absolute", 1, "has an absolute name"),
+    ("symlink", 1, "points outside the archive"),
+    ("hardlink", 1, "points outside the archive"),
+    ("duplicate", 1, "holds 'manifest.json' twice"),
+    ("huge-manifest", 1, "over the 4194304-byte limit"),
+    ("not-a-tar", 1, "is not a tar archive"),
+    ("truncated", 1, "is truncated"),
+    ("bad-blob", 1, "hashes to sha256:"),
+])
+def test_hostile_archive_is_one_line_and_stores_nothing(tools: Tools, pulled: str, tmp_path: Path,
+                                                        skopeo_archives: dict[str, Path], kind: str, code: int,
+                                                        text: str) -> None:
+    before = tools.puller("images", "--format", "json").out
+    layers_before = sorted(p.name for p in (tools.root / "layers").iterdir())
+    archive = _hostile(kind, tmp_path, skopeo_archives["docker-archive"])
+    result = tools.puller("load", "-i", str(archive))
+    one_line_error(result, code, text, tool="puller")
+    assert tools.puller("images", "--format", "json").out == before
+    assert sorted(p.name for p in (tools.root / "layers").iterdir()) == layers_before
+    assert list((tools.root / "tmp").iterdir()) == []
+    assert_fsck_clean(tools)
+
+
+def test_layout_to_layout_moves_a_whole_index(variants_layout: Path, tmp_path: Path) -> None:
+    """``oci:A:index`` -> ``oci:B:all`` with every platform (Resolved.whole_index): the index itself is the
+    entry, byte for byte, and skopeo reads each platform back out of B."""
+    from shared.transfer.layout import LayoutSink, LayoutSource
+    from shared.transfer.model import copy, resolve
+
+    source = LayoutSource(variants_layout, "index")
+    resolved = resolve(source, None, all_platforms=True)
+    sink = LayoutSink(tmp_path / "b")
+    copy(source, sink, resolved, "all")
+    sink.close()
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'b'}:all").encode() == resolved.top.raw
+    arm = json.loads(skopeo("inspect", "--override-arch", "arm64", "--override-variant", "v8",
+                            f"oci:{tmp_path / 'b'}:all"))
+    assert arm["Architecture"] == "arm64"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["blobs", "index.json", "oci-layout"]
+
+
+@pytest.mark.parametrize(("kind", "text"), [("symlink-blob", "is a symlink, which a layout may not hold"),
+                                            ("changed-layer", "hashes to sha256:"),
+                                            ("huge-index", "over the 4194304-byte limit")])
+def test_hostile_layout_dir_is_one_line_and_stores_nothing(tools: Tools, test_layout: Path, tmp_path: Path,
+                                                           kind: str, text: str) -> None:
+    layout = tmp_path / "layout"
+    shutil.copytree(test_layout, layout)
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    manifest = json.loads((layout / "blobs/sha256" / entry["digest"].split(":")[1]).read_bytes())
+    layer = layout / "blobs/sha256" / manifest["layers"][-1]["digest"].split(":")[1]
+    if kind == "symlink-blob":
+        layer.unlink()
+        layer.symlink_to("/etc/passwd")
+    elif kind == "changed-layer":
+        data = bytearray(layer.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        layer.write_bytes(bytes(data))
+    else:
+        (layout / "index.json").write_bytes(b" " * (5 << 20) + b"{}")
+    result = tools.puller("load", "-i", str(layout))
+    one_line_error(result, 1, text, tool="puller")
+    assert tools.puller("images", "-q").out == ""
+    assert list((tools.root / "layers").iterdir()) == []
+    assert_fsck_clean(tools)
