@@ -258,6 +258,8 @@ def copy(source: Source, sink: Sink, resolved: Resolved, name: str | None, jobs:
     moved (those the sink had are skipped). Blobs move in parallel; each image's layers reach ``put_layer`` in
     order as soon as they and those below are in, so a store unpacks while later layers still download.
     On any failure (Ctrl-C included) the transfers stop and the sink undoes what nothing references."""
+    if resolved.whole_index and getattr(sink, "one_image_per_name", False):
+        resolved.image  # noqa: B018 - refused before anything moves
     moved = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         pending: dict[Digest, concurrent.futures.Future[bool]] = {}

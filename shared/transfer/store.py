@@ -59,6 +59,8 @@ class StoreSource:
 class StoreSink:
     """Blobs into ``blobs/``, layers unpacked on their parents, the reference last."""
 
+    one_image_per_name = True  # a reference names one runnable image (copy refuses a whole index before moving)
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.created: list[Digest] = []  # layer dirs this sink made (rolled back by abort)

@@ -1,0 +1,135 @@
+"""``puller copy SRC DEST`` between registries, OCI layouts, archives and the store, checked with skopeo.
+
+The air-gap workflow is the headline: registry -> oci-archive on one side, oci-archive -> another registry (or the
+store) on the other, every digest unchanged. Location parsing is pure logic and tested as such.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from puller.verbs.copy import STORE, Location, parse_location
+from shared.errors import Kind, StrataError
+from tests.conftest import Registry, Tools, needs_root, needs_tools, one_line_error
+from tests.images import Variant
+
+
+# -- locations (pure) --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("docker://127.0.0.1:5000/a/b:1", Location("docker", "127.0.0.1:5000/a/b:1")),
+    ("oci:/tmp/dir", Location("oci", "/tmp/dir")),
+    ("oci:/tmp/dir:v1", Location("oci", "/tmp/dir", "v1")),
+    ("oci-archive:img.tar:busybox:1", Location("oci-archive", "img.tar", "busybox:1")),
+    ("docker-archive:x.tar", Location("docker-archive", "x.tar")),
+    ("busybox:1", Location(STORE, "busybox:1")),
+    ("localhost:5000/x:1", Location(STORE, "localhost:5000/x:1")),
+])  # fmt: skip
+def test_locations_parse_as_skopeo_names_them(text: str, want: Location) -> None:
+    assert parse_location(text) == want
+    assert str(parse_location(text)) == text
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("docker:busybox", Kind.USAGE), ("docker://", Kind.USAGE), ("oci:", Kind.USAGE), ("oci-archive::x", Kind.USAGE),
+    ("dir:/tmp/x", Kind.UNSUPPORTED), ("containers-storage:x", Kind.UNSUPPORTED), ("http://x/y", Kind.USAGE),
+    ("", Kind.USAGE),
+])  # fmt: skip
+def test_bad_locations_are_one_line_errors(text: str, kind: Kind) -> None:
+    with pytest.raises(StrataError) as info:
+        parse_location(text)
+    assert info.value.kind is kind and "\n" not in str(info.value)
+
+
+# -- with the peers ---------------------------------------------------------------------------------------------
+
+pytestmark_system = [needs_root, needs_tools]
+
+
+def skopeo_inspect(location: str) -> dict[str, object]:
+    out = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", location], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def skopeo_digest(location: str) -> str:
+    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", location], check=True,
+                         capture_output=True, text=True).stdout
+    return out.strip()
+
+
+def copied(tools: Tools, *args: str) -> str:
+    result = tools.puller("copy", *args)
+    assert result.code == 0, result.err
+    return result.out.strip()
+
+
+@needs_root
+@needs_tools
+def test_air_gap_workflow_keeps_every_digest(tools: Tools, tmp_path: Path, registry: Registry,
+                                             gzip_variant: Variant) -> None:  # fmt: skip
+    archive = tmp_path / "img.tar"
+    digest = copied(tools, f"docker://{gzip_variant.ref}", f"oci-archive:{archive}")
+    assert digest == gzip_variant.digest
+    assert skopeo_digest(f"oci-archive:{archive}") == gzip_variant.digest
+    inside = f"{registry.address}/airgap/inside:1"
+    assert copied(tools, f"oci-archive:{archive}", f"docker://{inside}") == gzip_variant.digest
+    assert skopeo_digest(f"docker://{inside}") == gzip_variant.digest
+    # and into the store, to run offline
+    offline = Tools(tmp_path / "offline", tools.docker_config, tools.settings)
+    assert copied(offline, f"oci-archive:{archive}", "airgap/img:1") == gzip_variant.digest
+    ran = offline.runner("run", "--rm", "airgap/img:1", "true")
+    assert ran.code == 0, ran.err
+
+
+@needs_root
+@needs_tools
+def test_whole_index_travels_with_all_platforms(tools: Tools, tmp_path: Path, registry: Registry,
+                                                index_variant: Variant) -> None:  # fmt: skip
+    layout = tmp_path / "layout"
+    assert copied(tools, "--all-platforms", f"docker://{index_variant.ref}", f"oci:{layout}:multi") == \
+        index_variant.digest
+    index = skopeo_inspect(f"oci:{layout}:multi")
+    assert {m["digest"] for m in index["manifests"]} >= set(index_variant.manifests.values())  # type: ignore[index, union-attr]
+    dest = f"{registry.address}/copied/multi:1"
+    assert copied(tools, "--all-platforms", f"oci:{layout}:multi", f"docker://{dest}") == index_variant.digest
+    for platform, digest in index_variant.manifests.items():
+        arch = platform.split("/")[1]
+        out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--override-arch", arch, "--format",
+                              "{{.Digest}}", f"docker://{dest}"], check=True, capture_output=True, text=True).stdout
+        assert out.strip() == digest
+
+
+@needs_root
+@needs_tools
+def test_one_platform_of_an_index_is_named_by_its_manifest(tools: Tools, tmp_path: Path,
+                                                           index_variant: Variant) -> None:  # fmt: skip
+    layout = tmp_path / "one"
+    digest = copied(tools, "--platform", "linux/arm64", f"docker://{index_variant.ref}", f"oci:{layout}:arm")
+    assert digest == index_variant.image("linux/arm64/v8").digest
+    assert skopeo_digest(f"oci:{layout}:arm") == digest
+
+
+@needs_root
+@needs_tools
+def test_store_to_docker_archive_reads_with_skopeo(tools: Tools, tmp_path: Path, gzip_variant: Variant) -> None:
+    assert tools.puller("pull", "-q", gzip_variant.ref).code == 0
+    archive = tmp_path / "d.tar"
+    copied(tools, gzip_variant.ref, f"docker-archive:{archive}")
+    config = skopeo_inspect(f"docker-archive:{archive}")
+    image = gzip_variant.image()
+    # skopeo rebuilds a manifest for a docker-archive; the config (the image ID) is the same bytes
+    assert config["config"]["digest"] == image.config  # type: ignore[index]
+
+
+@needs_root
+@needs_tools
+def test_all_platforms_into_the_store_is_refused_on_one_line(tools: Tools, index_variant: Variant) -> None:
+    one_line_error(tools.puller("copy", "--all-platforms", f"docker://{index_variant.ref}", "x/y:1"), 1,
+                   "one image per name", tool="puller")
+    one_line_error(tools.puller("copy", "nothing/here:1", "oci:/tmp/never"), 1, "no image", tool="puller")
