@@ -171,7 +171,44 @@ def prune() -> None:
             print(c.id)
 
 
-# verb: commit
+class _CommitCommand(typer.core.TyperCommand):
+    """Docker's form of a bool flag, ``--pause=false`` (``-p=true``...), which click's flags refuse: rewritten to
+    ``--no-pause``/``--pause`` before parsing."""
+
+    def parse_args(self, ctx: typer._click.core.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            flag, sep, value = arg.partition("=")
+            taken = i > 0 and args[i - 1] in ("-m", "--message", "-a", "--author", "-c", "--change")  # a value
+            if sep and flag in ("--pause", "-p") and not taken:
+                if value.lower() not in ("true", "false", "1", "0", "t", "f"):
+                    from shared.errors import usage
+
+                    raise usage(f"invalid argument {value!r} for {flag}: use true or false")
+                arg = "--pause" if value.lower() in ("true", "1", "t") else "--no-pause"
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@app.command(cls=_CommitCommand)
+def commit(container: str = typer.Argument(..., help="Name or ID prefix"),
+           reference: str = typer.Argument(..., help="REPOSITORY[:TAG] for the new image"),
+           message: str | None = typer.Option(None, "--message", "-m", help="Commit message (in the history)"),
+           author: str | None = typer.Option(None, "--author", "-a", help="Author (e.g. \"Name <email>\")"),
+           change: list[str] = typer.Option([], "--change", "-c",
+                                            help="Dockerfile instruction: CMD, ENTRYPOINT, ENV, WORKDIR, USER, "
+                                                 "LABEL, EXPOSE, VOLUME, STOPSIGNAL, ONBUILD"),
+           pause: bool = typer.Option(True, "--pause/--no-pause", "-p",
+                                      help="Freeze a running container while its layer is packed "
+                                           "(--pause=false: pack it live)")) -> None:
+    """Create a new image from a container's changes (its rw layer); print the new image's ID."""
+    from runner.commit import CommitOptions
+    from runner.commit import commit as do_commit
+
+    print(do_commit(state.store, CommitOptions(container, reference, message, author, change, pause)))
 
 
 def _ago(when: float) -> str:

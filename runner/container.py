@@ -133,7 +133,14 @@ class Container:
             raise StrataError(f"container {self.name} is not running", Kind.STATE)
         return fd
 
+    def unpause(self) -> None:
+        """Thaw what a ``commit`` killed mid-pause left frozen: a frozen process takes no signal, SIGKILL included."""
+        from runner.commit import Freezer
+
+        Freezer(self).recover()
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.unpause()
         fd = self.open_process()
         try:
             _send(fd, sig)
@@ -147,6 +154,7 @@ class Container:
         state = self.state()
         if state.status != "running":
             return
+        self.unpause()
         fd = _verified_pidfd(state)
         if fd is None:  # it exited since state() was read
             return
@@ -169,6 +177,7 @@ class Container:
         if state.status == "running":
             if not force:
                 raise StrataError(f"container {self.name} is running; stop it or use --force", Kind.STATE)
+            self.unpause()
             fd = _verified_pidfd(state)
             if fd is not None:
                 try:
