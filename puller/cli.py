@@ -155,7 +155,9 @@ def fsck(repair: bool = typer.Option(False, "--repair", help="Remove what is bro
 
 
 # Verbs that move images, one file each under puller/verbs/ (each adds its commands to the app):
-# verb: push
+from puller.verbs import push as push_verb  # noqa: E402 - after the app and its store option
+
+push_verb.register(app, state)
 from puller.verbs import save_load  # noqa: E402 - after the app and its store option
 
 save_load.register(app, state)

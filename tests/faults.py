@@ -23,6 +23,18 @@ Faults (a Rule; build them with cut/status/alter/redirect/stall/flood):
 * flood    answer STATUS with HEADERS and a Content-Length of ``size`` bytes, without contacting the upstream;
            the body is generated as it is sent (never held), and sending stops when the client disconnects.
 
+Faults on requests (uploads), for push:
+
+* drop        read the request, then close the connection without forwarding it or answering (a buffering front
+              end whose client connection broke: the upstream never sees that request).
+* cut_request forward the request with its full Content-Length but only the first ``at`` bytes of its body, then
+              close the upstream connection (what a registry sees of a connection cut mid-upload) and, once the
+              upstream is done with it, the client's, without an answer.
+* headers     forward, and add HEADERS to the answer (a registry asking for chunks: ``OCI-Chunk-Min-Length``).
+
+``skip`` lets that many matching requests pass before a rule fires (drop the third PATCH).
+Exchanges also count ``bytes_received``: the request body bytes the proxy got from the client.
+
 ``at`` is a byte offset (int) or a fraction of this response's body length (float in [0, 1)). Rules are matched
 in the order added, on the server ("proxy" or "cdn"), the method (None: any; cut/alter/stall never match HEAD) and
 a regex searched in the path (without the query). A rule fires ``times`` times (None: every time), then matching
@@ -51,7 +63,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Literal
 
-Fault = Literal["cut", "status", "alter", "redirect", "stall", "flood"]
+Fault = Literal["cut", "status", "alter", "redirect", "stall", "flood", "drop", "cut_request", "headers"]
 Server = Literal["proxy", "cdn"]
 
 CHUNK = 64 * 1024
@@ -86,6 +98,8 @@ class Rule:
     size: int = 0  # flood: the body's length
     on: Server = "proxy"  # which server the rule applies to
     fired: int = 0
+    skip: int = 0  # matching requests to let pass before the rule fires
+    skipped: int = 0
 
     def matches(self, server: Server, method: str, path: str) -> bool:
         if self.on != server or (self.times is not None and self.fired >= self.times):
@@ -94,7 +108,12 @@ class Rule:
             return False
         if self.fault in ("cut", "alter", "stall") and method == "HEAD":
             return False
-        return re.search(self.path, path) is not None
+        if re.search(self.path, path) is None:
+            return False
+        if self.skipped < self.skip:  # (called under the proxy's lock, once per request until a rule matches)
+            self.skipped += 1
+            return False
+        return True
 
     def offset(self, length: int) -> int:
         """``at`` resolved against a body of LENGTH bytes (clamped to it)."""
@@ -137,6 +156,22 @@ def flood(path: str, code: int, size: int, headers: dict[str, str] | None = None
     return Rule("flood", path, method, times, status=code, headers=dict(headers or {}), size=size, on=on)
 
 
+def drop(path: str, *, times: int | None = 1, method: str | None = None, skip: int = 0) -> Rule:
+    """Read the request, then close the connection: no answer, and the upstream never sees it."""
+    return Rule("drop", path, method, times, skip=skip)
+
+
+def cut_request(path: str, at: int | float = 0.5, *, times: int | None = 1, method: str | None = None,
+                skip: int = 0) -> Rule:  # fmt: skip
+    """Forward only the first AT bytes (or fraction AT) of the request body upstream, then close both ends."""
+    return Rule("cut_request", path, method, times, at=at, skip=skip)
+
+
+def add_headers(path: str, headers: dict[str, str], *, times: int | None = None, method: str | None = None) -> Rule:
+    """Forward, and add HEADERS to the upstream's answer."""
+    return Rule("headers", path, method, times, headers=dict(headers))
+
+
 @dataclass
 class Exchange:
     """One request a server received and what it answered. Filled in as the answer goes out: ``bytes_sent`` is
@@ -153,6 +188,7 @@ class Exchange:
     fault: Fault | None = None  # the fault applied, if any
     status: int = 0  # the status sent (0: none yet)
     bytes_sent: int = 0  # body bytes written to the client
+    bytes_received: int = 0  # request body bytes read from the client
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -305,6 +341,7 @@ class FaultProxy:
         peer = f"{h.client_address[0]}:{h.client_address[1]}"
         entry = Exchange(server, peer, h.command, path, query, headers, headers.get("range"),
                          "authorization" in headers)  # fmt: skip
+        entry.bytes_received = len(body)
         with self._lock:
             (self._log if server == "proxy" else self._cdn_log).append(entry)
         try:
@@ -337,6 +374,12 @@ class FaultProxy:
             return
         if rule is not None and rule.fault == "flood":
             _send_flood(h, entry, rule)
+            return
+        if rule is not None and rule.fault == "drop":
+            _close_abruptly(h, reset=rule.reset)
+            return
+        if rule is not None and rule.fault == "cut_request":
+            self._forward_cut(h, entry, rule, upstream_path, body)
             return
         if rule is not None and rule.fault == "redirect":
             token = secrets.token_hex(16)
@@ -378,6 +421,28 @@ class FaultProxy:
         finally:
             conn.close()
 
+    def _forward_cut(self, h: _Handler, entry: Exchange, rule: Rule, upstream_path: str, body: bytes) -> None:
+        """The request upstream with its full Content-Length and only the first part of its body, then closed;
+        the client's connection closed too, without an answer, once the upstream has seen the end."""
+        host, _, port = self.upstream.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=UPSTREAM_TIMEOUT)
+        try:
+            conn.putrequest(h.command, upstream_path, skip_accept_encoding=True)
+            for k, v in h.headers.items():
+                if k.lower() not in HOP_BY_HOP and k.lower() not in ("host", "content-length"):
+                    conn.putheader(k, v)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body[: rule.offset(len(body))])
+            assert conn.sock is not None
+            conn.sock.shutdown(socket.SHUT_WR)  # the upstream reads the part, then the end of the stream
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn.getresponse().read()  # whatever it answers (or its closing): it is done with the request
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        _close_abruptly(h, reset=rule.reset)
+
     def _relay(self, h: _Handler, server: Server, entry: Exchange, rule: Rule | None,
                resp: http.client.HTTPResponse) -> None:  # fmt: skip
         no_body = h.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
@@ -398,6 +463,8 @@ class FaultProxy:
             headers.append((k, v))
         if declared is not None:
             headers.append(("Content-Length", declared))
+        if rule is not None and rule.fault == "headers":
+            headers.extend(rule.headers.items())
         entry.status = resp.status
         _send_head(h, resp.status, headers)
         if no_body:

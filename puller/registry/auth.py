@@ -59,6 +59,7 @@ class TokenCache:
         self._lock = threading.Lock()
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._realms: dict[str, tuple[str, str]] = {}  # host -> (realm, service) from its last challenge
+        self.basic_hosts: set[str] = set()  # hosts that challenged Basic: credentials go with every request after
 
     def cached(self, host: str, scope: str) -> str | None:
         with self._lock:
@@ -77,13 +78,16 @@ class TokenCache:
         if urlsplit(realm).scheme not in ("https", "http"):
             raise StrataError(f"registry {host} sent a bearer challenge with an unusable realm {realm!r}",
                               Kind.REGISTRY)
-        scope = challenge.params.get("scope", scope)
+        # what we need and what the registry says it needs, one ``scope`` parameter each (token.md allows several:
+        # a mount needs push on the target and pull on the source); cached under what we asked for, so the next
+        # request finds it before it is sent (an upload's body is not sent twice for a 401)
+        asked = merge_scopes(scope, challenge.params.get("scope", ""))
         with self._lock:  # one token request per scope, whatever the number of threads asking
             self._realms[host] = (realm, service)
             hit = self._tokens.get((realm, service, scope))
             if hit and hit[1] > time.monotonic():
                 return hit[0]
-            params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+            params = [(k, v) for k, v in (("service", service), *(("scope", s) for s in asked.split())) if v]
             headers = {"Authorization": credentials.basic_header()} if credentials else {}
             try:  # streamed, so that only TOKEN_BODY_CAP bytes of whatever the service sends are ever read
                 with session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT,
@@ -112,6 +116,20 @@ class TokenCache:
             return token
 
 
+def merge_scopes(*scopes: str) -> str:
+    """Space-separated ``type:name:actions`` scopes as one, each resource once with the union of its actions, in
+    the order first seen (distribution's challenges list actions in any order: ``push,pull``)."""
+    merged: dict[str, list[str]] = {}
+    for text in scopes:
+        for item in text.split():
+            resource, sep, actions = item.rpartition(":")
+            if not sep:
+                resource, actions = item, ""
+            have = merged.setdefault(resource, [])
+            have.extend(a for a in actions.split(",") if a and a not in have)
+    return " ".join(f"{r}:{','.join(a)}" if a else r for r, a in merged.items())
+
+
 def _one_line(e: BaseException) -> str:
     """requests' messages nest urllib3's reprs; keep one line."""
     return " ".join(str(e).split())
@@ -132,6 +150,8 @@ class RegistryAuth(AuthBase):
         token = self.cache.cached(self.host, self.scope)
         if token:
             r.headers["Authorization"] = f"Bearer {token}"
+        elif self.credentials is not None and self.host in self.cache.basic_hosts:
+            r.headers["Authorization"] = self.credentials.basic_header()
         r.register_hook("response", self._on_response)  # type: ignore[no-untyped-call]
         return r
 
@@ -148,6 +168,7 @@ class RegistryAuth(AuthBase):
             if self.credentials is None:
                 raise StrataError(f"registry {self.host} requires a login (no credentials for it)", Kind.REGISTRY)
             value = self.credentials.basic_header()
+            self.cache.basic_hosts.add(self.host)
         else:
             return resp
         resp.content  # noqa: B018 - drain so the connection can be reused (BoundedAdapter: at most a cap, else hang up)

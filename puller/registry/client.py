@@ -224,12 +224,13 @@ class RegistryClient:
         attempts = attempts or self.retry.attempts
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            tried_https = self.scheme == "https" and not absolute  # (another thread may flip it meanwhile)
             try:
                 # verify per request: requests lets $REQUESTS_CA_BUNDLE override Session.verify=False
                 resp = self._session().request(method, path if absolute else self.base + path, auth=auth,
                                                timeout=TIMEOUT, verify=self.endpoint.verify_tls, **kwargs)
             except requests.exceptions.SSLError as e:
-                if self.endpoint.http_fallback and self.scheme == "https" and not absolute:
+                if self.endpoint.http_fallback and tried_https:
                     self.scheme = "http"
                     continue
                 raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
@@ -248,7 +249,7 @@ class RegistryClient:
                 if reason is not None:  # the same host:port refuses (or does not exist) over HTTP as over HTTPS
                     raise StrataError(f"cannot reach registry {self.host} for {what}: {reason}",
                                       Kind.REGISTRY) from None
-                if self.endpoint.http_fallback and self.scheme == "https" and attempt == 0 and not absolute:
+                if self.endpoint.http_fallback and tried_https and attempt == 0:
                     self.scheme = "http"
                     continue
                 if last:

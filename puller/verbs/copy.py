@@ -104,7 +104,9 @@ def open_source(loc: Location, store: Store, settings: Any, notice: Any) -> Any:
 
 def _dest_name(loc: Location, source: Location) -> str | None:
     """The name the copy gets at the destination: the one given, else (archives) the source's reference."""
-    if loc.transport in ("docker", STORE):
+    if loc.transport == "docker":
+        return _reference(loc.path).tag  # type: ignore[no-any-return]  # (the repository is the sink's)
+    if loc.transport == STORE:
         return str(_reference(loc.path))
     if loc.name:
         return loc.name
@@ -121,10 +123,16 @@ def open_sink(loc: Location, store: Store, settings: Any) -> Iterator[Any]:
         from puller.registry.client import Endpoint, RegistryClient
         from puller.registry.credentials import lookup
         from puller.registry.sink import RegistrySink
+        from puller.verbs.push import mount_candidates
 
         ref = _reference(loc.path)
         client = RegistryClient(Endpoint.for_registry(ref.registry_host, settings.insecure), lookup(ref.domain))
-        yield RegistrySink(ref, client, scratch=lambda: store.temp_path("blob"))
+        candidates = mount_candidates(store, ref) if store.exists() else {}
+        sink = RegistrySink(ref, client, lambda d: candidates.get(d, ()), lambda: store.temp_path("blob"))
+        try:
+            yield sink
+        finally:
+            sink.close()
     elif loc.transport == STORE:
         from shared.transfer.store import StoreSink
 
@@ -136,9 +144,10 @@ def open_sink(loc: Location, store: Store, settings: Any) -> Iterator[Any]:
     else:
         from shared.transfer.archive import DockerArchiveSink, OciArchiveSink
 
-        kind = OciArchiveSink if loc.transport == "oci-archive" else DockerArchiveSink
-        with kind(Path(loc.path), store.temp_path("copy")) as sink:
-            yield sink
+        archive: OciArchiveSink | DockerArchiveSink = (OciArchiveSink if loc.transport == "oci-archive" else
+                                                        DockerArchiveSink)(Path(loc.path), store.temp_path("copy"))
+        with archive:
+            yield archive
 
 
 def do_copy(store: Store, src_text: str, dest_text: str, settings: Any, platform: Any, all_platforms: bool,
