@@ -164,7 +164,9 @@ save_load.register(app, state)
 from puller.verbs import copy as _copy  # noqa: E402
 
 _copy.register(app, state)
-# verb: artifact
+from puller.verbs import artifact  # noqa: E402 - after the app and its store option
+
+artifact.register(app, state)
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ TIMEOUT = (15, 60)  # (connect, between bytes)
 CHUNK = 1 << 20
 # go-containerregistry remote/options.go defaultRetryStatusCodes (less 499/522, which are Cloudflare's own)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
               urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 Notice = Callable[[str], None]
@@ -111,7 +111,7 @@ def _parse_retry_after(value: str) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class _Session(requests.Session):
+class HttpSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         for prefix in ("https://", "http://"):
@@ -138,7 +138,7 @@ class FetchedManifest:
     digest: Digest
 
 
-def _registry_error(resp: requests.Response, what: str) -> StrataError:
+def registry_error(resp: requests.Response, what: str) -> StrataError:
     detail = ""
     try:
         errors = resp.json().get("errors") or []
@@ -183,7 +183,7 @@ class RegistryClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = _Session()
+            session = HttpSession()
             session.headers["User-Agent"] = USER_AGENT
             if not self.endpoint.verify_tls:  # chosen by the user (or loopback): no warning on every request
                 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -244,7 +244,7 @@ class RegistryClient:
                     requests.exceptions.InvalidURL) as e:
                 raise StrataError(f"registry {self.host} redirected {what} to an unusable URL ({e})",
                                   Kind.REGISTRY) from None
-            except _TRANSIENT as e:
+            except TRANSIENT as e:
                 reason = unreachable(e)
                 if reason is not None:  # the same host:port refuses (or does not exist) over HTTP as over HTTPS
                     raise StrataError(f"cannot reach registry {self.host} for {what}: {reason}",
@@ -288,14 +288,14 @@ class RegistryClient:
         """GET /v2/ with credentials: does this registry accept us? (``login`` uses it.)"""
         with self._send("GET", "", None, f"registry {self.host}") as resp:
             if resp.status_code != 200:
-                raise _registry_error(resp, f"registry {self.host}")
+                raise registry_error(resp, f"registry {self.host}")
 
     def head_manifest(self, repository: str, reference: str, what: str) -> Digest | None:
         """The digest a tag points to now, without a GET: HEAD does not count against Docker Hub's limit."""
         with self._send("HEAD", f"{repository}/manifests/{reference}", repository, what,
                         headers={"Accept": MANIFEST_ACCEPT}) as resp:
             if resp.status_code != 200:
-                raise _registry_error(resp, what)
+                raise registry_error(resp, what)
             header = resp.headers.get("Docker-Content-Digest")
         return Digest.parse(header) if header else None
 
@@ -311,7 +311,7 @@ class RegistryClient:
             resp = self._send("GET", path, repository, what, stream=True, headers=headers or {})
             with resp:
                 if resp.status_code != 200:
-                    raise _registry_error(resp, what)
+                    raise registry_error(resp, what)
                 declared = resp.headers.get("Content-Length", "")
                 length = int(declared) if declared.isdigit() else None
                 if length is not None:
@@ -321,7 +321,7 @@ class RegistryClient:
                     cause = None
                     if len(raw) <= limit and length is not None and resp.raw.tell() < length:
                         cause = f"the connection closed after {resp.raw.tell()} of {length} bytes"
-                except _TRANSIENT as e:
+                except TRANSIENT as e:
                     cause = describe_break(e)
                 if cause is None:
                     return raw, resp.headers
@@ -388,7 +388,7 @@ class RegistryClient:
                 with resp, self._tracked(resp):
                     if received and not _resumes_at(resp, received):
                         if resp.status_code not in (200, 206):
-                            raise _registry_error(resp, what)
+                            raise registry_error(resp, what)
                         received = 0  # the registry sent the whole blob (or another range): start over
                         hasher = desc.digest.hasher()
                         os.ftruncate(fd, 0)
@@ -396,7 +396,7 @@ class RegistryClient:
                         if resp.status_code == 206:
                             continue
                     elif not received and resp.status_code != 200:
-                        raise _registry_error(resp, what)
+                        raise registry_error(resp, what)
                     try:
                         # read1: what has arrived, at once (read(CHUNK) would wait for a whole MiB), so that a
                         # download killed or stalled midway keeps every byte it got, for the next pull to resume
@@ -410,7 +410,7 @@ class RegistryClient:
                                                 "declared")
                             _write_all(fd, chunk)
                             progress(received)
-                    except _TRANSIENT as e:
+                    except TRANSIENT as e:
                         breaks += 1
                         if breaks >= self.retry.attempts:
                             raise StrataError(f"download of {what} broke off {breaks} times, last after {received} "

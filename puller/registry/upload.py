@@ -28,7 +28,7 @@ from urllib.parse import urljoin
 import requests
 
 from puller.registry.auth import merge_scopes
-from puller.registry.client import RegistryClient, _registry_error
+from puller.registry.client import RegistryClient, registry_error
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor
@@ -141,7 +141,7 @@ class Uploader:
                 return True
             if resp.status_code == 404:
                 return False
-            raise _registry_error(resp, what)
+            raise registry_error(resp, what)
 
     # -- sessions ------------------------------------------------------------------------------------------------
 
@@ -154,7 +154,7 @@ class Uploader:
         with self.client._send("POST", f"{self.repository}/blobs/uploads/", self.repository, what,
                                scope=self.scope) as resp:
             if resp.status_code != 202:
-                raise _registry_error(resp, f"upload of {what} to {self.place}")
+                raise registry_error(resp, f"upload of {what} to {self.place}")
             return self._session(resp)
 
     def mount(self, desc: Descriptor, source: str, what: str) -> Session | None:
@@ -171,7 +171,7 @@ class Uploader:
                 return self._session(resp)
             if resp.status_code in (401, 403):  # no pull on the source for us: upload instead
                 return self.start(what)
-            raise _registry_error(resp, f"mount of {what} into {self.place}")
+            raise registry_error(resp, f"mount of {what} into {self.place}")
 
     def cancel(self, session: Session) -> None:
         """DELETE a session we will not finish (best effort: the registry purges stale ones itself)."""
@@ -189,7 +189,7 @@ class Uploader:
             return False
         with resp:
             if resp.status_code in (401, 403):
-                raise _registry_error(resp, f"upload of {what} to {self.place}")
+                raise registry_error(resp, f"upload of {what} to {self.place}")
             held = _held(resp) if resp.status_code in (200, 204) else None
             if held is None:
                 return False
@@ -272,7 +272,7 @@ class Uploader:
         code = _error_code(resp)
         if resp.status_code in _BROKEN_STATUSES or code in _BROKEN_CODES:
             raise _Broken(f"{resp.status_code} {code}".strip())
-        raise _registry_error(resp, f"upload of {what} to {self.place}")
+        raise registry_error(resp, f"upload of {what} to {self.place}")
 
     @staticmethod
     def _check_digest(resp: requests.Response, digest: Digest, what: str) -> None:
@@ -289,5 +289,5 @@ class Uploader:
                                scope=self.scope, data=doc.raw,
                                headers={"Content-Type": doc.media_type}) as resp:
             if resp.status_code not in (200, 201, 202, 204):
-                raise _registry_error(resp, f"{what} at {self.place}")
+                raise registry_error(resp, f"{what} at {self.place}")
             self._check_digest(resp, doc.digest, what)
