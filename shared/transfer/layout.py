@@ -142,17 +142,13 @@ class DirFiles:
 def read_document(files: Files, desc: Descriptor, what: str) -> Document:
     """A manifest or index blob, capped, checked against its descriptor's size and digest, typed by its own
     ``mediaType`` (which must agree with the descriptor's)."""
-    if desc.size > MAX_MANIFEST_BYTES:
-        raise integrity(f"{what}: {desc.digest} is {desc.size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
-    raw = files.read_small(blob_name(desc.digest), what)
-    if len(raw) != desc.size:
-        raise integrity(f"{what}: blob {desc.digest} is {len(raw)} bytes, its descriptor says {desc.size}")
-    desc.digest.verify_bytes(raw, what)
+    raw = read_config(files, desc, what)
     declared = desc.media_type if desc.media_type in (*MANIFEST_TYPES, *INDEX_TYPES) else None
     return Document(raw, media_type_of(raw, declared, what), desc.digest)
 
 
 def read_config(files: Files, desc: Descriptor, what: str) -> bytes:
+    """A small blob (a config, a document), capped and checked against its descriptor's size and digest."""
     if desc.size > MAX_MANIFEST_BYTES:
         raise integrity(f"{what}: {desc.digest} is {desc.size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit")
     raw = files.read_small(blob_name(desc.digest), what)
