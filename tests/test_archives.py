@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,39 @@ def test_save_is_read_by_skopeo_with_the_same_digests(tools: Tools, pulled: str,
         assert {"manifest.json", "repositories", "index.json", "oci-layout"} <= set(tf.getnames())
     (item,) = member_json(archive, "manifest.json")
     assert item["RepoTags"] == [pulled] and item["Config"] == f"blobs/sha256/{str(ours['Id']).split(':')[1]}"
+
+
+def test_save_is_loaded_by_podman_with_the_same_image_id(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    """podman load (its own storage under tmp_path, vfs: the host's containers-storage is not touched) takes our
+    archive, under our name and image ID, and runs it; podman also reads the store's layout directly."""
+    archive = tmp_path / "saved.tar"
+    assert tools.puller("save", "-o", str(archive), pulled).code == 0
+    runroot = Path(tempfile.mkdtemp(prefix="strata-pm-"))  # podman wants a runroot under 50 characters
+    storage = ["--root", str(tmp_path / "podman-root"), "--runroot", str(runroot),
+               "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+
+    def podman(*args: str) -> str:
+        done = subprocess.run(["podman", *storage, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        loaded = podman("load", "-i", str(archive))
+        assert pulled.split("/", 1)[1] in loaded
+        (image,) = json.loads(podman("images", "--format", "json"))
+        assert "sha256:" + image["Id"] == inspect(tools, pulled)["Id"]
+        # (this VM: hard rlimits below podman's defaults, and a cgroup v1+v2 hybrid that podman's crun refuses)
+        ran = podman("--runtime", "runc", "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024",
+                     "--ulimit", "nproc=1024:1024", pulled, "cat", "/etc/layer1.txt")
+        assert ran == "from layer 1\n"
+        podman("rmi", "--all")  # and the store itself, an OCI layout, is read by podman as it is
+        podman("pull", "-q", f"oci:{tools.root}")  # (its one image; a name holding ":" confuses podman)
+        (image,) = json.loads(podman("images", "--format", "json"))
+        assert "sha256:" + image["Id"] == inspect(tools, pulled)["Id"]
+    finally:
+        subprocess.run(["podman", *storage, "system", "reset", "--force"], capture_output=True, timeout=300)
+        shutil.rmtree(tmp_path / "podman-root", ignore_errors=True)
+        shutil.rmtree(runroot, ignore_errors=True)
 
 
 def test_save_to_stdout_is_the_same_archive_and_refuses_a_terminal(tools: Tools, pulled: str,
