@@ -84,6 +84,12 @@ def test_air_gap_workflow_keeps_every_digest(tools: Tools, tmp_path: Path, regis
     assert copied(offline, f"oci-archive:{archive}", "airgap/img:1") == gzip_variant.digest
     ran = offline.runner("run", "--rm", "airgap/img:1", "true")
     assert ran.code == 0, ran.err
+    # or loaded: it comes back under the name it left with, as the README's workflow runs it
+    loaded = Tools(tmp_path / "loaded", tools.docker_config, tools.settings)
+    result = loaded.puller("load", "-i", str(archive))
+    assert result.code == 0 and result.out == f"Loaded image: {gzip_variant.ref}\n", (result.out, result.err)
+    ran = loaded.runner("run", "--rm", gzip_variant.ref, "true")
+    assert ran.code == 0, ran.err
 
 
 @needs_root

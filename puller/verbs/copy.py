@@ -103,15 +103,18 @@ def open_source(loc: Location, store: Store, settings: Any, notice: Any) -> Any:
 
 
 def _dest_name(loc: Location, source: Location) -> str | None:
-    """The name the copy gets at the destination: the one given, else (archives) the source's reference."""
+    """The name the copy gets at the destination: the one given, else (layouts, archives) the source's reference
+    when it has one."""
     if loc.transport == "docker":
         return _reference(loc.path).tag  # type: ignore[no-any-return]  # (the repository is the sink's)
     if loc.transport == STORE:
         return str(_reference(loc.path))
     if loc.name:
         return loc.name
-    if loc.transport == "docker-archive" and source.transport in ("docker", STORE):
-        return str(_reference(source.path))  # as docker save names an image by the reference it was given
+    if source.transport in ("docker", STORE):
+        # the source's full reference: docker save names an image so, and a layout or oci-archive named so is
+        # loaded (puller load, podman load) under the name it came from, the air-gap workflow's point
+        return str(_reference(source.path))
     return None
 
 
