@@ -24,7 +24,7 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,7 +231,7 @@ class Store:
         return self.blob_path(digest).is_file()
 
     @contextlib.contextmanager
-    def partial(self, digest: Digest) -> Iterator[Path]:
+    def partial(self, digest: Digest, on_wait: Callable[[], None] = lambda: None) -> Iterator[Path]:
         """The one download in progress of blob DIGEST, kept across processes: ``partial/ALG/HEX``, held under an
         exclusive flock(2) so that two pulls of one blob never write it at once (the second waits, then finds the
         blob in place). The file stays when a download is interrupted (killed, Ctrl-C, the network gone), so the
@@ -242,7 +242,11 @@ class Store:
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    on_wait()  # another process downloads it: say so, rather than sit there silently
+                    fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
                     same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
                 except FileNotFoundError:

@@ -138,3 +138,93 @@ def test_all_platforms_into_the_store_is_refused_on_one_line(tools: Tools, index
     one_line_error(tools.puller("copy", "--all-platforms", f"docker://{index_variant.ref}", "x/y:1"), 1,
                    "one image per name", tool="puller")
     one_line_error(tools.puller("copy", "nothing/here:1", "oci:/tmp/never"), 1, "no image", tool="puller")
+
+
+# -- found by review: each a regression test ---------------------------------------------------------------------
+
+
+def _layout_with_index(tmp_path: Path, tools: Tools, variant: Variant, entries: list[dict[str, object]]) -> Path:
+    """An OCI layout holding VARIANT (copied there by us) and an index named ``crafted`` listing ENTRIES."""
+    layout = tmp_path / "crafted"
+    copied(tools, f"docker://{variant.ref}", f"oci:{layout}:orig")
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "manifests": entries}).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(raw)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"].append({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{digest}",
+                               "size": len(raw), "annotations": {"org.opencontainers.image.ref.name": "crafted"}})
+    (layout / "index.json").write_text(json.dumps(index))
+    return layout
+
+
+def _manifest_entry(layout: Path) -> dict[str, object]:
+    (entry,) = [e for e in json.loads((layout / "index.json").read_text())["manifests"]
+                if e["annotations"]["org.opencontainers.image.ref.name"] == "orig"]
+    return {**entry, "annotations": {}, "platform": {"os": "linux", "architecture": "amd64"}}
+
+
+@needs_root
+@needs_tools
+def test_a_whole_index_with_an_entry_we_cannot_move_is_refused_before_anything_moves(
+        tools: Tools, tmp_path: Path, gzip_variant: Variant) -> None:  # fmt: skip
+    """The index is written as it is, so an entry left behind (a nested index) would leave it naming a blob the
+    destination does not have: refused, in one line, with nothing written."""
+    layout = _layout_with_index(tmp_path, tools, gzip_variant, [])
+    manifest = _manifest_entry(layout)
+    nested = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + "0" * 64, "size": 2}
+    layout = _layout_with_index(tmp_path / "b", tools, gzip_variant, [manifest, nested])
+    out = tmp_path / "out"
+    one_line_error(tools.puller("copy", "--all-platforms", f"oci:{layout}:crafted", f"oci:{out}:x"), 1,
+                   "nested indexes are not followed", tool="puller")
+    assert not (out / "index.json").exists() or "x" not in (out / "index.json").read_text()
+
+
+@needs_root
+@needs_tools
+def test_an_index_naming_one_manifest_many_times_is_read_once(tools: Tools, tmp_path: Path,
+                                                             gzip_variant: Variant) -> None:  # fmt: skip
+    """300 entries naming one manifest: each document is read once (it was read, and held, 300 times), and an
+    index of more than 1024 entries is refused."""
+    base = _layout_with_index(tmp_path / "a", tools, gzip_variant, [])
+    entry = _manifest_entry(base)
+    layout = _layout_with_index(tmp_path / "b", tools, gzip_variant, [entry] * 300)
+    assert copied(tools, "--all-platforms", f"oci:{layout}:crafted", f"oci:{tmp_path / 'out'}:x")
+    big = _layout_with_index(tmp_path / "c", tools, gzip_variant, [entry] * 1025)
+    one_line_error(tools.puller("copy", "--all-platforms", f"oci:{big}:crafted", f"oci:{tmp_path / 'o2'}:x"), 1,
+                   "over the 1024", tool="puller")
+
+
+@needs_root
+@needs_tools
+def test_a_digest_in_the_destination_name_must_be_what_is_copied(tools: Tools, tmp_path: Path,
+                                                                gzip_variant: Variant) -> None:  # fmt: skip
+    assert tools.puller("pull", "-q", gzip_variant.ref).code == 0
+    lie = f"localhost/t@sha256:{'1' * 64}"
+    one_line_error(tools.puller("copy", gzip_variant.ref, lie), 2, "names digest", tool="puller")
+    assert tools.puller("inspect", lie).code != 0
+    right = f"localhost/t@{gzip_variant.digest}"
+    assert copied(tools, gzip_variant.ref, right) == gzip_variant.digest
+    assert tools.runner("run", "--rm", right, "true").code == 0
+
+
+@needs_root
+@needs_tools
+def test_a_layout_gets_copies_of_the_stores_blobs_never_links(tools: Tools, tmp_path: Path,
+                                                             gzip_variant: Variant) -> None:  # fmt: skip
+    """A hard link would make the user's layout and the store one inode: a chown -R or an edit of either would
+    change a blob the store trusts."""
+    assert tools.puller("pull", "-q", gzip_variant.ref).code == 0
+    out = tmp_path / "out"
+    copied(tools, gzip_variant.ref, f"oci:{out}:x")
+    for blob in (out / "blobs/sha256").iterdir():
+        stored = tools.root / "blobs/sha256" / blob.name
+        assert stored.exists() and blob.stat().st_ino != stored.stat().st_ino and blob.stat().st_nlink == 1
+
+
+@needs_root
+@needs_tools
+def test_copy_into_a_missing_directory_fails_before_moving_anything(tools: Tools, tmp_path: Path,
+                                                                   gzip_variant: Variant) -> None:  # fmt: skip
+    result = tools.puller("copy", f"docker://{gzip_variant.ref}", f"oci-archive:{tmp_path / 'nope' / 'x.tar'}")
+    one_line_error(result, 2, "is not a directory", tool="puller")

@@ -116,3 +116,37 @@ def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_pro
     assert not partial.exists()
     assert tools.puller("fsck").code == 0
     assert tools.runner("run", "--rm", ref, "true").code == 0
+
+
+def test_a_second_pull_of_a_blob_in_download_says_it_waits_then_resumes_it(tools: Tools, fault_proxy: FaultProxy,
+                                                                           gzip_variant: Variant) -> None:  # fmt: skip
+    """Two pulls never write one blob at once: the second says it waits for the other's download (it sat there
+    silently), and when the first is killed it takes the partial file over and finishes."""
+    layer = gzip_variant.image().layers[-1]
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=60, method="GET"))
+    ref = image_through(fault_proxy, gzip_variant)
+    partial = tools.root / "partial" / "sha256" / layer.split(":")[1]
+    first = subprocess.Popen(pull_argv(tools, ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, cwd=ROOT)
+    second: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: partial.exists() and partial.stat().st_size > 0, "the first pull's download")
+        second = subprocess.Popen(pull_argv(tools, ref), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, cwd=ROOT, text=True)
+        assert second.stdout is not None
+        for line in second.stdout:
+            if "waiting for another download" in line:
+                break
+        else:
+            raise AssertionError("the second pull never said it waits")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        rest = second.stdout.read()
+        assert second.wait(timeout=120) == 0, rest
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not partial.exists()
+    assert tools.puller("fsck").code == 0

@@ -102,20 +102,30 @@ def open_source(loc: Location, store: Store, settings: Any, notice: Any) -> Any:
     return DockerArchiveSource(Path(loc.path), loc.name)
 
 
-def _dest_name(loc: Location, source: Location) -> str | None:
+def _dest_name(loc: Location, source: Location, written: Any, also: Any = None) -> str | None:
     """The name the copy gets at the destination: the one given, else (layouts, archives) the source's reference
-    when it has one."""
-    if loc.transport == "docker":
-        return _reference(loc.path).tag  # type: ignore[no-any-return]  # (the repository is the sink's)
-    if loc.transport == STORE:
-        return str(_reference(loc.path))
+    when it has one. WRITTEN is the digest of what the name will name there (ALSO: the index it came from, which
+    the store accepts in a name as pull does).
+
+    A digest in a name must be that digest: ``copy X reg/y@sha256:1111...`` is refused, not stored under a
+    name that lies. A source named by an index digest whose one platform is copied loses that digest (keeps its
+    tag, if any), so that ``load`` does not find a name that does not match what the archive holds."""
+    if loc.transport in ("docker", STORE):
+        ref = _reference(loc.path)
+        if ref.digest is not None and ref.digest not in (written, also):
+            raise usage(f"{loc} names digest {ref.digest}, but what is copied there is {written} (a digest names "
+                        "the manifest it is: give a tag, or that digest)")
+        return ref.tag if loc.transport == "docker" else str(ref)  # (a registry sink knows its repository)
     if loc.name:
         return loc.name
-    if source.transport in ("docker", STORE):
-        # the source's full reference: docker save names an image so, and a layout or oci-archive named so is
-        # loaded (puller load, podman load) under the name it came from, the air-gap workflow's point
-        return str(_reference(source.path))
-    return None
+    if source.transport not in ("docker", STORE):
+        return None
+    # the source's full reference: docker save names an image so, and a layout or oci-archive named so is loaded
+    # (puller load, podman load) under the name it came from, the air-gap workflow's point
+    ref = _reference(source.path)
+    if ref.digest is None or ref.digest == written:
+        return str(ref)
+    return f"{ref.repository}:{ref.tag}" if ref.tag else None
 
 
 @contextlib.contextmanager
@@ -160,26 +170,31 @@ def do_copy(store: Store, src_text: str, dest_text: str, settings: Any, platform
     from shared.transfer.model import copy, resolve
 
     src, dest = parse_location(src_text), parse_location(dest_text)
-    name = _dest_name(dest, src)
+    if dest.transport in ("oci-archive", "docker-archive") and not Path(dest.path).absolute().parent.is_dir():
+        raise usage(f"cannot write {dest}: {Path(dest.path).absolute().parent} is not a directory")
     store.ensure()  # scratch space for blobs on their way (swept when a copy is killed)
     store.sweep_tmp()
+    shown: set[Any] = set()
 
     def say(text: str) -> None:
         if not quiet:
             print(text, file=sys.stderr, flush=True)
 
     def progress(desc: Descriptor, status: str, done: int) -> None:
-        if status in ("done", "already exists"):
+        if status in ("done", "already exists") and desc.digest not in shown:  # (the store says done twice)
+            shown.add(desc.digest)
             say(f"{'Copied' if status == 'done' else 'Skipped'} blob {desc.digest} ({desc.size} bytes)"
                 + (": the destination has it" if status != "done" else ""))
 
     with store.in_use():
         source = open_source(src, store, settings, say)
         resolved = resolve(source, platform, all_platforms)
+        written = resolved.top.digest if resolved.whole_index else resolved.images[0].digest
+        name = _dest_name(dest, src, written, resolved.top.digest if dest.transport == STORE else None)
         with open_sink(dest, store, settings) as sink:
             copy(source, sink, resolved, name, jobs, progress)
             say(f"Writing manifest to {dest}")
-    return str(resolved.top.digest if resolved.whole_index or dest.transport == STORE else resolved.images[0].digest)
+    return str(resolved.top.digest if dest.transport == STORE else written)
 
 
 def register(app: typer.Typer, state: StoreOption) -> None:

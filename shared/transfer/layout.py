@@ -36,7 +36,7 @@ from shared.image import (
     media_type_of,
 )
 from shared.store import OCI_LAYOUT_VERSION, REF_NAME_ANNOTATION, atomic_write, fsync_dir
-from shared.transfer.model import Document, ProgressFn, Resolved, link_or_copy
+from shared.transfer.model import Document, ProgressFn, Resolved, copy_file
 
 # containerd's (and Docker's `docker save`) annotation for the full image name; ref.name then holds only the tag
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
@@ -297,7 +297,7 @@ class LayoutSink:
             return
         tmp = self.scratch()
         try:
-            link_or_copy(path, tmp)
+            copy_file(path, tmp)
             os.rename(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)

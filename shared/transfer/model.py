@@ -25,18 +25,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity
 from shared.image import INDEX_TYPES, MANIFEST_TYPES, Descriptor, ImageConfig, Index, Manifest, Platform
 
 ProgressFn = Callable[[Descriptor, str, int], None]  # (blob, status, bytes so far); statuses as pull prints them
+MAX_INDEX_ENTRIES = 1024  # an index copied whole: Docker Hub's have ~20
+MAX_DOCUMENT_BYTES = 64 << 20  # the manifests and configs one copy reads into memory, together
 
 
 def quiet(desc: Descriptor, status: str, done: int) -> None:
@@ -226,20 +227,66 @@ def resolve(source: Source, platform: Platform | None, all_platforms: bool = Fal
         return Resolved(top, (image,))
     index = Index.parse(top.raw, top.media_type, f"index of {what}")
     if all_platforms:
-        entries = [e for e in index.manifests if e.media_type in MANIFEST_TYPES]
+        if len(index.manifests) > MAX_INDEX_ENTRIES:
+            raise integrity(f"index of {what} lists {len(index.manifests)} entries, over the {MAX_INDEX_ENTRIES} "
+                            "this copies (no real index comes near)")
+        for entry in index.manifests:
+            if entry.media_type not in MANIFEST_TYPES:
+                # the index is written as it is, so every entry must come along: refuse what we cannot move
+                raise StrataError(f"index of {what}: entry {entry.digest} is {entry.media_type or 'untyped'}; "
+                                  "only image manifests are copied (nested indexes are not followed), so the "
+                                  "whole index cannot be", Kind.UNSUPPORTED)
+        entries = list(index.manifests)
     else:
         entries = [index.select(platform or Platform.host())]
         if on_index is not None:
             on_index(top, entries[0])
+    read = _Documents(source, what)
     images = []
     for entry in entries:
-        doc = source.manifest(entry)
+        doc = read.manifest(entry)
         label = f"{entry.platform or entry.digest} image of {what}"
         manifest = Manifest.parse(doc.raw, doc.media_type, f"manifest of {label}", strict_layers=not all_platforms)
-        images.append(Image.build(doc, source.config(manifest.config), label, entry.platform,
-                                  dict(entry.annotations)) if not all_platforms else
-                      _lenient_image(doc, manifest, source.config(manifest.config), entry))
+        config_raw = read.config(manifest.config)
+        images.append(Image.build(doc, config_raw, label, entry.platform, dict(entry.annotations))
+                      if not all_platforms else _lenient_image(doc, manifest, config_raw, entry))
     return Resolved(top, tuple(images), whole_index=all_platforms)
+
+
+class _Documents:
+    """The manifests and configs one resolve reads, each once (an index may name one manifest many times), and
+    at most :data:`MAX_DOCUMENT_BYTES` of them in all: a hostile index of 4 MiB could otherwise name 20,000
+    distinct 4 MiB documents, each read into memory."""
+
+    def __init__(self, source: Source, what: str) -> None:
+        self.source = source
+        self.what = what
+        self.seen: dict[Digest, Document | bytes] = {}
+        self.total = 0
+
+    def _count(self, size: int) -> None:
+        self.total += size
+        if self.total > MAX_DOCUMENT_BYTES:
+            raise integrity(f"{self.what}: its manifests and configs are over {MAX_DOCUMENT_BYTES >> 20} MiB in "
+                            "all (no real image comes near)")
+
+    def manifest(self, desc: Descriptor) -> Document:
+        found = self.seen.get(desc.digest)
+        if isinstance(found, Document):
+            return found
+        doc = self.source.manifest(desc)
+        self._count(len(doc.raw))
+        self.seen[desc.digest] = doc
+        return doc
+
+    def config(self, desc: Descriptor) -> bytes:
+        found = self.seen.get(desc.digest)
+        if isinstance(found, bytes):
+            return found
+        raw = self.source.config(desc)
+        self._count(len(raw))
+        self.seen[desc.digest] = raw
+        return raw
 
 
 def _lenient_image(doc: Document, manifest: Manifest, config_raw: bytes, entry: Descriptor) -> Image:
@@ -304,7 +351,7 @@ def _move_blob(source: Source, sink: Sink, desc: Descriptor, progress: ProgressF
         return False
     partial = getattr(sink, "partial", None)
     if data is None and partial is not None and getattr(source, "resumes", False):
-        with partial(desc) as path:
+        with partial(desc, lambda: progress(desc, "waiting for another download", 0)) as path:
             if sink.has_blob(desc):  # another process fetched it while we waited for its lock
                 progress(desc, "already exists", desc.size)
                 return False
@@ -345,25 +392,12 @@ def verify_file(path: Path, desc: Descriptor, what: str, chunk: int = 1 << 20) -
         raise integrity(f"{what}: blob {desc.digest} hashes to {actual}")
 
 
-def link_or_copy(src: Path, dest: Path) -> None:
-    """Put ``src``'s bytes at the new path ``dest``: a hard link when both are on one filesystem (a verified
-    blob never changes), else a copy."""
-    try:
-        os.link(src, dest)
-        return
-    except OSError:
-        pass
+def copy_file(src: Path, dest: Path) -> None:
+    """Put ``src``'s bytes at the new path ``dest``, a file of its own. Never a hard link: a blob linked out of
+    the store into a user's layout (or from a layout into the store) would be one inode that either side can
+    change in place (a ``chown -R``, an editor), and the store trusts its blobs once verified."""
     with open(src, "rb") as fin, open(dest, "xb") as fout:
         while block := fin.read(1 << 20):
             fout.write(block)
         fout.flush()
         os.fsync(fout.fileno())
-
-
-def index_document(images: Sequence[Image], media_type: str, annotations: dict[str, str] | None = None) -> Document:
-    """A new index over ``images`` (for a sink that must list what it holds, and for ``artifact``)."""
-    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type,
-                           "manifests": [i.descriptor.to_json() for i in images]}
-    if annotations:
-        doc["annotations"] = annotations
-    return Document.of(json.dumps(doc, separators=(",", ":")).encode(), media_type)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shared import stored
@@ -21,7 +21,7 @@ from shared.image import Descriptor, chain_ids
 from shared.layer import compress
 from shared.layer.unpack import unpack_blob
 from shared.store import LayerRecord, Store, remove_tree
-from shared.transfer.model import Document, Image, ProgressFn, Resolved, link_or_copy
+from shared.transfer.model import Document, Image, ProgressFn, Resolved, copy_file
 
 # Set on a reference resolved from an index: the index's digest (what the user sees as the image's digest; the
 # index blob is kept). Read by stored.py, fsck and GC.
@@ -77,11 +77,11 @@ class StoreSink:
         return self.store.has_blob(desc.digest)
 
     @contextlib.contextmanager
-    def partial(self, desc: Descriptor) -> Iterator[Path]:
+    def partial(self, desc: Descriptor, on_wait: Callable[[], None] = lambda: None) -> Iterator[Path]:
         """Where a resumable source downloads DESC: kept when the download is interrupted (Ctrl-C, a kill, the
         registry gone) for the next pull to resume; removed on any other failure (a digest mismatch, a full disk:
         nothing partial is kept that could not help)."""
-        with self.store.partial(desc.digest) as path:
+        with self.store.partial(desc.digest, on_wait) as path:
             try:
                 yield path
             except (StrataError, OSError) as e:
@@ -95,7 +95,7 @@ class StoreSink:
         else:
             tmp = self.scratch()
             try:
-                link_or_copy(path, tmp)
+                copy_file(path, tmp)
                 self.store.commit_blob(tmp, desc.digest)
             finally:
                 tmp.unlink(missing_ok=True)
