@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
 from shared.store import Store, read_json, write_json
 
@@ -191,6 +192,7 @@ class Container:
             cgroups.kill_all(group)
             group.remove()
         self.store.discard(self.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container
+        self.store.release_hold(self.id)  # last: until the directory is gone, its layers must stay
 
 
 @dataclass(frozen=True)
@@ -292,11 +294,17 @@ def create(store: Store, config: ContainerConfig) -> Container:
             if other.name == config.name:
                 raise StrataError(f"the container name {config.name!r} is already in use by {other.id[:12]}",
                                   Kind.STATE)
-        tmp = store.temp_path("container")
-        tmp.mkdir(mode=0o700)
-        write_json(tmp / "config.json", asdict(config))
-        write_json(tmp / "state.json", asdict(ContainerState()))
-        os.rename(tmp, store.containers / config.id)
+        # the hold first: GC (which waits for our in_use) then keeps the layers before anything rests on them
+        store.hold(config.id, "container", config.name, [Digest.parse(c) for c in config.chain_ids])
+        try:
+            tmp = store.temp_path("container")
+            tmp.mkdir(mode=0o700)
+            write_json(tmp / "config.json", asdict(config))
+            write_json(tmp / "state.json", asdict(ContainerState()))
+            os.rename(tmp, store.containers / config.id)
+        except BaseException:
+            store.release_hold(config.id)  # nothing rests on the layers: tmp/ litter at most
+            raise
     return Container(store, config)
 
 
