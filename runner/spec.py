@@ -264,7 +264,15 @@ class Spec:
             "rlimits": [{"type": r.type, "soft": r.soft, "hard": r.hard} for r in self.rlimits],
             "noNewPrivileges": self.no_new_privileges,
         }
-        resources: dict[str, Any] = {}
+        # the devices cgroup (v1) as runc applies it: none but the spec's devices and the terminal's. Our executor
+        # needs none: every writable mount is nodev, so no other node can be opened (README, "Device nodes")
+        allowed = [{"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": "rwm"}
+                   for d in self.devices]
+        resources: dict[str, Any] = {"devices": [
+            {"allow": False, "access": "rwm"}, *allowed,
+            {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},  # /dev/pts/ptmx
+            {"allow": True, "type": "c", "major": 136, "access": "rwm"},  # the pty slaves
+        ]}
         if self.limits.memory is not None:
             resources["memory"] = {"limit": self.limits.memory}
         if self.limits.cpus is not None:
@@ -276,7 +284,7 @@ class Spec:
             "namespaces": [{"type": n} for n in self.namespaces],
             "devices": [d.to_oci() for d in self.devices],
             "resources": resources,
-            "cgroupsPath": f"strata/{self.id}",
+            "cgroupsPath": cgroups.spec_path(self.id),
             "maskedPaths": list(self.masked_paths),
             "readonlyPaths": list(self.readonly_paths),
         }

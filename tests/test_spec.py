@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,9 @@ def test_the_spec_holds_the_resolved_container(tools: Tools, img: str) -> None:
     assert spec["root"] == {"path": "merged", "readonly": True}
     linux = spec["linux"]
     assert {n["type"] for n in linux["namespaces"]} == {"pid", "network", "ipc", "uts", "mount", "cgroup"}
+    devices = linux["resources"].pop("devices")
+    assert devices[0] == {"allow": False, "access": "rwm"}  # runc's devices cgroup: only what the spec lists
+    assert {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"} in devices
     assert linux["resources"] == {"memory": {"limit": 64 << 20}, "cpu": {"quota": 50000, "period": 100000},
                                   "pids": {"limit": 50}}
     assert "/proc/kcore" in linux["maskedPaths"] and "/proc/sys" in linux["readonlyPaths"]
@@ -236,3 +241,28 @@ def test_release_is_idempotent(tools: Tools, img: str) -> None:
         remove(container)
         remove(container)  # and so is removing twice
         assert not (tools.root / "containers" / cid).exists() and os.listdir(tools.root / "holds") == []
+
+
+def test_runc_runs_the_saved_spec(tools: Tools, img: str, tmp_path: Path) -> None:
+    """runc is another executor of the same config.json: with the overlay the layer stack annotation plans mounted
+    at root.path (here in a private mount namespace of the test's own), it runs the container as ours does."""
+    runc = shutil.which("runc")
+    assert runc is not None, "scripts/setup installs runc"
+    created = tools.runner("create", "--hostname", "viarunc", "--tmpfs", "/scratch", img, "sh", "-c",
+                           "hostname; grep -E '^(CapBnd|Seccomp):' /proc/self/status; cat /proc/self/cgroup; "
+                           "touch /scratch/x; exit 7")
+    assert created.code == 0, created.err
+    cid = created.out.strip()
+    bundle = tools.root / "containers" / cid
+    layers = json.loads(json.loads((bundle / "config.json").read_text())["annotations"]["io.strata.rootfs.layers"])
+    lower = ":".join(["init", *(f"l/{i}" for i in range(len(layers)))])
+    script = (f"mount --make-rprivate / && mount -t overlay overlay -o lowerdir={lower},upperdir=upper,"
+              f"workdir=work,redirect_dir=off,metacopy=off merged && "
+              f"exec {runc} --root {tmp_path / 'runc'} run --bundle {bundle} strata-{cid[:12]}")
+    ran = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=bundle, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, timeout=60, check=False)
+    assert ran.returncode == 7, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[:3] == ["viarunc", "CapBnd:\t00000000a80425fb", "Seccomp:\t2"], ran.stdout  # Docker's defaults
+    assert lines[3:] and all(line.endswith(":/") for line in lines[3:]), ran.stdout  # its own cgroup namespace
+    assert tools.runner("rm", cid).code == 0
