@@ -223,6 +223,13 @@ def for_container(container_id: str) -> Cgroup:
     return CgroupV2(name) if is_v2() else CgroupV1(name)
 
 
+def spec_path(container_id: str) -> str:
+    """The runtime-spec ``linux.cgroupsPath`` naming the group :func:`for_container` makes, as runc reads it: on
+    v1 a relative path, which runc (as we) nests under its own group in each controller; on v2 the absolute one."""
+    name = f"strata-{container_id}"
+    return f"/strata/{name}" if is_v2() else name
+
+
 def kill_all(cgroup: Cgroup, sig: int = 9) -> None:
     """Whatever is left in the group (a runner killed mid-way leaves PID 1's namespace to us)."""
     for pid in cgroup.procs():

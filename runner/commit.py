@@ -400,7 +400,7 @@ class CommitSource:
 def _parent_image(store: Store, container: Container) -> stored.StoredImage:
     """The image the container was created from, by its ID (the reference may name another image since):
     under the name it was created from if that still names it, else any reference to it."""
-    wanted = Digest.parse(container.config.image_id)
+    wanted = Digest.parse(container.spec.image_id)
     found: list[stored.StoredImage] = []
     for name, desc in store.refs():
         with contextlib.suppress(StrataError):
@@ -410,7 +410,7 @@ def _parent_image(store: Store, container: Container) -> stored.StoredImage:
     if not found:
         raise not_found(f"the image of container {container.name} ({wanted}) is no longer in the store (removed "
                         "with rmi --force?); it cannot be committed")
-    found.sort(key=lambda i: (i.name != container.config.image, i.name))
+    found.sort(key=lambda i: (i.name != container.spec.image, i.name))
     image = found[0]
     for i, desc in enumerate(image.manifest.layers):
         if not store.has_blob(desc.digest):
@@ -431,7 +431,7 @@ def _created(container: Container, running: bool) -> str:
     if running:
         return _timestamp(time.time())
     state = container.state()
-    return _timestamp(state.finished or state.started or container.config.created)
+    return _timestamp(state.finished or state.started or container.spec.created)
 
 
 def build_config(parent: stored.StoredImage, diff_id: Digest, created: str, created_by: str,
@@ -506,7 +506,7 @@ def _commit(store: Store, container: Container, name: str, opts: CommitOptions) 
     try:
         with paused(container, opts.pause) as running:
             layer, diff_id = _pack_upper(store, container, blob_tmp)
-        config = build_config(parent, diff_id, _created(container, running), " ".join(container.config.argv),
+        config = build_config(parent, diff_id, _created(container, running), " ".join(container.spec.argv),
                               opts.message, opts.author, opts.changes)
         manifest = build_manifest(parent, config, layer)
         ours = {d for d in (layer.digest, Digest.of_bytes(config), manifest.digest) if not store.has_blob(d)}

@@ -61,8 +61,13 @@ def _command(container: Container, job: dict[str, Any], parent_fd: int, err_w: i
     try:
         os.setsid()  # no controlling terminal unless it gets a pty of its own
         if sock is not None:
-            tty.become_terminal_child(sock)
-        process.become_and_exec(container.config, job["command"], err_w, parent_fd, program, job["user"],
+            tty.become_terminal_child(lambda master: _send_master(sock, master))
+            sock.close()
+        process.become_and_exec(container.spec, job["command"], err_w, parent_fd, program, job["user"],
                                 job["workdir"], job["env"], job["tty"])
     except BaseException as e:
         process.fail(err_w, e, "exec in the container")
+
+
+def _send_master(sock: socket.socket, master: int) -> None:
+    socket.send_fds(sock, [b"m"], [master])
