@@ -305,6 +305,20 @@ def strata_cgroups() -> set[Path]:
     return {d for base in own_cgroup_dirs() if base.is_dir() for d in base.glob("strata-*") if d.is_dir()}
 
 
+def empty_cgroups(groups: set[Path]) -> list[Path]:
+    """The GROUPS that hold no process, sorted. A leak is an empty group nobody removed: a group with processes
+    is a live container, of this test (whose processes ``processes_mentioning`` finds by the store root) or of
+    another test session on the machine, which is not this test's to judge."""
+    out = []
+    for group in groups:
+        try:
+            if not (group / "cgroup.procs").read_text().strip():
+                out.append(group)
+        except OSError:  # removed meanwhile
+            continue
+    return sorted(out)
+
+
 def processes_mentioning(path: Path) -> list[str]:
     """Processes (not this one) whose command line names PATH (a runner or monitor), or whose mount table does (a
     container's: its /etc/hosts is bound from the store)."""
@@ -324,13 +338,14 @@ def processes_mentioning(path: Path) -> list[str]:
 
 @pytest.fixture
 def no_leaks(tools: Tools) -> Iterator[None]:
-    """After the test: no new ``strata-*`` cgroup under this process's own groups, and no process that names the
-    test's store root. Processes that are still exiting get a few seconds."""
+    """After the test: no new, empty ``strata-*`` cgroup under this process's own groups (see
+    :func:`empty_cgroups`), and no process that names the test's store root. Processes that are still exiting
+    get a few seconds."""
     before = strata_cgroups()
     yield
     deadline = time.monotonic() + 10
     while True:
-        cgroups, procs = sorted(strata_cgroups() - before), processes_mentioning(tools.root)
+        cgroups, procs = empty_cgroups(strata_cgroups() - before), processes_mentioning(tools.root)
         if not (cgroups or procs) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
