@@ -77,13 +77,22 @@ def _v1_mounts() -> dict[str, Path]:
     return found
 
 
-def _own_v1_paths() -> dict[str, str]:
+def v1_mount(controller: str) -> Path | None:
+    """Where the v1 hierarchy holding CONTROLLER (any, freezer included) is mounted; None when none is."""
+    return next((mount for mount, options in _v1_hierarchies() if controller in options), None)
+
+
+def v1_paths(pid: int | str = "self") -> dict[str, str]:
+    """controller -> the v1 group PID is in, from /proc/PID/cgroup (empty when the process is gone)."""
     out: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                out[controller] = path
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for controller in controllers.split(","):
+                    out[controller] = path
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return out
 
 
@@ -150,7 +159,7 @@ class Cgroup:
 
 class CgroupV1(Cgroup):
     def __init__(self, name: str) -> None:
-        mounts, own = _v1_mounts(), _own_v1_paths()
+        mounts, own = _v1_mounts(), v1_paths()
         self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
                               if c in mounts}
         super().__init__(list(self.by_controller.values()))

@@ -109,7 +109,7 @@ class Container:
 
     def unpause(self) -> None:
         """Thaw what a ``commit`` killed mid-pause left frozen: a frozen process takes no signal, SIGKILL included."""
-        from runner.commit import Freezer
+        from runner.freezer import Freezer
 
         Freezer(self).recover()
 
