@@ -42,7 +42,8 @@ DEVICES = {"null": "1:3", "zero": "1:5", "full": "1:7", "random": "1:8", "urando
 
 
 @pytest.fixture
-def img(tools: Tools, test_image: str, no_leaks: None) -> str:
+def img(tools: Tools, test_image: str, no_leaks: None, executor: str) -> str:
+    """The session test image, pulled; the test runs once per executor (ours, runc, crun)."""
     result = tools.puller("pull", test_image)
     assert result.code == 0, result.err
     return test_image
