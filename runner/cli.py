@@ -101,6 +101,26 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
     print(do_create(state.store, opts).id)
 
 
+@app.command(context_settings={"allow_interspersed_args": False})
+def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"),
+           command: list[str] | None = _COMMAND, name: str | None = _NAME, hostname: str | None = _HOSTNAME,
+           env: list[str] = _ENV, workdir: str | None = _WORKDIR, user: str | None = _USER,
+           entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE, tty: bool = _TTY,
+           env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
+           read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY,
+           cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
+           cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
+           security_opt: list[str] = _SECURITY_OPT) -> None:
+    """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
+    rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
+    from runner.bundle import bundle as do_bundle
+
+    opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
+                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
+                        privileged, security_opt, False, "strata")
+    print(do_bundle(state.store, opts, directory))
+
+
 @app.command()
 def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
           attach: bool = typer.Option(False, "--attach", "-a", help="Attach its output; exit with its exit code"),
