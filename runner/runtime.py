@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import linux, logs, process, tty, user
+from runner import linux, logs, process, security, tty, user
 from runner.container import Container
 from shared.errors import Kind, StrataError, usage
 
@@ -141,12 +141,26 @@ def one_line(text: str) -> str:
     return last[:500]
 
 
+def start_error(container: Container, runtime_message: str) -> StrataError:
+    """A start failure as our executor words it when the command cannot be exec'd (Docker's 126 and 127);
+    anything else with the runtime's own words and 125."""
+    code = exit_code_for(runtime_message)
+    name = container.spec.argv[0] if container.spec.argv else ""
+    if code == process.EXIT_NOT_FOUND:
+        return StrataError(f"exec: {name!r}: executable file not found", Kind.SYSTEM, exit_code=code)
+    if code == process.EXIT_NOT_EXECUTABLE:
+        return StrataError(f"exec: {name!r}: Permission denied", Kind.SYSTEM, exit_code=code)
+    tool = os.path.basename(container.spec.runtime)
+    return StrataError(f"{tool}: {runtime_message.removeprefix(f'{tool} create failed: ')}", Kind.SYSTEM,
+                       exit_code=code)
+
+
 def exit_code_for(message: str) -> int:
     """Docker's codes for a start failure, from the runtime's words (runc's and crun's)."""
     lower = message.lower()
     if ("executable file" in lower and "not found" in lower) or ("no such file" in lower and "exec" in lower):
         return process.EXIT_NOT_FOUND
-    if "permission denied" in lower and "exec" in lower:
+    if "permission denied" in lower or "is a directory" in lower or "open executable" in lower:  # crun's EPERM
         return process.EXIT_NOT_EXECUTABLE
     return process.EXIT_RUNNER_ERROR
 
@@ -164,28 +178,18 @@ def runtime_config(container: Container, rootfs: Path) -> dict[str, Any]:
     proc["user"] = {"uid": who.uid, "gid": who.gid, "additionalGids": [g for g in who.groups if g != who.gid]}
     env = process.exec_env(spec, who.home, tty=spec.terminal)
     proc["env"] = [f"{k}={v}" for k, v in env.items()]
-    if who.uid != 0:  # as our executor: a user other than root holds no capability
-        proc["capabilities"] = {k: ([] if k != "bounding" else v) for k, v in proc["capabilities"].items()}
+    # as our executor: never more than the runner's own bounding set (a runtime asked for more fails in capset),
+    # and a user other than root holds none but the bounding set
+    own = {f"CAP_{security.CAPABILITIES[n]}" for n in security.own_bounding_set() if n < len(security.CAPABILITIES)}
+    proc["capabilities"] = {k: [c for c in v if c in own] if k == "bounding" or who.uid == 0 else []
+                            for k, v in proc["capabilities"].items()}
+    for volume in spec.volumes:  # as Docker's -v (and our executor): a missing source is created
+        if not os.path.exists(volume.source):
+            os.makedirs(volume.source, exist_ok=True)
     doc["root"]["path"] = str(rootfs)
-    doc["linux"].setdefault("resources", {})["devices"] = device_rules(container)
-    doc["linux"]["cgroupsPath"] = f"strata-{spec.id}"  # the group our executor makes: under the runner's own
+    if spec.privileged:  # Docker's: every device (the spec lists its own devices only, for our executor's sake)
+        doc["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     return doc
-
-
-def device_rules(container: Container) -> list[dict[str, Any]]:
-    """The device cgroup's rules, Docker's: all denied but mknod and the spec's devices, the pty slaves (136:*)
-    and /dev/ptmx (5:2); --privileged allows every device. Our executor needs none (its /dev is nodev but for
-    the nodes it bound), but a runtime on cgroup v1 denies any device its rules do not name."""
-    if container.spec.privileged:
-        return [{"allow": True, "access": "rwm"}]
-    rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"},
-                                   {"allow": True, "type": "c", "access": "m"},
-                                   {"allow": True, "type": "b", "access": "m"}]
-    rules += [{"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": "rwm"}
-              for d in container.spec.devices]
-    rules += [{"allow": True, "type": "c", "major": 136, "access": "rwm"},
-              {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"}]
-    return rules
 
 
 def mount_rootfs(container: Container) -> Path:
@@ -243,8 +247,7 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
         pid, master = _create(container, rt, bundle, stdio)
         done = rt.call("start", container.id, check=False)
         if done.returncode != 0:
-            message = one_line(done.stderr)
-            raise StrataError(message, Kind.SYSTEM, exit_code=exit_code_for(message))
+            raise start_error(container, one_line(done.stderr))
     except StrataError as e:
         stdio.close()
         log.close()
@@ -334,7 +337,7 @@ def _create(container: Container, rt: Runtime, bundle: Path, stdio: process.Stdi
             message = one_line(_drain(errors_r) + (_drain(stdio.stderr) if stdio.stderr >= 0 else ""))
             if master is not None:
                 os.close(master)
-            raise StrataError(message, Kind.SYSTEM, exit_code=exit_code_for(message))
+            raise start_error(container, message)
         return int(pid_file.read_text().strip()), master
     finally:
         for fd in (errors_r, errors_w):

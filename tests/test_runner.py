@@ -240,7 +240,9 @@ def test_mount_targets_through_image_symlinks_stay_in_the_root(tools: Tools, img
     # the test image's /etc/abs-link -> /etc/layer1.txt: a file volume on it replaces the container's file
     through_file_link = sh(tools, img, "cat /etc/layer1.txt", "-v", f"{src}/f:/etc/abs-link")
     assert through_file_link.out == "volume\n", through_file_link.err
-    one_line_error(run(tools, "-v", f"{src}:/etc/abs-link/sub", img, "true"), 125, "Not a directory")
+    refused = run(tools, "-v", f"{src}:/etc/abs-link/sub", img, "true")
+    one_line_error(refused, 125, "")
+    assert "not a directory" in refused.err.lower()  # runc says it in lower case
     # /escape -> /, /dotdot -> ../../../../.., /hostetc -> /etc: resolved inside the container's root
     result = sh(tools, links_image,
                 "cat /strata-escape-probe/dir/f /strata-escape-probe2/f /etc/strata-escape-probe4/f; "
@@ -315,10 +317,23 @@ def test_init_runs_as_pid_1_and_reaps_orphans(tools: Tools, img: str) -> None:
 # -- cgroup limits -----------------------------------------------------------------------------------------------
 
 
-def test_memory_limit(tools: Tools, img: str) -> None:
+def pid1_cgroup(tools: Tools, cid: str, controller: str) -> Path:
+    """Where the container's PID 1 is in CONTROLLER: our executor's group, or where an OCI runtime put it (crun
+    nests its group under one base path for every controller, not each controller's own)."""
+    pid = json.loads(tools.runner("inspect", cid).out)[0]["State"]["pid"]
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return Path("/sys/fs/cgroup", controller, path.lstrip("/"))
+    raise AssertionError(f"no {controller} group for {pid}")
+
+
+def test_memory_limit(tools: Tools, img: str, executor: str) -> None:
     assert run(tools, "--memory", "16m", img, "tail", "/dev/zero").code == 137  # the OOM killer's SIGKILL
     with detached(tools, "-m", "32m", img, "sleep", "60") as cid:
-        limit = container_cgroup("memory", cid) / "memory.limit_in_bytes"
+        limit = pid1_cgroup(tools, cid, "memory") / "memory.limit_in_bytes"
+        if executor != "crun":
+            assert limit.parent == container_cgroup("memory", cid)
         assert limit.read_text().strip() == str(32 << 20)
     one_line_error(run(tools, "-m", "1k", img, "true"), 125, "minimum memory limit")
     one_line_error(run(tools, "-m", "lots", img, "true"), 125, "invalid memory size")
@@ -459,7 +474,10 @@ def test_masked_and_read_only_paths(tools: Tools, img: str) -> None:
     assert "ro" in mounts["/sys"]
 
 
-def test_devices_and_mount_refused(tools: Tools, img: str, tmp_path: Path) -> None:
+def test_devices_and_mount_refused(tools: Tools, img: str, tmp_path: Path, executor: str) -> None:
+    if executor != "strata":
+        pytest.skip("our executor's /dev (nodev, each node bound, Docker's /dev/core link); a runtime's relies on the "
+                    "devices cgroup instead")
     disk = os.stat("/").st_dev  # the host's root file system's block device
     major, minor = os.major(disk), os.minor(disk)
     script = ("ls -A /dev; " + "; ".join(f"stat -c '%n %F %t:%T' /dev/{d}" for d in DEVICES) +
