@@ -117,9 +117,19 @@ class Container:
         self.unpause()
         fd = self.open_process()
         try:
-            _send(fd, sig)
+            self._signal(fd, sig)
         finally:
             os.close(fd)
+
+    def _signal(self, pidfd: int, sig: int) -> None:
+        """Through the OCI runtime that started the container (``RUNTIME kill``), once the pidfd has shown that
+        its PID 1 is the recorded one; else through the pidfd."""
+        if self.spec.runtime:
+            from runner import runtime
+
+            runtime.kill(self, sig)
+        else:
+            _send(pidfd, sig)
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
@@ -133,9 +143,9 @@ class Container:
         if fd is None:  # it exited since state() was read
             return
         try:
-            _send(fd, sig)
+            self._signal(fd, sig)
             if not _wait_exited(fd, timeout):
-                _send(fd, signal.SIGKILL)
+                self._signal(fd, signal.SIGKILL)
                 _wait_exited(fd)
         finally:
             os.close(fd)

@@ -14,6 +14,8 @@ How a start goes (containerd's shim does the same steps):
 * ``RUNTIME --root STATE create`` with the container's stdio (pipes, or with -t a pty whose master comes back on
   ``--console-socket``), then ``RUNTIME start``; the runner is a child subreaper, so PID 1 becomes its child once
   ``create`` has exited and its exit status is ours to wait for, as with our own executor;
+* ``kill`` and ``stop`` signal through ``RUNTIME kill`` (after the pidfd check of :mod:`runner.container`), and
+  :func:`release` runs ``RUNTIME delete --force``;
 * a start failure is Docker's 127 (no such executable), 126 (not executable) or 125 (anything else), told by
   the runtime's one-line message.
 
@@ -221,6 +223,14 @@ def release(container: Container) -> None:
     merged = container.path("merged")
     if os.path.ismount(merged):
         linux.umount2(str(merged), linux.MNT_DETACH)
+
+
+def kill(container: Container, sig: int) -> None:
+    """``RUNTIME kill ID SIGNAL``. A container the runtime finds stopped has exited meanwhile: not an error."""
+    rt = Runtime.of(container)
+    done = rt.call("kill", container.id, str(sig), check=False)
+    if done.returncode != 0 and "not running" not in done.stderr and "stopped" not in done.stderr:
+        raise StrataError(f"{os.path.basename(rt.path)} kill: {one_line(done.stderr)}", Kind.SYSTEM)
 
 
 # -- start ---------------------------------------------------------------------------------------------------------
