@@ -123,13 +123,14 @@ class Container:
 
     def _signal(self, pidfd: int, sig: int) -> None:
         """Through the OCI runtime that started the container (``RUNTIME kill``), once the pidfd has shown that
-        its PID 1 is the recorded one; else through the pidfd."""
+        its PID 1 is the recorded one; else, or when the runtime no longer knows it (it is exiting, its owner
+        deleted it, a second SIGKILL of stop), through the pidfd, which still pins that process."""
         if self.spec.runtime:
             from runner import runtime
 
-            runtime.kill(self, sig)
-        else:
-            _send(pidfd, sig)
+            if runtime.kill(self, sig):
+                return
+        _send(pidfd, sig)
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the

@@ -225,12 +225,10 @@ def release(container: Container) -> None:
         linux.umount2(str(merged), linux.MNT_DETACH)
 
 
-def kill(container: Container, sig: int) -> None:
-    """``RUNTIME kill ID SIGNAL``. A container the runtime finds stopped has exited meanwhile: not an error."""
-    rt = Runtime.of(container)
-    done = rt.call("kill", container.id, str(sig), check=False)
-    if done.returncode != 0 and "not running" not in done.stderr and "stopped" not in done.stderr:
-        raise StrataError(f"{os.path.basename(rt.path)} kill: {one_line(done.stderr)}", Kind.SYSTEM)
+def kill(container: Container, sig: int) -> bool:
+    """``RUNTIME kill ID SIGNAL``; whether the runtime took it (it refuses a container it no longer knows or
+    finds stopped: the caller then signals through its pidfd)."""
+    return Runtime.of(container).call("kill", container.id, str(sig), check=False).returncode == 0
 
 
 # -- start ---------------------------------------------------------------------------------------------------------
