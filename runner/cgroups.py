@@ -239,6 +239,31 @@ def spec_path(container_id: str) -> str:
     return f"/strata/{name}" if is_v2() else name
 
 
+def join_groups_of(pid: int, joiner: int) -> None:
+    """Put ``joiner`` in every group ``pid`` is in, hierarchy by hierarchy (/proc/PID/cgroup). For ``exec`` into a
+    container an OCI runtime started: runc puts PID 1 in every v1 hierarchy and v2, crun nests its group under one
+    base path for all controllers; either way the container's groups are where PID 1 is, not necessarily where
+    :func:`for_container` would make them."""
+    mounts: dict[str, Path] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if rfields and rfields[0] == "cgroup2":
+                mounts.setdefault("", Path(fields[4]))
+            elif rfields and rfields[0] == "cgroup":
+                for option in rfields[2].split(","):
+                    mounts.setdefault(option, Path(fields[4]))
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        mount = mounts.get(controllers.split(",")[0])
+        if mount is None or (not controllers and path == "/"):
+            continue
+        _write(mount / path.lstrip("/") / "cgroup.procs", str(joiner))
+
+
 def kill_all(cgroup: Cgroup, sig: int = 9) -> None:
     """Whatever is left in the group (a runner killed mid-way leaves PID 1's namespace to us)."""
     for pid in cgroup.procs():

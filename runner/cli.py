@@ -23,14 +23,16 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                  env: list[str], workdir: str | None, user: str | None, entrypoint: str | None, interactive: bool,
                  tty: bool, env_file: list[str], volume: list[str], tmpfs: list[str], read_only: bool, init: bool,
                  memory: str | None, cpus: float | None, pids_limit: int | None, cap_add: list[str],
-                 cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool) -> RunOptions:
+                 cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
+                 runtime: str | None = None) -> RunOptions:
     from runner.create import RunOptions
 
     return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
                       user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm,
                       env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
-                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach)
+                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
+                      runtime=runtime)
 
 
 # The options run and create share, as Docker's (create has no -d).
@@ -58,6 +60,8 @@ _CAP_DROP = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)")
 _PRIVILEGED = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices")
 _SECURITY_OPT = typer.Option([], "--security-opt",
                              help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json")
+_RUNTIME = typer.Option(None, "--runtime", help="OCI runtime that starts it: runc, crun, a path, or strata (ours; "
+                                               "the default unless the settings file's runtime says otherwise)")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -67,7 +71,7 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         tty: bool = _TTY, env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
         read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
         pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
-        privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT,
+        privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
@@ -75,7 +79,8 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
 
     return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
                                             interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
-                                            cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach))
+                                            cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
+                                            runtime))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -86,14 +91,34 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            tmpfs: list[str] = _TMPFS, read_only: bool = _READ_ONLY, init: bool = _INIT,
            memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
            cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT) -> None:
+           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False)
+                        privileged, security_opt, False, runtime)
     print(do_create(state.store, opts).id)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"),
+           command: list[str] | None = _COMMAND, name: str | None = _NAME, hostname: str | None = _HOSTNAME,
+           env: list[str] = _ENV, workdir: str | None = _WORKDIR, user: str | None = _USER,
+           entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE, tty: bool = _TTY,
+           env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
+           read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY,
+           cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
+           cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
+           security_opt: list[str] = _SECURITY_OPT) -> None:
+    """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
+    rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
+    from runner.bundle import bundle as do_bundle
+
+    opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
+                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
+                        privileged, security_opt, False, "strata")
+    print(do_bundle(state.store, opts, directory))
 
 
 @app.command()

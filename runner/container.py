@@ -117,9 +117,20 @@ class Container:
         self.unpause()
         fd = self.open_process()
         try:
-            _send(fd, sig)
+            self._signal(fd, sig)
         finally:
             os.close(fd)
+
+    def _signal(self, pidfd: int, sig: int) -> None:
+        """Through the OCI runtime that started the container (``RUNTIME kill``), once the pidfd has shown that
+        its PID 1 is the recorded one; else, or when the runtime no longer knows it (it is exiting, its owner
+        deleted it, a second SIGKILL of stop), through the pidfd, which still pins that process."""
+        if self.spec.runtime:
+            from runner import runtime
+
+            if runtime.kill(self, sig):
+                return
+        _send(pidfd, sig)
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
@@ -133,9 +144,9 @@ class Container:
         if fd is None:  # it exited since state() was read
             return
         try:
-            _send(fd, sig)
+            self._signal(fd, sig)
             if not _wait_exited(fd, timeout):
-                _send(fd, signal.SIGKILL)
+                self._signal(fd, signal.SIGKILL)
                 _wait_exited(fd)
         finally:
             os.close(fd)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runner import cgroups, rootfs, security
+from runner import cgroups, rootfs, runtime, security
 from runner.container import Container, new_id, record
 from runner.release import remove
 from runner.spec import DEFAULT_PATH, INIT_PATH, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
@@ -49,6 +49,7 @@ class RunOptions:
     tmpfs: Sequence[str] = ()
     init: bool = False
     detach: bool = False
+    runtime: str | None = None  # --runtime: runc, crun, a path, or strata (ours); None: the settings file's
 
 
 def read_env_file(path: str) -> list[str]:
@@ -135,4 +136,5 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
         cwd=workdir, user=opts.user if opts.user is not None else cfg.user, hostname=hostname, bundle="",
         terminal=opts.tty, interactive=opts.interactive, auto_remove=opts.remove, init=opts.init,
         privileges=privileges, seccomp=seccomp, limits=limits, read_only=opts.read_only,
-        volumes=volumes, tmpfs=tmpfs, rlimits=own_rlimits(), masked_paths=masked, readonly_paths=readonly)
+        volumes=volumes, tmpfs=tmpfs, rlimits=own_rlimits(), masked_paths=masked, readonly_paths=readonly,
+        runtime=runtime.choose(opts.runtime))

@@ -26,6 +26,10 @@ from shared.errors import Kind, StrataError
 
 def release(container: Container) -> None:
     """Free the host resources of a container whose PID 1 has exited (or is being killed). Idempotent."""
+    if container.spec.runtime:
+        from runner import runtime
+
+        runtime.release(container)
     group = cgroups.for_container(container.id)
     if group.exists():
         cgroups.kill_all(group)

@@ -51,6 +51,7 @@ A_INTERACTIVE = "io.strata.process.interactive"
 A_AUTO_REMOVE = "io.strata.auto-remove"
 A_INIT = "io.strata.init"
 A_PRIVILEGED = "io.strata.privileged"
+A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 _NAMESPACE_FLAGS = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
@@ -200,6 +201,7 @@ class Spec:
     devices: tuple[Device, ...] = tuple(Device(f"/dev/{n}", *mm) for n, mm in DEFAULT_DEVICES.items())
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
+    runtime: str = ""  # an OCI runtime binary that starts this spec (runner/runtime.py); "": our executor
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -296,6 +298,8 @@ class Spec:
             A_INTERACTIVE: _flag(self.interactive), A_AUTO_REMOVE: _flag(self.auto_remove), A_INIT: _flag(self.init),
             A_PRIVILEGED: _flag(self.privileged),
         }
+        if self.runtime:
+            annotations[A_RUNTIME] = self.runtime
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -348,7 +352,7 @@ class Spec:
             devices=tuple(Device(d["path"], d["major"], d["minor"], d.get("fileMode", 0o666), d["type"])
                           for d in linux_doc.get("devices") or ()),
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
-            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()))
+            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""))
 
 
 def _flag(value: bool) -> str:

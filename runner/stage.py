@@ -37,7 +37,10 @@ def main(job: dict[str, Any]) -> NoReturn:
             os.close(fd)
         container = find(Store(Path(job["root"])), job["id"])
         program = process.seccomp_program(container)
-        cgroups.for_container(container.id).add(os.getpid())  # before the cgroup namespace: its root is the group
+        if container.spec.runtime:  # before the cgroup namespace: its root is the group
+            cgroups.join_groups_of(container.state().pid, os.getpid())
+        else:
+            cgroups.for_container(container.id).add(os.getpid())
         process.forbid_imports()
         linux.setns(job["pidfd"], NAMESPACES)  # all at once, into the process the pidfd names, or none
         os.close(job["pidfd"])

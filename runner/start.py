@@ -87,6 +87,10 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
     :class:`StartLock` until then."""
     spec = container.spec
     feed = spec.interactive and (echo if attach_stdin is None else attach_stdin)
+    if spec.runtime:
+        from runner import runtime
+
+        return runtime.start(container, echo, feed, started)
     program = process.seccomp_program(container)
     group = cgroups.for_container(container.id)
     group.create(spec.limits)

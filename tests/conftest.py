@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -336,6 +337,27 @@ def processes_mentioning(path: Path) -> list[str]:
     return found
 
 
+EXECUTORS = ("strata", "runc", "crun")
+
+
+def runtime_state_dirs(root: Path) -> list[Path]:
+    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store)."""
+    base = root / "runtime"
+    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir())
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest, tools: Tools) -> str:
+    """The executor the test's containers run under: ours, or an OCI runtime named by the settings file's
+    ``runtime`` key (so every ``runner run``/``create`` of the test uses it, as a user's settings would)."""
+    name = str(request.param)
+    if name != "strata":
+        if shutil.which(name) is None:
+            pytest.skip(f"{name} is not installed")
+        tools.settings.write_text(json.dumps({"runtime": name}))
+    return name
+
+
 @pytest.fixture
 def no_leaks(tools: Tools) -> Iterator[None]:
     """After the test: no new, empty ``strata-*`` cgroup under this process's own groups (see
@@ -351,6 +373,7 @@ def no_leaks(tools: Tools) -> Iterator[None]:
         time.sleep(0.1)
     assert cgroups == [], f"cgroups left behind: {cgroups}"
     assert procs == [], f"processes left behind: {procs}"
+    assert runtime_state_dirs(tools.root) == [], "runtime state left behind"
 
 
 def runner_command(tools: Tools, *args: str) -> list[str]:
