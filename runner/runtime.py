@@ -176,6 +176,13 @@ def runtime_config(container: Container, rootfs: Path) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(container.path("config.json").read_text())
     spec = container.spec
     who = user.resolve(spec.user, rootfs)
+    for name in ("passwd", "group"):
+        # runc and crun open these in the container at every start, even for a numeric user; a fifo there blocks
+        # them for ever, /dev/zero or a 10 GB file keeps them reading. Our executor only reads what it needs.
+        problem = user.read_etc(name, rootfs).problem
+        if problem is not None:
+            raise StrataError(f"{problem}: {os.path.basename(container.spec.runtime)} would read it at start; refusing "
+                              "to run this image under a runtime", Kind.USAGE)
     proc = doc["process"]
     proc["user"] = {"uid": who.uid, "gid": who.gid, "additionalGids": [g for g in who.groups if g != who.gid]}
     env = process.exec_env(spec, who.home, tty=spec.terminal)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import select
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import termios
@@ -47,7 +49,9 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def img(tools: Tools, test_image: str, no_leaks: None) -> str:
+def img(tools: Tools, test_image: str, no_leaks: None, executor: str) -> str:
+    """The session test image, pulled; the test runs once per executor (ours, runc, crun): the isolation a user
+    relies on must hold whichever runs the container."""
     result = tools.puller("pull", test_image)
     assert result.code == 0, result.err
     return test_image
@@ -312,21 +316,40 @@ DEVICE_TARGETS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/ur
                   "/proc/keys", "/proc/timer_list")
 
 
-def test_device_nodes_and_masks_are_the_containers_own(tools: Tools, img: str, probe: Path) -> None:
-    before = {d: snapshot(d) for d in ("/dev/null", "/dev/zero", "/dev/tty")}
-    result = tools.runner("run", "--rm", *with_probe(probe), img, "sh", "-c",
-                          f"/probe devices {identity('/dev/null')} {' '.join(DEVICE_TARGETS)}; "
-                          "echo x > /dev/null && head -c 3 /dev/zero | od -An -tx1")
-    assert result.code == 0, result.err
-    assert "SAME-INODE" not in result.out, result.out
-    out = result.out.splitlines()
+HOST_NODES = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7), "/dev/random": (1, 8),
+              "/dev/urandom": (1, 9), "/dev/tty": (5, 0)}
+
+
+def test_device_nodes_and_masks_are_the_containers_own(tools: Tools, img: str, probe: Path, tmp_path: Path,
+                                                       executor: str) -> None:
+    """Container root (CAP_CHOWN, CAP_FOWNER) chmods, chowns, touches and sets an xattr on every device node and
+    every path masked with /dev/null: none of it may reach a node of the host's. The runner runs in a private mount
+    namespace in which the host's nodes are sentinels (fresh nodes with the same numbers, bound over them), so the
+    attack never points at a real host file. Ours and runc give the container nodes of its own; crun masks with
+    the host's /dev/null read-only (EROFS), which holds as well."""
+    sentinels = tmp_path / "host-dev"
+    sentinels.mkdir()
+    binds = []
+    for path, (major, minor) in HOST_NODES.items():
+        node = sentinels / Path(path).name
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        binds.append(f"mount --bind {node} {path}")
+    before = {node.name: snapshot(str(node)) for node in sentinels.iterdir()}
+    command = " ".join(shlex.quote(a) for a in runner_command(
+        tools, "run", "--rm", *with_probe(probe), img, "sh", "-c",
+        f"/probe devices 0:0 {' '.join(DEVICE_TARGETS)}; echo x > /dev/null && head -c 3 /dev/zero | od -An -tx1"))
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                             " && ".join(binds) + f" && exec {command}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert {node.name: snapshot(str(node)) for node in sentinels.iterdir()} == before, result.stdout
     for target in ("/dev/null", "/dev/zero", "/dev/tty"):
-        assert f"{target} chmod ok" in out and f"{target} chown ok" in out, result.out  # it changed its own node
-    assert out[-1].split() == ["00", "00", "00"], result.out  # the nodes still work
-    assert {d: snapshot(d) for d in before} == before  # and the host's did not change
-    for target in ("/dev/zero", "/dev/tty"):  # the host's nodes are not what the container has
-        inside = tools.runner("run", "--rm", img, "stat", "-c", "%d:%i %t:%T", target).out.split()
-        assert inside[0] != identity(target), inside
+        assert f"{target} chmod ok" in out and f"{target} chown ok" in out, result.stdout  # it changed its own node
+    for target in ("/proc/keys", "/proc/timer_list"):  # masked: its own node, or the host's read-only
+        assert (f"{target} chmod ok" in out or f"{target} chmod EROFS" in out), result.stdout
+    assert out[-1].split() == ["00", "00", "00"], result.stdout  # the nodes still work
 
 
 def test_read_only_volume_inodes_cannot_change(tools: Tools, img: str, probe: Path, tmp_path: Path) -> None:
@@ -343,16 +366,22 @@ def test_read_only_volume_inodes_cannot_change(tools: Tools, img: str, probe: Pa
     assert snapshot(str(sentinel)) == before
 
 
-def test_mknod_node_stays_unusable(tools: Tools, img: str) -> None:
-    """/dev is nodev once the default devices are bound: a node made there with CAP_MKNOD cannot be opened."""
-    result = tools.runner("run", "--rm", img, "sh", "-c", "mknod /dev/mine c 1 3 && echo x > /dev/mine")
-    assert result.code != 0 and "Permission denied" in result.err, (result.out, result.err)
+def test_mknod_node_stays_unusable(tools: Tools, img: str, executor: str) -> None:
+    """A node made in /dev with CAP_MKNOD (Docker's default) for a device the container was not given (/dev/mem)
+    cannot be opened: our /dev is nodev once the default devices are bound (EACCES); runc and crun leave /dev
+    dev and refuse in the devices cgroup (EPERM). Reading one byte is all the attempt does."""
+    result = tools.runner("run", "--rm", img, "sh", "-c", "mknod /dev/mine c 1 1 && head -c 1 /dev/mine >/dev/null")
+    refusal = "Permission denied" if executor == "strata" else "Operation not permitted"
+    assert result.code != 0 and refusal in result.err, (result.out, result.err)
 
 
 # -- the container sees its own limits -------------------------------------------------------------------------------
 
 
-def test_cgroup_limits_are_visible_read_only(tools: Tools, img: str) -> None:
+def test_cgroup_limits_are_visible_read_only(tools: Tools, img: str, executor: str) -> None:
+    """Each hierarchy is the container's own group, read-only. The tmpfs holding them is read-only under ours;
+    runc and crun leave that tmpfs writable as Docker's containers show it on cgroup v1 (a directory made there is
+    only in the container's mount namespace, and no controller is in it)."""
     result = tools.runner("run", "--rm", "-m", "64m", "--pids-limit", "50", img, "sh", "-c",
                           "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max; "
                           "grep -E ':(memory|pids):' /proc/self/cgroup; "
@@ -364,4 +393,5 @@ def test_cgroup_limits_are_visible_read_only(tools: Tools, img: str) -> None:
     assert all(line.endswith(":/") for line in lines[2:4]), result.out  # its own group is the root it sees
     assert "Read-only file system" in lines[4] and "Read-only file system" in lines[5], result.out
     mounts = dict(line.split() for line in lines[6:])
-    assert mounts["/sys/fs/cgroup/memory"].startswith("ro,") and mounts["/sys/fs/cgroup"].startswith("ro,"), mounts
+    assert mounts["/sys/fs/cgroup/memory"].startswith("ro,") and mounts["/sys/fs/cgroup/pids"].startswith("ro,")
+    assert mounts["/sys/fs/cgroup"].startswith("ro," if executor == "strata" else "rw,"), mounts

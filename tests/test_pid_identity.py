@@ -80,7 +80,8 @@ def test_a_zombie_keeps_its_start_time_and_reads_as_one() -> None:
 
 
 @pytest.fixture
-def img(tools: Tools, test_image: str, no_leaks: None) -> str:
+def img(tools: Tools, test_image: str, no_leaks: None, executor: str) -> str:
+    """The session test image, pulled; the test runs once per executor (ours, runc, crun)."""
     result = tools.puller("pull", test_image)
     assert result.code == 0, result.err
     return test_image
