@@ -343,3 +343,45 @@ def listing(fmt: str | None, rows: Sequence[Mapping[str, Any]], default: str,
     for block in [header, *lines]:
         out.extend(block.split("\n"))
     return [line.rstrip() for line in tabwrite(out)]
+
+
+# --- Docker's units (github.com/docker/go-units) --------------------------------------------------------------------
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration: what Docker puts before "ago" (CREATED) and after "Up" (STATUS). Hours are
+    rounded, days and longer count whole rounded hours, as there."""
+    secs = int(seconds)
+    if secs < 1:
+        return "Less than a second"
+    if secs == 1:
+        return "1 second"
+    if secs < 60:
+        return f"{secs} seconds"
+    minutes = secs // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)  # Go's Duration.Round(time.Hour): halves away from zero
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds // 3600) // 24 // 365} years"
+
+
+def human_size(size: float, precision: int = 3) -> str:
+    """go-units HumanSizeWithPrecision: decimal units, ``precision`` significant digits (Docker's listings use 3:
+    "4.26MB", "999kB", "1e+03kB" just under a megabyte, as Go's %g prints it)."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000
+        i += 1
+    return f"{size:.{precision}g}{units[i]}"
