@@ -10,7 +10,7 @@ import typer
 from shared.cli import StoreOption, human_size, run_main, run_typer
 from shared.errors import Kind, StrataError, usage
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pull container images from Docker Hub or any OCI registry into the Strata store.")
 
 state = StoreOption(app)
