@@ -5,8 +5,8 @@ Scripts written for ``docker images --format '{{.Repository}}:{{.Tag}}'`` or ``d
 (``.A.B``), the dot, string and number literals, pipelines (``.X | json``), ``if``/``else``/``range``/``with``
 blocks, ``{{-``/``-}}`` trimming, Go's printing of values (``[a b]``, ``map[k:v]``, ``<nil>``) and the functions
 Docker's CLI adds (json, join, split, upper, lower, title, truncate, pad, println, index, len, printf with
-``%s``/``%d``/``%v``/``%q``). Variables, ``define``/``template`` and comparison functions are not supported:
-they are refused with a one-line usage error rather than printed wrong.
+``%s``/``%d``/``%v``/``%q``, not, and, or, eq, ne, lt, le, gt, ge). Variables and ``define``/``template`` are
+not supported: they are refused with a one-line usage error rather than printed wrong.
 
 As in Docker's CLI, ``\\t`` and ``\\n`` typed in the format are a tab and a newline, and a ``table`` format
 aligns its tab-separated cells as Go's tabwriter does there (minimum width 10, three spaces of padding) under a
@@ -212,6 +212,14 @@ FUNCS: dict[str, Callable[..., Any]] = {
     "index": _index,
     "len": lambda v: len(v) if isinstance(v, (str, list, tuple, Mapping)) else 0,
     "not": lambda v: not _truth(v),
+    "and": lambda *a: next((v for v in a if not _truth(v)), a[-1]),
+    "or": lambda *a: next((v for v in a if _truth(v)), a[-1]),
+    "eq": lambda a, *b: any(a == x for x in b),
+    "ne": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
 }
 
 
@@ -271,7 +279,7 @@ class Template:
             args = [self._arg(a, dot) for a in command[1:]] + extra
             try:
                 return FUNCS[head.value](*args)
-            except TypeError:
+            except (TypeError, IndexError):  # a wrong number of arguments, or values that do not compare
                 raise usage(f"format {self.source!r}: wrong arguments for {head.value}") from None
         if len(command) > 1 or extra:
             raise usage(f"format {self.source!r}: can't give arguments to a non-function")

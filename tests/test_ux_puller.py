@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from shared.errors import Kind, StrataError
 from shared.format import human_duration, human_size, listing, render
 from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools
 from tests.images import inspect_raw, skopeo
@@ -145,6 +146,11 @@ def test_templates_print_as_go_does() -> None:
     assert render('{{index .Config.Labels "k"}} {{join .RepoTags ","}}', doc) == "v a:1,b:2"
     assert render("{{if .Config.Cmd}}cmd{{else}}none{{end}} {{.Nope}}", doc) == "none <no value>"
     assert render("{{with .Config}}{{len .Env}}{{end}} {{- \" x\"}}", doc) == "2 x"
+    assert render('{{if eq .Id "x" "sha256:ab"}}one of{{end}} {{or .Config.Cmd .Size}}', doc) == "one of 12"
+    for bad in ("{{.Id", "{{if .Id}}x", "{{nosuch .Id}}", "{{$x := .Id}}", "{{if and .Size (gt .Size 10)}}{{end}}"):
+        with pytest.raises(StrataError) as info:
+            render(bad, doc)
+        assert info.value.kind is Kind.USAGE and "\n" not in str(info.value)
 
 
 def test_table_format_aligns_as_docker_tabwriter() -> None:
