@@ -7,14 +7,11 @@ import sys
 
 import typer
 
-from shared.cli import StoreOption, human_size, print_table, run_main, run_typer
-from shared.errors import Kind, usage
+from shared.cli import StoreOption, human_size, run_main, run_typer
+from shared.errors import Kind, StrataError, usage
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pull container images from Docker Hub or any OCI registry into the Strata store.")
-
-FORMATS = ("table", "json")
-
 
 state = StoreOption(app)
 
@@ -46,41 +43,52 @@ def pull(image: str = typer.Argument(..., help="NAME[:TAG] or NAME@DIGEST, norma
     print(ref)
 
 
-def _check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise usage(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-
-
 @app.command()
-def images(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only image IDs"),
-           fmt: str = typer.Option("table", "--format", help="table or json")) -> None:
-    """List the images in the store."""
-    from shared import stored
+def images(repository: str | None = typer.Argument(None, metavar="[REPOSITORY[:TAG]]",
+                                                   help="Only this repository's images (or this tag's)"),
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="Only image IDs"),
+           no_trunc: bool = typer.Option(False, "--no-trunc", help="Full image IDs (sha256:...)"),
+           digests: bool = typer.Option(False, "--digests", help="Add a DIGEST column"),
+           fmt: str | None = typer.Option(None, "--format", help="table, json (one object a line), 'table "
+                                          "TEMPLATE' or a Go-like TEMPLATE: {{.Repository}}:{{.Tag}}; fields "
+                                          "Repository, Tag, ID, Digest, CreatedSince, CreatedAt, Size")) -> None:
+    """List the images in the store, newest first, as docker images does."""
+    from puller import images as images_mod
+    from shared import format as format_mod
 
-    _check_format(fmt)
-    described = [stored.describe(state.store, img) for img in stored.all_images(state.store)]
-    if fmt == "json":
-        print(json.dumps(described, indent=2))
-        return
-    rows: list[tuple[str, ...]] = []
-    for d in described:
-        name = str(d["Name"])
-        repo, tag = (name.split("@")[0], "<none>") if "@" in name else name.rsplit(":", 1)
-        rows.append((repo, tag, str(d["Id"]).split(":")[1][:12], str(d["Created"] or ""),
-                     human_size(int(str(d["UncompressedSize"])))))
+    rows = images_mod.listing_fields(state.store, repository, no_trunc)
     if quiet:
-        for row in rows:
-            print(row[2])
-        return
-    print_table(("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"), rows)
+        fmt = "{{.ID}}"
+    default = images_mod.TABLE_DIGESTS if digests else images_mod.TABLE
+    for line in format_mod.listing(fmt, rows, default, images_mod.HEADERS):
+        print(line)
 
 
 @app.command()
-def inspect(images: list[str] = typer.Argument(..., help="References or image IDs")) -> None:
-    """Show images as JSON: manifest and config digests, platform, run config, every layer's two hashes, sizes."""
+def inspect(images: list[str] = typer.Argument(..., help="References or image IDs"),
+            fmt: str | None = typer.Option(None, "--format", "-f", help="json (the default) or a Go-like "
+                                           "TEMPLATE run on each image: '{{.Id}}', '{{json .Config.Env}}'")) -> None:
+    """Show images as docker image inspect does (a JSON array), plus each layer's two hashes and chain ID."""
+    from puller import images as images_mod
+    from shared import format as format_mod
     from shared import stored
 
-    print(json.dumps([stored.describe(state.store, stored.find(state.store, i)) for i in images], indent=2))
+    found, missing = [], []
+    for text in images:
+        try:
+            found.append(images_mod.inspect_document(state.store, stored.find(state.store, text)))
+        except StrataError as e:
+            if e.kind is not Kind.NOT_FOUND:
+                raise
+            missing.append(e)
+    if fmt is None or fmt.strip() == "json":
+        print(json.dumps(found, indent=4))
+    else:
+        template = format_mod.Template(format_mod.unescape(fmt))
+        for doc in found:
+            print(template.render(doc))
+    if missing:  # as Docker: what was found is printed, then the first miss fails the command
+        raise missing[0]
 
 
 @app.command()

@@ -41,7 +41,11 @@ class Quiet(Progress):
 
 
 class Bars(Progress):
-    """One row per layer, redrawn in place (at most ten times a second): bytes, speed, then the state."""
+    """One row per layer, redrawn in place (at most ten times a second): bytes, speed, then the state.
+
+    Messages while the rows are live go above them (the rows are erased, the line printed, the rows drawn again
+    below it); once :meth:`close` has drawn the rows a last time they stay where they are and later messages
+    follow them, so the screen ends as Docker's does: the layers, then Digest, Status and the reference."""
 
     WIDTH = 30
 
@@ -74,6 +78,15 @@ class Bars(Progress):
             self.rows[digest] = text
             self._erase()
             self._draw()
+
+    def close(self) -> None:
+        """Draw the rows' last states and leave them in place."""
+        with self._lock:
+            if self.rows:
+                self._erase()
+                self._draw()
+            self.rows = {}
+            self.drawn = 0
 
     def _erase(self) -> None:
         if self.drawn:

@@ -64,12 +64,22 @@ def _current(store: Store, name: str, source: RegistrySource, ref: Reference, wa
 
 
 def _progress_fn(progress: Progress, resolved: Resolved) -> ProgressFn:
-    """Pull shows layers only (as Docker does): the config is a blob like them, but not one a user waits for."""
+    """Pull shows layers only (as Docker does): the config is a blob like them, but not one a user waits for.
+    A layer is "done" twice, once when its blob is verified and stored, once when it is unpacked: the first is
+    shown as "download complete" (Docker's word), so that "done" means the layer is ready; the source's
+    "downloaded" just before it says the same and is not shown."""
     layers = {d.digest for image in resolved.images for d in image.manifest.layers}
+    downloaded: set[Digest] = set()
 
     def show(desc: Descriptor, status: str, done: int) -> None:
-        if desc.digest in layers:
-            progress.layer(desc.digest, status, done, desc.size)
+        if desc.digest not in layers or status == "downloaded":
+            return
+        if status == "done" and desc.digest not in downloaded:
+            downloaded.add(desc.digest)
+            status = "download complete"
+        elif status == "already exists":
+            downloaded.add(desc.digest)
+        progress.layer(desc.digest, status, done, desc.size)
     return show
 
 

@@ -12,7 +12,7 @@ from shared.cli import StoreOption, print_table, run_main, run_typer
 if TYPE_CHECKING:
     from runner.create import RunOptions
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run images from the Strata store in new namespaces, offline.")
 
 

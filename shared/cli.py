@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-from typer._click.exceptions import ClickException  # typer >= 0.26 vendors click; pinned < 0.29
+from typer._click.exceptions import (  # typer >= 0.26 vendors click; pinned < 0.29
+    ClickException,
+    NoArgsIsHelpError,
+    UsageError,
+)
 
 from shared.errors import Kind, StrataError
 from shared.store import Store, default_root
@@ -21,14 +25,39 @@ from shared.store import Store, default_root
 ROOT_HELP = "Store root (default: $STRATA_ROOT, else /var/lib/strata as root, else $XDG_DATA_HOME/strata)"
 
 
+def version() -> str:
+    """The installed package's version; from pyproject.toml when the source tree runs uninstalled."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("strata")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return str(tomllib.load(f)["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"{prog_name()} version {version()}")  # as "Docker version 27.3.1, build ..."
+        raise typer.Exit()
+
+
 class StoreOption:
-    """The ``--root`` option both tools take, as a typer callback; ``.store`` once the app has parsed it."""
+    """The options both tools take before a command, as a typer callback: ``--root`` (``.store`` once the app
+    has parsed it) and ``-v``/``--version``."""
 
     store: Store
 
     def __init__(self, app: typer.Typer) -> None:
         @app.callback()
-        def _root(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP)) -> None:
+        def _root(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
+                  _version: bool = typer.Option(False, "--version", "-v", is_eager=True, callback=_show_version,
+                                                help="Print the version and exit")) -> None:
             self.store = Store(root or default_root())
 
 
@@ -63,13 +92,37 @@ def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], 
     sys.exit(status or 0)
 
 
+def prog_name() -> str:
+    """The tool's name as the user typed it: ``puller`` for the installed script and for ``python -m puller``
+    alike (whose argv[0] is the package's ``__main__.py``)."""
+    path = Path(sys.argv[0])
+    return path.parent.name if path.name == "__main__.py" else path.name
+
+
+def usage_lines(prog: str, e: UsageError) -> list[str]:
+    """Docker's two lines for a usage error: the error, then where the help is (the subcommand's, when the
+    error is in one). Click's message is kept, as our messages are written (lower case, no full stop)."""
+    message = e.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    where = e.ctx.command_path if e.ctx is not None else prog
+    return [f"{prog}: error: {message}", f"See '{where} --help'."]
+
+
 def run_typer(app: typer.Typer, usage_exit: int = 2) -> int | None:
     """Click in non-standalone mode, so our errors and Ctrl-C reach :func:`run_main` unchanged, and a command's
-    integer result becomes the exit status."""
+    integer result becomes the exit status. A usage error (unknown option or command, missing argument, bad
+    value) is two lines, as Docker's (:func:`usage_lines`), and exits ``usage_exit``."""
+    prog = prog_name()
     try:
-        result = app(args=sys.argv[1:], prog_name=Path(sys.argv[0]).name, standalone_mode=False)
+        result = app(args=sys.argv[1:], prog_name=prog, standalone_mode=False)
     except typer.Abort:  # typer raises it when a prompt meets the end of input (Ctrl-C is Interrupted)
         raise StrataError("input ended before the command had what it asked for", Kind.USAGE) from None
+    except NoArgsIsHelpError as e:  # the tool alone: its help, as Docker prints it
+        e.show()
+        raise SystemExit(usage_exit) from None
+    except UsageError as e:
+        print("\n".join(usage_lines(prog, e)), file=sys.stderr)
+        raise SystemExit(usage_exit) from None
     except ClickException as e:
         e.show()
         raise SystemExit(usage_exit if e.exit_code == 2 else e.exit_code) from None

@@ -118,27 +118,6 @@ def _by_digest(store: Store, repository: str, digest: Digest) -> StoredImage | N
     return None
 
 
-def describe(store: Store, image: StoredImage) -> dict[str, object]:
-    """What ``inspect`` shows: both hashes of every layer, sizes, the platform and the image's run config."""
-    records = image.layer_records(store)
-    index_digest = image.descriptor.annotations.get(INDEX_DIGEST_ANNOTATION)
-    return {
-        "Name": image.name,
-        "Id": str(image.image_id),
-        "Digest": index_digest or str(image.descriptor.digest),
-        "ManifestDigest": str(image.descriptor.digest),
-        "MediaType": image.descriptor.media_type,
-        "Platform": str(image.config.platform),
-        "Created": image.config.created,
-        "Config": image.config.raw.get("config") or {},
-        "Layers": [{"Digest": str(d.digest), "DiffID": str(r.diff_id), "ChainID": str(r.chain_id),
-                    "MediaType": d.media_type, "Size": d.size, "UncompressedSize": r.size}
-                   for d, r in zip(image.manifest.layers, records, strict=True)],
-        "Size": sum(d.size for d in image.manifest.layers),
-        "UncompressedSize": sum(r.size for r in records),
-    }
-
-
 def read_holds(store: Store, warn: Callable[[str], None]) -> Holds:
     """The store's holds; each unreadable one is reported through ``warn`` (loudly: it makes GC keep every
     layer, and only a person can tell why the file is broken)."""

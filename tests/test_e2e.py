@@ -56,7 +56,7 @@ def test_second_pull_fetches_nothing(tools: Tools, pulled: str) -> None:
     again = tools.puller("pull", pulled)
     assert again.code == 0
     assert "Image is up to date" in again.out
-    assert "downloaded" not in again.out
+    assert "download complete" not in again.out
 
 
 def test_layer_contents_whiteout_and_replaced_dir(tools: Tools, pulled: str) -> None:
