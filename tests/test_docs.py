@@ -185,6 +185,24 @@ def test_readme_links_into_docs_resolve() -> None:
     assert linked >= REQUIRED_DOCS, f"README does not link {sorted(REQUIRED_DOCS - linked)}"
 
 
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_links_between_docs_resolve() -> None:
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, anchor in re.findall(r"\]\(([^)#\s:]*\.md)?(?:#([^)\s]+))?\)", page.read_text()):
+            if not target and not anchor:
+                continue
+            linked = (page.parent / target) if target else page
+            if not linked.is_file() or (anchor and anchor not in anchors(linked)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}#{anchor}")
+    assert not broken, f"links that lead nowhere: {broken}"
+
+
 def table_commands() -> list[tuple[str, ...]]:
     """The command table's first column as (tool, verb[, subverb]): the words before the first option or
     placeholder (``puller artifact push REF FILE...`` is ("puller", "artifact", "push"))."""
