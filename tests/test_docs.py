@@ -244,3 +244,18 @@ def test_command_table_names_every_command_and_only_those() -> None:
         assert proc.returncode == 0, f"README lists `{' '.join(path)}`, whose --help fails: {proc.stderr}"
     missing = tool_commands() - set(listed)
     assert not missing, f"the README's command table lacks {sorted(' '.join(p) for p in missing)}"
+
+
+def test_docs_name_tests_and_files_that_exist() -> None:
+    """A claim that names the test attacking it, or the file doing the work, names one that is there."""
+    tests = {name for path in (ROOT / "tests").glob("*.py")
+             for name in re.findall(r"def (test_\w+)", path.read_text())}
+    wrong = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        wrong += [f"{page.name}: {name}" for name in re.findall(r"`(test_\w+)", text) if name not in tests]
+        wrong += [f"{page.name}: {path}" for path in re.findall(r"`((?:tests|shared|puller|runner|scripts)/[\w./-]+)`",
+                                                                text)
+                  if not (ROOT / path.rstrip("/")).exists()]
+    assert not wrong, f"docs name tests or files that do not exist: {wrong}"
+
