@@ -1,6 +1,6 @@
 """``puller fsck``: check the store against what it promises, and with ``--repair`` take out what is broken.
 
-The store is trusted only as far as it verifies (see README, "Consistency"): a blob only under its digest, a layer
+The store is trusted only as far as it verifies (docs/store.md, "Consistency"): a blob only under its digest, a layer
 dir only once its diff_id matched, a reference last. Disks, people and other tools break those promises anyway;
 fsck finds where, in one line per problem, and ``--repair`` removes exactly what is broken so that the next
 ``puller pull`` of the same reference fetches and unpacks it again (pull reuses whatever is still good).

@@ -267,7 +267,7 @@ class Spec:
             "noNewPrivileges": self.no_new_privileges,
         }
         # the devices cgroup (v1) as runc applies it: none but the spec's devices and the terminal's. Our executor
-        # needs none: every writable mount is nodev, so no other node can be opened (README, "Device nodes")
+        # needs none: every writable mount is nodev, so no other node can be opened (docs/isolation.md, "Device nodes")
         allowed = [{"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": "rwm"}
                    for d in self.devices]
         resources: dict[str, Any] = {"devices": [

@@ -1,6 +1,6 @@
 """The store both tools share: an OCI image layout for blobs and references, plus unpacked layers and containers.
 
-Layout under the root (see README, "Store layout")::
+Layout under the root (see docs/store.md)::
 
     oci-layout, index.json     OCI image layout; each reference is a manifest descriptor in index.json whose
                                annotation org.opencontainers.image.ref.name holds the full normalized reference

@@ -204,7 +204,7 @@ def register(app: typer.Typer, state: StoreOption) -> None:
               destination: str = typer.Argument(..., help="Where to, in the same forms"),
               all_platforms: bool = typer.Option(False, "--all-platforms", "-a",
                                                  help="Copy a whole multi-platform index, every image of it"),
-              platform: str | None = typer.Option(None, "--platform", help="OS/ARCH[/VARIANT] of an index to "
+              platform: str | None = typer.Option(None, "--platform", help="OS/ARCH or OS/ARCH/VARIANT of an index to "
                                                   "copy (default: the host's)"),
               jobs: int = typer.Option(3, "--jobs", "-j", min=1, max=16, help="Blobs moved in parallel"),
               quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the digest"),

@@ -41,7 +41,7 @@ def register(app: typer.Typer, state: StoreOption) -> None:
     @app.command()
     def load(input_: Path | None = typer.Option(None, "--input", "-i", help="Read from FILE or an OCI layout "
                                                 "directory (default: stdin)"),
-             platform: str | None = typer.Option(None, "--platform", help="For an index: OS/ARCH[/VARIANT] "
+             platform: str | None = typer.Option(None, "--platform", help="For an index: OS/ARCH or OS/ARCH/VARIANT "
                                                  "(default: the host's)"),
              quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors")) -> None:
         """Load images from a docker-archive, an oci-archive (either maybe compressed) or an OCI layout dir."""
