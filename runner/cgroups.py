@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
 import time
@@ -24,22 +25,56 @@ V1_CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period, as Docker uses
 
 
+MIN_MEMORY = 6 * 1024 * 1024  # Docker's linuxMinMemory: below it a container cannot even start its runtime
+MIN_CPUS = 0.01  # the kernel's smallest CFS quota (1 ms) in the 100 ms period Docker uses
+
+
+def host_cpus() -> int:
+    """The CPUs this process may run on (sched_getaffinity, as Go's runtime.NumCPU, which Docker's check uses)."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class Limits:
     memory: int | None = None  # bytes
     cpus: float | None = None  # CPUs' worth of time per period
     pids: int | None = None
 
+    @classmethod
+    def from_options(cls, memory: str | None, cpus: float | None, pids: int | None,
+                     available_cpus: int | None = None) -> Limits:
+        """The limit options checked as Docker's daemon checks them (verifyPlatformContainerResources), so that
+        a value Docker refuses fails ``create`` with Docker's words, not a cgroup write at ``start`` (or worse, is
+        taken). 0 means no limit for each, as in Docker, and so does a negative ``--pids-limit``."""
+        return cls(cls.parse_memory(memory) if memory is not None else None,
+                   check_cpus(cpus, host_cpus() if available_cpus is None else available_cpus),
+                   pids if pids is not None and pids > 0 else None)
+
     @staticmethod
-    def parse_memory(text: str) -> int:
-        """Docker's units: b, k, m, g (powers of 1024), case-insensitive; a bare number is bytes."""
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmg]?)b?", text.strip().lower())
+    def parse_memory(text: str) -> int | None:
+        """Docker's sizes (go-units RAMInBytes): a number with an optional unit b, k, m, g, t or p (powers of
+        1024, case-insensitive, an optional i and b after it: 512m, 1GiB, 2 kb). 0 is no limit; anything else
+        below 6MB is refused as Docker refuses it. Docker does not compare it with the host's memory, nor do we."""
+        match = re.fullmatch(r"(\d+(?:\.\d+)?) ?([bkmgtp])?i?b?", text.strip().lower())
         if not match:
-            raise usage(f"invalid memory size {text!r}: use a number with an optional unit b, k, m or g")
-        value = float(match[1]) * 1024 ** "bkmg".index(match[2] or "b")
-        if value < 6 * 1024 * 1024:
-            raise usage("the minimum memory limit is 6m (as Docker's)")
-        return int(value)
+            raise usage(f"invalid --memory {text!r}: invalid size: use a number with an optional unit "
+                        "b, k, m, g, t or p")
+        value = int(float(match[1]) * 1024 ** "bkmgtp".index(match[2] or "b"))
+        if value == 0:
+            return None
+        if value < MIN_MEMORY:
+            raise usage(f"invalid --memory {text!r}: minimum memory limit allowed is 6MB")
+        return value
+
+
+def check_cpus(cpus: float | None, available: int) -> float | None:
+    """``--cpus``: 0 (or none) is no limit; otherwise from 0.01 to the CPUs there are, in Docker's words."""
+    if cpus is None or cpus == 0:
+        return None
+    if not math.isfinite(cpus) or cpus < MIN_CPUS or cpus > available:
+        raise usage(f"invalid --cpus {cpus:g}: range of CPUs is from 0.01 to {available}.00, as there are only "
+                    f"{available} CPUs available")
+    return cpus
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,7 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
     privileges = replace(privileges, seccomp=seccomp_text(seccomp))
     volumes = tuple(Volume.parse(v) for v in opts.volumes)
     tmpfs = tuple(Tmpfs.parse(t) for t in opts.tmpfs)
-    if opts.cpus is not None and opts.cpus <= 0:
-        raise usage("--cpus must be more than 0")
-    limits = cgroups.Limits(cgroups.Limits.parse_memory(opts.memory) if opts.memory else None, opts.cpus,
-                            opts.pids_limit)
+    limits = cgroups.Limits.from_options(opts.memory, opts.cpus, opts.pids_limit)
     cid = new_id()
     hostname = opts.hostname or cid[:12]
     env = _merge_env(cfg.env, [e for f in opts.env_files for e in read_env_file(f)] + list(opts.env))
