@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import typer
 
-from shared.cli import StoreOption, print_table, run_main, run_typer
+from shared.cli import StoreOption, run_main, run_typer
 
 if TYPE_CHECKING:
     from runner.create import RunOptions
@@ -133,23 +132,20 @@ def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes
 
 
 @app.command()
-def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited containers too"),
-       quiet: bool = typer.Option(False, "--quiet", "-q", help="Only IDs")) -> None:
-    """List containers."""
-    from runner.container import all_containers
+def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show all containers (default: running ones)"),
+       quiet: bool = typer.Option(False, "--quiet", "-q", help="Only IDs"),
+       no_trunc: bool = typer.Option(False, "--no-trunc", help="Full IDs and commands"),
+       filter_: list[str] = typer.Option([], "--filter", "-f",
+                                         help="KEY=VALUE: status=, name=, id=, ancestor=, exited= (repeatable)"),
+       format_: str | None = typer.Option(None, "--format",
+                                          help="json, or a Go template: '{{.Names}}', 'table {{.ID}}\\t{{.Status}}'"),
+       last: int = typer.Option(-1, "--last", "-n", help="Show the N last created containers (all states)"),
+       latest: bool = typer.Option(False, "--latest", "-l", help="Show the last created container")) -> None:
+    """List containers, as Docker's ps: newest first, with its columns, filters and formats."""
+    from runner.ps import listing
 
-    rows: list[tuple[str, ...]] = []
-    for c in all_containers(state.store):
-        st = c.state()
-        if st.status != "running" and not all_:
-            continue
-        status = {"running": "Up", "created": "Created"}.get(st.status, f"Exited ({st.exit_code})")
-        rows.append((c.id[:12], c.spec.image, " ".join(c.spec.argv)[:30], _ago(c.spec.created), status, c.name))
-    if quiet:
-        for row in rows:
-            print(row[0])
-        return
-    print_table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
+    for line in listing(state.store, all_, quiet, no_trunc, filter_, format_, last, latest):
+        print(line)
 
 
 @app.command()
@@ -294,14 +290,6 @@ def commit(container: str = typer.Argument(..., help="Name or ID prefix"),
     from runner.commit import commit as do_commit
 
     print(do_commit(state.store, CommitOptions(container, reference, message, author, change, pause)))
-
-
-def _ago(when: float) -> str:
-    seconds = int(time.time() - when)
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} seconds ago"
 
 
 def main() -> None:
