@@ -219,25 +219,24 @@ def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"
 
 
 @app.command()
-def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> None:
-    """Show containers as JSON: what they run and with what (Spec: the OCI runtime-spec config.json as saved),
-    and their state."""
-    import dataclasses
+def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+            format_: str | None = typer.Option(None, "--format", "-f",
+                                               help="Go template, e.g. '{{.State.Pid}}', '{{json .Mounts}}'")) -> None:
+    """Show containers as docker inspect does: a JSON array in Docker's shape (Id, State, Config, HostConfig,
+    Mounts, GraphDriver, NetworkSettings...), plus Spec, the OCI runtime-spec config.json as saved."""
     import json
 
-    from runner.container import CONFIG_NAME, find
-    from shared.store import read_json
+    from runner import format as fmt
+    from runner.container import find
+    from runner.inspect import document
 
-    out = []
-    for key in containers:
-        c = find(state.store, key)
-        spec = c.spec
-        config = {"image": spec.image, "image_id": spec.image_id, "argv": list(spec.argv), "env": list(spec.env),
-                  "working_dir": spec.cwd, "user": spec.user, "hostname": spec.hostname, "tty": spec.terminal,
-                  "interactive": spec.interactive, "auto_remove": spec.auto_remove, "created": spec.created}
-        out.append({"Id": c.id, "Name": c.name, "Config": config, "Spec": read_json(c.path(CONFIG_NAME)),
-                    "State": dataclasses.asdict(c.state()), "Path": str(c.dir)})
-    print(json.dumps(out, indent=2))
+    template = fmt.prepare(format_).template if format_ else None
+    docs = [document(find(state.store, key)) for key in containers]
+    if template is None:
+        print(json.dumps(docs, indent=4, ensure_ascii=False))
+        return
+    for doc in docs:
+        print(template.render(doc))
 
 
 @app.command()

@@ -134,4 +134,4 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
         terminal=opts.tty, interactive=opts.interactive, auto_remove=opts.remove, init=opts.init,
         privileges=privileges, seccomp=seccomp, limits=limits, read_only=opts.read_only,
         volumes=volumes, tmpfs=tmpfs, rlimits=own_rlimits(), masked_paths=masked, readonly_paths=readonly,
-        runtime=runtime.choose(opts.runtime))
+        runtime=runtime.choose(opts.runtime), entrypoint=entrypoint)

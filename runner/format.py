@@ -130,6 +130,8 @@ class Template:
             raise usage("template parsing error: unexpected EOF: a range, if or with has no {{end}}")
         if text[pos:]:
             root.append(_Node("text", text[pos:]))
+        if any("{{" in t.text for t in _texts(root)):
+            raise usage("template parsing error: unclosed action (a {{ without its }})")
         return root
 
     def render(self, value: Any, strict: bool = False) -> str:
@@ -147,6 +149,13 @@ class Template:
                 for command in node.pipeline:
                     names += [t[1:].split(".")[0] for t in command if t.startswith(".") and len(t) > 1]
         return names
+
+
+def _texts(nodes: list[_Node]) -> list[_Node]:
+    out = []
+    for node in nodes:
+        out += [node] if node.kind == "text" else _texts(node.body) + _texts(node.otherwise)
+    return out
 
 
 # -- running ------------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ A_INTERACTIVE = "io.strata.process.interactive"
 A_AUTO_REMOVE = "io.strata.auto-remove"
 A_INIT = "io.strata.init"
 A_PRIVILEGED = "io.strata.privileged"
+A_ENTRYPOINT = "io.strata.config.entrypoint"  # JSON list: the entrypoint part of the command (inspect's Config)
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
@@ -202,6 +203,7 @@ class Spec:
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     runtime: str = ""  # an OCI runtime binary that starts this spec (runner/runtime.py); "": our executor
+    entrypoint: tuple[str, ...] = ()  # the first part of argv that was the entrypoint; the rest was Cmd
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -300,6 +302,8 @@ class Spec:
         }
         if self.runtime:
             annotations[A_RUNTIME] = self.runtime
+        if self.entrypoint:
+            annotations[A_ENTRYPOINT] = json.dumps(list(self.entrypoint))
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -352,7 +356,8 @@ class Spec:
             devices=tuple(Device(d["path"], d["major"], d["minor"], d.get("fileMode", 0o666), d["type"])
                           for d in linux_doc.get("devices") or ()),
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
-            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""))
+            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
+            entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))))
 
 
 def _flag(value: bool) -> str:

@@ -144,7 +144,7 @@ def test_entrypoint_replaces_the_image_entrypoint_and_drops_its_cmd(tools: Tools
     assert run(tools, "--entrypoint", "", img, "echo", "x").out == "x\n"
     kept = tools.runner("run", "--name", "ep", "--entrypoint", "/bin/echo", img, "hi")
     assert kept.out == "hi\n"
-    assert json.loads(tools.runner("inspect", "ep").out)[0]["Config"]["argv"] == ["/bin/echo", "hi"]
+    assert json.loads(tools.runner("inspect", "ep").out)[0]["Config"]["Entrypoint"] == ["/bin/echo"]
     assert tools.runner("rm", "ep").code == 0
 
 
@@ -320,7 +320,7 @@ def test_init_runs_as_pid_1_and_reaps_orphans(tools: Tools, img: str) -> None:
 def pid1_cgroup(tools: Tools, cid: str, controller: str) -> Path:
     """Where the container's PID 1 is in CONTROLLER: our executor's group, or where an OCI runtime put it (crun
     nests its group under one base path for every controller, not each controller's own)."""
-    pid = json.loads(tools.runner("inspect", cid).out)[0]["State"]["pid"]
+    pid = json.loads(tools.runner("inspect", cid).out)[0]["State"]["Pid"]
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if controller in controllers.split(","):

@@ -4,13 +4,18 @@ columns, filters and formats; ``inspect`` has ``docker inspect``'s shape."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from runner import cgroups
+from runner import cgroups, ps
+from runner import format as fmt
 from shared.errors import Kind, StrataError
-from tests.conftest import Tools, needs_root, needs_tools, one_line_error
+from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until
 from tests.test_tty import Terminal
 
 pytestmark = [needs_root, needs_tools]
@@ -81,3 +86,181 @@ def test_limits_docker_refuses_fail_create_with_one_line(tools: Tools, test_imag
     assert not (tools.root / "containers").exists() or list((tools.root / "containers").iterdir()) == []
     assert tools.runner("run", "--rm", "--cpus", str(available), "-m", "0", "--pids-limit", "-1", test_image,
                         "true").code == 0
+
+
+# -- ps -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seconds", "words"), [
+    (0.5, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
+    (119, "About a minute"), (120, "2 minutes"), (3599, "59 minutes"), (3600, "About an hour"),
+    (5399, "About an hour"), (5400, "2 hours"), (47 * 3600, "47 hours"), (48 * 3600, "2 days"),
+    (13 * 86400, "13 days"), (14 * 86400, "2 weeks"), (59 * 86400, "8 weeks"), (60 * 86400, "2 months"),
+    (729 * 86400, "24 months"), (730 * 86400, "2 years")])
+def test_human_duration_is_go_units_wording(seconds: float, words: str) -> None:
+    assert ps.human_duration(seconds) == words
+
+
+def test_command_is_quoted_and_cut_as_dockers() -> None:
+    command = ps.command_text(["sh", "-c", "while true; do sleep 1; done"])
+    assert command == "sh -c 'while true; do sleep 1; done'"
+    assert ps.ellipsis(command, 20) == "sh -c 'while true; …" and len(ps.ellipsis(command, 20)) == 20
+    assert ps.ellipsis("echo hi", 20) == "echo hi"
+
+
+def test_templates_as_docker_reads_them() -> None:
+    doc = {"Name": "/web", "State": {"Pid": 42, "Running": True}, "Mounts": [{"Source": "/a"}, {"Source": "/b"}],
+           "Config": {"Labels": {"k": "v"}, "Cmd": None}, "Args": ["-c", "x y"]}
+    cases = {"{{.State.Pid}}": "42", "{{json .State}}": '{"Pid":42,"Running":true}', "{{.Name}}": "/web",
+             "{{range .Mounts}}{{.Source}} {{end}}": "/a /b ", '{{index .Config.Labels "k"}}': "v",
+             "{{.Config.Cmd}}": "<nil>", "{{.Nope}}": "<no value>", "{{.Args}}": "[-c x y]",
+             '{{join .Args ","}}': "-c,x y", "{{.Name | upper}}": "/WEB", "{{len .Mounts}}": "2",
+             "{{if .State.Running}}up{{else}}down{{end}}": "up", "{{json .Config.Labels}}": '{"k":"v"}',
+             "x\\ty": "x\ty"}
+    for text, expected in cases.items():
+        assert fmt.prepare(text).template.render(doc) == expected, text
+    assert fmt.prepare("json").template.text == "{{json .}}"
+    assert fmt.prepare("table {{.ID}}\\t{{.Names}}").table
+    for bad in ("{{nosuch .X}}", "{{range .Mounts}}", "{{end}}"):
+        with pytest.raises(StrataError) as e:
+            fmt.prepare(bad).template.render(doc)
+        assert e.value.kind == Kind.USAGE
+
+
+def _ps(tools: Tools, *args: str) -> list[str]:
+    result = tools.runner("ps", *args)
+    assert result.code == 0, result.err
+    return result.out.splitlines()
+
+
+def test_ps_columns_filters_and_formats(tools: Tools, test_image: str) -> None:
+    assert tools.puller("pull", test_image).code == 0
+    image_id = json.loads(tools.puller("inspect", test_image).out)[0]["Id"]
+    assert tools.runner("run", "--name", "done", test_image, "sh", "-c", "exit 3").code == 3
+    assert tools.runner("create", "--name", "fresh", test_image, "echo", "hi").code == 0
+    with detached(tools, "--name", "web", test_image, "sh", "-c", "while true; do sleep 1; done") as web:
+        running = _ps(tools)
+        everything = _ps(tools, "-a")
+        print("\n$ runner ps", *running, "$ runner ps -a", *everything, sep="\n")
+        assert running[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+        assert len(running) == 2 and running[1].startswith(web[:12] + " ") and running[1].endswith(" web")
+        assert "\"sh -c 'while true; …\"" in running[1]
+        assert re.search(r"  (Less than a second|\d+ seconds?|About a minute) ago  ", running[1])
+        assert re.search(r"  Up (Less than a second|\d+ seconds?|About a minute)  ", running[1])
+        names = [line.rsplit(" ", 1)[1] for line in everything[1:]]
+        assert names == ["web", "fresh", "done"]  # newest first
+        assert re.search(r"  Exited \(3\) (Less than a second|\d+ seconds?|About a minute) ago  ", everything[3])
+        assert "  Created  " in everything[2] and '"echo hi"' in everything[2]
+        # --no-trunc, -q
+        full = _ps(tools, "--no-trunc")
+        assert web in full[1] and "\"sh -c 'while true; do sleep 1; done'\"" in full[1]
+        assert _ps(tools, "-q") == [web[:12]] and _ps(tools, "-q", "--no-trunc") == [web]
+        assert len(_ps(tools, "-aq")) == 3
+        # filters: a status filter lists stopped ones without -a; one key's values are alternatives
+        assert _ps(tools, "-f", "status=exited", "--format", "{{.Names}}") == ["done"]
+        assert _ps(tools, "-f", "status=exited", "-f", "status=created", "--format", "{{.Names}}") == \
+            ["fresh", "done"]
+        assert _ps(tools, "-a", "-f", "name=^fre", "--format", "{{.Names}}") == ["fresh"]
+        assert _ps(tools, "-a", "-f", "name=e", "-f", "status=running", "--format", "{{.Names}}") == ["web"]
+        assert _ps(tools, "-a", "-f", f"id={web[:8]}", "-q") == [web[:12]]
+        assert _ps(tools, "-f", "exited=3", "--format", "{{.Names}}") == ["done"]
+        for ancestor in (test_image, image_id, image_id.removeprefix("sha256:")[:12]):
+            assert _ps(tools, "-a", "-f", f"ancestor={ancestor}", "--format", "{{.Names}}") == names, ancestor
+        assert _ps(tools, "-a", "-f", "ancestor=no/such:image", "-q") == []  # Docker's: no such image, no match
+        # formats: json lines (Docker 24+), {{json .}}, Go templates, table
+        docs = [json.loads(line) for line in _ps(tools, "-a", "--format", "json")]
+        same = [json.loads(line) for line in _ps(tools, "-a", "--format", "{{json .}}")]
+        ageless = [{k: v for k, v in d.items() if k not in ("RunningFor", "Status")} for d in (*docs, *same)]
+        assert ageless[:3] == ageless[3:]
+        assert [d["Names"] for d in docs] == names and docs[0]["ID"] == web[:12]
+        assert (docs[0]["State"], docs[1]["State"], docs[2]["State"]) == ("running", "created", "exited")
+        assert docs[0]["Status"].startswith("Up ") and docs[2]["Status"].startswith("Exited (3) ")
+        assert docs[0]["Command"] == "\"sh -c 'while true; …\"" and docs[0]["Ports"] == ""
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \S+", docs[0]["CreatedAt"])
+        assert _ps(tools, "--format", "{{.ID}} {{.Image}} {{.State}}") == [f"{web[:12]} {test_image} running"]
+        table = _ps(tools, "-a", "--format", "table {{.ID}}\\t{{.Names}}")
+        print("$ runner ps -a --format 'table {{.ID}}\\t{{.Names}}'", *table, sep="\n")
+        assert table[0].split() == ["CONTAINER", "ID", "NAMES"] and table[1].split() == [web[:12], "web"]
+        assert _ps(tools, "-n", "1", "--format", "{{.Names}}") == ["web"]
+        # usage errors: one line, Docker's 125
+        one_line_error(tools.runner("ps", "-f", "colour=red"), 125, "invalid filter 'colour=red'")
+        one_line_error(tools.runner("ps", "-f", "status=sleeping"), 125, "invalid filter 'status=sleeping'")
+        one_line_error(tools.runner("ps", "--format", "{{.Nope}}"), 125, "can't evaluate field Nope")
+    for name in ("done", "fresh"):
+        assert tools.runner("rm", name).code == 0
+
+
+# -- inspect ------------------------------------------------------------------------------------------------------
+
+RFC3339_NANO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _inspect(tools: Tools, *args: str) -> Any:
+    result = tools.runner("inspect", *args)
+    assert result.code == 0, result.err
+    return result.out if "-f" in args or "--format" in args else json.loads(result.out)
+
+
+def test_inspect_has_dockers_shape_and_the_real_state(tools: Tools, test_image: str, tmp_path: Path) -> None:
+    """The fields scripts written for ``docker inspect`` read, checked against what is true of the container:
+    its PID 1 is alive while Running, the exit code and times are the ones it had, its files are in UpperDir."""
+    assert tools.puller("pull", test_image).code == 0
+    image_id = json.loads(tools.puller("inspect", test_image).out)[0]["Id"]
+    created = tools.runner("create", "--name", "later", test_image, "true")
+    assert created.code == 0
+    fresh = _inspect(tools, "later")[0]
+    assert fresh["State"]["Status"] == "created" and not fresh["State"]["Running"]
+    assert (fresh["State"]["StartedAt"], fresh["State"]["FinishedAt"], fresh["State"]["Pid"]) == \
+        (ZERO_TIME, ZERO_TIME, 0)
+    args = ("--name", "probe", "-e", "X=1", "-v", f"{tmp_path}:/shared:ro", "-m", "64m", "--cpus", "0.5",
+            "--pids-limit", "50", "--cap-drop", "NET_RAW", "--cap-add", "SYS_TIME", "--tmpfs", "/scratch:size=1m")
+    with detached(tools, *args, test_image, "sh", "-c", "echo marker > /in-upper; exec sleep 60") as cid:
+        [doc] = _inspect(tools, "probe")
+        state = doc["State"]
+        assert doc["Id"] == cid and doc["Name"] == "/probe" and doc["Image"] == image_id
+        assert (doc["Path"], doc["Args"]) == ("sh", ["-c", "echo marker > /in-upper; exec sleep 60"])
+        assert RFC3339_NANO.fullmatch(doc["Created"]) and RFC3339_NANO.fullmatch(state["StartedAt"])
+        assert doc["Created"] <= state["StartedAt"] and state["FinishedAt"] == ZERO_TIME
+        assert (state["Status"], state["Running"], state["Paused"], state["ExitCode"]) == ("running", True, False, 0)
+        assert Path(f"/proc/{state['Pid']}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"60"]
+        config, host = doc["Config"], doc["HostConfig"]
+        assert config["Image"] == test_image and "X=1" in config["Env"] and config["Hostname"] == cid[:12]
+        assert config["Cmd"] == ["sh", "-c", "echo marker > /in-upper; exec sleep 60"] and not config["Entrypoint"]
+        assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (64 << 20, 500_000_000, 50)
+        assert (host["CapAdd"], host["CapDrop"]) == (["SYS_TIME"], ["NET_RAW"])
+        assert host["Binds"] == [f"{tmp_path}:/shared:ro"] and list(host["Tmpfs"]) == ["/scratch"]
+        assert "size=1m" in host["Tmpfs"]["/scratch"]
+        assert (host["AutoRemove"], host["Privileged"], host["ReadonlyRootfs"]) == (False, False, False)
+        assert doc["Mounts"] == [{"Type": "bind", "Source": str(tmp_path), "Destination": "/shared", "Mode": "ro",
+                                  "RW": False, "Propagation": "rprivate"}]
+        graph = doc["GraphDriver"]
+        assert graph["Name"] == "overlay2" == doc["Driver"]
+        wait_until(lambda: (Path(graph["Data"]["UpperDir"]) / "in-upper").exists(), "the file in the rw layer")
+        assert (Path(graph["Data"]["UpperDir"]) / "in-upper").read_text() == "marker\n"
+        assert all(Path(p).is_dir() for p in graph["Data"]["LowerDir"].split(":"))
+        net = doc["NetworkSettings"]
+        assert net["IPAddress"] == "" and net["Ports"] == {} and isinstance(net["Networks"], dict)
+        assert "Spec" in doc and doc["Spec"]["linux"]["resources"]["pids"] == {"limit": 50}
+        # Go templates, as docker inspect -f
+        out = _inspect(tools, "-f", "{{.State.Pid}} {{.Config.Image}} {{.Name}} {{json .Mounts}}", "probe")
+        assert out == f"{state['Pid']} {test_image} /probe {json.dumps(doc['Mounts'], separators=(',', ':'))}\n"
+        assert _inspect(tools, "--format", "{{range .Mounts}}{{.Destination}}{{end}}", "probe", "later") == \
+            "/shared\n\n"
+        assert tools.runner("stop", "-t", "1", "probe").code == 0
+        [done] = _inspect(tools, cid)
+        state = done["State"]
+        assert (state["Status"], state["Running"], state["Pid"], state["ExitCode"]) == ("exited", False, 0, 137)
+        assert RFC3339_NANO.fullmatch(state["FinishedAt"]) and state["FinishedAt"] >= state["StartedAt"]
+        one_line_error(tools.runner("inspect", "-f", "{{.State.Pid", cid), 125, "template parsing error")
+    assert tools.runner("rm", "later").code == 0
+    one_line_error(tools.runner("inspect", "later"), 125, "no such container: later")
+
+
+def test_inspect_shows_entrypoint_and_cmd_apart(tools: Tools, test_image: str) -> None:
+    assert tools.puller("pull", test_image).code == 0
+    assert tools.runner("create", "--name", "ep", "--entrypoint", "/bin/echo", test_image, "a", "b").code == 0
+    [doc] = _inspect(tools, "ep")
+    assert (doc["Config"]["Entrypoint"], doc["Config"]["Cmd"]) == (["/bin/echo"], ["a", "b"])
+    assert (doc["Path"], doc["Args"]) == ("/bin/echo", ["a", "b"])
+    assert tools.runner("rm", "ep").code == 0
