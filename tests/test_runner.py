@@ -336,7 +336,7 @@ def test_memory_limit(tools: Tools, img: str, executor: str) -> None:
             assert limit.parent == container_cgroup("memory", cid)
         assert limit.read_text().strip() == str(32 << 20)
     one_line_error(run(tools, "-m", "1k", img, "true"), 125, "minimum memory limit")
-    one_line_error(run(tools, "-m", "lots", img, "true"), 125, "invalid memory size")
+    one_line_error(run(tools, "-m", "lots", img, "true"), 125, "invalid --memory 'lots': invalid size")
 
 
 def test_cpus_sets_the_cfs_quota(tools: Tools, img: str) -> None:
@@ -345,7 +345,7 @@ def test_cpus_sets_the_cfs_quota(tools: Tools, img: str) -> None:
             group = container_cgroup("cpu", cid)
             assert (group / "cpu.cfs_quota_us").read_text().strip() == quota
             assert (group / "cpu.cfs_period_us").read_text().strip() == "100000"
-    one_line_error(run(tools, "--cpus", "0", img, "true"), 125, "--cpus")
+    one_line_error(run(tools, "--cpus", "0.001", img, "true"), 125, "invalid --cpus 0.001: range of CPUs is from 0.01")
 
 
 def test_pids_limit(tools: Tools, img: str) -> None:

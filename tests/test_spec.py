@@ -220,7 +220,7 @@ def test_create_then_rm_leaves_nothing(tools: Tools, img: str) -> None:
     assert tools.runner("rm", "never").code == 0
     assert os.listdir(tools.root / "containers") == [] and os.listdir(tools.root / "holds") == []
     bad = tools.runner("create", "--memory", "1k", img, "true")  # refused at create: nothing is made
-    one_line_error(bad, 125, "the minimum memory limit is 6m")
+    one_line_error(bad, 125, "minimum memory limit allowed is 6MB")
     assert os.listdir(tools.root / "containers") == [] and os.listdir(tools.root / "holds") == []
 
 
