@@ -192,7 +192,7 @@ def listing(store: Store, all_: bool = False, quiet: bool = False, no_trunc: boo
             latest: bool = False) -> list[str]:
     """The lines ``runner ps`` prints, newest container first (as Docker's)."""
     wanted = Filters.parse(filters)
-    chosen = fmt.prepare(format_text) if format_text else None
+    chosen = fmt.prepare(format_text) if format_text and format_text.strip() != fmt.TABLE else None
     now = time.time()
     shown: list[tuple[Container, ContainerState]] = []
     if latest:
