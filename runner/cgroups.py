@@ -39,32 +39,58 @@ class Limits:
     memory: int | None = None  # bytes
     cpus: float | None = None  # CPUs' worth of time per period
     pids: int | None = None
+    swap: int | None = None  # --memory-swap: memory and swap together, bytes; -1: swap unlimited
+    reservation: int | None = None  # --memory-reservation: the soft limit, bytes
 
     @classmethod
     def from_options(cls, memory: str | None, cpus: float | None, pids: int | None,
-                     available_cpus: int | None = None) -> Limits:
+                     available_cpus: int | None = None, swap: str | None = None,
+                     reservation: str | None = None) -> Limits:
         """The limit options checked as Docker's daemon checks them (verifyPlatformContainerResources), so that
         a value Docker refuses fails ``create`` with Docker's words, not a cgroup write at ``start`` (or worse, is
         taken). 0 means no limit for each, as in Docker, and so does a negative ``--pids-limit``."""
-        return cls(cls.parse_memory(memory) if memory is not None else None,
-                   check_cpus(cpus, host_cpus() if available_cpus is None else available_cpus),
-                   pids if pids is not None and pids > 0 else None)
+        mem = cls.parse_memory(memory) if memory is not None else None
+        total = None
+        if swap is not None and swap.strip() != "-1":
+            total = parse_size(swap, "--memory-swap")
+        elif swap is not None:
+            total = -1
+        soft = parse_size(reservation, "--memory-reservation") if reservation is not None else None
+        if total is not None and mem is None:
+            raise usage("invalid --memory-swap: you should always set the memory limit when using memoryswap "
+                        "limit, see usage")
+        if total is not None and mem is not None and 0 < total < mem:
+            raise usage(f"invalid --memory-swap {swap}: minimum memoryswap limit should be larger than memory "
+                        "limit, see usage")
+        if soft is not None and soft < MIN_MEMORY:
+            raise usage(f"invalid --memory-reservation {reservation}: minimum memory reservation allowed is 6MB")
+        if soft is not None and mem is not None and mem < soft:
+            raise usage(f"invalid --memory-reservation {reservation}: minimum memory limit can not be less than "
+                        "memory reservation limit, see usage")
+        return cls(mem, check_cpus(cpus, host_cpus() if available_cpus is None else available_cpus),
+                   pids if pids is not None and pids > 0 else None, total, soft)
 
     @staticmethod
     def parse_memory(text: str) -> int | None:
-        """Docker's sizes (go-units RAMInBytes): a number with an optional unit b, k, m, g, t or p (powers of
-        1024, case-insensitive, an optional i and b after it: 512m, 1GiB, 2 kb). 0 is no limit; anything else
-        below 6MB is refused as Docker refuses it. Docker does not compare it with the host's memory, nor do we."""
-        match = re.fullmatch(r"(\d+(?:\.\d+)?) ?([bkmgtp])?i?b?", text.strip().lower())
-        if not match:
-            raise usage(f"invalid --memory {text!r}: invalid size: use a number with an optional unit "
-                        "b, k, m, g, t or p")
-        value = int(float(match[1]) * 1024 ** "bkmgtp".index(match[2] or "b"))
-        if value == 0:
+        """``--memory``: a size (:func:`parse_size`); 0 is no limit; anything else below 6MB is refused as
+        Docker refuses it. Docker does not compare it with the host's memory, nor do we."""
+        value = parse_size(text, "--memory")
+        if value is None:
             return None
         if value < MIN_MEMORY:
             raise usage(f"invalid --memory {text!r}: minimum memory limit allowed is 6MB")
         return value
+
+
+def parse_size(text: str, option: str) -> int | None:
+    """Docker's sizes (go-units RAMInBytes): a number with an optional unit b, k, m, g, t or p (powers of 1024,
+    case-insensitive, an optional i and b after it: 512m, 1GiB, 8192 kb). 0 is None: no limit."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?) ?([bkmgtp])?i?b?", text.strip().lower())
+    if not match:
+        raise usage(f"invalid {option} {text!r}: invalid size: use a number with an optional unit "
+                    "b, k, m, g, t or p")
+    value = int(float(match[1]) * 1024 ** "bkmgtp".index(match[2] or "b"))
+    return value or None
 
 
 def check_cpus(cpus: float | None, available: int) -> float | None:
@@ -218,6 +244,10 @@ class CgroupV1(Cgroup):
 
         if limits.memory is not None:
             _write(need("memory") / "memory.limit_in_bytes", str(limits.memory))
+        if limits.swap is not None:  # after the limit: the kernel wants memsw >= limit
+            _write(need("memory") / "memory.memsw.limit_in_bytes", str(limits.swap))
+        if limits.reservation is not None:
+            _write(need("memory") / "memory.soft_limit_in_bytes", str(limits.reservation))
         if limits.cpus is not None:
             d = need("cpu")
             _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
@@ -232,7 +262,7 @@ class CgroupV2(Cgroup):
         super().__init__([self.parent / name])
 
     def create(self, limits: Limits) -> None:
-        wanted = {"memory": limits.memory, "cpu": limits.cpus, "pids": limits.pids}
+        wanted = {"memory": limits.memory or limits.reservation, "cpu": limits.cpus, "pids": limits.pids}
         available = set((self.parent.parent / "cgroup.controllers").read_text().split())
         for controller, value in wanted.items():
             if value is not None and controller not in available:
@@ -252,6 +282,10 @@ class CgroupV2(Cgroup):
         d = self.dirs[0]
         if limits.memory is not None:
             _write(d / "memory.max", str(limits.memory))
+        if limits.swap is not None and limits.memory is not None:  # v2 counts swap alone
+            _write(d / "memory.swap.max", "max" if limits.swap < 0 else str(limits.swap - limits.memory))
+        if limits.reservation is not None:
+            _write(d / "memory.low", str(limits.reservation))
         if limits.cpus is not None:
             _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
         if limits.pids is not None:

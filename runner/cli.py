@@ -23,7 +23,8 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                  tty: bool, env_file: list[str], volume: list[str], tmpfs: list[str], read_only: bool, init: bool,
                  memory: str | None, cpus: float | None, pids_limit: int | None, cap_add: list[str],
                  cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
-                 runtime: str | None = None) -> RunOptions:
+                 runtime: str | None = None, memory_swap: str | None = None,
+                 memory_reservation: str | None = None) -> RunOptions:
     from runner.create import RunOptions
 
     return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
@@ -31,7 +32,7 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                       env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
                       read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
-                      runtime=runtime)
+                      runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation)
 
 
 # The options run and create share, as Docker's (create has no -d).
@@ -52,6 +53,8 @@ _TMPFS = typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount")
 _READ_ONLY = typer.Option(False, "--read-only", help="Mount the root filesystem read-only")
 _INIT = typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals")
 _MEMORY = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)")
+_MEMORY_SWAP = typer.Option(None, "--memory-swap", help="Memory and swap together (e.g. 1g); -1: swap unlimited")
+_MEMORY_RESERVATION = typer.Option(None, "--memory-reservation", help="Soft memory limit (at most --memory)")
 _CPUS = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")
 _PIDS_LIMIT = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")
 _CAP_ADD = typer.Option([], "--cap-add", help="Add a capability (or ALL)")
@@ -71,7 +74,8 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
         pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
         privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
-        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
+        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID"),
+        memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.run import run as do_run
@@ -79,7 +83,7 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
     return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
                                             interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
                                             cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
-                                            runtime))
+                                            runtime, memory_swap, memory_reservation))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -90,13 +94,14 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            tmpfs: list[str] = _TMPFS, read_only: bool = _READ_ONLY, init: bool = _INIT,
            memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
            cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME) -> None:
+           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+           memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, runtime)
+                        privileged, security_opt, False, runtime, memory_swap, memory_reservation)
     print(do_create(state.store, opts).id)
 
 
@@ -109,14 +114,15 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
            read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY,
            cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
            cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT) -> None:
+           security_opt: list[str] = _SECURITY_OPT, memory_swap: str | None = _MEMORY_SWAP,
+           memory_reservation: str | None = _MEMORY_RESERVATION) -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
     from runner.bundle import bundle as do_bundle
 
     opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, "strata")
+                        privileged, security_opt, False, "strata", memory_swap, memory_reservation)
     print(do_bundle(state.store, opts, directory))
 
 

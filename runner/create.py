@@ -44,6 +44,8 @@ class RunOptions:
     memory: str | None = None
     cpus: float | None = None
     pids_limit: int | None = None
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
     read_only: bool = False
     volumes: Sequence[str] = ()
     tmpfs: Sequence[str] = ()
@@ -116,7 +118,8 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
     privileges = replace(privileges, seccomp=seccomp_text(seccomp))
     volumes = tuple(Volume.parse(v) for v in opts.volumes)
     tmpfs = tuple(Tmpfs.parse(t) for t in opts.tmpfs)
-    limits = cgroups.Limits.from_options(opts.memory, opts.cpus, opts.pids_limit)
+    limits = cgroups.Limits.from_options(opts.memory, opts.cpus, opts.pids_limit, swap=opts.memory_swap,
+                                         reservation=opts.memory_reservation)
     cid = new_id()
     hostname = opts.hostname or cid[:12]
     env = _merge_env(cfg.env, [e for f in opts.env_files for e in read_env_file(f)] + list(opts.env))

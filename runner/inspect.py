@@ -99,7 +99,7 @@ def _host_config(container: Container) -> dict[str, Any]:
         "NanoCpus": round(limits.cpus * 1e9) if limits.cpus else 0, "CgroupParent": "",
         "BlkioWeight": 0, "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0,
         "CpusetCpus": "", "CpusetMems": "", "Devices": [], "DeviceCgroupRules": None, "DeviceRequests": None,
-        "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": None, "OomKillDisable": False,
+        "MemoryReservation": limits.reservation or 0, "MemorySwap": limits.swap or 0, "MemorySwappiness": None, "OomKillDisable": False,
         "PidsLimit": limits.pids, "Ulimits": [{"Name": r.type.removeprefix("RLIMIT_").lower(), "Soft": r.soft,
                                                "Hard": r.hard} for r in spec.rlimits] or None,
         "Init": True if spec.init else None,

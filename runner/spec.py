@@ -277,8 +277,10 @@ class Spec:
             {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},  # /dev/pts/ptmx
             {"allow": True, "type": "c", "major": 136, "access": "rwm"},  # the pty slaves
         ]}
-        if self.limits.memory is not None:
-            resources["memory"] = {"limit": self.limits.memory}
+        memory = {k: v for k, v in (("limit", self.limits.memory), ("swap", self.limits.swap),
+                                    ("reservation", self.limits.reservation)) if v is not None}
+        if memory:
+            resources["memory"] = memory
         if self.limits.cpus is not None:
             resources["cpu"] = {"quota": round(self.limits.cpus * cgroups.CPU_PERIOD_US),
                                 "period": cgroups.CPU_PERIOD_US}
@@ -324,10 +326,11 @@ class Spec:
         caps = frozenset(c.removeprefix("CAP_") for c in process["capabilities"]["bounding"])
         resources = linux_doc.get("resources") or {}
         cpu = resources.get("cpu")
+        memory = resources.get("memory") or {}
         limits = cgroups.Limits(
-            (resources.get("memory") or {}).get("limit"),
+            memory.get("limit"),
             cpu["quota"] / cpu["period"] if cpu else None,
-            (resources.get("pids") or {}).get("limit"))
+            (resources.get("pids") or {}).get("limit"), memory.get("swap"), memory.get("reservation"))
         volumes, tmpfs = [], []
         for m in doc.get("mounts") or ():
             if m["destination"] in STANDARD_DESTINATIONS:

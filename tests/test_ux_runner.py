@@ -75,6 +75,40 @@ def test_pids_limit_zero_or_negative_is_no_limit() -> None:
     assert cgroups.Limits.from_options("64m", 1, 50, 2) == cgroups.Limits(64 << 20, 1, 50)
 
 
+@pytest.mark.parametrize(("swap", "reservation", "words"), [
+    ("32m", None, "minimum memoryswap limit should be larger than memory limit"),
+    (None, "128m", "minimum memory limit can not be less than memory reservation limit"),
+    (None, "1m", "minimum memory reservation allowed is 6MB"),
+    ("lots", None, "invalid --memory-swap 'lots': invalid size")])
+def test_swap_and_reservation_against_memory(swap: str | None, reservation: str | None, words: str) -> None:
+    with pytest.raises(StrataError) as e:
+        cgroups.Limits.from_options("64m", None, None, 2, swap=swap, reservation=reservation)
+    assert e.value.kind == Kind.USAGE and words in str(e.value)
+
+
+def test_swap_needs_memory_and_takes_minus_one() -> None:
+    with pytest.raises(StrataError, match="always set the memory limit when using memoryswap limit"):
+        cgroups.Limits.from_options(None, None, None, 2, swap="1g")
+    assert cgroups.Limits.from_options("64m", None, None, 2, swap="-1").swap == -1
+    assert cgroups.Limits.from_options("64m", None, None, 2, swap="64m", reservation="64m") == \
+        cgroups.Limits(64 << 20, None, None, 64 << 20, 64 << 20)
+    assert cgroups.Limits.from_options("64m", None, None, 2, swap="0").swap is None  # Docker: 0 is unset
+
+
+def test_swap_and_reservation_reach_the_cgroup(tools: Tools, test_image: str, executor: str) -> None:
+    """Under each executor: memory.memsw.limit_in_bytes (v1) is memory and swap together, the reservation is
+    the soft limit; the container reads its own values at /sys/fs/cgroup."""
+    assert tools.puller("pull", test_image).code == 0
+    files = "memory.limit_in_bytes memory.memsw.limit_in_bytes memory.soft_limit_in_bytes"
+    if cgroups.is_v2():
+        files = "memory.max memory.swap.max memory.low"
+    result = tools.runner("run", "--rm", "-m", "64m", "--memory-swap", "96m", "--memory-reservation", "32m",
+                          test_image, "sh", "-c", f"cd /sys/fs/cgroup/memory* 2>/dev/null; cat {files}")
+    assert result.code == 0, result.err
+    swap = 96 << 20 if not cgroups.is_v2() else 32 << 20
+    assert [int(v) for v in result.out.split()] == [64 << 20, swap, 32 << 20]
+
+
 def test_limits_docker_refuses_fail_create_with_one_line(tools: Tools, test_image: str) -> None:
     """At the command line: exit 125 (Docker's for a run it refused), one line, nothing created."""
     assert tools.puller("pull", test_image).code == 0
