@@ -41,11 +41,12 @@ class Limits:
     pids: int | None = None
     swap: int | None = None  # --memory-swap: memory and swap together, bytes; -1: swap unlimited
     reservation: int | None = None  # --memory-reservation: the soft limit, bytes
+    shares: int | None = None  # --cpu-shares: the relative weight (v1 cpu.shares; 1024 is the default)
 
     @classmethod
     def from_options(cls, memory: str | None, cpus: float | None, pids: int | None,
                      available_cpus: int | None = None, swap: str | None = None,
-                     reservation: str | None = None) -> Limits:
+                     reservation: str | None = None, shares: int | None = None) -> Limits:
         """The limit options checked as Docker's daemon checks them (verifyPlatformContainerResources), so that
         a value Docker refuses fails ``create`` with Docker's words, not a cgroup write at ``start`` (or worse, is
         taken). 0 means no limit for each, as in Docker, and so does a negative ``--pids-limit``."""
@@ -67,8 +68,10 @@ class Limits:
         if soft is not None and mem is not None and mem < soft:
             raise usage(f"invalid --memory-reservation {reservation}: minimum memory limit can not be less than "
                         "memory reservation limit, see usage")
+        if shares is not None and shares < 0:
+            raise usage(f"invalid --cpu-shares {shares}: a weight of 0 (the default, 1024) or more")
         return cls(mem, check_cpus(cpus, host_cpus() if available_cpus is None else available_cpus),
-                   pids if pids is not None and pids > 0 else None, total, soft)
+                   pids if pids is not None and pids > 0 else None, total, soft, shares or None)
 
     @staticmethod
     def parse_memory(text: str) -> int | None:
@@ -252,6 +255,8 @@ class CgroupV1(Cgroup):
             d = need("cpu")
             _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write(d / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+        if limits.shares is not None:  # the kernel takes 2 to 262144 and clamps the rest, as under Docker
+            _write(need("cpu") / "cpu.shares", str(limits.shares))
         if limits.pids is not None:
             _write(need("pids") / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
 
@@ -262,7 +267,8 @@ class CgroupV2(Cgroup):
         super().__init__([self.parent / name])
 
     def create(self, limits: Limits) -> None:
-        wanted = {"memory": limits.memory or limits.reservation, "cpu": limits.cpus, "pids": limits.pids}
+        wanted = {"memory": limits.memory or limits.reservation, "cpu": limits.cpus or limits.shares,
+                  "pids": limits.pids}
         available = set((self.parent.parent / "cgroup.controllers").read_text().split())
         for controller, value in wanted.items():
             if value is not None and controller not in available:
@@ -288,6 +294,9 @@ class CgroupV2(Cgroup):
             _write(d / "memory.low", str(limits.reservation))
         if limits.cpus is not None:
             _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        if limits.shares is not None:  # runc's conversion of shares (2..262144) to a weight (1..10000)
+            shares = min(max(limits.shares, 2), 262144)
+            _write(d / "cpu.weight", str(1 + (shares - 2) * 9999 // 262142))
         if limits.pids is not None:
             _write(d / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
 

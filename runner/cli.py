@@ -24,7 +24,8 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                  memory: str | None, cpus: float | None, pids_limit: int | None, cap_add: list[str],
                  cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
                  runtime: str | None = None, memory_swap: str | None = None,
-                 memory_reservation: str | None = None) -> RunOptions:
+                 memory_reservation: str | None = None, cpu_shares: int | None = None,
+                 ulimit: list[str] | None = None) -> RunOptions:
     from runner.create import RunOptions
 
     return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
@@ -32,7 +33,8 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                       env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
                       read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
-                      runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation)
+                      runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation,
+                      cpu_shares=cpu_shares, ulimits=ulimit or ())
 
 
 # The options run and create share, as Docker's (create has no -d).
@@ -56,6 +58,8 @@ _MEMORY = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g
 _MEMORY_SWAP = typer.Option(None, "--memory-swap", help="Memory and swap together (e.g. 1g); -1: swap unlimited")
 _MEMORY_RESERVATION = typer.Option(None, "--memory-reservation", help="Soft memory limit (at most --memory)")
 _CPUS = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")
+_CPU_SHARES = typer.Option(None, "--cpu-shares", "-c", help="Relative CPU weight (default 1024)")
+_ULIMIT = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024:2048 (-1: unlimited)")
 _PIDS_LIMIT = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")
 _CAP_ADD = typer.Option([], "--cap-add", help="Add a capability (or ALL)")
 _CAP_DROP = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)")
@@ -75,7 +79,8 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
         privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID"),
-        memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION) -> int:
+        memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
+        cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.run import run as do_run
@@ -83,7 +88,7 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
     return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
                                             interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
                                             cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
-                                            runtime, memory_swap, memory_reservation))
+                                            runtime, memory_swap, memory_reservation, cpu_shares, ulimit))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -95,13 +100,15 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
            cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
            security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
-           memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION) -> None:
+           memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
+           cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, runtime, memory_swap, memory_reservation)
+                        privileged, security_opt, False, runtime, memory_swap, memory_reservation, cpu_shares,
+                        ulimit)
     print(do_create(state.store, opts).id)
 
 
@@ -115,14 +122,16 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
            cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
            cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
            security_opt: list[str] = _SECURITY_OPT, memory_swap: str | None = _MEMORY_SWAP,
-           memory_reservation: str | None = _MEMORY_RESERVATION) -> None:
+           memory_reservation: str | None = _MEMORY_RESERVATION, cpu_shares: int | None = _CPU_SHARES,
+           ulimit: list[str] = _ULIMIT) -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
     from runner.bundle import bundle as do_bundle
 
     opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, "strata", memory_swap, memory_reservation)
+                        privileged, security_opt, False, "strata", memory_swap, memory_reservation, cpu_shares,
+                        ulimit)
     print(do_bundle(state.store, opts, directory))
 
 

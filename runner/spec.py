@@ -159,11 +159,40 @@ class Device:
                 "fileMode": self.file_mode, "uid": 0, "gid": 0}
 
 
+ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")  # the names Docker's --ulimit takes (go-units)
+
+
 @dataclass(frozen=True)
 class Rlimit:
     type: str  # RLIMIT_NOFILE
     soft: int
     hard: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rlimit:
+        """``--ulimit NAME=SOFT[:HARD]`` as Docker's (go-units ParseUlimit): HARD defaults to SOFT, -1 is
+        unlimited, and the soft limit may not exceed the hard one."""
+        name, sep, values = text.partition("=")
+        if not sep or not values:
+            raise usage(f"invalid --ulimit {text!r}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048")
+        if name not in ULIMITS:
+            raise usage(f"invalid --ulimit {text!r}: invalid ulimit type: {name}")
+        soft_text, _, hard_text = values.partition(":")
+        try:
+            soft, hard = int(soft_text), int(hard_text or soft_text)
+        except ValueError:
+            raise usage(f"invalid --ulimit {text!r}: the limits must be numbers") from None
+        if min(soft, hard) < -1:
+            raise usage(f"invalid --ulimit {text!r}: a limit is a number of 0 or more, or -1 (unlimited)")
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise usage(f"invalid --ulimit {text!r}: ulimit soft limit must be less than or equal to hard limit: "
+                        f"{soft} > {hard}")
+        return cls(f"RLIMIT_{name.upper()}", _unlimited_or(soft), _unlimited_or(hard))
+
+
+def _unlimited_or(value: int) -> int:
+    return (1 << 64) - 1 if value == -1 else value
 
 
 def _unlimited(value: int) -> int:
@@ -281,9 +310,13 @@ class Spec:
                                     ("reservation", self.limits.reservation)) if v is not None}
         if memory:
             resources["memory"] = memory
+        cpu: dict[str, int] = {}
         if self.limits.cpus is not None:
-            resources["cpu"] = {"quota": round(self.limits.cpus * cgroups.CPU_PERIOD_US),
-                                "period": cgroups.CPU_PERIOD_US}
+            cpu = {"quota": round(self.limits.cpus * cgroups.CPU_PERIOD_US), "period": cgroups.CPU_PERIOD_US}
+        if self.limits.shares is not None:
+            cpu["shares"] = self.limits.shares
+        if cpu:
+            resources["cpu"] = cpu
         if self.limits.pids is not None:
             resources["pids"] = {"limit": self.limits.pids}
         linux_doc: dict[str, Any] = {
@@ -325,12 +358,13 @@ class Spec:
         privileged = notes[A_PRIVILEGED] == "true"
         caps = frozenset(c.removeprefix("CAP_") for c in process["capabilities"]["bounding"])
         resources = linux_doc.get("resources") or {}
-        cpu = resources.get("cpu")
+        cpu = resources.get("cpu") or {}
         memory = resources.get("memory") or {}
         limits = cgroups.Limits(
             memory.get("limit"),
-            cpu["quota"] / cpu["period"] if cpu else None,
-            (resources.get("pids") or {}).get("limit"), memory.get("swap"), memory.get("reservation"))
+            cpu["quota"] / cpu["period"] if "quota" in cpu else None,
+            (resources.get("pids") or {}).get("limit"), memory.get("swap"), memory.get("reservation"),
+            cpu.get("shares"))
         volumes, tmpfs = [], []
         for m in doc.get("mounts") or ():
             if m["destination"] in STANDARD_DESTINATIONS:

@@ -14,6 +14,7 @@ import pytest
 
 from runner import cgroups, ps
 from runner import format as fmt
+from runner.spec import Rlimit
 from shared.errors import Kind, StrataError
 from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until
 from tests.test_tty import Terminal
@@ -107,6 +108,36 @@ def test_swap_and_reservation_reach_the_cgroup(tools: Tools, test_image: str, ex
     assert result.code == 0, result.err
     swap = 96 << 20 if not cgroups.is_v2() else 32 << 20
     assert [int(v) for v in result.out.split()] == [64 << 20, swap, 32 << 20]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("nofile=1024:2048", Rlimit("RLIMIT_NOFILE", 1024, 2048)), ("nproc=50", Rlimit("RLIMIT_NPROC", 50, 50)),
+    ("core=-1", Rlimit("RLIMIT_CORE", (1 << 64) - 1, (1 << 64) - 1)),
+    ("stack=1:-1", Rlimit("RLIMIT_STACK", 1, (1 << 64) - 1))])
+def test_ulimit_as_docker_reads_it(text: str, expected: Rlimit) -> None:
+    assert Rlimit.parse(text) == expected
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("nofile=2048:1024", "ulimit soft limit must be less than or equal to hard limit: 2048 > 1024"),
+    ("nofile=-1:1024", "ulimit soft limit must be less than or equal to hard limit: -1 > 1024"),
+    ("files=1", "invalid ulimit type: files"), ("nofile", "use NAME=SOFT[:HARD]"),
+    ("nofile=many", "must be numbers"), ("nofile=-2", "-1 (unlimited)")])
+def test_ulimit_docker_refuses(text: str, words: str) -> None:
+    with pytest.raises(StrataError) as e:
+        Rlimit.parse(text)
+    assert e.value.kind == Kind.USAGE and words in str(e.value)
+
+
+def test_cpu_shares_and_ulimits_reach_the_container(tools: Tools, test_image: str, executor: str) -> None:
+    assert tools.puller("pull", test_image).code == 0
+    shares = "cat /sys/fs/cgroup/cpu.weight" if cgroups.is_v2() else "cat /sys/fs/cgroup/cpu/cpu.shares"
+    result = tools.runner("run", "--rm", "--cpu-shares", "512", "--ulimit", "nofile=1000:2000", "--ulimit",
+                          "core=-1", test_image, "sh", "-c", f"{shares}; ulimit -n; ulimit -Hn; ulimit -c")
+    assert result.code == 0, result.err
+    assert result.out.split() == ["20" if cgroups.is_v2() else "512", "1000", "2000", "unlimited"]
+    one_line_error(tools.runner("run", "--rm", "--ulimit", "nofile=3000:2000", test_image, "true"), 125,
+                   "ulimit soft limit must be less than or equal to hard limit: 3000 > 2000")
 
 
 def test_limits_docker_refuses_fail_create_with_one_line(tools: Tools, test_image: str) -> None:
