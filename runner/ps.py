@@ -150,7 +150,7 @@ class Filters:
             by_key.setdefault(key, []).append(value)
         return cls({k: tuple(v) for k, v in by_key.items()})
 
-    def names_status(self) -> bool:
+    def lists_stopped(self) -> bool:
         """Docker lists stopped containers too when a status filter is given, without -a."""
         return "status" in self.by_key or "exited" in self.by_key
 
@@ -199,7 +199,7 @@ def listing(store: Store, all_: bool = False, quiet: bool = False, no_trunc: boo
         last = 1
     for c in all_containers(store):
         state = c.state()
-        if not (all_ or last >= 0 or wanted.names_status()) and state.status != "running":
+        if not (all_ or last >= 0 or wanted.lists_stopped()) and state.status != "running":
             continue
         if wanted.match(store, c, state):
             shown.append((c, state))
