@@ -225,9 +225,9 @@ def _header_fields(template: fmt.Format) -> list[str]:
 
 
 def table_lines(lines: list[str]) -> list[str]:
-    """Tab-separated cells aligned as Docker's tabwriter aligns them: each column as wide as its widest cell,
-    three spaces after it."""
+    """Tab-separated cells aligned as Docker's tabwriter (minimum width 10, padding 3) aligns them: every cell
+    but a line's last is padded to its column's width, the widest text in it plus three, and at least 10."""
     cells = [line.split("\t") for line in lines]
     count = max(len(c) for c in cells)
-    widths = [max(len(c[i]) for c in cells if i < len(c)) for i in range(count)]
-    return ["   ".join(cell.ljust(widths[i]) for i, cell in enumerate(c)).rstrip() for c in cells]
+    widths = [max([len(c[i]) + 3 for c in cells if i < len(c) - 1] + [10]) for i in range(count)]
+    return ["".join(cell.ljust(widths[i]) for i, cell in enumerate(c[:-1])) + c[-1] for c in cells]
