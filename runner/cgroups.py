@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
 import time
@@ -24,22 +25,85 @@ V1_CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period, as Docker uses
 
 
+MIN_MEMORY = 6 * 1024 * 1024  # Docker's linuxMinMemory: below it a container cannot even start its runtime
+MIN_CPUS = 0.01  # the kernel's smallest CFS quota (1 ms) in the 100 ms period Docker uses
+
+
+def host_cpus() -> int:
+    """The CPUs this process may run on (sched_getaffinity, as Go's runtime.NumCPU, which Docker's check uses)."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class Limits:
     memory: int | None = None  # bytes
     cpus: float | None = None  # CPUs' worth of time per period
     pids: int | None = None
+    swap: int | None = None  # --memory-swap: memory and swap together, bytes; -1: swap unlimited
+    reservation: int | None = None  # --memory-reservation: the soft limit, bytes
+    shares: int | None = None  # --cpu-shares: the relative weight (v1 cpu.shares; 1024 is the default)
+
+    @classmethod
+    def from_options(cls, memory: str | None, cpus: float | None, pids: int | None,
+                     available_cpus: int | None = None, swap: str | None = None,
+                     reservation: str | None = None, shares: int | None = None) -> Limits:
+        """The limit options checked as Docker's daemon checks them (verifyPlatformContainerResources), so that
+        a value Docker refuses fails ``create`` with Docker's words, not a cgroup write at ``start`` (or worse, is
+        taken). 0 means no limit for each, as in Docker, and so does a negative ``--pids-limit``."""
+        mem = cls.parse_memory(memory) if memory is not None else None
+        total = None
+        if swap is not None and swap.strip() != "-1":
+            total = parse_size(swap, "--memory-swap")
+        elif swap is not None:
+            total = -1
+        soft = parse_size(reservation, "--memory-reservation") if reservation is not None else None
+        if total is not None and mem is None:
+            raise usage("invalid --memory-swap: you should always set the memory limit when using memoryswap "
+                        "limit, see usage")
+        if total is not None and mem is not None and 0 < total < mem:
+            raise usage(f"invalid --memory-swap {swap}: minimum memoryswap limit should be larger than memory "
+                        "limit, see usage")
+        if soft is not None and soft < MIN_MEMORY:
+            raise usage(f"invalid --memory-reservation {reservation}: minimum memory reservation allowed is 6MB")
+        if soft is not None and mem is not None and mem < soft:
+            raise usage(f"invalid --memory-reservation {reservation}: minimum memory limit can not be less than "
+                        "memory reservation limit, see usage")
+        if shares is not None and shares < 0:
+            raise usage(f"invalid --cpu-shares {shares}: a weight of 0 (the default, 1024) or more")
+        return cls(mem, check_cpus(cpus, host_cpus() if available_cpus is None else available_cpus),
+                   pids if pids is not None and pids > 0 else None, total, soft, shares or None)
 
     @staticmethod
-    def parse_memory(text: str) -> int:
-        """Docker's units: b, k, m, g (powers of 1024), case-insensitive; a bare number is bytes."""
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)([bkmg]?)b?", text.strip().lower())
-        if not match:
-            raise usage(f"invalid memory size {text!r}: use a number with an optional unit b, k, m or g")
-        value = float(match[1]) * 1024 ** "bkmg".index(match[2] or "b")
-        if value < 6 * 1024 * 1024:
-            raise usage("the minimum memory limit is 6m (as Docker's)")
-        return int(value)
+    def parse_memory(text: str) -> int | None:
+        """``--memory``: a size (:func:`parse_size`); 0 is no limit; anything else below 6MB is refused as
+        Docker refuses it. Docker does not compare it with the host's memory, nor do we."""
+        value = parse_size(text, "--memory")
+        if value is None:
+            return None
+        if value < MIN_MEMORY:
+            raise usage(f"invalid --memory {text!r}: minimum memory limit allowed is 6MB")
+        return value
+
+
+def parse_size(text: str, option: str) -> int | None:
+    """Docker's sizes (go-units RAMInBytes): a number with an optional unit b, k, m, g, t or p (powers of 1024,
+    case-insensitive, an optional i and b after it: 512m, 1GiB, 8192 kb). 0 is None: no limit."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?) ?([bkmgtp])?i?b?", text.strip().lower())
+    if not match:
+        raise usage(f"invalid {option} {text!r}: invalid size: use a number with an optional unit "
+                    "b, k, m, g, t or p")
+    value = int(float(match[1]) * 1024 ** "bkmgtp".index(match[2] or "b"))
+    return value or None
+
+
+def check_cpus(cpus: float | None, available: int) -> float | None:
+    """``--cpus``: 0 (or none) is no limit; otherwise from 0.01 to the CPUs there are, in Docker's words."""
+    if cpus is None or cpus == 0:
+        return None
+    if not math.isfinite(cpus) or cpus < MIN_CPUS or cpus > available:
+        raise usage(f"invalid --cpus {cpus:g}: range of CPUs is from 0.01 to {available}.00, as there are only "
+                    f"{available} CPUs available")
+    return cpus
 
 
 @dataclass(frozen=True)
@@ -183,10 +247,16 @@ class CgroupV1(Cgroup):
 
         if limits.memory is not None:
             _write(need("memory") / "memory.limit_in_bytes", str(limits.memory))
+        if limits.swap is not None:  # after the limit: the kernel wants memsw >= limit
+            _write(need("memory") / "memory.memsw.limit_in_bytes", str(limits.swap))
+        if limits.reservation is not None:
+            _write(need("memory") / "memory.soft_limit_in_bytes", str(limits.reservation))
         if limits.cpus is not None:
             d = need("cpu")
             _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write(d / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+        if limits.shares is not None:  # the kernel takes 2 to 262144 and clamps the rest, as under Docker
+            _write(need("cpu") / "cpu.shares", str(limits.shares))
         if limits.pids is not None:
             _write(need("pids") / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
 
@@ -197,7 +267,8 @@ class CgroupV2(Cgroup):
         super().__init__([self.parent / name])
 
     def create(self, limits: Limits) -> None:
-        wanted = {"memory": limits.memory, "cpu": limits.cpus, "pids": limits.pids}
+        wanted = {"memory": limits.memory or limits.reservation, "cpu": limits.cpus or limits.shares,
+                  "pids": limits.pids}
         available = set((self.parent.parent / "cgroup.controllers").read_text().split())
         for controller, value in wanted.items():
             if value is not None and controller not in available:
@@ -217,8 +288,15 @@ class CgroupV2(Cgroup):
         d = self.dirs[0]
         if limits.memory is not None:
             _write(d / "memory.max", str(limits.memory))
+        if limits.swap is not None and limits.memory is not None:  # v2 counts swap alone
+            _write(d / "memory.swap.max", "max" if limits.swap < 0 else str(limits.swap - limits.memory))
+        if limits.reservation is not None:
+            _write(d / "memory.low", str(limits.reservation))
         if limits.cpus is not None:
             _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+        if limits.shares is not None:  # runc's conversion of shares (2..262144) to a weight (1..10000)
+            shares = min(max(limits.shares, 2), 262144)
+            _write(d / "cpu.weight", str(1 + (shares - 2) * 9999 // 262142))
         if limits.pids is not None:
             _write(d / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import typer
 
-from shared.cli import StoreOption, print_table, run_main, run_typer
+from shared.cli import StoreOption, run_main, run_typer
 
 if TYPE_CHECKING:
     from runner.create import RunOptions
@@ -24,7 +23,9 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                  tty: bool, env_file: list[str], volume: list[str], tmpfs: list[str], read_only: bool, init: bool,
                  memory: str | None, cpus: float | None, pids_limit: int | None, cap_add: list[str],
                  cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
-                 runtime: str | None = None) -> RunOptions:
+                 runtime: str | None = None, memory_swap: str | None = None,
+                 memory_reservation: str | None = None, cpu_shares: int | None = None,
+                 ulimit: list[str] | None = None) -> RunOptions:
     from runner.create import RunOptions
 
     return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
@@ -32,7 +33,8 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                       env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
                       read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
-                      runtime=runtime)
+                      runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation,
+                      cpu_shares=cpu_shares, ulimits=ulimit or ())
 
 
 # The options run and create share, as Docker's (create has no -d).
@@ -53,7 +55,11 @@ _TMPFS = typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount")
 _READ_ONLY = typer.Option(False, "--read-only", help="Mount the root filesystem read-only")
 _INIT = typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals")
 _MEMORY = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)")
+_MEMORY_SWAP = typer.Option(None, "--memory-swap", help="Memory and swap together (e.g. 1g); -1: swap unlimited")
+_MEMORY_RESERVATION = typer.Option(None, "--memory-reservation", help="Soft memory limit (at most --memory)")
 _CPUS = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")
+_CPU_SHARES = typer.Option(None, "--cpu-shares", "-c", help="Relative CPU weight (default 1024)")
+_ULIMIT = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024:2048 (-1: unlimited)")
 _PIDS_LIMIT = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")
 _CAP_ADD = typer.Option([], "--cap-add", help="Add a capability (or ALL)")
 _CAP_DROP = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)")
@@ -72,7 +78,9 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
         pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
         privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
-        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
+        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID"),
+        memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
+        cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.run import run as do_run
@@ -80,7 +88,7 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
     return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
                                             interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
                                             cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
-                                            runtime))
+                                            runtime, memory_swap, memory_reservation, cpu_shares, ulimit))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -91,13 +99,16 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            tmpfs: list[str] = _TMPFS, read_only: bool = _READ_ONLY, init: bool = _INIT,
            memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
            cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME) -> None:
+           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+           memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
+           cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, runtime)
+                        privileged, security_opt, False, runtime, memory_swap, memory_reservation, cpu_shares,
+                        ulimit)
     print(do_create(state.store, opts).id)
 
 
@@ -110,14 +121,17 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
            read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY,
            cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
            cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT) -> None:
+           security_opt: list[str] = _SECURITY_OPT, memory_swap: str | None = _MEMORY_SWAP,
+           memory_reservation: str | None = _MEMORY_RESERVATION, cpu_shares: int | None = _CPU_SHARES,
+           ulimit: list[str] = _ULIMIT) -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
     from runner.bundle import bundle as do_bundle
 
     opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, "strata")
+                        privileged, security_opt, False, "strata", memory_swap, memory_reservation, cpu_shares,
+                        ulimit)
     print(do_bundle(state.store, opts, directory))
 
 
@@ -133,23 +147,20 @@ def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes
 
 
 @app.command()
-def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited containers too"),
-       quiet: bool = typer.Option(False, "--quiet", "-q", help="Only IDs")) -> None:
-    """List containers."""
-    from runner.container import all_containers
+def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show all containers (default: running ones)"),
+       quiet: bool = typer.Option(False, "--quiet", "-q", help="Only IDs"),
+       no_trunc: bool = typer.Option(False, "--no-trunc", help="Full IDs and commands"),
+       filter_: list[str] = typer.Option([], "--filter", "-f",
+                                         help="KEY=VALUE: status=, name=, id=, ancestor=, exited= (repeatable)"),
+       format_: str | None = typer.Option(None, "--format",
+                                          help="json, or a Go template: '{{.Names}}', 'table {{.ID}}\\t{{.Status}}'"),
+       last: int = typer.Option(-1, "--last", "-n", help="Show the N last created containers (all states)"),
+       latest: bool = typer.Option(False, "--latest", "-l", help="Show the last created container")) -> None:
+    """List containers, as Docker's ps: newest first, with its columns, filters and formats."""
+    from runner.ps import listing
 
-    rows: list[tuple[str, ...]] = []
-    for c in all_containers(state.store):
-        st = c.state()
-        if st.status != "running" and not all_:
-            continue
-        status = {"running": "Up", "created": "Created"}.get(st.status, f"Exited ({st.exit_code})")
-        rows.append((c.id[:12], c.spec.image, " ".join(c.spec.argv)[:30], _ago(c.spec.created), status, c.name))
-    if quiet:
-        for row in rows:
-            print(row[0])
-        return
-    print_table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
+    for line in listing(state.store, all_, quiet, no_trunc, filter_, format_, last, latest):
+        print(line)
 
 
 @app.command()
@@ -223,25 +234,24 @@ def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"
 
 
 @app.command()
-def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> None:
-    """Show containers as JSON: what they run and with what (Spec: the OCI runtime-spec config.json as saved),
-    and their state."""
-    import dataclasses
+def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+            format_: str | None = typer.Option(None, "--format", "-f",
+                                               help="Go template, e.g. '{{.State.Pid}}', '{{json .Mounts}}'")) -> None:
+    """Show containers as docker inspect does: a JSON array in Docker's shape (Id, State, Config, HostConfig,
+    Mounts, GraphDriver, NetworkSettings...), plus Spec, the OCI runtime-spec config.json as saved."""
     import json
 
-    from runner.container import CONFIG_NAME, find
-    from shared.store import read_json
+    from runner import format as fmt
+    from runner.container import find
+    from runner.inspect import document
 
-    out = []
-    for key in containers:
-        c = find(state.store, key)
-        spec = c.spec
-        config = {"image": spec.image, "image_id": spec.image_id, "argv": list(spec.argv), "env": list(spec.env),
-                  "working_dir": spec.cwd, "user": spec.user, "hostname": spec.hostname, "tty": spec.terminal,
-                  "interactive": spec.interactive, "auto_remove": spec.auto_remove, "created": spec.created}
-        out.append({"Id": c.id, "Name": c.name, "Config": config, "Spec": read_json(c.path(CONFIG_NAME)),
-                    "State": dataclasses.asdict(c.state()), "Path": str(c.dir)})
-    print(json.dumps(out, indent=2))
+    template = fmt.prepare(format_).template if format_ else None
+    docs = [document(find(state.store, key)) for key in containers]
+    if template is None:
+        print(json.dumps(docs, indent=4, ensure_ascii=False))
+        return
+    for doc in docs:
+        print(template.render(doc))
 
 
 @app.command()
@@ -294,14 +304,6 @@ def commit(container: str = typer.Argument(..., help="Name or ID prefix"),
     from runner.commit import commit as do_commit
 
     print(do_commit(state.store, CommitOptions(container, reference, message, author, change, pause)))
-
-
-def _ago(when: float) -> str:
-    seconds = int(time.time() - when)
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} seconds ago"
 
 
 def main() -> None:

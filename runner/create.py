@@ -15,7 +15,7 @@ from pathlib import Path
 from runner import cgroups, rootfs, runtime, security
 from runner.container import Container, new_id, record
 from runner.release import remove
-from runner.spec import DEFAULT_PATH, INIT_PATH, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
+from runner.spec import DEFAULT_PATH, INIT_PATH, Rlimit, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
 from shared import stored
 from shared.errors import usage
 from shared.store import Store
@@ -44,6 +44,10 @@ class RunOptions:
     memory: str | None = None
     cpus: float | None = None
     pids_limit: int | None = None
+    memory_swap: str | None = None
+    memory_reservation: str | None = None
+    cpu_shares: int | None = None
+    ulimits: Sequence[str] = ()
     read_only: bool = False
     volumes: Sequence[str] = ()
     tmpfs: Sequence[str] = ()
@@ -116,10 +120,10 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
     privileges = replace(privileges, seccomp=seccomp_text(seccomp))
     volumes = tuple(Volume.parse(v) for v in opts.volumes)
     tmpfs = tuple(Tmpfs.parse(t) for t in opts.tmpfs)
-    if opts.cpus is not None and opts.cpus <= 0:
-        raise usage("--cpus must be more than 0")
-    limits = cgroups.Limits(cgroups.Limits.parse_memory(opts.memory) if opts.memory else None, opts.cpus,
-                            opts.pids_limit)
+    limits = cgroups.Limits.from_options(opts.memory, opts.cpus, opts.pids_limit, swap=opts.memory_swap,
+                                         reservation=opts.memory_reservation, shares=opts.cpu_shares)
+    ulimits = {r.type: r for r in (Rlimit.parse(u) for u in opts.ulimits)}
+    rlimits = tuple(ulimits.pop(r.type, r) for r in own_rlimits()) + tuple(ulimits.values())
     cid = new_id()
     hostname = opts.hostname or cid[:12]
     env = _merge_env(cfg.env, [e for f in opts.env_files for e in read_env_file(f)] + list(opts.env))
@@ -136,5 +140,5 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
         cwd=workdir, user=opts.user if opts.user is not None else cfg.user, hostname=hostname, bundle="",
         terminal=opts.tty, interactive=opts.interactive, auto_remove=opts.remove, init=opts.init,
         privileges=privileges, seccomp=seccomp, limits=limits, read_only=opts.read_only,
-        volumes=volumes, tmpfs=tmpfs, rlimits=own_rlimits(), masked_paths=masked, readonly_paths=readonly,
-        runtime=runtime.choose(opts.runtime))
+        volumes=volumes, tmpfs=tmpfs, rlimits=rlimits, masked_paths=masked, readonly_paths=readonly,
+        runtime=runtime.choose(opts.runtime), entrypoint=entrypoint)

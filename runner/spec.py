@@ -51,6 +51,7 @@ A_INTERACTIVE = "io.strata.process.interactive"
 A_AUTO_REMOVE = "io.strata.auto-remove"
 A_INIT = "io.strata.init"
 A_PRIVILEGED = "io.strata.privileged"
+A_ENTRYPOINT = "io.strata.config.entrypoint"  # JSON list: the entrypoint part of the command (inspect's Config)
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
@@ -158,11 +159,40 @@ class Device:
                 "fileMode": self.file_mode, "uid": 0, "gid": 0}
 
 
+ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")  # the names Docker's --ulimit takes (go-units)
+
+
 @dataclass(frozen=True)
 class Rlimit:
     type: str  # RLIMIT_NOFILE
     soft: int
     hard: int
+
+    @classmethod
+    def parse(cls, text: str) -> Rlimit:
+        """``--ulimit NAME=SOFT[:HARD]`` as Docker's (go-units ParseUlimit): HARD defaults to SOFT, -1 is
+        unlimited, and the soft limit may not exceed the hard one."""
+        name, sep, values = text.partition("=")
+        if not sep or not values:
+            raise usage(f"invalid --ulimit {text!r}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048")
+        if name not in ULIMITS:
+            raise usage(f"invalid --ulimit {text!r}: invalid ulimit type: {name}")
+        soft_text, _, hard_text = values.partition(":")
+        try:
+            soft, hard = int(soft_text), int(hard_text or soft_text)
+        except ValueError:
+            raise usage(f"invalid --ulimit {text!r}: the limits must be numbers") from None
+        if min(soft, hard) < -1:
+            raise usage(f"invalid --ulimit {text!r}: a limit is a number of 0 or more, or -1 (unlimited)")
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise usage(f"invalid --ulimit {text!r}: ulimit soft limit must be less than or equal to hard limit: "
+                        f"{soft} > {hard}")
+        return cls(f"RLIMIT_{name.upper()}", _unlimited_or(soft), _unlimited_or(hard))
+
+
+def _unlimited_or(value: int) -> int:
+    return (1 << 64) - 1 if value == -1 else value
 
 
 def _unlimited(value: int) -> int:
@@ -202,6 +232,7 @@ class Spec:
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     runtime: str = ""  # an OCI runtime binary that starts this spec (runner/runtime.py); "": our executor
+    entrypoint: tuple[str, ...] = ()  # the first part of argv that was the entrypoint; the rest was Cmd
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -275,11 +306,17 @@ class Spec:
             {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},  # /dev/pts/ptmx
             {"allow": True, "type": "c", "major": 136, "access": "rwm"},  # the pty slaves
         ]}
-        if self.limits.memory is not None:
-            resources["memory"] = {"limit": self.limits.memory}
+        memory = {k: v for k, v in (("limit", self.limits.memory), ("swap", self.limits.swap),
+                                    ("reservation", self.limits.reservation)) if v is not None}
+        if memory:
+            resources["memory"] = memory
+        cpu: dict[str, int] = {}
         if self.limits.cpus is not None:
-            resources["cpu"] = {"quota": round(self.limits.cpus * cgroups.CPU_PERIOD_US),
-                                "period": cgroups.CPU_PERIOD_US}
+            cpu = {"quota": round(self.limits.cpus * cgroups.CPU_PERIOD_US), "period": cgroups.CPU_PERIOD_US}
+        if self.limits.shares is not None:
+            cpu["shares"] = self.limits.shares
+        if cpu:
+            resources["cpu"] = cpu
         if self.limits.pids is not None:
             resources["pids"] = {"limit": self.limits.pids}
         linux_doc: dict[str, Any] = {
@@ -300,6 +337,8 @@ class Spec:
         }
         if self.runtime:
             annotations[A_RUNTIME] = self.runtime
+        if self.entrypoint:
+            annotations[A_ENTRYPOINT] = json.dumps(list(self.entrypoint))
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -319,11 +358,13 @@ class Spec:
         privileged = notes[A_PRIVILEGED] == "true"
         caps = frozenset(c.removeprefix("CAP_") for c in process["capabilities"]["bounding"])
         resources = linux_doc.get("resources") or {}
-        cpu = resources.get("cpu")
+        cpu = resources.get("cpu") or {}
+        memory = resources.get("memory") or {}
         limits = cgroups.Limits(
-            (resources.get("memory") or {}).get("limit"),
-            cpu["quota"] / cpu["period"] if cpu else None,
-            (resources.get("pids") or {}).get("limit"))
+            memory.get("limit"),
+            cpu["quota"] / cpu["period"] if "quota" in cpu else None,
+            (resources.get("pids") or {}).get("limit"), memory.get("swap"), memory.get("reservation"),
+            cpu.get("shares"))
         volumes, tmpfs = [], []
         for m in doc.get("mounts") or ():
             if m["destination"] in STANDARD_DESTINATIONS:
@@ -352,7 +393,8 @@ class Spec:
             devices=tuple(Device(d["path"], d["major"], d["minor"], d.get("fileMode", 0o666), d["type"])
                           for d in linux_doc.get("devices") or ()),
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
-            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""))
+            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
+            entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))))
 
 
 def _flag(value: bool) -> str:

@@ -3,6 +3,10 @@
 As runc does, the pty is opened inside the container (in its own devpts instance, after pivot_root), so programs
 see a real ``/dev/pts/0``; the master end comes back to the runner over a unix socket (SCM_RIGHTS). The runner
 puts its own terminal in raw mode, copies bytes both ways, and passes window size changes on (SIGWINCH).
+
+What the user typed before the container's shell was up (while the runner started, with its terminal still in
+cooked mode) is kept: the switch to raw mode waits for output to drain but discards no input (TCSADRAIN, not the
+TCSAFLUSH ``tty.setraw`` uses by default), so those bytes are the first the relay reads and passes on.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def _raw(fd: int) -> Iterator[None]:
         yield
         return
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSADRAIN)  # keep typeahead (module doc)
     try:
         yield
     finally:

@@ -54,7 +54,7 @@ def img(tools: Tools, test_image: str) -> str:
 def status(tools: Tools, cid: str) -> str:
     result = tools.runner("inspect", cid)
     assert result.code == 0, result.err
-    return str(json.loads(result.out)[0]["State"]["status"])
+    return str(json.loads(result.out)[0]["State"]["Status"])
 
 
 def test_rm_f_removes_a_running_container_with_a_1500_deep_tree(tools: Tools, img: str, no_leaks: None) -> None:

@@ -177,7 +177,7 @@ def test_logs_follow_returns_when_the_container_exits(tools: Tools, img: str, tm
         (tmp_path / "go").touch()
         rest, _ = follow.communicate(timeout=30)
         assert (follow.returncode, rest) == (0, "line2\n")
-        assert inspect(tools, "talker")["State"]["exit_code"] == 4
+        assert inspect(tools, "talker")["State"]["ExitCode"] == 4
 
 
 def test_foreground_run_is_logged_too(tools: Tools, img: str) -> None:
@@ -249,18 +249,18 @@ def test_stop(tools: Tools, img: str, background: list[subprocess.Popen[str]]) -
         stopped = tools.runner("stop", "polite")
         assert (stopped.code, stopped.out) == (0, "polite\n")
         state = inspect(tools, "polite")["State"]
-        assert (state["status"], state["exit_code"]) == ("exited", 42)
+        assert (state["Status"], state["ExitCode"]) == ("exited", 42)
         assert "Exited (42)" in ps_row(tools, "polite")
         assert tools.runner("stop", "polite").code == 0  # stopping a stopped container is no error, as Docker's
     with detached(tools, "--name", "deaf", img, "sleep", "60"):  # PID 1 without a handler ignores SIGTERM
         assert tools.runner("stop", "-t", "1", "deaf").code == 0
-        assert inspect(tools, "deaf")["State"]["exit_code"] == 137
+        assert inspect(tools, "deaf")["State"]["ExitCode"] == 137
     proc = popen_runner(tools, "run", "--name", "fg", img, "sleep", "60")  # a foreground run's runner returns
     background.append(proc)
     wait_until(lambda: is_up(tools, "fg"), "fg Up")
     assert tools.runner("stop", "--time", "1", "fg").code == 0
     assert proc.wait(timeout=30) == 137
-    assert inspect(tools, "fg")["State"]["exit_code"] == 137
+    assert inspect(tools, "fg")["State"]["ExitCode"] == 137
 
 
 def test_kill(tools: Tools, img: str) -> None:
@@ -270,14 +270,14 @@ def test_kill(tools: Tools, img: str) -> None:
             wait_until(lambda name=name: logs(tools, name) == "ready\n", "the traps set")
             assert tools.runner("kill", "-s", sig, name).out == f"{name}\n"
             wait_until(lambda name=name: not is_up(tools, name), "the exit")
-            assert inspect(tools, name)["State"]["exit_code"] == code
+            assert inspect(tools, name)["State"]["ExitCode"] == code
     with detached(tools, "--name", "sleeper", img, "sleep", "60"):
         assert tools.runner("kill", "--signal", "TERM", "sleeper").code == 0
         assert is_up(tools, "sleeper")  # PID 1 without a handler ignores it, as in Docker
         one_line_error(tools.runner("kill", "-s", "BOGUS", "sleeper"), 125, "unknown signal")
         assert tools.runner("kill", "sleeper").code == 0  # SIGKILL by default
         wait_until(lambda: not is_up(tools, "sleeper"), "the exit")
-        assert inspect(tools, "sleeper")["State"]["exit_code"] == 137
+        assert inspect(tools, "sleeper")["State"]["ExitCode"] == 137
         one_line_error(tools.runner("kill", "sleeper"), 125, "is not running")
 
 
@@ -300,16 +300,16 @@ def test_rm(tools: Tools, img: str) -> None:
 def test_inspect(tools: Tools, img: str) -> None:
     with detached(tools, "--name", "insp", "-e", "X=1", img, "sleep", "60") as cid:
         info = inspect(tools, "insp")
-        assert (info["Id"], info["Name"]) == (cid, "insp")
-        assert info["Config"]["argv"] == ["sleep", "60"] and "X=1" in info["Config"]["env"]
-        assert info["State"]["status"] == "running" and info["State"]["pid"] > 0
-        assert info["State"]["exit_code"] is None
+        assert (info["Id"], info["Name"]) == (cid, "/insp")  # Docker's: the name with a slash
+        assert [info["Path"], *info["Args"]] == ["sleep", "60"] and "X=1" in info["Config"]["Env"]
+        assert info["State"]["Status"] == "running" and info["State"]["Pid"] > 0
+        assert info["State"]["ExitCode"] == 0  # Docker's while it runs
         assert tools.runner("stop", "-t", "1", "insp").code == 0
-        assert (inspect(tools, "insp")["State"]["status"], inspect(tools, "insp")["State"]["exit_code"]) == \
+        assert (inspect(tools, "insp")["State"]["Status"], inspect(tools, "insp")["State"]["ExitCode"]) == \
             ("exited", 137)
         assert tools.runner("run", "--name", "other", img, "true").code == 0
         both = json.loads(tools.runner("inspect", "insp", "other").out)
-        assert [c["Name"] for c in both] == ["insp", "other"]
+        assert [c["Name"] for c in both] == ["/insp", "/other"]
         assert tools.runner("rm", "other").code == 0
     one_line_error(tools.runner("inspect", "nosuch"), 125, "no such container")
 

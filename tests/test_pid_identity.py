@@ -27,6 +27,14 @@ from shared.store import Store
 from tests.conftest import Tools, container_cgroup, detached, needs_root, needs_tools, one_line_error, wait_until
 from tests.test_lifecycle import inspect, is_up, logs, ps_row
 
+
+def recorded_state(tools: Tools, name: str) -> dict[str, Any]:
+    """state.json as the runner wrote it (with PID 1's identity: its start time and boot), which inspect's
+    Docker-shaped State does not show."""
+    cid = inspect(tools, name)["Id"]
+    return dict(json.loads((tools.root / "containers" / cid / "state.json").read_text()))
+
+
 CRAFTED_COMM = ") (Z 9) 9 ) ("  # what a naive parser takes for the end of comm, a state and numbers (13 of 15 bytes)
 
 
@@ -146,7 +154,7 @@ def test_a_reused_pid_is_left_alone(tools: Tools, img: str, sentinel: subprocess
             write(FORGERIES[forgery](running, sentinel.pid, sentinel_start.start_time))
             assert "Exited (137)" in ps_row(tools, "victim")
             assert tools.runner("ps", "-q").out == ""
-            assert (inspect(tools, "victim")["State"]["status"], inspect(tools, "victim")["State"]["error"]) == \
+            assert (inspect(tools, "victim")["State"]["Status"], inspect(tools, "victim")["State"]["Error"]) == \
                 ("exited", "runner gone")
             for args in (("kill", "victim"), ("kill", "-s", "STOP", "victim"), ("kill", "-s", "USR1", "victim"),
                          ("exec", "victim", "true")):
@@ -180,7 +188,7 @@ def test_a_reused_pid_is_left_alone(tools: Tools, img: str, sentinel: subprocess
 @needs_tools
 def test_open_process_pins_the_verified_pid_1(tools: Tools, img: str) -> None:
     with detached(tools, "--name", "pinned", img, "sleep", "60"):
-        state = inspect(tools, "pinned")["State"]
+        state = recorded_state(tools, "pinned")
         assert state["pid_start_time"] == getattr(read_stat(state["pid"]), "start_time", None)
         assert state["boot_id"] == boot_id()
         container = find(Store(tools.root), "pinned")
@@ -212,9 +220,9 @@ def test_signals_stop_and_rm_reach_a_verified_container(tools: Tools, img: str, 
         stopped = tools.runner("stop", "live")
         assert (stopped.code, stopped.out) == (0, "live\n"), stopped.err
         state = inspect(tools, "live")["State"]
-        assert (state["status"], state["exit_code"]) == ("exited", 42)
+        assert (state["Status"], state["ExitCode"]) == ("exited", 42)
     with detached(tools, "--name", "doomed", img, "sleep", "60") as cid:
-        state = inspect(tools, "doomed")["State"]
+        state = recorded_state(tools, "doomed")
         assert state["status"] == "running"
         removed = tools.runner("rm", "-f", "doomed")
         assert (removed.code, removed.out) == (0, "doomed\n"), removed.err

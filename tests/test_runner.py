@@ -144,7 +144,7 @@ def test_entrypoint_replaces_the_image_entrypoint_and_drops_its_cmd(tools: Tools
     assert run(tools, "--entrypoint", "", img, "echo", "x").out == "x\n"
     kept = tools.runner("run", "--name", "ep", "--entrypoint", "/bin/echo", img, "hi")
     assert kept.out == "hi\n"
-    assert json.loads(tools.runner("inspect", "ep").out)[0]["Config"]["argv"] == ["/bin/echo", "hi"]
+    assert json.loads(tools.runner("inspect", "ep").out)[0]["Config"]["Entrypoint"] == ["/bin/echo"]
     assert tools.runner("rm", "ep").code == 0
 
 
@@ -320,7 +320,7 @@ def test_init_runs_as_pid_1_and_reaps_orphans(tools: Tools, img: str) -> None:
 def pid1_cgroup(tools: Tools, cid: str, controller: str) -> Path:
     """Where the container's PID 1 is in CONTROLLER: our executor's group, or where an OCI runtime put it (crun
     nests its group under one base path for every controller, not each controller's own)."""
-    pid = json.loads(tools.runner("inspect", cid).out)[0]["State"]["pid"]
+    pid = json.loads(tools.runner("inspect", cid).out)[0]["State"]["Pid"]
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if controller in controllers.split(","):
@@ -336,7 +336,7 @@ def test_memory_limit(tools: Tools, img: str, executor: str) -> None:
             assert limit.parent == container_cgroup("memory", cid)
         assert limit.read_text().strip() == str(32 << 20)
     one_line_error(run(tools, "-m", "1k", img, "true"), 125, "minimum memory limit")
-    one_line_error(run(tools, "-m", "lots", img, "true"), 125, "invalid memory size")
+    one_line_error(run(tools, "-m", "lots", img, "true"), 125, "invalid --memory 'lots': invalid size")
 
 
 def test_cpus_sets_the_cfs_quota(tools: Tools, img: str) -> None:
@@ -345,7 +345,7 @@ def test_cpus_sets_the_cfs_quota(tools: Tools, img: str) -> None:
             group = container_cgroup("cpu", cid)
             assert (group / "cpu.cfs_quota_us").read_text().strip() == quota
             assert (group / "cpu.cfs_period_us").read_text().strip() == "100000"
-    one_line_error(run(tools, "--cpus", "0", img, "true"), 125, "--cpus")
+    one_line_error(run(tools, "--cpus", "0.001", img, "true"), 125, "invalid --cpus 0.001: range of CPUs is from 0.01")
 
 
 def test_pids_limit(tools: Tools, img: str) -> None:

@@ -176,12 +176,12 @@ def test_create_then_start_attached_is_docker_run(tools: Tools, img: str) -> Non
     assert created.code == 0, created.err
     cid = created.out.strip()
     assert len(cid) == 64 and all(c in "0123456789abcdef" for c in cid)
-    assert state_of(tools, "job")["status"] == "created"
+    assert state_of(tools, "job")["Status"] == "created"
     assert "Created" in tools.runner("ps", "-a").out
     assert tools.runner("ps", "-q").out == ""  # not running
     first = tools.runner("start", "-a", "job")
     assert (first.code, first.out, first.err) == (3, "out\n", "err\n")  # as docker start -a: its output, its code
-    assert (state_of(tools, "job")["status"], state_of(tools, "job")["exit_code"]) == ("exited", 3)
+    assert (state_of(tools, "job")["Status"], state_of(tools, "job")["ExitCode"]) == ("exited", 3)
     again = tools.runner("start", "-a", "job")  # Docker starts an exited container again, on the same rw layer
     assert (again.code, again.out, again.err) == (3, "out\n", "err\n")
     assert tools.runner("logs", "job").out == "out\nout\n"
@@ -200,16 +200,16 @@ def test_start_of_a_running_or_missing_container_as_docker(tools: Tools, img: st
     started = tools.runner("start", "svc")
     assert (started.code, started.out) == (0, "svc\n")  # detached: the name, as given, once it runs
     state = state_of(tools, "svc")
-    assert state["status"] == "running"
+    assert state["Status"] == "running"
     twice = tools.runner("start", "svc")  # Docker: already running is "not modified", no error
     assert (twice.code, twice.out) == (0, "svc\n")
-    assert state_of(tools, "svc")["pid"] == state["pid"]  # the same PID 1: nothing was started again
+    assert state_of(tools, "svc")["Pid"] == state["Pid"]  # the same PID 1: nothing was started again
     one_line_error(tools.runner("start", "-a", "svc"), 125, "container svc is already running")
     one_line_error(tools.runner("start", "-a", "svc", "other"), 125,
                    "you cannot start and attach multiple containers at once")
     one_line_error(tools.runner("start", "nosuch"), 125, "no such container: nosuch")
     assert tools.runner("stop", "-t", "1", "svc").code == 0
-    assert state_of(tools, "svc")["status"] == "exited"
+    assert state_of(tools, "svc")["Status"] == "exited"
     assert tools.runner("rm", "svc").code == 0
 
 
@@ -220,7 +220,7 @@ def test_create_then_rm_leaves_nothing(tools: Tools, img: str) -> None:
     assert tools.runner("rm", "never").code == 0
     assert os.listdir(tools.root / "containers") == [] and os.listdir(tools.root / "holds") == []
     bad = tools.runner("create", "--memory", "1k", img, "true")  # refused at create: nothing is made
-    one_line_error(bad, 125, "the minimum memory limit is 6m")
+    one_line_error(bad, 125, "minimum memory limit allowed is 6MB")
     assert os.listdir(tools.root / "containers") == [] and os.listdir(tools.root / "holds") == []
 
 
@@ -233,7 +233,7 @@ def test_release_is_idempotent(tools: Tools, img: str) -> None:
         group = container_cgroup("pids", cid)
         assert group.is_dir()
         assert tools.runner("kill", "rel").code == 0
-        wait_until(lambda: state_of(tools, "rel")["status"] == "exited", "the exit")
+        wait_until(lambda: state_of(tools, "rel")["Status"] == "exited", "the exit")
         container = find(Store(tools.root), "rel")
         release(container)  # the monitor released it already: again is a no-op
         release(container)
