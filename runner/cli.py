@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from runner.network_cli import register as register_network
 from shared.cli import StoreOption, print_table, run_main, run_typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -13,6 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 state = StoreOption(app)
+register_network(app, state)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -366,10 +366,11 @@ def _read_sysctl(key: str) -> str:
 
 # -- names ----------------------------------------------------------------------------------------------------
 
-def hosts_for(records: Records, container_id: str) -> str:
+def hosts_for(records: Records, container_id: str, hostname: str = "") -> str:
+    """The container's hosts text from the records: its addresses, then its peers on its user networks."""
     own = sorted(records.endpoints(container_id=container_id), key=lambda e: not e.default_route)
     if not own:
-        return files.hosts([], [], container_id[:12], ())
+        return files.hosts([], [], hostname or container_id[:12], ())
     user_nets = {e.network for e in own if e.network != "bridge"}
     peers = [e for e in records.endpoints() if e.network in user_nets and e.container_id != container_id]
     return files.hosts(own, peers, own[0].hostname, own[0].add_hosts)
