@@ -1,0 +1,429 @@
+"""Container networking (runner/net, ``runner network``), under the strict rule of issue 11.
+
+Every test makes a throwaway network namespace that stands in for the host (``strata-t-XXXXXXXX``) and runs the
+library and the CLI in it (``ip netns exec``); its "containers" are ``unshare --net`` processes whose namespaces
+die with them, as a container's does. All traffic is between addresses made inside those namespaces, or their
+127.0.0.1. The fixture deletes every namespace it made, and an autouse fixture checks that the machine's own
+namespace kept its links, addresses, routes, rules and ip_forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.net import files, ipam, nat
+from runner.net.model import AttachOptions, Endpoint, Network, NetworkMode, PortSpec, Published
+from shared.errors import StrataError
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+needs_net = pytest.mark.skipif(os.geteuid() != 0 or not all(os.path.exists(f"/usr/sbin/{t}") for t in ("nft", "ip")),
+                               reason="needs root, ip and nft (scripts/setup installs nftables)")
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+print("listening", flush=True)
+while True:
+    c, addr = s.accept()
+    data = c.recv(100)
+    c.sendall(b"echo:" + data + b" from:" + addr[0].encode()); c.close()
+"""
+
+CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+s.sendall(b"ping"); print(s.recv(200).decode())
+"""
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 30) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=ENV, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)}: {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def root_netns_snapshot() -> dict[str, Any]:
+    def j(*args: str) -> Any:
+        return json.loads(sh("ip", "-j", *args) or "[]")
+
+    return {
+        "links": sorted((x["ifname"], x.get("link_type"), tuple(x.get("flags", ()))) for x in j("link", "show")),
+        "addrs": sorted((x["ifname"], a["local"], a["prefixlen"]) for x in j("addr", "show")
+                        for a in x.get("addr_info", ())),
+        "routes": sorted(json.dumps({k: v for k, v in r.items() if k != "expires"}, sort_keys=True)
+                         for r in j("route", "show", "table", "all")),
+        "nft": sh("nft", "list", "ruleset"),
+        "iptables": [ln for ln in sh("iptables-save").splitlines() if not ln.startswith("#")],
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def machine_namespace_unchanged() -> Iterator[None]:
+    if os.geteuid() != 0:
+        yield
+        return
+    before = root_netns_snapshot()
+    yield
+    assert root_netns_snapshot() == before, "a network test changed the machine's own namespace"
+
+
+@dataclass
+class Container:
+    """An ``unshare --net`` process: its namespace lives exactly as long as it does, as a container's."""
+
+    proc: subprocess.Popen[bytes]
+    name: str
+    cid: str
+    hosts_path: Path
+
+    @property
+    def netns(self) -> str:
+        return f"/proc/{self.proc.pid}/ns/net"
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        return sh("nsenter", f"--net={self.netns}", *cmd, check=check)
+
+    def popen(self, *cmd: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(["nsenter", f"--net={self.netns}", *cmd], stdout=subprocess.PIPE, text=True,
+                                env=ENV)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@dataclass
+class Host:
+    """The stand-in host: a throwaway namespace, a store, and the processes a test started in either."""
+
+    ns: str
+    root: Path
+    tmp: Path
+    containers: list[Container] = field(default_factory=list)
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def run(self, *cmd: str, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", self.ns, *cmd, check=check)
+
+    def runner(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["ip", "netns", "exec", self.ns, PY, "-m", "runner", "--root", str(self.root), *args],
+                                capture_output=True, text=True, timeout=60, env=ENV, cwd=ROOT, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"runner {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def driver_cmd(self, req: dict[str, Any]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns, PY, "-m", "tests.net_driver", json.dumps({"root": str(self.root),
+                                                                                          **req})]
+
+    def driver(self, req: dict[str, Any]) -> dict[str, Any]:
+        out = subprocess.run(self.driver_cmd(req), capture_output=True, text=True, timeout=60, env=ENV, cwd=ROOT,
+                             check=False)
+        assert out.stdout.strip(), out.stderr
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+    def driver_popen(self, req: dict[str, Any]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(self.driver_cmd(req), stdout=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
+
+    def container(self, name: str) -> Container:
+        proc = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
+        c = Container(proc, name, f"{name}{os.urandom(30).hex()}"[:64], self.tmp / f"{name}.hosts")
+        self.containers.append(c)
+        deadline = time.monotonic() + 5
+        while os.readlink(c.netns) == os.readlink("/proc/self/ns/net"):  # unshare has not run yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return c
+
+    def attach(self, c: Container, network: str = "bridge", **opts: Any) -> dict[str, Any]:
+        result = self.driver({"op": "attach", "netns": c.netns, "opts": {
+            "container_id": c.cid, "name": c.name, "hostname": c.name, "network": network,
+            "hosts_path": str(c.hosts_path), "host_resolv": str(self.tmp / "resolv.conf"), **opts}})
+        assert "error" not in result, result["error"]
+        c.hosts_path.write_text(result["hosts"])  # as the start path writes it (bind-mounted into the container)
+        return result
+
+    def serve(self, c: Container | None, port: int) -> None:
+        proc = (c.popen(PY, "-c", SERVER, str(port)) if c else
+                subprocess.Popen(["ip", "netns", "exec", self.ns, PY, "-c", SERVER, str(port)], stdout=subprocess.PIPE,
+                                 text=True))
+        self.procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+
+    def links(self) -> dict[str, str]:
+        return {x["ifname"]: (x.get("linkinfo") or {}).get("info_kind", "")
+                for x in json.loads(self.run("ip", "-d", "-j", "link", "show"))}
+
+    def assert_clean(self) -> None:
+        """Nothing of ours left: no link but lo, no address but lo's, no table, ip_forward back, no record."""
+        assert set(self.links()) == {"lo"}
+        addrs = json.loads(self.run("ip", "-j", "addr", "show"))
+        assert [(x["ifname"], a["local"]) for x in addrs for a in x.get("addr_info", ())] == \
+            [("lo", "127.0.0.1"), ("lo", "::1")]
+        assert "strata" not in self.run("nft", "list", "tables")
+        assert self.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"
+        net = self.root / "networks"
+        assert sorted(str(p.relative_to(net)) for p in net.rglob("*") if not p.is_dir()) in ([], ["lock"])
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    ns = f"strata-t-{os.urandom(4).hex()}"
+    sh("ip", "netns", "add", ns)
+    h = Host(ns, tmp_path / "store", tmp_path)
+    try:
+        h.run("ip", "link", "set", "lo", "up")
+        (tmp_path / "resolv.conf").write_text("search example.test\nnameserver 127.0.0.53\nnameserver 10.0.0.53\n")
+        yield h
+    finally:
+        for p in h.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for c in h.containers:
+            c.kill()
+        sh("ip", "netns", "del", ns)
+
+
+def connect(c: Container, target: str, port: int, hosts: Path | None = None) -> str:
+    """Connect from inside C; with HOSTS, names resolve through that file bound over /etc/hosts (in a mount
+    namespace of the client's own), as in the container."""
+    if hosts is None:
+        return c.run(PY, "-c", CLIENT, target, str(port)).strip()
+    script = f'mount --bind {hosts} /etc/hosts && exec {PY} -c "$0" "$@"'
+    return c.run("unshare", "-m", "sh", "-c", script, CLIENT, target, str(port)).strip()
+
+
+# -- pure parts -------------------------------------------------------------------------------------------------
+
+def test_port_specs_parse_as_docker_does() -> None:
+    assert PortSpec.parse("80") == PortSpec(80)
+    assert PortSpec.parse("8080:80") == PortSpec(80, "tcp", 8080)
+    assert PortSpec.parse("127.0.0.1:8080:80/udp") == PortSpec(80, "udp", 8080, "127.0.0.1")
+    assert PortSpec.parse("127.0.0.1::80") == PortSpec(80, "tcp", 0, "127.0.0.1")
+    assert PortSpec.parse("0.0.0.0:1:2") == PortSpec(2, "tcp", 1, "")
+    for bad in ("x", "80/sctp", "0:80", "70000", "1.2.3:80:80", "8000-8001:80", "[::1]:80:80", "a:b:c:d"):
+        with pytest.raises(StrataError):
+            PortSpec.parse(bad)
+
+
+def test_network_modes_and_options_are_checked_before_anything_is_made() -> None:
+    assert NetworkMode.parse("bridge") == NetworkMode("bridge", "bridge")
+    assert NetworkMode.parse("none").network is None
+    assert NetworkMode.parse("container:web") == NetworkMode("container", "web")
+    assert NetworkMode.parse("mynet").network == "mynet"
+    for bad in ("container:", "-x", "a b"):
+        with pytest.raises(StrataError):
+            NetworkMode.parse(bad)
+    for kwargs in ({"mac": "01:00:00:00:00:01"}, {"mac": "zz"}, {"dns": ("x",)}, {"add_hosts": ("h",)},
+                   {"aliases": ("a b",)}):
+        with pytest.raises(StrataError):
+            AttachOptions("c", "n", "h", **kwargs)  # type: ignore[arg-type]
+
+
+def test_resolv_conf_drops_loopback_nameservers_as_docker_does(tmp_path: Path) -> None:
+    host = tmp_path / "resolv.conf"
+    host.write_text("search lan\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n")
+    assert files.resolv_conf(host, ()) == "search lan\noptions edns0\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    host.write_text("nameserver 127.0.0.1\nnameserver 192.0.2.53\n")
+    assert files.resolv_conf(host, ()) == "nameserver 192.0.2.53\n"
+    assert files.resolv_conf(host, ("9.9.9.9",)) == "nameserver 9.9.9.9\n"
+
+
+def test_addresses_subnets_and_rules_from_records() -> None:
+    net = Network("n", "i" * 64, "10.90.0.0/29", "10.90.0.1", "st-iiiiiiiiiiii", internal=True)
+    ep = Endpoint("c", "n", "c", "c", "10.90.0.2", 29, "10.90.0.1", "02:42:0a:5a:00:02", "stvx", "eth0",
+                  state="attached", ports=(Published("tcp", "", 8080, 80),))
+    assert ipam.allocate(net, [], None) == "10.90.0.2"
+    assert ipam.allocate(net, [ep], None) == "10.90.0.3"
+    assert ipam.allocate(net, [], "10.90.0.6") == "10.90.0.6"
+    for wanted in ("10.90.0.1", "10.90.0.7", "10.90.0.2", "10.91.0.2"):
+        with pytest.raises(StrataError):
+            ipam.allocate(net, [ep], wanted)
+    full = [Endpoint(**{**ep.__dict__, "ip": f"10.90.0.{i}"}) for i in range(2, 7)]
+    with pytest.raises(StrataError, match="no free address"):
+        ipam.allocate(net, full, None)
+    assert ipam.free_subnet(["10.89.0.0/24"], ["10.89.1.0/25"]) == "10.89.2.0/24"
+    assert ipam.mac_for("10.88.0.2") == "02:42:0a:58:00:02"
+    rules = nat.Ruleset((net,), (ep,), forward_policy_drop=False).render()
+    assert "masquerade" in rules and "ip saddr 10.90.0.0/29" not in rules  # internal: nothing leaves
+    assert 'iifname "st-iiiiiiiiiiii" drop' in rules and "tcp dport 8080 dnat to 10.90.0.2:80" in rules
+    hosts = files.hosts([ep], [], "c", ("gw:host-gateway", "x:192.0.2.9"))
+    assert "10.90.0.2\tc\n" in hosts and "10.90.0.1\tgw\n" in hosts and "192.0.2.9\tx\n" in hosts
+
+
+# -- in throwaway namespaces ------------------------------------------------------------------------------------
+
+@needs_net
+def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: Host) -> None:
+    host.runner("network", "create", "--subnet", "10.91.0.0/24", "app")
+    one, two = host.container("one"), host.container("two")
+    a = host.attach(one, "app", aliases=["db"])
+    inode = one.hosts_path.stat().st_ino
+    b = host.attach(two, "app", aliases=["web"])
+    ip_one, ip_two = a["endpoint"]["ip"], b["endpoint"]["ip"]
+    assert (ip_one, ip_two) == ("10.91.0.2", "10.91.0.3")
+    assert f"{ip_one}\tone db\n" in b["hosts"]
+    # one's hosts file was rewritten in place when two came: same inode, so the container's bind mount sees it
+    assert f"{ip_two}\ttwo web\n" in one.hosts_path.read_text() and one.hosts_path.stat().st_ino == inode
+    host.serve(two, 7000)
+    assert connect(one, ip_two, 7000) == f"echo:ping from:{ip_one}"
+    assert connect(one, "two", 7000, one.hosts_path) == f"echo:ping from:{ip_one}"
+    assert connect(one, "web", 7000, one.hosts_path) == f"echo:ping from:{ip_one}"
+    assert "10.91.0.1" in two.run("ip", "route", "show", "default")
+    assert two.run("ip", "-j", "link", "show", "eth0").count('"mtu":1500') == 1
+    assert host.driver({"op": "release", "cid": two.cid}) == {"ok": True}
+    assert "two" not in one.hosts_path.read_text()
+    host.driver({"op": "release", "cid": one.cid})
+    host.driver({"op": "release", "cid": one.cid})  # idempotent
+    assert host.runner("network", "rm", "app").stdout == "app\n"
+    host.assert_clean()
+
+
+@needs_net
+def test_none_has_only_lo(host: Host) -> None:
+    c = host.container("solo")
+    c.run(PY, "-c", "from runner.network import loopback_up; loopback_up()")  # what the start path does for none
+    links = json.loads(c.run("ip", "-j", "link", "show"))
+    assert [x["ifname"] for x in links] == ["lo"] and "UP" in links[0]["flags"]
+    out = host.driver({"op": "none", "hostname": "solo"})
+    assert "127.0.1.1\tsolo\n" in out["hosts"] and "127.0.0.53" not in out["resolv_conf"]
+    host.assert_clean()
+
+
+@needs_net
+def test_published_port_answers_from_the_hosts_loopback_and_bridge_address(host: Host) -> None:
+    c = host.container("pub")
+    r = host.attach(c, publish=["8080:80", "127.0.0.1:8081:80"], publish_all=True, exposed=["80/tcp", "81/tcp"])
+    ports = {(p["host_port"], p["container_port"]) for p in r["endpoint"]["ports"]}
+    auto = [hp for hp, cp in ports if cp == 81]
+    assert (8080, 80) in ports and (8081, 80) in ports and len(auto) == 1 and 32768 <= auto[0] < 61000
+    host.serve(c, 80)
+    for address, port in (("127.0.0.1", 8080), ("10.88.0.1", 8080), ("127.0.0.1", 8081)):
+        out = host.run(PY, "-c", CLIENT, address, str(port)).strip()
+        assert out == "echo:ping from:10.88.0.1", (address, port, out)
+    assert "nameserver 10.0.0.53" in r["resolv_conf"] and "127.0.0.53" not in r["resolv_conf"]
+    taken = host.driver({"op": "attach", "netns": host.container("late").netns, "opts": {
+        "container_id": "late", "name": "late", "hostname": "late", "publish": ["8080:80"]}})
+    assert taken == {"error": "Bind for 0.0.0.0:8080 failed: port is already allocated"}
+    host.driver({"op": "release", "cid": c.cid})
+    host.assert_clean()
+
+
+@needs_net
+def test_internal_network_has_no_route_out(host: Host) -> None:
+    host.run("ip", "addr", "add", "192.0.2.1/32", "dev", "lo")  # an address beyond the bridge (no dummy module)
+    host.serve(None, 9000)
+    host.runner("network", "create", "--internal", "sealed")
+    inner, outer = host.container("inner"), host.container("outer")
+    host.attach(inner, "sealed")
+    assert inner.run("ip", "route", "show", "default") == ""
+    assert "ip saddr 10.89.0.0/24" not in host.run("nft", "list", "ruleset")
+    assert host.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "0"  # nothing needs forwarding
+    refused = subprocess.run(["nsenter", f"--net={inner.netns}", PY, "-c", CLIENT, "192.0.2.1", "9000"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode == 1 and "Network is unreachable" in refused.stderr
+    host.attach(outer)  # the default bridge, for contrast: out it goes
+    assert connect(outer, "192.0.2.1", 9000).startswith("echo:ping from:10.88.0.")
+    for c in (inner, outer):
+        host.driver({"op": "release", "cid": c.cid})
+    host.runner("network", "rm", "sealed")
+    host.run("ip", "addr", "del", "192.0.2.1/32", "dev", "lo")
+    host.assert_clean()
+
+
+@needs_net
+def test_eight_parallel_attaches_get_eight_distinct_addresses(host: Host) -> None:
+    cs = [host.container(f"p{i}") for i in range(8)]
+    procs = [host.driver_popen({"op": "attach", "netns": c.netns, "opts": {
+        "container_id": c.cid, "name": c.name, "hostname": c.name}}) for c in cs]
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    ips = [r["endpoint"]["ip"] for r in results]
+    assert len(set(ips)) == 8, ips
+    assert sum(1 for kind in host.links().values() if kind == "veth") == 8
+    for c in cs:
+        host.driver({"op": "release", "cid": c.cid})
+    host.assert_clean()
+
+
+@needs_net
+def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host) -> None:
+    host.runner("network", "create", "front")
+    done, midway = host.container("done"), host.container("midway")
+    held = host.driver_popen({"op": "attach", "hold": True, "netns": done.netns, "opts": {
+        "container_id": done.cid, "name": "done", "hostname": "done", "network": "front", "publish": ["8080:80"]}})
+    assert held.stdout is not None and "endpoint" in json.loads(held.stdout.readline())
+    stalled = host.driver_popen({"op": "attach", "fault": "veth:hang", "netns": midway.netns, "opts": {
+        "container_id": midway.cid, "name": "midway", "hostname": "midway"}})
+    assert stalled.stdout is not None and json.loads(stalled.stdout.readline()) == {"hang": "veth"}
+    assert "eth0" in midway.run("ip", "-o", "link")
+    for p in (held, stalled):
+        os.kill(p.pid, signal.SIGKILL)  # ip netns exec execs python: this is the runner itself
+        p.wait()
+    done.kill()  # its PID 1 dies with the runner (parent-death signal)
+    assert host.runner("network", "prune").stdout == "Deleted Networks:\nfront\n"
+    assert [x["ifname"] for x in json.loads(midway.run("ip", "-j", "link"))] == ["lo"]
+    host.assert_clean()
+
+
+@needs_net
+@pytest.mark.parametrize("step", ["recorded", "bridge", "veth", "configured", "nat"])
+def test_a_setup_failing_midway_leaves_nothing(host: Host, step: str) -> None:
+    c = host.container("fails")
+    out = host.driver({"op": "attach", "fault": f"{step}:raise", "netns": c.netns, "opts": {
+        "container_id": c.cid, "name": "fails", "hostname": "fails", "publish": ["8080:80"]}})
+    assert out == {"error": f"injected failure after {step}"}
+    assert [x["ifname"] for x in json.loads(c.run("ip", "-j", "link"))] == ["lo"]
+    host.assert_clean()
+
+
+@needs_net
+def test_connect_and_disconnect_a_running_container(host: Host) -> None:
+    from runner import container as ct
+    from shared.store import Store
+
+    c = host.container("live")
+    store = Store(host.root).ensure()
+    rec = ct.create(store, ct.ContainerConfig(id=c.cid, name="live", image="x", image_id="sha256:" + "0" * 64,
+                                              chain_ids=(), argv=("sleep",), env=(), working_dir="/", user="0",
+                                              hostname="live"))
+    rec.record_running(c.proc.pid)
+    (rec.dir / "hosts").write_text("old\n")
+    host.runner("network", "create", "--subnet", "10.92.0.0/24", "side")
+    host.runner("network", "connect", "--alias", "svc", "--ip", "10.92.0.9", "side", "live")
+    assert "10.92.0.9/24" in c.run("ip", "-o", "addr", "show", "eth0")
+    assert "10.92.0.9\tlive svc\n" in (rec.dir / "hosts").read_text()
+    inspect = json.loads(host.runner("network", "inspect", "side").stdout)[0]
+    assert inspect["Containers"][c.cid]["IPv4Address"] == "10.92.0.9/24"
+    again = host.runner("network", "connect", "side", "live", check=False)
+    assert again.returncode == 125 and again.stderr == "runner: error: container live is already on network side\n"
+    assert host.runner("network", "rm", "side", check=False).returncode == 125  # in use
+    host.runner("network", "disconnect", "side", "live")
+    assert c.run("ip", "-o", "link", "show", "eth0", check=False) == ""
+    assert "10.92.0.9" not in (rec.dir / "hosts").read_text()
+    host.runner("network", "rm", "side")
+    host.assert_clean()
