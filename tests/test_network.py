@@ -273,13 +273,32 @@ def test_addresses_subnets_and_rules_from_records() -> None:
     assert "10.90.0.2\tc\n" in hosts and "10.90.0.1\tgw\n" in hosts and "192.0.2.9\tx\n" in hosts
 
 
+def test_the_default_bridge_subnet_comes_from_the_settings_files_bip(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.net.core import default_network
+
+    settings = tmp_path / "config.json"
+    monkeypatch.setenv("STRATA_CONFIG", str(settings))
+    assert (default_network().subnet, default_network().gateway) == ("10.88.0.0/16", "10.88.0.1")
+    settings.write_text('{"bip": "10.200.0.1/24"}')
+    assert (default_network().subnet, default_network().gateway, default_network().bridge) == \
+        ("10.200.0.0/24", "10.200.0.1", "strata0")
+    settings.write_text('{"bip": "nonsense"}')
+    with pytest.raises(StrataError, match="invalid bip"):
+        default_network()
+
+
 # -- in throwaway namespaces ------------------------------------------------------------------------------------
 
 @needs_net
 def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: Host) -> None:
     host.runner("network", "create", "--subnet", "10.91.0.0/24", "app")
     one, two = host.container("one"), host.container("two")
-    a = host.attach(one, "app", aliases=["db"])
+    a = host.attach(one, "app", aliases=["db"], mac="02:aa:bb:cc:dd:ee", dns=["192.0.2.53"],
+                    add_hosts=["gw:host-gateway", "ext:192.0.2.80"])
+    assert "02:aa:bb:cc:dd:ee" in one.run("ip", "-o", "link", "show", "eth0")
+    assert a["resolv_conf"] == "search example.test\nnameserver 192.0.2.53\n"
+    assert "10.91.0.1\tgw\n" in a["hosts"] and "192.0.2.80\text\n" in a["hosts"]
     inode = one.hosts_path.stat().st_ino
     b = host.attach(two, "app", aliases=["web"])
     ip_one, ip_two = a["endpoint"]["ip"], b["endpoint"]["ip"]
@@ -324,6 +343,17 @@ def test_published_port_answers_from_the_hosts_loopback_and_bridge_address(host:
         out = host.run(PY, "-c", CLIENT, address, str(port)).strip()
         assert out == "echo:ping from:10.88.0.1", (address, port, out)
     assert "nameserver 10.0.0.53" in r["resolv_conf"] and "127.0.0.53" not in r["resolv_conf"]
+    udp = host.container("udp")
+    u = host.attach(udp, publish=["5353:53/udp"])
+    assert u["endpoint"]["ip"] == "10.88.0.3"
+    echo = udp.popen(PY, "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                     "s.bind(('0.0.0.0', 53)); print('listening', flush=True); d, a = s.recvfrom(100); "
+                     "s.sendto(b'udp:' + d, a)")
+    host.procs.append(echo)
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "listening"
+    assert host.run(PY, "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                    "s.settimeout(3); s.sendto(b'hi', ('127.0.0.1', 5353)); print(s.recv(100).decode())") == "udp:hi\n"
+    host.driver({"op": "release", "cid": udp.cid})
     taken = host.driver({"op": "attach", "netns": host.container("late").netns, "opts": {
         "container_id": "late", "name": "late", "hostname": "late", "publish": ["8080:80"]}})
     assert taken == {"error": "Bind for 0.0.0.0:8080 failed: port is already allocated"}

@@ -103,6 +103,8 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
     records = Records(store)
     fd, own_fd = _open_netns(netns)
     try:
+        if os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
+            raise StrataError("refusing to attach the host's own network namespace as a container's", Kind.USAGE)
         with records.lock(), link.host() as ipr:
             sweep(records, ipr)
             network = lookup(records, opts.network)
@@ -157,6 +159,23 @@ def files_without_network(hostname: str, add_hosts: Iterable[str] = (), dns: Ite
                           host_resolv: Path = Path("/etc/resolv.conf")) -> Attachment:
     """``--network none``: hosts and resolv.conf for a namespace with only loopback (the caller brings lo up)."""
     return Attachment(None, files.hosts([], [], hostname, add_hosts), files.resolv_conf(host_resolv, tuple(dns)))
+
+
+def host_files(hostname: str, host_hosts: Path = Path("/etc/hosts"),
+               host_resolv: Path = Path("/etc/resolv.conf")) -> Attachment:
+    """``--network host``: the host's own hosts and resolv.conf, as they are (its loopback resolvers are
+    reachable: it is the same namespace), with the hostname added as Docker does."""
+    try:
+        hosts = host_hosts.read_text()
+    except OSError:
+        hosts = files.LOCAL
+    try:
+        resolv = host_resolv.read_text()
+    except OSError:
+        resolv = "".join(f"nameserver {s}\n" for s in files.DEFAULT_NAMESERVERS)
+    if hostname not in hosts.split():
+        hosts = hosts + ("" if hosts.endswith("\n") or not hosts else "\n") + f"127.0.1.1\t{hostname}\n"
+    return Attachment(None, hosts, resolv)
 
 
 def _open_netns(netns: NetNS) -> tuple[int, bool]:
