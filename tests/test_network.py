@@ -310,6 +310,12 @@ def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: 
     assert connect(one, ip_two, 7000) == f"echo:ping from:{ip_one}"
     assert connect(one, "two", 7000, one.hosts_path) == f"echo:ping from:{ip_one}"
     assert connect(one, "web", 7000, one.hosts_path) == f"echo:ping from:{ip_one}"
+    other = host.container("other")  # on the default bridge: it may not open connections into another network
+    host.attach(other)
+    blocked = subprocess.run(["nsenter", f"--net={other.netns}", PY, "-c", CLIENT, ip_two, "7000"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert blocked.returncode == 1 and "timed out" in blocked.stderr
+    host.driver({"op": "release", "cid": other.cid})
     assert "10.91.0.1" in two.run("ip", "route", "show", "default")
     assert two.run("ip", "-j", "link", "show", "eth0").count('"mtu":1500') == 1
     assert host.driver({"op": "release", "cid": two.cid}) == {"ok": True}

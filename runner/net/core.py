@@ -118,35 +118,35 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
             ip = ipam.allocate(network, records.endpoints(network=network.name), opts.ip)
             with link.inside(fd) as inner:
                 ifname = link.free_ifname(inner)
-            endpoint = Endpoint(
-                container_id=opts.container_id, network=network.name, name=opts.name, hostname=opts.hostname, ip=ip,
-                prefixlen=ipaddress.ip_network(network.subnet).prefixlen, gateway=network.gateway,
-                mac=(opts.mac or ipam.mac_for(ip)).lower(), veth=veth_name(opts.container_id, network.name),
-                ifname=ifname, aliases=opts.aliases,
-                default_route=not network.internal and not any(e.default_route for e in mine),
-                ports=_ports(opts, records.endpoints()), dns=opts.dns, add_hosts=opts.add_hosts,
-                hosts_path=str(opts.hosts_path or ""), created=time.time())
-            records.put_endpoint(endpoint)
-            try:
-                checkpoint("recorded")
-                bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen)
-                checkpoint("bridge")
-                link.add_veth(ipr, endpoint.veth, fd, ifname, endpoint.mac, mtu, bridge_index)
-                checkpoint("veth")
-                with link.inside(fd) as inner:
+                endpoint = Endpoint(
+                    container_id=opts.container_id, network=network.name, name=opts.name, hostname=opts.hostname,
+                    ip=ip, prefixlen=ipaddress.ip_network(network.subnet).prefixlen, gateway=network.gateway,
+                    mac=(opts.mac or ipam.mac_for(ip)).lower(), veth=veth_name(opts.container_id, network.name),
+                    ifname=ifname, aliases=opts.aliases,
+                    default_route=not network.internal and not any(e.default_route for e in mine),
+                    ports=_ports(opts, records.endpoints()), dns=opts.dns, add_hosts=opts.add_hosts,
+                    hosts_path=str(opts.hosts_path or ""), created=time.time())
+                records.put_endpoint(endpoint)
+                try:
+                    checkpoint("recorded")
+                    bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen)
+                    checkpoint("bridge")
+                    link.add_veth(ipr, endpoint.veth, fd, ifname, endpoint.mac, mtu, bridge_index)
+                    checkpoint("veth")
                     link.configure_inside(inner, ifname, ip, endpoint.prefixlen,
                                           network.gateway if endpoint.default_route else None)
-                checkpoint("configured")
-                endpoint = replace(endpoint, state="attached")
-                records.put_endpoint(endpoint)
-                reconcile(records, ipr)
-                checkpoint("nat")
-            except BaseException:
-                records.drop_endpoint(endpoint)
-                with contextlib.suppress(StrataError):
-                    link.delete(ipr, endpoint.veth)
+                    checkpoint("configured")
+                    endpoint = replace(endpoint, state="attached")
+                    records.put_endpoint(endpoint)
                     reconcile(records, ipr)
-                raise
+                    checkpoint("nat")
+                except BaseException:
+                    records.drop_endpoint(endpoint)  # the record first: whatever happens next, the kernel follows it
+                    with contextlib.suppress(StrataError):
+                        link.delete(ipr, endpoint.veth)
+                    with contextlib.suppress(StrataError):
+                        reconcile(records, ipr)  # else the next attach, release or prune finishes the job
+                    raise
             _refresh_hosts(records, {network.name}, skip=opts.container_id)
             return Attachment(endpoint, hosts_for(records, opts.container_id),
                               files.resolv_conf(opts.host_resolv, opts.dns))

@@ -13,7 +13,8 @@ The rules (Docker's, in nft words):
   sources DNATed onto a bridge, and a container reaching a port published by a peer on its own bridge, are
   masqueraded too, so replies come back the way they went.
 * ``forward`` (filter): traffic within one bridge passes; an internal network's traffic goes nowhere else; a
-  non-internal one may go out, and in only as replies or to a published port. When *we* turned ip_forward on,
+  non-internal one may go out, and in only as replies or to a published port (so one network cannot open
+  connections into another, as Docker's isolation chains have it). When *we* turned ip_forward on,
   the chain's policy is drop, as Docker sets the FORWARD policy to DROP then: the host must not become a router for
   anything but our containers. If ip_forward was already on, the host's forwarding is left as it was.
 """
@@ -46,7 +47,6 @@ class Ruleset:
                "    fib daddr type local jump ports",
                "  }",
                "  chain ports {"]
-        subnets = {n.name: n for n in self.networks}
         for e in self.endpoints:
             for p in e.ports:
                 dst = f"ip daddr {p.host_ip} " if p.host_ip else ""
@@ -62,14 +62,16 @@ class Ruleset:
         policy = "drop" if self.forward_policy_drop else "accept"
         out += ["  }",
                 f"  chain forward {{ type filter hook forward priority filter; policy {policy};"]
-        for n in subnets.values():
+        # within a bridge first; then what may enter each bridge (so one network cannot open connections into
+        # another, as Docker's isolation chains have it); then what may leave it
+        out += [f"    iifname {_q(n.bridge)} oifname {_q(n.bridge)} accept" for n in self.networks]
+        for n in self.networks:
             br = _q(n.bridge)
-            out.append(f"    iifname {br} oifname {br} accept")
-            if n.internal:
-                out += [f"    iifname {br} drop", f"    oifname {br} drop"]
-            else:
-                out += [f"    iifname {br} accept", f"    oifname {br} ct state established,related accept",
-                        f"    oifname {br} ct status dnat accept", f"    oifname {br} drop"]
+            out.append(f"    oifname {br} ct state established,related accept")
+            if not n.internal:
+                out.append(f"    oifname {br} ct status dnat accept")
+            out.append(f"    oifname {br} drop")
+        out += [f"    iifname {_q(n.bridge)} {'drop' if n.internal else 'accept'}" for n in self.networks]
         out += ["  }", "}"]
         return "\n".join(out) + "\n"
 
