@@ -288,6 +288,15 @@ def test_the_default_bridge_subnet_comes_from_the_settings_files_bip(tmp_path: P
         default_network()
 
 
+def test_pyroute2_is_imported_only_when_a_network_is_set_up(tmp_path: Path) -> None:
+    """The runner's start-up, and rm of a container that never had a network, pay nothing for pyroute2."""
+    code = ("import sys; from pathlib import Path; import runner.cli, runner.net; from shared.store import Store; "
+            "from runner.net.core import release; release(Store(Path(sys.argv[1])), 'c' * 64); "
+            "assert 'pyroute2' not in sys.modules, 'pyroute2 imported'")
+    subprocess.run([PY, "-c", code, str(tmp_path)], check=True, env=ENV, cwd=ROOT, timeout=60)
+    assert not (tmp_path / "networks").exists()
+
+
 # -- in throwaway namespaces ------------------------------------------------------------------------------------
 
 @needs_net
