@@ -357,6 +357,12 @@ def test_published_port_answers_from_the_hosts_loopback_and_bridge_address(host:
     for address, port in (("127.0.0.1", 8080), ("10.88.0.1", 8080), ("127.0.0.1", 8081)):
         out = host.run(PY, "-c", CLIENT, address, str(port)).strip()
         assert out == "echo:ping from:10.88.0.1", (address, port, out)
+    peer = host.container("peer")
+    host.attach(peer)
+    # a container reaching a published port through the host: itself (hairpin, masqueraded), or a peer
+    assert connect(c, "10.88.0.1", 8080) == "echo:ping from:10.88.0.1"
+    assert connect(peer, "10.88.0.1", 8080) == "echo:ping from:10.88.0.3"
+    host.driver({"op": "release", "cid": peer.cid})
     assert "nameserver 10.0.0.53" in r["resolv_conf"] and "127.0.0.53" not in r["resolv_conf"]
     udp = host.container("udp")
     u = host.attach(udp, publish=["5353:53/udp"])

@@ -104,7 +104,9 @@ def add_veth(ipr: Any, veth: str, netns_fd: int, ifname: str, mac: str, mtu: int
                  peer={"ifname": ifname, "net_ns_fd": netns_fd, "address": mac, "mtu": mtu})
         idx = index_of(ipr, veth)
         assert idx is not None
-        ipr.link("set", index=idx, master=bridge, state="up")
+        ipr.link("set", index=idx, master=bridge)
+        ipr.brport("set", index=idx, mode=1)  # hairpin: a container reaches its own published port via the host
+        ipr.link("set", index=idx, state="up")
     except NetlinkError as e:
         raise fail(f"cannot create the veth pair {veth}/{ifname}", e) from None
 

@@ -10,8 +10,8 @@ The rules (Docker's, in nft words):
 * ``prerouting``/``output`` (nat): traffic to a local address and a published port is DNATed to its container;
   ``output`` makes it work from the host itself, 127.0.0.1 included (route_localnet is set on our bridges).
 * ``postrouting`` (nat): a non-internal network's traffic leaving by another interface is masqueraded; loopback
-  sources DNATed onto a bridge, and a container reaching a port published by a peer on its own bridge, are
-  masqueraded too, so replies come back the way they went.
+  sources DNATed onto a bridge, and a container reaching its own published port through the host (its bridge
+  port is in hairpin mode), are masqueraded too, so replies come back the way they went.
 * ``forward`` (filter): traffic within one bridge passes; an internal network's traffic goes nowhere else; a
   non-internal one may go out, and in only as replies or to a published port (so one network cannot open
   connections into another, as Docker's isolation chains have it). When *we* turned ip_forward on,
@@ -53,10 +53,12 @@ class Ruleset:
                 out.append(f"    {dst}{p.proto} dport {p.host_port} dnat to {e.ip}:{p.container_port}")
         out += ["  }",
                 "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;"]
+        for e in self.endpoints:  # a container reaching its own published port (hairpin): as Docker, by address
+            out += [f"    ip saddr {e.ip} ip daddr {e.ip} {p.proto} dport {p.container_port} masquerade"
+                    for p in e.ports]
         for n in self.networks:
             br = _q(n.bridge)
             out.append(f"    oifname {br} ip saddr 127.0.0.0/8 masquerade")
-            out.append(f"    iifname {br} oifname {br} ct status dnat masquerade")
             if not n.internal:
                 out.append(f"    ip saddr {n.subnet} oifname != {br} masquerade")
         policy = "drop" if self.forward_policy_drop else "accept"
