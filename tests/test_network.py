@@ -422,12 +422,14 @@ def test_eight_parallel_attaches_get_eight_distinct_addresses(host: Host) -> Non
 
 
 @needs_net
-def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host) -> None:
+@pytest.mark.parametrize("then", ["prune", "attach"])
+def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host, then: str) -> None:
     host.runner("network", "create", "front")
     done, midway = host.container("done"), host.container("midway")
     held = host.driver_popen({"op": "attach", "hold": True, "netns": done.netns, "opts": {
         "container_id": done.cid, "name": "done", "hostname": "done", "network": "front", "publish": ["8080:80"]}})
-    assert held.stdout is not None and "endpoint" in json.loads(held.stdout.readline())
+    assert held.stdout is not None
+    first = json.loads(held.stdout.readline())["endpoint"]["ip"]
     stalled = host.driver_popen({"op": "attach", "fault": "veth:hang", "netns": midway.netns, "opts": {
         "container_id": midway.cid, "name": "midway", "hostname": "midway"}})
     assert stalled.stdout is not None and json.loads(stalled.stdout.readline()) == {"hang": "veth"}
@@ -436,6 +438,11 @@ def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host) -> None:
         os.kill(p.pid, signal.SIGKILL)  # ip netns exec execs python: this is the runner itself
         p.wait()
     done.kill()  # its PID 1 dies with the runner (parent-death signal)
+    if then == "attach":  # the dead runner's address comes back to the next attach: liveness is the veth's
+        after = host.container("after")
+        assert host.attach(after, "front")["endpoint"]["ip"] == first
+        assert [x["ifname"] for x in json.loads(midway.run("ip", "-j", "link"))] == ["lo"]
+        host.driver({"op": "release", "cid": after.cid})
     assert host.runner("network", "prune").stdout == "Deleted Networks:\nfront\n"
     assert [x["ifname"] for x in json.loads(midway.run("ip", "-j", "link"))] == ["lo"]
     host.assert_clean()
