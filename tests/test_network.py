@@ -485,3 +485,19 @@ def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     assert "10.92.0.9" not in (rec.dir / "hosts").read_text()
     host.runner("network", "rm", "side")
     host.assert_clean()
+
+
+@needs_net
+def test_a_failed_attach_beside_a_peer_leaves_the_peer_as_it_was(host: Host) -> None:
+    host.runner("network", "create", "duo")
+    peer, fails = host.container("peer"), host.container("fails")
+    host.attach(peer, "duo")
+    before = (peer.hosts_path.read_text(), host.run("nft", "list", "ruleset"), sorted(host.links()))
+    out = host.driver({"op": "attach", "fault": "nat:raise", "netns": fails.netns, "opts": {
+        "container_id": fails.cid, "name": "fails", "hostname": "fails", "network": "duo",
+        "hosts_path": str(fails.hosts_path)}})
+    assert out == {"error": "injected failure after nat"}
+    assert (peer.hosts_path.read_text(), host.run("nft", "list", "ruleset"), sorted(host.links())) == before
+    host.driver({"op": "release", "cid": peer.cid})
+    host.runner("network", "rm", "duo")
+    host.assert_clean()

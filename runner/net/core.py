@@ -103,7 +103,8 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
     records = Records(store)
     fd, own_fd = _open_netns(netns)
     try:
-        if os.fstat(fd).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
+        given, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
+        if (given.st_dev, given.st_ino) == (own.st_dev, own.st_ino):
             raise StrataError("refusing to attach the host's own network namespace as a container's", Kind.USAGE)
         with records.lock(), link.host() as ipr:
             sweep(records, ipr)
@@ -139,15 +140,16 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
                     endpoint = replace(endpoint, state="attached")
                     records.put_endpoint(endpoint)
                     reconcile(records, ipr)
+                    _refresh_hosts(records, {network.name}, skip=opts.container_id)
                     checkpoint("nat")
                 except BaseException:
                     records.drop_endpoint(endpoint)  # the record first: whatever happens next, the kernel follows it
                     with contextlib.suppress(StrataError):
                         link.delete(ipr, endpoint.veth)
-                    with contextlib.suppress(StrataError):
+                    with contextlib.suppress(StrataError, OSError):
                         reconcile(records, ipr)  # else the next attach, release or prune finishes the job
+                        _refresh_hosts(records, {network.name}, skip=opts.container_id)
                     raise
-            _refresh_hosts(records, {network.name}, skip=opts.container_id)
             return Attachment(endpoint, hosts_for(records, opts.container_id),
                               files.resolv_conf(opts.host_resolv, opts.dns))
     finally:
