@@ -438,6 +438,11 @@ def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host, then: str) -
         os.kill(p.pid, signal.SIGKILL)  # ip netns exec execs python: this is the runner itself
         p.wait()
     done.kill()  # its PID 1 dies with the runner (parent-death signal)
+    # the kernel tears a dead namespace down in a work queue: its veth goes a moment after its last process
+    deadline = time.monotonic() + 10
+    while sum(1 for kind in host.links().values() if kind == "veth") > 1:  # midway's stays: its namespace lives
+        assert time.monotonic() < deadline, host.links()
+        time.sleep(0.05)
     if then == "attach":  # the dead runner's address comes back to the next attach: liveness is the veth's
         after = host.container("after")
         assert host.attach(after, "front")["endpoint"]["ip"] == first
