@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from runner.net.model import Endpoint, Network
 from shared.errors import Kind, StrataError, integrity
 from shared.store import Store, read_json, write_json
+
+T = TypeVar("T")
 
 
 class Records:
@@ -54,7 +56,7 @@ class Records:
 
     def network(self, name: str) -> Network | None:
         try:
-            return Network.from_json(_read(self.network_path(name)))
+            return _parse(Network.from_json, self.network_path(name))
         except FileNotFoundError:
             return None
 
@@ -66,7 +68,7 @@ class Records:
             if path.name == "host.json":
                 continue
             with contextlib.suppress(FileNotFoundError):
-                out.append(Network.from_json(_read(path)))
+                out.append(_parse(Network.from_json, path))
         return out
 
     def put_network(self, network: Network) -> None:
@@ -93,7 +95,7 @@ class Records:
             if (network is not None and net != network) or (container_id is not None and cid != container_id):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                out.append(Endpoint.from_json(_read(path)))
+                out.append(_parse(Endpoint.from_json, path))
         return sorted(out, key=lambda e: (e.created, e.container_id))
 
     def put_endpoint(self, endpoint: Endpoint) -> None:
@@ -132,6 +134,13 @@ class Records:
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.host_path)
+
+
+def _parse(make: Callable[[dict[str, Any]], T], path: Path) -> T:
+    try:
+        return make(_read(path))
+    except (KeyError, TypeError, ValueError) as e:
+        raise integrity(f"{path} is not a record of ours: {e!r}") from None
 
 
 def _read(path: Path) -> dict[str, Any]:
