@@ -116,12 +116,12 @@ def register(app: typer.Typer, state: StoreOption) -> None:
         """Take a container off a network."""
         from runner.container import find
         from runner.net.core import disconnect as do_disconnect
-        from runner.net.core import hosts_for, release
+        from runner.net.core import hosts_for, lookup, release
         from runner.net.records import Records, write_in_place
 
         c = find(state.store, container)
         if force:
-            release(state.store, c.id, network)
+            release(state.store, c.id, lookup(Records(state.store), network).name)
         else:
             do_disconnect(state.store, c.id, network)
         write_in_place(c.path("hosts"), hosts_for(Records(state.store), c.id, c.config.hostname))

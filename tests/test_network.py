@@ -482,10 +482,11 @@ def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     assert "10.92.0.9\tlive svc\n" in (rec.dir / "hosts").read_text()
     inspect = json.loads(host.runner("network", "inspect", "side").stdout)[0]
     assert inspect["Containers"][c.cid]["IPv4Address"] == "10.92.0.9/24"
+    assert json.loads(host.runner("network", "inspect", inspect["Id"][:6]).stdout)[0]["Name"] == "side"
     again = host.runner("network", "connect", "side", "live", check=False)
     assert again.returncode == 125 and again.stderr == "runner: error: container live is already on network side\n"
     assert host.runner("network", "rm", "side", check=False).returncode == 125  # in use
-    host.runner("network", "disconnect", "side", "live")
+    host.runner("network", "disconnect", inspect["Id"][:12], "live")
     assert c.run("ip", "-o", "link", "show", "eth0", check=False) == ""
     assert "10.92.0.9" not in (rec.dir / "hosts").read_text()
     host.runner("network", "rm", "side")

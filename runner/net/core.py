@@ -79,12 +79,19 @@ def _settings() -> dict[str, Any]:
 
 
 def lookup(records: Records, name: str) -> Network:
+    """By name, full ID or unique ID prefix, as Docker finds networks."""
     if name == "bridge":
         return default_network()
     network = records.network(name)
-    if network is None:
-        raise not_found(f"network {name} not found")
-    return network
+    if network is not None:
+        return network
+    hexdigits = bool(name) and all(c in "0123456789abcdef" for c in name)
+    matches = [n for n in all_networks(records) if n.id.startswith(name)] if hexdigits else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise usage(f"network ID prefix {name!r} is ambiguous")
+    raise not_found(f"network {name} not found")
 
 
 def all_networks(records: Records) -> list[Network]:
@@ -274,7 +281,9 @@ def remove_network(store: Store, name: str) -> None:
         raise StrataError(f"{name} is a pre-defined network and cannot be removed", Kind.STATE)
     records = Records(store)
     with records.lock(), link.host() as ipr:
-        lookup(records, name)
+        name = lookup(records, name).name
+        if name == "bridge":
+            raise StrataError("bridge is a pre-defined network and cannot be removed", Kind.STATE)
         sweep(records, ipr)
         users = records.endpoints(network=name)
         if users:
@@ -308,7 +317,7 @@ def release(store: Store, container_id: str, network: str | None = None) -> None
 
 def disconnect(store: Store, container_id: str, network: str) -> None:
     records = Records(store)
-    lookup(records, network)
+    network = lookup(records, network).name
     if not records.endpoints(container_id=container_id, network=network):
         raise StrataError(f"container {container_id[:12]} is not connected to network {network}", Kind.STATE)
     release(store, container_id, network)
