@@ -16,7 +16,7 @@ Checks, in this order, each using what the earlier ones proved:
 * every index.json entry: its manifest (and the index it was resolved from) present, verified and parsing, the
   config present, verified, parsing and listing as many diff_ids as the manifest has layers, every layer blob
   present and verified and its tar hashing to the config's diff_id, and every layer unpacked under its chain ID;
-* every container's layers present and sound;
+* every hold's layers (a container's) present and sound; an unreadable hold is a problem;
 * tmp/ entries (and blob temp files) of processes that are gone: litter, reported but not a problem.
 
 Repair: corrupt blobs are deleted; broken layer dirs (and the layers on top of them) go as GC takes them, one
@@ -74,7 +74,7 @@ class Report:
     parents: dict[str, str] = field(default_factory=dict)  # chain hex -> parent chain hex, from every layer.json
     ref_blob_layers: dict[str, set[str]] = field(default_factory=dict)  # ref -> chains whose blob is bad/gone
     ref_chains: dict[str, list[str]] = field(default_factory=dict)  # ref -> its chain IDs (hex), when known
-    container_layers: dict[str, set[str]] = field(default_factory=dict)  # container name -> chain hexes
+    container_layers: dict[str, set[str]] = field(default_factory=dict)  # holder label -> chain hexes
     counts: dict[str, int] = field(default_factory=dict)
 
     def problem(self, line: str) -> None:
@@ -386,23 +386,19 @@ def check_refs(store: Store, report: Report, good: set[Digest], records: dict[st
 # -- containers and tmp/ ------------------------------------------------------------------------------------------
 
 
-def check_containers(store: Store, report: Report, records: dict[str, LayerRecord]) -> None:
-    """A container rests on its layers' diff dirs: with one gone it cannot start again."""
-    if not store.containers.is_dir():
-        return
-    for d in sorted(store.containers.iterdir()):
-        try:
-            cfg = read_json(d / "config.json")
-            name = str(cfg["name"])
-            chains = [Digest.parse(c).hex for c in cfg["chain_ids"]]
-        except (OSError, ValueError, KeyError, TypeError, StrataError):
-            report.problem(f"container {d.name}: config.json missing or corrupt")
-            continue
-        report.container_layers[name] = set(chains)
+def check_holds(store: Store, report: Report, records: dict[str, LayerRecord]) -> None:
+    """A holder (a container) rests on the layers it holds: with one gone it cannot start again. An unreadable
+    hold is a problem: until it is fixed, GC keeps every layer."""
+    holds = store.holds()
+    for line in holds.unreadable:
+        report.problem(f"hold {line}: GC keeps every layer until it is fixed or removed")
+    for hold in holds.holds:
+        chains = [c.hex for c in hold.layers]
+        report.container_layers[hold.label] = set(chains)
         for chain in chains:
             if chain not in records:
                 why = "broken" if chain in report.bad_layers else "missing"
-                report.problem(f"container {name}: layer sha256:{chain} {why}")
+                report.problem(f"{hold.label}: layer sha256:{chain} {why}")
 
 
 def _dead(pid: str) -> bool:
@@ -430,7 +426,7 @@ def check(store: Store) -> Report:
     diff_ids = DiffIds(store, good)
     records = check_layers(store, report, diff_ids)
     check_refs(store, report, good, records, diff_ids)
-    check_containers(store, report, records)
+    check_holds(store, report, records)
     check_tmp(store, report)
     return report
 
@@ -549,7 +545,7 @@ def run(store: Store, do_repair: bool) -> int:
             for line in repair(store, report, plan):
                 print(line)
             for chain, container in sorted(plan.kept_layers.items()):
-                print(f"Kept: layer sha256:{chain}, container {container} uses it (remove the container)")
+                print(f"Kept: layer sha256:{chain}, {container} uses it (remove the container)")
             left = _unrepaired(report, plan)
     counts = report.counts
     checked = f"{_count(counts.get('blobs', 0), 'blob')}, {_count(counts.get('layers', 0), 'layer')}, " \
@@ -572,5 +568,5 @@ def _count(n: int, noun: str) -> str:
 
 def _unrepaired(report: Report, plan: Plan) -> int:
     """Problems --repair cannot take away: a corrupt index.json, containers on broken layers, layers they keep."""
-    left = sum(1 for p in report.problems if p.startswith("container "))
+    left = sum(1 for p in report.problems if p.startswith(("container ", "hold ")))
     return left + int(report.index_corrupt) + len(plan.kept_layers)

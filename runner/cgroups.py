@@ -77,13 +77,22 @@ def _v1_mounts() -> dict[str, Path]:
     return found
 
 
-def _own_v1_paths() -> dict[str, str]:
+def v1_mount(controller: str) -> Path | None:
+    """Where the v1 hierarchy holding CONTROLLER (any, freezer included) is mounted; None when none is."""
+    return next((mount for mount, options in _v1_hierarchies() if controller in options), None)
+
+
+def v1_paths(pid: int | str = "self") -> dict[str, str]:
+    """controller -> the v1 group PID is in, from /proc/PID/cgroup (empty when the process is gone)."""
     out: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                out[controller] = path
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for controller in controllers.split(","):
+                    out[controller] = path
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return out
 
 
@@ -150,7 +159,7 @@ class Cgroup:
 
 class CgroupV1(Cgroup):
     def __init__(self, name: str) -> None:
-        mounts, own = _v1_mounts(), _own_v1_paths()
+        mounts, own = _v1_mounts(), v1_paths()
         self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
                               if c in mounts}
         super().__init__(list(self.by_controller.values()))
@@ -221,6 +230,38 @@ def is_v2(root: Path = CGROUP_ROOT) -> bool:
 def for_container(container_id: str) -> Cgroup:
     name = f"strata-{container_id}"
     return CgroupV2(name) if is_v2() else CgroupV1(name)
+
+
+def spec_path(container_id: str) -> str:
+    """The runtime-spec ``linux.cgroupsPath`` naming the group :func:`for_container` makes, as runc reads it: on
+    v1 a relative path, which runc (as we) nests under its own group in each controller; on v2 the absolute one."""
+    name = f"strata-{container_id}"
+    return f"/strata/{name}" if is_v2() else name
+
+
+def join_groups_of(pid: int, joiner: int) -> None:
+    """Put ``joiner`` in every group ``pid`` is in, hierarchy by hierarchy (/proc/PID/cgroup). For ``exec`` into a
+    container an OCI runtime started: runc puts PID 1 in every v1 hierarchy and v2, crun nests its group under one
+    base path for all controllers; either way the container's groups are where PID 1 is, not necessarily where
+    :func:`for_container` would make them."""
+    mounts: dict[str, Path] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if rfields and rfields[0] == "cgroup2":
+                mounts.setdefault("", Path(fields[4]))
+            elif rfields and rfields[0] == "cgroup":
+                for option in rfields[2].split(","):
+                    mounts.setdefault(option, Path(fields[4]))
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        mount = mounts.get(controllers.split(",")[0])
+        if mount is None or (not controllers and path == "/"):
+            continue
+        _write(mount / path.lstrip("/") / "cgroup.procs", str(joiner))
 
 
 def kill_all(cgroup: Cgroup, sig: int = 9) -> None:

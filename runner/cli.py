@@ -1,13 +1,17 @@
-"""The ``runner`` command line: thin; the work is in :mod:`runner.run` and :mod:`runner.container`."""
+"""The ``runner`` command line: thin; one module per verb does the work (create, start, run, release, exec...)."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from runner.network_cli import register as register_network
 from shared.cli import StoreOption, print_table, run_main, run_typer
+
+if TYPE_CHECKING:
+    from runner.create import RunOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run images from the Strata store in new namespaces, offline.")
@@ -17,42 +21,117 @@ state = StoreOption(app)
 register_network(app, state)
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
-def run(image: str = typer.Argument(..., help="Image reference or ID, as pulled"),
-        command: list[str] | None = typer.Argument(None, help="Command and arguments (default: the image's)"),
-        rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits"),
-        name: str | None = typer.Option(None, "--name", help="Container name (default: its short ID)"),
-        hostname: str | None = typer.Option(None, "--hostname", "-h", help="Host name (default: short ID)"),
-        env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE, or KEY to pass the runner's value"),
-        workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory inside"),
-        user: str | None = typer.Option(None, "--user", "-u", help="user[:group], names or numbers"),
-        entrypoint: str | None = typer.Option(None, "--entrypoint", help="Replace the image's entrypoint"),
-        interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open"),
-        tty: bool = typer.Option(False, "--tty", "-t", help="Give the command a terminal"),
-        env_file: list[str] = typer.Option([], "--env-file", help="Read VAR=VALUE lines from a file"),
-        volume: list[str] = typer.Option([], "--volume", "-v", help="/HOST/PATH:/PATH[:ro] bind mount"),
-        tmpfs: list[str] = typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount"),
-        read_only: bool = typer.Option(False, "--read-only", help="Mount the root filesystem read-only"),
-        init: bool = typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals"),
-        memory: str | None = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)"),
-        cpus: float | None = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)"),
-        pids_limit: int | None = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)"),
-        cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (or ALL)"),
-        cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)"),
-        privileged: bool = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices"),
-        security_opt: list[str] = typer.Option([], "--security-opt",
-                                               help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json"),
-        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
-    """Create a container from IMAGE and run COMMAND in it, in the foreground; exit with its exit code."""
-    from runner.run import RunOptions
-    from runner.run import run as do_run
+def _run_options(image: str, command: list[str] | None, rm: bool, name: str | None, hostname: str | None,
+                 env: list[str], workdir: str | None, user: str | None, entrypoint: str | None, interactive: bool,
+                 tty: bool, env_file: list[str], volume: list[str], tmpfs: list[str], read_only: bool, init: bool,
+                 memory: str | None, cpus: float | None, pids_limit: int | None, cap_add: list[str],
+                 cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
+                 runtime: str | None = None) -> RunOptions:
+    from runner.create import RunOptions
 
-    opts = RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
+    return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
                       user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm,
                       env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
-                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach)
-    return do_run(state.store, opts)
+                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
+                      runtime=runtime)
+
+
+# The options run and create share, as Docker's (create has no -d).
+_IMAGE = typer.Argument(..., help="Image reference or ID, as pulled")
+_COMMAND = typer.Argument(None, help="Command and arguments (default: the image's)")
+_RM = typer.Option(False, "--rm", help="Remove the container when it exits")
+_NAME = typer.Option(None, "--name", help="Container name (default: its short ID)")
+_HOSTNAME = typer.Option(None, "--hostname", "-h", help="Host name (default: short ID)")
+_ENV = typer.Option([], "--env", "-e", help="KEY=VALUE, or KEY to pass the runner's value")
+_WORKDIR = typer.Option(None, "--workdir", "-w", help="Working directory inside")
+_USER = typer.Option(None, "--user", "-u", help="user[:group], names or numbers")
+_ENTRYPOINT = typer.Option(None, "--entrypoint", help="Replace the image's entrypoint")
+_INTERACTIVE = typer.Option(False, "--interactive", "-i", help="Keep stdin open")
+_TTY = typer.Option(False, "--tty", "-t", help="Give the command a terminal")
+_ENV_FILE = typer.Option([], "--env-file", help="Read VAR=VALUE lines from a file")
+_VOLUME = typer.Option([], "--volume", "-v", help="/HOST/PATH:/PATH[:ro] bind mount")
+_TMPFS = typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount")
+_READ_ONLY = typer.Option(False, "--read-only", help="Mount the root filesystem read-only")
+_INIT = typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals")
+_MEMORY = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)")
+_CPUS = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")
+_PIDS_LIMIT = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")
+_CAP_ADD = typer.Option([], "--cap-add", help="Add a capability (or ALL)")
+_CAP_DROP = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)")
+_PRIVILEGED = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices")
+_SECURITY_OPT = typer.Option([], "--security-opt",
+                             help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json")
+_RUNTIME = typer.Option(None, "--runtime", help="OCI runtime that starts it: runc, crun, a path, or strata (ours; "
+                                               "the default unless the settings file's runtime says otherwise)")
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _RM, name: str | None = _NAME,
+        hostname: str | None = _HOSTNAME, env: list[str] = _ENV, workdir: str | None = _WORKDIR,
+        user: str | None = _USER, entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE,
+        tty: bool = _TTY, env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
+        read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
+        pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
+        privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
+    """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
+    exit code, or with -d in the background."""
+    from runner.run import run as do_run
+
+    return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
+                                            interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
+                                            cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
+                                            runtime))
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _RM, name: str | None = _NAME,
+           hostname: str | None = _HOSTNAME, env: list[str] = _ENV, workdir: str | None = _WORKDIR,
+           user: str | None = _USER, entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE,
+           tty: bool = _TTY, env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME,
+           tmpfs: list[str] = _TMPFS, read_only: bool = _READ_ONLY, init: bool = _INIT,
+           memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
+           cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
+           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME) -> None:
+    """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
+    from runner.create import create as do_create
+
+    opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
+                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
+                        privileged, security_opt, False, runtime)
+    print(do_create(state.store, opts).id)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"),
+           command: list[str] | None = _COMMAND, name: str | None = _NAME, hostname: str | None = _HOSTNAME,
+           env: list[str] = _ENV, workdir: str | None = _WORKDIR, user: str | None = _USER,
+           entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE, tty: bool = _TTY,
+           env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
+           read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY,
+           cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
+           cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
+           security_opt: list[str] = _SECURITY_OPT) -> None:
+    """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
+    rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
+    from runner.bundle import bundle as do_bundle
+
+    opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
+                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
+                        privileged, security_opt, False, "strata")
+    print(do_bundle(state.store, opts, directory))
+
+
+@app.command()
+def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+          attach: bool = typer.Option(False, "--attach", "-a", help="Attach its output; exit with its exit code"),
+          interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach stdin too")) -> int:
+    """Start created (or exited) containers: in the background, printing each name; with -a (or -i) in the
+    foreground, as one container's run."""
+    from runner.start import start_command
+
+    return start_command(state.store, containers, attach or interactive, interactive)
 
 
 @app.command()
@@ -67,8 +146,7 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited contain
         if st.status != "running" and not all_:
             continue
         status = {"running": "Up", "created": "Created"}.get(st.status, f"Exited ({st.exit_code})")
-        rows.append((c.id[:12], c.config.image, " ".join(c.config.argv)[:30], _ago(c.config.created), status,
-                     c.name))
+        rows.append((c.id[:12], c.spec.image, " ".join(c.spec.argv)[:30], _ago(c.spec.created), status, c.name))
     if quiet:
         for row in rows:
             print(row[0])
@@ -81,10 +159,10 @@ def rm(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
        force: bool = typer.Option(False, "--force", "-f", help="Kill a running container first")) -> None:
     """Remove containers: their rw layer, -init layer and records."""
     from runner.container import find
+    from runner.release import remove
 
     for key in containers:
-        container = find(state.store, key)
-        container.remove(force=force)
+        remove(find(state.store, key), force=force)
         print(key)
 
 
@@ -148,16 +226,22 @@ def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"
 
 @app.command()
 def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> None:
-    """Show containers as JSON: what they run and with what, and their state."""
+    """Show containers as JSON: what they run and with what (Spec: the OCI runtime-spec config.json as saved),
+    and their state."""
     import dataclasses
     import json
 
-    from runner.container import find
+    from runner.container import CONFIG_NAME, find
+    from shared.store import read_json
 
     out = []
     for key in containers:
         c = find(state.store, key)
-        out.append({"Id": c.id, "Name": c.name, "Config": dataclasses.asdict(c.config),
+        spec = c.spec
+        config = {"image": spec.image, "image_id": spec.image_id, "argv": list(spec.argv), "env": list(spec.env),
+                  "working_dir": spec.cwd, "user": spec.user, "hostname": spec.hostname, "tty": spec.terminal,
+                  "interactive": spec.interactive, "auto_remove": spec.auto_remove, "created": spec.created}
+        out.append({"Id": c.id, "Name": c.name, "Config": config, "Spec": read_json(c.path(CONFIG_NAME)),
                     "State": dataclasses.asdict(c.state()), "Path": str(c.dir)})
     print(json.dumps(out, indent=2))
 
@@ -166,10 +250,11 @@ def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefix
 def prune() -> None:
     """Remove every container that is not running."""
     from runner.container import all_containers
+    from runner.release import remove
 
     for c in all_containers(state.store):
         if c.state().status != "running":
-            c.remove()
+            remove(c)
             print(c.id)
 
 

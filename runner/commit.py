@@ -26,14 +26,14 @@ import posixpath
 import re
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner import cgroups
 from runner.container import Container, find
+from runner.freezer import paused
 from shared import reference, stored
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
@@ -57,7 +57,6 @@ OCI_LAYER_NAMES = {
 CHANGE_COMMANDS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
                    "WORKDIR")
 DEFAULT_SHELL = ("/bin/sh", "-c")
-FREEZE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -192,172 +191,6 @@ def apply_changes(config: dict[str, Any], changes: Sequence[str]) -> dict[str, A
     return {k: v for k, v in out.items() if v is not None}
 
 
-# -- pausing a running container: the cgroup freezer ----------------------------------------------------------
-
-
-def _write(path: Path, value: str) -> None:
-    try:
-        path.write_text(value)
-    except OSError as e:
-        if e.errno in (errno.ESRCH, errno.ENOENT):  # a process that exited meanwhile
-            return
-        raise StrataError(f"cannot pause the container: {path}: {e.strerror}", Kind.SYSTEM) from None
-
-
-def _freezer_mount() -> Path | None:
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            rfields = right.split()
-            if rfields and rfields[0] == "cgroup" and "freezer" in rfields[2].split(","):
-                return Path(left.split()[4])
-    return None
-
-
-def _freezer_path(pid: int) -> str | None:
-    """The v1 freezer group ``pid`` is in, from /proc/PID/cgroup."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if "freezer" in controllers.split(","):
-                    return path
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return None
-
-
-class Freezer:
-    """Freeze and thaw every process of a container. cgroup v2: the container's own group's ``cgroup.freeze``.
-    cgroup v1, where the runner puts containers in no freezer group: a ``strata-ID`` freezer group made for the
-    pause, next to the group the container's processes are in, which they go back to when thawed (so nothing is
-    left behind). A pause cut short by a crash is undone by committing again (freezing is idempotent)."""
-
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        self.group = cgroups.for_container(container.id)
-        self.v2 = isinstance(self.group, cgroups.CgroupV2)
-        self.home: Path | None = None  # v1: the freezer group the processes came from
-        self.freezer: Path | None = None  # v1: ours
-
-    def freeze(self) -> None:
-        if self.v2:
-            d = self.group.dirs[0]
-            _write(d / "cgroup.freeze", "1")
-            self._wait(lambda: "frozen 1" in (d / "cgroup.events").read_text().splitlines())
-            return
-        mount = _freezer_mount()
-        procs = self.group.procs()
-        if mount is None:
-            raise StrataError("cannot pause the container: the freezer cgroup controller is not mounted (commit "
-                              "with --pause=false to pack it live)", Kind.SYSTEM)
-        if not procs:
-            return
-        name = f"strata-{self.container.id}"
-        origin = _freezer_path(procs[0]) or "/"
-        if origin.rstrip("/").endswith("/" + name):  # frozen by a commit that was killed: home is its parent
-            origin = posixpath.dirname(origin.rstrip("/"))
-        self.home = mount / origin.lstrip("/")
-        self.freezer = self.home / name
-        self.freezer.mkdir(exist_ok=True)
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while True:
-            inside = self._members(self.freezer)
-            missing = [p for p in self.group.procs() if p not in inside]
-            for pid in missing:  # a process moved into a frozen group is frozen on arrival
-                _write(self.freezer / "cgroup.procs", str(pid))
-            _write(self.freezer / "freezer.state", "FROZEN")
-            if not missing and (self.freezer / "freezer.state").read_text().strip() == "FROZEN":
-                return
-            if time.monotonic() > deadline:
-                raise StrataError(f"cannot pause container {self.container.name}: its processes did not freeze "
-                                  f"within {FREEZE_TIMEOUT:.0f} s (commit with --pause=false)", Kind.SYSTEM)
-            time.sleep(0.005)
-
-    def recover(self) -> None:
-        """Thaw a container a killed commit left frozen (its processes in our ``strata-ID`` group, or v2's
-        ``cgroup.freeze`` set): stop, kill and rm call this first, as a frozen process cannot even die."""
-        if self.v2:
-            with contextlib.suppress(OSError, IndexError):
-                if (self.group.dirs[0] / "cgroup.freeze").read_text().strip() == "1":
-                    self.thaw()
-            return
-        mount = _freezer_mount()
-        procs = self.group.procs() if self.group.exists() else []
-        if mount is None or not procs:
-            return
-        origin = (_freezer_path(procs[0]) or "/").rstrip("/")
-        if not origin.endswith(f"/strata-{self.container.id}"):
-            return
-        self.freezer = mount / origin.lstrip("/")
-        self.home = self.freezer.parent
-        self.thaw()
-
-    def thaw(self) -> None:
-        """Thaw first (the container runs on whatever else fails), then, on v1, move the processes home and
-        remove our group. New children of a thawed process land in our group too: moved until it is empty."""
-        if self.v2:
-            _write(self.group.dirs[0] / "cgroup.freeze", "0")
-            return
-        if self.freezer is None or self.home is None:
-            return
-        _write(self.freezer / "freezer.state", "THAWED")
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while time.monotonic() < deadline:
-            for pid in self._members(self.freezer):
-                _write(self.home / "cgroup.procs", str(pid))
-            try:
-                self.freezer.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError as e:
-                if e.errno != errno.EBUSY:
-                    raise StrataError(f"cannot remove {self.freezer}: {e.strerror}", Kind.SYSTEM) from None
-                time.sleep(0.01)
-
-    @staticmethod
-    def _members(group: Path) -> set[int]:
-        try:
-            return {int(p) for p in (group / "cgroup.procs").read_text().split()}
-        except FileNotFoundError:
-            return set()
-
-    def _wait(self, done: Any) -> None:
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while not done():
-            if time.monotonic() > deadline:
-                raise StrataError(f"cannot pause container {self.container.name}: it did not freeze within "
-                                  f"{FREEZE_TIMEOUT:.0f} s (commit with --pause=false)", Kind.SYSTEM)
-            time.sleep(0.005)
-
-    @property
-    def state(self) -> str:
-        """FROZEN, FREEZING or THAWED (for tests and messages)."""
-        if self.v2:
-            events = (self.group.dirs[0] / "cgroup.events").read_text().splitlines()
-            return "FROZEN" if "frozen 1" in events else "THAWED"
-        if self.freezer is None:
-            return "THAWED"
-        return (self.freezer / "freezer.state").read_text().strip()
-
-
-@contextlib.contextmanager
-def paused(container: Container, pause: bool) -> Iterator[bool]:
-    """Freeze ``container`` for the block if it is running and ``pause``; thaw it afterwards, on failure too.
-    Yields whether it was running (its commit is then dated "now")."""
-    running = container.state().status == "running"
-    if not (running and pause):
-        yield running
-        return
-    freezer = Freezer(container)
-    try:
-        freezer.freeze()
-        yield True
-    finally:
-        freezer.thaw()
-
-
 # -- the one-image source ---------------------------------------------------------------------------------------
 
 
@@ -400,7 +233,7 @@ class CommitSource:
 def _parent_image(store: Store, container: Container) -> stored.StoredImage:
     """The image the container was created from, by its ID (the reference may name another image since):
     under the name it was created from if that still names it, else any reference to it."""
-    wanted = Digest.parse(container.config.image_id)
+    wanted = Digest.parse(container.spec.image_id)
     found: list[stored.StoredImage] = []
     for name, desc in store.refs():
         with contextlib.suppress(StrataError):
@@ -410,7 +243,7 @@ def _parent_image(store: Store, container: Container) -> stored.StoredImage:
     if not found:
         raise not_found(f"the image of container {container.name} ({wanted}) is no longer in the store (removed "
                         "with rmi --force?); it cannot be committed")
-    found.sort(key=lambda i: (i.name != container.config.image, i.name))
+    found.sort(key=lambda i: (i.name != container.spec.image, i.name))
     image = found[0]
     for i, desc in enumerate(image.manifest.layers):
         if not store.has_blob(desc.digest):
@@ -431,7 +264,7 @@ def _created(container: Container, running: bool) -> str:
     if running:
         return _timestamp(time.time())
     state = container.state()
-    return _timestamp(state.finished or state.started or container.config.created)
+    return _timestamp(state.finished or state.started or container.spec.created)
 
 
 def build_config(parent: stored.StoredImage, diff_id: Digest, created: str, created_by: str,
@@ -506,7 +339,7 @@ def _commit(store: Store, container: Container, name: str, opts: CommitOptions) 
     try:
         with paused(container, opts.pause) as running:
             layer, diff_id = _pack_upper(store, container, blob_tmp)
-        config = build_config(parent, diff_id, _created(container, running), " ".join(container.config.argv),
+        config = build_config(parent, diff_id, _created(container, running), " ".join(container.spec.argv),
                               opts.message, opts.author, opts.changes)
         manifest = build_manifest(parent, config, layer)
         ours = {d for d in (layer.digest, Digest.of_bytes(config), manifest.digest) if not store.has_blob(d)}

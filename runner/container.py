@@ -1,5 +1,6 @@
-"""Containers on disk: ``containers/ID/`` holds config.json (what to run), state.json (what happened), the -init
-layer, the rw layer (upper), overlay's work dir, the mount point and the container's own hosts/hostname/resolv.conf.
+"""Containers on disk: ``containers/ID/`` holds config.json (the OCI runtime-spec: what to run, see
+:mod:`runner.spec`), state.json (what happened), the -init layer, the rw layer (upper), overlay's work dir, the
+mount point and the container's own hosts/hostname/resolv.conf.
 
 A container is found by full ID, unique ID prefix or name. Its state is trusted only as far as the process it
 names is provably still the one that was recorded: a pid alone is no identity, since after a runner dies the kernel
@@ -20,45 +21,17 @@ import re
 import select
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from runner.spec import Spec
+from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
 from shared.store import Store, read_json, write_json
 
+CONFIG_NAME = "config.json"  # the OCI runtime-spec document (runner/spec.py)
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's restrictedNamePattern
-
-
-@dataclass(frozen=True)
-class ContainerConfig:
-    id: str
-    name: str
-    image: str  # reference it was created from
-    image_id: str  # config digest
-    chain_ids: tuple[str, ...]  # base first
-    argv: tuple[str, ...]
-    env: tuple[str, ...]
-    working_dir: str
-    user: str
-    hostname: str
-    interactive: bool = False
-    tty: bool = False
-    auto_remove: bool = False
-    created: float = field(default_factory=time.time)
-    # isolation and limits (runner/security.py, runner/cgroups.py)
-    capabilities: tuple[str, ...] = ()
-    no_new_privileges: bool = False
-    privileged: bool = False
-    seccomp: str | None = None  # None: Docker's default profile; "unconfined"; or a profile's JSON
-    memory: int | None = None
-    cpus: float | None = None
-    pids_limit: int | None = None
-    # mounts (runner/rootfs.py)
-    read_only: bool = False
-    volumes: tuple[str, ...] = ()
-    tmpfs: tuple[str, ...] = ()
-    init: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,18 +48,18 @@ class ContainerState:
 
 
 class Container:
-    def __init__(self, store: Store, config: ContainerConfig) -> None:
+    def __init__(self, store: Store, spec: Spec) -> None:
         self.store = store
-        self.config = config
-        self.dir = store.containers / config.id
+        self.dir = store.containers / spec.id
+        self.spec = replace(spec, bundle=str(self.dir))
 
     @property
     def id(self) -> str:
-        return self.config.id
+        return self.spec.id
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return self.spec.name
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -122,7 +95,8 @@ class Container:
     def record_running(self, pid: int) -> ContainerState:
         """Record PID 1 as running, with the identity later commands check it by. Call it while ``pid`` is still
         the caller's unreaped child: only then is the start time read provably that process's own."""
-        return self.set_state(status="running", pid=pid, started=time.time(), **_identity_of(self.name, pid))
+        return self.set_state(status="running", pid=pid, started=time.time(), exit_code=None, finished=None, error="",
+                              **_identity_of(self.name, pid))
 
     def open_process(self) -> int:
         """A pidfd (close-on-exec) for the container's PID 1, for signals and setns; the caller closes it.
@@ -135,7 +109,7 @@ class Container:
 
     def unpause(self) -> None:
         """Thaw what a ``commit`` killed mid-pause left frozen: a frozen process takes no signal, SIGKILL included."""
-        from runner.commit import Freezer
+        from runner.freezer import Freezer
 
         Freezer(self).recover()
 
@@ -143,9 +117,20 @@ class Container:
         self.unpause()
         fd = self.open_process()
         try:
-            _send(fd, sig)
+            self._signal(fd, sig)
         finally:
             os.close(fd)
+
+    def _signal(self, pidfd: int, sig: int) -> None:
+        """Through the OCI runtime that started the container (``RUNTIME kill``), once the pidfd has shown that
+        its PID 1 is the recorded one; else, or when the runtime no longer knows it (it is exiting, its owner
+        deleted it, a second SIGKILL of stop), through the pidfd, which still pins that process."""
+        if self.spec.runtime:
+            from runner import runtime
+
+            if runtime.kill(self, sig):
+                return
+        _send(pidfd, sig)
 
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
@@ -159,38 +144,13 @@ class Container:
         if fd is None:  # it exited since state() was read
             return
         try:
-            _send(fd, sig)
+            self._signal(fd, sig)
             if not _wait_exited(fd, timeout):
-                _send(fd, signal.SIGKILL)
+                self._signal(fd, signal.SIGKILL)
                 _wait_exited(fd)
         finally:
             os.close(fd)
         self._await_recorded_exit()
-
-    def remove(self, force: bool = False) -> None:
-        """Kill (if forced), then remove the cgroup and the directory. A container whose runner was killed still
-        has its cgroup; its processes died with the runner (parent-death signal), or are killed here: by the
-        cgroup, which is the container's own whoever now has PID 1's old pid."""
-        from runner import cgroups
-
-        state = self.state()
-        if state.status == "running":
-            if not force:
-                raise StrataError(f"container {self.name} is running; stop it or use --force", Kind.STATE)
-            self.unpause()
-            fd = _verified_pidfd(state)
-            if fd is not None:
-                try:
-                    _send(fd, signal.SIGKILL)
-                    _wait_exited(fd)
-                finally:
-                    os.close(fd)
-                self._await_recorded_exit()  # its owner writes in the directory until then
-        group = cgroups.for_container(self.id)
-        if group.exists():
-            cgroups.kill_all(group)
-            group.remove()
-        self.store.discard(self.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container
 
 
 @dataclass(frozen=True)
@@ -282,39 +242,51 @@ def new_id() -> str:
     return os.urandom(32).hex()
 
 
-def create(store: Store, config: ContainerConfig) -> Container:
-    """Reserve the name and the directory, atomically with respect to other runners."""
-    if not NAME_RE.fullmatch(config.name):
-        raise usage(f"invalid container name {config.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+def record(store: Store, spec: Spec) -> Container:
+    """Reserve the name and the directory, atomically with respect to other runners: the container's hold on its
+    layers first (GC, which waits for the caller's ``in_use``, then keeps them), then the directory with the spec
+    (config.json) and a "created" state, by one rename."""
+    if not NAME_RE.fullmatch(spec.name):
+        raise usage(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     store.ensure()
     with store.lock():
         for other in all_containers(store):
-            if other.name == config.name:
-                raise StrataError(f"the container name {config.name!r} is already in use by {other.id[:12]}",
+            if other.name == spec.name:
+                raise StrataError(f"the container name {spec.name!r} is already in use by {other.id[:12]}",
                                   Kind.STATE)
-        tmp = store.temp_path("container")
-        tmp.mkdir(mode=0o700)
-        write_json(tmp / "config.json", asdict(config))
-        write_json(tmp / "state.json", asdict(ContainerState()))
-        os.rename(tmp, store.containers / config.id)
-    return Container(store, config)
+        store.hold(spec.id, "container", spec.name, [Digest.parse(c) for c in spec.chain_ids])
+        try:
+            tmp = store.temp_path("container")
+            tmp.mkdir(mode=0o700)
+            write_json(tmp / CONFIG_NAME, replace(spec, bundle=str(store.containers / spec.id)).to_oci())
+            write_json(tmp / "state.json", asdict(ContainerState()))
+            os.rename(tmp, store.containers / spec.id)
+        except BaseException:
+            store.release_hold(spec.id)  # nothing rests on the layers: tmp/ litter at most
+            raise
+    saved = _load(store, spec.id)  # what start runs is what was saved, for run too: never the in-memory value
+    differ = [f.name for f in fields(Spec) if f.name != "bundle" and
+              (saved is None or getattr(saved.spec, f.name) != getattr(spec, f.name))]
+    if differ:
+        raise StrataError(f"container {spec.name}: config.json does not read back as written ({', '.join(differ)})",
+                          Kind.SYSTEM)
+    assert saved is not None
+    return saved
 
 
 def _load(store: Store, cid: str) -> Container | None:
     try:
-        raw = read_json(store.containers / cid / "config.json")
+        raw = read_json(store.containers / cid / CONFIG_NAME)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    known = {f.name for f in fields(ContainerConfig)}
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-    return Container(store, ContainerConfig(**values))
+    return Container(store, Spec.from_oci(raw))
 
 
 def all_containers(store: Store) -> list[Container]:
     if not store.containers.is_dir():
         return []
     found = (_load(store, d.name) for d in sorted(store.containers.iterdir()))
-    return sorted((c for c in found if c is not None), key=lambda c: c.config.created, reverse=True)
+    return sorted((c for c in found if c is not None), key=lambda c: c.spec.created, reverse=True)
 
 
 def find(store: Store, key: str) -> Container:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,46 +17,51 @@ from pathlib import Path
 from typing import NoReturn
 
 from runner import linux, logs, seccomp, security, user
-from runner.container import Container, ContainerConfig
+from runner.container import Container
+from runner.spec import DEFAULT_PATH, Spec
 from shared.errors import Kind, StrataError
 
 # Docker's exit codes for failures of its own (docker run reference, "Exit status")
 EXIT_RUNNER_ERROR = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ExecFailed(Exception):
     """exec itself failed: 126 or 127, not 125."""
 
 
-def exec_env(config: ContainerConfig, home: str, extra: Sequence[str] = (), tty: bool = False) -> dict[str, str]:
-    env = dict(e.split("=", 1) for e in [*config.env, *extra] if "=" in e)
+def exec_env(spec: Spec, home: str, extra: Sequence[str] = (), tty: bool = False) -> dict[str, str]:
+    """The spec's environment (complete but for HOME, which only the resolved user tells), plus ``exec -e``."""
+    env = dict(e.split("=", 1) for e in [*spec.env, *extra] if "=" in e)
     env.setdefault("PATH", DEFAULT_PATH)
-    env.setdefault("HOSTNAME", config.hostname)
+    env.setdefault("HOSTNAME", spec.hostname)
     env.setdefault("HOME", home)
     if tty:
         env.setdefault("TERM", "xterm")
     return env
 
 
-def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, parent_fd: int,
+def become_and_exec(spec: Spec, argv: Sequence[str], err_fd: int, parent_fd: int,
                     program: seccomp.Program | None, user_spec: str | None = None, workdir: str | None = None,
                     extra_env: Sequence[str] = (), tty: bool = False, init: bool = False) -> NoReturn:
     """In the container's namespaces and root, in a session of its own with stdio that are not the host's: drop
     to the user, keep only its capabilities, load the seccomp filter, exec ``argv``. ``parent_fd`` names the process
-    (a pidfd) whose death must take this one along."""
-    who = user.resolve(config.user if user_spec is None else user_spec, Path("/"))
-    env = exec_env(config, who.home, extra_env, tty)
-    cwd = workdir or config.working_dir
+    (a pidfd) whose death must take this one along; ``err_fd`` is the one fd kept open (close-on-exec), on which
+    the caller reports a failure. With ``init``, ``argv`` is behind ``/dev/init --``."""
+    who = user.resolve(spec.user if user_spec is None else user_spec, Path("/"))
+    env = exec_env(spec, who.home, extra_env, tty)
+    cwd = workdir or spec.cwd
     os.makedirs(cwd, exist_ok=True)
     os.chdir(cwd)
     if not os.getcwd().startswith("/"):  # runc CVE-2024-21626: cwd must be inside the container
         raise StrataError(f"working directory {cwd} is outside the container", Kind.SYSTEM)
     linux.join_new_session_keyring()
-    privileges = security.Privileges(frozenset(config.capabilities), config.no_new_privileges, config.privileged,
-                                     config.seccomp)
+    privileges = spec.privileges
+    for limit in spec.rlimits:  # while we may still raise them
+        hard = resource.RLIM_INFINITY if limit.hard >= (1 << 64) - 1 else limit.hard
+        soft = resource.RLIM_INFINITY if limit.soft >= (1 << 64) - 1 else limit.soft
+        resource.setrlimit(getattr(resource, limit.type), (soft, hard))
     security.limit_bounding_set(privileges)
     if program is not None:  # while we hold CAP_SYS_ADMIN; what follows is all allowed by Docker's profile
         seccomp.install(program)
@@ -66,14 +73,14 @@ def become_and_exec(config: ContainerConfig, argv: Sequence[str], err_fd: int, p
     os.closerange(3, err_fd)
     os.closerange(err_fd + 1, 1 << 16)
     reset_signals()
-    if init and "/" not in argv[0] and not any(
-            os.access(os.path.join(d, argv[0]), os.X_OK) for d in env["PATH"].split(":")):
-        raise ExecFailed(argv[0], FileNotFoundError(errno.ENOENT, "not found"))  # tini would only say it failed
-    full = ["/dev/init", "--", *argv] if init else list(argv)
+    command = argv[2:] if init else argv
+    if init and "/" not in command[0] and not any(
+            os.access(os.path.join(d, command[0]), os.X_OK) for d in env["PATH"].split(":")):
+        raise ExecFailed(command[0], FileNotFoundError(errno.ENOENT, "not found"))  # tini would only say it failed
     try:
-        os.execvpe(full[0], full, env)
+        os.execvpe(argv[0], list(argv), env)
     except OSError as e:
-        raise ExecFailed(argv[0], e) from None
+        raise ExecFailed(command[0], e) from None
 
 
 class _NoImports:
@@ -91,15 +98,14 @@ def forbid_imports() -> None:
 
 
 def seccomp_program(container: Container) -> seccomp.Program | None:
-    """The container's filter as a BPF program, made before anything enters the container (compiled once per
+    """The spec's ``linux.seccomp`` as a BPF program, made before anything enters the container (compiled once per
     profile, capabilities, kernel and libseccomp, then taken from the store's cache), so that inside only one
-    seccomp(2) call remains. Docker's rule: the default profile, unless unconfined or --privileged; a custom one
-    was checked at create."""
-    config = container.config
-    if config.privileged or config.seccomp == "unconfined":
+    seccomp(2) call remains. None when the spec has no filter (unconfined, --privileged)."""
+    spec = container.spec
+    if spec.seccomp is None:
         return None
-    profile = seccomp.default_profile() if config.seccomp is None else seccomp.Profile.from_json(config.seccomp)
-    return seccomp.program(profile, frozenset(config.capabilities), container.store.root / "cache" / "seccomp")
+    profile = seccomp.Profile.from_json(json.dumps(spec.seccomp), "linux.seccomp of the container's config.json")
+    return seccomp.program(profile, spec.capabilities, container.store.root / "cache" / "seccomp")
 
 
 class Stdio:
@@ -158,8 +164,8 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def fail(err_fd: int, error: BaseException, what: str = "start the container") -> NoReturn:
-    """Report why we could not exec, on one line, and _exit with Docker's code for it."""
+def failure(error: BaseException, what: str = "start the container") -> tuple[str, int]:
+    """Why we could not exec, on one line, and Docker's exit code for it."""
     code = EXIT_RUNNER_ERROR
     if isinstance(error, ExecFailed):
         name, cause = error.args
@@ -171,6 +177,12 @@ def fail(err_fd: int, error: BaseException, what: str = "start the container") -
         message = f"cannot {what}: {error.strerror}" + (f": {error.filename}" if error.filename else "")
     else:
         message = f"cannot {what}: {error}"
+    return message, code
+
+
+def fail(err_fd: int, error: BaseException, what: str = "start the container") -> NoReturn:
+    """Report why we could not exec on the error pipe (the exec stage's), and _exit with Docker's code for it."""
+    message, code = failure(error, what)
     with contextlib.suppress(OSError):
         os.write(err_fd, message.encode(errors="replace")[:4000])
     os._exit(code)

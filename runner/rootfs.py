@@ -14,23 +14,20 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from runner import cgroups, linux, process, security
+from runner import cgroups, linux, process
 from runner.container import Container
-from shared.errors import Kind, StrataError, usage
+from runner.spec import NETWORK_FILES, TINI, Device, Volume
+from shared.errors import Kind, StrataError
 from shared.layer import safepath
 from shared.layer.safepath import SafeRoot, split
 from shared.layer.unpack import DiffWriter, Lowers
 from shared.layer.whiteout import OVERLAY
 
-NETWORK_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm")
-INIT_FILES = (*NETWORK_FILES, "dev/console")
+INIT_FILES = (*(f"etc/{n}" for n in NETWORK_FILES), "dev/console")
 INIT_SYMLINKS = {"etc/mtab": "/proc/mounts"}
-# Docker's defaults for what the container sees in /dev (runtime-spec config-linux.md "Default Devices")
-DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx", "core": "/proc/kcore"}
 DEFAULT_RESOLV = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
@@ -87,7 +84,7 @@ def prepare(container: Container, lowers: Sequence[Path]) -> None:
     # Short relative names keep the mount data far under a page even with 128 layers (moby overlay2's "l/").
     for i, lower in enumerate(lowers):
         os.symlink(os.path.relpath(lower, d / "l"), d / "l" / str(i))
-    for name, text in network_files(container.config.hostname).items():
+    for name, text in network_files(container.spec.hostname).items():
         (d / name).write_text(text)
 
 
@@ -149,57 +146,6 @@ def resolve_target(root: SafeRoot, path: str, want_dir: bool) -> int:
     return fd
 
 
-@dataclass(frozen=True)
-class Volume:
-    source: str
-    target: str
-    read_only: bool
-
-    @classmethod
-    def parse(cls, spec: str) -> Volume:
-        """``-v SRC:DST[:ro|rw]``: SRC an absolute host path (named volumes need a volume store we do not have)."""
-        parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in
-                                                                          ("ro", "rw")):
-            raise usage(f"invalid volume {spec!r}: expected /HOST/PATH:/CONTAINER/PATH[:ro]")
-        if not parts[0].startswith("/"):
-            raise usage(f"invalid volume {spec!r}: named volumes are not supported; give an absolute host path")
-        if not parts[1].startswith("/") or parts[1] == "/":
-            raise usage(f"invalid volume {spec!r}: the destination must be an absolute path other than /")
-        return cls(parts[0], parts[1], len(parts) == 3 and parts[2] == "ro")
-
-
-@dataclass(frozen=True)
-class Tmpfs:
-    target: str
-    flags: int
-    data: str
-
-    @classmethod
-    def parse(cls, spec: str) -> Tmpfs:
-        """``--tmpfs DST[:OPTS]``, Docker's default options noexec,nosuid,nodev; OPTS may add size=, mode=, ..."""
-        target, _, opts = spec.partition(":")
-        if not target.startswith("/") or target == "/":
-            raise usage(f"invalid --tmpfs {spec!r}: the destination must be an absolute path other than /")
-        names = {"ro": linux.MS_RDONLY, "noexec": linux.MS_NOEXEC, "nosuid": linux.MS_NOSUID,
-                 "nodev": linux.MS_NODEV}
-        opposite = {"rw": "ro", "exec": "noexec", "suid": "nosuid", "dev": "nodev"}
-        chosen = {"noexec", "nosuid", "nodev"}
-        data = []
-        for opt in filter(None, opts.split(",")):
-            if opt in names:
-                chosen.add(opt)
-            elif opt in opposite:
-                chosen.discard(opposite[opt])
-            elif "=" in opt and opt.split("=")[0] in ("size", "mode", "uid", "gid", "nr_inodes"):
-                data.append(opt)
-            else:
-                raise usage(f"invalid --tmpfs option {opt!r}")
-        if "dev" in opts.split(",") and "nodev" in chosen:
-            chosen.discard("nodev")
-        return cls(target, sum(names[c] for c in chosen), ",".join(data))
-
-
 def mount_and_pivot(container: Container, layer_count: int) -> None:
     """In the child, after unshare(CLONE_NEWNS) and CLONE_NEWCGROUP: build the tree at merged/, make it the root.
 
@@ -207,8 +153,8 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     it cannot be opened. The allowed devices are nodes of the container's own /dev (each bound onto itself before
     /dev turns nodev), never the host's: a chmod, chown, utime or setxattr inside changes nothing on the host.
     """
-    config = container.config
-    nodev = 0 if config.privileged else linux.MS_NODEV
+    spec = container.spec
+    nodev = 0 if spec.privileged else linux.MS_NODEV
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     os.chdir(container.dir)
     lower = ":".join(["init", *(f"l/{i}" for i in range(layer_count))])
@@ -217,26 +163,24 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     linux.mount("overlay", "merged", "overlay", nodev,
                 f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
     with SafeRoot("merged") as root:
-        for name in ("hosts", "hostname", "resolv.conf"):
+        for name in NETWORK_FILES:
             _mount_at(root, f"etc/{name}", str(container.path(name)), None, linux.MS_BIND)
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
-        _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if config.privileged else linux.MS_RDONLY))
-        _mount_cgroups(root, container.id, read_only=not config.privileged)
-        _populate_dev(root, config.privileged, init=config.init, console=config.tty)
-        if not config.privileged:
-            _mask_paths(root)
-        for spec in config.volumes:
-            _mount_volume(root, Volume.parse(spec), nodev)
-        for spec in config.tmpfs:
-            t = Tmpfs.parse(spec)
+        _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
+        _mount_cgroups(root, container.id, read_only=not spec.privileged)
+        _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal)
+        _mask_paths(root, spec.masked_paths, spec.readonly_paths)
+        for volume in spec.volumes:
+            _mount_volume(root, volume, nodev)
+        for t in spec.tmpfs:
             fd = resolve_target(root, t.target, want_dir=True)
             try:
                 linux.mount("tmpfs", _fd_path(fd), "tmpfs", t.flags, t.data or None)
             finally:
                 os.close(fd)
-        os.close(resolve_target(root, config.working_dir, want_dir=True))  # as Docker, even on --read-only
-    if config.read_only:
+        os.close(resolve_target(root, spec.cwd, want_dir=True))  # as Docker, even on --read-only
+    if spec.read_only:
         linux.mount(None, "merged", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | nodev)
     os.chdir("merged")
     process.forbid_imports()
@@ -269,12 +213,14 @@ def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool) -> None:
         _mount_at(root, "sys/fs/cgroup", None, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
 
 
-def _mask_paths(root: SafeRoot) -> None:
-    """Docker's masked paths: the container's /dev/null over files, an empty read-only tmpfs over directories;
-    read-only paths: bound onto themselves, then remounted read-only."""
+def _mask_paths(root: SafeRoot, masked: Sequence[str], read_only: Sequence[str]) -> None:
+    """The spec's maskedPaths (Docker's): the container's /dev/null over files, an empty read-only tmpfs over
+    directories; its readonlyPaths: bound onto themselves, then remounted read-only."""
+    if not masked and not read_only:
+        return
     null = _open_target(root, "dev/null")
     try:
-        for path in security.MASKED_PATHS:
+        for path in (p.lstrip("/") for p in masked):
             try:
                 fd = _open_target(root, path)
             except (FileNotFoundError, StrataError):
@@ -288,7 +234,7 @@ def _mask_paths(root: SafeRoot) -> None:
                 os.close(fd)
     finally:
         os.close(null)
-    for path in security.READONLY_PATHS:
+    for path in (p.lstrip("/") for p in read_only):
         try:
             fd = _open_target(root, path)
         except (FileNotFoundError, StrataError):
@@ -322,10 +268,8 @@ def _mount_volume(root: SafeRoot, volume: Volume, nodev: int) -> None:
         os.close(fd)
 
 
-TINI = "/usr/bin/tini-static"
 
-
-def _populate_dev(root: SafeRoot, privileged: bool, init: bool, console: bool) -> None:
+def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, init: bool, console: bool) -> None:
     """/dev: a tmpfs of the container's own with the default devices made by mknod (so their inodes are its own),
     each bound onto itself; then, unless --privileged, /dev itself turns nodev, so a node the container makes
     there later cannot be opened, while the bound ones keep working."""
@@ -333,9 +277,16 @@ def _populate_dev(root: SafeRoot, privileged: bool, init: bool, console: bool) -
     _mount_at(root, "dev", "tmpfs", "tmpfs", dev_flags, "mode=755,size=65536k")
     dev = root.open_dir(["dev"])
     try:
-        for name, (major, minor) in DEVICES.items():
-            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
-            os.chmod(name, 0o666, dir_fd=dev, follow_symlinks=False)  # mknod's mode is cut by the umask
+        names = []
+        for device in devices:  # linux.devices: each a node of its own, directly in /dev
+            name = device.path.removeprefix("/dev/")
+            kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK}.get(device.type)
+            if kind is None or not name or "/" in name or name in DEV_LINKS or name in ("pts", "shm", "mqueue"):
+                raise StrataError(f"device {device.path}: only character or block devices directly in /dev",
+                                  Kind.SYSTEM)
+            os.mknod(name, kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dev)
+            os.chmod(name, device.file_mode, dir_fd=dev, follow_symlinks=False)  # mknod's mode is cut by the umask
+            names.append(name)
         for name, target in DEV_LINKS.items():
             os.symlink(target, name, dir_fd=dev)
         for name in ("pts", "shm", "mqueue"):
@@ -346,7 +297,7 @@ def _populate_dev(root: SafeRoot, privileged: bool, init: bool, console: bool) -
             os.close(os.open("console", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dev))
         with SafeRoot.from_fd(dev) as devroot:
             if not privileged:
-                for name in DEVICES:
+                for name in names:
                     fd = _open_target(devroot, name)
                     try:
                         linux.mount(_fd_path(fd), _fd_path(fd), None, linux.MS_BIND)

@@ -660,5 +660,38 @@ def load(profile: Profile, capabilities: frozenset[str]) -> None:
         install(prog)
 
 
+
+def to_oci(profile: Profile, capabilities: frozenset[str]) -> dict[str, Any] | None:
+    """The runtime-spec ``linux.seccomp`` object (LinuxSeccomp) of ``profile`` for a container with ``capabilities``
+    on this machine: Docker's conditions (``includes``/``excludes``: caps, arches, minKernel) evaluated now, as
+    moby's setupSeccomp does before it hands runc the spec, and ``archMap`` narrowed to the native arch's entry.
+    What is left is plain runtime-spec, which :meth:`Profile.from_json` reads back and runc or crun load as it is.
+    None for a disabled profile (``{}``)."""
+    if not profile.enabled:
+        return None
+    try:
+        native = native_arch()
+    except StrataError:  # no libseccomp: name the arch as uname does (only compiling needs the library)
+        native = os.uname().machine
+    doc: dict[str, Any] = {"defaultAction": profile.default_action}
+    if profile.default_errno_ret is not None:
+        doc["defaultErrnoRet"] = profile.default_errno_ret
+    arches = profile.architectures_for(native)
+    if arches:
+        doc["architectures"] = list(arches)
+    if profile.flags:
+        doc["flags"] = list(profile.flags)
+    syscalls = []
+    for rule in profile.rules_for(capabilities, native, kernel_version()):
+        entry: dict[str, Any] = {"names": list(rule.names), "action": rule.action}
+        if rule.errno_ret is not None:
+            entry["errnoRet"] = rule.errno_ret
+        if rule.args:
+            entry["args"] = [{"index": a.index, "value": a.value, "valueTwo": a.value_two, "op": a.op}
+                             for a in rule.args]
+        syscalls.append(entry)
+    doc["syscalls"] = syscalls
+    return doc
+
 # Last, because the data is made of the classes above; imported with us, never inside a container.
 from runner import seccomp_default  # noqa: E402

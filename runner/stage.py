@@ -37,7 +37,10 @@ def main(job: dict[str, Any]) -> NoReturn:
             os.close(fd)
         container = find(Store(Path(job["root"])), job["id"])
         program = process.seccomp_program(container)
-        cgroups.for_container(container.id).add(os.getpid())  # before the cgroup namespace: its root is the group
+        if container.spec.runtime:  # before the cgroup namespace: its root is the group
+            cgroups.join_groups_of(container.state().pid, os.getpid())
+        else:
+            cgroups.for_container(container.id).add(os.getpid())
         process.forbid_imports()
         linux.setns(job["pidfd"], NAMESPACES)  # all at once, into the process the pidfd names, or none
         os.close(job["pidfd"])
@@ -61,8 +64,13 @@ def _command(container: Container, job: dict[str, Any], parent_fd: int, err_w: i
     try:
         os.setsid()  # no controlling terminal unless it gets a pty of its own
         if sock is not None:
-            tty.become_terminal_child(sock)
-        process.become_and_exec(container.config, job["command"], err_w, parent_fd, program, job["user"],
+            tty.become_terminal_child(lambda master: _send_master(sock, master))
+            sock.close()
+        process.become_and_exec(container.spec, job["command"], err_w, parent_fd, program, job["user"],
                                 job["workdir"], job["env"], job["tty"])
     except BaseException as e:
         process.fail(err_w, e, "exec in the container")
+
+
+def _send_master(sock: socket.socket, master: int) -> None:
+    socket.send_fds(sock, [b"m"], [master])

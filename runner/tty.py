@@ -17,7 +17,7 @@ import socket
 import sys
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from runner import linux
 from runner.logs import LogWriter
@@ -25,9 +25,9 @@ from runner.logs import LogWriter
 CHUNK = 1 << 16
 
 
-def become_terminal_child(sock: socket.socket, console: bool = False) -> None:
-    """In the container, after pivot_root: open a pty, make it the controlling terminal and stdio, send the
-    master to the runner."""
+def become_terminal_child(send_master: Callable[[int], None], console: bool = False) -> None:
+    """In the container, after pivot_root: open a pty, make it the controlling terminal and stdio, hand the
+    master to the runner through ``send_master``."""
     master, slave = os.openpty()
     if console:  # run -t: the container's console is its terminal (exec -t must not rebind it)
         linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
@@ -36,10 +36,9 @@ def become_terminal_child(sock: socket.socket, console: bool = False) -> None:
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
-    socket.send_fds(sock, [b"m"], [master])
+    send_master(master)
     os.close(master)
     os.close(slave)
-    sock.close()
 
 
 def receive_master(sock: socket.socket) -> int | None:

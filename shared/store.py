@@ -6,7 +6,9 @@ Layout under the root (see README, "Store layout")::
                                annotation org.opencontainers.image.ref.name holds the full normalized reference
     blobs/sha256/HEX           every blob (manifests, configs, layers), only ever under its verified digest
     layers/CHAINHEX/           one unpacked layer on its parents: diff/ (an overlay lower dir), layer.json
-    containers/ID/             one container: config.json, state.json, init/, upper/, work/, merged/, etc files
+    containers/ID/             one container: the runner's own files (config.json, state.json, init/, upper/, ...)
+    holds/HOLDER.json          the layers a holder (a container) rests on: GC keeps them; the only thing GC reads
+                               about containers, so the runner's files stay private to it
     tmp/PID.RANDOM.*           work in progress; renamed into place only when verified, swept when PID is gone
     partial/ALG/HEX            a blob download that was interrupted, resumed by the next pull (flock'd by its writer)
     cache/seccomp/KEY.bpf      seccomp filters compiled by the runner, keyed by what they were made from (any may go)
@@ -24,7 +26,7 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,44 @@ class LayerRecord:
                    Digest.parse(obj["blob_digest"]), int(obj["size"]))
 
 
+HOLD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Layers a holder (a container, by ID) rests on, and what to call it in messages: ``kind`` and ``name``
+    ("container", "web")."""
+
+    holder: str
+    kind: str
+    name: str
+    layers: tuple[Digest, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class Holds:
+    """Every hold the store has, and the holds files it could not read. An unreadable hold may name any layer,
+    so whoever collects garbage must then keep every layer (and say why): see :attr:`complete`."""
+
+    holds: tuple[Hold, ...] = ()
+    unreadable: tuple[str, ...] = ()  # one line each: which file and why
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable
+
+    def layers(self) -> set[str]:
+        return {str(c) for h in self.holds for c in h.layers}
+
+    def users(self, layers: set[str]) -> list[str]:
+        """The holders that rest on all of ``layers`` (an image's chain IDs, as strings), by label."""
+        return sorted(h.label for h in self.holds if layers <= {str(c) for c in h.layers})
+
+
 class Store:
     """A store root. Cheap to construct; :meth:`ensure` creates the layout on first write."""
 
@@ -148,6 +188,7 @@ class Store:
         self.layers = self.root / "layers"
         self.containers = self.root / "containers"
         self.tmp = self.root / "tmp"
+        self.holds_dir = self.root / "holds"
         self.index_path = self.root / "index.json"
 
     # -- layout ---------------------------------------------------------------------------------------------
@@ -221,6 +262,49 @@ class Store:
         except OSError as e:
             raise StrataError(f"cannot remove {path}: {e.strerror}", Kind.SYSTEM) from None
         remove_tree(grave)
+
+    # -- holds: what keeps layers alive besides references ---------------------------------------------------
+
+    def _hold_path(self, holder: str) -> Path:
+        if not holder or "/" in holder or holder.startswith("."):
+            raise StrataError(f"invalid holder name {holder!r}", Kind.USAGE)
+        return self.holds_dir / f"{holder}.json"
+
+    def hold(self, holder: str, kind: str, name: str, layers: Sequence[Digest]) -> None:
+        """Record that ``holder`` rests on ``layers`` (written atomically; replaces an earlier hold). Take it while
+        holding :meth:`in_use` shared, before the layers are used: GC then never sees them unheld."""
+        self.holds_dir.mkdir(exist_ok=True)
+        write_json(self._hold_path(holder), {"format": HOLD_FORMAT, "holder": holder, "kind": kind, "name": name,
+                                             "layers": [str(c) for c in layers]})
+
+    def release_hold(self, holder: str) -> None:
+        """Drop ``holder``'s hold; absent is fine (release is idempotent). The layers go at the next GC."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._hold_path(holder))
+
+    def holds(self) -> Holds:
+        """Every hold, and which ones could not be read (see :class:`Holds`)."""
+        found: list[Hold] = []
+        bad: list[str] = []
+        try:
+            entries = sorted(self.holds_dir.iterdir())
+        except FileNotFoundError:
+            return Holds()
+        except OSError as e:
+            return Holds((), (f"{self.holds_dir}: {e.strerror}",))
+        for path in entries:
+            if path.name.startswith(".") or not path.name.endswith(".json"):
+                continue  # atomic_write's temp file, or not ours
+            try:
+                doc = read_json(path)
+                if not isinstance(doc, dict) or doc.get("format") != HOLD_FORMAT:
+                    raise ValueError("not a hold record")
+                found.append(Hold(str(doc["holder"]), str(doc["kind"]), str(doc["name"]),
+                                  tuple(Digest.parse(c) for c in doc["layers"])))
+            except (OSError, ValueError, KeyError, TypeError, StrataError) as e:
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+                bad.append(f"{path.relative_to(self.root)}: {why}")
+        return Holds(tuple(found), tuple(bad))
 
     # -- blobs ----------------------------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ Both tools read images through here; the runner never touches the network, only 
 
 from __future__ import annotations
 
-import contextlib
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from shared import reference
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity, not_found
 from shared.image import Descriptor, ImageConfig, Manifest, chain_ids
-from shared.store import LayerRecord, Store, read_json, remove_tree
+from shared.store import Holds, LayerRecord, Store, remove_tree
 
 # On a reference resolved from an index: the index's digest, what the user sees as the image's digest (the index
 # blob is kept with the image).
@@ -138,16 +139,13 @@ def describe(store: Store, image: StoredImage) -> dict[str, object]:
     }
 
 
-def containers_using(store: Store) -> dict[str, set[str]]:
-    """Chain IDs each container's rootfs rests on, by container name: those layers must stay."""
-    out: dict[str, set[str]] = {}
-    if not store.containers.is_dir():
-        return out
-    for d in store.containers.iterdir():
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, ValueError, KeyError):
-            cfg = read_json(d / "config.json")
-            out[cfg["name"]] = set(cfg["chain_ids"])
-    return out
+def read_holds(store: Store, warn: Callable[[str], None]) -> Holds:
+    """The store's holds; each unreadable one is reported through ``warn`` (loudly: it makes GC keep every
+    layer, and only a person can tell why the file is broken)."""
+    holds = store.holds()
+    for line in holds.unreadable:
+        warn(f"WARNING: unreadable hold {line}; keeping every layer until it is fixed or removed")
+    return holds
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,11 @@ def _single_reference(names: list[str]) -> bool:
     return len({_repository(n) for n in names}) == 1 and sum("@" not in n for n in names) <= 1
 
 
-def remove_image(store: Store, text: str, force: bool = False) -> Removal:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def remove_image(store: Store, text: str, force: bool = False, warn: Callable[[str], None] = _stderr) -> Removal:
     """``rmi TEXT``: untag the reference TEXT names, or, for an image ID, every reference to that image (refused
     unless ``force`` when they are not one repository's single tag, as Docker refuses); then delete what that
     made unreferenced. Garbage no image referenced before (left by earlier forced removals, failed pulls) is
@@ -208,26 +210,28 @@ def remove_image(store: Store, text: str, force: bool = False) -> Removal:
                 short = text.removeprefix("sha256:")[:12]
                 raise StrataError(f"conflict: unable to delete {short} (must be forced) - image is referenced in "
                                   f"multiple repositories", Kind.STATE)
-        users = [c for c, chains in containers_using(store).items() if {str(x) for x in image.chain_ids} <= chains]
+        holds = read_holds(store, warn)
+        users = holds.users({str(x) for x in image.chain_ids})
         if users and not force:
-            raise StrataError(f"image {image.name} is in use by container {', '.join(sorted(users))}; remove it "
+            raise StrataError(f"image {image.name} is in use by {', '.join(users)}; remove it "
                               "first, or use --force", Kind.STATE)
         images = [load(store, n, d) for n, d in store.refs() if n in names]
-        before = _garbage(store)
+        before = _garbage(store, holds)
         for name in names:
             store.drop_ref(name)
-        after = _garbage(store)
+        after = _garbage(store, holds)
         own = _describe_freed(store, images, after - before)
         _sweep(store, after)
         return Removal(tuple(names), tuple(own))
 
 
-def _garbage(store: Store) -> set[Path]:
-    """Mark what the references and containers reach; the blobs and layer dirs nothing reaches. The caller holds
-    ``in_use(exclusive=True)`` (no pull or container creation is between committing a layer and referencing it)
-    and the store lock."""
+def _garbage(store: Store, holds: Holds) -> set[Path]:
+    """Mark what the references and holds reach; the blobs and layer dirs nothing reaches. With an unreadable
+    hold, no layer is garbage (it may be the one that hold names). The caller holds ``in_use(exclusive=True)``
+    (no pull or container creation is between committing a layer and holding or referencing it) and the store
+    lock."""
     keep_blobs: set[Digest] = set()
-    keep_layers: set[str] = {c for chains in containers_using(store).values() for c in chains}
+    keep_layers: set[str] = holds.layers()
     for ref_name, desc in store.refs():
         image = load(store, ref_name, desc)
         keep_blobs |= {desc.digest, image.manifest.config.digest, *(d.digest for d in image.manifest.layers)}
@@ -239,7 +243,7 @@ def _garbage(store: Store) -> set[Path]:
         if len(blob.name) == 64 and Digest("sha256", blob.name) not in keep_blobs:  # else a write in flight
             out.add(blob)
     for layer in store.layers.iterdir():
-        if f"sha256:{layer.name}" not in keep_layers:
+        if holds.complete and f"sha256:{layer.name}" not in keep_layers:
             out.add(layer)  # a layer half removed by an earlier, failed GC is garbage like any other
     return out
 

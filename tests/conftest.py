@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -305,6 +306,20 @@ def strata_cgroups() -> set[Path]:
     return {d for base in own_cgroup_dirs() if base.is_dir() for d in base.glob("strata-*") if d.is_dir()}
 
 
+def empty_cgroups(groups: set[Path]) -> list[Path]:
+    """The GROUPS that hold no process, sorted. A leak is an empty group nobody removed: a group with processes
+    is a live container, of this test (whose processes ``processes_mentioning`` finds by the store root) or of
+    another test session on the machine, which is not this test's to judge."""
+    out = []
+    for group in groups:
+        try:
+            if not (group / "cgroup.procs").read_text().strip():
+                out.append(group)
+        except OSError:  # removed meanwhile
+            continue
+    return sorted(out)
+
+
 def processes_mentioning(path: Path) -> list[str]:
     """Processes (not this one) whose command line names PATH (a runner or monitor), or whose mount table does (a
     container's: its /etc/hosts is bound from the store)."""
@@ -322,20 +337,43 @@ def processes_mentioning(path: Path) -> list[str]:
     return found
 
 
+EXECUTORS = ("strata", "runc", "crun")
+
+
+def runtime_state_dirs(root: Path) -> list[Path]:
+    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store)."""
+    base = root / "runtime"
+    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir())
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest, tools: Tools) -> str:
+    """The executor the test's containers run under: ours, or an OCI runtime named by the settings file's
+    ``runtime`` key (so every ``runner run``/``create`` of the test uses it, as a user's settings would)."""
+    name = str(request.param)
+    if name != "strata":
+        if shutil.which(name) is None:
+            pytest.skip(f"{name} is not installed")
+        tools.settings.write_text(json.dumps({"runtime": name}))
+    return name
+
+
 @pytest.fixture
 def no_leaks(tools: Tools) -> Iterator[None]:
-    """After the test: no new ``strata-*`` cgroup under this process's own groups, and no process that names the
-    test's store root. Processes that are still exiting get a few seconds."""
+    """After the test: no new, empty ``strata-*`` cgroup under this process's own groups (see
+    :func:`empty_cgroups`), and no process that names the test's store root. Processes that are still exiting
+    get a few seconds."""
     before = strata_cgroups()
     yield
     deadline = time.monotonic() + 10
     while True:
-        cgroups, procs = sorted(strata_cgroups() - before), processes_mentioning(tools.root)
+        cgroups, procs = empty_cgroups(strata_cgroups() - before), processes_mentioning(tools.root)
         if not (cgroups or procs) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert cgroups == [], f"cgroups left behind: {cgroups}"
     assert procs == [], f"processes left behind: {procs}"
+    assert runtime_state_dirs(tools.root) == [], "runtime state left behind"
 
 
 def runner_command(tools: Tools, *args: str) -> list[str]:

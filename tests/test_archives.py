@@ -459,3 +459,270 @@ def test_hostile_layout_dir_is_one_line_and_stores_nothing(tools: Tools, test_la
     assert tools.puller("images", "-q").out == ""
     assert list((tools.root / "layers").iterdir()) == []
     assert_fsck_clean(tools)
+
+
+# -- review fixes: writing DEST, bounded reading, leftovers, what an archive path may be --------------------------
+
+# A fresh interpreter runs the puller as its only child, so RUSAGE_CHILDREN's ru_maxrss is that puller's peak
+# (as tests/test_transport_defects.py measures it).
+MEASURE = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\\n{proc.returncode}\\n{proc.stderr}")
+"""
+
+
+def puller_measured(tools: Tools, *args: str) -> tuple[int, Result]:
+    """(peak RSS in MiB, result) of the puller CLI in a fresh child."""
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    cmd = [sys.executable, "-c", MEASURE, sys.executable, "-m", "puller", "--root", str(tools.root), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=True).stdout
+    rss, code, err = out.split("\n", 2)
+    print(f"peak RSS of puller {args[0]}: {int(rss) / 1024:.1f} MiB")
+    return int(rss) // 1024, Result(int(code), "", err)
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_save_into_a_device_writes_into_it_never_replaces_it(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))  # a char device 1,3 of our own, never the real /dev/null
+    result = tools.puller("save", "-o", str(null), pulled)
+    assert result.code == 0, result.err
+    st = os.lstat(null)
+    assert (st.st_mode & 0o170000) == 0o020000 and st.st_rdev == os.makedev(1, 3)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_save_never_writes_through_a_planted_temp_symlink(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    """A symlink planted where the temp file would go (the old DEST.tmp-PID, planted by a child that then
+    becomes the puller, so it knows the PID) is not followed: the file it points at keeps its bytes."""
+    dest, sentinel = tmp_path / "out.tar", tmp_path / "sentinel"
+    sentinel.write_bytes(b"precious\n")
+    plant = ("import os, sys; os.symlink(sys.argv[1], sys.argv[2] + f'.tmp-{os.getpid()}'); "
+             "os.execv(sys.executable, [sys.executable, '-m', 'puller', *sys.argv[3:]])")
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    proc = subprocess.run([sys.executable, "-c", plant, str(sentinel), str(dest), "--root", str(tools.root), "save",
+                           "-o", str(dest), pulled], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sentinel.read_bytes() == b"precious\n"
+    assert not dest.is_symlink() and member_json(dest, "manifest.json")[0]["RepoTags"]
+
+
+def test_save_to_a_symlink_writes_its_target(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    """As `docker save -o LINK`: the link is followed (its target gets the archive), the link stays."""
+    real, link = tmp_path / "real.tar", tmp_path / "link.tar"
+    real.write_bytes(b"old\n")
+    link.symlink_to(real.name)
+    result = tools.puller("save", "-o", str(link), pulled)
+    assert result.code == 0, result.err
+    assert link.is_symlink() and os.readlink(link) == real.name
+    assert member_json(real, "manifest.json")[0]["RepoTags"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tar", "real.tar", "root"]
+
+
+def _layer_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _config(layer: bytes, pad: int = 0) -> bytes:
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    return json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"pad": "x" * pad}},
+                       "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+
+
+def test_many_entries_naming_one_big_config_load_in_bounded_memory(tools: Tools, tmp_path: Path) -> None:
+    """500 manifest.json entries naming one 4 MiB config (each through its own link to one layer, so they are
+    500 images to read) once made `load` peak at 4.1 GB: each entry kept its own copy, parsed."""
+    layer = _layer_tar({"hello.txt": b"hello\n"})
+    config = _config(layer, (4 << 20) - 1024)
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = [(_file("c.json"), config), (_file("l.tar"), layer)]
+    entries = []
+    for i in range(500):
+        members.append((_link(f"l{i}.tar", "l.tar", tarfile.SYMTYPE), None))
+        entries.append({"Config": "c.json", "RepoTags": [f"example.com/many:{i}"], "Layers": [f"l{i}.tar"]})
+    members.append((_file("manifest.json"), json.dumps(entries).encode()))
+    archive = _tar(tmp_path / "many.tar", members)
+    peak, result = puller_measured(tools, "load", "-i", str(archive))
+    assert result.code == 0, result.err
+    assert peak < 300, f"load of 500 entries naming one 4 MiB config peaked at {peak} MiB"
+    assert tools.puller("inspect", "example.com/many:499").code == 0
+
+    entries.append({"Config": "c.json", "RepoTags": [], "Layers": ["l.tar"]})
+    entries *= 2  # 1002
+    too_many = _tar(tmp_path / "too-many.tar", [*members[:-1], (_file("manifest.json"), json.dumps(entries).encode())])
+    one_line_error(tools.puller("load", "-i", str(too_many)), 1, "lists 1002 images, over the 1000", tool="puller")
+
+
+def _raw_header(name: bytes, size: int, kind: bytes) -> bytes:
+    """One ustar header block, by hand (tarfile would not write a lying size)."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    h[124:136] = f"{size:011o}\0".encode()
+    h[136:148] = b"00000000000\0"
+    h[148:156] = b" " * 8
+    h[156:157] = kind
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = f"{sum(h):06o}\0 ".encode()
+    return bytes(h)
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+@pytest.mark.parametrize("kind", [b"L", b"K", b"x", b"g"])
+def test_huge_extended_tar_header_is_refused_unread(tools: Tools, tmp_path: Path, kind: bytes, via: str) -> None:
+    """An 800 MB GNU longname/longlink or PAX header (sparse on disk) is refused from its size field: read
+    whole, it made `load` use 843 MB."""
+    archive = tmp_path / "long.tar"
+    size = 800 << 20
+    with open(archive, "wb") as f:
+        f.write(_raw_header(b"././@LongLink", size, kind))
+        f.truncate(512 + size + 512 * 3)
+    if via == "file":
+        peak, result = puller_measured(tools, "load", "-i", str(archive))
+    else:
+        with open(archive, "rb") as fin:
+            env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+            cmd = [sys.executable, "-c", MEASURE, sys.executable, "-m", "puller", "--root", str(tools.root), "load"]
+            out = subprocess.run(cmd, stdin=fin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+                                 check=True).stdout
+        rss, code, err = out.split("\n", 2)
+        peak, result = int(rss) // 1024, Result(int(code), "", err)
+    one_line_error(result, 1, "extended tar header", tool="puller")
+    assert "over the 1048576-byte limit" in result.err
+    assert peak < 200, f"peak {peak} MiB"
+    assert list((tools.root / "tmp").iterdir()) == []
+
+
+def test_killed_save_leaves_a_temp_the_next_save_removes(tools: Tools, tmp_path: Path) -> None:
+    """kill -9 during `save -o` leaves .DEST.strata-tmp.PID.RANDOM; the next save into that directory removes
+    it (its PID is gone), and keeps a live process's."""
+    layer = _layer_tar({"big": os.urandom(1 << 20) * 256})  # 256 MiB: a write long enough to be caught at
+    _tar(tmp_path / "big.tar", [(_file("c.json"), _config(layer)), (_file("l.tar"), layer),
+                                (_file("manifest.json"), json.dumps([{"Config": "c.json", "RepoTags": ["big:1"],
+                                                                      "Layers": ["l.tar"]}]).encode())])
+    del layer
+    assert tools.puller("load", "-i", str(tmp_path / "big.tar")).code == 0
+    (tmp_path / "big.tar").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "puller", "--root", str(tools.root), "save", "-o",
+                             str(out / "img.tar"), "big:1"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        temps: list[Path] = []
+        while proc.poll() is None:
+            temps = [p for p in out.glob(f".img.tar.strata-tmp.{proc.pid}.*") if p.stat().st_size > (16 << 20)]
+            if temps:
+                proc.kill()
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(temps) == 1 and temps[0].exists(), "the save ended before it could be killed mid-write"
+    assert not (out / "img.tar").exists()
+    live = out / f".img.tar.strata-tmp.{os.getpid()}.{'0' * 16}"
+    live.write_bytes(b"another save at work")
+    result = tools.puller("save", "-o", str(out / "img.tar"), "big:1")
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == [live.name, "img.tar"]
+    assert member_json(out / "img.tar", "manifest.json")[0]["RepoTags"] == ["big:1"]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "gzip-of-zeros", "stdin-zero"])
+def test_endless_or_zero_input_is_refused_at_once(tools: Tools, tmp_path: Path, kind: str) -> None:
+    """`load -i /dev/zero` once spooled without end (485 MB and counting), a gzip bomb the same: input whose
+    first block is not a tar header is refused at once, and nothing is left in tmp/."""
+    if kind == "gzip-of-zeros":
+        bomb = tmp_path / "zeros.tar.gz"
+        with gzip.open(bomb, "wb", compresslevel=1) as f:
+            for _ in range(256):
+                f.write(bytes(1 << 20))
+        result = tools.puller("load", "-i", str(bomb))
+    elif kind == "dev-zero":
+        result = tools.puller("load", "-i", "/dev/zero")
+    else:
+        result = puller_io(tools, "load", stdin=Path("/dev/zero"))
+    one_line_error(result, 1, "is not a tar archive", tool="puller")
+    assert list((tools.root / "tmp").iterdir()) == []
+
+
+def test_spooling_stops_at_the_end_of_the_archive(tools: Tools, skopeo_archives: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    """What follows the end-of-archive blocks (here: endless zeros) is not read: a pipe is spooled only as far
+    as the tar's headers declare."""
+    feeder = subprocess.Popen(f"cat {skopeo_archives['docker-archive']} /dev/zero", shell=True,
+                              stdout=subprocess.PIPE)
+    try:
+        env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+        proc = subprocess.run([sys.executable, "-m", "puller", "--root", str(tools.root), "load"],
+                              stdin=feeder.stdout, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    finally:
+        feeder.kill()
+        feeder.wait()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["Loaded image: example.com/strata/da:1"]
+    assert list((tools.root / "tmp").iterdir()) == []
+
+
+def _copy_result(tools: Tools, src: str, dest: Path, stdin: int | None = None) -> Result:
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    proc = subprocess.run([sys.executable, "-m", "puller", "--root", str(tools.root), "copy", src, f"oci:{dest}"],
+                          stdin=stdin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("kind", ["oci-dir", "docker-dir", "stdin-pipe", "fifo", "gzip"])
+def test_copy_from_an_archive_that_is_not_a_plain_file_is_one_line(tools: Tools, tmp_path: Path,
+                                                                    skopeo_archives: dict[str, Path],
+                                                                    kind: str) -> None:
+    dest = tmp_path / "dest"
+    if kind in ("oci-dir", "docker-dir"):
+        transport = "oci-archive" if kind == "oci-dir" else "docker-archive"
+        one_line_error(_copy_result(tools, f"{transport}:{tmp_path}", dest), 2, "is a directory", tool="puller")
+    elif kind == "stdin-pipe":
+        with subprocess.Popen(["cat", str(skopeo_archives["docker-archive"])], stdout=subprocess.PIPE) as feeder:
+            assert feeder.stdout is not None
+            result = _copy_result(tools, "docker-archive:/dev/stdin", dest, stdin=feeder.stdout.fileno())
+            feeder.kill()
+        one_line_error(result, 2, "is not a regular file", tool="puller")
+    elif kind == "fifo":
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        one_line_error(_copy_result(tools, f"oci-archive:{fifo}", dest), 2, "is not a regular file", tool="puller")
+    else:
+        packed = tmp_path / "x.tar.gz"
+        packed.write_bytes(gzip.compress(skopeo_archives["docker-archive"].read_bytes(), compresslevel=1))
+        one_line_error(_copy_result(tools, f"docker-archive:{packed}", dest), 1,
+                       "is gzip-compressed: an archive is read in place", tool="puller")
+    assert not dest.exists() or listing_of(dest) == []
+
+
+def listing_of(where: Path) -> list[str]:
+    return sorted(str(p.relative_to(where)) for p in where.rglob("*") if p.is_file() and p.name != "oci-layout"
+                  and p.name != "index.json")
+
+
+def test_next_write_into_a_layout_removes_killed_writers_temps(tools: Tools, pulled: str, tmp_path: Path) -> None:
+    """A copy into oci:DIR killed midway leaves .tmp.PID.RANDOM files in DIR; the next copy into DIR removes
+    those whose PID is gone and keeps a live writer's."""
+    layout = tmp_path / "layout"
+    assert tools.puller("copy", pulled, f"oci:{layout}").code == 0
+    dead = layout / f".tmp.{dead_pid()}.{'a' * 16}"
+    live = layout / f".tmp.{os.getpid()}.{'b' * 16}"
+    dead.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")
+    result = tools.puller("copy", pulled, f"oci:{layout}:again")
+    assert result.code == 0, result.err
+    assert not dead.exists() and live.exists()

@@ -235,3 +235,22 @@ def test_token_registry_after_login(tools: Tools, token_registry: TokenRegistry,
     refused = tools.puller("artifact", "push", ref, str(files[0]))
     assert refused.code == 1 and refused.err.count("\n") == 1 and refused.err.startswith("puller: error: "), \
         refused.err
+
+
+def test_pull_removes_temps_a_killed_pull_left(tools: Tools, registry: Registry, tmp_path: Path) -> None:
+    """A pull killed midway (kill -9) leaves .puller-artifact.PID.RANDOM beside its files; the next pull into
+    that directory removes those whose PID is gone and keeps a live one's (another pull at work)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = [out / f".puller-artifact.{child.pid}.{'a' * 16}", out / "sub" / f".puller-artifact.{child.pid}.{'b' * 16}"]
+    live = out / f".puller-artifact.{os.getpid()}.{'c' * 16}"
+    for path in [*dead, live]:
+        path.write_bytes(b"partial download")
+    put_artifact(registry.address, "strata/leftovers", "1", [("a.txt", b"a\n"), ("sub/b.txt", b"b\n")])
+    result = tools.puller("artifact", "pull", f"{registry.address}/strata/leftovers:1", "-o", str(out))
+    assert result.code == 0, result.err
+    assert listing(out) == sorted([live.name, "a.txt", "sub", "sub/b.txt"])

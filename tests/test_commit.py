@@ -38,7 +38,8 @@ EDIT = ("echo changed > /etc/layer1.txt; rm /etc/layer2.txt; rm -rf /data && mkd
 
 
 @pytest.fixture
-def pulled(tools: Tools, test_image: str) -> str:
+def pulled(tools: Tools, test_image: str, executor: str) -> str:
+    """The session test image, pulled; the test runs once per executor (ours, runc, crun)."""
     result = tools.puller("pull", "--quiet", test_image)
     assert result.code == 0, result.err
     return test_image
@@ -245,11 +246,12 @@ def test_running_container_is_frozen_during_the_pack_and_runs_on(tools: Tools, p
     assert ran.code == 0 and ran.out.strip() == "200000000", ran.err
 
 
-def test_no_pause_packs_a_running_container_live(tools: Tools, pulled: str) -> None:
+def test_no_pause_packs_a_running_container_live(tools: Tools, pulled: str, executor: str) -> None:
     with detached(tools, "--name", "live", pulled, "sh", "-c", "echo ready > /ready; sleep 600") as cid:
         wait_until(lambda: (tools.root / "containers" / cid / "upper" / "ready").exists(), "the container")
         image_id = commit(tools, "--pause=false", "live", "localhost/live:1")
-        assert freezer_state(cid) is None
+        # never frozen; runc and crun make the container a freezer group of their own, ours makes none
+        assert freezer_state(cid) == (None if executor == "strata" else "THAWED")
         assert tools.runner("ps", "-q").out.split() == [cid[:12]]
     assert tools.runner("run", "--rm", "localhost/live:1", "cat", "/ready").out == "ready\n"
     assert image_id == inspect(tools, "localhost/live:1")["Id"]

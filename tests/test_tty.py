@@ -58,10 +58,10 @@ class Terminal:
             os.close(self.master)
 
 
-def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path) -> None:
+def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path, executor: str) -> None:
     assert tools.puller("pull", test_image).code == 0
-    term = Terminal([sys.executable, "-m", "runner", "--root", str(tools.root), "run", "--rm", "-it", test_image,
-                     "sh"])
+    term = Terminal([sys.executable, "-m", "runner", "--root", str(tools.root), "run", "--rm", "-it",
+                     "--runtime", executor, test_image, "sh"])
     try:
         term.read_until(b"# ")
         term.type("tty; echo T=$TERM; stty size; test -c /dev/console && echo CONSOLE; echo $((6*7)); exit 3\r")

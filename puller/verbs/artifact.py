@@ -56,6 +56,7 @@ DEFAULT_ARTIFACT_TYPE = "application/vnd.unknown.artifact.v1"  # the ORAS CLI's 
 # oras-py's monolithic upload reads a file whole into memory; above this, chunked PATCHes of this size
 UPLOAD_CHUNK = 4 * 1024 * 1024
 STREAM_CHUNK = 1 << 20
+TEMP_PREFIX = ".puller-artifact"  # temp files beside the destination: .puller-artifact.PID.RANDOM
 # RFC 6838 section 4.2 restricted-name, type "/" subtype (image-spec descriptor.md: mediaType)
 # (patterns, not compiled here: this module is imported at every start-up; re caches them on first use)
 _MEDIA_TYPE_RE = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
@@ -313,6 +314,7 @@ class _Output:
         self.fds: dict[tuple[str, ...], int] = {}
         self.created: list[tuple[int, str]] = []  # (parent fd, name) of directories we made
         self.temps: list[tuple[int, str]] = []
+        self.swept: set[int] = set()
 
     def open(self) -> None:
         try:
@@ -352,7 +354,14 @@ class _Output:
                 raise StrataError(f"cannot write {self.root / title}: a directory is in the way", Kind.STATE)
 
     def temp_file(self, dir_fd: int) -> tuple[int, str]:
-        temp = f".puller-artifact-{os.urandom(8).hex()}"
+        """A new ``.puller-artifact.PID.RANDOM`` beside the destination; the first in a directory also removes
+        the ones a killed pull left there (their PID is gone)."""
+        from shared.transfer.layout import pid_temp_name, sweep_dead_temps
+
+        if dir_fd not in self.swept:
+            self.swept.add(dir_fd)
+            sweep_dead_temps(dir_fd, TEMP_PREFIX)
+        temp = pid_temp_name(TEMP_PREFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                      dir_fd=dir_fd)
         self.temps.append((dir_fd, temp))

@@ -14,13 +14,16 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import typer
 
 from shared.cli import StoreOption
 from shared.errors import StrataError, integrity, not_found, usage
 from shared.store import Store
+
+if TYPE_CHECKING:
+    from shared.transfer.model import Resolved, Source
 
 UNNAMED_REPOSITORY = "localhost/unnamed"  # where `load` keeps an image its archive gives no name
 
@@ -108,10 +111,19 @@ def _input(store_tmp: Path, given: Path | None) -> tuple[Path, Path | None]:
     return copy, copy
 
 
+def _check(source: Source, names: list[str], resolved: Resolved) -> None:
+    """A name with a digest must name the manifest the source holds."""
+    from shared import reference
+
+    for name in names:
+        ref = reference.parse(name)
+        if ref.digest is not None and ref.digest != resolved.image.digest:
+            raise integrity(f"{source.describe()} names {name}, but holds manifest {resolved.image.digest}")
+
+
 def do_load(state: StoreOption, given: Path | None, platform_text: str | None) -> list[str]:
     """Load every image at GIVEN (stdin when None); return the lines to print, Docker's ``Loaded image: NAME``
     (``Loaded image ID: sha256:...`` for one without a name, kept as localhost/unnamed@MANIFEST-DIGEST)."""
-    from shared import reference
     from shared.image import Platform
     from shared.transfer.archive import open_input
     from shared.transfer.model import copy, resolve
@@ -127,16 +139,14 @@ def do_load(state: StoreOption, given: Path | None, platform_text: str | None) -
             with open_input(path, str(given) if given is not None else "stdin") as images:
                 if not images:
                     raise not_found(f"{given or 'the input'} holds no image")
-                plan = []
-                for source, names in images:  # read and check everything before storing anything
+                # read and check everything before storing anything, keeping none of it: an archive may list
+                # up to 1000 images, each with a config of up to 4 MiB (parsed, many times that); each is
+                # read again to be stored (the archive keeps the documents' bytes once, shared)
+                for source, names in images:
+                    _check(source, names, resolve(source, wanted))
+                for source, names in images:
                     resolved = resolve(source, wanted)
-                    for name in names:
-                        ref = reference.parse(name)
-                        if ref.digest is not None and ref.digest != resolved.image.digest:
-                            raise integrity(f"{source.describe()} names {name}, but holds manifest "
-                                            f"{resolved.image.digest}")
-                    plan.append((source, resolved, names))
-                for source, resolved, names in plan:
+                    _check(source, names, resolved)  # the same documents (the archive is read-only to us)
                     sink = StoreSink(store)
                     targets = names or [f"{UNNAMED_REPOSITORY}@{resolved.image.digest}"]
                     copy(source, sink, resolved, targets[0])

@@ -10,16 +10,22 @@ legacy form (older Docker, skopeo) has no ``index.json``: configs are ``HEX.json
 digest, size = the file's size, media type ``...rootfs.diff.tar.gzip`` whatever the compression, as skopeo
 writes it): the same archive then has the same manifest digest through skopeo and through ``puller load``.
 
-A tar from outside is hostile. :class:`Archive` reads its headers once and refuses, as one line, member names
-that are absolute or climb with ``..``, duplicate names, links whose target leaves the archive, more members than
-any image needs, and a tar cut short; it is never extracted to disk as a tree: members are read by name, with
-``pread`` at their offsets (so several threads read at once), each blob verified as it is copied out
-(:func:`shared.transfer.layout.copy_verified`), each document capped at MAX_MANIFEST_BYTES. Links inside the
-archive (Docker writes ``ID/layer.tar -> ../blobs/sha256/HEX``) are resolved by name within it, never on disk.
+A tar from outside is hostile. :class:`Archive` takes only a regular, uncompressed file (a directory, a pipe, a
+device or a compressed file is one line of error: ``load`` spools such input first, see :func:`spool`), reads
+its headers once and refuses, as one line, member names that are absolute or climb with ``..``, duplicate
+names, links whose target leaves the archive, more members than any image needs, extended headers (GNU
+longname, PAX) over 1 MiB before reading them, and a tar cut short; it is never extracted to disk as a tree:
+members are read by name, with ``pread`` at their offsets (so several threads read at once), each blob verified
+as it is copied out (:func:`shared.transfer.layout.copy_verified`), each document capped at MAX_MANIFEST_BYTES
+and read once per archive however many entries name it (manifest.json may list up to :data:`MAX_ENTRIES`).
+Links inside the archive (Docker writes ``ID/layer.tar -> ../blobs/sha256/HEX``) are resolved by name within
+it, never on disk.
 
 Sinks stage the layout in a directory (``staging``: in the store's tmp/, so blobs are hard links) and write the
-tar only at ``close()``: to ``DEST.tmp-PID``, renamed to DEST once complete, or to a stream. On failure
-(``discard``, or leaving the ``with`` block by an exception) nothing is left at DEST.
+tar only at ``close()``: to a new ``.DEST.strata-tmp.PID.RANDOM`` renamed onto DEST once complete (DEST that is
+a device or a FIFO is written into instead, never replaced), or to a stream. On failure (``discard``, or leaving
+the ``with`` block by an exception) nothing is left at DEST; after a kill -9 the next save into that directory
+removes the temp file.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import lzma
 import os
 import posixpath
 import re
+import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +50,7 @@ from typing import Any, BinaryIO, Self, cast
 
 from shared import reference
 from shared.digest import Digest
-from shared.errors import Kind, StrataError, hostile, integrity, not_found
+from shared.errors import Kind, StrataError, hostile, integrity, not_found, usage
 from shared.image import (
     DOCKER_CONFIG,
     DOCKER_MANIFEST,
@@ -57,7 +64,7 @@ from shared.image import (
     chain_ids,
 )
 from shared.layer import compress
-from shared.store import REF_NAME_ANNOTATION, remove_tree
+from shared.store import REF_NAME_ANNOTATION, fsync_dir, remove_tree
 from shared.transfer.layout import (
     CHUNK,
     IMAGE_NAME_ANNOTATION,
@@ -66,18 +73,46 @@ from shared.transfer.layout import (
     blob_name,
     copy_verified,
     image_name,
+    pid_temp_name,
     read_document,
     read_index,
+    sweep_dead_temps,
 )
 from shared.transfer.model import Document, Image, ProgressFn, Resolved, Source
 
 MAX_MEMBERS = 100_000  # an image archive holds a few files per layer; more is a tar bomb
+MAX_ENTRIES = 1000  # manifest.json entries: one per image saved together; more is a bomb (each is read and parsed)
+MAX_HEADER_BYTES = 1 << 20  # a GNU longname/longlink or a PAX header: a path and a few records, never a MiB
+MAX_CACHED_BYTES = 64 << 20  # documents an archive keeps once read (entries naming the same config share it)
 MAX_LINK_HOPS = 16
 # skopeo's docker-archive source calls every layer this (manifest.DockerV2Schema2LayerMediaType)
 SKOPEO_LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_TYPES = {"none": "application/vnd.docker.image.rootfs.diff.tar", "gzip": SKOPEO_LAYER_TYPE,
                       "zstd": "application/vnd.docker.image.rootfs.diff.tar.zstd"}
 _BLOB_PATH = re.compile(r"blobs/(sha256|sha512)/([a-f0-9]+)")
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """tarfile's header parser, refusing before it reads them the headers it would read whole into memory: a
+    GNU longname/longlink (``L``/``K``) or PAX (``x``/``g``/``X``) header over :data:`MAX_HEADER_BYTES` (its size
+    field is all tarfile looks at: an 800 MB one, sparse on disk, cost 843 MB), and GNU sparse members (their
+    extension blocks are a list read whole; Docker never writes them)."""
+
+    where = "the archive"  # set per use (a subclass per Archive): tarfile builds instances itself
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        kinds = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                 tarfile.SOLARIS_XHDTYPE)
+        if self.type in kinds and self.size > MAX_HEADER_BYTES:
+            raise hostile(f"{self.where} has a {self.size}-byte extended tar header (type "
+                          f"{self.type.decode(errors='replace')!r}), over the {MAX_HEADER_BYTES}-byte limit")
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise hostile(f"{self.where} holds a GNU sparse member, which no image archive has")
+        return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
+
+
+def _capped(where: str) -> type[tarfile.TarInfo]:
+    return type("_CappedTarInfo", (_CappedTarInfo,), {"where": where})
 
 
 def _normalize(name: str, where: str) -> str:
@@ -98,23 +133,41 @@ class Archive:
         self.label = label or str(path)  # what messages call it ("stdin" for a spooled copy)
         self.where = f"archive {self.label}"
         self.members: dict[str, tarfile.TarInfo] = {}
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.cache: dict[str, bytes] = {}  # small members read once (by name: members do not change)
+        self.cached = 0
+        try:  # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below)
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             raise not_found(f"{path}: no such file") from None
         except OSError as e:
             raise StrataError(f"cannot open {path}: {e.strerror}", Kind.SYSTEM) from None
         try:
+            self._check_file()
             self._index()
         except BaseException:
             os.close(self.fd)
             raise
 
+    def _check_file(self) -> None:
+        """Refuse, in one line, what cannot be read by member at offsets: a directory, a pipe or a device (stdin
+        from a pipe, a FIFO), a compressed file. ``puller load`` copies (and decompresses) such input first;
+        ``copy`` reads the archive in place, so it asks for a file."""
+        mode = os.fstat(self.fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise usage(f"{self.label} is a directory, not an archive (an OCI layout directory is oci:DIR)")
+        if not stat.S_ISREG(mode):
+            raise usage(f"{self.label} is not a regular file (a pipe or a device): an archive is read by member "
+                        "at its offsets; write it to a file first, or use `puller load`, which copies its input")
+        kind = _compression(os.pread(self.fd, 6, 0))
+        if kind != "none":
+            raise StrataError(f"{self.label} is {kind}-compressed: an archive is read in place, uncompressed; "
+                              "decompress it first, or use `puller load`, which decompresses", Kind.UNSUPPORTED)
+
     def _index(self) -> None:
         size = os.fstat(self.fd).st_size
         with open(self.fd, "rb", closefd=False) as f:
             try:
-                with tarfile.open(fileobj=f, mode="r:") as tf:
+                with tarfile.open(fileobj=f, mode="r:", tarinfo=_capped(self.where)) as tf:
                     count = 0
                     while (m := tf.next()) is not None:
                         count += 1
@@ -211,10 +264,19 @@ class TarFiles:
         return self.archive.need(name, what).size
 
     def read_small(self, name: str, what: str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
+        """The member, read once per archive: many manifest.json entries (or index entries) may name one
+        document, and each must not cost its own copy (500 entries naming one 4 MiB config made 4 GB)."""
         m = self.archive.need(name, what)
         if m.size > limit:
             raise integrity(f"{what}: {name} is {m.size} bytes, over the {limit}-byte limit")
-        return b"".join(self.archive.chunks(m, what))
+        key = f"{m.offset_data}:{m.size}"  # the bytes themselves, whatever link led to them
+        data = self.archive.cache.get(key)
+        if data is None:
+            data = b"".join(self.archive.chunks(m, what))
+            if self.archive.cached + len(data) <= MAX_CACHED_BYTES:
+                self.archive.cache[key] = data
+                self.archive.cached += len(data)
+        return data
 
     def chunks(self, name: str, what: str, size: int) -> Iterator[bytes]:
         m = self.archive.need(name, what)
@@ -256,6 +318,8 @@ def docker_entries(files: TarFiles) -> list[DockerEntry]:
         raise integrity(f"{what} is not valid JSON: {e}") from None
     if not isinstance(doc, list):
         raise integrity(f"{what} is not a list")
+    if len(doc) > MAX_ENTRIES:
+        raise hostile(f"{what} lists {len(doc)} images, over the {MAX_ENTRIES} one archive may hold")
     out = []
     for item in doc:
         if not isinstance(item, dict):
@@ -290,12 +354,13 @@ class DockerArchiveSource:
     """``docker-archive:FILE[:REF]``: one manifest.json entry; REF is one of its RepoTags (normalized as Docker
     does) or ``@N`` (the Nth entry, as skopeo); without REF the archive must hold exactly one image."""
 
-    def __init__(self, path: Path | Archive, ref: str | None = None) -> None:
+    def __init__(self, path: Path | Archive, ref: str | None = None,
+                 entries: list[DockerEntry] | None = None) -> None:
         self.archive = _archive(path)
         self.path = self.archive.label
         self.ref = ref
         self.files = TarFiles(self.archive)
-        self.entry = self._choose(docker_entries(self.files), ref)
+        self.entry = self._choose(entries if entries is not None else docker_entries(self.files), ref)
         self._top: Document | None = None
         self._config: bytes = b""
         self._members: dict[Digest, str] = {}
@@ -462,7 +527,8 @@ def open_input(path: Path, label: str | None = None) -> Iterator[list[tuple[Sour
     with Archive(path, label) as archive:
         files = TarFiles(archive)
         if files.exists("manifest.json"):
-            docker = [DockerArchiveSource(archive, f"@{i}") for i in range(len(docker_entries(files)))]
+            entries = docker_entries(files)
+            docker = [DockerArchiveSource(archive, f"@{i}", entries) for i in range(len(entries))]
             yield [(s, s.names()) for s in docker]
         elif files.exists("index.json"):
             oci = [OciArchiveSource(archive, f"@{i}") for i in range(len(read_index(files, archive.where).manifests))]
@@ -511,9 +577,29 @@ def _compression(head: bytes) -> str:
     return compress.sniff(head)
 
 
+class _Tee(io.RawIOBase):
+    """What tarfile reads of the (decompressed) input, written to the spool file as it goes."""
+
+    def __init__(self, reader: BinaryIO, out: BinaryIO) -> None:
+        self.reader, self.out = reader, out
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.reader.read(size if size is not None and size > 0 else CHUNK)
+        self.out.write(data)
+        return data
+
+
 def spool(stream: BinaryIO, dest: Path) -> None:
     """Copy ``stream`` (stdin, a pipe, a compressed archive: ``docker save | gzip``) into the new file ``dest``,
-    decompressing gzip, zstd, bzip2 and xz as ``docker load`` does, so that it can be read by member."""
+    decompressing gzip, zstd, bzip2 and xz as ``docker load`` does, so that it can be read by member.
+
+    The copy is a tar walked header by header as it is written (tarfile in stream mode, headers capped as
+    :class:`Archive` caps them): input whose first block is not a tar header (``/dev/zero``, a gzip of zeros)
+    is refused at once, and copying stops at the end-of-archive block, so what is spooled is bounded by what
+    the headers declare (plus one read-ahead chunk), never by how much input there is."""
     head = stream.read(6)
     kind = _compression(head)
     raw = cast(BinaryIO, io.BufferedReader(_Prefixed(head, stream), CHUNK))
@@ -525,10 +611,28 @@ def spool(stream: BinaryIO, dest: Path) -> None:
     else:
         reader = compress.decompressed(raw, kind)
     corrupt: tuple[type[BaseException], ...] = (OSError, lzma.LZMAError, *compress.stream_errors())
+    what = "the input" + ("" if kind == "none" else f" ({kind}-decompressed)")
+    count = 0
     try:
         with open(dest, "xb") as out:
-            while block := reader.read(CHUNK):
-                out.write(block)
+            tee = cast(BinaryIO, _Tee(reader, out))
+            try:
+                with tarfile.open(fileobj=tee, mode="r|", bufsize=CHUNK, tarinfo=_capped(what)) as tf:
+                    while tf.next() is not None:
+                        count += 1
+                        if count > MAX_MEMBERS:
+                            raise hostile(f"{what} has more than {MAX_MEMBERS} members")
+                        tf.members = []  # type: ignore[attr-defined]  # only the walk matters here
+            except tarfile.ReadError as e:
+                if count == 0 and out.tell() == 0:
+                    return  # empty input: the caller says so
+                if count == 0:
+                    raise integrity(f"{what} is not a tar archive ({e or 'unreadable header'})") from None
+                raise integrity(f"{what} is truncated or corrupt after {count} members ({e})") from None
+            except (tarfile.HeaderError, UnicodeDecodeError, ValueError) as e:
+                raise integrity(f"{what} has a corrupt tar header: {e}") from None
+            if count == 0 and out.tell() > 0:
+                raise integrity(f"{what} is not a tar archive (its first 512-byte block is all zeros)")
     except corrupt as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise
@@ -571,26 +675,19 @@ class _ArchiveSink:
         return {}
 
     def close(self) -> None:
-        """Write the tar (DEST.tmp-PID, then one rename; or the stream), then drop the staging directory."""
+        """Write the tar (to a file: see :meth:`_write_file`; or the stream), then drop the staging directory."""
         if self.closed:
             return
         self.closed = True
         try:
             self.layout.close()
             if isinstance(self.dest, Path):
-                tmp = self.dest.with_name(f"{self.dest.name}.tmp-{os.getpid()}")
                 try:
-                    with open(tmp, "wb") as f:
-                        self._write(f)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, self.dest)
+                    self._write_file(self.dest)
                 except OSError as e:
                     if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise
                     raise StrataError(f"cannot write {self.dest}: {e.strerror or e}", Kind.SYSTEM) from None
-                finally:
-                    tmp.unlink(missing_ok=True)
             else:
                 try:
                     self._write(self.dest)
@@ -599,6 +696,47 @@ class _ArchiveSink:
                     raise StrataError("the reader of the archive went away (broken pipe)", Kind.SYSTEM) from None
         finally:
             remove_tree(self.staging)
+
+    def _write_file(self, dest: Path) -> None:
+        """Write the tar to DEST as ``docker save -o`` does, without its hazards.
+
+        DEST that exists and is not a regular file (a device, a FIFO, ``/dev/stdout``) is written into, never
+        replaced: renaming over it would replace ``/dev/null`` itself. Otherwise the tar goes to a new file
+        beside DEST, ``.NAME.strata-tmp.PID.RANDOM``, created with O_EXCL|O_NOFOLLOW (a random name nobody
+        could plant a symlink at beforehand), and is renamed onto DEST once complete and synced, so a failed
+        save leaves no file. A symlink DEST is followed, as ``docker save -o`` follows it: its target is what is
+        written (the rename goes onto the target, the link stays). Temp files of saves that were killed (their
+        PID is gone) are removed from that directory first."""
+        try:
+            st: os.stat_result | None = os.stat(dest)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise usage(f"{dest} is a directory; an archive is written to a file")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            with open(os.open(dest, os.O_WRONLY | os.O_CLOEXEC), "wb") as f:
+                self._write(f)
+                f.flush()
+            return
+        target = Path(os.path.realpath(dest)) if os.path.islink(dest) else dest
+        prefix = f".{target.name}.strata-tmp"
+        sweep_dead_temps(target.parent, prefix)
+        tmp = target.parent / pid_temp_name(prefix)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            with open(fd, "wb") as f:
+                self._write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISREG(os.lstat(target).st_mode):  # made a device or a link while we wrote
+                    raise StrataError(f"cannot write {dest}: it was replaced by something not a regular file "
+                                      "while the archive was written", Kind.STATE)
+            os.replace(tmp, target)
+            with contextlib.suppress(OSError):
+                fsync_dir(target.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Give up: nothing is written to DEST, the staging directory goes."""

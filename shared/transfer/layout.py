@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,12 +36,40 @@ from shared.image import (
     Index,
     media_type_of,
 )
-from shared.store import OCI_LAYOUT_VERSION, REF_NAME_ANNOTATION, atomic_write, fsync_dir
+from shared.store import OCI_LAYOUT_VERSION, REF_NAME_ANNOTATION, atomic_write, fsync_dir, pid_alive
 from shared.transfer.model import Document, ProgressFn, Resolved, copy_file
 
 # containerd's (and Docker's `docker save`) annotation for the full image name; ref.name then holds only the tag
 IMAGE_NAME_ANNOTATION = "io.containerd.image.name"
 CHUNK = 1 << 20
+SCRATCH_PREFIX = ".tmp"  # LayoutSink's temp files: .tmp.PID.RANDOM
+
+
+def pid_temp_name(prefix: str) -> str:
+    """A fresh temp file name ``PREFIX.PID.RANDOM`` (PREFIX starts with a dot: hidden), random so that nobody
+    can plant something under it beforehand, with our PID so that :func:`sweep_dead_temps` can tell, after a
+    kill -9, that its writer is gone."""
+    return f"{prefix}.{os.getpid()}.{os.urandom(8).hex()}"
+
+
+def sweep_dead_temps(directory: Path | int, prefix: str) -> None:
+    """Remove the ``PREFIX.PID.RANDOM`` files in ``directory`` (a path or a directory fd) whose PID is no
+    longer a process: what a killed writer left. A live PID's file (another writer at work) stays, and so does
+    anything that is not a plain file; a PID reused since is a leftover kept until the next time."""
+    pattern = re.compile(re.escape(prefix) + r"\.([0-9]+)\.[0-9a-f]{16}")
+    dir_fd = directory if isinstance(directory, int) else None
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or int(match[1]) == os.getpid() or pid_alive(int(match[1])):
+            continue
+        where = name if isinstance(directory, int) else os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(where, dir_fd=dir_fd).st_mode):  # we only ever create plain files
+                os.unlink(where, dir_fd=dir_fd)
 
 
 def blob_name(digest: Digest) -> str:
@@ -271,6 +300,7 @@ class LayoutSink:
                 atomic_write(path / "oci-layout", json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())
             if not (path / "index.json").is_file():
                 atomic_write(path / "index.json", _index_bytes([]))
+            sweep_dead_temps(path, SCRATCH_PREFIX)  # what writers killed midway (kill -9) left here
         except PermissionError as e:
             raise StrataError(f"cannot write {path}: {e.strerror}", Kind.SYSTEM) from None
 
@@ -278,11 +308,15 @@ class LayoutSink:
         return f"oci:{self.path}"
 
     def scratch(self) -> Path:
-        tmp = self.path / f".tmp-{os.getpid()}-{os.urandom(8).hex()}"
+        """A temp file name in the layout: ``.tmp.PID.RANDOM``, which the next sink removes if we are killed."""
+        tmp = self.path / pid_temp_name(SCRATCH_PREFIX)
         self._scratch.append(tmp)
         return tmp
 
     def has_blob(self, desc: Descriptor) -> bool:
+        # Only the size of a blob already in the layout is checked, not its digest: skopeo's oci: destination
+        # does the same (TryReusingBlob stats the file). A blob is renamed in only once verified, so a wrong one
+        # means someone else wrote into the layout; rehashing every blob on each copy would cost a full read.
         try:
             return (self.path / blob_name(desc.digest)).stat().st_size == desc.size
         except FileNotFoundError:
@@ -291,7 +325,7 @@ class LayoutSink:
     def put_blob(self, desc: Descriptor, path: Path, progress: ProgressFn) -> None:
         final = self.path / blob_name(desc.digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if path.parent == self.path and path.name.startswith(".tmp-"):
+        if path.parent == self.path and path.name.startswith(SCRATCH_PREFIX + "."):
             os.chmod(path, 0o644)
             os.rename(path, final)  # our own scratch file: one rename
             return

@@ -1,0 +1,65 @@
+"""``runner bundle IMAGE DIR [run options]``: a standalone OCI bundle for users who run elsewhere, which
+``runc run`` and ``crun run`` accept as it is.
+
+DIR gets ``config.json`` and ``rootfs/``, the container's tree flattened (the -init layer's placeholders and the
+image's layers, as the overlay shows them; a copy, so the bundle owes nothing to the store), plus the
+container's ``hosts``, ``hostname`` and ``resolv.conf`` (bind-mounted by absolute path, as runc needs for a bind
+source) and, with --init, a copy of tini. The config is the one ``--runtime`` would give the runtime: the spec with
+the user resolved from the image's /etc/passwd, Docker's device rules, no ``cgroupsPath`` (the runtime's default)
+and ``root.path`` = ``rootfs``. The container made to build it is removed again; nothing stays in the store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from runner import linux, runtime
+from runner.create import RunOptions, create
+from runner.release import remove
+from runner.spec import NETWORK_FILES, TINI
+from shared.errors import Kind, StrataError, usage
+from shared.store import Store, write_json
+
+
+def bundle(store: Store, opts: RunOptions, directory: str) -> Path:
+    target = Path(directory).absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise usage(f"{target} exists and is not an empty directory")
+    container = create(store, opts)
+    try:
+        merged = runtime.mount_rootfs(container)
+        doc = runtime.runtime_config(container, merged)
+        target.mkdir(parents=True, exist_ok=True)
+        copied = subprocess.run(["cp", "-a", "--", f"{merged}/.", str(target / "rootfs")], capture_output=True,
+                                text=True, check=False)  # fmt: skip
+        if copied.returncode != 0:
+            raise StrataError(f"cannot copy the root into {target}: {runtime.one_line(copied.stderr)}", Kind.SYSTEM)
+        for name in NETWORK_FILES:
+            shutil.copyfile(container.path(name), target / name)
+        if container.spec.init:
+            shutil.copy2(TINI, target / "tini")
+        _standalone(doc, target)
+        write_json(target / "config.json", doc)
+    finally:
+        if os.path.ismount(container.path("merged")):
+            linux.umount2(str(container.path("merged")), linux.MNT_DETACH)
+        remove(container, force=True)
+    return target
+
+
+def _standalone(doc: dict[str, Any], target: Path) -> None:
+    """What names the store in the runtime's config names the bundle instead."""
+    doc["root"]["path"] = "rootfs"
+    doc["linux"].pop("cgroupsPath", None)
+    for mount in doc["mounts"]:
+        source = mount["source"]
+        if mount["type"] == "bind" and os.path.basename(source) in NETWORK_FILES and \
+                mount["destination"] == f"/etc/{os.path.basename(source)}":
+            mount["source"] = str(target / os.path.basename(source))
+        elif mount["type"] == "bind" and source == TINI:
+            mount["source"] = str(target / "tini")
+    doc["annotations"].pop("io.strata.runtime", None)

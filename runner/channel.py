@@ -1,0 +1,101 @@
+"""The one line between ``start`` and the container's PID 1 while it starts: a SOCK_SEQPACKET socketpair carrying
+typed messages, one per packet (so none is ever read half or two at once), and the pty's master fd with its
+message.
+
+    parent -> child   Go                   PID 1 is in the container's cgroup: unshare, build the root, exec
+    child -> parent   Pty (+ the fd)       -t: the pty opened inside the container; the parent relays it
+    child -> parent   Failed(message, code) it could not exec; it _exits with ``code`` (Docker's 125/126/127)
+    child -> parent   (end of file)        it exec'd: its end is close-on-exec, and nothing else holds it
+
+The end of file is what tells "the command runs" from "we are still setting up", and it cannot come early: the
+child's end is its only copy (every other fd is closed before exec), and it closes exactly at a successful exec.
+A detached container's monitor tells the runner that waits for it the same way: Running, or Failed.
+Later steps of a multi-step start (the parent moving a veth into the child's netns, writing its uid_map) are
+more messages here, each answered before the child goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+MAX_MESSAGE = 8192
+
+
+@dataclass(frozen=True)
+class Go:
+    """Parent to child: go on (PID 1 was put in its cgroup)."""
+
+
+@dataclass(frozen=True)
+class Running:
+    """Monitor to runner (``run -d``, ``start``): the command was exec'd; the runner may print and exit."""
+
+
+@dataclass(frozen=True)
+class Pty:
+    """Child to parent: the master end of the container's terminal (``fd`` is the receiver's copy)."""
+
+    fd: int = -1
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Child to parent: why it could not exec, on one line, and the exit code it leaves with."""
+
+    message: str
+    code: int
+
+
+Message = Go | Running | Pty | Failed
+
+
+class Channel:
+    """One end of the pair. Both ends are close-on-exec."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def pair(cls) -> tuple[Channel, Channel]:
+        """(the parent's end, the child's end)."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        return cls(a), cls(b)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: Message) -> None:
+        if isinstance(message, Go | Running):
+            self.sock.send(json.dumps({"type": "go" if isinstance(message, Go) else "running"}).encode())
+        elif isinstance(message, Pty):
+            socket.send_fds(self.sock, [b'{"type": "pty"}'], [message.fd])
+        else:
+            body = {"type": "failed", "message": message.message[:4000], "code": message.code}
+            self.sock.send(json.dumps(body).encode())
+
+    def recv(self) -> Message | None:
+        """The next message, or None at end of file (the other end exec'd, exited or closed)."""
+        data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 1)
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return None
+        doc = json.loads(data)
+        kind = doc.get("type")
+        if kind == "pty" and fds:
+            return Pty(fds[0])
+        for fd in fds:
+            os.close(fd)
+        if kind == "go":
+            return Go()
+        if kind == "running":
+            return Running()
+        if kind == "failed":
+            return Failed(str(doc.get("message", "")), int(doc.get("code", 125)))
+        raise ValueError(f"unexpected message on the start channel: {data[:200]!r}")
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,71 @@
+"""The monitor: the process that owns a detached container (``run -d``, ``start`` without ``-a``). It runs in a
+session of its own with no terminal, logs the container's output, records its exit, releases it and honours
+``--rm``; the runner that made it returns once the command was exec'd (or with the error that stopped it), told
+over a :class:`runner.channel.Channel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import NoReturn
+
+from runner import process
+from runner.channel import Channel, Failed, Running
+from runner.container import Container
+from runner.release import remove
+from runner.start import StartLock, start
+from shared.errors import Kind, StrataError
+
+
+def detach(container: Container, lock: StartLock) -> None:
+    """Start ``container`` under a monitor; return once it runs, or raise the error that kept it from running,
+    with its exit code. ``lock`` is held (by us) until then."""
+    ours, theirs = Channel.pair()
+    monitor = os.fork()
+    if monitor == 0:
+        ours.close()
+        lock.release()  # our copy: the runner's keeps it held until we answer
+        _monitor(container, theirs)
+    theirs.close()
+    try:
+        answer = ours.recv()
+    finally:
+        ours.close()
+        lock.release()
+    if not isinstance(answer, Running):
+        os.waitpid(monitor, 0)
+        if isinstance(answer, Failed):
+            raise StrataError(answer.message, Kind.SYSTEM, exit_code=answer.code)
+        raise StrataError("the container's monitor died before the container started", Kind.SYSTEM,
+                          exit_code=process.EXIT_RUNNER_ERROR)
+
+
+def _monitor(container: Container, chan: Channel) -> NoReturn:
+    code = 0
+    told = False
+
+    def report(error: str, exit_code: int) -> None:
+        """Once: a second message would find nobody reading."""
+        nonlocal told
+        if not told:
+            told = True
+            with contextlib.suppress(OSError):
+                chan.send(Failed(error, exit_code) if error else Running())
+            chan.close()
+
+    try:
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        start(container, echo=False, started=report)
+    except BaseException as e:  # nothing of the monitor may reach the user's terminal
+        report(str(e) or type(e).__name__, process.EXIT_RUNNER_ERROR)
+        code = 1
+    finally:
+        if container.spec.auto_remove:
+            with contextlib.suppress(BaseException):
+                remove(container, force=True)
+        os._exit(code)

@@ -1,0 +1,49 @@
+"""``release``: give back what a container holds on the host while it runs, and ``remove``: that, then its files.
+
+One function for every path that ends a container: ``run`` once PID 1 has exited, the monitor of a detached one,
+``rm`` (and ``prune``) for one whose owner died without releasing. Each step is idempotent, so a release that was
+interrupted (its runner killed) is finished by the next one, and two releases of one container do no harm:
+
+* the cgroup: whatever is still in it is killed (a runner killed mid-way leaves PID 1's namespace to us), then the
+  group is removed;
+* mounts: none to release; they live in the container's own mount namespace and vanish with its last process;
+* network and published ports: none yet (bridged networking is a later issue; its veth and port forwards are
+  released here).
+
+The rw layer, the -init layer and the records stay: a released container can be inspected, committed, started
+again. ``remove`` takes them too, and then the container's hold on its image layers (last: until the directory is
+gone, the layers must stay).
+"""
+
+from __future__ import annotations
+
+import signal
+
+from runner import cgroups
+from runner.container import Container
+from shared.errors import Kind, StrataError
+
+
+def release(container: Container) -> None:
+    """Free the host resources of a container whose PID 1 has exited (or is being killed). Idempotent."""
+    if container.spec.runtime:
+        from runner import runtime
+
+        runtime.release(container)
+    group = cgroups.for_container(container.id)
+    if group.exists():
+        cgroups.kill_all(group)
+        group.remove()
+
+
+def remove(container: Container, force: bool = False) -> None:
+    """``rm``: kill it first if ``force``, release it, remove its directory, drop its hold. A container whose
+    runner was killed still has its cgroup; its processes died with the runner (parent-death signal), or are
+    killed here: by the cgroup, which is the container's own whoever now has PID 1's old pid."""
+    if container.state().status == "running":
+        if not force:
+            raise StrataError(f"container {container.name} is running; stop it or use --force", Kind.STATE)
+        container.stop(timeout=0, sig=signal.SIGKILL)  # returns once its owner recorded the exit
+    release(container)
+    container.store.discard(container.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container
+    container.store.release_hold(container.id)

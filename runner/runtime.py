@@ -1,0 +1,383 @@
+"""A second executor: the container's spec started by an OCI runtime (runc, crun, or another at a PATH), as podman's
+``--runtime``. The spec, the -init layer, the rw layer, logs, ``stop`` and ``rm`` are the runner's own; only "start
+a spec" changes hands.
+
+How a start goes (containerd's shim does the same steps):
+
+* the parent mounts the container's overlay on ``merged/`` in the host's mount namespace (the runtime cannot: a
+  runtime-spec root is a directory, not a mount plan); :func:`release` unmounts it, idempotently, so ``rm`` after
+  a killed runner finds nothing left;
+* it writes ``oci/config.json``: the saved spec with what only our executor understands translated (the user
+  resolved to uid/gid/additionalGids and HOME from the container's own /etc/passwd by the bounded reader
+  :mod:`runner.user`, ``cgroupsPath`` made the group name our executor uses, ``root.path`` absolute); the network
+  files, /dev/init, /dev, /proc, /sys, the masked paths and seccomp are taken as written;
+* ``RUNTIME --root STATE create`` with the container's stdio (pipes, or with -t a pty whose master comes back on
+  ``--console-socket``), then ``RUNTIME start``; the runner is a child subreaper, so PID 1 becomes its child once
+  ``create`` has exited and its exit status is ours to wait for, as with our own executor;
+* ``kill`` and ``stop`` signal through ``RUNTIME kill`` (after the pidfd check of :mod:`runner.container`), and
+  :func:`release` runs ``RUNTIME delete --force``;
+* a start failure is Docker's 127 (no such executable), 126 (not executable) or 125 (anything else), told by
+  the runtime's one-line message.
+
+crun refuses a cgroup v1+v2 hybrid whose v2 side has controllers ("cgroups in hybrid mode not supported"). crun is
+therefore always run in a private mount namespace of its own with an empty tmpfs over ``/sys/fs/cgroup/unified``:
+it sees cgroup v1 only, as runc uses it, and the host's mounts are untouched (scripts/bench's recipe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner import linux, logs, process, security, tty, user
+from runner.container import Container
+from shared.errors import Kind, StrataError, usage
+
+OURS = "strata"  # the runner's own executor: the default
+KNOWN = ("runc", "crun")
+PR_SET_CHILD_SUBREAPER = 36
+UNIFIED = "/sys/fs/cgroup/unified"
+BUNDLE_DIR = "oci"  # the runtime's bundle, in the container's directory
+
+
+def settings_runtime() -> str:
+    """The ``runtime`` key of the settings file (the one the puller reads: ``$STRATA_CONFIG``, else
+    /etc/strata/config.json as root or $XDG_CONFIG_HOME/strata/config.json), or "" when it has none."""
+    if os.environ.get("STRATA_CONFIG"):
+        path = Path(os.environ["STRATA_CONFIG"])
+    elif os.geteuid() == 0:
+        path = Path("/etc/strata/config.json")
+    else:
+        path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "strata" / "config.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return ""
+    except (ValueError, OSError) as e:
+        raise usage(f"cannot read settings {path}: {e}") from None
+    value = doc.get("runtime", "") if isinstance(doc, dict) else ""
+    if not isinstance(value, str):
+        raise usage(f"settings {path}: runtime must be a string")
+    return value
+
+
+def choose(option: str | None) -> str:
+    """The runtime a new container is recorded with: ``--runtime``, else the settings file's, else ours ("").
+    A name (runc, crun) is looked up on PATH, a path must be an executable; what is recorded is its absolute path,
+    so that ``stop`` and ``rm`` later use the same binary whatever PATH is then."""
+    name = option if option is not None else settings_runtime()
+    if name in ("", OURS):
+        return ""
+    found = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
+    if found is None or not os.path.isfile(found):
+        raise usage(f"OCI runtime {name!r} not found: give runc, crun, {OURS} or the path of an executable")
+    return os.path.abspath(found)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One OCI runtime binary and the state directory the runner keeps for it in the store."""
+
+    path: str
+    state: Path
+
+    @classmethod
+    def of(cls, container: Container) -> Runtime:
+        name = os.path.basename(container.spec.runtime)
+        return cls(container.spec.runtime, container.store.root / "runtime" / name)
+
+    @property
+    def hides_cgroup2(self) -> bool:
+        """Whether to run it with cgroup v2 hidden (module doc): crun on a hybrid host with v2 controllers."""
+        if "crun" not in os.path.basename(self.path):
+            return False
+        try:
+            return bool(Path(UNIFIED, "cgroup.controllers").read_text().split())
+        except OSError:
+            return False
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.path, "--root", str(self.state), *args]
+
+    def preexec(self) -> Callable[[], None] | None:
+        """In the forked child, before exec: the private mount namespace with v2 hidden, when needed."""
+        if not self.hides_cgroup2:
+            return None
+
+        def hide() -> None:
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            linux.mount("strata-hide-cgroup2", UNIFIED, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4k")
+
+        return hide
+
+    def call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run it with no stdio of ours; with ``check``, a failure is a one-line StrataError."""
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        done = subprocess.run(self.argv(*args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              preexec_fn=self.preexec(), check=False)
+        if check and done.returncode != 0:
+            raise StrataError(f"{os.path.basename(self.path)} {args[0]}: {one_line(done.stderr)}", Kind.SYSTEM)
+        return done
+
+
+def one_line(text: str) -> str:
+    """A runtime's error, on one line: runc's logrus ``msg="..."`` when there is one, else the last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return "failed with no message"
+    last = lines[-1]
+    if 'msg="' in last:
+        last = last.split('msg="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
+    return last[:500]
+
+
+def start_error(container: Container, runtime_message: str) -> StrataError:
+    """A start failure as our executor words it when the command cannot be exec'd (Docker's 126 and 127);
+    anything else with the runtime's own words and 125."""
+    code = exit_code_for(runtime_message)
+    name = container.spec.argv[0] if container.spec.argv else ""
+    if code == process.EXIT_NOT_FOUND:
+        return StrataError(f"exec: {name!r}: executable file not found", Kind.SYSTEM, exit_code=code)
+    if code == process.EXIT_NOT_EXECUTABLE:
+        return StrataError(f"exec: {name!r}: Permission denied", Kind.SYSTEM, exit_code=code)
+    tool = os.path.basename(container.spec.runtime)
+    return StrataError(f"{tool}: {runtime_message.removeprefix(f'{tool} create failed: ')}", Kind.SYSTEM,
+                       exit_code=code)
+
+
+def exit_code_for(message: str) -> int:
+    """Docker's codes for a start failure, from the runtime's words (runc's and crun's)."""
+    lower = message.lower()
+    if ("executable file" in lower and "not found" in lower) or ("no such file" in lower and "exec" in lower):
+        return process.EXIT_NOT_FOUND
+    if "permission denied" in lower or "is a directory" in lower or "open executable" in lower:  # crun's EPERM
+        return process.EXIT_NOT_EXECUTABLE
+    return process.EXIT_RUNNER_ERROR
+
+
+# -- the bundle the runtime runs -----------------------------------------------------------------------------------
+
+
+def runtime_config(container: Container, rootfs: Path) -> dict[str, Any]:
+    """The saved config.json translated for a runtime (module doc). ``rootfs`` holds the mounted tree, whose
+    /etc/passwd and /etc/group name the user."""
+    doc: dict[str, Any] = json.loads(container.path("config.json").read_text())
+    spec = container.spec
+    who = user.resolve(spec.user, rootfs)
+    proc = doc["process"]
+    proc["user"] = {"uid": who.uid, "gid": who.gid, "additionalGids": [g for g in who.groups if g != who.gid]}
+    env = process.exec_env(spec, who.home, tty=spec.terminal)
+    proc["env"] = [f"{k}={v}" for k, v in env.items()]
+    # as our executor: never more than the runner's own bounding set (a runtime asked for more fails in capset),
+    # and a user other than root holds none but the bounding set
+    own = {f"CAP_{security.CAPABILITIES[n]}" for n in security.own_bounding_set() if n < len(security.CAPABILITIES)}
+    proc["capabilities"] = {k: [c for c in v if c in own] if k == "bounding" or who.uid == 0 else []
+                            for k, v in proc["capabilities"].items()}
+    for volume in spec.volumes:  # as Docker's -v (and our executor): a missing source is created
+        if not os.path.exists(volume.source):
+            os.makedirs(volume.source, exist_ok=True)
+    doc["root"]["path"] = str(rootfs)
+    if spec.privileged:  # Docker's: every device (the spec lists its own devices only, for our executor's sake)
+        doc["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
+    return doc
+
+
+def mount_rootfs(container: Container) -> Path:
+    """The overlay on merged/, in the host's mount namespace (idempotent: a mount already there is kept)."""
+    merged = container.path("merged")
+    if os.path.ismount(merged):
+        return merged
+    spec = container.spec
+    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
+    here = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    try:
+        os.chdir(container.dir)  # relative lowerdirs keep the mount data short (rootfs.mount_and_pivot's reason)
+        linux.mount("overlay", "merged", "overlay", 0 if spec.privileged else linux.MS_NODEV,
+                    f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
+    finally:
+        os.fchdir(here)
+        os.close(here)
+    return merged
+
+
+def release(container: Container) -> None:
+    """What a runtime-started container holds on the host: the runtime's state (``delete --force`` kills what is
+    left), then the overlay mount. Idempotent; a runtime that no longer knows the container is not an error."""
+    rt = Runtime.of(container)
+    if (rt.state / container.id).exists():
+        done = rt.call("delete", "--force", container.id, check=False)
+        if done.returncode != 0 and (rt.state / container.id).exists():
+            raise StrataError(f"{os.path.basename(rt.path)} delete: {one_line(done.stderr)}", Kind.SYSTEM)
+    merged = container.path("merged")
+    if os.path.ismount(merged):
+        linux.umount2(str(merged), linux.MNT_DETACH)
+
+
+def kill(container: Container, sig: int) -> bool:
+    """``RUNTIME kill ID SIGNAL``; whether the runtime took it (it refuses a container it no longer knows or
+    finds stopped: the caller then signals through its pidfd)."""
+    return Runtime.of(container).call("kill", container.id, str(sig), check=False).returncode == 0
+
+
+# -- start ---------------------------------------------------------------------------------------------------------
+
+
+def start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None]) -> int:
+    """:func:`runner.start.start` through the runtime: same stdio, log, records and exit codes."""
+    spec = container.spec
+    rt = Runtime.of(container)
+    release(container)  # a previous start's state: a stopped container is started anew, as ours
+    rootfs = mount_rootfs(container)
+    try:
+        bundle = container.path(BUNDLE_DIR)
+        bundle.mkdir(mode=0o700, exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(runtime_config(container, rootfs)))
+    except BaseException:
+        release(container)
+        raise
+    with contextlib.suppress(OSError):
+        linux._prctl(PR_SET_CHILD_SUBREAPER, 1, "become a child subreaper")
+    stdio = process.Stdio(spec.terminal)
+    log = logs.LogWriter(container.path(logs.LOG_NAME))
+    try:
+        pid, master = _create(container, rt, bundle, stdio)
+        done = rt.call("start", container.id, check=False)
+        if done.returncode != 0:
+            raise start_error(container, one_line(done.stderr))
+    except StrataError as e:
+        stdio.close()
+        log.close()
+        release(container)
+        container.set_state(status="exited", exit_code=e.exit_code, finished=time.time(), error=str(e))
+        started(str(e), e.exit_code or process.EXIT_RUNNER_ERROR)
+        raise
+    previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in _FORWARDED}
+    try:
+        container.record_running(pid)
+        started("", 0)
+        if master is not None:
+            try:
+                tty.relay(master, feed, log, echo)
+            finally:
+                os.close(master)
+        else:
+            stdio.feed(feed)
+            logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, log, echo)
+        status = _wait(pid)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stdio.close()
+        log.close()
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    from runner.release import release as release_all
+
+    release_all(container)
+    container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
+    return code
+
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _forward(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _wait(pid: int) -> int:
+    """PID 1's wait status. It is our child once ``create`` has exited (we are a subreaper); reparenting may lag
+    create's exit by a moment, during which waitpid answers ECHILD."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            if time.monotonic() > deadline:
+                raise StrataError(f"container process {pid} is not ours to wait for", Kind.SYSTEM) from None
+            time.sleep(0.01)
+
+
+def _create(container: Container, rt: Runtime, bundle: Path, stdio: process.Stdio) -> tuple[int, int | None]:
+    """``RUNTIME create``: PID 1 waits in the runtime's init for ``start``. Returns its pid and, with -t, the
+    pty's master (received on the console socket). The runtime's own messages share the container's stdio
+    (runc and crun write them to their stderr); before ``start`` nothing else writes there, so on a failure what
+    the pipes hold is the runtime's error."""
+    rt.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pid_file = bundle / "pid"
+    pid_file.unlink(missing_ok=True)
+    args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
+    console_dir = tempfile.mkdtemp(prefix="strata-console-") if container.spec.terminal else None
+    listener = None
+    errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        if console_dir is not None:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            listener.bind(os.path.join(console_dir, "console.sock"))
+            listener.listen(1)
+            args += ["--console-socket", os.path.join(console_dir, "console.sock")]
+            child_io = (subprocess.DEVNULL, subprocess.DEVNULL, errors_w)
+        else:
+            child_io = stdio.child
+        proc = subprocess.Popen(rt.argv(*args, container.id), stdin=child_io[0], stdout=child_io[1],
+                                stderr=child_io[2], preexec_fn=rt.preexec(), close_fds=True)
+        os.close(errors_w)
+        errors_w = -1
+        master = None
+        if listener is not None:
+            master = _receive_console(listener, proc)
+        code = proc.wait()
+        stdio.close_child_ends()
+        if code != 0:
+            message = one_line(_drain(errors_r) + (_drain(stdio.stderr) if stdio.stderr >= 0 else ""))
+            if master is not None:
+                os.close(master)
+            raise start_error(container, message)
+        return int(pid_file.read_text().strip()), master
+    finally:
+        for fd in (errors_r, errors_w):
+            if fd >= 0:
+                os.close(fd)
+        if listener is not None:
+            listener.close()
+        if console_dir is not None:
+            shutil.rmtree(console_dir, ignore_errors=True)
+
+
+def _receive_console(listener: socket.socket, proc: subprocess.Popen[bytes]) -> int | None:
+    """The pty master the runtime sends (runtime-spec's console socket), or None if it exited first."""
+    listener.settimeout(0.05)
+    while True:
+        try:
+            conn, _ = listener.accept()
+            break
+        except TimeoutError:
+            if proc.poll() is not None:
+                return None
+    with conn:
+        conn.settimeout(10)
+        _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+    return fds[0] if fds else None
+
+
+def _drain(fd: int) -> str:
+    """What a pipe holds now, without waiting for a writer that may still hold it."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
