@@ -37,6 +37,14 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                       runtime=runtime)
 
 
+def _with_network(opts: RunOptions, network: str | None, publish: list[str], publish_all: bool, dns: list[str],
+                  add_host: list[str], mac_address: str | None, ip: str | None, network_alias: list[str]) -> RunOptions:
+    from dataclasses import replace
+
+    return replace(opts, network=network, publish=publish, publish_all=publish_all, dns=dns, add_hosts=add_host,
+                   mac=mac_address, ip=ip, aliases=network_alias)
+
+
 # The options run and create share, as Docker's (create has no -d).
 _IMAGE = typer.Argument(..., help="Image reference or ID, as pulled")
 _COMMAND = typer.Argument(None, help="Command and arguments (default: the image's)")
@@ -64,6 +72,15 @@ _SECURITY_OPT = typer.Option([], "--security-opt",
                              help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json")
 _RUNTIME = typer.Option(None, "--runtime", help="OCI runtime that starts it: runc, crun, a path, or strata (ours; "
                                                "the default unless the settings file's runtime says otherwise)")
+_NETWORK = typer.Option(None, "--network", "--net", help="bridge (default, or the settings file's network), none, "
+                                                         "host, container:NAME|ID, or a network's name")
+_PUBLISH = typer.Option([], "--publish", "-p", help="[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp] on the host")
+_PUBLISH_ALL = typer.Option(False, "--publish-all", "-P", help="Publish the image's exposed ports on free host ports")
+_DNS = typer.Option([], "--dns", help="Nameserver for its resolv.conf (replaces the host's)")
+_ADD_HOST = typer.Option([], "--add-host", help="HOST:IP line for its /etc/hosts (IP may be host-gateway)")
+_MAC = typer.Option(None, "--mac-address", help="MAC address of its interface")
+_IP = typer.Option(None, "--ip", help="IPv4 address on a user network")
+_ALIAS = typer.Option([], "--network-alias", help="Another name for it on a user network")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -74,15 +91,19 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
         pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
         privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+        network: str | None = _NETWORK, publish: list[str] = _PUBLISH, publish_all: bool = _PUBLISH_ALL,
+        dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
+        ip: str | None = _IP, network_alias: list[str] = _ALIAS,
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID")) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.run import run as do_run
 
-    return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
-                                            interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
-                                            cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
-                                            runtime))
+    opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
+                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
+                        privileged, security_opt, detach, runtime)
+    return do_run(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address, ip,
+                                             network_alias))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -93,14 +114,18 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            tmpfs: list[str] = _TMPFS, read_only: bool = _READ_ONLY, init: bool = _INIT,
            memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
            cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME) -> None:
+           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+           network: str | None = _NETWORK, publish: list[str] = _PUBLISH, publish_all: bool = _PUBLISH_ALL,
+           dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
+           ip: str | None = _IP, network_alias: list[str] = _ALIAS) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, False, runtime)
-    print(do_create(state.store, opts).id)
+    print(do_create(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address,
+                                               ip, network_alias)).id)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -139,19 +164,38 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show exited contain
        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only IDs")) -> None:
     """List containers."""
     from runner.container import all_containers
+    from runner.net.records import Records
 
     rows: list[tuple[str, ...]] = []
+    records = Records(state.store)
     for c in all_containers(state.store):
         st = c.state()
         if st.status != "running" and not all_:
             continue
         status = {"running": "Up", "created": "Created"}.get(st.status, f"Exited ({st.exit_code})")
-        rows.append((c.id[:12], c.spec.image, " ".join(c.spec.argv)[:30], _ago(c.spec.created), status, c.name))
+        ports = ", ".join(str(p) for e in records.endpoints(container_id=c.id) for p in e.ports) \
+            if st.status == "running" else ""
+        rows.append((c.id[:12], c.spec.image, " ".join(c.spec.argv)[:30], _ago(c.spec.created), status, ports,
+                     c.name))
     if quiet:
         for row in rows:
             print(row[0])
         return
-    print_table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"), rows)
+    print_table(("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"), rows)
+
+
+@app.command()
+def port(container: str = typer.Argument(..., help="Name or ID prefix")) -> None:
+    """List a running container's published ports, as Docker's: 80/tcp -> 0.0.0.0:8080."""
+    from runner.container import find
+    from runner.net.records import Records
+
+    c = find(state.store, container)
+    if c.state().status != "running":
+        return
+    for e in Records(state.store).endpoints(container_id=c.id):
+        for p in e.ports:
+            print(f"{p.container_port}/{p.proto} -> {p.host_ip or '0.0.0.0'}:{p.host_port}")
 
 
 @app.command()

@@ -101,7 +101,7 @@ def register(app: typer.Typer, state: StoreOption) -> None:
         fd = container_netns(c)
         try:
             result = attach(state.store, fd, AttachOptions(
-                container_id=c.id, name=c.name, hostname=c.config.hostname, network=network, aliases=tuple(alias),
+                container_id=c.id, name=c.name, hostname=c.spec.hostname, network=network, aliases=tuple(alias),
                 ip=ip, dns=mine[0].dns if mine else (), add_hosts=mine[0].add_hosts if mine else (),
                 hosts_path=c.path("hosts")))
         finally:
@@ -124,4 +124,4 @@ def register(app: typer.Typer, state: StoreOption) -> None:
             release(state.store, c.id, lookup(Records(state.store), network).name)
         else:
             do_disconnect(state.store, c.id, network)
-        write_in_place(c.path("hosts"), hosts_for(Records(state.store), c.id, c.config.hostname))
+        write_in_place(c.path("hosts"), hosts_for(Records(state.store), c.id, c.spec.hostname))

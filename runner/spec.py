@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import cgroups, linux, seccomp, security
+from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 and crun 1.8 (Debian 12's) implement
@@ -52,6 +53,7 @@ A_AUTO_REMOVE = "io.strata.auto-remove"
 A_INIT = "io.strata.init"
 A_PRIVILEGED = "io.strata.privileged"
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
+A_NETWORK = "io.strata.network"  # JSON of runner.net.model.NetworkConfig; absent: none (made before networking)
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 _NAMESPACE_FLAGS = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
@@ -202,6 +204,9 @@ class Spec:
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
     runtime: str = ""  # an OCI runtime binary that starts this spec (runner/runtime.py); "": our executor
+    # --network and friends. The namespace is in ``namespaces`` (absent for host); a bridge or user network's
+    # namespace is made and attached by the start path, which then joins it (runner/network.py)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -300,6 +305,7 @@ class Spec:
         }
         if self.runtime:
             annotations[A_RUNTIME] = self.runtime
+        annotations[A_NETWORK] = json.dumps(self.network.to_json(), sort_keys=True)
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -352,7 +358,8 @@ class Spec:
             devices=tuple(Device(d["path"], d["major"], d["minor"], d.get("fileMode", 0o666), d["type"])
                           for d in linux_doc.get("devices") or ()),
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
-            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""))
+            readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
+            network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])) if A_NETWORK in notes else NetworkConfig())
 
 
 def _flag(value: bool) -> str:

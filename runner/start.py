@@ -53,7 +53,7 @@ class StartLock:
 
 
 def _child(container: Container, chan: Channel, parent_fd: int, stdio: tuple[int, int, int],
-           program: seccomp.Program | None) -> NoReturn:
+           program: seccomp.Program | None, netns: int | None) -> NoReturn:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
     try:
         spec = container.spec
@@ -63,9 +63,15 @@ def _child(container: Container, chan: Channel, parent_fd: int, stdio: tuple[int
         os.setsid()  # no controlling terminal: /dev/tty answers ENXIO, and TIOCSTI has no terminal to type into
         if not isinstance(chan.recv(), Go):  # the runner has put us in the container's cgroup (or gave up)
             os._exit(process.EXIT_RUNNER_ERROR)
-        linux.unshare(spec.unshare_flags())
+        flags = spec.unshare_flags()
+        if netns is not None:  # the network's namespace, attached by the runner (runner/network.py)
+            linux.setns(netns, linux.CLONE_NEWNET)
+            os.close(netns)
+            flags &= ~linux.CLONE_NEWNET
+        linux.unshare(flags)
         socket.sethostname(spec.hostname)
-        network.loopback_up()
+        if flags & linux.CLONE_NEWNET:  # --network none: a namespace of its own, only lo
+            network.loopback_up()
         rootfs.mount_and_pivot(container, len(spec.chain_ids))
         if spec.terminal:
             tty.become_terminal_child(lambda master: chan.send(Pty(master)), console=True)
@@ -87,10 +93,24 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
     :class:`StartLock` until then."""
     spec = container.spec
     feed = spec.interactive and (echo if attach_stdin is None else attach_stdin)
-    if spec.runtime:
-        from runner import runtime
+    netns = network.setup(container)
+    try:
+        if spec.runtime:
+            from runner import runtime
 
-        return runtime.start(container, echo, feed, started)
+            return runtime.start(container, echo, feed, started, netns)
+        return _start(container, echo, feed, started, netns)
+    except BaseException:
+        network.release(container)  # idempotent: a start that failed before PID 1 ran has nothing else to free
+        raise
+    finally:
+        network.close(netns)
+
+
+def _start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None],
+           netns: int | None) -> int:
+    """Our executor's start (:func:`start`); ``netns``: the network namespace PID 1 joins (None: its own)."""
+    spec = container.spec
     program = process.seccomp_program(container)
     group = cgroups.for_container(container.id)
     group.create(spec.limits)
@@ -105,7 +125,7 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
             if pid == 0:
                 parent.close()
                 stdio.close()
-                _child(container, child, me, stdio.child, program)
+                _child(container, child, me, stdio.child, program, netns)
         finally:
             if os.getpid() != 1:
                 linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace

@@ -156,6 +156,10 @@ class Tools:
     def runner(self, *args: str, stdin: str | None = None) -> Result:
         return self._run("runner", args, stdin)
 
+    def configure(self, **keys: object) -> None:
+        """Write the test's settings file: these keys over the tests' base, ``"network": "none"``."""
+        self.settings.write_text(json.dumps({**BASE_SETTINGS, **keys}))
+
 
 def one_line_error(result: Result, code: int, text: str, tool: str = "runner") -> None:
     """The error convention: this exit code, one line on stderr naming the cause."""
@@ -169,10 +173,18 @@ def mounts_under(path: Path) -> list[str]:
         return [line for line in f if str(path) in line]
 
 
+# The network rule (issue 11): no test may add anything to this machine's own network namespace. bridge is the
+# runner's default, so every test's settings say none; only tests/test_network.py, which runs the runner inside
+# a throwaway namespace, uses bridge.
+BASE_SETTINGS = {"network": "none"}
+
+
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[Tools]:
     root = tmp_path / "root"
-    yield Tools(root, tmp_path / "docker-config", tmp_path / "strata-config.json")
+    t = Tools(root, tmp_path / "docker-config", tmp_path / "strata-config.json")
+    t.configure()
+    yield t
     # whatever a test did, it must not leave mounts behind
     assert mounts_under(root) == []
 
@@ -354,7 +366,7 @@ def executor(request: pytest.FixtureRequest, tools: Tools) -> str:
     if name != "strata":
         if shutil.which(name) is None:
             pytest.skip(f"{name} is not installed")
-        tools.settings.write_text(json.dumps({"runtime": name}))
+        tools.configure(runtime=name)
     return name
 
 

@@ -30,8 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-needs_net = pytest.mark.skipif(os.geteuid() != 0 or not all(os.path.exists(f"/usr/sbin/{t}") for t in ("nft", "ip")),
-                               reason="needs root, ip and nft (scripts/setup installs nftables)")
+def needs_net(test: Any) -> Any:
+    """Not a skip (a test that cannot run fails): root and the tools are checked when the test runs."""
+    return test
+
+
+@pytest.fixture(autouse=True)
+def _net_tools() -> None:
+    assert os.geteuid() == 0, "the network tests need root"
+    missing = [t for t in ("nft", "ip", "nsenter", "unshare") if not any(
+        os.path.exists(f"{d}/{t}") for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"))]
+    assert not missing, f"missing {missing} (scripts/setup installs nftables and util-linux)"
 
 SERVER = """
 import socket, sys
@@ -119,16 +128,33 @@ class Host:
     tmp: Path
     containers: list[Container] = field(default_factory=list)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    image: str = ""  # pulled into root by the ``image`` fixture
 
     def run(self, *cmd: str, check: bool = True) -> str:
         return sh("ip", "netns", "exec", self.ns, *cmd, check=check)
 
-    def runner(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["ip", "netns", "exec", self.ns, PY, "-m", "runner", "--root", str(self.root), *args],
-                                capture_output=True, text=True, timeout=60, env=ENV, cwd=ROOT, check=False)
+    @property
+    def env(self) -> dict[str, str]:
+        """The test's own settings file (empty: the runner's defaults, bridge), never the machine's."""
+        return {**ENV, "STRATA_CONFIG": str(self.tmp / "settings.json")}
+
+    def runner_cmd(self, *args: str) -> list[str]:
+        """The runner in the stand-in host's network namespace. nsenter, not ``ip netns exec``: that one also
+        remounts /sys for the namespace, which hides /sys/fs/cgroup from the runner."""
+        return ["nsenter", f"--net=/run/netns/{self.ns}", PY, "-m", "runner", "--root", str(self.root), *args]
+
+    def runner(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.runner_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                                env=self.env, cwd=ROOT, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"runner {' '.join(args)}: {result.stderr.strip()}")
         return result
+
+    def runner_popen(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(self.runner_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env, cwd=ROOT)
+        self.procs.append(proc)
+        return proc
 
     def driver_cmd(self, req: dict[str, Any]) -> list[str]:
         return ["ip", "netns", "exec", self.ns, PY, "-m", "tests.net_driver", json.dumps({"root": str(self.root),
@@ -195,6 +221,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
     try:
         h.run("ip", "link", "set", "lo", "up")
         (tmp_path / "resolv.conf").write_text("search example.test\nnameserver 127.0.0.53\nnameserver 10.0.0.53\n")
+        (tmp_path / "settings.json").write_text("{}")
         yield h
     finally:
         for p in h.procs:
@@ -203,7 +230,22 @@ def host(tmp_path: Path) -> Iterator[Host]:
             p.wait()
         for c in h.containers:
             c.kill()
+        if (h.root / "containers").is_dir():  # the runner's containers, whatever the test left running
+            ids = h.runner("ps", "-aq", check=False).stdout.split()
+            if ids:
+                h.runner("rm", "-f", *ids, check=False)
         sh("ip", "netns", "del", ns)
+
+
+@pytest.fixture
+def image(host: Host, test_image: str) -> Host:
+    """HOST with the busybox test image pulled into its store (by the puller, from the root namespace's
+    127.0.0.1 registry: pulling is not what is tested here)."""
+    pulled = subprocess.run([PY, "-m", "puller", "--root", str(host.root), "pull", test_image], capture_output=True,
+                            text=True, timeout=120, env=host.env, cwd=ROOT, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    host.image = test_image
+    return host
 
 
 def connect(c: Container, target: str, port: int, hosts: Path | None = None) -> str:
@@ -467,13 +509,15 @@ def test_a_setup_failing_midway_leaves_nothing(host: Host, step: str) -> None:
 @needs_net
 def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     from runner import container as ct
+    from runner.security import SECCOMP_UNCONFINED, Privileges
+    from runner.spec import Spec
     from shared.store import Store
 
     c = host.container("live")
     store = Store(host.root).ensure()
-    rec = ct.create(store, ct.ContainerConfig(id=c.cid, name="live", image="x", image_id="sha256:" + "0" * 64,
-                                              chain_ids=(), argv=("sleep",), env=(), working_dir="/", user="0",
-                                              hostname="live"))
+    rec = ct.record(store, Spec(id=c.cid, name="live", image="x", image_id="sha256:" + "0" * 64, chain_ids=(),
+                                args=("sleep",), env=(), cwd="/", user="0", hostname="live", bundle="",
+                                privileges=Privileges(seccomp=SECCOMP_UNCONFINED)))
     rec.record_running(c.proc.pid)
     (rec.dir / "hosts").write_text("old\n")
     host.runner("network", "create", "--subnet", "10.92.0.0/24", "side")
@@ -507,3 +551,164 @@ def test_a_failed_attach_beside_a_peer_leaves_the_peer_as_it_was(host: Host) -> 
     host.driver({"op": "release", "cid": peer.cid})
     host.runner("network", "rm", "duo")
     host.assert_clean()
+
+
+# -- the runner's containers on networks (runner run/create --network ...), in throwaway namespaces ---------------
+
+HTTPD = "mkdir -p /w && hostname > /w/index.html && exec httpd -f -p 80 -h /w"
+RETRY = "for i in $(seq 100); do {} && exit 0; sleep 0.1; done; exit 1"  # until the server is up
+
+
+def fetch(host: Host, url: str, *run_args: str) -> str:
+    """A wget from a new container (--rm) on RUN_ARGS' network, retried until the server answers."""
+    out = host.runner("run", "--rm", *run_args, host.image, "sh", "-c", RETRY.format(f"wget -qO- {url}"))
+    return out.stdout
+
+
+def http_get(host: Host, address: str, port: int) -> str:
+    """A GET from the stand-in host itself (not a container)."""
+    code = ("import sys, urllib.request; print(urllib.request.urlopen(f'http://{sys.argv[1]}:{sys.argv[2]}/', "
+            "timeout=5).read().decode(), end='')")
+    return host.run(PY, "-c", code, address, str(port))
+
+
+@needs_net
+def test_run_on_the_default_bridge_gets_eth0_an_address_a_route_and_its_files(image: Host) -> None:
+    out = image.runner("run", "--rm", "--hostname", "box", "--add-host", "gw:host-gateway", image.image, "sh", "-c",
+                       "ip -o -4 addr show eth0; ip route show default; echo ==; cat /etc/hosts; echo ==; "
+                       "cat /etc/resolv.conf").stdout
+    addr, hosts, resolv = out.split("==\n")
+    assert "inet 10.88.0.2/16" in addr and "default via 10.88.0.1 dev eth0" in addr
+    assert "10.88.0.2\tbox\n" in hosts and "10.88.0.1\tgw\n" in hosts
+    resolv_host = Path("/etc/resolv.conf").read_text()  # the runner reads the machine's: loopback ones go
+    assert "nameserver 127." not in resolv and "nameserver" in resolv, (resolv_host, resolv)
+    image.assert_clean()  # --rm: released, and nothing of ours is left on the stand-in host
+
+
+@needs_net
+def test_none_has_only_lo_and_makes_nothing_on_the_host(image: Host) -> None:
+    out = image.runner("run", "--rm", "--network", "none", image.image, "ip", "-o", "link").stdout
+    assert [ln.split(":")[1].strip() for ln in out.splitlines()] == ["lo"] and "UP" in out
+    assert not (image.root / "networks").exists()
+    image.assert_clean()
+
+
+@needs_net
+def test_containers_talk_tcp_by_address_name_and_alias_on_a_user_network(image: Host) -> None:
+    image.runner("network", "create", "--subnet", "10.93.0.0/24", "app")
+    image.runner("run", "-d", "--name", "srv", "--hostname", "srv-host", "--network", "app", "--network-alias", "web",
+                 "--ip", "10.93.0.50", image.image, "sh", "-c", HTTPD)
+    for target in ("10.93.0.50", "srv", "web"):
+        assert fetch(image, f"http://{target}/", "--network", "app") == "srv-host\n", target
+    # the default bridge may not open connections into another network
+    blocked = image.runner("run", "--rm", image.image, "wget", "-T", "2", "-qO-", "http://10.93.0.50/", check=False)
+    assert blocked.returncode != 0
+    image.runner("rm", "-f", "srv")
+    image.runner("network", "rm", "app")
+    image.assert_clean()
+
+
+@needs_net
+def test_a_published_port_answers_from_the_hosts_loopback_and_bridge_address(image: Host) -> None:
+    cid = image.runner("run", "-d", "--name", "pub", "--hostname", "pub", "-p", "8080:80", "-p", "127.0.0.1::80",
+                       image.image, "sh", "-c", HTTPD).stdout.strip()
+    ports = image.runner("port", "pub").stdout.splitlines()
+    assert ports[0] == "80/tcp -> 0.0.0.0:8080" and ports[1].startswith("80/tcp -> 127.0.0.1:")
+    ephemeral = int(ports[1].rsplit(":", 1)[1])
+    assert "0.0.0.0:8080->80/tcp" in image.runner("ps").stdout
+    for address, port in (("127.0.0.1", 8080), ("10.88.0.1", 8080), ("127.0.0.1", ephemeral)):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert http_get(image, address, port) == "pub\n"
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    taken = image.runner("run", "--rm", "-p", "8080:80", image.image, "true", check=False)
+    assert taken.returncode == 125 and taken.stderr == \
+        "runner: error: Bind for 0.0.0.0:8080 failed: port is already allocated\n"
+    image.runner("rm", "-f", cid)
+    image.assert_clean()
+
+
+@needs_net
+def test_eight_parallel_runs_get_eight_distinct_addresses(image: Host) -> None:
+    procs = [image.runner_popen("run", "-d", "--name", f"p{i}", image.image, "sleep", "300") for i in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    seen = {image.runner("exec", f"p{i}", "ip", "-o", "-4", "addr", "show", "eth0").stdout.split()[3]
+            for i in range(8)}
+    assert len(seen) == 8, seen
+    inspect = json.loads(image.runner("network", "inspect", "bridge").stdout)[0]["Containers"]
+    assert {c["IPv4Address"] for c in inspect.values()} == seen
+    image.runner("rm", "-f", *(f"p{i}" for i in range(8)))
+    image.assert_clean()
+
+
+@needs_net
+def test_kill_9_of_the_runner_then_network_prune_leaves_nothing(image: Host) -> None:
+    image.runner("network", "create", "front")
+    proc = image.runner_popen("run", "--name", "victim", "--network", "front", "-p", "8080:80", image.image,
+                              "sleep", "300")
+    deadline = time.monotonic() + 30
+    while "victim" not in image.runner("ps").stdout:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # nsenter execs the runner: this is the runner itself
+    proc.wait()
+    deadline = time.monotonic() + 10  # PID 1 dies with its runner; the kernel then tears the namespace down
+    while any(kind == "veth" for kind in image.links().values()):
+        assert time.monotonic() < deadline, image.links()
+        time.sleep(0.05)
+    assert image.runner("network", "prune").stdout == "Deleted Networks:\nfront\n"
+    image.assert_clean()
+    image.runner("rm", "victim")
+
+
+@needs_net
+def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
+    failed = image.runner("run", "--rm", "--mac-address", "02:00:00:00:00:01", "--network", "nosuch", image.image,
+                          "true", check=False)
+    assert failed.returncode == 125 and failed.stderr == "runner: error: network nosuch not found\n"
+    # the bridge's name taken by something else: the attach fails after its record, address and namespace
+    image.run("ip", "link", "add", "strata0", "type", "veth", "peer", "name", "other0")
+    failed = image.runner("run", "--rm", image.image, "true", check=False)
+    assert failed.returncode == 125 and failed.stderr == \
+        "runner: error: cannot set up bridge strata0: it exists and is not a bridge\n"
+    assert image.run("ip", "-o", "-4", "addr", "show", "strata0") == ""
+    image.run("ip", "link", "del", "strata0")
+    assert image.runner("ps", "-aq").stdout == ""
+    image.assert_clean()
+
+
+@needs_net
+def test_host_network_sees_the_hosts_interfaces(image: Host) -> None:
+    image.run("ip", "link", "add", "tst0", "type", "veth", "peer", "name", "tst1")
+    out = image.runner("run", "--rm", "--network", "host", image.image, "ip", "-o", "link").stdout
+    assert "tst0" in out and "tst1" in out and "eth0" not in out
+    image.run("ip", "link", "del", "tst0")
+    image.assert_clean()
+
+
+@needs_net
+def test_container_network_shares_the_other_containers_namespace(image: Host) -> None:
+    image.runner("run", "-d", "--name", "owner", image.image, "sh", "-c", HTTPD)
+    out = image.runner("run", "--rm", "--network", "container:owner", image.image, "sh", "-c",
+                       "ip -o -4 addr show eth0; hostname; " + RETRY.format("wget -qO- http://127.0.0.1/")).stdout
+    lines = out.splitlines()
+    assert "inet 10.88.0.2/16" in lines[0]
+    assert lines[1] == lines[2]  # owner's hostname, served by owner's httpd on the shared loopback
+    image.runner("rm", "-f", "owner")
+    image.assert_clean()
+
+
+@needs_net
+@pytest.mark.parametrize("runtime", ["runc", "crun"])
+def test_a_bridge_container_under_an_oci_runtime_gets_its_address(image: Host, runtime: str) -> None:
+    out = image.runner("run", "--rm", "--runtime", runtime, image.image, "ip", "-o", "-4", "addr", "show",
+                       "eth0").stdout
+    assert "inet 10.88.0.2/16" in out
+    image.assert_clean()

@@ -81,6 +81,9 @@ def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> tuple[in
     """The bridge NAME up with GATEWAY/PREFIXLEN on it; (index, MTU). Loopback traffic may be routed to it
     (route_localnet), so a port published on 127.0.0.1 can be DNATed to a container, as Docker does without
     its userland proxy."""
+    kind = link_names(ipr).get(name)
+    if kind is not None and kind != "bridge":  # someone else's link: nothing of ours goes on it
+        raise StrataError(f"cannot set up bridge {name}: it exists and is not a bridge", Kind.STATE)
     try:
         idx = index_of(ipr, name)
         if idx is None:

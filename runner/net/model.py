@@ -48,6 +48,12 @@ class NetworkMode:
         """The network an endpoint joins, for the modes that make one."""
         return self.name if self.kind in ("bridge", "user") else None
 
+    def __str__(self) -> str:
+        """The form :meth:`parse` reads back (``container:ID`` with the ID create resolved)."""
+        if self.kind in ("bridge", "none", "host"):
+            return self.kind
+        return f"container:{self.name}" if self.kind == "container" else self.name
+
 
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name) or len(name) > 64:
@@ -114,6 +120,35 @@ def parse_add_host(text: str) -> tuple[str, str]:
         except ValueError:
             raise usage(f"invalid IP address {ip!r} in --add-host {text!r}") from None
     return host, ip
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """A container's network as ``create`` resolved it (``--network`` and friends), saved in config.json's
+    ``io.strata.network`` annotation (the runtime-spec has a network namespace, not what to put in it). The
+    dataclass default is ``none`` (a lone loopback): what containers made before networking had; ``create``
+    defaults to ``bridge``, or the settings file's ``network``."""
+
+    mode: NetworkMode = NetworkMode("none")
+    publish: tuple[PortSpec, ...] = ()
+    publish_all: bool = False
+    exposed: tuple[str, ...] = ()  # the image's ExposedPorts, for -P
+    dns: tuple[str, ...] = ()
+    add_hosts: tuple[str, ...] = ()
+    mac: str | None = None
+    ip: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": str(self.mode), "publish": [vars(p) for p in self.publish], "publish_all": self.publish_all,
+                "exposed": list(self.exposed), "dns": list(self.dns), "add_hosts": list(self.add_hosts),
+                "mac": self.mac, "ip": self.ip, "aliases": list(self.aliases)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NetworkConfig:
+        return cls(NetworkMode.parse(str(obj["mode"])), tuple(PortSpec(**p) for p in obj.get("publish") or ()),
+                   bool(obj.get("publish_all")), tuple(obj.get("exposed") or ()), tuple(obj.get("dns") or ()),
+                   tuple(obj.get("add_hosts") or ()), obj.get("mac"), obj.get("ip"), tuple(obj.get("aliases") or ()))
 
 
 @dataclass(frozen=True)
