@@ -145,7 +145,8 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
     opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, False, "strata")
-    print(do_bundle(state.store, opts, directory))
+    # the bundle runs elsewhere, in a namespace of its runtime's making: none is what it gets
+    print(do_bundle(state.store, _with_network(opts, "none", [], False, [], [], None, None, []), directory))
 
 
 @app.command()

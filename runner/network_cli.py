@@ -94,16 +94,19 @@ def register(app: typer.Typer, state: StoreOption) -> None:
         from runner.container import find
         from runner.net.core import attach, container_netns
         from runner.net.model import AttachOptions
-        from runner.net.records import Records, write_in_place
+        from runner.net.records import write_in_place
+        from shared.errors import Kind, StrataError
 
         c = find(state.store, container)
-        mine = Records(state.store).endpoints(container_id=c.id)
+        mode = c.spec.network.mode
+        if mode.network is None:  # Docker's refusal: its namespace is the host's, another container's, or private
+            raise StrataError(f"container {c.name} has network mode {mode.kind} and cannot be connected to a "
+                              "network", Kind.STATE)
         fd = container_netns(c)
         try:
             result = attach(state.store, fd, AttachOptions(
                 container_id=c.id, name=c.name, hostname=c.spec.hostname, network=network, aliases=tuple(alias),
-                ip=ip, dns=mine[0].dns if mine else (), add_hosts=mine[0].add_hosts if mine else (),
-                hosts_path=c.path("hosts")))
+                ip=ip, dns=c.spec.network.dns, add_hosts=c.spec.network.add_hosts, hosts_path=c.path("hosts")))
         finally:
             os.close(fd)
         write_in_place(c.path("hosts"), result.hosts)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from runner.net import files, ipam, nat
-from runner.net.model import AttachOptions, Endpoint, Network, NetworkMode, PortSpec, Published
+from runner.net.model import AttachOptions, Endpoint, Network, NetworkConfig, NetworkMode, PortSpec, Published
 from shared.errors import StrataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -517,7 +517,8 @@ def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     store = Store(host.root).ensure()
     rec = ct.record(store, Spec(id=c.cid, name="live", image="x", image_id="sha256:" + "0" * 64, chain_ids=(),
                                 args=("sleep",), env=(), cwd="/", user="0", hostname="live", bundle="",
-                                privileges=Privileges(seccomp=SECCOMP_UNCONFINED)))
+                                privileges=Privileges(seccomp=SECCOMP_UNCONFINED),
+                                network=NetworkConfig(NetworkMode.parse("bridge"))))
     rec.record_running(c.proc.pid)
     (rec.dir / "hosts").write_text("old\n")
     host.runner("network", "create", "--subnet", "10.92.0.0/24", "side")
@@ -682,6 +683,46 @@ def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
     image.run("ip", "link", "del", "strata0")
     assert image.runner("ps", "-aq").stdout == ""
     image.assert_clean()
+
+
+@needs_net
+def test_an_internal_network_has_no_route_out_and_connect_disconnect_a_running_container(image: Host) -> None:
+    image.run("ip", "addr", "add", "192.0.2.1/32", "dev", "lo")  # an address beyond the bridges
+    image.serve(None, 9000)
+    image.runner("network", "create", "--internal", "sealed")
+    out = image.runner("run", "--rm", "--network", "sealed", image.image, "sh", "-c",
+                       "ip route; wget -T 2 -qO- http://192.0.2.1:9000/ || echo unreachable").stdout
+    assert "default" not in out and out.endswith("unreachable\n")
+    image.runner("run", "-d", "--name", "live", image.image, "sleep", "300")
+    image.runner("network", "connect", "--alias", "svc", "sealed", "live")
+    links = image.runner("exec", "live", "ip", "-o", "-4", "addr").stdout
+    assert "eth0" in links and "eth1" in links and "10.89.0." in links
+    assert " svc\n" in image.runner("exec", "live", "cat", "/etc/hosts").stdout
+    image.runner("network", "disconnect", "sealed", "live")
+    assert "eth1" not in image.runner("exec", "live", "ip", "-o", "link").stdout
+    refused = image.runner("run", "-d", "--name", "private", "--network", "none", image.image, "sleep", "300")
+    assert refused.returncode == 0
+    denied = image.runner("network", "connect", "sealed", "private", check=False)
+    assert denied.returncode == 125 and "network mode none" in denied.stderr
+    image.runner("rm", "-f", "live", "private")
+    image.runner("network", "rm", "sealed")
+    image.run("ip", "addr", "del", "192.0.2.1/32", "dev", "lo")
+    image.assert_clean()
+
+
+@needs_net
+def test_a_stopped_container_starts_again_on_its_network_with_a_fresh_endpoint(image: Host) -> None:
+    refused = image.runner("create", "--name", "again", "--network-alias", "x", image.image, "true", check=False)
+    assert refused.returncode == 125 and "user defined networks only" in refused.stderr
+    cid = image.runner("create", "--name", "again", "-p", "8080:80", image.image, "ip", "-o", "-4", "addr", "show",
+                       "eth0").stdout.strip()
+    spec = json.loads(image.runner("inspect", "again").stdout)[0]["Spec"]
+    assert json.loads(spec["annotations"]["io.strata.network"])["mode"] == "bridge"
+    assert {"type": "network"} in spec["linux"]["namespaces"]
+    for _ in range(2):
+        assert "inet 10.88.0.2/16" in image.runner("start", "-a", "again").stdout
+        image.assert_clean()  # exited: released, though the container stays
+    image.runner("rm", cid)
 
 
 @needs_net
