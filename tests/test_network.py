@@ -635,6 +635,22 @@ def test_a_published_port_answers_from_the_hosts_loopback_and_bridge_address(ima
 
 
 @needs_net
+def test_publish_all_publishes_the_images_exposed_ports_on_free_host_ports(image: Host) -> None:
+    image.runner("run", "--network", "none", "--name", "base", image.image, "true")
+    image.runner("commit", "-c", "EXPOSE 80 5353/udp", "base", "localhost/exposed:1")
+    image.runner("rm", "base")
+    image.runner("run", "-d", "--name", "all", "-P", "-p", "8080:80", "--hostname", "all", "localhost/exposed:1",
+                 "sh", "-c", HTTPD)
+    ports = sorted(image.runner("port", "all").stdout.splitlines())
+    assert ports[1] == "80/tcp -> 0.0.0.0:8080" and ports[0].startswith("5353/udp -> 0.0.0.0:"), ports
+    assert 32768 <= int(ports[0].rsplit(":", 1)[1]) < 61000 and len(ports) == 2  # 80 was published by -p
+    refused = image.runner("run", "--rm", "--network", "none", "-P", image.image, "true", check=False)
+    assert refused.returncode == 125 and "port publishing" in refused.stderr
+    image.runner("rm", "-f", "all")
+    image.assert_clean()
+
+
+@needs_net
 def test_eight_parallel_runs_get_eight_distinct_addresses(image: Host) -> None:
     procs = [image.runner_popen("run", "-d", "--name", f"p{i}", image.image, "sleep", "300") for i in range(8)]
     for p in procs:
@@ -681,6 +697,13 @@ def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
         "runner: error: cannot set up bridge strata0: it exists and is not a bridge\n"
     assert image.run("ip", "-o", "-4", "addr", "show", "strata0") == ""
     image.run("ip", "link", "del", "strata0")
+    # attached, then the command cannot start: released all the same, in the foreground and detached
+    missing = image.runner("run", "--rm", image.image, "/nosuch", check=False)
+    assert missing.returncode == 127 and missing.stderr.count("\n") == 1, missing.stderr
+    image.runner("run", "-d", "--name", "busy", "-p", "8080:80", image.image, "sleep", "300")
+    taken = image.runner("run", "-d", "--rm", "-p", "8080:80", image.image, "true", check=False)
+    assert taken.returncode == 125 and "port is already allocated" in taken.stderr
+    image.runner("rm", "-f", "busy")
     assert image.runner("ps", "-aq").stdout == ""
     image.assert_clean()
 
