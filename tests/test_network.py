@@ -588,8 +588,11 @@ def test_run_on_the_default_bridge_gets_eth0_an_address_a_route_and_its_files(im
 
 @needs_net
 def test_none_has_only_lo_and_makes_nothing_on_the_host(image: Host) -> None:
-    out = image.runner("run", "--rm", "--network", "none", image.image, "ip", "-o", "link").stdout
-    assert [ln.split(":")[1].strip() for ln in out.splitlines()] == ["lo"] and "UP" in out
+    out = image.runner("run", "--rm", "--network", "none", "--hostname", "solo", "--dns", "192.0.2.53", "--add-host",
+                       "x:192.0.2.9", image.image, "sh", "-c", "ip -o link; cat /etc/hosts /etc/resolv.conf").stdout
+    links = [ln for ln in out.splitlines() if ln[:1].isdigit() and ": " in ln and "link/" in ln]
+    assert [ln.split(":")[1].strip() for ln in links] == ["lo"] and "UP" in links[0]
+    assert "127.0.1.1\tsolo\n" in out and "192.0.2.9\tx\n" in out and "nameserver 192.0.2.53\n" in out
     assert not (image.root / "networks").exists()
     image.assert_clean()
 
