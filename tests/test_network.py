@@ -779,3 +779,12 @@ def test_a_bridge_container_under_an_oci_runtime_gets_its_address(image: Host, r
                        "eth0").stdout
     assert "inet 10.88.0.2/16" in out
     image.assert_clean()
+    image.runner("run", "-d", "--name", "owner", "--runtime", runtime, image.image, "sh", "-c", HTTPD)
+    shared = image.runner("run", "--rm", "--runtime", runtime, "--network", "container:owner", image.image, "sh",
+                          "-c", RETRY.format("wget -qO- http://127.0.0.1/")).stdout
+    assert shared == image.runner("exec", "owner", "hostname").stdout
+    alone = image.runner("run", "--rm", "--runtime", runtime, "--network", "none", image.image, "ip", "-o",
+                         "link").stdout
+    assert "lo:" in alone and "eth0" not in alone
+    image.runner("rm", "-f", "owner")
+    image.assert_clean()
