@@ -10,7 +10,9 @@ What the runtime-spec has no field for is kept in annotations under ``io.strata.
 creation time, the image it came from, its layer stack (chain IDs, base first; the overlay plan is fixed by them:
 lowerdir = ``init``, then ``l/0`` ... the layers top first, upperdir = ``upper``, workdir = ``work``, mounted at
 ``root.path``), the user as the image or ``-u`` named it (resolved inside the container at start, from its own
-``/etc/passwd``, which a runtime-spec uid cannot express), ``-i``, ``--rm``, ``--init`` and ``--privileged``.
+``/etc/passwd``, which a runtime-spec uid cannot express), ``-i``, ``--rm``, ``--init``, ``--privileged`` and the
+network (``--network`` and its options; the network namespace itself is ``linux.namespaces``: absent for ``host``,
+and its ``path`` is given at start, see :mod:`runner.network`).
 
 How our executor reads the standard parts (see :mod:`runner.rootfs`): ``/proc``, ``/sys``, ``/sys/fs/cgroup``,
 ``/dev`` and its ``pts``, ``shm`` and ``mqueue``, the three network files and ``/dev/init`` are made by its own

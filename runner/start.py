@@ -3,11 +3,12 @@ namespaces and waits for it; nothing here parses an option, everything is read f
 
 Process model: the runner unshares only CLONE_NEWPID (which affects its children, not itself) and forks once; the
 child is PID 1 of the new pid namespace. The two talk over one socketpair (:mod:`runner.channel`): the parent puts
-the child in the container's cgroup and says Go; the child unshares the spec's other namespaces, builds the root
-(:mod:`runner.rootfs`), sends the pty's master with -t, drops to the spec's user and execs; a failure comes back
-as one typed message with Docker's exit code (125, 126, 127), and the end of file says the command runs. Signals
-the runner receives are forwarded to PID 1. When PID 1 has exited, the container is released
-(:mod:`runner.release`) and its exit recorded.
+the child in the container's cgroup and says Go (a bridge or user network's namespace was made and attached by the
+runner before the fork, :mod:`runner.network`, and the child joins it); the child unshares the spec's other
+namespaces, builds the root (:mod:`runner.rootfs`), sends the pty's master with -t, drops to the spec's user and
+execs; a failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says
+the command runs. Signals the runner receives are forwarded to PID 1. When PID 1 has exited, the container is
+released (:mod:`runner.release`) and its exit recorded.
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
     :class:`StartLock` until then."""
     spec = container.spec
     feed = spec.interactive and (echo if attach_stdin is None else attach_stdin)
-    netns = network.setup(container)
+    try:
+        netns = network.setup(container)
+    except StrataError as e:
+        container.set_state(error=str(e))  # as Docker's State.Error: it stays created (or exited), with the cause
+        raise
     try:
         if spec.runtime:
             from runner import runtime

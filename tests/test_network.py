@@ -284,6 +284,22 @@ def test_network_modes_and_options_are_checked_before_anything_is_made() -> None
             AttachOptions("c", "n", "h", **kwargs)  # type: ignore[arg-type]
 
 
+def test_the_network_choice_is_saved_in_config_json_and_reads_back() -> None:
+    from runner.spec import A_NETWORK, Spec
+
+    config = NetworkConfig(NetworkMode.parse("app"), (PortSpec.parse("127.0.0.1:8080:80/udp"), PortSpec(81)), True,
+                           ("80/tcp",), ("192.0.2.53",), ("x:192.0.2.9",), "02:aa:bb:cc:dd:ee", "10.89.0.9",
+                           ("db",))
+    spec = Spec(id="c" * 64, name="c", image="i", image_id="sha256:" + "0" * 64, chain_ids=(), args=("true",),
+                env=(), cwd="/", user="0", hostname="c", bundle="/b", network=config)
+    doc = spec.to_oci()
+    assert json.loads(doc["annotations"][A_NETWORK])["mode"] == "app"
+    assert Spec.from_oci(doc).network == config
+    del doc["annotations"][A_NETWORK]  # a container made before networking: none, as it had
+    assert Spec.from_oci(doc).network == NetworkConfig() and str(NetworkConfig().mode) == "none"
+    assert str(NetworkMode.parse("container:abc")) == "container:abc"
+
+
 def test_resolv_conf_drops_loopback_nameservers_as_docker_does(tmp_path: Path) -> None:
     host = tmp_path / "resolv.conf"
     host.write_text("search lan\nnameserver 127.0.0.53\nnameserver ::1\noptions edns0\n")
