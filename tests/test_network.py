@@ -138,14 +138,20 @@ class Host:
         """The test's own settings file (empty: the runner's defaults, bridge), never the machine's."""
         return {**ENV, "STRATA_CONFIG": str(self.tmp / "settings.json")}
 
-    def runner_cmd(self, *args: str) -> list[str]:
+    def runner_cmd(self, *args: str, resolv: Path | None = None) -> list[str]:
         """The runner in the stand-in host's network namespace. nsenter, not ``ip netns exec``: that one also
-        remounts /sys for the namespace, which hides /sys/fs/cgroup from the runner."""
-        return ["nsenter", f"--net=/run/netns/{self.ns}", PY, "-m", "runner", "--root", str(self.root), *args]
+        remounts /sys for the namespace, which hides /sys/fs/cgroup from the runner. With RESOLV, the runner
+        sees that file as the host's /etc/resolv.conf (in a mount namespace of its own)."""
+        cmd = [PY, "-m", "runner", "--root", str(self.root), *args]
+        if resolv is not None:
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv), *cmd]
+        return ["nsenter", f"--net=/run/netns/{self.ns}", *cmd]
 
-    def runner(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.runner_cmd(*args), capture_output=True, text=True, timeout=timeout,
-                                env=self.env, cwd=ROOT, check=False)
+    def runner(self, *args: str, check: bool = True, timeout: float = 60,
+               resolv: Path | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.runner_cmd(*args, resolv=resolv), capture_output=True, text=True,
+                                timeout=timeout, env=self.env, cwd=ROOT, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"runner {' '.join(args)}: {result.stderr.strip()}")
         return result
@@ -593,12 +599,12 @@ def http_get(host: Host, address: str, port: int) -> str:
 def test_run_on_the_default_bridge_gets_eth0_an_address_a_route_and_its_files(image: Host) -> None:
     out = image.runner("run", "--rm", "--hostname", "box", "--add-host", "gw:host-gateway", image.image, "sh", "-c",
                        "ip -o -4 addr show eth0; ip route show default; echo ==; cat /etc/hosts; echo ==; "
-                       "cat /etc/resolv.conf").stdout
+                       "cat /etc/resolv.conf", resolv=image.tmp / "resolv.conf").stdout
     addr, hosts, resolv = out.split("==\n")
     assert "inet 10.88.0.2/16" in addr and "default via 10.88.0.1 dev eth0" in addr
     assert "10.88.0.2\tbox\n" in hosts and "10.88.0.1\tgw\n" in hosts
-    resolv_host = Path("/etc/resolv.conf").read_text()  # the runner reads the machine's: loopback ones go
-    assert "nameserver 127." not in resolv and "nameserver" in resolv, (resolv_host, resolv)
+    # the host's "search example.test / nameserver 127.0.0.53 / nameserver 10.0.0.53": the loopback one goes
+    assert resolv == "search example.test\nnameserver 10.0.0.53\n"
     image.assert_clean()  # --rm: released, and nothing of ours is left on the stand-in host
 
 
