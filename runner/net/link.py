@@ -81,19 +81,20 @@ def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> tuple[in
     """The bridge NAME up with GATEWAY/PREFIXLEN on it; (index, MTU). Loopback traffic may be routed to it
     (route_localnet), so a port published on 127.0.0.1 can be DNATed to a container, as Docker does without
     its userland proxy."""
-    kind = link_names(ipr).get(name)
-    if kind is not None and kind != "bridge":  # someone else's link: nothing of ours goes on it
-        raise StrataError(f"cannot set up bridge {name}: it exists and is not a bridge", Kind.STATE)
     try:
         idx = index_of(ipr, name)
         if idx is None:
             ipr.link("add", ifname=name, kind="bridge")
             idx = index_of(ipr, name)
             assert idx is not None
+        link = ipr.get_links(idx)[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        if not info or info.get_attr("IFLA_INFO_KIND") != "bridge":  # someone else's link: nothing of ours on it
+            raise StrataError(f"cannot set up bridge {name}: it exists and is not a bridge", Kind.STATE)
         if not ipr.get_addr(index=idx, address=gateway):
             ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
         ipr.link("set", index=idx, state="up")
-        mtu = int(ipr.get_links(idx)[0].get_attr("IFLA_MTU"))
+        mtu = int(link.get_attr("IFLA_MTU"))
     except NetlinkError as e:
         raise fail(f"cannot set up bridge {name}", e) from None
     sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
