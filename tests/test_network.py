@@ -30,13 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
-def needs_net(test: Any) -> Any:
-    """Not a skip (a test that cannot run fails): root and the tools are checked when the test runs."""
-    return test
-
-
 @pytest.fixture(autouse=True)
 def _net_tools() -> None:
+    """Not a skip (a test that cannot run fails, as every test here): root and the tools, checked first."""
     assert os.geteuid() == 0, "the network tests need root"
     missing = [t for t in ("nft", "ip", "nsenter", "unshare") if not any(
         os.path.exists(f"{d}/{t}") for d in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"))]
@@ -363,7 +359,6 @@ def test_pyroute2_is_imported_only_when_a_network_is_set_up(tmp_path: Path) -> N
 
 # -- in throwaway namespaces ------------------------------------------------------------------------------------
 
-@needs_net
 def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: Host) -> None:
     host.runner("network", "create", "--subnet", "10.91.0.0/24", "app")
     one, two = host.container("one"), host.container("two")
@@ -399,7 +394,6 @@ def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: 
     host.assert_clean()
 
 
-@needs_net
 def test_none_has_only_lo(host: Host) -> None:
     c = host.container("solo")
     c.run(PY, "-c", "from runner.network import loopback_up; loopback_up()")  # what the start path does for none
@@ -410,7 +404,6 @@ def test_none_has_only_lo(host: Host) -> None:
     host.assert_clean()
 
 
-@needs_net
 def test_published_port_answers_from_the_hosts_loopback_and_bridge_address(host: Host) -> None:
     c = host.container("pub")
     r = host.attach(c, publish=["8080:80", "127.0.0.1:8081:80"], publish_all=True, exposed=["80/tcp", "81/tcp"])
@@ -446,7 +439,6 @@ def test_published_port_answers_from_the_hosts_loopback_and_bridge_address(host:
     host.assert_clean()
 
 
-@needs_net
 def test_internal_network_has_no_route_out(host: Host) -> None:
     host.run("ip", "addr", "add", "192.0.2.1/32", "dev", "lo")  # an address beyond the bridge (no dummy module)
     host.serve(None, 9000)
@@ -468,7 +460,6 @@ def test_internal_network_has_no_route_out(host: Host) -> None:
     host.assert_clean()
 
 
-@needs_net
 def test_eight_parallel_attaches_get_eight_distinct_addresses(host: Host) -> None:
     cs = [host.container(f"p{i}") for i in range(8)]
     procs = [host.driver_popen({"op": "attach", "netns": c.netns, "opts": {
@@ -485,7 +476,6 @@ def test_eight_parallel_attaches_get_eight_distinct_addresses(host: Host) -> Non
     host.assert_clean()
 
 
-@needs_net
 @pytest.mark.parametrize("then", ["prune", "attach"])
 def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host, then: str) -> None:
     host.runner("network", "create", "front")
@@ -517,7 +507,6 @@ def test_kill_9_of_the_runner_then_prune_leaves_nothing(host: Host, then: str) -
     host.assert_clean()
 
 
-@needs_net
 @pytest.mark.parametrize("step", ["recorded", "bridge", "veth", "configured", "nat"])
 def test_a_setup_failing_midway_leaves_nothing(host: Host, step: str) -> None:
     c = host.container("fails")
@@ -528,7 +517,6 @@ def test_a_setup_failing_midway_leaves_nothing(host: Host, step: str) -> None:
     host.assert_clean()
 
 
-@needs_net
 def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     from runner import container as ct
     from runner.security import SECCOMP_UNCONFINED, Privileges
@@ -560,7 +548,6 @@ def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     host.assert_clean()
 
 
-@needs_net
 def test_a_failed_attach_beside_a_peer_leaves_the_peer_as_it_was(host: Host) -> None:
     host.runner("network", "create", "duo")
     peer, fails = host.container("peer"), host.container("fails")
@@ -595,7 +582,6 @@ def http_get(host: Host, address: str, port: int) -> str:
     return host.run(PY, "-c", code, address, str(port))
 
 
-@needs_net
 def test_run_on_the_default_bridge_gets_eth0_an_address_a_route_and_its_files(image: Host) -> None:
     out = image.runner("run", "--rm", "--hostname", "box", "--add-host", "gw:host-gateway", image.image, "sh", "-c",
                        "ip -o -4 addr show eth0; ip route show default; echo ==; cat /etc/hosts; echo ==; "
@@ -608,7 +594,6 @@ def test_run_on_the_default_bridge_gets_eth0_an_address_a_route_and_its_files(im
     image.assert_clean()  # --rm: released, and nothing of ours is left on the stand-in host
 
 
-@needs_net
 def test_none_has_only_lo_and_makes_nothing_on_the_host(image: Host) -> None:
     out = image.runner("run", "--rm", "--network", "none", "--hostname", "solo", "--dns", "192.0.2.53", "--add-host",
                        "x:192.0.2.9", image.image, "sh", "-c", "ip -o link; cat /etc/hosts /etc/resolv.conf").stdout
@@ -619,7 +604,6 @@ def test_none_has_only_lo_and_makes_nothing_on_the_host(image: Host) -> None:
     image.assert_clean()
 
 
-@needs_net
 def test_containers_talk_tcp_by_address_name_and_alias_on_a_user_network(image: Host) -> None:
     image.runner("network", "create", "--subnet", "10.93.0.0/24", "app")
     image.runner("run", "-d", "--name", "srv", "--hostname", "srv-host", "--network", "app", "--network-alias", "web",
@@ -634,7 +618,6 @@ def test_containers_talk_tcp_by_address_name_and_alias_on_a_user_network(image: 
     image.assert_clean()
 
 
-@needs_net
 def test_a_published_port_answers_from_the_hosts_loopback_and_bridge_address(image: Host) -> None:
     cid = image.runner("run", "-d", "--name", "pub", "--hostname", "pub", "-p", "8080:80", "-p", "127.0.0.1::80",
                        image.image, "sh", "-c", HTTPD).stdout.strip()
@@ -659,7 +642,6 @@ def test_a_published_port_answers_from_the_hosts_loopback_and_bridge_address(ima
     image.assert_clean()
 
 
-@needs_net
 def test_publish_all_publishes_the_images_exposed_ports_on_free_host_ports(image: Host) -> None:
     image.runner("run", "--network", "none", "--name", "base", image.image, "true")
     image.runner("commit", "-c", "EXPOSE 80 5353/udp", "base", "localhost/exposed:1")
@@ -675,7 +657,6 @@ def test_publish_all_publishes_the_images_exposed_ports_on_free_host_ports(image
     image.assert_clean()
 
 
-@needs_net
 def test_eight_parallel_runs_get_eight_distinct_addresses(image: Host) -> None:
     procs = [image.runner_popen("run", "-d", "--name", f"p{i}", image.image, "sleep", "300") for i in range(8)]
     for p in procs:
@@ -690,7 +671,6 @@ def test_eight_parallel_runs_get_eight_distinct_addresses(image: Host) -> None:
     image.assert_clean()
 
 
-@needs_net
 def test_kill_9_of_the_runner_then_network_prune_leaves_nothing(image: Host) -> None:
     image.runner("network", "create", "front")
     proc = image.runner_popen("run", "--name", "victim", "--network", "front", "-p", "8080:80", image.image,
@@ -710,7 +690,6 @@ def test_kill_9_of_the_runner_then_network_prune_leaves_nothing(image: Host) -> 
     image.runner("rm", "victim")
 
 
-@needs_net
 def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
     failed = image.runner("run", "--rm", "--mac-address", "02:00:00:00:00:01", "--network", "nosuch", image.image,
                           "true", check=False)
@@ -733,7 +712,6 @@ def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
     image.assert_clean()
 
 
-@needs_net
 def test_an_internal_network_has_no_route_out_and_connect_disconnect_a_running_container(image: Host) -> None:
     image.run("ip", "addr", "add", "192.0.2.1/32", "dev", "lo")  # an address beyond the bridges
     image.serve(None, 9000)
@@ -758,7 +736,6 @@ def test_an_internal_network_has_no_route_out_and_connect_disconnect_a_running_c
     image.assert_clean()
 
 
-@needs_net
 def test_a_stopped_container_starts_again_on_its_network_with_a_fresh_endpoint(image: Host) -> None:
     refused = image.runner("create", "--name", "again", "--network-alias", "x", image.image, "true", check=False)
     assert refused.returncode == 125 and "user defined networks only" in refused.stderr
@@ -773,7 +750,6 @@ def test_a_stopped_container_starts_again_on_its_network_with_a_fresh_endpoint(i
     image.runner("rm", cid)
 
 
-@needs_net
 def test_host_network_sees_the_hosts_interfaces(image: Host) -> None:
     image.run("ip", "link", "add", "tst0", "type", "veth", "peer", "name", "tst1")
     out = image.runner("run", "--rm", "--network", "host", image.image, "ip", "-o", "link").stdout
@@ -782,7 +758,6 @@ def test_host_network_sees_the_hosts_interfaces(image: Host) -> None:
     image.assert_clean()
 
 
-@needs_net
 def test_container_network_shares_the_other_containers_namespace(image: Host) -> None:
     image.runner("run", "-d", "--name", "owner", image.image, "sh", "-c", HTTPD)
     out = image.runner("run", "--rm", "--network", "container:owner", image.image, "sh", "-c",
@@ -794,7 +769,6 @@ def test_container_network_shares_the_other_containers_namespace(image: Host) ->
     image.assert_clean()
 
 
-@needs_net
 @pytest.mark.parametrize("runtime", ["runc", "crun"])
 def test_a_bridge_container_under_an_oci_runtime_gets_its_address(image: Host, runtime: str) -> None:
     out = image.runner("run", "--rm", "--runtime", runtime, image.image, "ip", "-o", "-4", "addr", "show",
