@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from runner.network_cli import register as register_network
 from shared.cli import StoreOption, run_main, run_typer
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
 
 
 state = StoreOption(app)
+register_network(app, state)
 
 
 def _run_options(image: str, command: list[str] | None, rm: bool, name: str | None, hostname: str | None,
@@ -35,6 +37,14 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                       read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
                       runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation,
                       cpu_shares=cpu_shares, ulimits=ulimit or ())
+
+
+def _with_network(opts: RunOptions, network: str | None, publish: list[str], publish_all: bool, dns: list[str],
+                  add_host: list[str], mac_address: str | None, ip: str | None, network_alias: list[str]) -> RunOptions:
+    from dataclasses import replace
+
+    return replace(opts, network=network, publish=publish, publish_all=publish_all, dns=dns, add_hosts=add_host,
+                   mac=mac_address, ip=ip, aliases=network_alias)
 
 
 # The options run and create share, as Docker's (create has no -d).
@@ -68,6 +78,15 @@ _SECURITY_OPT = typer.Option([], "--security-opt",
                              help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json")
 _RUNTIME = typer.Option(None, "--runtime", help="OCI runtime that starts it: runc, crun, a path, or strata (ours; "
                                                "the default unless the settings file's runtime says otherwise)")
+_NETWORK = typer.Option(None, "--network", "--net", help="bridge (default, or the settings file's network), none, "
+                                                         "host, container:NAME|ID, or a network's name")
+_PUBLISH = typer.Option([], "--publish", "-p", help="[IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp] on the host")
+_PUBLISH_ALL = typer.Option(False, "--publish-all", "-P", help="Publish the image's exposed ports on free host ports")
+_DNS = typer.Option([], "--dns", help="Nameserver for its resolv.conf (replaces the host's)")
+_ADD_HOST = typer.Option([], "--add-host", help="HOST:IP line for its /etc/hosts (IP may be host-gateway)")
+_MAC = typer.Option(None, "--mac-address", help="MAC address of its interface")
+_IP = typer.Option(None, "--ip", help="IPv4 address on a user network")
+_ALIAS = typer.Option([], "--network-alias", help="Another name for it on a user network")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -78,6 +97,9 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
         pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
         privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+        network: str | None = _NETWORK, publish: list[str] = _PUBLISH, publish_all: bool = _PUBLISH_ALL,
+        dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
+        ip: str | None = _IP, network_alias: list[str] = _ALIAS,
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID"),
         memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
         cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> int:
@@ -85,10 +107,12 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
     exit code, or with -d in the background."""
     from runner.run import run as do_run
 
-    return do_run(state.store, _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint,
-                                            interactive, tty, env_file, volume, tmpfs, read_only, init, memory,
-                                            cpus, pids_limit, cap_add, cap_drop, privileged, security_opt, detach,
-                                            runtime, memory_swap, memory_reservation, cpu_shares, ulimit))
+    opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
+                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
+                        privileged, security_opt, detach, runtime, memory_swap, memory_reservation, cpu_shares,
+                        ulimit)
+    return do_run(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address, ip,
+                                             network_alias))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -100,6 +124,9 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
            cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
            security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
+           network: str | None = _NETWORK, publish: list[str] = _PUBLISH, publish_all: bool = _PUBLISH_ALL,
+           dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
+           ip: str | None = _IP, network_alias: list[str] = _ALIAS,
            memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
            cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
@@ -109,7 +136,8 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, False, runtime, memory_swap, memory_reservation, cpu_shares,
                         ulimit)
-    print(do_create(state.store, opts).id)
+    print(do_create(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address,
+                                               ip, network_alias)).id)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -132,7 +160,8 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, False, "strata", memory_swap, memory_reservation, cpu_shares,
                         ulimit)
-    print(do_bundle(state.store, opts, directory))
+    # the bundle runs elsewhere, in a namespace of its runtime's making: none is what it gets
+    print(do_bundle(state.store, _with_network(opts, "none", [], False, [], [], None, None, []), directory))
 
 
 @app.command()
@@ -161,6 +190,20 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show all containers
 
     for line in listing(state.store, all_, quiet, no_trunc, filter_, format_, last, latest):
         print(line)
+
+
+@app.command()
+def port(container: str = typer.Argument(..., help="Name or ID prefix")) -> None:
+    """List a running container's published ports, as Docker's: 80/tcp -> 0.0.0.0:8080."""
+    from runner.container import find
+    from runner.net.records import Records
+
+    c = find(state.store, container)
+    if c.state().status != "running":
+        return
+    for e in Records(state.store).endpoints(container_id=c.id):
+        for p in e.ports:
+            print(f"{p.container_port}/{p.proto} -> {p.host_ip or '0.0.0.0'}:{p.host_port}")
 
 
 @app.command()

@@ -7,13 +7,16 @@ Every option is parsed and checked here, so that a bad one fails ``create`` (exi
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner import cgroups, rootfs, runtime, security
-from runner.container import Container, new_id, record
+from runner.container import Container, find, new_id, record
+from runner.net.model import AttachOptions, NetworkConfig, NetworkMode, PortSpec
 from runner.release import remove
 from runner.spec import DEFAULT_PATH, INIT_PATH, Rlimit, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
 from shared import stored
@@ -54,6 +57,14 @@ class RunOptions:
     init: bool = False
     detach: bool = False
     runtime: str | None = None  # --runtime: runc, crun, a path, or strata (ours); None: the settings file's
+    network: str | None = None  # --network; None: the settings file's, else bridge
+    publish: Sequence[str] = ()  # -p
+    publish_all: bool = False  # -P
+    dns: Sequence[str] = ()
+    add_hosts: Sequence[str] = ()
+    mac: str | None = None
+    ip: str | None = None
+    aliases: Sequence[str] = ()  # --network-alias
 
 
 def read_env_file(path: str) -> list[str]:
@@ -91,7 +102,15 @@ def create(store: Store, opts: RunOptions) -> Container:
     with store.in_use():  # the image's layers cannot be collected between finding and holding them
         image = stored.find(store, opts.image)
         image.layer_records(store)  # every layer must be there before anything is created
-        spec = _spec(image, opts)
+        network = network_config(store, opts, _exposed(image))
+        hostname = opts.hostname
+        if network.mode.kind == "host" and hostname is None:  # Docker: the host's name, as it shares its network
+            hostname = socket.gethostname()
+        elif network.mode.kind == "container":  # Docker: the name of the container whose network it shares
+            hostname = find(store, network.mode.name).spec.hostname
+        spec = _spec(image, replace(opts, hostname=hostname))
+        spec = replace(spec, network=network, namespaces=tuple(
+            n for n in spec.namespaces if n != "network" or network.mode.kind != "host"))
         container = record(store, spec)
     try:
         rootfs.prepare(container, [store.diff_dir(c) for c in reversed(image.chain_ids)])
@@ -99,6 +118,49 @@ def create(store: Store, opts: RunOptions) -> Container:
         remove(container, force=True)
         raise
     return container
+
+
+def _exposed(image: stored.StoredImage) -> tuple[str, ...]:
+    """The image's ExposedPorts ("80/tcp"), which -P publishes."""
+    cfg = image.config.raw.get("config") or {}
+    ports = cfg.get("ExposedPorts") if isinstance(cfg, dict) else None
+    return tuple(sorted(str(p) for p in ports)) if isinstance(ports, dict) else ()
+
+
+def network_config(store: Store, opts: RunOptions, exposed: Sequence[str] = ()) -> NetworkConfig:
+    """--network and its options, parsed and checked as Docker checks them, before anything is made: a user
+    network must exist (recorded by its name), ``container:X`` must name a container (recorded by its ID), and
+    what a mode cannot honour is refused rather than ignored."""
+    mode = NetworkMode.parse(opts.network if opts.network is not None else
+                             (runtime.settings_string("network") or "bridge"))
+    if mode.kind == "user":
+        from runner.net.core import lookup
+        from runner.net.records import Records
+
+        mode = NetworkMode("user", lookup(Records(store), mode.name).name)
+    elif mode.kind == "container":
+        if opts.hostname is not None:
+            raise usage("conflicting options: hostname and the network mode")
+        mode = NetworkMode("container", find(store, mode.name).id)
+    attached = mode.network is not None
+    if (opts.publish or opts.publish_all) and not attached:
+        raise usage("conflicting options: port publishing and the container type network mode")
+    if mode.kind == "container" and (opts.dns or opts.add_hosts):
+        raise usage("conflicting options: dns and the network mode")
+    if opts.mac is not None and not attached:
+        raise usage("conflicting options: mac-address and the network mode")
+    if (opts.ip is not None or opts.aliases) and mode.kind != "user":
+        raise usage("user specified IP address and network aliases are supported on user defined networks only")
+    if opts.ip is not None:
+        try:
+            ipaddress.IPv4Address(opts.ip)
+        except ValueError:
+            raise usage(f"invalid IPv4 address {opts.ip!r} for --ip") from None
+    AttachOptions("c", "c", "c", mode.network or "bridge", tuple(opts.aliases), opts.ip, opts.mac, tuple(opts.dns),
+                  tuple(opts.add_hosts))  # its checks of --mac-address, --dns, --add-host and aliases
+    return NetworkConfig(mode, tuple(PortSpec.parse(p) for p in opts.publish), opts.publish_all, tuple(exposed),
+                         tuple(opts.dns), tuple(opts.add_hosts), opts.mac.lower() if opts.mac else None, opts.ip,
+                         tuple(opts.aliases))
 
 
 def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:

@@ -1,11 +1,32 @@
-"""Networking inside the container's net namespace. For now only loopback: the container gets a fresh netns
-holding ``lo``, brought up here with one ioctl (no pyroute2 import on the start-up path)."""
+"""The start path's networking: the namespace a container's PID 1 joins, and what its hosts and resolv.conf say.
+
+Docker's (libnetwork's) sandbox, without a file: for ``bridge`` and user networks the runner makes the network
+namespace itself (:func:`new_netns`: unshare, keep an fd, go back), attaches it from the host's namespace
+(:func:`runner.net.core.attach`: veth, address, route, ports) and writes the container's hosts and resolv.conf,
+all before PID 1 exists; PID 1 then ``setns()``es into it (our executor), or the runtime is given its path in
+config.json (runc, crun), the runtime-spec's ``{"type": "network", "path": ...}``. The runner closes its fd once
+PID 1 is in, so the namespace lives exactly as long as the container's processes: the kernel removes the veth
+with it, which is how a killed runner's endpoint is known to be dead (runner/net/core.py). A bind-mounted netns
+file would keep a crashed container's namespace, veth and address alive until someone unmounted it.
+
+``none``: PID 1 unshares a namespace of its own and brings ``lo`` up with one ioctl (no pyroute2 import);
+``host``: no network namespace, the host's hosts and resolv.conf; ``container:ID``: that running container's
+namespace, and its files.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import socket
 import struct
+from typing import TYPE_CHECKING
+
+from runner import linux
+
+if TYPE_CHECKING:
+    from runner.container import Container
 
 SIOCGIFFLAGS = 0x8913  # linux/sockios.h
 SIOCSIFFLAGS = 0x8914
@@ -17,3 +38,84 @@ def loopback_up() -> None:
         req = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+
+
+def new_netns() -> int:
+    """A new network namespace with ``lo`` up, as an fd (close-on-exec); the calling thread is back in its own
+    namespace when this returns. Only the fd keeps it alive."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.unshare(linux.CLONE_NEWNET)
+        try:
+            loopback_up()
+            return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            linux.setns(own, linux.CLONE_NEWNET)
+    finally:
+        os.close(own)
+
+
+def setup(container: Container) -> int | None:
+    """Before PID 1 is made: the fd of the network namespace it is to join (None: it makes its own, ``none``, or
+    stays in the host's, ``host``), with the container's hosts and resolv.conf written. For a network, the
+    endpoint is attached; on a failure nothing of it is left (the caller releases it on a later failure)."""
+    from runner.net.records import write_in_place
+
+    spec = container.spec
+    config = spec.network
+    hosts, resolv = container.path("hosts"), container.path("resolv.conf")
+    kind = config.mode.kind
+    if kind in ("none", "host"):
+        from runner.net.core import files_without_network, host_files
+
+        files = host_files(spec.hostname) if kind == "host" else \
+            files_without_network(spec.hostname, config.add_hosts, config.dns)
+        write_in_place(hosts, files.hosts)
+        write_in_place(resolv, files.resolv_conf)
+        return None
+    if kind == "container":
+        from runner.container import find
+        from runner.net.core import container_netns
+
+        target = find(container.store, config.mode.name)
+        fd = container_netns(target)
+        try:
+            write_in_place(hosts, target.path("hosts").read_text())
+            write_in_place(resolv, target.path("resolv.conf").read_text())
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    from runner.net.core import attach
+    from runner.net.model import AttachOptions
+
+    assert config.mode.network is not None
+    fd = new_netns()
+    try:
+        result = attach(container.store, fd, AttachOptions(
+            container_id=container.id, name=container.name, hostname=spec.hostname, network=config.mode.network,
+            aliases=config.aliases, ip=config.ip, mac=config.mac, dns=config.dns, add_hosts=config.add_hosts,
+            publish=config.publish, publish_all=config.publish_all, exposed=config.exposed, hosts_path=hosts))
+        try:
+            write_in_place(hosts, result.hosts)
+            write_in_place(resolv, result.resolv_conf)
+        except BaseException:
+            release(container)
+            raise
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def release(container: Container) -> None:
+    """Take the container off every network it is on (idempotent; imports nothing when it is on none)."""
+    from runner.net.core import release as release_endpoints
+
+    release_endpoints(container.store, container.id)
+
+
+def close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

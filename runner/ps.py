@@ -95,9 +95,12 @@ def short_image(name: str) -> str:
 
 
 def ports_of(container: Container) -> str:
-    """The PORTS column: published ports. None can be published yet (the network is the container's own, with
-    only a loopback), so it is empty; the networking work fills it in."""
-    return ""
+    """The PORTS column: a running container's published ports, as Docker writes them (0.0.0.0:8080->80/tcp)."""
+    from runner.net.records import Records
+
+    if container.state().status != "running":
+        return ""
+    return ", ".join(str(p) for e in Records(container.store).endpoints(container_id=container.id) for p in e.ports)
 
 
 def row(container: Container, state: ContainerState, now: float, trunc: bool = True) -> dict[str, str]:

@@ -7,8 +7,9 @@ interrupted (its runner killed) is finished by the next one, and two releases of
 * the cgroup: whatever is still in it is killed (a runner killed mid-way leaves PID 1's namespace to us), then the
   group is removed;
 * mounts: none to release; they live in the container's own mount namespace and vanish with its last process;
-* network and published ports: none yet (bridged networking is a later issue; its veth and port forwards are
-  released here).
+* network and published ports: the container's endpoints (veth, address, port forwards) and what no other
+  container uses any more (bridge, nft rules, ip_forward), by :func:`runner.net.core.release`, which also sweeps
+  the endpoints of containers whose runner was killed. It imports nothing when no endpoint is recorded.
 
 The rw layer, the -init layer and the records stay: a released container can be inspected, committed, started
 again. ``remove`` takes them too, and then the container's hold on its image layers (last: until the directory is
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import signal
 
-from runner import cgroups
+from runner import cgroups, network
 from runner.container import Container
 from shared.errors import Kind, StrataError
 
@@ -34,6 +35,7 @@ def release(container: Container) -> None:
     if group.exists():
         cgroups.kill_all(group)
         group.remove()
+    network.release(container)  # after the kill: the veth goes with the namespace's last process anyway
 
 
 def remove(container: Container, force: bool = False) -> None:

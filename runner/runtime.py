@@ -52,7 +52,12 @@ BUNDLE_DIR = "oci"  # the runtime's bundle, in the container's directory
 
 
 def settings_runtime() -> str:
-    """The ``runtime`` key of the settings file (the one the puller reads: ``$STRATA_CONFIG``, else
+    """The ``runtime`` key of the settings file, or "" when it has none."""
+    return settings_string("runtime")
+
+
+def settings_string(key: str) -> str:
+    """A string key of the settings file (the one the puller reads: ``$STRATA_CONFIG``, else
     /etc/strata/config.json as root or $XDG_CONFIG_HOME/strata/config.json), or "" when it has none."""
     if os.environ.get("STRATA_CONFIG"):
         path = Path(os.environ["STRATA_CONFIG"])
@@ -66,9 +71,9 @@ def settings_runtime() -> str:
         return ""
     except (ValueError, OSError) as e:
         raise usage(f"cannot read settings {path}: {e}") from None
-    value = doc.get("runtime", "") if isinstance(doc, dict) else ""
+    value = doc.get(key, "") if isinstance(doc, dict) else ""
     if not isinstance(value, str):
-        raise usage(f"settings {path}: runtime must be a string")
+        raise usage(f"settings {path}: {key} must be a string")
     return value
 
 
@@ -170,10 +175,15 @@ def exit_code_for(message: str) -> int:
 # -- the bundle the runtime runs -----------------------------------------------------------------------------------
 
 
-def runtime_config(container: Container, rootfs: Path) -> dict[str, Any]:
+def runtime_config(container: Container, rootfs: Path, netns: int | None = None) -> dict[str, Any]:
     """The saved config.json translated for a runtime (module doc). ``rootfs`` holds the mounted tree, whose
-    /etc/passwd and /etc/group name the user."""
+    /etc/passwd and /etc/group name the user; ``netns``, an fd of ours, the network namespace to join (the
+    runtime opens it by its /proc path, runtime-spec's namespace ``path``)."""
     doc: dict[str, Any] = json.loads(container.path("config.json").read_text())
+    if netns is not None:
+        for ns in doc["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = f"/proc/{os.getpid()}/fd/{netns}"
     spec = container.spec
     who = user.resolve(spec.user, rootfs)
     for name in ("passwd", "group"):
@@ -241,7 +251,8 @@ def kill(container: Container, sig: int) -> bool:
 # -- start ---------------------------------------------------------------------------------------------------------
 
 
-def start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None]) -> int:
+def start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None],
+          netns: int | None = None) -> int:
     """:func:`runner.start.start` through the runtime: same stdio, log, records and exit codes."""
     spec = container.spec
     rt = Runtime.of(container)
@@ -250,7 +261,7 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
     try:
         bundle = container.path(BUNDLE_DIR)
         bundle.mkdir(mode=0o700, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(runtime_config(container, rootfs)))
+        (bundle / "config.json").write_text(json.dumps(runtime_config(container, rootfs, netns)))
     except BaseException:
         release(container)
         raise

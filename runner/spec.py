@@ -10,7 +10,9 @@ What the runtime-spec has no field for is kept in annotations under ``io.strata.
 creation time, the image it came from, its layer stack (chain IDs, base first; the overlay plan is fixed by them:
 lowerdir = ``init``, then ``l/0`` ... the layers top first, upperdir = ``upper``, workdir = ``work``, mounted at
 ``root.path``), the user as the image or ``-u`` named it (resolved inside the container at start, from its own
-``/etc/passwd``, which a runtime-spec uid cannot express), ``-i``, ``--rm``, ``--init`` and ``--privileged``.
+``/etc/passwd``, which a runtime-spec uid cannot express), ``-i``, ``--rm``, ``--init``, ``--privileged`` and the
+network (``--network`` and its options; the network namespace itself is ``linux.namespaces``: absent for ``host``,
+and its ``path`` is given at start, see :mod:`runner.network`).
 
 How our executor reads the standard parts (see :mod:`runner.rootfs`): ``/proc``, ``/sys``, ``/sys/fs/cgroup``,
 ``/dev`` and its ``pts``, ``shm`` and ``mqueue``, the three network files and ``/dev/init`` are made by its own
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import cgroups, linux, seccomp, security
+from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 and crun 1.8 (Debian 12's) implement
@@ -53,6 +56,7 @@ A_INIT = "io.strata.init"
 A_PRIVILEGED = "io.strata.privileged"
 A_ENTRYPOINT = "io.strata.config.entrypoint"  # JSON list: the entrypoint part of the command (inspect's Config)
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
+A_NETWORK = "io.strata.network"  # JSON of runner.net.model.NetworkConfig; absent: none (made before networking)
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 _NAMESPACE_FLAGS = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
@@ -233,6 +237,9 @@ class Spec:
     readonly_paths: tuple[str, ...] = ()
     runtime: str = ""  # an OCI runtime binary that starts this spec (runner/runtime.py); "": our executor
     entrypoint: tuple[str, ...] = ()  # the first part of argv that was the entrypoint; the rest was Cmd
+    # --network and friends. The namespace is in ``namespaces`` (absent for host); a bridge or user network's
+    # namespace is made and attached by the start path, which then joins it (runner/network.py)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -339,6 +346,7 @@ class Spec:
             annotations[A_RUNTIME] = self.runtime
         if self.entrypoint:
             annotations[A_ENTRYPOINT] = json.dumps(list(self.entrypoint))
+        annotations[A_NETWORK] = json.dumps(self.network.to_json(), sort_keys=True)
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -394,7 +402,8 @@ class Spec:
                           for d in linux_doc.get("devices") or ()),
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
             readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
-            entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))))
+            entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))),
+            network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])) if A_NETWORK in notes else NetworkConfig())
 
 
 def _flag(value: bool) -> str:

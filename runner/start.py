@@ -3,11 +3,12 @@ namespaces and waits for it; nothing here parses an option, everything is read f
 
 Process model: the runner unshares only CLONE_NEWPID (which affects its children, not itself) and forks once; the
 child is PID 1 of the new pid namespace. The two talk over one socketpair (:mod:`runner.channel`): the parent puts
-the child in the container's cgroup and says Go; the child unshares the spec's other namespaces, builds the root
-(:mod:`runner.rootfs`), sends the pty's master with -t, drops to the spec's user and execs; a failure comes back
-as one typed message with Docker's exit code (125, 126, 127), and the end of file says the command runs. Signals
-the runner receives are forwarded to PID 1. When PID 1 has exited, the container is released
-(:mod:`runner.release`) and its exit recorded.
+the child in the container's cgroup and says Go (a bridge or user network's namespace was made and attached by the
+runner before the fork, :mod:`runner.network`, and the child joins it); the child unshares the spec's other
+namespaces, builds the root (:mod:`runner.rootfs`), sends the pty's master with -t, drops to the spec's user and
+execs; a failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says
+the command runs. Signals the runner receives are forwarded to PID 1. When PID 1 has exited, the container is
+released (:mod:`runner.release`) and its exit recorded.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class StartLock:
 
 
 def _child(container: Container, chan: Channel, parent_fd: int, stdio: tuple[int, int, int],
-           program: seccomp.Program | None) -> NoReturn:
+           program: seccomp.Program | None, netns: int | None) -> NoReturn:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
     try:
         spec = container.spec
@@ -63,9 +64,15 @@ def _child(container: Container, chan: Channel, parent_fd: int, stdio: tuple[int
         os.setsid()  # no controlling terminal: /dev/tty answers ENXIO, and TIOCSTI has no terminal to type into
         if not isinstance(chan.recv(), Go):  # the runner has put us in the container's cgroup (or gave up)
             os._exit(process.EXIT_RUNNER_ERROR)
-        linux.unshare(spec.unshare_flags())
+        flags = spec.unshare_flags()
+        if netns is not None:  # the network's namespace, attached by the runner (runner/network.py)
+            linux.setns(netns, linux.CLONE_NEWNET)
+            os.close(netns)
+            flags &= ~linux.CLONE_NEWNET
+        linux.unshare(flags)
         socket.sethostname(spec.hostname)
-        network.loopback_up()
+        if flags & linux.CLONE_NEWNET:  # --network none: a namespace of its own, only lo
+            network.loopback_up()
         rootfs.mount_and_pivot(container, len(spec.chain_ids))
         if spec.terminal:
             tty.become_terminal_child(lambda master: chan.send(Pty(master)), console=True)
@@ -87,10 +94,28 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
     :class:`StartLock` until then."""
     spec = container.spec
     feed = spec.interactive and (echo if attach_stdin is None else attach_stdin)
-    if spec.runtime:
-        from runner import runtime
+    try:
+        netns = network.setup(container)
+    except StrataError as e:
+        container.set_state(error=str(e))  # as Docker's State.Error: it stays created (or exited), with the cause
+        raise
+    try:
+        if spec.runtime:
+            from runner import runtime
 
-        return runtime.start(container, echo, feed, started)
+            return runtime.start(container, echo, feed, started, netns)
+        return _start(container, echo, feed, started, netns)
+    except BaseException:
+        network.release(container)  # idempotent: a start that failed before PID 1 ran has nothing else to free
+        raise
+    finally:
+        network.close(netns)
+
+
+def _start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None],
+           netns: int | None) -> int:
+    """Our executor's start (:func:`start`); ``netns``: the network namespace PID 1 joins (None: its own)."""
+    spec = container.spec
     program = process.seccomp_program(container)
     group = cgroups.for_container(container.id)
     group.create(spec.limits)
@@ -105,7 +130,7 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
             if pid == 0:
                 parent.close()
                 stdio.close()
-                _child(container, child, me, stdio.child, program)
+                _child(container, child, me, stdio.child, program, netns)
         finally:
             if os.getpid() != 1:
                 linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,28 @@ def load_script(name: str) -> ModuleType:
 
 registry_script = load_script("registry")
 image_script = load_script("build-test-image")
+
+# -- The network rule (issue 11): no test may add anything to this machine's own network namespace ---------------
+# bridge is the runner's default, so every test's settings say none: the tools fixture's file, and for a runner
+# started some other way (a Terminal, a Popen with os.environ) the session's, named by STRATA_CONFIG in our own
+# environment. Only tests/test_network.py, which runs the runner inside a throwaway namespace, uses bridge.
+BASE_SETTINGS = {"network": "none"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings_dir = tempfile.mkdtemp(prefix="strata-test-settings-")
+    path = Path(settings_dir) / "config.json"
+    path.write_text(json.dumps(BASE_SETTINGS))
+    os.environ["STRATA_CONFIG"] = str(path)  # never the machine's /etc/strata/config.json
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_network_untouched() -> Iterator[None]:
+    """The network rule, checked for the whole session: no bridge or veth of ours in this machine's namespace."""
+    yield
+    ours = [n for n in os.listdir("/sys/class/net") if n == "strata0" or n.startswith(("st-", "stv"))]
+    assert ours == [], f"the tests left links of ours in the machine's own network namespace: {ours}"
+
 
 # -- No silent skips: a full run in which a test could not run fails, naming each and why ------------------------
 
@@ -156,6 +179,10 @@ class Tools:
     def runner(self, *args: str, stdin: str | None = None) -> Result:
         return self._run("runner", args, stdin)
 
+    def configure(self, **keys: object) -> None:
+        """Write the test's settings file: these keys over the tests' base, ``"network": "none"``."""
+        self.settings.write_text(json.dumps({**BASE_SETTINGS, **keys}))
+
 
 def one_line_error(result: Result, code: int, text: str, tool: str = "runner") -> None:
     """The error convention: this exit code, one line on stderr naming the cause."""
@@ -169,10 +196,14 @@ def mounts_under(path: Path) -> list[str]:
         return [line for line in f if str(path) in line]
 
 
+
+
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[Tools]:
     root = tmp_path / "root"
-    yield Tools(root, tmp_path / "docker-config", tmp_path / "strata-config.json")
+    t = Tools(root, tmp_path / "docker-config", tmp_path / "strata-config.json")
+    t.configure()
+    yield t
     # whatever a test did, it must not leave mounts behind
     assert mounts_under(root) == []
 
@@ -354,7 +385,7 @@ def executor(request: pytest.FixtureRequest, tools: Tools) -> str:
     if name != "strata":
         if shutil.which(name) is None:
             pytest.skip(f"{name} is not installed")
-        tools.settings.write_text(json.dumps({"runtime": name}))
+        tools.configure(runtime=name)
     return name
 
 

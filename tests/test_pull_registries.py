@@ -94,7 +94,7 @@ def test_mirror_down_falls_back_to_the_registry(tools: Tools, registry: Registry
     state = tmp_path / "gone"
     address = registry_script.start(state)
     registry_script.stop(state)  # a mirror that no longer answers
-    tools.settings.write_text(json.dumps({"registry-mirrors": [f"{registry.address}=http://{address}"]}))
+    tools.configure(**{"registry-mirrors": [f"{registry.address}=http://{address}"]})
     result = tools.puller("pull", test_image)
     assert result.code == 0, result.err
 

@@ -102,7 +102,7 @@ def test_after_rm_nothing_is_left(tools: Tools, img: str, executor: str) -> None
 
 
 def test_the_runtime_is_recorded_and_the_option_beats_the_settings(tools: Tools, img: str) -> None:
-    tools.settings.write_text(json.dumps({"runtime": "runc"}))
+    tools.configure(runtime="runc")
     made = tools.runner("create", "--name", "by-settings", img, "true")
     assert made.code == 0, made.err
     spec = json.loads(tools.runner("inspect", "by-settings").out)[0]["Spec"]

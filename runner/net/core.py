@@ -1,0 +1,440 @@
+"""attach, release, disconnect, prune: each one change of the records, then the kernel reconciled to them.
+
+The kernel state Strata owns in the host's network namespace is a function of the records: a bridge per network
+that has an endpoint, a host-side veth per endpoint, the ``ip strata`` nft table, and ip_forward (turned on while
+a non-internal network is in use, put back when none is). :func:`reconcile` makes the kernel match the records,
+removing every link of ours (``strata0``, ``st-*``, ``stv*``) no record explains; so a failed attach (its record
+dropped), a release and a crash (its records swept) all end the same way, with nothing left over. One store per
+host network namespace: a second store would take the first one's links for litter.
+
+All of it runs under the records' lock (:meth:`Records.lock`), held for the whole attach: parallel ``run``s queue
+for a few milliseconds each and never collide on an address, a port or the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.net import files, ipam
+from runner.net.model import DEFAULT_BRIDGE, DEFAULT_SUBNET, Attachment, AttachOptions, Endpoint, Network, Published
+from runner.net.records import Records, write_in_place
+from shared.errors import Kind, StrataError, not_found, usage
+from shared.store import Store
+
+if TYPE_CHECKING:
+    from runner.container import Container
+
+NetNS = int | str | os.PathLike[str]
+IP_FORWARD = "net/ipv4/ip_forward"
+EPHEMERAL = range(32768, 61000)  # -P's host ports, as Docker picks them
+
+
+def checkpoint(step: str) -> None:
+    """Called between the steps of an attach ("recorded", "bridge", "veth", "configured", "nat"): the tests
+    replace it (``core.checkpoint = ...``) to fail or stall a setup midway. Otherwise it does nothing."""
+
+
+# -- the built-in network -------------------------------------------------------------------------------------
+
+def default_network() -> Network:
+    """The built-in ``bridge`` network: no file, so nothing of it stays once unused. Its subnet is the settings
+    file's ``bip`` (Docker's daemon.json name: the bridge's address with prefix, e.g. ``10.88.0.1/16``)."""
+    subnet = DEFAULT_SUBNET
+    bip = _settings().get("bip")
+    if isinstance(bip, str) and bip:
+        try:
+            iface = ipaddress.ip_interface(bip)
+        except ValueError:
+            raise usage(f"invalid bip {bip!r} in the settings file: use ADDRESS/PREFIX") from None
+        subnet = str(ipam.parse_subnet(str(iface.network)))
+        gateway = str(iface.ip)
+    else:
+        gateway = ipam.gateway_of(ipam.parse_subnet(subnet))
+    return Network("bridge", hashlib.sha256(b"strata bridge").hexdigest(), subnet, gateway, DEFAULT_BRIDGE)
+
+
+def _settings() -> dict[str, Any]:
+    path = os.environ.get("STRATA_CONFIG") or ("/etc/strata/config.json" if os.geteuid() == 0 else "")
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise StrataError(f"cannot read the settings file {path}: {e}", Kind.USAGE) from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def lookup(records: Records, name: str) -> Network:
+    """By name, full ID or unique ID prefix, as Docker finds networks."""
+    if name == "bridge":
+        return default_network()
+    network = records.network(name)
+    if network is not None:
+        return network
+    hexdigits = bool(name) and all(c in "0123456789abcdef" for c in name)
+    matches = [n for n in all_networks(records) if n.id.startswith(name)] if hexdigits else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise usage(f"network ID prefix {name!r} is ambiguous")
+    raise not_found(f"network {name} not found")
+
+
+def all_networks(records: Records) -> list[Network]:
+    return [default_network(), *(n for n in records.networks() if n.name != "bridge")]
+
+
+# -- attach ---------------------------------------------------------------------------------------------------
+
+def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
+    """Put the container whose network namespace NETNS names (an fd, or a path such as ``/proc/PID/ns/net`` or
+    a bind-mounted netns file) on network ``opts.network``: a veth pair (eth0, or the next ethN, inside), an
+    address, the default route (on the first network that is not internal), published ports. Returns the texts
+    of its hosts and resolv.conf. Call it from the host's namespace, as root. On any failure nothing of it stays."""
+    from runner.net import link
+
+    records = Records(store)
+    fd, own_fd = _open_netns(netns)
+    try:
+        given, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
+        if (given.st_dev, given.st_ino) == (own.st_dev, own.st_ino):
+            raise StrataError("refusing to attach the host's own network namespace as a container's", Kind.USAGE)
+        with records.lock(), link.host() as ipr:
+            sweep(records, ipr)
+            network = lookup(records, opts.network)
+            mine = records.endpoints(container_id=opts.container_id)
+            if any(e.network == network.name for e in mine):
+                raise StrataError(f"container {opts.name} is already on network {network.name}", Kind.STATE)
+            if opts.ip is not None and network.builtin:
+                raise usage("--ip is only for user networks (create one with runner network create)")
+            if opts.aliases and network.builtin:
+                raise usage("--network-alias is only for user networks")
+            ip = ipam.allocate(network, records.endpoints(network=network.name), opts.ip)
+            with link.inside(fd) as inner:
+                ifname = link.free_ifname(inner)
+                endpoint = Endpoint(
+                    container_id=opts.container_id, network=network.name, name=opts.name, hostname=opts.hostname,
+                    ip=ip, prefixlen=ipaddress.ip_network(network.subnet).prefixlen, gateway=network.gateway,
+                    mac=(opts.mac or ipam.mac_for(ip)).lower(), veth=veth_name(opts.container_id, network.name),
+                    ifname=ifname, aliases=opts.aliases,
+                    default_route=not network.internal and not any(e.default_route for e in mine),
+                    ports=_ports(opts, records.endpoints()), dns=opts.dns, add_hosts=opts.add_hosts,
+                    hosts_path=str(opts.hosts_path or ""), created=time.time())
+                records.put_endpoint(endpoint)
+                try:
+                    checkpoint("recorded")
+                    bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen)
+                    checkpoint("bridge")
+                    link.add_veth(ipr, endpoint.veth, fd, ifname, endpoint.mac, mtu, bridge_index)
+                    checkpoint("veth")
+                    link.configure_inside(inner, ifname, ip, endpoint.prefixlen,
+                                          network.gateway if endpoint.default_route else None)
+                    checkpoint("configured")
+                    endpoint = replace(endpoint, state="attached")
+                    records.put_endpoint(endpoint)
+                    reconcile(records, ipr)
+                    _refresh_hosts(records, {network.name}, skip=opts.container_id)
+                    checkpoint("nat")
+                except BaseException:
+                    records.drop_endpoint(endpoint)  # the record first: whatever happens next, the kernel follows it
+                    with contextlib.suppress(StrataError):
+                        link.delete(ipr, endpoint.veth)
+                    with contextlib.suppress(StrataError, OSError):
+                        reconcile(records, ipr)  # else the next attach, release or prune finishes the job
+                        _refresh_hosts(records, {network.name}, skip=opts.container_id)
+                    raise
+            return Attachment(endpoint, hosts_for(records, opts.container_id),
+                              files.resolv_conf(opts.host_resolv, opts.dns))
+    finally:
+        if own_fd:
+            os.close(fd)
+
+
+def files_without_network(hostname: str, add_hosts: Iterable[str] = (), dns: Iterable[str] = (),
+                          host_resolv: Path = Path("/etc/resolv.conf")) -> Attachment:
+    """``--network none``: hosts and resolv.conf for a namespace with only loopback (the caller brings lo up)."""
+    return Attachment(None, files.hosts([], [], hostname, add_hosts), files.resolv_conf(host_resolv, tuple(dns)))
+
+
+def host_files(hostname: str, host_hosts: Path = Path("/etc/hosts"),
+               host_resolv: Path = Path("/etc/resolv.conf")) -> Attachment:
+    """``--network host``: the host's own hosts and resolv.conf, as they are (its loopback resolvers are
+    reachable: it is the same namespace), with the hostname added as Docker does."""
+    try:
+        hosts = host_hosts.read_text()
+    except OSError:
+        hosts = files.LOCAL
+    try:
+        resolv = host_resolv.read_text()
+    except OSError:
+        resolv = "".join(f"nameserver {s}\n" for s in files.DEFAULT_NAMESERVERS)
+    if hostname not in hosts.split():
+        hosts = hosts + ("" if hosts.endswith("\n") or not hosts else "\n") + f"127.0.1.1\t{hostname}\n"
+    return Attachment(None, hosts, resolv)
+
+
+def _open_netns(netns: NetNS) -> tuple[int, bool]:
+    if isinstance(netns, int):
+        return netns, False
+    try:
+        return os.open(netns, os.O_RDONLY | os.O_CLOEXEC), True
+    except OSError as e:
+        raise StrataError(f"cannot open the network namespace {os.fspath(netns)}: {e.strerror}", Kind.SYSTEM) from None
+
+
+def veth_name(container_id: str, network: str) -> str:
+    """Host end: ``stv`` + 11 hex digits, 14 characters (IFNAMSIZ allows 15), one per container and network."""
+    return "stv" + hashlib.sha256(f"{container_id}\0{network}".encode()).hexdigest()[:11]
+
+
+def _ports(opts: AttachOptions, live: list[Endpoint]) -> tuple[Published, ...]:
+    """-p and -P as concrete host ports: each checked against the ports other endpoints publish and against a
+    bind(2) on the host (something listening there would be shadowed by the DNAT), 0 made a free port."""
+    specs = list(opts.publish)
+    if opts.publish_all:
+        from runner.net.model import PortSpec
+
+        listed = {(p.container_port, p.proto) for p in specs}
+        for exposed in opts.exposed:
+            spec = PortSpec.parse(exposed)
+            if (spec.container_port, spec.proto) not in listed:
+                specs.append(spec)
+    taken = {(p.proto, p.host_port) for e in live for p in e.ports}
+    out: list[Published] = []
+    for spec in specs:
+        if spec.host_port:
+            if (spec.proto, spec.host_port) in taken or not _bindable(spec.proto, spec.host_ip, spec.host_port):
+                raise StrataError(f"Bind for {spec.host_ip or '0.0.0.0'}:{spec.host_port} failed: port is already "
+                                  "allocated", Kind.STATE)
+            port = spec.host_port
+        else:
+            port = next((p for p in EPHEMERAL if (spec.proto, p) not in taken
+                         and _bindable(spec.proto, spec.host_ip, p)), 0)
+            if not port:
+                raise StrataError("no free host port left to publish on", Kind.STATE)
+        taken.add((spec.proto, port))
+        out.append(Published(spec.proto, spec.host_ip, port, spec.container_port))
+    return tuple(out)
+
+
+def _bindable(proto: str, host_ip: str, port: int) -> bool:
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((host_ip or "0.0.0.0", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return False
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise usage(f"cannot publish on {host_ip}: not an address of this host") from None
+            raise
+    return True
+
+
+# -- user networks --------------------------------------------------------------------------------------------
+
+def create_network(store: Store, name: str, subnet: str | None = None, internal: bool = False) -> Network:
+    """A user network's record; its bridge appears with its first endpoint. SUBNET must overlap no other
+    network and no route of the host; without it the first free /24 of 10.89.0.0/16 is taken."""
+    from runner.net import link
+    from runner.net.model import check_name
+
+    check_name(name)
+    if name in ("bridge", "none", "host", "default"):
+        raise usage(f"{name} is a pre-defined network and cannot be created")
+    records = Records(store)
+    with records.lock(), link.host() as ipr:
+        if records.network(name) is not None:
+            raise StrataError(f"network with name {name} already exists", Kind.STATE)
+        networks = all_networks(records)
+        routes = link.host_routes(ipr, {n.bridge for n in networks})
+        if subnet is None:
+            subnet = ipam.free_subnet((n.subnet for n in networks), routes)
+        net = ipam.parse_subnet(subnet)
+        ipam.check_free_subnet(net, networks, routes)
+        network_id = os.urandom(32).hex()
+        network = Network(name, network_id, str(net), ipam.gateway_of(net), "st-" + network_id[:12], internal,
+                          time.time())
+        records.put_network(network)
+    return network
+
+
+def remove_network(store: Store, name: str) -> None:
+    """Docker's ``network rm``: refused while a container is on it (a crashed one's endpoint is swept first)."""
+    from runner.net import link
+
+    if name in ("bridge", "none", "host"):
+        raise StrataError(f"{name} is a pre-defined network and cannot be removed", Kind.STATE)
+    records = Records(store)
+    with records.lock(), link.host() as ipr:
+        name = lookup(records, name).name
+        if name == "bridge":
+            raise StrataError("bridge is a pre-defined network and cannot be removed", Kind.STATE)
+        sweep(records, ipr)
+        users = records.endpoints(network=name)
+        if users:
+            raise StrataError(f"network {name} has active endpoints ({', '.join(e.name for e in users)})",
+                              Kind.STATE)
+        records.drop_network(name)
+        reconcile(records, ipr)
+
+
+# -- release, disconnect, prune -------------------------------------------------------------------------------
+
+def release(store: Store, container_id: str, network: str | None = None) -> None:
+    """Take the container off NETWORK (every network when None): its veth, address, published ports; then
+    whatever nothing uses any more (bridge, rules, ip_forward). Idempotent; also the clean-up after a crash, of
+    this container and of any other whose namespace is gone. Without records it imports nothing (``rm`` of a
+    container that never had a network stays cheap)."""
+    records = Records(store)
+    if not records.endpoints(container_id=container_id, network=network) and not _anything_stale(records):
+        return
+    from runner.net import link
+
+    with records.lock(), link.host() as ipr:
+        sweep(records, ipr)
+        gone = records.endpoints(container_id=container_id, network=network)
+        for endpoint in gone:
+            records.drop_endpoint(endpoint)
+            link.delete(ipr, endpoint.veth)  # with the namespace still alive (disconnect) this takes eth0 too
+        reconcile(records, ipr)
+        _refresh_hosts(records, {e.network for e in gone}, skip=None)
+
+
+def disconnect(store: Store, container_id: str, network: str) -> None:
+    records = Records(store)
+    network = lookup(records, network).name
+    if not records.endpoints(container_id=container_id, network=network):
+        raise StrataError(f"container {container_id[:12]} is not connected to network {network}", Kind.STATE)
+    release(store, container_id, network)
+
+
+def _anything_stale(records: Records) -> bool:
+    """Cheap check without netlink: a pending record, or an attached one whose veth is gone from sysfs."""
+    return any(e.state != "attached" or not Path(f"/sys/class/net/{e.veth}").exists()
+               for e in records.endpoints())
+
+
+def prune(store: Store) -> list[str]:
+    """Sweep stale endpoints, remove every user network without endpoints, then reconcile: with no container
+    on a network, that removes the bridges, the nft table and puts ip_forward back. Returns the networks removed."""
+    from runner.net import link
+
+    records = Records(store)
+    removed = []
+    with records.lock(), link.host() as ipr:
+        sweep(records, ipr)
+        used = {e.network for e in records.endpoints()}
+        for network in records.networks():
+            if network.name not in used:
+                records.drop_network(network.name)
+                removed.append(network.name)
+        reconcile(records, ipr)
+    return removed
+
+
+def sweep(records: Records, ipr: Any) -> list[Endpoint]:
+    """Drop the records of endpoints whose container is gone: pending ones (their writer died holding the lock,
+    which the caller now holds) and attached ones whose host veth the kernel removed with the namespace. The
+    caller reconciles after. Peers' hosts files are rewritten without them."""
+    from runner.net import link
+
+    names = link.link_names(ipr)
+    stale = [e for e in records.endpoints() if e.state != "attached" or e.veth not in names]
+    for endpoint in stale:
+        records.drop_endpoint(endpoint)
+    records.sweep_temp_files()
+    if stale:
+        _refresh_hosts(records, {e.network for e in stale}, skip=None)
+    return stale
+
+
+def reconcile(records: Records, ipr: Any) -> None:
+    """Make the host's namespace match the records (see the module doc). The caller holds the lock."""
+    from runner.net import link, nat
+
+    endpoints = records.endpoints()
+    in_use = [n for n in all_networks(records) if any(e.network == n.name for e in endpoints)]
+    wanted = {e.veth for e in endpoints} | {n.bridge for n in in_use}
+    for name, kind in link.link_names(ipr).items():
+        ours = name.startswith(link.VETH_PREFIX) if kind == "veth" else \
+            kind == "bridge" and name.startswith(link.BRIDGE_PREFIXES)
+        if ours and name not in wanted:
+            link.delete(ipr, name)
+    host = records.host()
+    if any(not n.internal for n in in_use):
+        if "ip_forward" not in host and _read_sysctl(IP_FORWARD) != "1":
+            host["ip_forward"] = _read_sysctl(IP_FORWARD)
+            records.put_host(host)  # recorded before it changes: a crash between leaves it put back by prune
+        link.sysctl(IP_FORWARD, "1")
+    elif "ip_forward" in host:
+        if _read_sysctl(IP_FORWARD) == "1":  # someone else changed it since: theirs now
+            link.sysctl(IP_FORWARD, str(host["ip_forward"]))
+        del host["ip_forward"]
+        records.put_host(host)
+    nat.apply(nat.Ruleset(tuple(in_use), tuple(endpoints), "ip_forward" in host) if in_use else None)
+
+
+def _read_sysctl(key: str) -> str:
+    with open(f"/proc/sys/{key}") as f:
+        return f.read().strip()
+
+
+# -- names ----------------------------------------------------------------------------------------------------
+
+def hosts_for(records: Records, container_id: str, hostname: str = "") -> str:
+    """The container's hosts text from the records: its addresses, then its peers on its user networks."""
+    own = sorted(records.endpoints(container_id=container_id), key=lambda e: not e.default_route)
+    if not own:
+        return files.hosts([], [], hostname or container_id[:12], ())
+    user_nets = {e.network for e in own if e.network != "bridge"}
+    peers = [e for e in records.endpoints() if e.network in user_nets and e.container_id != container_id]
+    return files.hosts(own, peers, own[0].hostname, own[0].add_hosts)
+
+
+def _refresh_hosts(records: Records, networks: set[str], skip: str | None) -> None:
+    """Rewrite, in place, the hosts files of the containers on these user networks (not the default bridge,
+    whose containers do not name each other)."""
+    networks.discard("bridge")
+    if not networks:
+        return
+    for cid in {e.container_id for e in records.endpoints() if e.network in networks and e.container_id != skip}:
+        own = records.endpoints(container_id=cid)
+        path = next((e.hosts_path for e in own if e.hosts_path), "")
+        if path:
+            write_in_place(Path(path), hosts_for(records, cid))
+
+
+# -- a running container's namespace --------------------------------------------------------------------------
+
+def container_netns(container: Container) -> int:
+    """An fd of a running container's network namespace (for connect, and for ``--network container:X``).
+    Opened through the recorded PID 1 and checked against its pidfd after, so it is that process's namespace
+    even if the pid was reused meanwhile; the caller closes it."""
+    import select
+
+    pidfd = container.open_process()
+    try:
+        fd = os.open(f"/proc/{container.state().pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if poller.poll(0):
+            os.close(fd)
+            raise StrataError(f"container {container.name} is not running", Kind.STATE)
+        return fd
+    finally:
+        os.close(pidfd)
