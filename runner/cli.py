@@ -80,7 +80,8 @@ _RUNTIME = typer.Option(None, "--runtime", help="OCI runtime that starts it: run
                                                "the default unless the settings file's runtime says otherwise)")
 _NETWORK = typer.Option(None, "--network", "--net", help="bridge (default, or the settings file's network), none, "
                                                          "host, container:NAME|ID, or a network's name")
-_PUBLISH = typer.Option([], "--publish", "-p", help="[IP:][HOST_PORT:]CONTAINER_PORT, or with /tcp or /udp, on the host")
+_PUBLISH = typer.Option([], "--publish", "-p",
+                         help="[IP:][HOST_PORT:]CONTAINER_PORT, /tcp or /udp after it: on the host")
 _PUBLISH_ALL = typer.Option(False, "--publish-all", "-P", help="Publish the image's exposed ports on free host ports")
 _DNS = typer.Option([], "--dns", help="Nameserver for its resolv.conf (replaces the host's)")
 _ADD_HOST = typer.Option([], "--add-host", help="HOST:IP line for its /etc/hosts (IP may be host-gateway)")
