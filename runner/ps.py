@@ -18,6 +18,7 @@ from runner import format as fmt
 from runner.container import Container, ContainerState, all_containers
 from shared import reference
 from shared.errors import StrataError, usage
+from shared.format import human_duration
 from shared.store import Store
 
 DEFAULT_FORMAT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
@@ -28,35 +29,6 @@ HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Create
            "Size": "SIZE"}
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")  # Docker's status= values
 FILTERS = ("status", "name", "id", "ancestor", "exited", "label")
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: "Less than a second", "1 second", "5 seconds", "About a minute", "3 minutes",
-    "About an hour", "5 hours", "3 days", "2 weeks", "4 months", "2 years"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)  # Go's d.Round(time.Hour)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{s // 3600 // 24 // 365} years"
 
 
 def status_text(state: ContainerState, now: float) -> str:
