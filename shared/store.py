@@ -179,6 +179,18 @@ class Holds:
         return sorted(h.label for h in self.holds if layers <= {str(c) for c in h.layers})
 
 
+@contextlib.contextmanager
+def flocked(path: Path, exclusive: bool = True) -> Iterator[None]:
+    """flock(2) on PATH (made if missing) for the block: a holder that dies (kill -9) drops it with its last fd,
+    so no lock outlives its process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Store:
     """A store root. Cheap to construct; :meth:`ensure` creates the layout on first write."""
 
@@ -214,23 +226,15 @@ class Store:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive lock for read-modify-write of shared records (index.json, container names)."""
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.root / "lock"):
             yield
-        finally:
-            os.close(fd)
 
     @contextlib.contextmanager
     def in_use(self, exclusive: bool = False) -> Iterator[None]:
         """Held shared by every pull and container creation while blobs or layers they commit are not referenced
         yet; held exclusive by garbage collection, which must not take those for garbage."""
-        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        with flocked(self.root / "gc.lock", exclusive):
             yield
-        finally:
-            os.close(fd)
 
     def sweep_tmp(self) -> None:
         """Remove work in progress left by processes that are gone (killed, crashed, Ctrl-C'd)."""

@@ -11,7 +11,6 @@ Every file appears by one rename (the store's atomic_write), so a kill leaves th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 from runner.net.model import Endpoint, Network
 from shared.errors import Kind, StrataError, integrity
-from shared.store import Store, read_json, write_json
+from shared.store import Store, flocked, read_json, write_json
 
 T = TypeVar("T")
 
@@ -42,12 +41,8 @@ class Records:
         """Held for a whole attach, release or prune: records and kernel change together, and a holder that
         dies (kill -9) drops the lock with its last fd, leaving records the next holder can judge."""
         self.ensure()
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.root / "lock"):
             yield
-        finally:
-            os.close(fd)
 
     # -- networks -------------------------------------------------------------------------------------------
 
