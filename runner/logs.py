@@ -33,6 +33,8 @@ from shared.errors import usage
 CHUNK = 1 << 16
 LOG_NAME = "container.log"
 DRIVERS = ("json-file", "local", "none")
+OTHER_DOCKER_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs",
+                        "logentries")
 DEFAULT_MAX_SIZE = "20m"  # Docker's local driver's defaults
 DEFAULT_MAX_FILE = "5"
 DOCKER_ONLY_OPTS = ("labels", "labels-regex", "env", "env-regex", "tag")  # json-file's, which we do not implement
@@ -62,11 +64,13 @@ class LogConfig:
 
     @classmethod
     def parse(cls, driver: str | None, opts: Sequence[str]) -> LogConfig:
-        """Docker's rules: json-file with ``max-size`` alone keeps one file; the rest as the ``local`` driver's
-        defaults, so a log is bounded unless... never: there is no unbounded setting."""
+        """Docker's rules, except that no setting is unbounded: json-file with ``max-size`` alone keeps one file
+        (json-file's default); what is not given takes the ``local`` driver's defaults."""
         driver = driver or "json-file"
+        if driver in OTHER_DOCKER_DRIVERS:
+            raise usage(f"logging driver {driver!r} is not supported: use json-file, local or none")
         if driver not in DRIVERS:
-            raise usage(f"unsupported logging driver {driver!r}: use json-file, local or none")
+            raise usage(f"logger: no log driver named {driver!r} is registered (json-file, local or none)")
         given: dict[str, str] = {}
         for opt in opts:
             key, sep, value = opt.partition("=")

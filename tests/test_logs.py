@@ -92,7 +92,8 @@ def test_log_config_defaults_and_dockers_rules() -> None:
     assert LogConfig.parse(None, ["max-file=3"]).max_size == 20_000_000
     assert LogConfig.parse(None, ["max-size=1k", "max-file=2"]).to_json() == \
         {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}}
-    for driver, opts, text in [("syslog", [], "unsupported logging driver"), (None, ["foo=1"], "unknown log opt"),
+    for driver, opts, text in [("syslog", [], "'syslog' is not supported"), ("foo", [], "no log driver named 'foo'"),
+                               (None, ["foo=1"], "unknown log opt"),
                                (None, ["max-file=0"], "max-file cannot be less than 1"),
                                (None, ["max-file=x"], "max-file=x"), (None, ["compress=true"], "compress"),
                                ("none", ["max-size=1m"], "unknown log opt"), (None, ["tag=x"], "not supported"),
@@ -347,7 +348,7 @@ def test_logs_options_on_a_containers_log(tools: Tools, img: str) -> None:
 def test_log_options_are_checked_recorded_and_honoured(tools: Tools, img: str) -> None:
     one_line_error(tools.runner("run", "--log-opt", "max-sise=1m", img, "true"), 125,
                    "unknown log opt 'max-sise' for json-file log driver")
-    one_line_error(tools.runner("create", "--log-driver", "syslog", img, "true"), 125, "unsupported logging driver")
+    one_line_error(tools.runner("create", "--log-driver", "syslog", img, "true"), 125, "'syslog' is not supported")
     assert tools.runner("ps", "-aq").out == ""  # nothing created
     ran = tools.runner("run", "--name", "small", "--log-opt", "max-size=1k", "--log-opt", "max-file=2", img, "sh",
                        "-c", "seq 1 200")
