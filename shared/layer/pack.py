@@ -8,7 +8,10 @@ turns back into the tar's: a 0/0 char device NAME into ``.wh.NAME``; ``trusted.o
 The root directory itself is not an entry (as Docker's diffs), unless asked for.
 
 The tree is read with the same fd-relative, no-follow walk as unpacking, so a symlink in the tree can not make
-the packer read a file outside it.
+the packer read a file outside it. A tree that a running container changes meanwhile (``commit --pause=false``)
+can not make it open anything but the regular file it lstat'ed (:func:`_open_same`): a device node swapped in
+would be the host's device (the store is not ``nodev``), a fifo would hang the pack. Such a change fails the pack;
+a name removed meanwhile is left out.
 """
 
 from __future__ import annotations
