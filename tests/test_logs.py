@@ -345,7 +345,8 @@ def test_logs_options_on_a_containers_log(tools: Tools, img: str) -> None:
 
 @needs_root
 @needs_tools
-def test_log_options_are_checked_recorded_and_honoured(tools: Tools, img: str) -> None:
+def test_log_options_are_checked_recorded_and_honoured(tools: Tools, img: str, executor: str) -> None:
+    """Under each executor: the runner writes the log whichever starts the container (runner/runtime.py too)."""
     one_line_error(tools.runner("run", "--log-opt", "max-sise=1m", img, "true"), 125,
                    "unknown log opt 'max-sise' for json-file log driver")
     one_line_error(tools.runner("create", "--log-driver", "syslog", img, "true"), 125, "'syslog' is not supported")
