@@ -27,7 +27,8 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                  cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
                  runtime: str | None = None, memory_swap: str | None = None,
                  memory_reservation: str | None = None, cpu_shares: int | None = None,
-                 ulimit: list[str] | None = None) -> RunOptions:
+                 ulimit: list[str] | None = None, log_driver: str | None = None,
+                 log_opt: list[str] | None = None) -> RunOptions:
     from runner.create import RunOptions
 
     return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
@@ -36,7 +37,7 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                       security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
                       read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
                       runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation,
-                      cpu_shares=cpu_shares, ulimits=ulimit or ())
+                      cpu_shares=cpu_shares, ulimits=ulimit or (), log_driver=log_driver, log_opts=log_opt or ())
 
 
 def _with_network(opts: RunOptions, network: str | None, publish: list[str], publish_all: bool, dns: list[str],
@@ -70,6 +71,9 @@ _MEMORY_RESERVATION = typer.Option(None, "--memory-reservation", help="Soft memo
 _CPUS = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")
 _CPU_SHARES = typer.Option(None, "--cpu-shares", "-c", help="Relative CPU weight (default 1024)")
 _ULIMIT = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024:2048 (-1: unlimited)")
+_LOG_DRIVER = typer.Option(None, "--log-driver", help="json-file (default), local (the same files) or none")
+_LOG_OPT = typer.Option([], "--log-opt", help="max-size=SIZE (default 20m), max-file=N (default 5; 1 with "
+                                              "json-file's max-size alone)")
 _PIDS_LIMIT = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")
 _CAP_ADD = typer.Option([], "--cap-add", help="Add a capability (or ALL)")
 _CAP_DROP = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)")
@@ -103,7 +107,8 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         ip: str | None = _IP, network_alias: list[str] = _ALIAS,
         detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID"),
         memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
-        cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> int:
+        cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT, log_driver: str | None = _LOG_DRIVER,
+        log_opt: list[str] = _LOG_OPT) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.run import run as do_run
@@ -111,7 +116,7 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, detach, runtime, memory_swap, memory_reservation, cpu_shares,
-                        ulimit)
+                        ulimit, log_driver, log_opt)
     return do_run(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address, ip,
                                              network_alias))
 
@@ -129,14 +134,15 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
            ip: str | None = _IP, network_alias: list[str] = _ALIAS,
            memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
-           cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT) -> None:
+           cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT,
+           log_driver: str | None = _LOG_DRIVER, log_opt: list[str] = _LOG_OPT) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, False, runtime, memory_swap, memory_reservation, cpu_shares,
-                        ulimit)
+                        ulimit, log_driver, log_opt)
     print(do_create(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address,
                                                ip, network_alias)).id)
 
@@ -152,7 +158,8 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
            cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
            security_opt: list[str] = _SECURITY_OPT, memory_swap: str | None = _MEMORY_SWAP,
            memory_reservation: str | None = _MEMORY_RESERVATION, cpu_shares: int | None = _CPU_SHARES,
-           ulimit: list[str] = _ULIMIT) -> None:
+           ulimit: list[str] = _ULIMIT, log_driver: str | None = _LOG_DRIVER,
+           log_opt: list[str] = _LOG_OPT) -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
     from runner.bundle import bundle as do_bundle
@@ -160,7 +167,7 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
     opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
                         privileged, security_opt, False, "strata", memory_swap, memory_reservation, cpu_shares,
-                        ulimit)
+                        ulimit, log_driver, log_opt)
     # the bundle runs elsewhere, in a namespace of its runtime's making: none is what it gets
     print(do_bundle(state.store, _with_network(opts, "none", [], False, [], [], None, None, []), directory))
 
@@ -237,14 +244,28 @@ def exec_(container: str = typer.Argument(..., help="Name or ID prefix"),
 @app.command()
 def logs(container: str = typer.Argument(..., help="Name or ID prefix"),
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the container exits"),
-         timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Show when each chunk was written"))\
+         timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Show when each line was written"),
+         tail: str = typer.Option("all", "--tail", "-n", help="Number of lines to show from the end, or all"),
+         since: str | None = typer.Option(None, "--since", help="Lines since a time (2013-01-02T13:23:37Z, a "
+                                                                  "Unix time) or a duration before now (42m)"),
+         until: str | None = typer.Option(None, "--until", help="Lines before a time or duration, as --since"))\
         -> None:
-    """Print a container's output (stdout to stdout, stderr to stderr)."""
-    from runner import logs as logs_mod
-    from runner.container import find
+    """Print a container's output (stdout to stdout, stderr to stderr), as docker logs."""
+    import sys
 
+    from runner import logread
+    from runner.container import find
+    from runner.logs import LOG_NAME
+    from shared.errors import Kind, StrataError
+
+    opts = logread.ReadOptions(follow, timestamps, logread.parse_tail(tail),
+                               logread.parse_time(since, "since") if since else None,
+                               logread.parse_time(until, "until") if until else None)
     c = find(state.store, container)
-    logs_mod.show(c.path(logs_mod.LOG_NAME), follow, lambda: c.state().status == "running", timestamps=timestamps)
+    if c.spec.log.driver == "none":
+        raise StrataError("configured logging driver does not support reading (--log-driver none)", Kind.UNSUPPORTED)
+    logread.show(c.path(LOG_NAME), opts, lambda: c.state().status == "running", sys.stdout.buffer,
+                 sys.stderr.buffer)
 
 
 @app.command()

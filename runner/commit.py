@@ -305,6 +305,11 @@ def _no_space(e: OSError) -> bool:
 def _pack_upper(store: Store, container: Container, dest: Path) -> tuple[Descriptor, Digest]:
     try:
         result = pack(container.path("upper"), dest)
+    except StrataError as e:
+        if e.kind is Kind.STATE:  # a live pack met a change it cannot honestly record: nothing is stored
+            raise StrataError(f"container {container.name} changed its layer while it was packed: {e}; commit it "
+                              "paused", Kind.STATE) from None
+        raise
     except OSError as e:
         if _no_space(e):
             raise StrataError(f"no space left on device for the layer of container {container.name} in the store "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runner import cgroups, rootfs, runtime, security
 from runner.container import Container, find, new_id, record
+from runner.logs import LogConfig
 from runner.net.model import AttachOptions, NetworkConfig, NetworkMode, PortSpec
 from runner.release import remove
 from runner.spec import DEFAULT_PATH, INIT_PATH, Rlimit, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
@@ -51,6 +52,8 @@ class RunOptions:
     memory_reservation: str | None = None
     cpu_shares: int | None = None
     ulimits: Sequence[str] = ()
+    log_driver: str | None = None  # --log-driver; None: json-file
+    log_opts: Sequence[str] = ()  # --log-opt KEY=VALUE
     read_only: bool = False
     volumes: Sequence[str] = ()
     tmpfs: Sequence[str] = ()
@@ -203,4 +206,5 @@ def _spec(image: stored.StoredImage, opts: RunOptions) -> Spec:
         terminal=opts.tty, interactive=opts.interactive, auto_remove=opts.remove, init=opts.init,
         privileges=privileges, seccomp=seccomp, limits=limits, read_only=opts.read_only,
         volumes=volumes, tmpfs=tmpfs, rlimits=rlimits, masked_paths=masked, readonly_paths=readonly,
-        runtime=runtime.choose(opts.runtime), entrypoint=entrypoint)
+        runtime=runtime.choose(opts.runtime), entrypoint=entrypoint,
+        log=LogConfig.parse(opts.log_driver, opts.log_opts))

@@ -81,7 +81,7 @@ def _host_config(container: Container) -> dict[str, Any]:
     limits = spec.limits
     return {
         "Binds": [f"{v.source}:{v.target}" + (":ro" if v.read_only else "") for v in spec.volumes] or None,
-        "ContainerIDFile": "", "LogConfig": {"Type": "strata", "Config": {}},
+        "ContainerIDFile": "", "LogConfig": spec.log.to_json(),
         "NetworkMode": network_mode(spec), "PortBindings": {},
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": spec.auto_remove,
         "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0],

@@ -1,44 +1,182 @@
-"""A container's output, kept as Docker's json-file driver keeps it: one JSON object per chunk, in
-``containers/ID/container.log``: {"log": TEXT, "stream": "stdout"|"stderr", "time": RFC 3339 with ns}.
+"""A container's output, kept as Docker's json-file driver keeps it: one JSON object per line (a partial line
+is a record too), in ``containers/ID/container.log``: {"log": TEXT, "stream": "stdout"|"stderr", "time": RFC 3339
+with ns}, byte for byte Docker's layout.
 
-Foreground runs copy the output to the user's terminal too; detached runs only to the log. ``runner logs``
-reads it back, and ``-f`` follows it until the container has exited.
+The log is bounded: when ``container.log`` would pass ``max-size`` it is rotated, as Docker's json-file rotates it,
+to ``container.log.1`` (``.1`` to ``.2``..., the oldest beyond ``max-file`` files in all deleted). The default is
+Docker's ``local`` driver's bound (max-size=20m, max-file=5), not json-file's unbounded one: a container's output
+must not fill the store's disk, and what the runner spends writing it (outside the container's CPU limit) stays
+small: one record per line is unavoidable in this format, so records are encoded with the json module's C string
+encoder, a whole chunk at a time, and written with one ``write`` per chunk read.
+
+Foreground runs copy the output to the user's terminal too; detached runs only to the log. ``runner logs`` reads it
+back (:mod:`runner.logread`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import json
 import os
+import re
 import select
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import TextIO
+from typing import Any
+
+from shared.errors import usage
 
 CHUNK = 1 << 16
 LOG_NAME = "container.log"
+DRIVERS = ("json-file", "local", "none")
+OTHER_DOCKER_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs",
+                        "logentries")
+DEFAULT_MAX_SIZE = "20m"  # Docker's local driver's defaults
+DEFAULT_MAX_FILE = "5"
+DOCKER_ONLY_OPTS = ("labels", "labels-regex", "env", "env-regex", "tag")  # json-file's, which we do not implement
+_SIZE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?")
+_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+
+
+def parse_size(text: str) -> int:
+    """``max-size`` as Docker reads it (go-units FromHumanSize: decimal units, 20m = 20,000,000 bytes)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise usage(f"invalid --log-opt max-size={text}: use a size such as 10k, 20m or 1g")
+    size = int(float(match.group(1)) * _DECIMAL[(match.group(2) or "").lower()])
+    if size <= 0:
+        raise usage(f"invalid --log-opt max-size={text}: max-size must be a positive number")
+    return size
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``--log-driver`` and ``--log-opt``, as given (``opts``, which inspect shows) and as they apply."""
+
+    driver: str = "json-file"
+    opts: tuple[tuple[str, str], ...] = ()
+    max_size: int = 20_000_000
+    max_file: int = 5
+
+    @classmethod
+    def parse(cls, driver: str | None, opts: Sequence[str]) -> LogConfig:
+        """Docker's rules, except that no setting is unbounded: json-file with ``max-size`` alone keeps one file
+        (json-file's default); what is not given takes the ``local`` driver's defaults."""
+        driver = driver or "json-file"
+        if driver in OTHER_DOCKER_DRIVERS:
+            raise usage(f"logging driver {driver!r} is not supported: use json-file, local or none")
+        if driver not in DRIVERS:
+            raise usage(f"logger: no log driver named {driver!r} is registered (json-file, local or none)")
+        given: dict[str, str] = {}
+        for opt in opts:
+            key, sep, value = opt.partition("=")
+            if not sep:
+                raise usage(f"invalid --log-opt {opt!r}: use KEY=VALUE")
+            given[key] = value
+        return cls.of(driver, tuple(given.items()))
+
+    @classmethod
+    def of(cls, driver: str, opts: tuple[tuple[str, str], ...]) -> LogConfig:
+        given = dict(opts)
+        for key in given:
+            if driver == "none" or key not in ("max-size", "max-file", "compress"):
+                if key in DOCKER_ONLY_OPTS and driver != "none":
+                    raise usage(f"log opt {key!r} of the {driver} log driver is not supported")
+                raise usage(f"unknown log opt {key!r} for {driver} log driver")
+        if given.get("compress", "false").lower() not in ("false", "0"):
+            raise usage("log opt compress=true is not supported: rotated logs are kept uncompressed")
+        max_size = parse_size(given.get("max-size", DEFAULT_MAX_SIZE))
+        default_files = "1" if driver == "json-file" and "max-size" in given else DEFAULT_MAX_FILE
+        files = given.get("max-file", default_files)
+        if not files.lstrip("-").isdigit():
+            raise usage(f"invalid --log-opt max-file={files}: a whole number")
+        if int(files) < 1:
+            raise usage("max-file cannot be less than 1")
+        return cls(driver, opts, max_size, int(files))
+
+    def to_json(self) -> dict[str, Any]:
+        """inspect's HostConfig.LogConfig."""
+        return {"Type": self.driver, "Config": dict(self.opts)}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> LogConfig:
+        return cls.of(str(doc["Type"]), tuple((str(k), str(v)) for k, v in doc["Config"].items()))
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
 
+def rotated(path: Path, n: int) -> Path:
+    """Docker's json-file names: ``container.log.1`` is the newest rotated file."""
+    return path.with_name(f"{path.name}.{n}")
+
+
 class LogWriter:
-    def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    """Appends records to the log and rotates it at ``max-size``. The driver ``none`` writes nothing."""
+
+    def __init__(self, path: Path, config: LogConfig | None = None) -> None:
+        self.path = path
+        self.config = config or LogConfig()
+        self.fd = -1
+        if self.config.driver != "none":
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            self.size = os.fstat(self.fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:
         """One record per line, as Docker's json-file driver writes them (a partial line is a record too)."""
-        now = _now()
-        records = b"".join(json.dumps({"log": line.decode(errors="replace"), "stream": stream, "time": now})
-                           .encode() + b"\n" for line in data.splitlines(keepends=True))
-        os.write(self.fd, records)
+        if self.fd < 0 or not data:
+            return
+        tail = f',"stream":"{stream}","time":"{_now()}"}}\n'
+        lines = data.decode(errors="replace").split("\n")
+        last = lines.pop()  # "" when the chunk ends with a newline
+        text = ""
+        if lines:
+            text = '{"log":' + (tail + '{"log":').join(map(encode_basestring_ascii, map("{}\n".format, lines))) + tail
+        if last:
+            text += '{"log":' + encode_basestring_ascii(last) + tail
+        self._append(text.encode())
+
+    def _append(self, records: bytes) -> None:
+        """Write whole records, rotating first whenever the next ones would pass max-size (a single record
+        larger than max-size gets a file of its own, as Docker's)."""
+        start, end = 0, len(records)
+        while start < end:
+            room = self.config.max_size - self.size
+            cut = end if end - start <= room else records.rfind(b"\n", start, start + max(room, 0)) + 1
+            if cut <= start:
+                if self.size > 0:
+                    self._rotate()
+                    continue
+                cut = records.find(b"\n", start) + 1 or end
+            _write_all(self.fd, memoryview(records)[start:cut])
+            self.size += cut - start
+            start = cut
+
+    def _rotate(self) -> None:
+        """Docker's order: the oldest goes, each ``.N`` becomes ``.N+1``, the log becomes ``.1``, a new log is
+        opened. Renames, so a reader following the log keeps the file it has open and finds the next by name."""
+        keep = self.config.max_file - 1  # rotated files kept
+        if keep:
+            rotated(self.path, keep).unlink(missing_ok=True)
+            for n in range(keep - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(rotated(self.path, n), rotated(self.path, n + 1))
+            os.rename(self.path, rotated(self.path, 1))
+        else:
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.size = 0
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
@@ -78,30 +216,7 @@ def feed(src: int, dst: int) -> None:
     threading.Thread(target=copy, name="stdin", daemon=True).start()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def show(path: Path, follow: bool, running: Callable[[], bool], out: TextIO = sys.stdout,
-         err: TextIO = sys.stderr, timestamps: bool = False) -> None:
-    """Print the log, each chunk to the stream it came from; with ``follow``, until the container stops."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - read incrementally while following
-    except FileNotFoundError:
-        return
-    with f:
-        while True:
-            stopped = not follow or not running()  # asked before reading: nothing is written after it stops
-            for line in f.readlines():
-                if not line.endswith(b"\n"):
-                    f.seek(-len(line), os.SEEK_CUR)  # still being written: read it whole next time
-                    break
-                record = json.loads(line)
-                target = err if record.get("stream") == "stderr" else out
-                target.write((record["time"] + " " if timestamps else "") + record["log"])
-                target.flush()
-            if stopped:
-                return
-            time.sleep(0.1)

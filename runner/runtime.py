@@ -268,7 +268,7 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
     with contextlib.suppress(OSError):
         linux._prctl(PR_SET_CHILD_SUBREAPER, 1, "become a child subreaper")
     stdio = process.Stdio(spec.terminal)
-    log = logs.LogWriter(container.path(logs.LOG_NAME))
+    log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
     try:
         pid, master = _create(container, rt, bundle, stdio)
         done = rt.call("start", container.id, check=False)

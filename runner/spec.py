@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import cgroups, linux, seccomp, security
+from runner.logs import LogConfig
 from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
 
@@ -56,6 +57,7 @@ A_INIT = "io.strata.init"
 A_PRIVILEGED = "io.strata.privileged"
 A_ENTRYPOINT = "io.strata.config.entrypoint"  # JSON list: the entrypoint part of the command (inspect's Config)
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
+A_LOG = "io.strata.log-config"  # JSON of inspect's HostConfig.LogConfig; absent: the defaults
 A_NETWORK = "io.strata.network"  # JSON of runner.net.model.NetworkConfig; absent: none (made before networking)
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
@@ -240,6 +242,7 @@ class Spec:
     # --network and friends. The namespace is in ``namespaces`` (absent for host); a bridge or user network's
     # namespace is made and attached by the start path, which then joins it (runner/network.py)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    log: LogConfig = field(default_factory=LogConfig)  # --log-driver, --log-opt
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -347,6 +350,7 @@ class Spec:
         if self.entrypoint:
             annotations[A_ENTRYPOINT] = json.dumps(list(self.entrypoint))
         annotations[A_NETWORK] = json.dumps(self.network.to_json(), sort_keys=True)
+        annotations[A_LOG] = json.dumps(self.log.to_json())
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -403,7 +407,8 @@ class Spec:
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
             readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
             entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))),
-            network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])) if A_NETWORK in notes else NetworkConfig())
+            network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])) if A_NETWORK in notes else NetworkConfig(),
+            log=LogConfig.from_json(json.loads(notes[A_LOG])) if A_LOG in notes else LogConfig())
 
 
 def _flag(value: bool) -> str:

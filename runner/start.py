@@ -150,7 +150,7 @@ def _start(container: Container, echo: bool, feed: bool, started: Callable[[str,
         stdio.close_child_ends()
         child.close()
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in FORWARDED_SIGNALS}
-    log = logs.LogWriter(container.path(logs.LOG_NAME))
+    log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
     master, failed = None, None
     try:
         while (message := parent.recv()) is not None:

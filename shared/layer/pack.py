@@ -8,7 +8,10 @@ turns back into the tar's: a 0/0 char device NAME into ``.wh.NAME``; ``trusted.o
 The root directory itself is not an entry (as Docker's diffs), unless asked for.
 
 The tree is read with the same fd-relative, no-follow walk as unpacking, so a symlink in the tree can not make
-the packer read a file outside it.
+the packer read a file outside it. A tree that a running container changes meanwhile (``commit --pause=false``)
+can not make it open anything but the regular file it lstat'ed (:func:`_open_same`): a device node swapped in
+would be the host's device (the store is not ``nodev``), a fifo would hang the pack. Such a change fails the pack;
+a name removed meanwhile is left out.
 """
 
 from __future__ import annotations
@@ -39,12 +42,51 @@ class PackResult:
     uncompressed_size: int
 
 
+class _Changed(Exception):
+    """The entry being packed is no longer what its lstat said (a live container changed it meanwhile)."""
+
+
 class _FdReader:
-    def __init__(self, fd: int) -> None:
+    """The file's bytes for tarfile, which took the size from the lstat: a file that ends sooner is a change,
+    not a short entry."""
+
+    def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
+        self.left = size
 
     def read(self, size: int = -1) -> bytes:
-        return os.read(self.fd, size if size >= 0 else CHUNK)
+        want = min(self.left, size if size >= 0 else CHUNK)
+        data = os.read(self.fd, want) if want else b""
+        if want and not data:
+            raise _Changed("it shrank")
+        self.left -= len(data)
+        return data
+
+
+def _open_same(dir_fd: int, name: str, st: os.stat_result) -> int | None:
+    """An fd for reading the regular file ``name`` that ``st`` (its lstat) describes, or None if the name is
+    gone. The name is first opened O_PATH, which opens nothing (no device's open, no fifo's wait), and only
+    once fstat shows the same regular file (device and inode) is that inode reopened for reading through the
+    fd's magic link: whatever a live container renames there meanwhile, nothing else is ever opened."""
+    try:
+        path_fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symlink now
+            raise _Changed("it is no longer a regular file") from None
+        raise
+    try:
+        now = os.fstat(path_fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise _Changed("it is no longer the same regular file")
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    finally:
+        os.close(path_fd)
+    if os.fstat(fd).st_size != st.st_size:
+        os.close(fd)
+        raise _Changed("its size changed")
+    return fd
 
 
 def _xattrs(path: str, fmt: OverlayFormat) -> dict[str, str]:
@@ -118,7 +160,10 @@ class _Packer:
         """Add one entry of the directory the walk is in; True when it was a directory and the walk went in."""
         dir_fd = walk.fd
         rel = walk.rel(name)
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:  # removed since the listing (a live pack): left out, as Docker's tar does
+            return False
         path = proc_path(dir_fd, name)
         if OverlayFormat.is_whiteout(st):
             prefix = rel[: len(rel) - len(name)]
@@ -157,15 +202,9 @@ class _Packer:
             _set_mtime(info, st.st_mtime_ns)
             self.tar.addfile(info)
             return
-        if st.st_nlink > 1:
-            self.links[key] = rel
         if stat.S_ISREG(st.st_mode):
-            info.size = st.st_size
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            try:
-                self.tar.addfile(info, cast(BinaryIO, _FdReader(fd)))
-            finally:
-                os.close(fd)
+            if not self._file(dir_fd, name, rel, st, info):
+                return  # gone meanwhile: not an entry, and not a hardlink target either
         elif stat.S_ISLNK(st.st_mode):
             info.type = tarfile.SYMTYPE
             info.linkname = os.readlink(name, dir_fd=dir_fd)
@@ -178,6 +217,28 @@ class _Packer:
             info.type = tarfile.FIFOTYPE
             self.tar.addfile(info)
         # sockets have no tar form; like GNU tar and Docker, they are left out
+        if st.st_nlink > 1:
+            self.links[key] = rel
+
+    def _file(self, dir_fd: int, name: str, rel: str, st: os.stat_result, info: tarfile.TarInfo) -> bool:
+        """A regular file's entry, its bytes read from the very inode its lstat described and no more than its
+        lstat's size of them; False when the name is gone. A live container that swaps the name for anything
+        else, or changes the file's size, fails the pack (its tar entry would be a lie or torn)."""
+        try:
+            fd = _open_same(dir_fd, name, st)
+            if fd is None:
+                return False
+            try:
+                info.size = st.st_size
+                self.tar.addfile(info, cast(BinaryIO, _FdReader(fd, st.st_size)))
+                if os.fstat(fd).st_size != st.st_size:
+                    raise _Changed("its size changed")
+            finally:
+                os.close(fd)
+        except _Changed as e:
+            raise StrataError(f"cannot pack {self.src}: {rel} changed while it was packed ({e})",
+                              Kind.STATE) from None
+        return True
 
 
 def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: OverlayFormat = OVERLAY) -> None:

@@ -1,0 +1,409 @@
+"""Container logs (issue 18, item 6): the json-file writer rotates (``--log-opt max-size``/``max-file``, bounded
+by default), and ``runner logs`` streams in bounded memory with Docker's ``--tail``, ``--since``, ``--until``,
+``-t`` and ``-f`` (across rotation).
+
+Pure logic first (parsing, the writer and the reader over generated files: fast, no container), then the system:
+a container's flood of newlines stays within the bound, ``runner logs`` of a 200 MB log stays within a memory
+bound (a bound on memory, never on time), and a follower across a real container's rotations loses nothing."""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runner.logread import ReadOptions, fixed_time, parse_duration, parse_tail, parse_time, show, tail_start
+from runner.logs import LOG_NAME, LogConfig, LogWriter, parse_size
+from shared.errors import Kind, StrataError
+from tests.conftest import ROOT, Tools, needs_root, needs_tools, one_line_error, popen_runner, wait_until
+
+NOW = 1_700_000_000 * 10**9
+SEC = 10**9
+
+
+# -- parsing ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "ns"), [
+    ("10m", NOW - 600 * SEC), ("1h30m", NOW - 5400 * SEC), ("1.5h", NOW - 5400 * SEC), ("-5m", NOW + 300 * SEC),
+    ("300ms", NOW - 300 * 10**6), ("2h45m10s", NOW - (2 * 3600 + 45 * 60 + 10) * SEC),
+    ("2013-01-02T13:23:37Z", calendar.timegm((2013, 1, 2, 13, 23, 37)) * SEC),
+    ("2013-01-02T13:23:37.5+01:00", (calendar.timegm((2013, 1, 2, 12, 23, 37))) * SEC + SEC // 2),
+    ("2013-01-02T13:23:37.000000001z", calendar.timegm((2013, 1, 2, 13, 23, 37)) * SEC + 1),
+    ("2013-01-02Z", calendar.timegm((2013, 1, 2, 0, 0, 0)) * SEC),
+    ("2013-01-02T13Z", calendar.timegm((2013, 1, 2, 13, 0, 0)) * SEC),
+    ("2013-01-02T13:23-02:00", calendar.timegm((2013, 1, 2, 15, 23, 0)) * SEC),
+    ("1136073600", 1136073600 * SEC), ("1136073600.5", 1136073600 * SEC + SEC // 2),
+    ("1136073600.000000001", 1136073600 * SEC + 1), ("0", 0),
+])
+def test_since_and_until_take_dockers_forms(text: str, ns: int) -> None:
+    assert parse_time(text, "since", NOW) == ns
+
+
+def test_a_time_without_a_zone_is_local_time() -> None:
+    local = datetime.datetime(2013, 1, 2, 13, 23, 37).timestamp()
+    assert parse_time("2013-01-02T13:23:37", "since", NOW) == int(local) * SEC
+    assert parse_time("2013-01-02", "since", NOW) == int(datetime.datetime(2013, 1, 2).timestamp()) * SEC
+
+
+@pytest.mark.parametrize("text", ["yesterday", "10x", "2013-13-02", "2013-01-02T25:00:00Z", "-1", "1.2.3", ""])
+def test_bad_times_are_one_line_usage_errors(text: str) -> None:
+    with pytest.raises(StrataError) as caught:
+        parse_time(text, "until", NOW)
+    assert caught.value.kind == Kind.USAGE and '"until"' in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_go_durations() -> None:
+    assert parse_duration("1h2m3s4ms5us6ns") == 3723004005006
+    assert parse_duration(".5s") == SEC // 2 and parse_duration("1µs") == 1000
+    assert [parse_duration(t) for t in ("5", "m", "1d", "", "1h x")] == [None] * 5
+
+
+def test_tail_values() -> None:
+    assert [parse_tail(t) for t in ("all", "0", "7", "-1")] == [None, 0, 7, None]
+    with pytest.raises(StrataError):
+        parse_tail("some")
+
+
+def test_sizes_are_docker_decimal_units() -> None:
+    assert [parse_size(t) for t in ("20m", "1k", "10kb", "1.5g", "100", "2MB")] == \
+        [20_000_000, 1000, 10_000, 1_500_000_000, 100, 2_000_000]
+    for bad in ("ten", "0", "-1", "1x", ""):
+        with pytest.raises(StrataError):
+            parse_size(bad)
+
+
+def test_log_config_defaults_and_dockers_rules() -> None:
+    default = LogConfig.parse(None, [])
+    assert (default.driver, default.max_size, default.max_file) == ("json-file", 20_000_000, 5)
+    assert LogConfig.parse("json-file", ["max-size=1m"]).max_file == 1  # json-file's own default with max-size
+    assert LogConfig.parse("local", ["max-size=1m"]).max_file == 5
+    assert LogConfig.parse(None, ["max-file=3"]).max_size == 20_000_000
+    assert LogConfig.parse(None, ["max-size=1k", "max-file=2"]).to_json() == \
+        {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}}
+    for driver, opts, text in [("syslog", [], "'syslog' is not supported"), ("foo", [], "no log driver named 'foo'"),
+                               (None, ["foo=1"], "unknown log opt"),
+                               (None, ["max-file=0"], "max-file cannot be less than 1"),
+                               (None, ["max-file=x"], "max-file=x"), (None, ["compress=true"], "compress"),
+                               ("none", ["max-size=1m"], "unknown log opt"), (None, ["tag=x"], "not supported"),
+                               (None, ["max-size"], "KEY=VALUE")]:
+        with pytest.raises(StrataError) as caught:
+            LogConfig.parse(driver, opts)
+        assert caught.value.kind == Kind.USAGE and text in str(caught.value), caught.value
+
+
+# -- the writer -------------------------------------------------------------------------------------------------
+
+
+def files_of(d: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(d.iterdir())}
+
+
+def test_writer_records_are_dockers_layout(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path / LOG_NAME)
+    w.write("stdout", 'one\ntwo "q" \\ é\x01\npart'.encode())
+    w.write("stderr", b"\n")
+    w.close()
+    lines = (tmp_path / LOG_NAME).read_bytes().splitlines()
+    assert [json.loads(line)["log"] for line in lines] == ["one\n", 'two "q" \\ é\x01\n', "part", "\n"]
+    assert [json.loads(line)["stream"] for line in lines] == ["stdout"] * 3 + ["stderr"]
+    assert re.fullmatch(rb'\{"log":"one\\n","stream":"stdout","time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"\}',
+                        lines[0]), lines[0]
+
+
+def test_writer_rotates_within_the_bound_and_keeps_the_newest(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path / LOG_NAME, LogConfig.parse(None, ["max-size=1k", "max-file=3"]))
+    for i in range(500):
+        w.write("stdout", f"line {i}\n".encode() * (1 + i % 3))
+    w.close()
+    sizes = files_of(tmp_path)
+    assert set(sizes) == {LOG_NAME, f"{LOG_NAME}.1", f"{LOG_NAME}.2"}
+    assert all(size <= 1000 for size in sizes.values()), sizes
+    out = io.BytesIO()
+    show(tmp_path / LOG_NAME, ReadOptions(), lambda: False, out, io.BytesIO())
+    lines = out.getvalue().decode().splitlines()
+    assert lines[-1] == "line 499" and len(lines) > 20
+    numbers = [int(line.split()[1]) for line in lines]
+    assert numbers == sorted(numbers)  # oldest file first, no gap inside what is kept
+    assert set(range(numbers[0] + 1, 500)) <= set(numbers)
+
+
+def test_writer_with_one_file_starts_over(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path / LOG_NAME, LogConfig.parse("json-file", ["max-size=200"]))
+    for i in range(50):
+        w.write("stdout", f"line {i}\n".encode())
+    w.close()
+    assert list(files_of(tmp_path)) == [LOG_NAME] and files_of(tmp_path)[LOG_NAME] <= 200
+
+
+def test_a_record_larger_than_max_size_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path / LOG_NAME, LogConfig.parse(None, ["max-size=100", "max-file=5"]))
+    w.write("stdout", b"a\n")
+    w.write("stdout", b"x" * 500 + b"\n")
+    w.write("stdout", b"b\n")
+    w.close()
+    texts = [[json.loads(line)["log"] for line in (tmp_path / name).read_text().splitlines()]
+             for name in (f"{LOG_NAME}.2", f"{LOG_NAME}.1", LOG_NAME)]
+    assert texts == [["a\n"], ["x" * 500 + "\n"], ["b\n"]]
+
+
+def test_driver_none_writes_nothing(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path / LOG_NAME, LogConfig.parse("none", []))
+    w.write("stdout", b"hello\n")
+    w.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- the reader over generated logs -----------------------------------------------------------------------------
+
+
+def record(text: str, ns: int, stream: str = "stdout") -> bytes:
+    return json.dumps({"log": text, "stream": stream, "time": fixed_time(ns)}, separators=(",", ":")).encode() + b"\n"
+
+
+@pytest.fixture
+def three_files(tmp_path: Path) -> Path:
+    """Records 0..29, one a second from NOW, over container.log.2 (0-9), .1 (10-19) and container.log (20-29,
+    then half a record still being written); 7 and 23 on stderr."""
+    path = tmp_path / LOG_NAME
+    for name, numbers in ((f"{LOG_NAME}.2", range(0, 10)), (f"{LOG_NAME}.1", range(10, 20)), (LOG_NAME, range(20, 30))):
+        data = b"".join(record(f"r{i}\n", NOW + i * SEC, "stderr" if i in (7, 23) else "stdout") for i in numbers)
+        (tmp_path / name).write_bytes(data + (b'{"log":"half' if name == LOG_NAME else b""))
+    return path
+
+
+def read(path: Path, **kw: object) -> tuple[list[str], list[str]]:
+    out, err = io.BytesIO(), io.BytesIO()
+    show(path, ReadOptions(**kw), lambda: False, out, err)  # type: ignore[arg-type]
+    return out.getvalue().decode().splitlines(), err.getvalue().decode().splitlines()
+
+
+def test_reader_goes_through_the_rotated_files_oldest_first(three_files: Path) -> None:
+    out, err = read(three_files)
+    assert out == [f"r{i}" for i in range(30) if i not in (7, 23)] and err == ["r7", "r23"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 10, 11, 25, 30, 31, 1000])
+def test_tail_counts_back_across_the_files(three_files: Path, n: int) -> None:
+    out, err = read(three_files, tail=n)
+    assert sorted(out + err, key=lambda r: int(r[1:])) == [f"r{i}" for i in range(max(0, 30 - n), 30)]
+
+
+def test_tail_reads_backwards_in_blocks(tmp_path: Path) -> None:
+    """More records than a block holds, in one file: the start is found by counting newlines backwards."""
+    path = tmp_path / LOG_NAME
+    path.write_bytes(b"".join(record(f"{i}\n", NOW) for i in range(20000)))
+    with open(path, "rb") as f:
+        index, offset = tail_start([f.fileno()], 15000)
+        assert index == 0 and json.loads(path.read_bytes()[offset:].split(b"\n")[0])["log"] == "5000\n"
+    assert read(path, tail=3)[0] == ["19997", "19998", "19999"]
+
+
+def test_since_until_and_tail_as_docker_applies_them(three_files: Path) -> None:
+    assert read(three_files, since=NOW + 25 * SEC)[0] == ["r25", "r26", "r27", "r28", "r29"]  # inclusive
+    assert read(three_files, until=NOW + 2 * SEC)[0] == ["r0", "r1", "r2"]  # inclusive, then stops
+    assert read(three_files, since=NOW + 3 * SEC, until=NOW + 5 * SEC)[0] == ["r3", "r4", "r5"]
+    assert read(three_files, tail=3, since=NOW + 28 * SEC)[0] == ["r28", "r29"]  # tail first, then since
+    assert read(three_files, since=NOW + 100 * SEC) == ([], [])
+
+
+def test_timestamps_are_rfc3339_with_nine_digits(tmp_path: Path) -> None:
+    path = tmp_path / LOG_NAME
+    path.write_bytes(b'{"log":"a\\n","stream":"stdout","time":"2013-01-02T13:23:37.5Z"}\n'
+                     b'{"log":"b\\n","stream":"stdout","time":"2013-01-02T14:23:37.000000001+01:00"}\n')
+    assert read(path, timestamps=True)[0] == ["2013-01-02T13:23:37.500000000Z a",
+                                              "2013-01-02T13:23:37.000000001Z b"]
+
+
+def test_a_malformed_record_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / LOG_NAME
+    path.write_bytes(record("a\n", NOW) + b"not json\n")
+    with pytest.raises(StrataError) as caught:
+        read(path)
+    assert caught.value.kind == Kind.INTEGRITY and LOG_NAME in str(caught.value)
+
+
+def test_follow_across_rotations_loses_nothing(tmp_path: Path) -> None:
+    """A writer rotating every few records while the reader follows: every line, once, in order."""
+    path = tmp_path / LOG_NAME
+    w = LogWriter(path, LogConfig.parse(None, ["max-size=300", "max-file=3"]))
+    done = threading.Event()
+    read_so_far = io.BytesIO()
+
+    def write() -> None:
+        for i in range(300):
+            w.write("stdout", f"line {i}\n".encode())
+            if i % 5 == 0:  # the writer waits for the reader now and then, as a rotation must not outrun it
+                wait_until(lambda i=i: f"line {i}\n".encode() in read_so_far.getvalue(), f"line {i} followed")
+        w.close()
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    show(path, ReadOptions(follow=True), lambda: not done.is_set(), read_so_far, io.BytesIO())
+    thread.join()
+    assert read_so_far.getvalue().decode().splitlines() == [f"line {i}" for i in range(300)]
+    assert (tmp_path / f"{LOG_NAME}.2").exists()  # it did rotate
+
+
+def test_follow_with_until_in_the_past_stops(three_files: Path) -> None:
+    out = io.BytesIO()
+    show(three_files, ReadOptions(follow=True, until=NOW + 1 * SEC), lambda: True, out, io.BytesIO())
+    assert out.getvalue() == b"r0\nr1\n"
+
+
+# -- the system: real containers and the CLI --------------------------------------------------------------------
+
+
+@pytest.fixture
+def img(tools: Tools, test_image: str) -> str:
+    result = tools.puller("pull", "--quiet", test_image)
+    assert result.code == 0, result.err
+    return test_image
+
+
+def log_dir(tools: Tools, name: str) -> Path:
+    cid = tools.runner("inspect", "-f", "{{.Id}}", name).out.strip()
+    return tools.root / "containers" / cid
+
+
+@needs_root
+@needs_tools
+def test_a_flood_of_newlines_stays_within_the_default_bound(tools: Tools, img: str) -> None:
+    """2 MB of newlines became a 304 MB log: one record a line is the format, so the bound is rotation's."""
+    ran = tools.runner("run", "--name", "flood", img, "sh", "-c", "head -c 2000000 /dev/zero | tr '\\0' '\\n'; "
+                       "echo end")
+    assert ran.code == 0, ran.err
+    sizes = files_of(log_dir(tools, "flood"))
+    logs = {k: v for k, v in sizes.items() if k.startswith(LOG_NAME)}
+    assert set(logs) == {LOG_NAME, *(f"{LOG_NAME}.{n}" for n in range(1, 5))}, sizes  # it rotated, 5 files kept
+    assert sum(logs.values()) <= 5 * 20_000_000, logs
+    assert tools.runner("logs", "--tail", "2", "flood").out == "\nend\n"
+
+
+def max_rss_kib(*command: str) -> tuple[int, int]:
+    """Run COMMAND (its output thrown away) under a fresh Python whose only child it is; its exit code and
+    maximum resident set in KiB (getrusage of the children)."""
+    probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    env = {**os.environ}
+    done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=900)
+    code, rss = done.stdout.split()
+    return int(code), int(rss)
+
+
+@needs_root
+@needs_tools
+def test_logs_of_a_200mb_log_stream_in_bounded_memory(tools: Tools, img: str) -> None:
+    made = tools.runner("create", "--name", "big", img, "true")
+    assert made.code == 0, made.err
+    line = record("x" * 900 + "\n", NOW)
+    with open(log_dir(tools, "big") / LOG_NAME, "wb") as f:
+        block = line * 1000
+        for _ in range(200_000_000 // len(block) + 1):
+            f.write(block)
+    env = ("env", f"DOCKER_CONFIG={tools.docker_config}", f"STRATA_CONFIG={tools.settings}")
+    for extra in ((), ("--tail", "5"), ("-t", "--since", "2000-01-01")):
+        code, rss = max_rss_kib(*env, sys.executable, "-m", "runner", "--root", str(tools.root), "logs", *extra,
+                                "big")
+        assert code == 0
+        assert rss < 100 * 1024, f"runner logs {' '.join(extra)} used {rss} KiB"
+
+
+@needs_root
+@needs_tools
+def test_logs_options_on_a_containers_log(tools: Tools, img: str) -> None:
+    ran = tools.runner("run", "--name", "talk", img, "sh", "-c", "echo a; echo b; echo c")
+    assert ran.code == 0, ran.err
+    assert tools.runner("logs", "--tail", "1", "talk").out == "c\n"
+    assert tools.runner("logs", "-n", "2", "talk").out == "b\nc\n"
+    assert tools.runner("logs", "--tail", "0", "talk").out == ""
+    stamped = tools.runner("logs", "-t", "talk").out.splitlines()
+    assert len(stamped) == 3, stamped
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z [abc]", s) for s in stamped), stamped
+    assert tools.runner("logs", "--since", "1h", "talk").out == "a\nb\nc\n"
+    assert tools.runner("logs", "--since", "-1h", "talk").out == ""  # an hour from now
+    assert tools.runner("logs", "--until", "1h", "talk").out == ""
+    assert tools.runner("logs", "--until", str(time.time() + 60), "talk").out == "a\nb\nc\n"
+    first = stamped[0].split()[0]
+    assert tools.runner("logs", "--since", first, "talk").out.startswith("a\n")  # inclusive
+    one_line_error(tools.runner("logs", "--since", "yesterday", "talk"), 125, "failed to parse value")
+    one_line_error(tools.runner("logs", "--tail", "x", "talk"), 125, '"tail"')
+
+
+@needs_root
+@needs_tools
+def test_log_options_are_checked_recorded_and_honoured(tools: Tools, img: str, executor: str) -> None:
+    """Under each executor: the runner writes the log whichever starts the container (runner/runtime.py too)."""
+    one_line_error(tools.runner("run", "--log-opt", "max-sise=1m", img, "true"), 125,
+                   "unknown log opt 'max-sise' for json-file log driver")
+    one_line_error(tools.runner("create", "--log-driver", "syslog", img, "true"), 125, "'syslog' is not supported")
+    assert tools.runner("ps", "-aq").out == ""  # nothing created
+    ran = tools.runner("run", "--name", "small", "--log-opt", "max-size=1k", "--log-opt", "max-file=2", img, "sh",
+                       "-c", "seq 1 200")
+    assert ran.code == 0, ran.err
+    config = json.loads(tools.runner("inspect", "small").out)[0]["HostConfig"]["LogConfig"]
+    assert config == {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}}
+    sizes = files_of(log_dir(tools, "small"))
+    assert sizes[LOG_NAME] <= 1000 and sizes[f"{LOG_NAME}.1"] <= 1000 and f"{LOG_NAME}.2" not in sizes
+    assert tools.runner("logs", "small").out.splitlines()[-1] == "200"
+    quiet = tools.runner("run", "--name", "quiet", "--log-driver", "none", img, "echo", "hi")
+    assert quiet.code == 0 and quiet.out == "hi\n", quiet.err  # still shown in the foreground
+    assert LOG_NAME not in files_of(log_dir(tools, "quiet"))
+    one_line_error(tools.runner("logs", "quiet"), 125, "does not support reading")
+
+
+class Follower:
+    """``runner logs -f`` in the background, its output collected line by line."""
+
+    def __init__(self, tools: Tools, *args: str) -> None:
+        self.proc = popen_runner(tools, "logs", "-f", *args)
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+
+@pytest.fixture
+def sync_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "sync"
+    d.mkdir()
+    yield d
+
+
+@needs_root
+@needs_tools
+def test_follow_goes_across_a_containers_log_rotations(tools: Tools, img: str, sync_dir: Path) -> None:
+    """The container writes a batch (a rotation's worth) each time the test lets it, once the follower has shown
+    the last: every line arrives once, in order, across each rename, and -f returns when the container exits."""
+    script = ("for k in 1 2 3 4 5 6 7 8; do while [ ! -e /sync/go$k ]; do sleep 0.05; done; "
+              "i=0; while [ $i -lt 10 ]; do echo b$k-$i; i=$((i+1)); done; done")
+    made = tools.runner("run", "-d", "--name", "rot", "-v", f"{sync_dir}:/sync", "--log-opt", "max-size=1k",
+                        "--log-opt", "max-file=3", img, "sh", "-c", script)
+    assert made.code == 0, made.err
+    try:
+        follower = Follower(tools, "rot")
+        for k in range(1, 9):
+            (sync_dir / f"go{k}").touch()
+            wait_until(lambda k=k: f"b{k}-9" in follower.lines, f"batch {k} followed")
+        assert follower.proc.wait(timeout=60) == 0  # a hang detector: -f returns once the container exited
+        assert follower.lines == [f"b{k}-{i}" for k in range(1, 9) for i in range(10)]
+        assert (log_dir(tools, "rot") / f"{LOG_NAME}.2").exists()  # it rotated past what max-file keeps
+    finally:
+        tools.runner("rm", "-f", "rot")
