@@ -30,13 +30,14 @@ from runner.net import files, ipam
 from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
 from runner.net.records import Records, write_in_place
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store
+from shared.store import Store, flocked
 
 if TYPE_CHECKING:
     from runner.container import Container
 
 NetNS = int | str | os.PathLike[str]
 IP_FORWARD = "net/ipv4/ip_forward"
+HOST_LOCK = Path("/run/strata-network.lock")  # every store's: the ip_forward hand-over between stores
 EPHEMERAL = range(32768, 61000)  # -P's host ports, as Docker picks them
 
 
@@ -431,9 +432,11 @@ def reconcile(records: Records, ipr: Any) -> None:
     if not any(n.builtin for n in in_use) and records.network("bridge") is not None:
         records.drop_network("bridge")  # the default subnet is chosen again with its next first container
     _remove_unwanted_links(records, ipr, {e.veth for e in endpoints} | {n.bridge for n in in_use})
-    forwarding = _ip_forward(records, any(not n.internal for n in in_use))
-    table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag) if in_use else None
-    nat.apply(f"strata-{records.tag}", table)
+    with flocked(HOST_LOCK):
+        forwarding = _ip_forward(records, any(not n.internal for n in in_use))
+        table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag) if in_use \
+            else None
+        nat.apply(f"strata-{records.tag}", table)
 
 
 def _remove_unwanted_links(records: Records, ipr: Any, wanted: set[str]) -> None:
@@ -452,23 +455,39 @@ def _remove_unwanted_links(records: Records, ipr: Any, wanted: set[str]) -> None
 
 
 def _ip_forward(records: Records, needed: bool) -> bool:
-    """Turn ip_forward on while a non-internal network is in use, recording the old value first (a crash
-    between leaves it put back by prune); put it back when none is. True while we are the ones who turned it
-    on (the forward chain's policy is then drop)."""
+    """Turn ip_forward on while a non-internal network is in use, recording first what it was (a crash between
+    leaves it put back by prune), and put it back when none is. True while it was off before: the forward
+    chain's policy is then drop. Stores share the sysctl: one that finds it on with another store's table saying
+    "ip_forward_was_0" inherits that, and one that leaves while another's table says so leaves it on; so the
+    last one out puts it back. The caller holds the host-wide lock (:data:`HOST_LOCK`)."""
     from runner.net import link
 
     host = records.host()
+    was = host.get("ip_forward")
     if needed:
-        if "ip_forward" not in host and _read_sysctl(IP_FORWARD) != "1":
-            host["ip_forward"] = _read_sysctl(IP_FORWARD)
-            records.put_host(host)
+        if was is None:
+            current = _read_sysctl(IP_FORWARD)
+            was = "0" if current == "1" and _others_forwarding(records) else current
+            host["ip_forward"] = was
+            records.put_host(host)  # recorded before it changes
         link.sysctl(IP_FORWARD, "1")
-    elif "ip_forward" in host:
-        if _read_sysctl(IP_FORWARD) == "1":  # someone else changed it since: theirs now
-            link.sysctl(IP_FORWARD, str(host["ip_forward"]))
+    elif was is not None:
+        # someone else changed it since: theirs now; another store still forwarding: theirs to put back
+        if was != "1" and _read_sysctl(IP_FORWARD) == "1" and not _others_forwarding(records):
+            link.sysctl(IP_FORWARD, str(was))
         del host["ip_forward"]
         records.put_host(host)
-    return "ip_forward" in host
+        was = None
+    return was is not None and was != "1"
+
+
+def _others_forwarding(records: Records) -> bool:
+    """Another store's table says it turned ip_forward on (its marker chain, runner/net/nat.py)."""
+    from runner.net import nat
+
+    doc = json.loads(nat.nft(["-j", "list", "chains", "ip"]) or "{}")
+    return any(c["chain"]["name"] == nat.FORWARD_MARK and c["chain"]["table"].startswith("strata-")
+               and c["chain"]["table"] != f"strata-{records.tag}" for c in doc.get("nftables", ()) if "chain" in c)
 
 
 def _read_sysctl(key: str) -> str:

@@ -26,7 +26,9 @@ The rules (Docker's, in nft words, and two of our own):
   non-internal one may go out, and in only as replies or to a published port (so one network cannot open
   connections into another, as Docker's isolation chains have it). When *we* turned ip_forward on,
   the chain's policy is drop, as Docker sets the FORWARD policy to DROP then: the host must not become a router for
-  anything but our containers. If ip_forward was already on, the host's forwarding is left as it was.
+  anything but our containers (another store's bridges are left to that store's table). If ip_forward was
+  already on, the host's forwarding is left as it was. An empty chain ``ip_forward_was_0`` tells the other stores
+  on the host that the sysctl is to be put back by the last one of us out (runner/net/core.py).
 * ``bridge`` table, ``prerouting`` (before the bridge learns a source MAC or the host sees an ARP): a frame
   from a container's port (its host veth) passes only with that endpoint's MAC as source, and only as IPv4 from
   its address or ARP with its MAC and address as sender; anything else, and any frame from a veth of ours that
@@ -43,6 +45,8 @@ from dataclasses import dataclass
 
 from runner.net.model import Endpoint, Network
 from shared.errors import Kind, StrataError
+
+FORWARD_MARK = "ip_forward_was_0"  # an empty chain: this store needs ip_forward, which was off before any store
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,9 @@ class Ruleset:
                 out.append(f"    oifname {br} ct status dnat accept")
             out.append(f"    oifname {br} drop")
         out += [f"    iifname {_q(n.bridge)} {'drop' if n.internal else 'accept'}" for n in self.networks]
-        out += ["  }", "}"]
+        if self.forward_policy_drop:  # other stores' bridges: their own tables judge them, ours lets them be
+            out += [f'    {d}ifname "{p}*" accept' for d in ("i", "o") for p in ("strata-", "st-")]
+        out += ["  }", *([f"  chain {FORWARD_MARK} {{", "  }"] if self.forward_policy_drop else []), "}"]
         return "\n".join(out) + "\n"
 
     def _raw(self) -> list[str]:
