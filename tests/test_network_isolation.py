@@ -158,7 +158,15 @@ def sysctls(h: Host) -> dict[str, str]:
 
 # -- 5. loopback (CVE-2020-8558 class) ---------------------------------------------------------------------------
 
-def test_a_container_cannot_reach_a_service_on_the_hosts_loopback(image: Host, net_probe: Path) -> None:
+RUNTIMES = ["ours", "runc", "crun"]  # the rules are the host's; the attacker's capabilities are each executor's
+
+
+def runtime_args(runtime: str) -> tuple[str, ...]:
+    return () if runtime == "ours" else ("--runtime", runtime)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_container_cannot_reach_a_service_on_the_hosts_loopback(image: Host, net_probe: Path, runtime: str) -> None:
     """From the default bridge and from an --internal network: a UDP datagram to 127.0.0.1 sent to the
     gateway's MAC must not reach a service bound to the stand-in host's 127.0.0.1; no sysctl is left changed."""
     h = image
@@ -166,8 +174,8 @@ def test_a_container_cannot_reach_a_service_on_the_hosts_loopback(image: Host, n
     h.runner("network", "create", "--internal", "sealed")
     sentinel = listen(h, UDP_SENTINEL, "127.0.0.1", "9999")
     for net in ("bridge", "sealed"):
-        h.runner("run", "-d", "--name", f"atk-{net}", "--network", net, "-v", f"{net_probe}:/probe:ro", h.image,
-                 "sleep", "300")
+        h.runner("run", "-d", *runtime_args(runtime), "--name", f"atk-{net}", "--network", net, "-v",
+                 f"{net_probe}:/probe:ro", h.image, "sleep", "300")
         ep = endpoint(h, net, f"atk-{net}")
         assert sysctls(h)["/proc/sys/net/ipv4/conf/all/route_localnet"] == "0"
         frame = ipv4(ep["gw_mac"], ep["mac"], ep["ip"], "127.0.0.1", 17, 40000, 9999, f"from {net}".encode())
@@ -224,13 +232,15 @@ def test_a_lan_neighbour_cannot_reach_a_port_published_on_127_0_0_1(image: Host,
 
 # -- anti-spoofing ------------------------------------------------------------------------------------------------
 
-def test_a_container_cannot_take_a_peers_address_or_mac(image: Host, net_probe: Path) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_container_cannot_take_a_peers_address_or_mac(image: Host, net_probe: Path, runtime: str) -> None:
     """Attacker A, on the default bridge with peer B: ARP replies and a gratuitous ARP saying B's address is at
     A's MAC, a datagram from B's address, a frame from B's MAC. The stand-in host must keep B's MAC for B's
     address, the bridge must keep B's MAC on B's port, a listener on the host must hear only A's own datagrams,
     and the host must still reach B."""
     h = image
-    h.runner("run", "-d", "--name", "atk", "-v", f"{net_probe}:/probe:ro", h.image, "sleep", "300")
+    h.runner("run", "-d", *runtime_args(runtime), "--name", "atk", "-v", f"{net_probe}:/probe:ro", h.image, "sleep",
+             "300")
     h.runner("run", "-d", "--name", "peer", "--hostname", "b", h.image, "sh", "-c", HTTPD)
     a, b = endpoint(h, "bridge", "atk"), endpoint(h, "bridge", "peer")
     gw, gw_mac = a["gateway"], a["gw_mac"]

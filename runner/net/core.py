@@ -1,11 +1,13 @@
 """attach, release, disconnect, prune: each one change of the records, then the kernel reconciled to them.
 
 The kernel state Strata owns in the host's network namespace is a function of the records: a bridge per network
-that has an endpoint, a host-side veth per endpoint, the ``ip strata`` nft table, and ip_forward (turned on while
-a non-internal network is in use, put back when none is). :func:`reconcile` makes the kernel match the records,
-removing every link of ours (``strata0``, ``st-*``, ``stv*``) no record explains; so a failed attach (its record
-dropped), a release and a crash (its records swept) all end the same way, with nothing left over. One store per
-host network namespace: a second store would take the first one's links for litter.
+that has an endpoint, a host-side veth per endpoint, the store's two nft tables (``ip``/``bridge strata-TAG``),
+and ip_forward (turned on while a non-internal network is in use, put back when none is). :func:`reconcile` makes
+the kernel match the records, removing every link of this store's (its ifalias is the store's owner mark,
+:class:`~runner.net.records.Records`) no record explains; so a failed attach (its record dropped), a release and
+a crash (its records swept) all end the same way, with nothing left over. Several stores share a host: each
+touches only its own links and tables, the default bridge's subnet skips what the host already routes, and
+ip_forward is handed over between them (:func:`_ip_forward`).
 
 All of it runs under the records' lock (:meth:`Records.lock`), held for the whole attach: parallel ``run``s queue
 for a few milliseconds each and never collide on an address, a port or the table.
