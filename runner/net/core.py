@@ -451,7 +451,8 @@ def _remove_unwanted_links(records: Records, ipr: Any, wanted: set[str]) -> None
     for name, (kind, alias) in link.links(ipr).items():
         if kind not in ("bridge", "veth") or name in wanted:
             continue
-        named_ours = name == f"strata-{tag}" or name.startswith((f"st-{tag}-", f"stv{tag}"))
+        named_ours = name.startswith(f"stv{tag}") if kind == "veth" else \
+            name == f"strata-{tag}" or name.startswith(f"st-{tag}-")
         if alias == records.owner or (not alias and named_ours):
             link.delete(ipr, name, records.owner)
 
