@@ -59,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def machine_network_untouched() -> Iterator[None]:
     """The network rule, checked for the whole session: no bridge or veth of ours in this machine's namespace."""
     yield
-    ours = [n for n in os.listdir("/sys/class/net") if n == "strata0" or n.startswith(("st-", "stv"))]
+    ours = [n for n in os.listdir("/sys/class/net") if n.startswith(("strata", "st-", "stv"))]
     assert ours == [], f"the tests left links of ours in the machine's own network namespace: {ours}"
 
 

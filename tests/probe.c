@@ -11,6 +11,8 @@
  *                                  their exe, environ and fds
  *   probe swap MAJOR MINOR         (commit race) in /race, exchange regular files with a block device node
  *                                  MAJOR:MINOR and with a fifo by rename, in a tight loop until killed
+ *   probe frames IFACE N MS HEX... send each HEX Ethernet frame out of IFACE (AF_PACKET, CAP_NET_RAW), N rounds
+ *                                  MS apart (tests/test_network_isolation.py: loopback and spoofing attacks)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -264,6 +266,35 @@ static int do_swap(unsigned major_no, unsigned minor_no) {
     }
 }
 
+/* ---- network attacks (issue 18): raw frames the test built, sent as they are ---------------------------- */
+#include <net/if.h>
+#include <netpacket/packet.h>
+#include <sys/socket.h>
+
+static int do_frames(const char *iface, int rounds, int ms, int n, char **hex) {
+    int s = socket(AF_PACKET, SOCK_RAW, 0);
+    if (s < 0) {
+        printf("frames %s\n", err(errno));
+        return 1;
+    }
+    struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_ifindex = (int)if_nametoindex(iface), .sll_halen = 6};
+    static unsigned char frame[2048];
+    int sent = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < n; i++) {
+            size_t len = strlen(hex[i]) / 2;
+            for (size_t j = 0; j < len && j < sizeof frame; j++) sscanf(hex[i] + 2 * j, "%2hhx", &frame[j]);
+            memcpy(to.sll_addr, frame, 6);
+            if (sendto(s, frame, len, 0, (struct sockaddr *)&to, sizeof to) == (ssize_t)len) sent++;
+            else printf("frames %s\n", err(errno));
+        }
+        struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&t, NULL);
+    }
+    printf("sent %d\n", sent);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -273,5 +304,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "devices")) return do_devices(argc - 2, argv + 2);
     if (!strcmp(argv[1], "watch") && argc >= 4) return do_watch(atoi(argv[2]), argv[3]);
     if (!strcmp(argv[1], "swap") && argc >= 4) return do_swap(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(argv[1], "frames") && argc >= 6) return do_frames(argv[2], atoi(argv[3]), atoi(argv[4]), argc - 5, argv + 5);
     return 2;
 }

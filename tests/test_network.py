@@ -336,16 +336,20 @@ def test_addresses_subnets_and_rules_from_records() -> None:
 def test_the_default_bridge_subnet_comes_from_the_settings_files_bip(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from runner.net.core import default_network
+    from runner.net.records import Records
+    from shared.store import Store
 
     settings = tmp_path / "config.json"
     monkeypatch.setenv("STRATA_CONFIG", str(settings))
-    assert (default_network().subnet, default_network().gateway) == ("10.88.0.0/16", "10.88.0.1")
+    records = Records(Store(tmp_path / "store"))
+    net = default_network(records)
+    assert (net.subnet, net.gateway) == ("10.88.0.0/16", "10.88.0.1")
     settings.write_text('{"bip": "10.200.0.1/24"}')
-    assert (default_network().subnet, default_network().gateway, default_network().bridge) == \
-        ("10.200.0.0/24", "10.200.0.1", "strata0")
+    net = default_network(records)
+    assert (net.subnet, net.gateway, net.bridge) == ("10.200.0.0/24", "10.200.0.1", f"strata-{records.tag}")
     settings.write_text('{"bip": "nonsense"}')
     with pytest.raises(StrataError, match="invalid bip"):
-        default_network()
+        default_network(records)
 
 
 def test_pyroute2_is_imported_only_when_a_network_is_set_up(tmp_path: Path) -> None:
@@ -695,12 +699,16 @@ def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
                           "true", check=False)
     assert failed.returncode == 125 and failed.stderr == "runner: error: network nosuch not found\n"
     # the bridge's name taken by something else: the attach fails after its record, address and namespace
-    image.run("ip", "link", "add", "strata0", "type", "veth", "peer", "name", "other0")
+    from runner.net.records import Records
+    from shared.store import Store
+
+    bridge = f"strata-{Records(Store(image.root)).tag}"
+    image.run("ip", "link", "add", bridge, "type", "veth", "peer", "name", "other0")
     failed = image.runner("run", "--rm", image.image, "true", check=False)
     assert failed.returncode == 125 and failed.stderr == \
-        "runner: error: cannot set up bridge strata0: it exists and is not a bridge\n"
-    assert image.run("ip", "-o", "-4", "addr", "show", "strata0") == ""
-    image.run("ip", "link", "del", "strata0")
+        f"runner: error: cannot set up bridge {bridge}: it exists and is not a bridge\n"
+    assert image.run("ip", "-o", "-4", "addr", "show", bridge) == ""
+    image.run("ip", "link", "del", bridge)
     # attached, then the command cannot start: released all the same, in the foreground and detached
     missing = image.runner("run", "--rm", image.image, "/nosuch", check=False)
     assert missing.returncode == 127 and missing.stderr.count("\n") == 1, missing.stderr

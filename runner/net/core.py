@@ -1,11 +1,13 @@
 """attach, release, disconnect, prune: each one change of the records, then the kernel reconciled to them.
 
 The kernel state Strata owns in the host's network namespace is a function of the records: a bridge per network
-that has an endpoint, a host-side veth per endpoint, the ``ip strata`` nft table, and ip_forward (turned on while
-a non-internal network is in use, put back when none is). :func:`reconcile` makes the kernel match the records,
-removing every link of ours (``strata0``, ``st-*``, ``stv*``) no record explains; so a failed attach (its record
-dropped), a release and a crash (its records swept) all end the same way, with nothing left over. One store per
-host network namespace: a second store would take the first one's links for litter.
+that has an endpoint, a host-side veth per endpoint, the store's two nft tables (``ip``/``bridge strata-TAG``),
+and ip_forward (turned on while a non-internal network is in use, put back when none is). :func:`reconcile` makes
+the kernel match the records, removing every link of this store's (its ifalias is the store's owner mark,
+:class:`~runner.net.records.Records`) no record explains; so a failed attach (its record dropped), a release and
+a crash (its records swept) all end the same way, with nothing left over. Several stores share a host: each
+touches only its own links and tables, the default bridge's subnet skips what the host already routes, and
+ip_forward is handed over between them (:func:`_ip_forward`).
 
 All of it runs under the records' lock (:meth:`Records.lock`), held for the whole attach: parallel ``run``s queue
 for a few milliseconds each and never collide on an address, a port or the table.
@@ -27,16 +29,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.net import files, ipam
-from runner.net.model import DEFAULT_BRIDGE, DEFAULT_SUBNET, Attachment, AttachOptions, Endpoint, Network, Published
+from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
 from runner.net.records import Records, write_in_place
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store
+from shared.store import Store, flocked
 
 if TYPE_CHECKING:
     from runner.container import Container
 
 NetNS = int | str | os.PathLike[str]
 IP_FORWARD = "net/ipv4/ip_forward"
+HOST_LOCK = Path("/run/strata-network.lock")  # every store's: the ip_forward hand-over between stores
 EPHEMERAL = range(32768, 61000)  # -P's host ports, as Docker picks them
 
 
@@ -47,21 +50,61 @@ def checkpoint(step: str) -> None:
 
 # -- the built-in network -------------------------------------------------------------------------------------
 
-def default_network() -> Network:
-    """The built-in ``bridge`` network: no file, so nothing of it stays once unused. Its subnet is the settings
-    file's ``bip`` (Docker's daemon.json name: the bridge's address with prefix, e.g. ``10.88.0.1/16``)."""
-    subnet = DEFAULT_SUBNET
-    bip = _settings().get("bip")
-    if isinstance(bip, str) and bip:
-        try:
-            iface = ipaddress.ip_interface(bip)
-        except ValueError:
-            raise usage(f"invalid bip {bip!r} in the settings file: use ADDRESS/PREFIX") from None
-        subnet = str(ipam.parse_subnet(str(iface.network)))
-        gateway = str(iface.ip)
+def default_network(records: Records) -> Network:
+    """The built-in ``bridge`` network. While it has containers its subnet is the one recorded in
+    ``networks/bridge.json`` (:func:`_settle_default` chose it; :func:`reconcile` drops the file with the last
+    container). Unused, it is the one it would prefer: the settings file's ``bip`` (Docker's daemon.json name:
+    the bridge's address with prefix, e.g. ``10.88.0.1/16``), else the first of the default pool."""
+    recorded = records.network("bridge")
+    if recorded is not None:
+        return recorded
+    bip = _bip()
+    if bip is not None:
+        subnet, gateway = str(bip.network), str(bip.ip)
     else:
+        subnet, gateway = DEFAULT_POOL[0], ipam.gateway_of(ipam.parse_subnet(DEFAULT_POOL[0]))
+    return Network("bridge", hashlib.sha256(b"strata bridge").hexdigest(), subnet, gateway, f"strata-{records.tag}")
+
+
+def _bip() -> ipaddress.IPv4Interface | None:
+    bip = _settings().get("bip")
+    if not isinstance(bip, str) or not bip:
+        return None
+    try:
+        iface = ipaddress.ip_interface(bip)
+    except ValueError:
+        raise usage(f"invalid bip {bip!r} in the settings file: use ADDRESS/PREFIX") from None
+    ipam.parse_subnet(str(iface.network))
+    assert isinstance(iface, ipaddress.IPv4Interface)
+    return iface
+
+
+def _settle_default(records: Records, ipr: Any, network: Network) -> Network:
+    """The default bridge's subnet for its first container: the ``bip``, else the first /16 of the default pool
+    that no route of the host reaches (another store's bridge, podman's, a VPN's), as Docker picks from its
+    default address pools; recorded until its last container goes. Later containers get the recorded one."""
+    from runner.net import link
+
+    if records.endpoints(network="bridge") and records.network("bridge") is not None:
+        return network
+    routes = link.host_routes(ipr, _our_bridges(records, ipr))
+    users = [n for n in records.networks() if n.name != "bridge"]
+    bip = _bip()
+    if bip is not None:
+        ipam.check_free_subnet(bip.network, users, routes)
+        subnet, gateway = str(bip.network), str(bip.ip)
+    else:
+        subnet = ipam.free_subnet((n.subnet for n in users), routes, DEFAULT_POOL)
         gateway = ipam.gateway_of(ipam.parse_subnet(subnet))
-    return Network("bridge", hashlib.sha256(b"strata bridge").hexdigest(), subnet, gateway, DEFAULT_BRIDGE)
+    network = replace(network, subnet=subnet, gateway=gateway, created=time.time())
+    records.put_network(network)
+    return network
+
+
+def _our_bridges(records: Records, ipr: Any) -> set[str]:
+    from runner.net import link
+
+    return {name for name, (kind, alias) in link.links(ipr).items() if kind == "bridge" and alias == records.owner}
 
 
 def _settings() -> dict[str, Any]:
@@ -81,7 +124,7 @@ def _settings() -> dict[str, Any]:
 def lookup(records: Records, name: str) -> Network:
     """By name, full ID or unique ID prefix, as Docker finds networks."""
     if name == "bridge":
-        return default_network()
+        return default_network(records)
     network = records.network(name)
     if network is not None:
         return network
@@ -95,7 +138,7 @@ def lookup(records: Records, name: str) -> Network:
 
 
 def all_networks(records: Records) -> list[Network]:
-    return [default_network(), *(n for n in records.networks() if n.name != "bridge")]
+    return [default_network(records), *(n for n in records.networks() if n.name != "bridge")]
 
 
 # -- attach ---------------------------------------------------------------------------------------------------
@@ -123,23 +166,25 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
                 raise usage("--ip is only for user networks (create one with runner network create)")
             if opts.aliases and network.builtin:
                 raise usage("--network-alias is only for user networks")
+            network = _settle(records, ipr, network)
             ip = ipam.allocate(network, records.endpoints(network=network.name), opts.ip)
             with link.inside(fd) as inner:
                 ifname = link.free_ifname(inner)
                 endpoint = Endpoint(
                     container_id=opts.container_id, network=network.name, name=opts.name, hostname=opts.hostname,
                     ip=ip, prefixlen=ipaddress.ip_network(network.subnet).prefixlen, gateway=network.gateway,
-                    mac=(opts.mac or ipam.mac_for(ip)).lower(), veth=veth_name(opts.container_id, network.name),
-                    ifname=ifname, aliases=opts.aliases,
+                    mac=(opts.mac or ipam.mac_for(ip)).lower(), ifname=ifname,
+                    veth=veth_name(records, opts.container_id, network.name), aliases=opts.aliases,
                     default_route=not network.internal and not any(e.default_route for e in mine),
                     ports=_ports(opts, records.endpoints()), dns=opts.dns, add_hosts=opts.add_hosts,
                     hosts_path=str(opts.hosts_path or ""), created=time.time())
                 records.put_endpoint(endpoint)
                 try:
                     checkpoint("recorded")
-                    bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen)
+                    bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen,
+                                                           records.owner)
                     checkpoint("bridge")
-                    link.add_veth(ipr, endpoint.veth, fd, ifname, endpoint.mac, mtu, bridge_index)
+                    link.add_veth(ipr, endpoint.veth, fd, ifname, endpoint.mac, mtu, bridge_index, records.owner)
                     checkpoint("veth")
                     link.configure_inside(inner, ifname, ip, endpoint.prefixlen,
                                           network.gateway if endpoint.default_route else None)
@@ -152,7 +197,7 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
                 except BaseException:
                     records.drop_endpoint(endpoint)  # the record first: whatever happens next, the kernel follows it
                     with contextlib.suppress(StrataError):
-                        link.delete(ipr, endpoint.veth)
+                        link.delete(ipr, endpoint.veth, records.owner)
                     with contextlib.suppress(StrataError, OSError):
                         reconcile(records, ipr)  # else the next attach, release or prune finishes the job
                         _refresh_hosts(records, {network.name}, skip=opts.container_id)
@@ -196,9 +241,26 @@ def _open_netns(netns: NetNS) -> tuple[int, bool]:
         raise StrataError(f"cannot open the network namespace {os.fspath(netns)}: {e.strerror}", Kind.SYSTEM) from None
 
 
-def veth_name(container_id: str, network: str) -> str:
-    """Host end: ``stv`` + 11 hex digits, 14 characters (IFNAMSIZ allows 15), one per container and network."""
-    return "stv" + hashlib.sha256(f"{container_id}\0{network}".encode()).hexdigest()[:11]
+def veth_name(records: Records, container_id: str, network: str) -> str:
+    """Host end: ``stv``, the store's tag (5 hex) and 7 hex of the container and network: 15 characters, what
+    IFNAMSIZ allows."""
+    return f"stv{records.tag}" + hashlib.sha256(f"{container_id}\0{network}".encode()).hexdigest()[:7]
+
+
+def _settle(records: Records, ipr: Any, network: Network) -> Network:
+    """Before a network's first container: its subnet must not be routed on the host by anyone else (another
+    store's bridge took it since the network was created, say): refused, rather than breaking theirs."""
+    from runner.net import link
+
+    if network.builtin:
+        return _settle_default(records, ipr, network)
+    if records.endpoints(network=network.name):
+        return network
+    for route in link.host_routes(ipr, _our_bridges(records, ipr)):
+        if ipaddress.ip_network(network.subnet).overlaps(ipaddress.ip_network(route)):
+            raise StrataError(f"subnet {network.subnet} of network {network.name} is routed on this host already "
+                              f"({route}): remove the network and create it with another --subnet", Kind.STATE)
+    return network
 
 
 def _ports(opts: AttachOptions, live: list[Endpoint]) -> tuple[Published, ...]:
@@ -261,14 +323,14 @@ def create_network(store: Store, name: str, subnet: str | None = None, internal:
         if records.network(name) is not None:
             raise StrataError(f"network with name {name} already exists", Kind.STATE)
         networks = all_networks(records)
-        routes = link.host_routes(ipr, {n.bridge for n in networks})
+        routes = link.host_routes(ipr, _our_bridges(records, ipr))
         if subnet is None:
             subnet = ipam.free_subnet((n.subnet for n in networks), routes)
         net = ipam.parse_subnet(subnet)
         ipam.check_free_subnet(net, networks, routes)
         network_id = os.urandom(32).hex()
-        network = Network(name, network_id, str(net), ipam.gateway_of(net), "st-" + network_id[:12], internal,
-                          time.time())
+        network = Network(name, network_id, str(net), ipam.gateway_of(net), f"st-{records.tag}-{network_id[:6]}",
+                          internal, time.time())
         records.put_network(network)
     return network
 
@@ -310,7 +372,7 @@ def release(store: Store, container_id: str, network: str | None = None) -> None
         gone = records.endpoints(container_id=container_id, network=network)
         for endpoint in gone:
             records.drop_endpoint(endpoint)
-            link.delete(ipr, endpoint.veth)  # with the namespace still alive (disconnect) this takes eth0 too
+            link.delete(ipr, endpoint.veth, records.owner)  # with the namespace alive (disconnect): eth0 too
         reconcile(records, ipr)
         _refresh_hosts(records, {e.network for e in gone}, skip=None)
 
@@ -340,7 +402,7 @@ def prune(store: Store) -> list[str]:
         sweep(records, ipr)
         used = {e.network for e in records.endpoints()}
         for network in records.networks():
-            if network.name not in used:
+            if network.name not in used and network.name != "bridge":  # bridge.json: reconcile's (see there)
                 records.drop_network(network.name)
                 removed.append(network.name)
         reconcile(records, ipr)
@@ -365,28 +427,70 @@ def sweep(records: Records, ipr: Any) -> list[Endpoint]:
 
 def reconcile(records: Records, ipr: Any) -> None:
     """Make the host's namespace match the records (see the module doc). The caller holds the lock."""
-    from runner.net import link, nat
+    from runner.net import nat
 
     endpoints = records.endpoints()
     in_use = [n for n in all_networks(records) if any(e.network == n.name for e in endpoints)]
-    wanted = {e.veth for e in endpoints} | {n.bridge for n in in_use}
-    for name, kind in link.link_names(ipr).items():
-        ours = name.startswith(link.VETH_PREFIX) if kind == "veth" else \
-            kind == "bridge" and name.startswith(link.BRIDGE_PREFIXES)
-        if ours and name not in wanted:
-            link.delete(ipr, name)
+    if not any(n.builtin for n in in_use) and records.network("bridge") is not None:
+        records.drop_network("bridge")  # the default subnet is chosen again with its next first container
+    _remove_unwanted_links(records, ipr, {e.veth for e in endpoints} | {n.bridge for n in in_use})
+    with flocked(HOST_LOCK):
+        forwarding = _ip_forward(records, any(not n.internal for n in in_use))
+        table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag) if in_use \
+            else None
+        nat.apply(f"strata-{records.tag}", table)
+
+
+def _remove_unwanted_links(records: Records, ipr: Any, wanted: set[str]) -> None:
+    """Our bridges and veths no record explains. Ours: the ifalias is this store's owner mark, or there is none
+    yet and the name carries this store's tag (a crash between a link's creation and its alias). Another
+    store's links, and anything else on the host, are never touched."""
+    from runner.net import link
+
+    tag = records.tag
+    for name, (kind, alias) in link.links(ipr).items():
+        if kind not in ("bridge", "veth") or name in wanted:
+            continue
+        named_ours = name.startswith(f"stv{tag}") if kind == "veth" else \
+            name == f"strata-{tag}" or name.startswith(f"st-{tag}-")
+        if alias == records.owner or (not alias and named_ours):
+            link.delete(ipr, name, records.owner)
+
+
+def _ip_forward(records: Records, needed: bool) -> bool:
+    """Turn ip_forward on while a non-internal network is in use, recording first what it was (a crash between
+    leaves it put back by prune), and put it back when none is. True while it was off before: the forward
+    chain's policy is then drop. Stores share the sysctl: one that finds it on with another store's table saying
+    "ip_forward_was_0" inherits that, and one that leaves while another's table says so leaves it on; so the
+    last one out puts it back. The caller holds the host-wide lock (:data:`HOST_LOCK`)."""
+    from runner.net import link
+
     host = records.host()
-    if any(not n.internal for n in in_use):
-        if "ip_forward" not in host and _read_sysctl(IP_FORWARD) != "1":
-            host["ip_forward"] = _read_sysctl(IP_FORWARD)
-            records.put_host(host)  # recorded before it changes: a crash between leaves it put back by prune
+    was = host.get("ip_forward")
+    if needed:
+        if was is None:
+            current = _read_sysctl(IP_FORWARD)
+            was = "0" if current == "1" and _others_forwarding(records) else current
+            host["ip_forward"] = was
+            records.put_host(host)  # recorded before it changes
         link.sysctl(IP_FORWARD, "1")
-    elif "ip_forward" in host:
-        if _read_sysctl(IP_FORWARD) == "1":  # someone else changed it since: theirs now
-            link.sysctl(IP_FORWARD, str(host["ip_forward"]))
+    elif was is not None:
+        # someone else changed it since: theirs now; another store still forwarding: theirs to put back
+        if was != "1" and _read_sysctl(IP_FORWARD) == "1" and not _others_forwarding(records):
+            link.sysctl(IP_FORWARD, str(was))
         del host["ip_forward"]
         records.put_host(host)
-    nat.apply(nat.Ruleset(tuple(in_use), tuple(endpoints), "ip_forward" in host) if in_use else None)
+        was = None
+    return was is not None and was != "1"
+
+
+def _others_forwarding(records: Records) -> bool:
+    """Another store's table says it turned ip_forward on (its marker chain, runner/net/nat.py)."""
+    from runner.net import nat
+
+    doc = json.loads(nat.nft(["-j", "list", "chains", "ip"]) or "{}")
+    return any(c["chain"]["name"] == nat.FORWARD_MARK and c["chain"]["table"].startswith("strata-")
+               and c["chain"]["table"] != f"strata-{records.tag}" for c in doc.get("nftables", ()) if "chain" in c)
 
 
 def _read_sysctl(key: str) -> str:

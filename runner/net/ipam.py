@@ -33,14 +33,18 @@ def gateway_of(net: ipaddress.IPv4Network) -> str:
     return str(net.network_address + 1)
 
 
-def free_subnet(taken: Iterable[str], routes: Iterable[str]) -> str:
-    """The first /24 of the user pool that overlaps no network of ours and no route of the host's (a subnet the
-    host already reaches some other way would hide it)."""
+def free_subnet(taken: Iterable[str], routes: Iterable[str], pool: Iterable[str] = ()) -> str:
+    """The first subnet of POOL (default: the /24s of the user pool) that overlaps no network of ours and no
+    route of the host's (a subnet the host already reaches some other way, another store's bridge included,
+    would hide it or be hidden)."""
     busy = [ipaddress.ip_network(t) for t in [*taken, *routes]]
-    for candidate in ipaddress.ip_network(USER_POOL).subnets(new_prefix=24):
+    candidates = [ipaddress.ip_network(p) for p in pool] or ipaddress.ip_network(USER_POOL).subnets(new_prefix=24)
+    for candidate in candidates:
         if not any(candidate.overlaps(b) for b in busy):
             return str(candidate)
-    raise StrataError(f"no free /24 left in {USER_POOL}: remove networks or give --subnet", Kind.STATE)
+    where = "the default pool" if pool else USER_POOL
+    raise StrataError(f"no free subnet left in {where}: every one is routed on this host already; set bip in the "
+                      "settings file or give --subnet", Kind.STATE)
 
 
 def check_free_subnet(net: ipaddress.IPv4Network, networks: Iterable[Network], routes: Iterable[str]) -> None:

@@ -24,9 +24,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 from runner.linux import CLONE_NEWNET, setns
 from shared.errors import Kind, StrataError
 
-BRIDGE_PREFIXES = ("strata0", "st-")  # bridges: the default one, and user networks' st-ID12
-VETH_PREFIX = "stv"  # host ends: stv + 11 hex of sha256(container ID, network)
-
 
 def fail(what: str, e: NetlinkError | OSError) -> StrataError:
     code = e.code if isinstance(e, NetlinkError) else (e.errno or 0)
@@ -70,17 +67,25 @@ def index_of(ipr: Any, name: str) -> int | None:
 
 def link_names(ipr: Any) -> dict[str, str]:
     """name -> kind (bridge, veth, ...) of every link."""
+    return {name: kind for name, (kind, _) in links(ipr).items()}
+
+
+def links(ipr: Any) -> dict[str, tuple[str, str]]:
+    """name -> (kind, ifalias) of every link: the alias says which store made it (Records.owner)."""
     out = {}
     for link in ipr.get_links():
         info = link.get_attr("IFLA_LINKINFO")
-        out[str(link.get_attr("IFLA_IFNAME"))] = str(info.get_attr("IFLA_INFO_KIND")) if info else ""
+        kind = str(info.get_attr("IFLA_INFO_KIND")) if info else ""
+        out[str(link.get_attr("IFLA_IFNAME"))] = (kind, str(link.get_attr("IFLA_IFALIAS") or ""))
     return out
 
 
-def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> tuple[int, int]:
-    """The bridge NAME up with GATEWAY/PREFIXLEN on it; (index, MTU). Loopback traffic may be routed to it
-    (route_localnet), so a port published on 127.0.0.1 can be DNATed to a container, as Docker does without
-    its userland proxy."""
+def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int, owner: str) -> tuple[int, int]:
+    """The bridge NAME up with GATEWAY/PREFIXLEN on it, its ifalias OWNER; (index, MTU). Loopback traffic may
+    be routed to it (route_localnet), so a port published on 127.0.0.1 can be DNATed to a container, as Docker
+    does without its userland proxy; the ruleset drops what arrives on it for 127.0.0.0/8 (runner/net/nat.py).
+    A bridge of that name without an alias is ours from a crash between its creation and its alias (the
+    kernel takes no ifalias in the creating message); one with another alias is another store's."""
     try:
         idx = index_of(ipr, name)
         if idx is None:
@@ -91,6 +96,11 @@ def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> tuple[in
         info = link.get_attr("IFLA_LINKINFO")
         if not info or info.get_attr("IFLA_INFO_KIND") != "bridge":  # someone else's link: nothing of ours on it
             raise StrataError(f"cannot set up bridge {name}: it exists and is not a bridge", Kind.STATE)
+        alias = str(link.get_attr("IFLA_IFALIAS") or "")
+        if alias not in ("", owner):
+            raise StrataError(f"cannot set up bridge {name}: it belongs to {alias}, not this store", Kind.STATE)
+        if not alias:
+            ipr.link("set", index=idx, ifalias=owner)
         if not ipr.get_addr(index=idx, address=gateway):
             ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
         ipr.link("set", index=idx, state="up")
@@ -101,14 +111,15 @@ def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int) -> tuple[in
     return idx, mtu
 
 
-def add_veth(ipr: Any, veth: str, netns_fd: int, ifname: str, mac: str, mtu: int, bridge: int) -> None:
-    """The pair VETH (host) / IFNAME (container, made in NETNS_FD), the host end on BRIDGE and up."""
+def add_veth(ipr: Any, veth: str, netns_fd: int, ifname: str, mac: str, mtu: int, bridge: int, owner: str) -> None:
+    """The pair VETH (host) / IFNAME (container, made in NETNS_FD), the host end on BRIDGE, its ifalias OWNER,
+    and up."""
     try:
         ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
                  peer={"ifname": ifname, "net_ns_fd": netns_fd, "address": mac, "mtu": mtu})
         idx = index_of(ipr, veth)
         assert idx is not None
-        ipr.link("set", index=idx, master=bridge)
+        ipr.link("set", index=idx, master=bridge, ifalias=owner)
         ipr.brport("set", index=idx, mode=1)  # hairpin: a container reaches its own published port via the host
         ipr.link("set", index=idx, state="up")
     except NetlinkError as e:
@@ -141,10 +152,14 @@ def free_ifname(ipr: Any) -> str:
     return f"eth{n}"
 
 
-def delete(ipr: Any, name: str) -> None:
-    """Remove link NAME; gone already is fine (a veth goes with its container's namespace)."""
+def delete(ipr: Any, name: str, owner: str) -> None:
+    """Remove link NAME if OWNER made it (its ifalias, or none yet: see :func:`ensure_bridge`); gone already is
+    fine (a veth goes with its container's namespace). Another store's link of the same name stays."""
     try:
-        ipr.link("del", ifname=name)
+        found = ipr.link_lookup(ifname=name)
+        if not found or str(ipr.get_links(found[0])[0].get_attr("IFLA_IFALIAS") or "") not in ("", owner):
+            return
+        ipr.link("del", index=found[0])
     except NetlinkError as e:
         if e.code not in (errno.ENODEV, errno.ENOENT):
             raise fail(f"cannot remove {name}", e) from None

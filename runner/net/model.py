@@ -15,8 +15,9 @@ from typing import Any
 from shared.errors import usage
 
 BUILTIN = ("bridge", "none", "host")
-DEFAULT_BRIDGE = "strata0"
-DEFAULT_SUBNET = "10.88.0.0/16"  # podman's default too; Docker's 172.17.0.0/16 is left to a Docker beside us
+# The default bridge's subnets, in order: the first no route of the host reaches (10.88/16 is podman's default
+# too, and another store's bridge may hold one; Docker's 172.17-31/16 are left to a Docker beside us).
+DEFAULT_POOL = tuple(f"10.{i}.0.0/16" for i in range(88, 79, -1))
 USER_POOL = "10.89.0.0/16"  # user networks without --subnet get the first free /24 of it
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # Docker's restrictedNamePattern
 MAC_RE = re.compile(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}")

@@ -11,6 +11,7 @@ Every file appears by one rename (the store's atomic_write), so a kill leaves th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +25,18 @@ T = TypeVar("T")
 
 
 class Records:
+    """A store's records, and who it is on the host: ``owner`` (``strata:`` and the SHA-256 of the store's real
+    path) is written as the ifalias of every link the store makes, and ``tag`` (its first 5 hex digits) is in
+    every link and nft table name, so two stores on one host (or one store reached by two paths) each know
+    their own and never touch the other's."""
+
     def __init__(self, store: Store) -> None:
         self.root = store.root / "networks"
         self.endpoints_dir = self.root / "endpoints"
         self.host_path = self.root / "host.json"
+        digest = hashlib.sha256(os.path.realpath(store.root).encode()).hexdigest()
+        self.owner = "strata:" + digest
+        self.tag = digest[:5]
 
     def ensure(self) -> Records:
         try:
