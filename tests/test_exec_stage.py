@@ -35,6 +35,22 @@ def host_handle(path: Path) -> str:
     return buf.raw[:8 + size].hex()
 
 
+def attack(tools: Tools, cid: str, *exec_opts: str) -> str:
+    """Exec into the container (bounded) until its probe has caught three processes of ours; its report."""
+    wait_until(lambda: "own " in tools.runner("logs", cid).out, "the probe to start")
+    for _ in range(EXECS):
+        tools._run("runner", ("exec", *exec_opts, cid, "/bin/true"), timeout=60)  # its outcome is not the verdict
+        if "victims " in tools.runner("logs", cid).out:
+            break
+    else:
+        tools._run("runner", ("exec", cid, "touch", "/tmp/probe-stop"), timeout=60)
+    try:
+        wait_until(lambda: "victims " in tools.runner("logs", cid).out, "the probe to finish")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{tools.runner('logs', cid).out}") from None
+    return tools.runner("logs", cid).out
+
+
 def victims(report: str) -> list[dict[str, str]]:
     """The probe's "victim PID comm=.. CapEff=.. ..." lines, as dicts."""
     return [dict(kv.split("=", 1) for kv in line.split()[2:]) for line in report.splitlines()
@@ -49,15 +65,7 @@ def test_exec_child_gives_a_ptracing_container_nothing(tools: Tools, img: str, p
     handle = host_handle(sentinel)
     with detached(tools, "--cap-add", "SYS_PTRACE", *with_probe(probe), img, "/probe", "ptrace-exec", "120",
                   handle) as cid:
-        wait_until(lambda: "own " in tools.runner("logs", cid).out, "the probe to start")
-        for _ in range(EXECS):
-            tools._run("runner", ("exec", cid, "/bin/true"), timeout=60)  # its outcome is not the verdict
-            if "victims " in tools.runner("logs", cid).out:
-                break
-        else:
-            tools._run("runner", ("exec", cid, "touch", "/tmp/probe-stop"), timeout=60)
-        wait_until(lambda: "victims " in tools.runner("logs", cid).out, "the probe to finish")
-        report = tools.runner("logs", cid).out
+        report = attack(tools, cid)
     assert not (sentinel / "ptrace-created").exists(), f"the container created a file on the host\n{report}"
     own = dict(kv.split("=", 1) for kv in report.split("own ", 1)[1].split("\n", 1)[0].split())
     caught = victims(report)
@@ -79,15 +87,7 @@ def test_exec_child_is_the_containers_from_its_first_moment(tools: Tools, img: s
     exec_opts = opts if opts[0] == "-u" else ()
     with detached(tools, "--cap-add", "SYS_PTRACE", *run_opts, *with_probe(probe), img, "/probe", "ptrace-exec",
                   "120", host_handle(sentinel)) as cid:
-        wait_until(lambda: "own " in tools.runner("logs", cid).out, "the probe to start")
-        for _ in range(EXECS):
-            tools._run("runner", ("exec", *exec_opts, cid, "/bin/true"), timeout=60)
-            if "victims " in tools.runner("logs", cid).out:
-                break
-        else:
-            tools._run("runner", ("exec", cid, "touch", "/tmp/probe-stop"), timeout=60)
-        wait_until(lambda: "victims " in tools.runner("logs", cid).out, "the probe to finish")
-        report = tools.runner("logs", cid).out
+        report = attack(tools, cid, *exec_opts)
     assert not (sentinel / "ptrace-created").exists(), report
     ours = [v for v in victims(report) if v["comm"] == "strata-exec"]
     assert ours, f"no process of ours caught before its exec\n{report}"
