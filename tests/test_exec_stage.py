@@ -97,3 +97,25 @@ def test_exec_child_is_the_containers_from_its_first_moment(tools: Tools, img: s
             assert v["CapEff"] == "0000000000000000", report
         else:
             assert v["NoNewPrivs"] == "1", report
+
+
+@pytest.mark.parametrize(("opts", "want"), [
+    (("--privileged",), {"Seccomp": "0", "NoNewPrivs": "0"}),
+    (("--security-opt", "no-new-privileges"), {"Seccomp": "2", "NoNewPrivs": "1"}),
+    (("--security-opt", "seccomp=unconfined"), {"Seccomp": "0", "NoNewPrivs": "0"}),
+], ids=["privileged", "nnp", "unconfined"])
+def test_exec_keeps_the_containers_security_options(tools: Tools, img: str, opts: tuple[str, ...],  # noqa: F811
+                                                    want: dict[str, str]) -> None:
+    """What the stage now sets before its fork is what the container's PID 1 has: same capabilities, filter mode
+    and no_new_privs, under every executor."""
+    with detached(tools, *opts, img, "sleep", "1000") as cid:
+        pid1 = tools.runner("exec", cid, "cat", "/proc/1/status")
+        mine = tools.runner("exec", cid, "cat", "/proc/self/status")
+    assert pid1.code == mine.code == 0, pid1.err + mine.err
+
+    def status(out: str) -> dict[str, str]:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+
+    assert {k: status(mine.out)[k] for k in want} == want, mine.out
+    for key in ("CapEff", "CapPrm", "CapBnd", "Seccomp", "NoNewPrivs"):
+        assert status(mine.out)[key] == status(pid1.out)[key], (key, pid1.out, mine.out)
