@@ -6,8 +6,10 @@ CVE-2019-5736 shape, where container root opens ``/proc/PID/exe`` of the runtime
 a *stage* (:mod:`runner.stage`) exec'd from a sealed memfd copy of the interpreter, with an empty environment and
 only the fds it needs; the stage makes itself non-dumpable, joins the container's cgroup and, through a pidfd
 naming the container's PID 1 (so a reused pid cannot stand in for it), all its namespaces at once. setns() of a
-pid namespace applies to children only: the stage, outside it, forks the command, which is the only process of
-ours the container can see, and which execs as soon as it has dropped its privileges.
+pid namespace applies to children only: the stage, outside it, becomes what the command will be (user, limits,
+seccomp, capabilities; :func:`runner.process.become`), closes every other fd, and only then forks the command, the
+only process of ours the container can see, which holds nothing the container does not (CAP_SYS_PTRACE in the
+container gains nothing by tracing it) and execs.
 """
 
 from __future__ import annotations

@@ -84,12 +84,16 @@ def _prctl(option: int, arg: int, what: str) -> None:
         raise OSError(err, f"prctl({what}): {os.strerror(err)}")
 
 
-def die_with_parent(parent_fd: int) -> None:
+def die_with_parent(parent_fd: int | None) -> None:
     """SIGKILL when the parent dies. The kernel clears this setting whenever the process's credentials change, so
     call it again after setuid/setgid; and if the parent died before we asked, nothing would ever fire: check, on
-    a pidfd of the parent (``parent_fd``; a process whose parent is outside its pid namespace sees getppid() 0)."""
+    a pidfd of the parent (``parent_fd``). ``None``: the parent is outside our pid namespace, where getppid() is 0
+    while it lives and the pid of our namespace's reaper once it died (no pidfd of a host process needed)."""
     _prctl(PR_SET_PDEATHSIG, 9, "PR_SET_PDEATHSIG")
-    if select.select([parent_fd], [], [], 0)[0]:  # a pidfd is readable once its process has exited
+    if parent_fd is None:
+        if os.getppid() != 0:
+            os._exit(137)
+    elif select.select([parent_fd], [], [], 0)[0]:  # a pidfd is readable once its process has exited
         os._exit(137)
 
 

@@ -42,13 +42,13 @@ def exec_env(spec: Spec, home: str, extra: Sequence[str] = (), tty: bool = False
     return env
 
 
-def become_and_exec(spec: Spec, argv: Sequence[str], err_fd: int, parent_fd: int,
-                    program: seccomp.Program | None, user_spec: str | None = None, workdir: str | None = None,
-                    extra_env: Sequence[str] = (), tty: bool = False, init: bool = False) -> NoReturn:
-    """In the container's namespaces and root, in a session of its own with stdio that are not the host's: drop
-    to the user, keep only its capabilities, load the seccomp filter, exec ``argv``. ``parent_fd`` names the process
-    (a pidfd) whose death must take this one along; ``err_fd`` is the one fd kept open (close-on-exec), on which
-    the caller reports a failure. With ``init``, ``argv`` is behind ``/dev/init --``."""
+def become(spec: Spec, program: seccomp.Program | None, user_spec: str | None = None, workdir: str | None = None,
+           extra_env: Sequence[str] = (), tty: bool = False) -> dict[str, str]:
+    """In the container's namespaces and root: become what its command will be (its user, working directory, a
+    session keyring of its own, limits, bounding set, seccomp filter, credentials, capabilities, no_new_privs if
+    asked); return the command's environment. PID 1 of ``run`` does this as itself; ``exec``'s stage does it before
+    it forks the command into the container's pid namespace, so that no process of ours the container can see (and
+    with CAP_SYS_PTRACE, trace) ever holds more than the container does."""
     who = user.resolve(spec.user if user_spec is None else user_spec, Path("/"))
     env = exec_env(spec, who.home, extra_env, tty)
     cwd = workdir or spec.cwd
@@ -69,9 +69,20 @@ def become_and_exec(spec: Spec, argv: Sequence[str], err_fd: int, parent_fd: int
     os.setgid(who.gid)
     os.setuid(who.uid)
     security.set_capabilities(privileges, who.uid)
-    linux.die_with_parent(parent_fd)  # a change of credentials cleared it
-    os.closerange(3, err_fd)
-    os.closerange(err_fd + 1, 1 << 16)
+    return env
+
+
+def close_fds(*keep: int) -> None:
+    """Close every fd above stdio but ``keep``: what the command must not inherit (close-on-exec or not)."""
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def exec_command(argv: Sequence[str], env: dict[str, str], init: bool = False) -> NoReturn:
+    """Exec ``argv`` with every signal at its default (with ``init``, ``argv`` is behind ``/dev/init --``)."""
     reset_signals()
     command = argv[2:] if init else argv
     if init and "/" not in command[0] and not any(
@@ -81,6 +92,17 @@ def become_and_exec(spec: Spec, argv: Sequence[str], err_fd: int, parent_fd: int
         os.execvpe(argv[0], list(argv), env)
     except OSError as e:
         raise ExecFailed(command[0], e) from None
+
+
+def become_and_exec(spec: Spec, argv: Sequence[str], err_fd: int, parent_fd: int,
+                    program: seccomp.Program | None, tty: bool = False, init: bool = False) -> NoReturn:
+    """PID 1 of ``run``, in a session of its own with stdio that are not the host's: :func:`become`, then exec.
+    ``parent_fd`` names the process (a pidfd) whose death must take this one along; ``err_fd`` is the one fd kept
+    open (close-on-exec), on which the caller reports a failure."""
+    env = become(spec, program, tty=tty)
+    linux.die_with_parent(parent_fd)  # a change of credentials cleared it
+    close_fds(err_fd)
+    exec_command(argv, env, init)
 
 
 class _NoImports:

