@@ -9,6 +9,12 @@
  *   probe devices DEV:INO PATH...  refuse if a PATH is the host's node DEV:INO; else chmod/chown/utime/setxattr it
  *   probe watch SECONDS            watch /proc for processes that are not the container's own programs and try
  *                                  their exe, environ and fds
+ *
+ * Devices and volumes (tests/test_devices_and_volumes.py; the block device is always a loop device over a file the
+ * test made):
+ *   probe blockdev PATH [MAJ MIN]  mknod PATH as that block device (if given), open it rw (else ro), read, overwrite
+ *   probe create PATH              create PATH and write to it
+ *   probe swap A B SECONDS         renameat2(RENAME_EXCHANGE) A and B in a loop until SECONDS pass or stop exists beside A
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -229,6 +235,60 @@ static int do_watch(int seconds, const char *secret) {
     return 0;
 }
 
+/* ---- devices and volumes (tests/test_devices_and_volumes.py) ---------------------------------------------------- */
+
+static int do_blockdev(int argc, char **argv) {
+    if (argc != 1 && argc != 3) return 2;
+    if (argc == 3) {
+        dev_t dev = makedev(strtoul(argv[1], NULL, 10), strtoul(argv[2], NULL, 10));
+        printf("mknod %s\n", err(mknod(argv[0], S_IFBLK | 0600, dev) < 0 ? errno : 0));
+    }
+    int fd = open(argv[0], O_RDWR);
+    printf("open %s\n", err(fd < 0 ? errno : 0));
+    if (fd < 0) {
+        fd = open(argv[0], O_RDONLY);
+        printf("open-ro %s\n", err(fd < 0 ? errno : 0));
+    }
+    if (fd < 0) return 0;
+    char buf[33] = {0};
+    ssize_t n = pread(fd, buf, 32, 0);
+    for (ssize_t i = 0; i < n; i++)
+        if (buf[i] < 0x21 || buf[i] > 0x7e) buf[i] = '.';
+    printf("read %s %s\n", err(n < 0 ? errno : 0), n > 0 ? buf : "-");
+    n = pwrite(fd, "strata-overwritten", 18, 0);
+    printf("write %s\n", err(n < 0 ? errno : 0));
+    printf("fsync %s\n", err(fsync(fd) < 0 ? errno : 0));
+    close(fd);
+    return 0;
+}
+
+static int do_create(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    printf("create %s\n", err(fd < 0 ? errno : 0));
+    if (fd >= 0) {
+        printf("write %s\n", err(write(fd, "strata-probe\n", 13) < 0 ? errno : 0));
+        close(fd);
+    }
+    return 0;
+}
+
+static int do_swap(const char *a, const char *b, int seconds) {
+    char stop[4096];
+    const char *slash = strrchr(a, '/');
+    snprintf(stop, sizeof stop, "%.*sstop", slash ? (int)(slash - a + 1) : 0, a); /* A's directory, as written */
+    time_t end = time(NULL) + seconds;
+    unsigned long swaps = 0, failed = 0;
+    while (time(NULL) < end) {
+        for (int i = 0; i < 4096; i++) {
+            if (syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */) < 0) failed++;
+            else swaps++;
+        }
+        if (access(stop, F_OK) == 0) break;
+    }
+    printf("swaps %lu failed %lu\n", swaps, failed);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -237,5 +297,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "unshare-user")) return do_unshare_user();
     if (!strcmp(argv[1], "devices")) return do_devices(argc - 2, argv + 2);
     if (!strcmp(argv[1], "watch") && argc >= 4) return do_watch(atoi(argv[2]), argv[3]);
+    if (!strcmp(argv[1], "blockdev") && argc >= 3) return do_blockdev(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "create") && argc == 3) return do_create(argv[2]);
+    if (!strcmp(argv[1], "swap") && argc == 5) return do_swap(argv[2], argv[3], atoi(argv[4]));
     return 2;
 }
