@@ -275,8 +275,8 @@ class CgroupV1(Cgroup):
             writes = devcgroup.v1_writes(rules)
         except ValueError as e:
             raise StrataError(f"cannot set the device allow list: {e}", Kind.SYSTEM) from None
-        if writes and "devices" not in self.by_controller:
-            raise StrataError("the devices cgroup controller is not mounted", Kind.SYSTEM)
+        if "devices" not in self.by_controller:
+            return  # no devices hierarchy mounted (e.g. under `ip netns exec`): nodev stands alone (can_limit_devices)
         for name, line in writes:
             _write(self.by_controller["devices"] / name, line)
 
@@ -326,6 +326,13 @@ class CgroupV2(Cgroup):
             devcgroup.attach(str(self.dirs[0]), rules)
         except (OSError, ValueError) as e:
             raise StrataError(f"cannot set the device allow list of {self.dirs[0]}: {e}", Kind.SYSTEM) from None
+
+
+def can_limit_devices() -> bool:
+    """Whether a container's group gets the device allow list: on v2 always (a BPF program), on v1 when the
+    devices hierarchy is mounted. Without it, every mount the container can write is nodev (runner.rootfs) and a
+    ``--tmpfs ...:dev`` is refused, so a device node is still only usable if it is one of /dev's own."""
+    return is_v2() or v1_mount("devices") is not None
 
 
 def is_v2(root: Path = CGROUP_ROOT) -> bool:

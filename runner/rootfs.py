@@ -176,6 +176,9 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
         for volume in spec.volumes:
             _mount_volume(root, volume, spec.privileged)
         for t in spec.tmpfs:
+            if not (t.flags & linux.MS_NODEV or spec.privileged or cgroups.can_limit_devices()):
+                raise StrataError(f"--tmpfs {t.target} with dev needs the devices cgroup, which is not mounted here",
+                                  Kind.USAGE)
             fd = resolve_target(root, t.target, want_dir=True)
             try:
                 linux.mount("tmpfs", _fd_path(fd), "tmpfs", t.flags, t.data or None)

@@ -130,6 +130,17 @@ def in_private_namespace(tools: Tools, setup: str, args: list[str], after: str) 
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
+def test_dev_tmpfs_is_refused_where_no_devices_cgroup_is_mounted(tools: Tools, own_img: str) -> None:
+    """Where the cgroup file systems are not mounted (as under ``ip netns exec``, which mounts a fresh /sys) the
+    allow list cannot be applied: every mount the container can write stays nodev, and ``--tmpfs DST:dev``, the one
+    mount that would allow nodes, is refused with a one-line error rather than mounted unguarded."""
+    result = in_private_namespace(tools, "umount -l /sys/fs/cgroup", ["run", "--rm", "--tmpfs", "/t:dev", own_img,
+                                                                       "true"], "true")
+    assert "runner-exit 125" in result.stdout, (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("runner: error: "), result.stderr
+    assert "--tmpfs /t with dev needs the devices cgroup, which is not mounted here" in result.stderr
+
+
 def test_read_only_volume_is_read_only_and_nodev_in_its_submounts(tools: Tools, img: str, probe: Path,
                                                                    tmp_path: Path, executor: str) -> None:
     """``-v SRC:/host:ro`` where a tmpfs is mounted under SRC (as a devtmpfs is under ``-v /:/host:ro``), holding a
