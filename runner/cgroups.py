@@ -1,4 +1,5 @@
-"""A container's cgroup, with memory, cpu and pids limits, on cgroup v1 and v2 behind one small interface.
+"""A container's cgroup, with memory, cpu and pids limits and the device allow list (:mod:`runner.devcgroup`), on
+cgroup v1 and v2 behind one small interface.
 
 v1 (and hybrid machines such as these, where the v2 hierarchy beside v1 holds no controller we need): one group
 per controller, nested under the runner's own group in that controller, so a container stays inside whatever
@@ -15,13 +16,15 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import devcgroup
 from shared.errors import Kind, StrataError, usage
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "cpu", "pids")
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period, as Docker uses
 
 
@@ -173,16 +176,21 @@ class Cgroup:
     def __init__(self, dirs: list[Path]) -> None:
         self.dirs = dirs
 
-    def create(self, limits: Limits) -> None:
+    def create(self, limits: Limits, devices: Sequence[devcgroup.Rule] = devcgroup.ALLOW_ALL) -> None:
+        """Make the group(s) with LIMITS and the device allow list DEVICES (before any process is in them)."""
         for d in self.dirs:
             d.mkdir(exist_ok=True)
         try:
             self.apply(limits)
+            self.allow_devices(devices)
         except BaseException:
             self.remove()
             raise
 
     def apply(self, limits: Limits) -> None:
+        raise NotImplementedError
+
+    def allow_devices(self, rules: Sequence[devcgroup.Rule]) -> None:
         raise NotImplementedError
 
     def add(self, pid: int) -> None:
@@ -260,13 +268,25 @@ class CgroupV1(Cgroup):
         if limits.pids is not None:
             _write(need("pids") / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
 
+    def allow_devices(self, rules: Sequence[devcgroup.Rule]) -> None:
+        """devices.deny / devices.allow, one rule per write, into the fresh group (its parent's list is the
+        most it can have: a runner in a restricted group cannot widen it)."""
+        try:
+            writes = devcgroup.v1_writes(rules)
+        except ValueError as e:
+            raise StrataError(f"cannot set the device allow list: {e}", Kind.SYSTEM) from None
+        if "devices" not in self.by_controller:
+            return  # no devices hierarchy mounted (e.g. under `ip netns exec`): nodev stands alone (can_limit_devices)
+        for name, line in writes:
+            _write(self.by_controller["devices"] / name, line)
+
 
 class CgroupV2(Cgroup):
     def __init__(self, name: str, root: Path = CGROUP_ROOT) -> None:
         self.parent = root / "strata"
         super().__init__([self.parent / name])
 
-    def create(self, limits: Limits) -> None:
+    def create(self, limits: Limits, devices: Sequence[devcgroup.Rule] = devcgroup.ALLOW_ALL) -> None:
         wanted = {"memory": limits.memory or limits.reservation, "cpu": limits.cpus or limits.shares,
                   "pids": limits.pids}
         available = set((self.parent.parent / "cgroup.controllers").read_text().split())
@@ -279,7 +299,7 @@ class CgroupV2(Cgroup):
         if enable:
             _write(self.parent.parent / "cgroup.subtree_control", enable)
             _write(self.parent / "cgroup.subtree_control", enable)
-        super().create(limits)
+        super().create(limits, devices)
 
     def hierarchies(self) -> list[Hierarchy]:
         return [Hierarchy("", "cgroup2")]
@@ -299,6 +319,20 @@ class CgroupV2(Cgroup):
             _write(d / "cpu.weight", str(1 + (shares - 2) * 9999 // 262142))
         if limits.pids is not None:
             _write(d / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
+
+    def allow_devices(self, rules: Sequence[devcgroup.Rule]) -> None:
+        """v2 has no devices controller: a BPF device program on the group (:func:`devcgroup.attach`)."""
+        try:
+            devcgroup.attach(str(self.dirs[0]), rules)
+        except (OSError, ValueError) as e:
+            raise StrataError(f"cannot set the device allow list of {self.dirs[0]}: {e}", Kind.SYSTEM) from None
+
+
+def can_limit_devices() -> bool:
+    """Whether a container's group gets the device allow list: on v2 always (a BPF program), on v1 when the
+    devices hierarchy is mounted. Without it, every mount the container can write is nodev (runner.rootfs) and a
+    ``--tmpfs ...:dev`` is refused, so a device node is still only usable if it is one of /dev's own."""
+    return is_v2() or v1_mount("devices") is not None
 
 
 def is_v2(root: Path = CGROUP_ROOT) -> bool:

@@ -1,4 +1,5 @@
-"""The Linux calls Python 3.11's os module lacks (unshare, setns, mount, umount2, pivot_root), via ctypes.
+"""The Linux calls Python 3.11's os module lacks (unshare, setns, mount, umount2, pivot_root, the new mount API's
+open_tree, mount_setattr and move_mount), via ctypes.
 
 Each raises OSError with errno set, like the os module does, so callers handle one kind of failure.
 """
@@ -63,6 +64,54 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
 
 def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}", target)
+
+
+# The new mount API (linux/mount.h, fcntl.h). Its syscall numbers are the same on every architecture (they came
+# after the tables were unified).
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x04
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def clone_tree(dir_fd: int, path: str = "") -> int:
+    """A detached copy of the mount tree at PATH (relative to DIR_FD; "" for DIR_FD itself), submounts included:
+    open_tree(OPEN_TREE_CLONE|AT_RECURSIVE), the fd of a bind mount that is not attached anywhere yet."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | (AT_EMPTY_PATH if not path else 0)
+    fd = int(_libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dir_fd), _b(path), ctypes.c_uint(flags)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path or dir_fd}: {os.strerror(err)}", path or None)
+    return fd
+
+
+def set_tree_attributes(tree: int, attr_set: int, propagation: int = 0) -> None:
+    """mount_setattr(AT_RECURSIVE) on a whole tree (the fd from :func:`clone_tree`): every submount gets the flags,
+    not just the top one as a remount would."""
+    attr = _MountAttr(attr_set, 0, propagation, 0)
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(tree), b"",
+                         ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+
+
+def move_tree(tree: int, target: int) -> None:
+    """Attach the detached TREE at the file or directory the fd TARGET names (move_mount fd to fd): the target
+    is the one already resolved, never a path looked up again."""
+    flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(tree), b"", ctypes.c_int(target), b"",
+                         ctypes.c_uint(flags)), "move_mount")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

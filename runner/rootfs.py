@@ -149,9 +149,11 @@ def resolve_target(root: SafeRoot, path: str, want_dir: bool) -> int:
 def mount_and_pivot(container: Container, layer_count: int) -> None:
     """In the child, after unshare(CLONE_NEWNS) and CLONE_NEWCGROUP: build the tree at merged/, make it the root.
 
-    Unless --privileged, every writable mount is nodev: CAP_MKNOD stays (Docker's default), but a node made with
-    it cannot be opened. The allowed devices are nodes of the container's own /dev (each bound onto itself before
-    /dev turns nodev), never the host's: a chmod, chown, utime or setxattr inside changes nothing on the host.
+    Unless --privileged, every writable mount but a ``--tmpfs ...:dev`` is nodev, volumes in all their submounts:
+    CAP_MKNOD stays (Docker's default), and what refuses the open of a node the container makes or finds is the
+    devices cgroup (:mod:`runner.devcgroup`), as under Docker; nodev is a second wall. The allowed devices are
+    nodes of the container's own /dev (each bound onto itself before /dev turns nodev), never the host's: a
+    chmod, chown, utime or setxattr inside changes nothing on the host.
     """
     spec = container.spec
     nodev = 0 if spec.privileged else linux.MS_NODEV
@@ -172,8 +174,11 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
         _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal)
         _mask_paths(root, spec.masked_paths, spec.readonly_paths)
         for volume in spec.volumes:
-            _mount_volume(root, volume, nodev)
+            _mount_volume(root, volume, spec.privileged)
         for t in spec.tmpfs:
+            if not (t.flags & linux.MS_NODEV or spec.privileged or cgroups.can_limit_devices()):
+                raise StrataError(f"--tmpfs {t.target} with dev needs the devices cgroup, which is not mounted here",
+                                  Kind.USAGE)
             fd = resolve_target(root, t.target, want_dir=True)
             try:
                 linux.mount("tmpfs", _fd_path(fd), "tmpfs", t.flags, t.data or None)
@@ -215,7 +220,7 @@ def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool) -> None:
 
 def _mask_paths(root: SafeRoot, masked: Sequence[str], read_only: Sequence[str]) -> None:
     """The spec's maskedPaths (Docker's): the container's /dev/null over files, an empty read-only tmpfs over
-    directories; its readonlyPaths: bound onto themselves, then remounted read-only."""
+    directories; its readonlyPaths: bound onto themselves read-only, submounts included."""
     if not masked and not read_only:
         return
     null = _open_target(root, "dev/null")
@@ -239,34 +244,38 @@ def _mask_paths(root: SafeRoot, masked: Sequence[str], read_only: Sequence[str])
             fd = _open_target(root, path)
         except (FileNotFoundError, StrataError):
             continue
-        try:
-            linux.mount(_fd_path(fd), _fd_path(fd), None, linux.MS_BIND | linux.MS_REC)
-        finally:
-            os.close(fd)
-        fd = _open_target(root, path)  # now the bind mount itself
-        try:
-            linux.mount(None, _fd_path(fd), None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_REC)
+        try:  # a read-only copy of the tree, moved onto the very inode it came from (resolved once)
+            tree = linux.clone_tree(fd)
+            try:
+                linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY, propagation=linux.MS_PRIVATE)
+                linux.move_tree(tree, fd)
+            finally:
+                os.close(tree)
         finally:
             os.close(fd)
 
 
-def _mount_volume(root: SafeRoot, volume: Volume, nodev: int) -> None:
+def _mount_volume(root: SafeRoot, volume: Volume, privileged: bool) -> None:
+    """``-v``: a detached recursive copy of the source, made read-only (if ``:ro``), nodev and nosuid (unless
+    --privileged) in every submount before it is attached anywhere, then moved onto the target resolved once,
+    inside the root. A remount would reach the top mount only (a tmpfs or devtmpfs under the source stayed
+    writable and dev-allowed), and a second lookup of the target could meet a symlink another container swapped
+    in (CVE-2021-30465): neither happens here."""
     source = Path(volume.source)
     if not source.exists():
         source.mkdir(parents=True)  # as Docker's -v does
-    fd = resolve_target(root, volume.target, want_dir=source.is_dir())
+    attrs = (linux.MOUNT_ATTR_RDONLY if volume.read_only else 0) | \
+        (0 if privileged else linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOSUID)
+    tree = linux.clone_tree(linux.AT_FDCWD, str(source))
     try:
-        linux.mount(str(source), _fd_path(fd), None, linux.MS_BIND | linux.MS_REC)
+        linux.set_tree_attributes(tree, attrs, propagation=linux.MS_PRIVATE)
+        fd = resolve_target(root, volume.target, want_dir=stat.S_ISDIR(os.fstat(tree).st_mode))
+        try:
+            linux.move_tree(tree, fd)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
-    fd = resolve_target(root, volume.target, want_dir=source.is_dir())
-    try:
-        flags = linux.MS_BIND | linux.MS_REMOUNT | nodev | (linux.MS_RDONLY if volume.read_only else 0)
-        if flags != linux.MS_BIND | linux.MS_REMOUNT:
-            linux.mount(None, _fd_path(fd), None, flags)
-    finally:
-        os.close(fd)
-
+        os.close(tree)
 
 
 def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, init: bool, console: bool) -> None:

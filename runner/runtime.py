@@ -49,6 +49,7 @@ KNOWN = ("runc", "crun")
 PR_SET_CHILD_SUBREAPER = 36
 UNIFIED = "/sys/fs/cgroup/unified"
 BUNDLE_DIR = "oci"  # the runtime's bundle, in the container's directory
+RECURSIVE_OPTIONS = frozenset({"rro", "rrw", "rnodev", "rdev", "rnosuid", "rsuid", "rnoexec", "rexec"})
 
 
 def settings_runtime() -> str:
@@ -205,9 +206,15 @@ def runtime_config(container: Container, rootfs: Path, netns: int | None = None)
     for volume in spec.volumes:  # as Docker's -v (and our executor): a missing source is created
         if not os.path.exists(volume.source):
             os.makedirs(volume.source, exist_ok=True)
+    for mount in doc["mounts"]:
+        # a file has no submounts, so the recursive options (rro, rnodev, ...) say nothing more for it than the
+        # plain ones; and crun 1.8 opens their target as a directory (O_DIRECTORY), failing a file bind
+        if mount["type"] == "bind" and not os.path.isdir(mount["source"]):
+            mount["options"] = [o for o in mount.get("options") or () if o not in RECURSIVE_OPTIONS]
     doc["root"]["path"] = str(rootfs)
-    if spec.privileged:  # Docker's: every device (the spec lists its own devices only, for our executor's sake)
-        doc["linux"].setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
+    # the allow list as this runner derives it (Docker's; all for --privileged), also for a config.json an older
+    # runner wrote
+    doc["linux"].setdefault("resources", {})["devices"] = [r.to_oci() for r in spec.device_rules()]
     return doc
 
 

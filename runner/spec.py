@@ -19,7 +19,8 @@ How our executor reads the standard parts (see :mod:`runner.rootfs`): ``/proc``,
 hardened code (fd-relative targets, ``nodev`` everywhere writable); the entries here say what runc would mount for
 them. The other mounts (``-v``, ``--tmpfs``) are read back as typed values and mounted in the order given;
 ``linux.devices``, ``maskedPaths``, ``readonlyPaths``, ``namespaces``, ``rlimits``, the resources, the capabilities'
-bounding set and ``seccomp`` are taken as written.
+bounding set and ``seccomp`` are taken as written; the device allow list (``resources.devices``) is derived from
+``linux.devices`` and ``--privileged`` (:meth:`Spec.device_rules`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import cgroups, linux, seccomp, security
+from runner import cgroups, devcgroup, linux, seccomp, security
 from runner.logs import LogConfig
 from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
@@ -108,9 +109,12 @@ class Volume:
         return cls(parts[0], parts[1], len(parts) == 3 and parts[2] == "ro")
 
     def mount(self, privileged: bool) -> Mount:
-        """runc's bind: ``rbind``, then a remount with the flags (``nodev`` unless --privileged, as all ours)."""
+        """runc's bind: ``rbind``, then the flags on the top mount and, with the recursive options runc and crun
+        take (``rro``, ``rnodev``, ``rnosuid``: mount_setattr), on every submount too: read-only if ``:ro``,
+        nodev and nosuid unless --privileged, as our executor mounts it."""
+        flags = ("ro", "rro") if self.read_only else ("rw",)
         return Mount(self.target, "bind", self.source,
-                     ("rbind", "ro" if self.read_only else "rw", *(() if privileged else ("nodev",))))
+                     ("rbind", *flags, *(() if privileged else ("nodev", "rnodev", "nosuid", "rnosuid"))))
 
 
 @dataclass(frozen=True)
@@ -263,6 +267,11 @@ class Spec:
     def no_new_privileges(self) -> bool:
         return self.privileges.no_new_privileges
 
+    def device_rules(self) -> tuple[devcgroup.Rule, ...]:
+        """The devices cgroup's allow list (``linux.resources.devices``): Docker's, with the spec's devices; all
+        for --privileged. Derived, never stored apart, so it always matches ``linux.devices``."""
+        return devcgroup.default_rules(self.privileged, ((d.type, d.major, d.minor) for d in self.devices))
+
     def unshare_flags(self) -> int:
         """The namespaces PID 1 makes for itself (pid is made by the parent: it applies to children only)."""
         return sum(_NAMESPACE_FLAGS[n] for n in self.namespaces if n != "pid")
@@ -307,15 +316,8 @@ class Spec:
             "rlimits": [{"type": r.type, "soft": r.soft, "hard": r.hard} for r in self.rlimits],
             "noNewPrivileges": self.no_new_privileges,
         }
-        # the devices cgroup (v1) as runc applies it: none but the spec's devices and the terminal's. Our executor
-        # needs none: every writable mount is nodev, so no other node can be opened (docs/isolation.md, "Device nodes")
-        allowed = [{"allow": True, "type": d.type, "major": d.major, "minor": d.minor, "access": "rwm"}
-                   for d in self.devices]
-        resources: dict[str, Any] = {"devices": [
-            {"allow": False, "access": "rwm"}, *allowed,
-            {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},  # /dev/pts/ptmx
-            {"allow": True, "type": "c", "major": 136, "access": "rwm"},  # the pty slaves
-        ]}
+        # the devices cgroup (v1) or BPF device program (v2): runc and crun apply it, and so does our executor
+        resources: dict[str, Any] = {"devices": [r.to_oci() for r in self.device_rules()]}
         memory = {k: v for k, v in (("limit", self.limits.memory), ("swap", self.limits.swap),
                                     ("reservation", self.limits.reservation)) if v is not None}
         if memory:

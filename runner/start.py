@@ -118,7 +118,7 @@ def _start(container: Container, echo: bool, feed: bool, started: Callable[[str,
     spec = container.spec
     program = process.seccomp_program(container)
     group = cgroups.for_container(container.id)
-    group.create(spec.limits)
+    group.create(spec.limits, spec.device_rules())
     parent, child = Channel.pair()
     stdio = process.Stdio(spec.terminal)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)

@@ -313,7 +313,7 @@ def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
 # -- Containers leave nothing behind: cgroups, processes (tests/test_runner.py, tests/test_lifecycle.py) ----------
 
 
-CGROUP_CONTROLLERS = ("memory", "cpu", "pids")
+CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices")
 
 
 def own_cgroup_dirs() -> list[Path]:

@@ -16,6 +16,12 @@
  *   probe ptrace-exec SECONDS HANDLE  (x86_64) PTRACE_SEIZE every process that appears, report its status, and
  *                                  make it open_by_handle_at HANDLE (hex struct file_handle of a host test dir)
  *                                  and create a file there (see the ptrace-exec block below)
+ *
+ * Devices and volumes (tests/test_devices_and_volumes.py; the block device is always a loop device over a file the
+ * test made):
+ *   probe blockdev PATH [MAJ MIN]  mknod PATH as that block device (if given), open it rw (else ro), read, overwrite
+ *   probe create PATH              create PATH and write to it
+ *   probe exchange A B SECONDS     renameat2(RENAME_EXCHANGE) A and B in a loop until SECONDS pass or stop exists beside A
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -437,6 +443,60 @@ static int do_ptrace_exec(int seconds, const char *hex) {
 #endif
 /* ---- end of ptrace-exec ---- */
 
+/* ---- devices and volumes (tests/test_devices_and_volumes.py) ---------------------------------------------------- */
+
+static int do_blockdev(int argc, char **argv) {
+    if (argc != 1 && argc != 3) return 2;
+    if (argc == 3) {
+        dev_t dev = makedev(strtoul(argv[1], NULL, 10), strtoul(argv[2], NULL, 10));
+        printf("mknod %s\n", err(mknod(argv[0], S_IFBLK | 0600, dev) < 0 ? errno : 0));
+    }
+    int fd = open(argv[0], O_RDWR);
+    printf("open %s\n", err(fd < 0 ? errno : 0));
+    if (fd < 0) {
+        fd = open(argv[0], O_RDONLY);
+        printf("open-ro %s\n", err(fd < 0 ? errno : 0));
+    }
+    if (fd < 0) return 0;
+    char buf[33] = {0};
+    ssize_t n = pread(fd, buf, 32, 0);
+    for (ssize_t i = 0; i < n; i++)
+        if (buf[i] < 0x21 || buf[i] > 0x7e) buf[i] = '.';
+    printf("read %s %s\n", err(n < 0 ? errno : 0), n > 0 ? buf : "-");
+    n = pwrite(fd, "strata-overwritten", 18, 0);
+    printf("write %s\n", err(n < 0 ? errno : 0));
+    printf("fsync %s\n", err(fsync(fd) < 0 ? errno : 0));
+    close(fd);
+    return 0;
+}
+
+static int do_create(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    printf("create %s\n", err(fd < 0 ? errno : 0));
+    if (fd >= 0) {
+        printf("write %s\n", err(write(fd, "strata-probe\n", 13) < 0 ? errno : 0));
+        close(fd);
+    }
+    return 0;
+}
+
+static int do_exchange(const char *a, const char *b, int seconds) {
+    char stop[4096];
+    const char *slash = strrchr(a, '/');
+    snprintf(stop, sizeof stop, "%.*sstop", slash ? (int)(slash - a + 1) : 0, a); /* A's directory, as written */
+    time_t end = time(NULL) + seconds;
+    unsigned long swaps = 0, failed = 0;
+    while (time(NULL) < end) {
+        for (int i = 0; i < 4096; i++) {
+            if (syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */) < 0) failed++;
+            else swaps++;
+        }
+        if (access(stop, F_OK) == 0) break;
+    }
+    printf("swaps %lu failed %lu\n", swaps, failed);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -448,5 +508,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "swap") && argc >= 4) return do_swap(atoi(argv[2]), atoi(argv[3]));
     if (!strcmp(argv[1], "frames") && argc >= 6) return do_frames(argv[2], atoi(argv[3]), atoi(argv[4]), argc - 5, argv + 5);
     if (!strcmp(argv[1], "ptrace-exec") && argc >= 4) return do_ptrace_exec(atoi(argv[2]), argv[3]);
+    if (!strcmp(argv[1], "blockdev") && argc >= 3) return do_blockdev(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "create") && argc == 3) return do_create(argv[2]);
+    if (!strcmp(argv[1], "exchange") && argc == 5) return do_exchange(argv[2], argv[3], atoi(argv[4]));
     return 2;
 }

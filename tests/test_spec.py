@@ -153,7 +153,7 @@ def test_the_spec_holds_the_resolved_container(tools: Tools, img: str) -> None:
                                                     "/dev/urandom", "/dev/tty"]
     mounts = {m["destination"]: m for m in spec["mounts"]}
     assert mounts["/host-tmp"] == {"destination": "/host-tmp", "type": "bind", "source": "/tmp",
-                                   "options": ["rbind", "ro", "nodev"]}
+                                   "options": ["rbind", "ro", "rro", "nodev", "rnodev", "nosuid", "rnosuid"]}
     assert mounts["/scratch"]["type"] == "tmpfs" and "size=1m" in mounts["/scratch"]["options"]
     assert mounts["/dev/init"]["source"] == "/usr/bin/tini-static"
     assert {"/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/etc/hosts"} <= set(mounts)
