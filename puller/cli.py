@@ -7,8 +7,9 @@ import sys
 
 import typer
 
-from shared.cli import StoreOption, human_size, run_main, run_typer
+from shared.cli import StoreOption, run_main, run_typer
 from shared.errors import Kind, StrataError, usage
+from shared.format import human_size
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Pull container images from Docker Hub or any OCI registry into the Strata store.")
@@ -70,8 +71,8 @@ def inspect(images: list[str] = typer.Argument(..., help="References or image ID
                                            "TEMPLATE run on each image: '{{.Id}}', '{{json .Config.Env}}'")) -> None:
     """Show images as docker image inspect does (a JSON array), plus each layer's two hashes and chain ID."""
     from puller import images as images_mod
-    from shared import format as format_mod
     from shared import stored
+    from shared.template import Template, unescape
 
     found, missing = [], []
     for text in images:
@@ -84,7 +85,7 @@ def inspect(images: list[str] = typer.Argument(..., help="References or image ID
     if fmt is None or fmt.strip() == "json":
         print(json.dumps(found, indent=4))
     else:
-        template = format_mod.Template(format_mod.unescape(fmt))
+        template = Template(unescape(fmt))
         for doc in found:
             print(template.render(doc))
     if missing:  # as Docker: what was found is printed, then the first miss fails the command

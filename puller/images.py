@@ -110,7 +110,7 @@ class Row:
     def fields(self, no_trunc: bool, now: float) -> dict[str, Any]:
         """Docker's image formatter fields (``--format`` names), in its ``{{json .}}`` order."""
         image_id = str(self.image.image_id)
-        size = human_size(self.size)
+        size = human_size(self.size, 3)  # Docker's SIZE column: HumanSizeWithPrecision(size, 3)
         return {
             "Containers": "N/A",
             "CreatedAt": go_time_string(self.created) if self.created is not None else "N/A",

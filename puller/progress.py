@@ -7,8 +7,8 @@ import threading
 import time
 from typing import TextIO
 
-from shared.cli import human_size
 from shared.digest import Digest
+from shared.format import human_size
 
 STATES = ("waiting", "downloading", "verifying", "downloaded", "unpacking", "done", "already exists")
 

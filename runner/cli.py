@@ -306,13 +306,13 @@ def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefix
     Mounts, GraphDriver, NetworkSettings...), plus Spec, the OCI runtime-spec config.json as saved."""
     import json
 
-    from runner import format as fmt
     from runner.container import find
     from runner.inspect import document
+    from shared.template import Template, unescape
 
-    template = fmt.prepare(format_).template if format_ else None
+    template = Template(unescape(format_)) if format_ and format_.strip() != "json" else None
     docs = [document(find(state.store, key)) for key in containers]
-    if template is None:
+    if template is None:  # as Docker's: no format or "json" is the documents as an indented array
         print(json.dumps(docs, indent=4, ensure_ascii=False))
         return
     for doc in docs:

@@ -11,7 +11,8 @@ from typing import Any
 
 import typer
 
-from shared.cli import StoreOption, print_table
+from shared.cli import StoreOption
+from shared.format import tabwrite
 
 
 def register(app: typer.Typer, state: StoreOption) -> None:
@@ -41,7 +42,8 @@ def register(app: typer.Typer, state: StoreOption) -> None:
             for row in rows[:-2]:
                 print(row[0])
             return
-        print_table(("NETWORK ID", "NAME", "DRIVER", "SUBNET"), sorted(rows, key=lambda r: r[1]))
+        header = ("NETWORK ID", "NAME", "DRIVER", "SUBNET")
+        print("\n".join(tabwrite(["\t".join(r) for r in [header, *sorted(rows, key=lambda r: r[1])]])))
 
     @net.command()
     def inspect(names: list[str] = typer.Argument(..., help="Network names")) -> None:

@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from runner import format as fmt
 from runner.container import Container, ContainerState, all_containers
+from shared import format as fmt
 from shared import reference
 from shared.errors import StrataError, usage
 from shared.format import human_duration
 from shared.store import Store
 
-DEFAULT_FORMAT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+DEFAULT_FORMAT = "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"  # a table
 COMMAND_WIDTH = 20  # Docker cuts COMMAND at 20 characters (ellipsis included) unless --no-trunc
 HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
            "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES", "State": "STATE",
@@ -167,7 +167,6 @@ def listing(store: Store, all_: bool = False, quiet: bool = False, no_trunc: boo
             latest: bool = False) -> list[str]:
     """The lines ``runner ps`` prints, newest container first (as Docker's)."""
     wanted = Filters.parse(filters)
-    chosen = fmt.prepare(format_text) if format_text and format_text.strip() != fmt.TABLE else None
     now = time.time()
     shown: list[tuple[Container, ContainerState]] = []
     if latest:
@@ -182,27 +181,5 @@ def listing(store: Store, all_: bool = False, quiet: bool = False, no_trunc: boo
         shown = shown[:last]
     if quiet:
         return [c.id if no_trunc else c.id[:12] for c, _ in shown]
-    template = chosen or fmt.prepare(DEFAULT_FORMAT)
-    rows = [template.template.render(row(c, state, now, not no_trunc), strict=True) for c, state in shown]
-    if not template.table:
-        return rows
-    header = template.template.render({k: HEADERS.get(k, k.upper()) for k in _header_fields(template)},
-                                      strict=True)
-    return table_lines([header, *rows])
-
-
-def _header_fields(template: fmt.Format) -> list[str]:
-    names = template.template.fields()
-    unknown = [n for n in names if n not in HEADERS]
-    if unknown:
-        raise usage(f"template: can't evaluate field {unknown[0]} of a container")
-    return names
-
-
-def table_lines(lines: list[str]) -> list[str]:
-    """Tab-separated cells aligned as Docker's tabwriter (minimum width 10, padding 3) aligns them: every cell
-    but a line's last is padded to its column's width, the widest text in it plus three, and at least 10."""
-    cells = [line.split("\t") for line in lines]
-    count = max(len(c) for c in cells)
-    widths = [max([len(c[i]) + 3 for c in cells if i < len(c) - 1] + [10]) for i in range(count)]
-    return ["".join(cell.ljust(widths[i]) for i, cell in enumerate(c[:-1])) + c[-1] for c in cells]
+    return fmt.listing(format_text, [row(c, state, now, not no_trunc) for c, state in shown], DEFAULT_FORMAT,
+                       HEADERS)

@@ -127,19 +127,3 @@ def run_typer(app: typer.Typer, usage_exit: int = 2) -> int | None:
         e.show()
         raise SystemExit(usage_exit if e.exit_code == 2 else e.exit_code) from None
     return result if isinstance(result, int) else None
-
-
-def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Docker's listing style: left-aligned columns three spaces apart."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def human_size(size: float) -> str:
-    """Decimal units, as Docker shows sizes."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{int(size)}B" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return f"{size}B"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import human_size
+from shared.format import human_size
 from tests import images
 from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, one_line_error
 
@@ -123,7 +123,8 @@ def test_pull_of_a_foreign_single_platform_image_without_platform_warns(tools: T
 # -- 2. rmi -----------------------------------------------------------------------------------------------------
 
 
-DELETED = re.compile(r"^Deleted: (sha256:[0-9a-f]{64}) \(([^,]+), (\d+(?:\.\d)?[kMGT]?B)\)$")
+# sizes as go-units HumanSize writes them (shared/format.py)
+DELETED = re.compile(r"^Deleted: (sha256:[0-9a-f]{64}) \(([^,]+), (\d+(?:\.\d+)?(?:e\+\d+)?[kMGTPEZY]?B)\)$")
 
 
 def _rmi(tools: Tools, *args: str) -> tuple[list[str], list[tuple[str, str]], str]:

@@ -18,11 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from shared.errors import Kind, StrataError
-from shared.format import human_duration, human_size, listing, render
-from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools
+from shared.format import human_duration, human_size
+from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools, one_line_error
 from tests.images import inspect_raw, skopeo
 from tests.test_tty import Terminal
 
@@ -108,62 +105,6 @@ def two_line_usage(result: Result, tool: str, code: int, command: str, text: str
     assert lines[1] == f"See '{command} --help'.", result.err
 
 
-# -- pure parts: go-units and the template language ------------------------------------------------------------------
-
-H, D = 3600, 86400
-W, MO, Y = 7 * D, 30 * D, 365 * D
-
-
-@pytest.mark.parametrize(("seconds", "shown"), [  # docker/go-units duration_test.go, TestHumanDuration
-    (0.45, "Less than a second"), (1, "1 second"), (45, "45 seconds"), (59, "59 seconds"), (60, "About a minute"),
-    (3 * 60, "3 minutes"), (35 * 60 + 40, "35 minutes"), (59 * 60, "59 minutes"), (H, "About an hour"),
-    (H + 29 * 60, "About an hour"), (H + 31 * 60, "2 hours"), (3 * H + 29 * 60, "3 hours"),
-    (3 * H + 31 * 60, "4 hours"), (24 * H, "24 hours"), (D + 12 * H, "36 hours"), (2 * D, "2 days"),
-    (7 * D, "7 days"), (13 * D + 5 * H, "13 days"), (2 * W, "2 weeks"), (2 * W + 4 * D, "2 weeks"),
-    (4 * W + 3 * D, "4 weeks"), (MO, "4 weeks"), (MO + 2 * W, "6 weeks"), (2 * MO, "2 months"),
-    (3 * MO + W, "3 months"), (13 * MO, "13 months"), (24 * MO, "24 months"), (24 * MO + 2 * W, "2 years"),
-    (3 * Y + 2 * MO, "3 years"),
-])
-def test_created_is_go_units_human_duration(seconds: float, shown: str) -> None:
-    assert human_duration(seconds) == shown
-
-
-@pytest.mark.parametrize(("size", "shown"), [  # go-units HumanSizeWithPrecision(size, 3), as docker images
-    (0, "0B"), (999, "999B"), (1000, "1kB"), (4_260_000, "4.26MB"), (7_377_000, "7.38MB"), (999_999, "1e+03kB"),
-    (1_500_000_000, "1.5GB"), (100_000, "100kB"),
-])
-def test_size_is_go_units_human_size(size: int, shown: str) -> None:
-    assert human_size(size) == shown
-
-
-def test_templates_print_as_go_does() -> None:
-    doc = {"Id": "sha256:ab", "RepoTags": ["a:1", "b:2"], "Size": 12,
-           "Config": {"Env": ["A=1", "B=2"], "Cmd": None, "Labels": {"k": "v", "a": "b"}}}
-    assert render("{{.Id}} {{.Size}}", doc) == "sha256:ab 12"
-    assert render("{{.RepoTags}} {{.Config.Labels}} {{.Config.Cmd}}", doc) == "[a:1 b:2] map[a:b k:v] <nil>"
-    assert render("{{json .Config.Env}}|{{.Config.Env | json}}", doc) == '["A=1","B=2"]|["A=1","B=2"]'
-    assert render(r"{{range .Config.Env}}{{.}}\n{{end}}", doc) == "A=1\nB=2\n"
-    assert render('{{index .Config.Labels "k"}} {{join .RepoTags ","}}', doc) == "v a:1,b:2"
-    assert render("{{if .Config.Cmd}}cmd{{else}}none{{end}} {{.Nope}}", doc) == "none <no value>"
-    assert render("{{with .Config}}{{len .Env}}{{end}} {{- \" x\"}}", doc) == "2 x"
-    assert render('{{if eq .Id "x" "sha256:ab"}}one of{{end}} {{or .Config.Cmd .Size}}', doc) == "one of 12"
-    for bad in ("{{.Id", "{{if .Id}}x", "{{nosuch .Id}}", "{{$x := .Id}}", "{{if and .Size (gt .Size 10)}}{{end}}"):
-        with pytest.raises(StrataError) as info:
-            render(bad, doc)
-        assert info.value.kind is Kind.USAGE and "\n" not in str(info.value)
-
-
-def test_table_format_aligns_as_docker_tabwriter() -> None:
-    rows = [{"Repository": "alpine", "Tag": "3.19", "ID": "abc"}, {"Repository": "x", "Tag": "latest", "ID": "d"}]
-    headers = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID"}
-    assert listing(None, rows, r"{{.Repository}}\t{{.Tag}}\t{{.ID}}", headers) == [
-        "REPOSITORY   TAG       IMAGE ID",  # a column is at least 10 wide, 3 spaces past its widest cell
-        "alpine       3.19      abc",
-        "x            latest    d"]
-    assert listing("json", rows, "", headers)[0] == '{"Repository":"alpine","Tag":"3.19","ID":"abc"}'
-    assert listing("{{.Repository}}:{{.Tag}}", rows, "", headers) == ["alpine:3.19", "x:latest"]
-
-
 # -- the CLIs ----------------------------------------------------------------------------------------------------------
 
 @needs_root
@@ -241,7 +182,7 @@ def test_images_as_docker_lists_them(tools: Tools, test_image: str, rich_image: 
         assert cells[:3] == [repo, tag, config_hex[:12]], line
         ages = range(int(before - created), int(after - created) + 2)  # whatever second the listing ran in
         assert cells[3] in {f"{human_duration(age)} ago" for age in ages}, line
-        assert cells[4] == human_size(size), line
+        assert cells[4] == human_size(size, 3), line
     columns = [lines[0].index(title) for title in ("TAG", "IMAGE ID", "CREATED", "SIZE")]
     assert all(line[c - 3:c] == "   " for line in lines[1:] for c in columns), lines  # aligned under the titles
 
@@ -253,10 +194,10 @@ def test_images_as_docker_lists_them(tools: Tools, test_image: str, rich_image: 
     assert [re.split(r" {3,}", line)[2] for line in digests[1:]] == [e[5] for e in expected]
 
     formatted = tools.puller("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}} {{.Digest}}")
-    assert formatted.out.splitlines() == [f"{e[1]}:{e[2]} {e[3][:12]} {human_size(e[4])} {e[5]}" for e in expected]
+    assert formatted.out.splitlines() == [f"{e[1]}:{e[2]} {e[3][:12]} {human_size(e[4], 3)} {e[5]}" for e in expected]
     as_json = [json.loads(line) for line in tools.puller("images", "--format", "json").out.splitlines()]
     assert [(j["Repository"], j["Tag"], j["ID"], j["Size"], j["Digest"]) for j in as_json] == \
-        [(e[1], e[2], e[3][:12], human_size(e[4]), e[5]) for e in expected]
+        [(e[1], e[2], e[3][:12], human_size(e[4], 3), e[5]) for e in expected]
     assert all(j["CreatedSince"].endswith(" ago") and j["CreatedAt"] for j in as_json)
     custom = tools.puller("images", "--format", r"table {{.Repository}}\t{{.Size}}").out.splitlines()
     assert re.fullmatch(r"REPOSITORY +SIZE", custom[0]) and len(custom) == 3
@@ -267,6 +208,23 @@ def test_images_as_docker_lists_them(tools: Tools, test_image: str, rich_image: 
     bad = tools.puller("images", "--format", "{{.Nope}}")
     assert bad.code == 2 and bad.err.startswith("puller: error: ") and "Nope" in bad.err
     assert bad.err.count("\n") == 1
+
+
+@needs_root
+@needs_tools
+def test_images_format_with_printf_and_upper_as_docker(tools: Tools, test_image: str) -> None:
+    """Issue 19: ``images --format '{{printf "%.3s" .Repository}}|{{upper .Tag}}'`` is Go's printf (which the
+    puller's own engine printed as ``%.3s``) and Docker's upper; in a table, Docker's header functions leave the
+    title TAG as it is while printf cuts REPOSITORY."""
+    assert tools.puller("pull", "-q", test_image).code == 0
+    repository, tag = test_image.rsplit(":", 1)
+    result = tools.puller("images", "--format", '{{printf "%.3s" .Repository}}|{{upper .Tag}}')
+    assert (result.code, result.err) == (0, ""), result.err
+    assert result.out == f"{repository[:3]}|{tag.upper()}\n"
+    table = tools.puller("images", "--format", r'table {{printf "%-12.3s|" .Repository}}\t{{upper .Tag}}')
+    assert table.out.splitlines() == [f"{'REP':<12}|   TAG", f"{repository[:3]:<12}|   {tag.upper()}"], table.out
+    bad = tools.puller("images", "--format", "{{nosuch .Tag}}")
+    one_line_error(bad, 2, 'template parsing error: template: :1: function "nosuch" not defined', "puller")
 
 
 @needs_root

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from runner import cgroups, ps
-from runner import format as fmt
 from runner.spec import Rlimit
 from shared.errors import Kind, StrataError
 from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until
@@ -156,40 +155,11 @@ def test_limits_docker_refuses_fail_create_with_one_line(tools: Tools, test_imag
 # -- ps -----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("seconds", "words"), [
-    (0.5, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
-    (119, "About a minute"), (120, "2 minutes"), (3599, "59 minutes"), (3600, "About an hour"),
-    (5399, "About an hour"), (5400, "2 hours"), (47 * 3600, "47 hours"), (48 * 3600, "2 days"),
-    (13 * 86400, "13 days"), (14 * 86400, "2 weeks"), (59 * 86400, "8 weeks"), (60 * 86400, "2 months"),
-    (729 * 86400, "24 months"), (730 * 86400, "2 years")])
-def test_human_duration_is_go_units_wording(seconds: float, words: str) -> None:
-    assert ps.human_duration(seconds) == words
-
-
 def test_command_is_quoted_and_cut_as_dockers() -> None:
     command = ps.command_text(["sh", "-c", "while true; do sleep 1; done"])
     assert command == "sh -c 'while true; do sleep 1; done'"
     assert ps.ellipsis(command, 20) == "sh -c 'while true; …" and len(ps.ellipsis(command, 20)) == 20
     assert ps.ellipsis("echo hi", 20) == "echo hi"
-
-
-def test_templates_as_docker_reads_them() -> None:
-    doc = {"Name": "/web", "State": {"Pid": 42, "Running": True}, "Mounts": [{"Source": "/a"}, {"Source": "/b"}],
-           "Config": {"Labels": {"k": "v"}, "Cmd": None}, "Args": ["-c", "x y"]}
-    cases = {"{{.State.Pid}}": "42", "{{json .State}}": '{"Pid":42,"Running":true}', "{{.Name}}": "/web",
-             "{{range .Mounts}}{{.Source}} {{end}}": "/a /b ", '{{index .Config.Labels "k"}}': "v",
-             "{{.Config.Cmd}}": "<nil>", "{{.Nope}}": "<no value>", "{{.Args}}": "[-c x y]",
-             '{{join .Args ","}}': "-c,x y", "{{.Name | upper}}": "/WEB", "{{len .Mounts}}": "2",
-             "{{if .State.Running}}up{{else}}down{{end}}": "up", "{{json .Config.Labels}}": '{"k":"v"}',
-             "x\\ty": "x\ty"}
-    for text, expected in cases.items():
-        assert fmt.prepare(text).template.render(doc) == expected, text
-    assert fmt.prepare("json").template.text == "{{json .}}"
-    assert fmt.prepare("table {{.ID}}\\t{{.Names}}").table
-    for bad in ("{{nosuch .X}}", "{{range .Mounts}}", "{{end}}"):
-        with pytest.raises(StrataError) as e:
-            fmt.prepare(bad).template.render(doc)
-        assert e.value.kind == Kind.USAGE
 
 
 def _ps(tools: Tools, *args: str) -> list[str]:
@@ -253,6 +223,22 @@ def test_ps_columns_filters_and_formats(tools: Tools, test_image: str) -> None:
         one_line_error(tools.runner("ps", "--format", "{{.Nope}}"), 125, "can't evaluate field Nope")
     for name in ("done", "fresh"):
         assert tools.runner("rm", name).code == 0
+
+
+def test_ps_format_with_printf_and_lower_as_docker(tools: Tools, test_image: str) -> None:
+    """Issue 19: ``ps --format '{{printf "%.3s" .Names}}|{{lower .Status}}'``, which the runner's own engine
+    refused ("function printf not defined"), prints as Docker's; a bad template is Go's one-line error, 125."""
+    assert tools.puller("pull", test_image).code == 0
+    assert tools.runner("create", "--name", "webserver", test_image, "true").code == 0
+    try:
+        assert _ps(tools, "-a", "--format", '{{printf "%.3s" .Names}}|{{lower .Status}}') == ["web|created"]
+        table = _ps(tools, "-a", "--format", r'table {{printf "%.3s" .Names}}\t{{lower .Status}}')
+        assert table == ["NAM       STATUS", "web       created"]  # Docker's header functions: lower leaves STATUS
+        one_line_error(tools.runner("ps", "--format", "{{printf"), 125, "template parsing error: template: :1: ")
+        one_line_error(tools.runner("ps", "-a", "--format", '{{printf "%d" .Names 1 | nosuch}}'), 125,
+                       'function "nosuch" not defined')
+    finally:
+        assert tools.runner("rm", "webserver").code == 0
 
 
 # -- inspect ------------------------------------------------------------------------------------------------------

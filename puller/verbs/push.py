@@ -73,7 +73,7 @@ class PushReport:
 
     def __call__(self, desc: Descriptor, status: str, done: int) -> None:
         from puller.registry.sink import MOUNTED, PUSHING
-        from shared.cli import human_size
+        from shared.format import human_size
 
         digest = desc.digest
         if digest not in self.layers:
