@@ -276,8 +276,10 @@ def mount_rootfs(container: Container, binds: bool = False) -> Path:
                 rootfs.mount_network_files(root, container)
                 for volume in own_volumes(spec):
                     rootfs.mount_volume(root, volume, spec.privileged)
-    except BaseException:
+    except BaseException as e:
         linux.umount2(str(merged), linux.MNT_DETACH)
+        if isinstance(e, OSError):  # worded as our executor words a mount that fails in its child
+            raise StrataError(process.failure(e)[0], Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR) from None
         raise
     return merged
 
@@ -311,7 +313,11 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
     spec = container.spec
     rt = Runtime.of(container)
     release(container)  # a previous start's state: a stopped container is started anew, as ours
-    merged = mount_rootfs(container, binds=True)
+    try:
+        merged = mount_rootfs(container, binds=True)
+    except StrataError as e:  # a volume that cannot be bound: as a start that fails in our executor's child
+        _failed(container, e, started)
+        raise
     try:
         bundle = container.path(BUNDLE_DIR)
         bundle.mkdir(mode=0o700, exist_ok=True)
@@ -332,8 +338,7 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
         stdio.close()
         log.close()
         release(container)
-        container.set_state(status="exited", exit_code=e.exit_code, finished=time.time(), error=str(e))
-        started(str(e), e.exit_code or process.EXIT_RUNNER_ERROR)
+        _failed(container, e, started)
         raise
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in _FORWARDED}
     try:
@@ -360,6 +365,13 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
     release_all(container)
     container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
     return code
+
+
+def _failed(container: Container, error: StrataError, started: Callable[[str, int], None]) -> None:
+    """A start that never ran the command: recorded and told as our executor does."""
+    code = error.exit_code or process.EXIT_RUNNER_ERROR
+    container.set_state(status="exited", exit_code=code, finished=time.time(), error=str(error))
+    started(str(error), code)
 
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
