@@ -48,6 +48,8 @@ def test_volumes_are_bound_once_per_start_and_leave_with_the_container(tools: To
     for start in range(2):
         # the runner's binds on the host; /dev/vol is the runtime's, made in the container's namespace
         assert mount_points(merged) == ["data", "etc/hostname", "etc/hosts", "etc/resolv.conf"], start
+        data = next(ln.split() for ln in mounts_under(merged) if ln.split()[4] == f"{merged}/data")
+        assert not any(f.startswith("master:") for f in data[6:data.index("-")]), data  # the host's mounts stay out
         seen = tools.runner("exec", "vols", "sh", "-c", "cat /data/f /dev/vol/f /etc/hostname; touch /data/x")
         assert seen.out.startswith("vol\nvol\n") and seen.code != 0 and not (src / "x").exists(), seen
         assert tools.runner("stop", "-t", "1", "vols").code == 0
