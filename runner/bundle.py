@@ -6,7 +6,9 @@ image's layers, as the overlay shows them; a copy, so the bundle owes nothing to
 container's ``hosts``, ``hostname`` and ``resolv.conf`` (bind-mounted by absolute path, as runc needs for a bind
 source) and, with --init, a copy of tini. The config is the one ``--runtime`` would give the runtime: the spec with
 the user resolved from the image's /etc/passwd, Docker's device rules, no ``cgroupsPath`` (the runtime's default)
-and ``root.path`` = ``rootfs``. The container made to build it is removed again; nothing stays in the store.
+and ``root.path`` = ``rootfs``; but with the network files and every ``-v`` volume in its mounts: no runner binds
+them before the runtime runs it (the root copied is the overlay alone, nothing bound on it). The container made to
+build it is removed again; nothing stays in the store.
 """
 
 from __future__ import annotations

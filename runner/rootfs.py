@@ -165,8 +165,7 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     linux.mount("overlay", "merged", "overlay", nodev,
                 f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
     with SafeRoot("merged") as root:
-        for name in NETWORK_FILES:
-            _mount_at(root, f"etc/{name}", str(container.path(name)), None, linux.MS_BIND)
+        mount_network_files(root, container)
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
         _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
@@ -174,7 +173,7 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
         _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal)
         _mask_paths(root, spec.masked_paths, spec.readonly_paths)
         for volume in spec.volumes:
-            _mount_volume(root, volume, spec.privileged)
+            mount_volume(root, volume, spec.privileged)
         for t in spec.tmpfs:
             if not (t.flags & linux.MS_NODEV or spec.privileged or cgroups.can_limit_devices()):
                 raise StrataError(f"--tmpfs {t.target} with dev needs the devices cgroup, which is not mounted here",
@@ -192,6 +191,13 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one by pivot_root(".", ".")
     os.chdir("/")
+
+
+def mount_network_files(root: SafeRoot, container: Container) -> None:
+    """The container's hosts, hostname and resolv.conf over the -init layer's placeholders, before any volume (a
+    volume at or above /etc then covers them, as under runc). Also what binds them for a runtime."""
+    for name in NETWORK_FILES:
+        _mount_at(root, f"etc/{name}", str(container.path(name)), None, linux.MS_BIND)
 
 
 def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool) -> None:
@@ -255,12 +261,13 @@ def _mask_paths(root: SafeRoot, masked: Sequence[str], read_only: Sequence[str])
             os.close(fd)
 
 
-def _mount_volume(root: SafeRoot, volume: Volume, privileged: bool) -> None:
+def mount_volume(root: SafeRoot, volume: Volume, privileged: bool) -> None:
     """``-v``: a detached recursive copy of the source, made read-only (if ``:ro``), nodev and nosuid (unless
     --privileged) in every submount before it is attached anywhere, then moved onto the target resolved once,
     inside the root. A remount would reach the top mount only (a tmpfs or devtmpfs under the source stayed
     writable and dev-allowed), and a second lookup of the target could meet a symlink another container swapped
-    in (CVE-2021-30465): neither happens here."""
+    in (CVE-2021-30465): neither happens here. The copy is private before it is attached, so nothing mounted
+    under the source later reaches it. Also what binds volumes for a runtime (:func:`runner.runtime.mount_rootfs`)."""
     source = Path(volume.source)
     if not source.exists():
         source.mkdir(parents=True)  # as Docker's -v does

@@ -5,12 +5,16 @@ a spec" changes hands.
 How a start goes (containerd's shim does the same steps):
 
 * the parent mounts the container's overlay on ``merged/`` in the host's mount namespace (the runtime cannot: a
-  runtime-spec root is a directory, not a mount plan); :func:`release` unmounts it, idempotently, so ``rm`` after
-  a killed runner finds nothing left;
+  runtime-spec root is a directory, not a mount plan), and binds the network files and the ``-v`` volumes onto
+  it itself, with our executor's code (:func:`runner.rootfs.mount_volume`: each target resolved once inside the
+  root, the clone moved onto that fd), since runc 1.1.5 and crun 1.8.1 look a bind's target up again for its
+  read-only remount (CVE-2021-30465 class; :func:`own_volumes` says which volumes); :func:`release` unmounts it
+  all, idempotently, so ``rm`` after a killed runner finds nothing left;
 * it writes ``oci/config.json``: the saved spec with what only our executor understands translated (the user
   resolved to uid/gid/additionalGids and HOME from the container's own /etc/passwd by the bounded reader
-  :mod:`runner.user`, ``cgroupsPath`` made the group name our executor uses, ``root.path`` absolute); the network
-  files, /dev/init, /dev, /proc, /sys, the masked paths and seccomp are taken as written;
+  :mod:`runner.user`, ``cgroupsPath`` made the group name our executor uses, ``root.path`` absolute, the volumes
+  already bound left out: the runtime's recursive bind of the root carries them along, each with its own flags);
+  the network files, /dev/init, /dev, /proc, /sys, the masked paths and seccomp are taken as written;
 * ``RUNTIME --root STATE create`` with the container's stdio (pipes, or with -t a pty whose master comes back on
   ``--console-socket``), then ``RUNTIME start``; the runner is a child subreaper, so PID 1 becomes its child once
   ``create`` has exited and its exit status is ours to wait for, as with our own executor;
@@ -40,15 +44,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import linux, logs, process, security, tty, user
+from runner import linux, logs, process, rootfs, security, tty, user
 from runner.container import Container
+from runner.spec import NETWORK_FILES, STANDARD_DESTINATIONS, Spec, Volume
 from shared.errors import Kind, StrataError, usage
+from shared.layer.safepath import SafeRoot, split
 
 OURS = "strata"  # the runner's own executor: the default
 KNOWN = ("runc", "crun")
 PR_SET_CHILD_SUBREAPER = 36
 UNIFIED = "/sys/fs/cgroup/unified"
 BUNDLE_DIR = "oci"  # the runtime's bundle, in the container's directory
+# what the runtime mounts after the root itself (a volume at, under or above one of these is left to it)
+RUNTIME_DESTINATIONS = STANDARD_DESTINATIONS - {f"/etc/{n}" for n in NETWORK_FILES}
 RECURSIVE_OPTIONS = frozenset({"rro", "rrw", "rnodev", "rdev", "rnosuid", "rsuid", "rnoexec", "rexec"})
 
 
@@ -176,10 +184,31 @@ def exit_code_for(message: str) -> int:
 # -- the bundle the runtime runs -----------------------------------------------------------------------------------
 
 
-def runtime_config(container: Container, rootfs: Path, netns: int | None = None) -> dict[str, Any]:
+def own_volumes(spec: Spec) -> list[Volume]:
+    """The volumes the runner binds itself before ``create`` (after the network files, as our executor): those
+    whose target is apart from every mount the runtime makes after the root (/proc, /dev, /sys and what is under
+    them, /dev/init). A volume at, under or above one of those stays the runtime's, in config.json's order, as
+    before: bound first, the runtime's own mount would cover it (or, above one, be made inside it)."""
+    def apart(target: str) -> bool:
+        t = "/" + "/".join(split(target))
+        return not any(t == d or t.startswith(d + "/") or d.startswith(t + "/") for d in RUNTIME_DESTINATIONS)
+
+    return [v for v in spec.volumes if apart(v.target)]
+
+
+def _runner_mounts(container: Container) -> set[tuple[str, str]]:
+    """(source, destination) of the binds :func:`mount_rootfs` makes: the network files and :func:`own_volumes`."""
+    return {(str(container.path(n)), f"/etc/{n}") for n in NETWORK_FILES} | \
+        {(v.source, v.target) for v in own_volumes(container.spec)}
+
+
+def runtime_config(container: Container, rootfs: Path, netns: int | None = None,
+                   mounted: bool = False) -> dict[str, Any]:
     """The saved config.json translated for a runtime (module doc). ``rootfs`` holds the mounted tree, whose
     /etc/passwd and /etc/group name the user; ``netns``, an fd of ours, the network namespace to join (the
-    runtime opens it by its /proc path, runtime-spec's namespace ``path``)."""
+    runtime opens it by its /proc path, runtime-spec's namespace ``path``); ``mounted``: the binds
+    :func:`mount_rootfs` makes are on ``rootfs`` already, and are left out of the mounts (``runner bundle``
+    keeps them: nobody binds them for it)."""
     doc: dict[str, Any] = json.loads(container.path("config.json").read_text())
     if netns is not None:
         for ns in doc["linux"]["namespaces"]:
@@ -206,6 +235,8 @@ def runtime_config(container: Container, rootfs: Path, netns: int | None = None)
     for volume in spec.volumes:  # as Docker's -v (and our executor): a missing source is created
         if not os.path.exists(volume.source):
             os.makedirs(volume.source, exist_ok=True)
+    ours = _runner_mounts(container) if mounted else set()
+    doc["mounts"] = [m for m in doc["mounts"] if not (m["type"] == "bind" and (m["source"], m["destination"]) in ours)]
     for mount in doc["mounts"]:
         # a file has no submounts, so the recursive options (rro, rnodev, ...) say nothing more for it than the
         # plain ones; and crun 1.8 opens their target as a directory (O_DIRECTORY), failing a file bind
@@ -218,8 +249,14 @@ def runtime_config(container: Container, rootfs: Path, netns: int | None = None)
     return doc
 
 
-def mount_rootfs(container: Container) -> Path:
-    """The overlay on merged/, in the host's mount namespace (idempotent: a mount already there is kept)."""
+def mount_rootfs(container: Container, binds: bool = False) -> Path:
+    """The overlay on merged/, in the host's mount namespace; with ``binds``, the network files and
+    :func:`own_volumes` bound on it, in our executor's order (idempotent: a mount already there is kept, and with
+    it what was bound when it was made; a failure leaves nothing mounted).
+
+    Each volume is a private clone (:func:`runner.rootfs.mount_volume`): nothing mounted under its source on the
+    host reaches it. Where merged/ is itself shared (a host whose / is), the volumes go where the overlay went and
+    leave with it: the unmount of :func:`release` detaches the whole tree."""
     merged = container.path("merged")
     if os.path.ismount(merged):
         return merged
@@ -233,12 +270,24 @@ def mount_rootfs(container: Container) -> Path:
     finally:
         os.fchdir(here)
         os.close(here)
+    try:
+        with SafeRoot(merged) as root:
+            if binds:
+                rootfs.mount_network_files(root, container)
+                for volume in own_volumes(spec):
+                    rootfs.mount_volume(root, volume, spec.privileged)
+    except BaseException as e:
+        linux.umount2(str(merged), linux.MNT_DETACH)
+        if isinstance(e, OSError):  # worded as our executor words a mount that fails in its child
+            raise StrataError(process.failure(e)[0], Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR) from None
+        raise
     return merged
 
 
 def release(container: Container) -> None:
     """What a runtime-started container holds on the host: the runtime's state (``delete --force`` kills what is
-    left), then the overlay mount. Idempotent; a runtime that no longer knows the container is not an error."""
+    left), then the overlay mount and the volumes on it (one lazy unmount detaches the tree). Idempotent; a
+    runtime that no longer knows the container is not an error."""
     rt = Runtime.of(container)
     if (rt.state / container.id).exists():
         done = rt.call("delete", "--force", container.id, check=False)
@@ -264,11 +313,15 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
     spec = container.spec
     rt = Runtime.of(container)
     release(container)  # a previous start's state: a stopped container is started anew, as ours
-    rootfs = mount_rootfs(container)
+    try:
+        merged = mount_rootfs(container, binds=True)
+    except StrataError as e:  # a volume that cannot be bound: as a start that fails in our executor's child
+        _failed(container, e, started)
+        raise
     try:
         bundle = container.path(BUNDLE_DIR)
         bundle.mkdir(mode=0o700, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(runtime_config(container, rootfs, netns)))
+        (bundle / "config.json").write_text(json.dumps(runtime_config(container, merged, netns, mounted=True)))
     except BaseException:
         release(container)
         raise
@@ -285,8 +338,7 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
         stdio.close()
         log.close()
         release(container)
-        container.set_state(status="exited", exit_code=e.exit_code, finished=time.time(), error=str(e))
-        started(str(e), e.exit_code or process.EXIT_RUNNER_ERROR)
+        _failed(container, e, started)
         raise
     previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in _FORWARDED}
     try:
@@ -313,6 +365,13 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
     release_all(container)
     container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
     return code
+
+
+def _failed(container: Container, error: StrataError, started: Callable[[str, int], None]) -> None:
+    """A start that never ran the command: recorded and told as our executor does."""
+    code = error.exit_code or process.EXIT_RUNNER_ERROR
+    container.set_state(status="exited", exit_code=code, finished=time.time(), error=str(error))
+    started(str(error), code)
 
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
