@@ -5,15 +5,20 @@ namespace, as in tests/test_network.py, whose fixtures these tests share.
 * loopback (CVE-2020-8558 class): a container sends a frame to its gateway's MAC for 127.0.0.1; a LAN neighbour
   sends one to the host's MAC for a port published on 127.0.0.1;
 * spoofing: a container answers ARP for a peer's address, sends as the peer's address and as the peer's MAC;
-* two stores: a second store's containers, prune and reconcile beside a first store's running container.
+* two stores: a second store's containers, prune and reconcile beside a first store's running container; a
+  second store whose 5-hex tag is the first's (a path chosen for it) runs beside the first's; a store killed as
+  it turns ip_forward on, then a second store, then the first's prune; a host-wide lock planted as a symlink.
 
 Raw frames are built here and sent by tests/probe.c's ``frames`` verb inside the container.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
+import signal
 import struct
 import subprocess
 import time
@@ -24,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from shared.errors import StrataError
 from tests import test_network
 from tests.test_network import ENV, HTTPD, PY, RETRY, ROOT, Host, sh
 
@@ -311,6 +317,97 @@ def test_a_second_store_leaves_the_first_stores_network_alone(image: Host, neigh
     for store in (one, two):
         net = store.root / "networks"
         assert sorted(p.name for p in net.rglob("*") if not p.is_dir()) == ["lock"]
+
+
+def _colliding_root(one: Host) -> Path:
+    """A store root next to ONE's whose tag (the first 5 hex digits of the SHA-256 of its real path,
+    runner/net/records.py) is ONE's: about 2^20 tries, a second or two. Two stores chosen at random collide with
+    a chance of 1 in 2^20; a user who picks the path of a second store (a rootless one, later) at will."""
+    want = hashlib.sha256(os.path.realpath(one.root).encode()).hexdigest()[:5]
+    base = os.path.realpath(one.tmp)
+    for n in range(1 << 26):
+        candidate = f"{base}/store-{n}"
+        if hashlib.sha256(candidate.encode()).hexdigest()[:5] == want:
+            return Path(candidate)
+    raise AssertionError("no colliding path found")
+
+
+def test_a_second_store_with_the_same_tag_leaves_the_first_stores_tables_alone(image: Host) -> None:
+    """Store 2's tag is store 1's. Store 2 runs one container on the default network (it may refuse, with one
+    line, as its bridge's name is store 1's): store 1's nft tables (its loopback guard, anti-spoofing and DNAT)
+    must still be store 1's, and its published port must still answer. A reconcile that deleted the tables by a
+    tag-derived name removed them whoever owned them."""
+    one = image
+    two = replace(one, root=_colliding_root(one), containers=[], procs=[])
+    pulled = subprocess.run([PY, "-m", "puller", "--root", str(two.root), "pull", one.image], capture_output=True,
+                            text=True, timeout=120, env=two.env, cwd=ROOT, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    try:
+        one.runner("run", "-d", "--name", "web", "--hostname", "web", "-p", "8080:80", one.image, "sh", "-c", HTTPD)
+        assert http_ok(one, "127.0.0.1", 8080) == "web\n"
+        before = one.run("nft", "list", "ruleset")
+        tried = two.runner("run", "--rm", two.image, "true", check=False)
+        assert tried.returncode == 0 or len(tried.stderr.strip().splitlines()) == 1, tried.stderr
+        after = one.run("nft", "list", "ruleset")
+        assert "127.0.0.0/8 drop" in before
+        assert after == before, f"store 2 ({tried.stderr.strip()}) changed store 1's tables:\n{after}"
+        assert http_ok(one, "127.0.0.1", 8080, tries=5) == "web\n"
+        one.runner("rm", "-f", "web")
+        two.runner("network", "prune")
+    finally:
+        ids = two.runner("ps", "-aq", check=False).stdout.split()
+        if ids:
+            two.runner("rm", "-f", *ids, check=False)
+        one.runner("rm", "-f", "web", check=False)
+    assert "strata" not in one.run("nft", "list", "tables")
+
+
+def test_a_store_killed_as_it_turns_ip_forward_on_still_hands_it_over(host: Host) -> None:
+    """Store 1's runner is killed right after it turned ip_forward on, before its tables are written. Store 2 then
+    puts a container on its default network; store 1's prune must leave ip_forward on under it (store 1's mark
+    says the sysctl is to be put back by the last store out, and that is store 2 now). Unmarked, store 2 took
+    the sysctl for the host's own setting ("was 1") and store 1's prune turned it off under store 2's container."""
+    two = replace(host, root=host.tmp / "store2")  # the same lists: the fixture cleans up after both
+    first, second = host.container("first"), two.container("second")
+    stalled = host.driver_popen({"op": "attach", "fault": "forward:hang", "netns": first.netns, "opts": {
+        "container_id": first.cid, "name": "first", "hostname": "first"}})
+    assert stalled.stdout is not None and json.loads(stalled.stdout.readline()) == {"hang": "forward"}
+    assert host.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    os.kill(stalled.pid, signal.SIGKILL)  # ip netns exec execs python: this is the runner itself
+    stalled.wait()
+    first.kill()
+    two.attach(second)
+    assert host.driver({"op": "prune"}) == {"removed": []}
+    assert host.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"  # store 2's container still forwards
+    assert "error" not in two.driver({"op": "release", "cid": second.cid})
+    host.assert_clean()  # ip_forward back to 0 with the last store out
+    two.assert_clean()
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "hardlink", "directory"])
+def test_the_host_wide_lock_is_not_opened_through_what_was_planted_there(tmp_path: Path, planted: str) -> None:
+    """/run/strata-network.lock is opened O_CREAT by every store: one planted as a symlink (to a file that does not
+    exist yet: O_CREAT would make it), a FIFO, a hard link or a directory is refused with one line, and what it
+    points at is left as it was. Judged on a lock path under a temporary directory, never the machine's."""
+    from runner.net import core
+
+    lock, target = tmp_path / "strata-network.lock", tmp_path / "target"
+    if planted == "symlink":
+        lock.symlink_to(target)
+    elif planted == "fifo":
+        os.mkfifo(lock)
+    elif planted == "hardlink":
+        target.write_text("x")
+        os.link(target, lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(StrataError) as raised, core.host_locked(lock):
+        pass
+    assert "\n" not in str(raised.value) and str(lock) in str(raised.value)
+    assert not target.exists() or target.read_text() == "x"
+    fresh = tmp_path / "fresh.lock"
+    with core.host_locked(fresh):
+        assert fresh.is_file()
 
 
 def _serve_on_the_lan(h: Host, neighbour: str) -> str:

@@ -1,7 +1,7 @@
 """attach, release, disconnect, prune: each one change of the records, then the kernel reconciled to them.
 
 The kernel state Strata owns in the host's network namespace is a function of the records: a bridge per network
-that has an endpoint, a host-side veth per endpoint, the store's two nft tables (``ip``/``bridge strata-TAG``),
+that has an endpoint, a host-side veth per endpoint, the store's two nft tables (``ip``/``bridge strata-HASH``),
 and ip_forward (turned on while a non-internal network is in use, put back when none is). :func:`reconcile` makes
 the kernel match the records, removing every link of this store's (its ifalias is the store's owner mark,
 :class:`~runner.net.records.Records`) no record explains; so a failed attach (its record dropped), a release and
@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
 import socket
+import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +34,7 @@ from runner.net import files, ipam
 from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
 from runner.net.records import Records, write_in_place
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store, flocked
+from shared.store import Store
 
 if TYPE_CHECKING:
     from runner.container import Container
@@ -44,7 +46,8 @@ EPHEMERAL = range(32768, 61000)  # -P's host ports, as Docker picks them
 
 
 def checkpoint(step: str) -> None:
-    """Called between the steps of an attach ("recorded", "bridge", "veth", "configured", "nat"): the tests
+    """Called between the steps of an attach ("recorded", "bridge", "veth", "configured", "nat"; and "forward",
+    as ip_forward is on and before the tables are written): the tests
     replace it (``core.checkpoint = ...``) to fail or stall a setup midway. Otherwise it does nothing."""
 
 
@@ -434,11 +437,31 @@ def reconcile(records: Records, ipr: Any) -> None:
     if not any(n.builtin for n in in_use) and records.network("bridge") is not None:
         records.drop_network("bridge")  # the default subnet is chosen again with its next first container
     _remove_unwanted_links(records, ipr, {e.veth for e in endpoints} | {n.bridge for n in in_use})
-    with flocked(HOST_LOCK):
+    with host_locked():
         forwarding = _ip_forward(records, any(not n.internal for n in in_use))
-        table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag) if in_use \
-            else None
-        nat.apply(f"strata-{records.tag}", table)
+        table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag,
+                            records.table) if in_use else None
+        nat.apply(records.table, table)
+
+
+@contextlib.contextmanager
+def host_locked(path: Path = HOST_LOCK) -> Iterator[None]:
+    """The host-wide lock. /run is root's, but the file is opened as one that may have been planted: a symlink
+    is not followed (O_CREAT through one would make a file wherever it points), and anything but a regular file
+    of ours with one link is refused, with one line."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise StrataError(f"cannot open the host-wide network lock {path}: {e.strerror}", Kind.SYSTEM) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+            raise StrataError(f"the host-wide network lock {path} is not a regular file of ours: remove it",
+                              Kind.SYSTEM)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove_unwanted_links(records: Records, ipr: Any, wanted: set[str]) -> None:
@@ -462,8 +485,10 @@ def _ip_forward(records: Records, needed: bool) -> bool:
     leaves it put back by prune), and put it back when none is. True while it was off before: the forward
     chain's policy is then drop. Stores share the sysctl: one that finds it on with another store's table saying
     "ip_forward_was_0" inherits that, and one that leaves while another's table says so leaves it on; so the
-    last one out puts it back. The caller holds the host-wide lock (:data:`HOST_LOCK`)."""
-    from runner.net import link
+    last one out puts it back. The mark is in our table before the sysctl goes on: a crash between the two
+    would otherwise leave it on unmarked, the next store would record "was 1", and our prune would turn it off
+    under that store's containers. The caller holds the host-wide lock (:func:`host_locked`)."""
+    from runner.net import link, nat
 
     host = records.host()
     was = host.get("ip_forward")
@@ -473,7 +498,10 @@ def _ip_forward(records: Records, needed: bool) -> bool:
             was = "0" if current == "1" and _others_forwarding(records) else current
             host["ip_forward"] = was
             records.put_host(host)  # recorded before it changes
+        if was != "1" and _read_sysctl(IP_FORWARD) != "1":
+            nat.mark_forwarding(records.table, records.owner)  # marked before it changes
         link.sysctl(IP_FORWARD, "1")
+        checkpoint("forward")
     elif was is not None:
         # someone else changed it since: theirs now; another store still forwarding: theirs to put back
         if was != "1" and _read_sysctl(IP_FORWARD) == "1" and not _others_forwarding(records):
@@ -485,12 +513,13 @@ def _ip_forward(records: Records, needed: bool) -> bool:
 
 
 def _others_forwarding(records: Records) -> bool:
-    """Another store's table says it turned ip_forward on (its marker chain, runner/net/nat.py)."""
+    """Another store's table says it turned ip_forward on (its marker chain, runner/net/nat.py). Another's: any
+    ``strata-`` table but ours, by its whole name (a tag is no store's own)."""
     from runner.net import nat
 
     doc = json.loads(nat.nft(["-j", "list", "chains", "ip"]) or "{}")
     return any(c["chain"]["name"] == nat.FORWARD_MARK and c["chain"]["table"].startswith("strata-")
-               and c["chain"]["table"] != f"strata-{records.tag}" for c in doc.get("nftables", ()) if "chain" in c)
+               and c["chain"]["table"] != records.table for c in doc.get("nftables", ()) if "chain" in c)
 
 
 def _read_sysctl(key: str) -> str:

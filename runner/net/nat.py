@@ -1,11 +1,13 @@
 """nftables: masquerade out of the bridges, DNAT of published ports, what may be forwarded, loopback's guard,
 and anti-spoofing on the bridge ports.
 
-A store's rules live in two tables named after it, ``ip strata-TAG`` and ``bridge strata-TAG`` (TAG: the store's
-5-hex tag; each table's comment is its owner mark, runner/net/records.py), rewritten whole from the records in
-one ``nft -f`` transaction each time they change: the kernel applies a transaction entirely or not at all, so
-there is never half a ruleset, ``nft delete table`` undoes all of it, and another store's tables are never in
-the script. We call the ``nft`` tool rather than pyroute2's nftables module, which builds rules expression by
+A store's rules live in two tables named after it, ``ip strata-HASH`` and ``bridge strata-HASH`` (HASH: the
+whole SHA-256 of the store's real path, which no other store has; each table's comment is its owner mark,
+runner/net/records.py), rewritten whole from the records in one ``nft -f`` transaction each time they change:
+the kernel applies a transaction entirely or not at all, so there is never half a ruleset, ``nft delete table``
+undoes all of it, and another store's tables are never in the script. (Named by the 5-hex tag of the link
+names, a second store whose tag is the first's deleted the first's tables: its loopback guard, anti-spoofing
+and DNAT.) We call the ``nft`` tool rather than pyroute2's nftables module, which builds rules expression by
 expression (its own docs call it a prototype); the tool costs one exec (~5 ms) per change, both tables in it.
 
 The rules (Docker's, in nft words, and two of our own):
@@ -28,7 +30,8 @@ The rules (Docker's, in nft words, and two of our own):
   the chain's policy is drop, as Docker sets the FORWARD policy to DROP then: the host must not become a router for
   anything but our containers (another store's bridges are left to that store's table). If ip_forward was
   already on, the host's forwarding is left as it was. An empty chain ``ip_forward_was_0`` tells the other stores
-  on the host that the sysctl is to be put back by the last one of us out (runner/net/core.py).
+  on the host that the sysctl is to be put back by the last one of us out (runner/net/core.py); it is in the
+  table before the sysctl is turned on (:func:`mark_forwarding`), so no crash leaves the sysctl on unmarked.
 * ``bridge`` table, ``prerouting`` (before the bridge learns a source MAC or the host sees an ARP): a frame
   from a container's port (its host veth) passes only with that endpoint's MAC as source, and only as IPv4 from
   its address or ARP with its MAC and address as sender; anything else, and any frame from a veth of ours that
@@ -55,11 +58,8 @@ class Ruleset:
     endpoints: tuple[Endpoint, ...]  # live and being attached
     forward_policy_drop: bool
     owner: str = ""  # the store's mark, as the tables' comment
-    tag: str = ""  # the store's tag: in the tables' names and its veths'
-
-    @property
-    def table(self) -> str:
-        return f"strata-{self.tag}"
+    tag: str = ""  # the store's tag: in its veths' names
+    table: str = "strata"  # the tables' name (Records.table)
 
     def render(self) -> str:
         return self._ip() + self._bridge()
@@ -134,6 +134,13 @@ class Ruleset:
 
 def _q(name: str) -> str:
     return f'"{name}"'
+
+
+def mark_forwarding(table: str, owner: str) -> None:
+    """Add the ``ip_forward_was_0`` chain to this store's ip table (made if missing, as :func:`apply` makes it),
+    before ip_forward is turned on: another store that then finds the sysctl on knows it is ours to put back,
+    whatever becomes of this run. :func:`apply` keeps or drops the chain after."""
+    nft(["-f", "-"], f"table ip {table} {{\n  comment {_q(owner)}\n  chain {FORWARD_MARK} {{\n  }}\n}}\n")
 
 
 def apply(table: str, ruleset: Ruleset | None) -> None:

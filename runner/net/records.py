@@ -26,9 +26,13 @@ T = TypeVar("T")
 
 class Records:
     """A store's records, and who it is on the host: ``owner`` (``strata:`` and the SHA-256 of the store's real
-    path) is written as the ifalias of every link the store makes, and ``tag`` (its first 5 hex digits) is in
-    every link and nft table name, so two stores on one host (or one store reached by two paths) each know
-    their own and never touch the other's."""
+    path) is written as the ifalias of every link the store makes and as its nft tables' comment; ``table``
+    (``strata-`` and the whole SHA-256) names its two nft tables; ``tag`` (the first 5 hex digits) is in every
+    link name, where IFNAMSIZ leaves no room for more. So two stores on one host (or one store reached by two
+    paths) each know their own and never touch the other's: a link is judged by its ifalias, not its name (two
+    stores' tags collide by chance once in 2^20, or at will for whoever picks a store's path), while a table is
+    found only by a name no other store can have; ``nft delete table`` by a tag-derived name would remove the
+    tables of whichever store shares the tag."""
 
     def __init__(self, store: Store) -> None:
         self.root = store.root / "networks"
@@ -37,6 +41,7 @@ class Records:
         digest = hashlib.sha256(os.path.realpath(store.root).encode()).hexdigest()
         self.owner = "strata:" + digest
         self.tag = digest[:5]
+        self.table = "strata-" + digest  # 71 characters: nft allows 255 (NFT_NAME_MAXLEN, Linux >= 4.16)
 
     def ensure(self) -> Records:
         try:
