@@ -38,7 +38,7 @@ OTHER_DOCKER_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "spl
 DEFAULT_MAX_SIZE = "20m"  # Docker's local driver's defaults
 DEFAULT_MAX_FILE = "5"
 DOCKER_ONLY_OPTS = ("labels", "labels-regex", "env", "env-regex", "tag")  # json-file's, which we do not implement
-_SIZE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?")
+_SIZE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", re.ASCII)  # ASCII: int("٣") is 3
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 
 
@@ -47,7 +47,12 @@ def parse_size(text: str) -> int:
     match = _SIZE.fullmatch(text)
     if match is None:
         raise usage(f"invalid --log-opt max-size={text}: use a size such as 10k, 20m or 1g")
-    size = int(float(match.group(1)) * _DECIMAL[(match.group(2) or "").lower()])
+    try:  # "1.2.3" matches go-units' pattern and fails its ParseFloat; 400 digits are infinity
+        size = int(float(match.group(1)) * _DECIMAL[(match.group(2) or "").lower()])
+    except (ValueError, OverflowError):
+        raise usage(f"invalid --log-opt max-size={text}: use a size such as 10k, 20m or 1g") from None
+    if size > (1 << 63) - 1:
+        raise usage(f"invalid --log-opt max-size={text}: too large")
     if size <= 0:
         raise usage(f"invalid --log-opt max-size={text}: max-size must be a positive number")
     return size
@@ -92,7 +97,7 @@ class LogConfig:
         max_size = parse_size(given.get("max-size", DEFAULT_MAX_SIZE))
         default_files = "1" if driver == "json-file" and "max-size" in given else DEFAULT_MAX_FILE
         files = given.get("max-file", default_files)
-        if not files.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]{1,18}", files) is None:  # not int()'s "--5", "٣", " 3" or 5000 digits
             raise usage(f"invalid --log-opt max-file={files}: a whole number")
         if int(files) < 1:
             raise usage("max-file cannot be less than 1")
