@@ -151,6 +151,23 @@ def test_writer_records_are_dockers_layout(tmp_path: Path) -> None:
                         lines[0]), lines[0]
 
 
+
+@pytest.mark.parametrize("data", [
+    b"a\\nb\n\\\n\"q\"\t\x00\xc3\xa9\xf0\x9f\x98\x80\n\nend",
+    b"no backslash\n\ttab \"q\" \xc3\xa9\n\n", b"\n" * 70_000 + b"x", b"\xc3\xa9" * 40_000,
+    b"line\n" * 20_000 + b"\\" + b"\n" * 100_000,
+], ids=["escapes", "one-encode", "newlines-past-a-slice", "utf8-past-a-slice", "mixed"])
+def test_writer_keeps_any_text_one_record_a_line(tmp_path: Path, data: bytes) -> None:
+    """Review finding 5 made the writer encode a text without a backslash in one call, and a large read in slices:
+    the records still say exactly what was written, one a line, a multibyte character never cut in two."""
+    writer = LogWriter(tmp_path / LOG_NAME, LogConfig(max_size=1 << 30))
+    writer.write("stderr", data)
+    writer.close()
+    records = [json.loads(line) for line in (tmp_path / LOG_NAME).read_bytes().splitlines()]
+    assert "".join(r["log"] for r in records) == data.decode()
+    assert all(r["log"].count("\n") == r["log"].endswith("\n") for r in records)
+    assert all(r["stream"] == "stderr" and re.fullmatch(r"[0-9-]{10}T[0-9:]{8}\.[0-9]{9}Z", r["time"]) for r in records)
+
 def test_writer_rotates_within_the_bound_and_keeps_the_newest(tmp_path: Path) -> None:
     w = LogWriter(tmp_path / LOG_NAME, LogConfig.parse(None, ["max-size=1k", "max-file=3"]))
     for i in range(500):
