@@ -32,11 +32,12 @@ BLOCK = 1 << 16
 MAX_RECORD = 8 << 20  # no record the writer makes comes near it (a 64 KiB chunk, escaped: ~400 KiB)
 _GO_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
              "h": 3600 * 10**9}
-_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+# re.ASCII: \d would take any script's digits ("٣" is 3 to Python's int, not to Go's parsers)
+_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)", re.ASCII)
 _DATE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?)?"
-                        r"([zZ]|[+-]\d{2}:\d{2})?")
-_UNIX = re.compile(r"(\d+)(?:\.(\d+))?")
-
+                        r"([zZ]|[+-]\d{2}:\d{2})?", re.ASCII)
+_UNIX = re.compile(r"(\d+)(?:\.(\d+))?", re.ASCII)
+_INT64 = (1 << 63) - 1  # Go's bound on a duration in ns and on a Unix time's parts (strconv.ParseInt(s, 10, 64))
 
 @dataclass(frozen=True)
 class ReadOptions:
@@ -51,74 +52,97 @@ def parse_tail(text: str) -> int | None:
     """``--tail``: a number of records, or ``all`` (a negative number means all too, as Docker's)."""
     if text == "all":
         return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise usage(f'invalid value for "tail": {text!r}: a number of lines, or all') from None
+    if re.fullmatch(r"-?[0-9]+", text) is None or len(text) > 19:  # not int()'s "٣", " 3", "1_0" or 5000 digits
+        raise usage(f'invalid value for "tail": {text!r}: a number of lines, or all')
+    n = int(text)
     return None if n < 0 else n
 
 
 def parse_duration(text: str) -> int | None:
-    """A Go duration (time.ParseDuration) in ns, or None when ``text`` is not one."""
+    """A Go duration (time.ParseDuration) in ns, or None when ``text`` is not one, as when it is out of Go's
+    range (then Docker tries the other forms too). Integer arithmetic: a float of 400 digits is infinity."""
     sign = -1 if text.startswith("-") else 1
     body = text[1:] if text[:1] in "+-" else text
     if body == "0":
         return 0
-    pos, total = 0, 0.0
+    pos, total = 0, 0
     while pos < len(body):
         match = _DURATION.match(body, pos)
         if match is None or match.group(1) in ("", "."):
             return None
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        whole, _, frac = match.group(1).partition(".")
+        if len(whole.lstrip("0")) > 19:
+            return None
+        unit, frac = _GO_UNITS[match.group(2)], frac[:19]  # digits past 1 ns in an hour do not count
+        total += int(whole or "0") * unit + int(frac or "0") * unit // 10 ** len(frac)
+        if total > _INT64 + (sign < 0):
+            return None
         pos = match.end()
-    return sign * round(total) if body else None
+    return sign * total if body else None
+
+
+def _seconds(parts: tuple[int, int, int, int, int, int], zone: str | None) -> int:
+    """Seconds since the epoch of a date and time (ValueError: there is no such date). Without a zone it is
+    local time, as Docker's ParseInLocation; where datetime cannot place a date in local time (year 1), the
+    C library's offset for it."""
+    naive = datetime.datetime(*parts)
+    if zone is None:
+        try:
+            return int(naive.timestamp())
+        except (ValueError, OverflowError, OSError):
+            guess = calendar.timegm(parts)
+            return guess - time.localtime(guess).tm_gmtoff
+    offset = 0 if zone in "zZ" else (int(zone[1:3]) * 60 + int(zone[4:6])) * (-1 if zone[0] == "-" else 1)
+    return calendar.timegm(parts) - offset * 60
+
+
+def _date_parts(match: re.Match[str]) -> tuple[int, int, int, int, int, int]:
+    year, month, day, hour, minute, second = match.groups()[:6]
+    return int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0)
+
+
+def _fraction(digits: str | None) -> int:
+    return int((digits or "0")[:9].ljust(9, "0"))
 
 
 def parse_time(value: str, what: str, now_ns: int | None = None) -> int:
     """``--since``/``--until`` in ns since the epoch, from Docker's forms (timetypes.GetTimestamp): a duration
-    is that long before now; a date or time without a zone is local time; else a Unix time."""
+    is that long before now; a date or time without a zone is local time; else a Unix time. Whatever does not
+    parse is a usage error naming the option and the value, with Docker's wording where it has one."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     duration = parse_duration(value)
     if duration is not None and value != "0":
         return now_ns - duration
     match = _DATE_TIME.fullmatch(value)
     if match is not None:
-        year, month, day, hour, minute, second, frac, zone = match.groups()
-        parts = (int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
         try:
-            naive = datetime.datetime(*parts)
-        except ValueError:
+            return _seconds(_date_parts(match), match.group(8)) * 10**9 + _fraction(match.group(7))
+        except (ValueError, OverflowError, OSError):
             raise usage(f'invalid value for "{what}": {value!r} is not a valid date or time') from None
-        if zone is None:
-            seconds = int(naive.timestamp())  # local time, as Docker's ParseInLocation
-        else:
-            offset = 0 if zone in "zZ" else (int(zone[1:3]) * 60 + int(zone[4:6])) * (-1 if zone[0] == "-" else 1)
-            seconds = calendar.timegm(parts) - offset * 60
-        return seconds * 10**9 + int((frac or "0").ljust(9, "0"))
     unix = _UNIX.fullmatch(value)
-    if unix is None or "-" in value:
+    if unix is None or "-" in value or any(len(part.lstrip("0")) > 19 or int(part) > _INT64
+                                           for part in unix.groups("0")):
         raise usage(f'invalid value for "{what}": failed to parse value as time or duration: "{value}"')
-    return int(unix.group(1)) * 10**9 + int((unix.group(2) or "0")[:9].ljust(9, "0"))
+    return int(unix.group(1)) * 10**9 + _fraction(unix.group(2))
 
 
-_seconds_cache: dict[str, int] = {}
+_seconds_cache: dict[tuple[str | None, ...], int] = {}
 
 
 def record_time(text: str) -> int:
-    """A record's ``time`` (RFC 3339, any fraction and zone) in ns since the epoch; the seconds part is
-    cached, as a log's records share their seconds by the thousand."""
+    """A record's ``time`` (RFC 3339, any fraction and zone) in ns since the epoch (ValueError if it is not
+    one); the seconds part is cached, as a log's records share their seconds by the thousand."""
     match = _DATE_TIME.fullmatch(text)
     if match is None or match.group(4) is None or match.group(8) is None:
         raise ValueError(f"bad time {text!r}")
-    key = text[:19] + match.group(8)
+    key = (*match.groups()[:6], match.group(8))
     seconds = _seconds_cache.get(key)
     if seconds is None:
-        seconds = parse_time(text[:19] + match.group(8), "time")
-        seconds //= 10**9
+        seconds = _seconds(_date_parts(match), match.group(8))
         if len(_seconds_cache) > 4096:
             _seconds_cache.clear()
         _seconds_cache[key] = seconds
-    return seconds * 10**9 + int((match.group(7) or "0").ljust(9, "0"))
+    return seconds * 10**9 + _fraction(match.group(7))
 
 
 def fixed_time(ns: int) -> str:
@@ -146,9 +170,13 @@ class _Printer:
             try:
                 record = json.loads(line)
                 text, stream = record["log"], record.get("stream")
+                if not isinstance(text, str):
+                    raise TypeError("its log is not a string")
                 stamp = record_time(record["time"]) if self.timed else 0
-            except (ValueError, KeyError, TypeError) as e:
-                raise integrity(f"container log {where} has a malformed record: {e}") from None
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError) as e:
+                # RecursionError: a record nested deeper than the json module recurses
+                raise integrity(f"container log {where} has a malformed record: {type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:200]}") from None
             if self.opts.since is not None and stamp < self.opts.since:
                 continue
             if self.opts.until is not None and stamp > self.opts.until:
@@ -159,7 +187,7 @@ class _Printer:
             self.last = target
             if self.opts.timestamps:
                 target.write(fixed_time(stamp).encode() + b" ")
-            target.write(str(text).encode(errors="replace"))
+            target.write(text.encode(errors="replace"))
 
     def flush(self) -> None:
         for target in self.targets.values():

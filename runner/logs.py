@@ -16,12 +16,13 @@ back (:mod:`runner.logread`).
 from __future__ import annotations
 
 import contextlib
-import datetime
+import fcntl
 import os
 import re
 import select
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -31,6 +32,8 @@ from typing import Any
 from shared.errors import usage
 
 CHUNK = 1 << 16
+BATCH = 1 << 20  # what the pump reads at once, at most
+BUSY = 0.01  # s: the pump's wait before reading a stream that keeps writing (the most output is delayed)
 LOG_NAME = "container.log"
 DRIVERS = ("json-file", "local", "none")
 OTHER_DOCKER_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs",
@@ -38,7 +41,7 @@ OTHER_DOCKER_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "spl
 DEFAULT_MAX_SIZE = "20m"  # Docker's local driver's defaults
 DEFAULT_MAX_FILE = "5"
 DOCKER_ONLY_OPTS = ("labels", "labels-regex", "env", "env-regex", "tag")  # json-file's, which we do not implement
-_SIZE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?")
+_SIZE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", re.ASCII)  # ASCII: int("٣") is 3
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 
 
@@ -47,7 +50,12 @@ def parse_size(text: str) -> int:
     match = _SIZE.fullmatch(text)
     if match is None:
         raise usage(f"invalid --log-opt max-size={text}: use a size such as 10k, 20m or 1g")
-    size = int(float(match.group(1)) * _DECIMAL[(match.group(2) or "").lower()])
+    try:  # "1.2.3" matches go-units' pattern and fails its ParseFloat; 400 digits are infinity
+        size = int(float(match.group(1)) * _DECIMAL[(match.group(2) or "").lower()])
+    except (ValueError, OverflowError):
+        raise usage(f"invalid --log-opt max-size={text}: use a size such as 10k, 20m or 1g") from None
+    if size > (1 << 63) - 1:
+        raise usage(f"invalid --log-opt max-size={text}: too large")
     if size <= 0:
         raise usage(f"invalid --log-opt max-size={text}: max-size must be a positive number")
     return size
@@ -92,7 +100,7 @@ class LogConfig:
         max_size = parse_size(given.get("max-size", DEFAULT_MAX_SIZE))
         default_files = "1" if driver == "json-file" and "max-size" in given else DEFAULT_MAX_FILE
         files = given.get("max-file", default_files)
-        if not files.lstrip("-").isdigit():
+        if re.fullmatch(r"-?[0-9]{1,18}", files) is None:  # not int()'s "--5", "٣", " 3" or 5000 digits
             raise usage(f"invalid --log-opt max-file={files}: a whole number")
         if int(files) < 1:
             raise usage("max-file cannot be less than 1")
@@ -107,8 +115,36 @@ class LogConfig:
         return cls.of(str(doc["Type"]), tuple((str(k), str(v)) for k, v in doc["Config"].items()))
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    """RFC 3339 with nine fraction digits, UTC; the date and time formatted once a second (datetime's
+    strftime per call cost more than encoding a short record)."""
+    global _second
+    seconds, ns = divmod(time.time_ns(), 10**9)
+    if seconds != _second[0]:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{ns:09d}Z"
+
+
+def records(stream: str, text: str) -> str:
+    """The text's records, one a line (the last one without its newline if the text does not end with one). A
+    text without a backslash is encoded in one call, its encoded newlines then replaced by the end of a record
+    and the start of the next: without a backslash, every ``\\n`` in the encoding is a newline of the text.
+    With one, each line is encoded on its own."""
+    tail = f',"stream":"{stream}","time":"{_now()}"}}\n'
+    body, newline, last = text.rpartition("\n")
+    out = ""
+    if newline and "\\" not in body:
+        between = '\\n"' + tail + '{"log":"'
+        out = '{"log":"' + encode_basestring_ascii(body)[1:-1].replace("\\n", between) + '\\n"' + tail
+    elif newline:
+        lines = map(encode_basestring_ascii, map("{}\n".format, body.split("\n")))
+        out = '{"log":' + (tail + '{"log":').join(lines) + tail
+    if last:
+        out += '{"log":' + encode_basestring_ascii(last) + tail
+    return out
 
 
 def rotated(path: Path, n: int) -> Path:
@@ -131,15 +167,11 @@ class LogWriter:
         """One record per line, as Docker's json-file driver writes them (a partial line is a record too)."""
         if self.fd < 0 or not data:
             return
-        tail = f',"stream":"{stream}","time":"{_now()}"}}\n'
-        lines = data.decode(errors="replace").split("\n")
-        last = lines.pop()  # "" when the chunk ends with a newline
-        text = ""
-        if lines:
-            text = '{"log":' + (tail + '{"log":').join(map(encode_basestring_ascii, map("{}\n".format, lines))) + tail
-        if last:
-            text += '{"log":' + encode_basestring_ascii(last) + tail
-        self._append(text.encode())
+        start = 0
+        while start < len(data):  # in slices: a MiB of newlines is 70 MB of records
+            end = _slice_end(data, start)
+            self._append(records(stream, data[start:end].decode(errors="replace")).encode())
+            start = end
 
     def _append(self, records: bytes) -> None:
         """Write whole records, rotating first whenever the next ones would pass max-size (a single record
@@ -179,15 +211,40 @@ class LogWriter:
             self.fd = -1
 
 
+def _slice_end(data: bytes, start: int) -> int:
+    """Where the slice of ``data`` from ``start`` that the writer encodes at once ends: after its last newline,
+    else at CHUNK bytes but not inside a UTF-8 sequence."""
+    end = start + CHUNK
+    if end >= len(data):
+        return len(data)
+    cut = data.rfind(b"\n", start, end) + 1
+    if cut > start:
+        return cut
+    while end > start + 1 and data[end] & 0xC0 == 0x80:
+        end -= 1
+    return end
+
+
 def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
     """Copy the container's stdout/stderr pipes to the log, if any (and, when ``echo``, to ours) until both
-    close: which happens only when every process holding them is gone."""
+    close: which happens only when every process holding them is gone.
+
+    What the runner spends here is outside the container's CPU limit, and it is paid per wakeup (select, read,
+    a time stamp, a write) as much as per byte: a stream that keeps writing is read in batches, by waiting
+    BUSY after a wakeup that came within BUSY of the last one (so a prompt after a pause is shown at once, and
+    nothing waits longer than BUSY), from a pipe widened to hold what comes meanwhile."""
     targets = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
     open_fds = dict(streams)
+    for fd in open_fds:
+        with contextlib.suppress(OSError):  # not a pipe, or above the limit for an unprivileged runner
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, BATCH)
+    last = 0.0
     while open_fds:
         ready, _, _ = select.select(list(open_fds), [], [])
+        if time.monotonic() - last < BUSY:
+            time.sleep(BUSY)
         for fd in ready:
-            data = os.read(fd, CHUNK)
+            data = os.read(fd, BATCH)
             if not data:
                 del open_fds[fd]
                 continue
@@ -199,6 +256,7 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
                     _write_all(targets[stream], data)
                 except OSError:  # our terminal went away: keep logging, stop echoing
                     echo = False
+        last = time.monotonic()
 
 
 def feed(src: int, dst: int) -> None:

@@ -64,23 +64,50 @@ def test_bad_times_are_one_line_usage_errors(text: str) -> None:
     assert caught.value.kind == Kind.USAGE and '"until"' in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("text", [
+    "9" * 400 + "h", "2562048h", "1" * 5000, "99999999999999999999", "1." + "1" * 5000, "0000-01-01",
+    "٣", "2013-01-02T13:23:37.٣Z", "١٣٦٠٠٠٠٠٠٠",
+], ids=["duration-400-digits", "duration-past-int64", "unix-5000-digits", "unix-past-int64", "unix-fraction-5000",
+        "year-0", "arabic-digit", "arabic-fraction", "arabic-unix"])
+def test_time_options_out_of_range_are_one_line_usage_errors(text: str) -> None:
+    """Review finding 4: these ended in a traceback (OverflowError of a float duration, ValueError of int() past
+    4300 digits) or parsed (\\d and int() take any script's digits: "٣" was 3 s). Go's parsers take ASCII digits
+    and int64 only; Docker says "failed to parse value as time or duration"."""
+    with pytest.raises(StrataError) as caught:
+        parse_time(text, "since", NOW)
+    message = str(caught.value)
+    assert caught.value.kind == Kind.USAGE and '"since"' in message and text in message and "\n" not in message
+
+
+def test_dates_datetime_cannot_place_in_local_time_still_parse() -> None:
+    """0001-01-01 without a zone raised "year 0 is out of range" from datetime.timestamp(); Go takes it."""
+    utc = calendar.timegm((1, 1, 1, 0, 0, 0)) * SEC
+    assert parse_time("0001-01-01T00:00:00Z", "until", NOW) == utc
+    assert abs(parse_time("0001-01-01", "until", NOW) - utc) <= 86400 * SEC
+    assert abs(parse_time("9999-12-31T23:59:59", "until", NOW) - calendar.timegm((9999, 12, 31, 23, 59, 59)) * SEC) \
+        <= 86400 * SEC
+
 def test_go_durations() -> None:
     assert parse_duration("1h2m3s4ms5us6ns") == 3723004005006
     assert parse_duration(".5s") == SEC // 2 and parse_duration("1µs") == 1000
     assert [parse_duration(t) for t in ("5", "m", "1d", "", "1h x")] == [None] * 5
+    assert parse_duration("2562047h") == 2562047 * 3600 * SEC and parse_duration("2562048h") is None  # int64 ns
+    assert parse_duration("-9223372036854775808ns") == -(1 << 63) and parse_duration("9223372036854775808ns") is None
+    assert parse_duration("1.000000000000000000000000001h") == 3600 * SEC
 
 
 def test_tail_values() -> None:
     assert [parse_tail(t) for t in ("all", "0", "7", "-1")] == [None, 0, 7, None]
-    with pytest.raises(StrataError):
-        parse_tail("some")
+    for bad in ("some", "٣", " 3", "1_0", "9" * 5000):
+        with pytest.raises(StrataError):
+            parse_tail(bad)
 
 
 def test_sizes_are_docker_decimal_units() -> None:
     assert [parse_size(t) for t in ("20m", "1k", "10kb", "1.5g", "100", "2MB")] == \
         [20_000_000, 1000, 10_000, 1_500_000_000, 100, 2_000_000]
-    for bad in ("ten", "0", "-1", "1x", ""):
-        with pytest.raises(StrataError):
+    for bad in ("ten", "0", "-1", "1x", "", "1.2.3", "9" * 400, "٣m", "99999999999p"):
+        with pytest.raises(StrataError):  # "1.2.3" and 400 digits were tracebacks, "٣m" was 3 MB
             parse_size(bad)
 
 
@@ -96,6 +123,8 @@ def test_log_config_defaults_and_dockers_rules() -> None:
                                (None, ["foo=1"], "unknown log opt"),
                                (None, ["max-file=0"], "max-file cannot be less than 1"),
                                (None, ["max-file=x"], "max-file=x"), (None, ["compress=true"], "compress"),
+                               (None, ["max-file=²"], "max-file=²"), (None, ["max-file=٣"], "max-file=٣"),
+                               (None, ["max-file=--5"], "max-file=--5"), (None, ["max-file=" + "9" * 5000], "max-file"),
                                ("none", ["max-size=1m"], "unknown log opt"), (None, ["tag=x"], "not supported"),
                                (None, ["max-size"], "KEY=VALUE")]:
         with pytest.raises(StrataError) as caught:
@@ -121,6 +150,23 @@ def test_writer_records_are_dockers_layout(tmp_path: Path) -> None:
     assert re.fullmatch(rb'\{"log":"one\\n","stream":"stdout","time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"\}',
                         lines[0]), lines[0]
 
+
+
+@pytest.mark.parametrize("data", [
+    b"a\\nb\n\\\n\"q\"\t\x00\xc3\xa9\xf0\x9f\x98\x80\n\nend",
+    b"no backslash\n\ttab \"q\" \xc3\xa9\n\n", b"\n" * 70_000 + b"x", b"\xc3\xa9" * 40_000,
+    b"line\n" * 20_000 + b"\\" + b"\n" * 100_000,
+], ids=["escapes", "one-encode", "newlines-past-a-slice", "utf8-past-a-slice", "mixed"])
+def test_writer_keeps_any_text_one_record_a_line(tmp_path: Path, data: bytes) -> None:
+    """Review finding 5 made the writer encode a text without a backslash in one call, and a large read in slices:
+    the records still say exactly what was written, one a line, a multibyte character never cut in two."""
+    writer = LogWriter(tmp_path / LOG_NAME, LogConfig(max_size=1 << 30))
+    writer.write("stderr", data)
+    writer.close()
+    records = [json.loads(line) for line in (tmp_path / LOG_NAME).read_bytes().splitlines()]
+    assert "".join(r["log"] for r in records) == data.decode()
+    assert all(r["log"].count("\n") == r["log"].endswith("\n") for r in records)
+    assert all(r["stream"] == "stderr" and re.fullmatch(r"[0-9-]{10}T[0-9:]{8}\.[0-9]{9}Z", r["time"]) for r in records)
 
 def test_writer_rotates_within_the_bound_and_keeps_the_newest(tmp_path: Path) -> None:
     w = LogWriter(tmp_path / LOG_NAME, LogConfig.parse(None, ["max-size=1k", "max-file=3"]))
@@ -233,6 +279,31 @@ def test_a_malformed_record_is_a_one_line_error(tmp_path: Path) -> None:
         read(path)
     assert caught.value.kind == Kind.INTEGRITY and LOG_NAME in str(caught.value)
 
+
+
+@pytest.mark.parametrize("line", [
+    b"[" * 200_000, b'{"log":' + b"[" * 990 + b"]" * 990 + b',"stream":"stdout","time":"2013-01-02T13:23:37Z"}',
+    b'{"log":"a\xff","stream":"stdout","time":"2013-01-02T13:23:37Z"}', b"\xff\xfe\x00",
+    b'{"log":"a\n","stream":"stdout","time":"0000-01-01T00:00:00Z"}', b'{"log":"a\n","time":"2013-02-30T00:00:00Z"}',
+    b'{"log":"a\n","time":5}', b"[1]", b'"x"', b"1e999", b"1" * 5000, b'{"log":{"a":1}}',
+], ids=["nested-200k", "log-not-a-string", "bad-utf8", "utf16-bom", "year-0", "feb-30", "time-not-a-string",
+        "a-list", "a-string", "infinity", "int-5000-digits", "log-an-object"])
+def test_a_hostile_record_is_a_one_line_integrity_error(tmp_path: Path, line: bytes) -> None:
+    """Review finding 4: a record nested 200k deep ended in a RecursionError traceback. Whatever a record is,
+    the reader says in one line that this file of the log is not what the runner writes."""
+    path = tmp_path / LOG_NAME
+    path.write_bytes(record("a\n", NOW) + line + b"\n")
+    with pytest.raises(StrataError) as caught:
+        read(path, timestamps=True)
+    message = str(caught.value)
+    assert caught.value.kind == Kind.INTEGRITY and LOG_NAME in message and "\n" not in message, message
+
+
+def test_bad_time_options_are_one_line_errors_of_the_cli(tools: Tools) -> None:
+    """The command line end to end: non-zero, one line naming the option (parsed before the container is looked
+    up, so no container is needed)."""
+    for option, value in (("--since", "9" * 400 + "h"), ("--until", "1" * 5000), ("--since", "٣")):
+        one_line_error(tools.runner("logs", option, value, "nosuch"), 125, f'"{option[2:]}"')
 
 def test_follow_across_rotations_loses_nothing(tmp_path: Path) -> None:
     """A writer rotating every few records while the reader follows: every line, once, in order."""
