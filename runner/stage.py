@@ -68,7 +68,7 @@ def main(job: dict[str, Any]) -> NoReturn:
         code = _exit_code(os.waitpid(inner, 0)[1])
         failed = _read_record(record_r, job["command"][0], code)
         if failed is not None:
-            chan.send(failed)
+            _send(chan, failed)
     except BaseException as e:
         message, code = process.failure(e, WHAT)
         _send(chan, Failed(message, code))
