@@ -96,7 +96,7 @@ def exec_in(container: Container, opts: ExecOptions) -> int:
 def _write_job(fd: int, job: dict[str, object]) -> None:
     """The stage's job in a sealed memfd, which it reads to its end: any size a command line may have (a pipe
     would hold 64 KiB before the stage runs), and nothing can change it once sealed."""
-    data, limit = json.dumps(job).encode(), os.sysconf("SC_ARG_MAX")
+    data, limit = json.dumps(job).encode(), 8 * os.sysconf("SC_ARG_MAX")  # our argv, escaped: é is \u00e9
     if len(data) > limit:
         raise usage(f"exec: the command and its environment are too large ({len(data)} bytes; at most {limit})")
     view = memoryview(data)
