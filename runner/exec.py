@@ -11,7 +11,7 @@ seccomp, capabilities; :func:`runner.process.become`), closes every other fd, an
 only process of ours the container can see, which holds nothing the container does not (CAP_SYS_PTRACE in the
 container gains nothing by tracing it) and execs.
 
-The job reaches the stage in a sealed memfd (any size up to ARG_MAX). What comes back comes on a
+The job reaches the stage in a sealed memfd (whatever a command line holds). What comes back comes on a
 :class:`runner.channel.Channel` that no process in the container ever holds: the pty's master (Pty), then at most
 one Failed (one line, built by the stage from its own table), then end of file when the stage exits. The runner
 relays the command's output meanwhile and reads the channel's last word after it; a container that steals and
