@@ -10,6 +10,11 @@ message.
 The end of file is what tells "the command runs" from "we are still setting up", and it cannot come early: the
 child's end is its only copy (every other fd is closed before exec), and it closes exactly at a successful exec.
 A detached container's monitor tells the runner that waits for it the same way: Running, or Failed.
+``exec``'s stage tells ``runner exec`` the same way too (:mod:`runner.stage`): Pty with -t, at most one Failed, and
+end of file when the stage exits (there the command's exec is not the signal: the stage outlives it).
+
+Every packet is at most MAX_MESSAGE bytes, read with one bounded recv; a Failed message arrives as one line with
+no control characters, whoever wrote it.
 Later steps of a multi-step start (the parent moving a veth into the child's netns, writing its uid_map) are
 more messages here, each answered before the child goes on.
 """
@@ -21,7 +26,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-MAX_MESSAGE = 8192
+MAX_MESSAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,11 @@ class Channel:
         elif isinstance(message, Pty):
             socket.send_fds(self.sock, [b'{"type": "pty"}'], [message.fd])
         else:
-            body = {"type": "failed", "message": message.message[:4000], "code": message.code}
-            self.sock.send(json.dumps(body).encode())
+            text = message.message
+            while len(data := json.dumps({"type": "failed", "message": text, "code": message.code}).encode()) \
+                    > MAX_MESSAGE:
+                text = text[:len(text) // 2]
+            self.sock.send(data)
 
     def recv(self) -> Message | None:
         """The next message, or None at end of file (the other end exec'd, exited or closed)."""
@@ -94,8 +102,13 @@ class Channel:
         if kind == "running":
             return Running()
         if kind == "failed":
-            return Failed(str(doc.get("message", "")), int(doc.get("code", 125)))
+            return Failed(_one_line(str(doc.get("message", ""))), int(doc.get("code", 125)))
         raise ValueError(f"unexpected message on the start channel: {data[:200]!r}")
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _one_line(text: str) -> str:
+    """What a terminal shows as it is: every control character (newline, escape) becomes ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -10,13 +10,19 @@ pid namespace applies to children only: the stage, outside it, becomes what the 
 seccomp, capabilities; :func:`runner.process.become`), closes every other fd, and only then forks the command, the
 only process of ours the container can see, which holds nothing the container does not (CAP_SYS_PTRACE in the
 container gains nothing by tracing it) and execs.
+
+The job reaches the stage in a sealed memfd (whatever a command line holds). What comes back comes on a
+:class:`runner.channel.Channel` that no process in the container ever holds: the pty's master (Pty), then at most
+one Failed (one line, built by the stage from its own table), then end of file when the stage exits. The runner
+relays the command's output meanwhile and reads the channel's last word after it; a container that steals and
+holds or floods a pipe of the command's can neither stall that nor write it (tests/test_exec_stage.py).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -24,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import logs, process, tty
+from runner.channel import Channel, Failed, Message, Pty
 from runner.container import Container
 from shared.errors import Kind, StrataError, usage
 
-# The stage's first lines: read the job from the fd named in argv, then import the runner from where this one came
-# from (``-I`` keeps PYTHON* variables and the working directory out of sys.path).
-_BOOT = ("import json,os,sys;j=json.loads(os.read(int(sys.argv[1]),1<<20));sys.path.insert(0,j['path']);"
-         "import runner.stage as s;s.main(j)")
+# The stage's first lines: read the job from the sealed memfd named in argv (to its end), then import the runner from
+# where this one came from (``-I`` keeps PYTHON* variables and the working directory out of sys.path).
+_BOOT = ("import json,os,sys;f=int(sys.argv[1]);j=json.loads(b''.join(iter(lambda:os.read(f,1<<16),b'')));"
+         "sys.path.insert(0,j['path']);import runner.stage as s;s.main(j)")
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -47,58 +54,78 @@ class ExecOptions:
 def exec_in(container: Container, opts: ExecOptions) -> int:
     if not opts.command:
         raise usage("exec needs a command")
-    pidfd = container.open_process()
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    job_r, job_w = os.pipe2(os.O_CLOEXEC)
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX) if opts.tty else (None, None)
+    ours, theirs = Channel.pair()
     stdio = process.Stdio(opts.tty)
-    exe = me = -1
+    pidfd = exe = me = job_fd = -1
     try:
+        pidfd = container.open_process()
         exe = process.sealed_interpreter()
         me = os.pidfd_open(os.getpid())
-        job = {"path": _PACKAGE_PARENT, "root": str(container.store.root), "id": container.id,
-               "runner": me, "pidfd": pidfd, "job": job_r, "err": err_w, "exe": exe,
-               "tty_sock": child_sock.fileno() if child_sock is not None else -1,
-               "command": list(opts.command), "user": opts.user, "env": list(opts.env), "workdir": opts.workdir,
-               "tty": opts.tty}
-        os.write(job_w, json.dumps(job).encode())
-        os.close(job_w)
-        job_w = -1
-        passed = [pidfd, me, err_w, job_r, exe] + ([child_sock.fileno()] if child_sock is not None else [])
-        stage = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_r)], executable=f"/proc/self/fd/{exe}",
-                                 pass_fds=passed, env={}, stdin=stdio.child[0], stdout=stdio.child[1],
-                                 stderr=stdio.child[2])
-    except OSError as e:
+        job_fd = os.memfd_create("strata-exec-job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        _write_job(job_fd, {"path": _PACKAGE_PARENT, "root": str(container.store.root), "id": container.id,
+                            "runner": me, "pidfd": pidfd, "job": job_fd, "chan": theirs.fileno(), "exe": exe,
+                            "command": list(opts.command), "user": opts.user, "env": list(opts.env),
+                            "workdir": opts.workdir, "tty": opts.tty})
+        stage = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_fd)], executable=f"/proc/self/fd/{exe}",
+                                 pass_fds=[pidfd, me, job_fd, exe, theirs.fileno()], env={}, stdin=stdio.child[0],
+                                 stdout=stdio.child[1], stderr=stdio.child[2])
+    except BaseException as e:
         stdio.close()
-        if parent_sock is not None:
-            parent_sock.close()
-        os.close(err_r)
-        raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
+        ours.close()
+        if isinstance(e, OSError):
+            raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
+        raise
     finally:
-        for fd in (pidfd, me, err_w, job_r, job_w, exe):
+        for fd in (pidfd, me, job_fd, exe):
             if fd >= 0:
                 os.close(fd)
         stdio.close_child_ends()
-        if child_sock is not None:
-            child_sock.close()
+        theirs.close()
     try:
-        master = tty.receive_master(parent_sock) if parent_sock is not None else None
-        message = process.read_all(err_r)
-        if master is not None:
-            try:
-                tty.relay(master, opts.interactive)
-            finally:
-                os.close(master)
-        else:
-            stdio.feed(opts.interactive)
-            logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, None, True)
+        failed = _attend(ours, stdio, opts)
         code = stage.wait()
     finally:
-        os.close(err_r)
+        ours.close()
         stdio.close()
-        if parent_sock is not None:
-            parent_sock.close()
     code = 128 - code if code < 0 else code
-    if message:
-        raise StrataError(message, Kind.SYSTEM, exit_code=code)
+    if failed is not None:
+        raise StrataError(failed.message, Kind.SYSTEM, exit_code=code)
     return code
+
+
+def _write_job(fd: int, job: dict[str, object]) -> None:
+    """The stage's job in a sealed memfd, which it reads to its end: any size a command line may have (a pipe
+    would hold 64 KiB before the stage runs), and nothing can change it once sealed."""
+    data, limit = json.dumps(job).encode(), 8 * os.sysconf("SC_ARG_MAX")  # our argv, escaped: é is \u00e9
+    if len(data) > limit:
+        raise usage(f"exec: the command and its environment are too large ({len(data)} bytes; at most {limit})")
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _attend(chan: Channel, stdio: process.Stdio, opts: ExecOptions) -> Failed | None:
+    """Relay the command's terminal or output while it runs, then take its stage's last word: Failed, or end of
+    file. The channel is the stages' alone (:mod:`runner.stage`): nothing in the container ever held it."""
+    if opts.tty:
+        first = _recv(chan)
+        if not isinstance(first, Pty):
+            return first if isinstance(first, Failed) else None
+        try:
+            tty.relay(first.fd, opts.interactive)
+        finally:
+            os.close(first.fd)
+    else:
+        stdio.feed(opts.interactive)
+        logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, None, True)
+    last = _recv(chan)
+    return last if isinstance(last, Failed) else None
+
+
+def _recv(chan: Channel) -> Message | None:
+    try:
+        return chan.recv()
+    except (OSError, ValueError) as e:
+        raise StrataError(f"cannot read the exec stage's report: {e}", Kind.SYSTEM) from None

@@ -1,6 +1,6 @@
 """The last steps of every process that runs inside a container (PID 1 of ``run``, and ``exec``): become the
 container's user with its capabilities, in its working directory and environment, close every other fd, exec.
-Failures reach the runner as one line over ``err_fd``, with Docker's exit codes.
+Failures reach the runner as one line (:func:`failure`), with Docker's exit codes.
 """
 
 from __future__ import annotations
@@ -200,19 +200,3 @@ def failure(error: BaseException, what: str = "start the container") -> tuple[st
     else:
         message = f"cannot {what}: {error}"
     return message, code
-
-
-def fail(err_fd: int, error: BaseException, what: str = "start the container") -> NoReturn:
-    """Report why we could not exec on the error pipe (the exec stage's), and _exit with Docker's code for it."""
-    message, code = failure(error, what)
-    with contextlib.suppress(OSError):
-        os.write(err_fd, message.encode(errors="replace")[:4000])
-    os._exit(code)
-
-
-def read_all(fd: int) -> str:
-    """Everything until EOF: an error pipe closes empty when exec succeeded (close-on-exec)."""
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")

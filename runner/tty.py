@@ -17,7 +17,6 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import sys
 import termios
 import tty
@@ -54,12 +53,6 @@ def take_terminal(slave: int) -> None:
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
-
-
-def receive_master(sock: socket.socket) -> int | None:
-    """The master fd, or None if the child failed before sending it (its error comes through the error pipe)."""
-    _, fds, _, _ = socket.recv_fds(sock, 1, 1)
-    return fds[0] if fds else None
 
 
 def _copy_winsize(src: int, dst: int) -> None:

@@ -22,6 +22,9 @@
  *   probe blockdev PATH [MAJ MIN]  mknod PATH as that block device (if given), open it rw (else ro), read, overwrite
  *   probe create PATH              create PATH and write to it
  *   probe exchange A B SECONDS     renameat2(RENAME_EXCHANGE) A and B in a loop until SECONDS pass or stop exists beside A
+ *
+ *   probe errpipe SECONDS MIB      (x86_64) steal the pipes of each process of ours before its exec, write a forged
+ *                                  message and MIB MiB to them, hold them SECONDS (see the errpipe block below)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -438,6 +441,7 @@ static int do_ptrace_exec(int seconds, const char *hex) {
 static int do_ptrace_exec(int seconds, const char *hex) {
     (void)seconds; (void)hex;
     printf("unsupported-arch\n");
+    if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
     return 2;
 }
 #endif
@@ -497,6 +501,60 @@ static int do_exchange(const char *a, const char *b, int seconds) {
     return 0;
 }
 
+/* ---- errpipe (tests/test_exec_stage.py): with CAP_SYS_PTRACE, take the fds of each process of ours that
+ * appears (seized and stopped before its exec, then pidfd_getfd), write a forged multi-line message and MB MiB to
+ * every pipe among them, and hold them for SECONDS. x86_64 only (the seize loop is ptrace-exec's). */
+#if defined(__x86_64__)
+static int do_errpipe(int seconds, int mb) {
+    static char seen[1 << 16];
+    int held[64], n = 0;
+    time_t end = time(NULL) + seconds;
+    while (n == 0 && time(NULL) < end) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            int pid = atoi(e->d_name), st;
+            if (pid <= 1 || pid >= (int)sizeof seen || pid == getpid() || seen[pid]) continue;
+            seen[pid] = 1;
+            if (ptrace(PTRACE_SEIZE, pid, 0, 0) < 0) continue;
+            if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) < 0 || waitpid(pid, &st, __WALL) < 0) continue;
+            char comm[64] = "-";
+            read_comm(pid, comm, sizeof comm);
+            int pfd = foreign(comm) ? (int)syscall(434, pid, 0) : -1; /* pidfd_open */
+            for (int fd = 3; pfd >= 0 && fd < 256 && n < 64; fd++) {
+                int got = (int)syscall(438, pfd, fd, 0); /* pidfd_getfd */
+                struct stat sb;
+                if (got >= 0 && fstat(got, &sb) == 0 && S_ISFIFO(sb.st_mode)) held[n++] = got;
+                else if (got >= 0) close(got);
+            }
+            if (pfd >= 0) close(pfd);
+            ptrace(PTRACE_DETACH, pid, 0, 0);
+            printf("victim %d comm=%s held=%d\n", pid, comm, n);
+        }
+        if (d) closedir(d);
+    }
+    static char junk[1 << 16];
+    memset(junk, 'A', sizeof junk);
+    for (int i = 0; i < n; i++) {
+        const char *forged = "FORGED line one\nFORGED line two\n";
+        if (write(held[i], forged, strlen(forged)) < 0) continue;
+        for (long k = 0; k < (long)mb * 16; k++)
+            if (write(held[i], junk, sizeof junk) < 0) break;
+    }
+    printf("stole %d\n", n);
+    while (time(NULL) < end) sleep(1);
+    return 0;
+}
+#else
+static int do_errpipe(int seconds, int mb) {
+    (void)seconds; (void)mb;
+    printf("unsupported-arch\n");
+    if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
+    return 2;
+}
+#endif
+/* ---- end of errpipe ---- */
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -511,5 +569,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "blockdev") && argc >= 3) return do_blockdev(argc - 2, argv + 2);
     if (!strcmp(argv[1], "create") && argc == 3) return do_create(argv[2]);
     if (!strcmp(argv[1], "exchange") && argc == 5) return do_exchange(argv[2], argv[3], atoi(argv[4]));
+    if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
     return 2;
 }

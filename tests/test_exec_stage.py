@@ -6,6 +6,10 @@ capabilities and seccomp mode, and injects syscalls into it that would reach a d
 (open_by_handle_at from the container's /etc/hosts bind, which lives on the host's file system) and create a file
 there. The verdict is taken here: that file does not exist, and every process it caught held the container's own
 capabilities under seccomp.
+
+Its ``errpipe`` verb attacks what the runner reads back (the third review, issue 18): it steals every pipe our child
+holds before its exec and writes, floods and holds them; ``runner exec`` must still return, bounded, with no text
+of the container's as its own message.
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Tools, detached, wait_until
+from tests.conftest import Tools, detached, popen_runner, wait_until
 from tests.test_isolation import img, probe, with_probe  # noqa: F401 (fixtures)
 
 EXECS = 40  # bounded: the probe stops after three processes of ours, the loop after this many execs
 MAX_HANDLE_SZ = 128
+RSS_BOUND_KB = 256 << 10  # the runner's exec client never needs this much; the errpipe probe writes more
 
 
 def host_handle(path: Path) -> str:
@@ -119,3 +126,54 @@ def test_exec_keeps_the_containers_security_options(tools: Tools, img: str, opts
     assert {k: status(mine.out)[k] for k in want} == want, mine.out
     for key in ("CapEff", "CapPrm", "CapBnd", "Seccomp", "NoNewPrivs"):
         assert status(mine.out)[key] == status(pid1.out)[key], (key, pid1.out, mine.out)
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+@pytest.mark.parametrize(("mib", "hold"), [("512", "300"), ("0", "300"), ("0", "10")], ids=["flood", "hold", "forge"])
+def test_exec_error_pipe_cannot_be_held_or_flooded_by_a_ptracing_container(
+        tools: Tools, img: str, probe: Path, mib: str, hold: str) -> None:  # noqa: F811
+    """The probe (PID 1, CAP_SYS_PTRACE) steals every pipe our child holds before its exec, writes a forged
+    two-line message and MIB MiB to them, and holds them (HOLD seconds: "forge" lets go soon, so that a runner that
+    waits for end of file prints it). Verdict on the host: the exec client returns (bounded by 90 s of polling, not
+    a timing check), its memory stays bounded, and it prints at most one line, none of it the container's."""
+    with detached(tools, "--cap-add", "SYS_PTRACE", *with_probe(probe), img, "/probe", "errpipe", hold,
+                  mib) as cid:
+        client = popen_runner(tools, "exec", cid, "/bin/true")
+        peak, deadline = 0, time.monotonic() + (30 if hold == "300" and mib == "0" else 90)
+        try:
+            while client.poll() is None and time.monotonic() < deadline and peak < RSS_BOUND_KB:
+                peak = max(peak, _rss_kb(client.pid))
+                time.sleep(0.2)
+            hung = client.poll() is None
+        finally:
+            if client.poll() is None:
+                client.kill()  # ours, by pid
+            _, err = client.communicate()
+        report = tools.runner("logs", cid).out
+    assert "stole 0" not in report, f"the probe caught nothing of ours: the attack did not run\n{report}"
+    assert peak < RSS_BOUND_KB, f"runner exec grew to {peak} KiB reading the container's writes\n{report}"
+    assert not hung, f"runner exec never returned: the container holds its error pipe\n{report}"
+    assert "FORGED" not in err and err.count("\n") <= 1, f"the container wrote runner exec's message\n{err}"
+
+
+def test_exec_with_a_large_environment_does_not_hang(tools: Tools, img: str) -> None:  # noqa: F811
+    """The stage's job (JSON: command, env, ...) must reach it whatever its size: a job over a pipe's 64 KiB
+    buffer, written before the stage starts, blocked for ever. 100 KB of -e is well under the kernel's ARG_MAX:
+    exec runs it, or fails on one line; it must not hang."""
+    with detached(tools, img, "sleep", "1000") as cid:
+        try:
+            result = tools._run("runner", ("exec", "-e", "BIG=" + "x" * 100_000, cid, "sh", "-c",
+                                           'echo ${#BIG}'), timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("runner exec hung writing its job to the stage") from None
+    assert result.out.strip() == "100000" or result.err.count("\n") == 1, (result.out, result.err[-500:])
