@@ -368,6 +368,17 @@ def processes_mentioning(path: Path) -> list[str]:
     return found
 
 
+@pytest.fixture(scope="session")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/probe.c, the static attack probe, built once for the session (static, so it runs in any image; gcc and
+    libc6-dev come from scripts/setup: no skip)."""
+    out = tmp_path_factory.mktemp("probe") / "probe"
+    build = subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(ROOT / "tests" / "probe.c")],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return out
+
+
 EXECUTORS = ("strata", "runc", "crun")
 
 

@@ -25,10 +25,9 @@ import pytest
 from shared.errors import Kind, StrataError
 from shared.layer.pack import pack
 from tests.conftest import ROOT, Tools, detached, needs_root, needs_tools, runner_command, wait_until
-from tests.test_isolation import probe, with_probe
+from tests.test_isolation import with_probe
 
 pytestmark = [needs_root]
-__all__ = ["probe"]  # the fixture, shared with the isolation tests
 
 SENTINEL = b"STRATA-HOST-DEVICE-SENTINEL-18-4"
 SIZE = 4096

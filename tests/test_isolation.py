@@ -38,15 +38,6 @@ pytestmark = [needs_root, needs_tools]
 MARK = "strata-injected"
 
 
-@pytest.fixture(scope="session")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/probe.c, static, so it runs in any image. gcc and libc6-dev come from scripts/setup: no skip."""
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    build = subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(ROOT / "tests" / "probe.c")],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    return out
-
 
 @pytest.fixture
 def img(tools: Tools, test_image: str, no_leaks: None, executor: str) -> str:

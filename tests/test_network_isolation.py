@@ -38,14 +38,6 @@ host, image = test_network.host, test_network.image
 _net_tools, machine_namespace_unchanged = test_network._net_tools, test_network.machine_namespace_unchanged
 
 
-@pytest.fixture(scope="module")
-def net_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/probe.c, static (gcc and libc6-dev come from scripts/setup: no skip)."""
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(ROOT / "tests" / "probe.c")], check=True,
-                   capture_output=True, timeout=120)
-    return out
-
 
 # -- frames ------------------------------------------------------------------------------------------------------
 
@@ -172,7 +164,7 @@ def runtime_args(runtime: str) -> tuple[str, ...]:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_container_cannot_reach_a_service_on_the_hosts_loopback(image: Host, net_probe: Path, runtime: str) -> None:
+def test_a_container_cannot_reach_a_service_on_the_hosts_loopback(image: Host, probe: Path, runtime: str) -> None:
     """From the default bridge and from an --internal network: a UDP datagram to 127.0.0.1 sent to the
     gateway's MAC must not reach a service bound to the stand-in host's 127.0.0.1; no sysctl is left changed."""
     h = image
@@ -181,7 +173,7 @@ def test_a_container_cannot_reach_a_service_on_the_hosts_loopback(image: Host, n
     sentinel = listen(h, UDP_SENTINEL, "127.0.0.1", "9999")
     for net in ("bridge", "sealed"):
         h.runner("run", "-d", *runtime_args(runtime), "--name", f"atk-{net}", "--network", net, "-v",
-                 f"{net_probe}:/probe:ro", h.image, "sleep", "300")
+                 f"{probe}:/probe:ro", h.image, "sleep", "300")
         ep = endpoint(h, net, f"atk-{net}")
         assert sysctls(h)["/proc/sys/net/ipv4/conf/all/route_localnet"] == "0"
         frame = ipv4(ep["gw_mac"], ep["mac"], ep["ip"], "127.0.0.1", 17, 40000, 9999, f"from {net}".encode())
@@ -239,13 +231,13 @@ def test_a_lan_neighbour_cannot_reach_a_port_published_on_127_0_0_1(image: Host,
 # -- anti-spoofing ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_container_cannot_take_a_peers_address_or_mac(image: Host, net_probe: Path, runtime: str) -> None:
+def test_a_container_cannot_take_a_peers_address_or_mac(image: Host, probe: Path, runtime: str) -> None:
     """Attacker A, on the default bridge with peer B: ARP replies and a gratuitous ARP saying B's address is at
     A's MAC, a datagram from B's address, a frame from B's MAC. The stand-in host must keep B's MAC for B's
     address, the bridge must keep B's MAC on B's port, a listener on the host must hear only A's own datagrams,
     and the host must still reach B."""
     h = image
-    h.runner("run", "-d", *runtime_args(runtime), "--name", "atk", "-v", f"{net_probe}:/probe:ro", h.image, "sleep",
+    h.runner("run", "-d", *runtime_args(runtime), "--name", "atk", "-v", f"{probe}:/probe:ro", h.image, "sleep",
              "300")
     h.runner("run", "-d", "--name", "peer", "--hostname", "b", h.image, "sh", "-c", HTTPD)
     a, b = endpoint(h, "bridge", "atk"), endpoint(h, "bridge", "peer")
