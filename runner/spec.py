@@ -4,7 +4,7 @@ OCI runtime-spec ``config.json`` (runtime-spec config.md, config-linux.md).
 The options are parsed here, once, into typed values (:class:`Volume`, :class:`Tmpfs`, :class:`cgroups.Limits`,
 :class:`security.Privileges`); nothing downstream sees the CLI's strings again. :meth:`Spec.to_oci` writes the
 runtime-spec document and :meth:`Spec.from_oci` reads it back, so the file is the container's one record of what to
-run: our executor (:mod:`runner.start`) runs it, and runc or crun could run the same file.
+run: our executor (:mod:`runner.container.start`) runs it, and runc or crun could run the same file.
 
 What the runtime-spec has no field for is kept in annotations under ``io.strata.``: the container's name and
 creation time, the image it came from, its layer stack (chain IDs, base first; the overlay plan is fixed by them:
@@ -12,9 +12,9 @@ lowerdir = ``init``, then ``l/0`` ... the layers top first, upperdir = ``upper``
 ``root.path``), the user as the image or ``-u`` named it (resolved inside the container at start, from its own
 ``/etc/passwd``, which a runtime-spec uid cannot express), ``-i``, ``--rm``, ``--init``, ``--privileged`` and the
 network (``--network`` and its options; the network namespace itself is ``linux.namespaces``: absent for ``host``,
-and its ``path`` is given at start, see :mod:`runner.network`).
+and its ``path`` is given at start, see :mod:`runner.container.network`).
 
-How our executor reads the standard parts (see :mod:`runner.rootfs`): ``/proc``, ``/sys``, ``/sys/fs/cgroup``,
+How our executor reads the standard parts (see :mod:`runner.isolation.rootfs`): ``/proc``, ``/sys``, ``/sys/fs/cgroup``,
 ``/dev`` and its ``pts``, ``shm`` and ``mqueue``, the three network files and ``/dev/init`` are made by its own
 hardened code (fd-relative targets, ``nodev`` everywhere writable); the entries here say what runc would mount for
 them. The other mounts (``-v``, ``--tmpfs``) are read back as typed values and mounted in the order given;
@@ -33,8 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import cgroups, devcgroup, linux, seccomp, security
-from runner.logs import LogConfig
+from runner import linux
+from runner.isolation import cgroups, devcgroup, seccomp, security
+from runner.logs.writer import LogConfig
 from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
 
@@ -241,10 +242,10 @@ class Spec:
     devices: tuple[Device, ...] = tuple(Device(f"/dev/{n}", *mm) for n, mm in DEFAULT_DEVICES.items())
     masked_paths: tuple[str, ...] = ()
     readonly_paths: tuple[str, ...] = ()
-    runtime: str = ""  # an OCI runtime binary that starts this spec (runner/runtime.py); "": our executor
+    runtime: str = ""  # an OCI runtime binary that starts this spec (runner/executor/runtime.py); "": our executor
     entrypoint: tuple[str, ...] = ()  # the first part of argv that was the entrypoint; the rest was Cmd
     # --network and friends. The namespace is in ``namespaces`` (absent for host); a bridge or user network's
-    # namespace is made and attached by the start path, which then joins it (runner/network.py)
+    # namespace is made and attached by the start path, which then joins it (runner/container/network.py)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     log: LogConfig = field(default_factory=LogConfig)  # --log-driver, --log-opt
 

@@ -142,7 +142,7 @@ def test_changes_take_effect_on_run(tools: Tools, pulled: str) -> None:
 
 
 def test_change_lines_as_a_dockerfile_reads_them() -> None:
-    from runner.commit import apply_changes
+    from runner.container.commit import apply_changes
     from shared.errors import StrataError
 
     base = {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/data"}

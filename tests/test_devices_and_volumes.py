@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import cgroups, devcgroup
+from runner.isolation import cgroups, devcgroup
 from tests.conftest import (
     ROOT,
     Tools,

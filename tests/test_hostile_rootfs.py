@@ -1,7 +1,7 @@
 """A hostile rootfs cannot wedge or crash the runner through the files it reads to resolve ``--user``.
 
-The runner reads the container's /etc/passwd and /etc/group itself (runner/user.py), still holding its privileges,
-fds and environment. Here they are a fifo (a plain read waits for a writer forever), a device or a link to
+The runner reads the container's /etc/passwd and /etc/group itself (runner/isolation/user.py), still holding its
+privileges, fds and environment. Here they are a fifo (a plain read waits for a writer forever), a device or a link to
 /dev/zero (reads without end), a sparse 10 GB file (eats memory), a file over the reader's cap, and links into
 /proc (the runner's own environment and fds). Each is refused as absent: numeric users still work, a name fails at
 once with one line saying why.
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import linux, user
-from runner.user import ETC_CAP, EtcFile, ExecUser
+from runner import linux
+from runner.isolation import user
+from runner.isolation.user import ETC_CAP, EtcFile, ExecUser
 from shared.errors import StrataError
 from tests import runner_images
 from tests.conftest import Registry, Tools, detached, needs_root, needs_tools, one_line_error

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.logread import ReadOptions, fixed_time, parse_duration, parse_tail, parse_time, show, tail_start
-from runner.logs import LOG_NAME, LogConfig, LogWriter, parse_size
+from runner.logs.reader import ReadOptions, fixed_time, parse_duration, parse_tail, parse_time, show, tail_start
+from runner.logs.writer import LOG_NAME, LogConfig, LogWriter, parse_size
 from shared.errors import Kind, StrataError
 from tests.conftest import ROOT, Tools, needs_root, needs_tools, one_line_error, popen_runner, wait_until
 
@@ -417,7 +417,8 @@ def test_logs_options_on_a_containers_log(tools: Tools, img: str) -> None:
 @needs_root
 @needs_tools
 def test_log_options_are_checked_recorded_and_honoured(tools: Tools, img: str, executor: str) -> None:
-    """Under each executor: the runner writes the log whichever starts the container (runner/runtime.py too)."""
+    """Under each executor: the runner writes the log whichever starts the container (runner/executor/runtime.py
+    too)."""
     one_line_error(tools.runner("run", "--log-opt", "max-sise=1m", img, "true"), 125,
                    "unknown log opt 'max-sise' for json-file log driver")
     one_line_error(tools.runner("create", "--log-driver", "syslog", img, "true"), 125, "'syslog' is not supported")

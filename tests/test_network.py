@@ -354,7 +354,7 @@ def test_the_default_bridge_subnet_comes_from_the_settings_files_bip(tmp_path: P
 
 def test_pyroute2_is_imported_only_when_a_network_is_set_up(tmp_path: Path) -> None:
     """The runner's start-up, and rm of a container that never had a network, pay nothing for pyroute2."""
-    code = ("import sys; from pathlib import Path; import runner.cli, runner.net; from shared.store import Store; "
+    code = ("import sys; from pathlib import Path; import runner.cli.main, runner.net; from shared.store import Store; "
             "from runner.net.core import release; release(Store(Path(sys.argv[1])), 'c' * 64); "
             "assert 'pyroute2' not in sys.modules, 'pyroute2 imported'")
     subprocess.run([PY, "-c", code, str(tmp_path)], check=True, env=ENV, cwd=ROOT, timeout=60)
@@ -400,7 +400,8 @@ def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: 
 
 def test_none_has_only_lo(host: Host) -> None:
     c = host.container("solo")
-    c.run(PY, "-c", "from runner.network import loopback_up; loopback_up()")  # what the start path does for none
+    # what the start path does for none
+    c.run(PY, "-c", "from runner.container.network import loopback_up; loopback_up()")
     links = json.loads(c.run("ip", "-j", "link", "show"))
     assert [x["ifname"] for x in links] == ["lo"] and "UP" in links[0]["flags"]
     out = host.driver({"op": "none", "hostname": "solo"})
@@ -522,8 +523,8 @@ def test_a_setup_failing_midway_leaves_nothing(host: Host, step: str) -> None:
 
 
 def test_connect_and_disconnect_a_running_container(host: Host) -> None:
-    from runner import container as ct
-    from runner.security import SECCOMP_UNCONFINED, Privileges
+    from runner.container import record as ct
+    from runner.isolation.security import SECCOMP_UNCONFINED, Privileges
     from runner.spec import Spec
     from shared.store import Store
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from runner import cgroups
-from runner.container import ProcStat, boot_id, find, parse_stat, read_stat
+from runner.container.record import ProcStat, boot_id, find, parse_stat, read_stat
+from runner.isolation import cgroups
 from shared.errors import StrataError
 from shared.store import Store
 from tests.conftest import Tools, container_cgroup, detached, needs_root, needs_tools, one_line_error, wait_until

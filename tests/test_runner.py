@@ -530,7 +530,7 @@ def test_cgroup_v2_backend_on_the_v2_hierarchy_here() -> None:
     import subprocess
     from pathlib import Path
 
-    from runner import cgroups
+    from runner.isolation import cgroups
     from shared.errors import StrataError
 
     unified = Path("/sys/fs/cgroup/unified")

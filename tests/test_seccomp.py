@@ -1,5 +1,5 @@
-"""runner/seccomp.py: Docker's profile format, parsed and checked; filters built by libseccomp and enforced by the
-kernel.
+"""runner/isolation/seccomp.py: Docker's profile format, parsed and checked; filters built by libseccomp and enforced by
+the kernel.
 
 Each filter test forks a child that loads the filter and then makes real syscalls through libc's ``syscall()``,
 sending the errno of each (0 when it succeeded) back over a pipe; the parent asserts. Syscall numbers come from
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import seccomp, security
-from runner.seccomp import Arg, Filter, Profile, Rule
+from runner.isolation import seccomp, security
+from runner.isolation.seccomp import Arg, Filter, Profile, Rule
 from shared.errors import Kind, StrataError
 
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")  # Debian package golang-github-containers-common
@@ -252,10 +252,10 @@ def _thread_works() -> int:
 
 
 def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path, loader: Loader) -> None:
-    """What runner/process.py and the exec stage (runner/stage.py) do after seccomp.load: groups, gid, uid,
-    capabilities, non-dumpable, parent-death signal, close every fd, fork, and in the child a new session, the
+    """What runner/executor/process.py and the exec stage (runner/executor/stage.py) do after seccomp.load: groups, gid,
+    uid, capabilities, non-dumpable, parent-death signal, close every fd, fork, and in the child a new session, the
     parent check, reset signals, exec. All of it must be allowed by the profile it just loaded."""
-    from runner import process
+    from runner.executor import process
 
     out = tmp_path / "out"
 
@@ -326,7 +326,7 @@ def test_x86_compat_syscalls_meet_the_same_policy(loader: Loader) -> None:
 FRESH_PROCESS = """
 import ctypes, json, os, sys
 from pathlib import Path
-from runner import seccomp, security
+from runner.isolation import seccomp, security
 text = None if sys.argv[2] == "default" else open(sys.argv[2]).read()
 profile = seccomp.default_profile() if text is None else seccomp.Profile.from_json(text)
 if sys.argv[3] == "install":  # compiled (and cached) before entering, installed after, as the runner does

@@ -225,8 +225,8 @@ def test_create_then_rm_leaves_nothing(tools: Tools, img: str) -> None:
 
 
 def test_release_is_idempotent(tools: Tools, img: str) -> None:
-    from runner.container import find
-    from runner.release import release, remove
+    from runner.container.record import find
+    from runner.container.release import release, remove
     from shared.store import Store
 
     with detached(tools, "--name", "rel", img, "sleep", "60") as cid:

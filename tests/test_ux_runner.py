@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from runner import cgroups, ps
+from runner.cli import ps
+from runner.isolation import cgroups
 from runner.spec import Rlimit
 from shared.errors import Kind, StrataError
 from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until

@@ -37,7 +37,7 @@ from shared.errors import Kind, StrataError, not_found, usage
 from shared.store import Store
 
 if TYPE_CHECKING:
-    from runner.container import Container
+    from runner.container.record import Container
 
 NetNS = int | str | os.PathLike[str]
 IP_FORWARD = "net/ipv4/ip_forward"

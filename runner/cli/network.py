@@ -1,6 +1,6 @@
 """``runner network create|ls|inspect|rm|prune|connect|disconnect``: thin, over :mod:`runner.net`.
 
-Kept out of :mod:`runner.cli` so that the start path's rebuild and this can change apart; :func:`register` adds the
+Kept out of :mod:`runner.cli.main` so that the start path's rebuild and this can change apart; :func:`register` adds the
 group to the app in one place.
 """
 
@@ -93,7 +93,7 @@ def register(app: typer.Typer, state: StoreOption) -> None:
         """Put a running container on one more network (the next ethN)."""
         import os
 
-        from runner.container import find
+        from runner.container.record import find
         from runner.net.core import attach, container_netns
         from runner.net.model import AttachOptions
         from runner.net.records import write_in_place
@@ -119,7 +119,7 @@ def register(app: typer.Typer, state: StoreOption) -> None:
                    force: bool = typer.Option(False, "--force", "-f", help="Also when the container is not on it"))\
             -> None:
         """Take a container off a network."""
-        from runner.container import find
+        from runner.container.record import find
         from runner.net.core import disconnect as do_disconnect
         from runner.net.core import hosts_for, lookup, release
         from runner.net.records import Records, write_in_place

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from runner.logs import rotated
+from runner.logs.writer import rotated
 from shared.errors import integrity, usage
 
 BLOCK = 1 << 16

@@ -13,8 +13,9 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from runner import logs, security
-from runner.container import CONFIG_NAME, Container, ContainerState
+from runner.container.record import CONFIG_NAME, Container, ContainerState
+from runner.isolation import security
+from runner.logs import writer as logs
 from runner.spec import Spec
 from shared.store import read_json
 

@@ -17,7 +17,7 @@ five harmless values; sockets of the families below that are blocked (AF_VSOCK a
 
 from __future__ import annotations
 
-from runner.seccomp import Arg, Filter, Profile, Rule
+from runner.isolation.seccomp import Arg, Filter, Profile, Rule
 
 # Allowed unconditionally. Names this libseccomp does not know (newer syscalls, other arches' names) are skipped
 # when the filter is built.

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from runner.container import Container, ContainerState, all_containers
+from runner.container.record import Container, ContainerState, all_containers
 from shared import format as fmt
 from shared import reference
 from shared.errors import StrataError, usage

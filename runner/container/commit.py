@@ -1,8 +1,8 @@
 """``runner commit``: a container's rw layer becomes the top layer of a new image in the store.
 
 A composition of :mod:`shared.transfer`, as pull is: the upper dir (the rw layer; never the -init layer, a lower
-dir of its own, see :mod:`runner.rootfs`) is packed into a blob in the store's ``tmp/`` (overlay whiteouts become
-``.wh.NAME``, opaque dirs ``.wh..wh..opq``: :func:`shared.layer.pack.pack`); a new config (the parent's, the new
+dir of its own, see :mod:`runner.isolation.rootfs`) is packed into a blob in the store's ``tmp/`` (overlay whiteouts
+become ``.wh.NAME``, opaque dirs ``.wh..wh..opq``: :func:`shared.layer.pack.pack`); a new config (the parent's, the new
 diff_id, a history entry, ``--change`` applied) and an OCI manifest (the parent's layers and the new one) make a
 one-image :class:`CommitSource`; :func:`shared.transfer.model.copy` moves it into a
 :class:`shared.transfer.store.StoreSink`, which unpacks and verifies the new layer exactly as a pull would, then
@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runner.container import Container, find
-from runner.freezer import paused
+from runner.container.record import Container, find
+from runner.isolation.freezer import paused
 from shared import reference, stored
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage

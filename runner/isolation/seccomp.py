@@ -192,7 +192,7 @@ class Profile:
 
 
 def default_profile() -> Profile:
-    """Docker's default profile (runner/seccomp_default.py)."""
+    """Docker's default profile (runner/isolation/seccomp_default.py)."""
     return seccomp_default.PROFILE
 
 
@@ -694,4 +694,4 @@ def to_oci(profile: Profile, capabilities: frozenset[str]) -> dict[str, Any] | N
     return doc
 
 # Last, because the data is made of the classes above; imported with us, never inside a container.
-from runner import seccomp_default  # noqa: E402
+from runner.isolation import seccomp_default  # noqa: E402

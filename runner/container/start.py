@@ -2,13 +2,13 @@
 namespaces and waits for it; nothing here parses an option, everything is read from the spec.
 
 Process model: the runner unshares only CLONE_NEWPID (which affects its children, not itself) and forks once; the
-child is PID 1 of the new pid namespace. The two talk over one socketpair (:mod:`runner.channel`): the parent puts
-the child in the container's cgroup and says Go (a bridge or user network's namespace was made and attached by the
-runner before the fork, :mod:`runner.network`, and the child joins it); the child unshares the spec's other
-namespaces, builds the root (:mod:`runner.rootfs`), sends the pty's master with -t, drops to the spec's user and
-execs; a failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says
+child is PID 1 of the new pid namespace. The two talk over one socketpair (:mod:`runner.executor.channel`): the parent
+puts the child in the container's cgroup and says Go (a bridge or user network's namespace was made and attached by the
+runner before the fork, :mod:`runner.container.network`, and the child joins it); the child unshares the spec's other
+namespaces, builds the root (:mod:`runner.isolation.rootfs`), sends the pty's master with -t, drops to the spec's user
+and execs; a failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says
 the command runs. Signals the runner receives are forwarded to PID 1. When PID 1 has exited, the container is
-released (:mod:`runner.release`) and its exit recorded.
+released (:mod:`runner.container.release`) and its exit recorded.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from runner import cgroups, linux, logs, network, process, rootfs, seccomp, tty
-from runner.channel import Channel, Failed, Go, Pty
-from runner.container import Container, find
-from runner.release import release
+from runner import linux
+from runner.container import network
+from runner.container.record import Container, find
+from runner.container.release import release
+from runner.executor import process
+from runner.executor.channel import Channel, Failed, Go, Pty
+from runner.isolation import cgroups, rootfs, seccomp, tty
+from runner.logs import writer as logs
 from shared.errors import Kind, StrataError, usage
 from shared.store import Store
 
@@ -65,7 +69,7 @@ def _child(container: Container, chan: Channel, parent_fd: int, stdio: tuple[int
         if not isinstance(chan.recv(), Go):  # the runner has put us in the container's cgroup (or gave up)
             os._exit(process.EXIT_RUNNER_ERROR)
         flags = spec.unshare_flags()
-        if netns is not None:  # the network's namespace, attached by the runner (runner/network.py)
+        if netns is not None:  # the network's namespace, attached by the runner (runner/container/network.py)
             linux.setns(netns, linux.CLONE_NEWNET)
             os.close(netns)
             flags &= ~linux.CLONE_NEWNET
@@ -101,7 +105,7 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
         raise
     try:
         if spec.runtime:
-            from runner import runtime
+            from runner.executor import runtime
 
             return runtime.start(container, echo, feed, started, netns)
         return _start(container, echo, feed, started, netns)
@@ -211,7 +215,7 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
                 continue
             release(container)  # what a runner killed before it released may have left (idempotent)
             if not attach:
-                from runner.monitor import detach
+                from runner.container.monitor import detach
 
                 detach(container, lock)
                 print(key)
@@ -220,7 +224,7 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
                 code = start(container, echo=True, attach_stdin=interactive, started=_releasing(lock))
             finally:
                 if container.spec.auto_remove:
-                    from runner.release import remove
+                    from runner.container.release import remove
 
                     remove(container, force=True)
         finally:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from runner import linux
 
 if TYPE_CHECKING:
-    from runner.container import Container
+    from runner.container.record import Container
 
 SIOCGIFFLAGS = 0x8913  # linux/sockios.h
 SIOCSIFFLAGS = 0x8914
@@ -74,7 +74,7 @@ def setup(container: Container) -> int | None:
         write_in_place(resolv, files.resolv_conf)
         return None
     if kind == "container":
-        from runner.container import find
+        from runner.container.record import find
         from runner.net.core import container_netns
 
         target = find(container.store, config.mode.name)

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from runner import linux, logs, seccomp, security, user
-from runner.container import Container
+from runner import linux
+from runner.container.record import Container
+from runner.isolation import seccomp, security, user
+from runner.logs import writer as logs
 from runner.spec import DEFAULT_PATH, Spec
 from shared.errors import Kind, StrataError
 

@@ -19,9 +19,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from runner import linux, runtime
-from runner.create import RunOptions, create
-from runner.release import remove
+from runner import linux
+from runner.container.create import RunOptions, create
+from runner.container.release import remove
+from runner.executor import runtime
 from runner.spec import NETWORK_FILES, TINI
 from shared.errors import Kind, StrataError, usage
 from shared.store import Store, write_json

@@ -1,4 +1,4 @@
-"""The exec stage: the processes that join a running container for ``runner exec`` (see :mod:`runner.exec`).
+"""The exec stage: the processes that join a running container for ``runner exec`` (see :mod:`runner.container.exec`).
 
 It runs from a sealed memfd copy of the interpreter with an empty environment, so that neither it nor the child
 it forks into the container's pid namespace names a host file in ``/proc/PID/exe`` or carries the host's
@@ -7,11 +7,11 @@ look at; it dies with the runner, and its children die with it.
 
 Three processes, each holding only what it must:
 
-    stage   holds the channel to the runner (:mod:`runner.channel`); forks the inner stage, waits for it, reads the
-            command's fixed-size failure record (if any) and reports it on the channel as Failed; exits with the
+    stage   holds the channel to the runner (:mod:`runner.executor.channel`); forks the inner stage, waits for it, reads
+            the command's fixed-size failure record (if any) and reports it on the channel as Failed; exits with the
             command's status. Never in the container's pid namespace, so nothing there can see or trace it.
     inner   joins the container (cgroup, then every namespace at once through a pidfd of its PID 1) and does every
-            privileged step there (:func:`runner.process.become`: user, working directory, keyring, limits,
+            privileged step there (:func:`runner.executor.process.become`: user, working directory, keyring, limits,
             bounding set, seccomp, credentials, capabilities; the pty, whose master goes to the runner as Pty; a
             failure goes as Failed), closes every fd the command must not hold (the channel among them), and only
             then forks the command. setns() of a pid namespace applies to children only: it is not visible there.
@@ -35,9 +35,11 @@ import struct
 from pathlib import Path
 from typing import Any, NoReturn
 
-from runner import cgroups, linux, process, security, tty
-from runner.channel import Channel, Failed, Pty
-from runner.container import find
+from runner import linux
+from runner.container.record import find
+from runner.executor import process
+from runner.executor.channel import Channel, Failed, Pty
+from runner.isolation import cgroups, security, tty
 from shared.store import Store
 
 NAMESPACES = (linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP

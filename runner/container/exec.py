@@ -3,17 +3,17 @@ capabilities, seccomp filter and limits (by being in its cgroup), optionally wit
 
 No process that holds the host's interpreter, environment or fds ever enters the container's pid namespace (the
 CVE-2019-5736 shape, where container root opens ``/proc/PID/exe`` of the runtime while it joins). The runner starts
-a *stage* (:mod:`runner.stage`) exec'd from a sealed memfd copy of the interpreter, with an empty environment and
-only the fds it needs; the stage makes itself non-dumpable, joins the container's cgroup and, through a pidfd
+a *stage* (:mod:`runner.executor.stage`) exec'd from a sealed memfd copy of the interpreter, with an empty environment
+and only the fds it needs; the stage makes itself non-dumpable, joins the container's cgroup and, through a pidfd
 naming the container's PID 1 (so a reused pid cannot stand in for it), all its namespaces at once. setns() of a
 pid namespace applies to children only: the stage, outside it, becomes what the command will be (user, limits,
-seccomp, capabilities; :func:`runner.process.become`), closes every other fd, and only then forks the command, the
-only process of ours the container can see, which holds nothing the container does not (CAP_SYS_PTRACE in the
+seccomp, capabilities; :func:`runner.executor.process.become`), closes every other fd, and only then forks the command,
+the only process of ours the container can see, which holds nothing the container does not (CAP_SYS_PTRACE in the
 container gains nothing by tracing it) and execs.
 
 The job reaches the stage in a sealed memfd (whatever a command line holds). What comes back comes on a
-:class:`runner.channel.Channel` that no process in the container ever holds: the pty's master (Pty), then at most
-one Failed (one line, built by the stage from its own table), then end of file when the stage exits. The runner
+:class:`runner.executor.channel.Channel` that no process in the container ever holds: the pty's master (Pty), then at
+most one Failed (one line, built by the stage from its own table), then end of file when the stage exits. The runner
 relays the command's output meanwhile and reads the channel's last word after it; a container that steals and
 holds or floods a pipe of the command's can neither stall that nor write it (tests/test_exec_stage.py).
 """
@@ -29,16 +29,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import logs, process, tty
-from runner.channel import Channel, Failed, Message, Pty
-from runner.container import Container
+from runner.container.record import Container
+from runner.executor import process
+from runner.executor.channel import Channel, Failed, Message, Pty
+from runner.isolation import tty
+from runner.logs import writer as logs
 from shared.errors import Kind, StrataError, usage
 
 # The stage's first lines: read the job from the sealed memfd named in argv (to its end), then import the runner from
 # where this one came from (``-I`` keeps PYTHON* variables and the working directory out of sys.path).
 _BOOT = ("import json,os,sys;f=int(sys.argv[1]);j=json.loads(b''.join(iter(lambda:os.read(f,1<<16),b'')));"
-         "sys.path.insert(0,j['path']);import runner.stage as s;s.main(j)")
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+         "sys.path.insert(0,j['path']);import runner.executor.stage as s;s.main(j)")
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def _write_job(fd: int, job: dict[str, object]) -> None:
 
 def _attend(chan: Channel, stdio: process.Stdio, opts: ExecOptions) -> Failed | None:
     """Relay the command's terminal or output while it runs, then take its stage's last word: Failed, or end of
-    file. The channel is the stages' alone (:mod:`runner.stage`): nothing in the container ever held it."""
+    file. The channel is the stages' alone (:mod:`runner.executor.stage`): nothing in the container ever held it."""
     if opts.tty:
         first = _recv(chan)
         if not isinstance(first, Pty):

@@ -23,7 +23,7 @@ import tty
 from collections.abc import Callable, Iterator
 
 from runner import linux
-from runner.logs import LogWriter
+from runner.logs.writer import LogWriter
 
 CHUNK = 1 << 16
 

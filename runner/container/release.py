@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import signal
 
-from runner import cgroups, network
-from runner.container import Container
+from runner.container import network
+from runner.container.record import Container
+from runner.isolation import cgroups
 from shared.errors import Kind, StrataError
 
 
 def release(container: Container) -> None:
     """Free the host resources of a container whose PID 1 has exited (or is being killed). Idempotent."""
     if container.spec.runtime:
-        from runner import runtime
+        from runner.executor import runtime
 
         runtime.release(container)
     group = cgroups.for_container(container.id)

@@ -6,19 +6,19 @@ How a start goes (containerd's shim does the same steps):
 
 * the parent mounts the container's overlay on ``merged/`` in the host's mount namespace (the runtime cannot: a
   runtime-spec root is a directory, not a mount plan), and binds the network files and the ``-v`` volumes onto
-  it itself, with our executor's code (:func:`runner.rootfs.mount_volume`: each target resolved once inside the
-  root, the clone moved onto that fd), since runc 1.1.5 and crun 1.8.1 look a bind's target up again for its
+  it itself, with our executor's code (:func:`runner.isolation.rootfs.mount_volume`: each target resolved once inside
+  the root, the clone moved onto that fd), since runc 1.1.5 and crun 1.8.1 look a bind's target up again for its
   read-only remount (CVE-2021-30465 class; :func:`own_volumes` says which volumes); :func:`release` unmounts it
   all, idempotently, so ``rm`` after a killed runner finds nothing left;
 * it writes ``oci/config.json``: the saved spec with what only our executor understands translated (the user
   resolved to uid/gid/additionalGids and HOME from the container's own /etc/passwd by the bounded reader
-  :mod:`runner.user`, ``cgroupsPath`` made the group name our executor uses, ``root.path`` absolute, the volumes
-  already bound left out: the runtime's recursive bind of the root carries them along, each with its own flags);
+  :mod:`runner.isolation.user`, ``cgroupsPath`` made the group name our executor uses, ``root.path`` absolute, the
+  volumes already bound left out: the runtime's recursive bind of the root carries them along, each with its own flags);
   the network files, /dev/init, /dev, /proc, /sys, the masked paths and seccomp are taken as written;
 * ``RUNTIME --root STATE create`` with the container's stdio (pipes, or with -t a pty whose master comes back on
   ``--console-socket``), then ``RUNTIME start``; the runner is a child subreaper, so PID 1 becomes its child once
   ``create`` has exited and its exit status is ours to wait for, as with our own executor;
-* ``kill`` and ``stop`` signal through ``RUNTIME kill`` (after the pidfd check of :mod:`runner.container`), and
+* ``kill`` and ``stop`` signal through ``RUNTIME kill`` (after the pidfd check of :mod:`runner.container.record`), and
   :func:`release` runs ``RUNTIME delete --force``;
 * a start failure is Docker's 127 (no such executable), 126 (not executable) or 125 (anything else), told by
   the runtime's one-line message.
@@ -44,8 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import linux, logs, process, rootfs, security, tty, user
-from runner.container import Container
+from runner import linux
+from runner.container.record import Container
+from runner.executor import process
+from runner.isolation import rootfs, security, tty, user
+from runner.logs import writer as logs
 from runner.spec import NETWORK_FILES, STANDARD_DESTINATIONS, Spec, Volume
 from shared.errors import Kind, StrataError, usage
 from shared.layer.safepath import SafeRoot, split
@@ -254,8 +257,8 @@ def mount_rootfs(container: Container, binds: bool = False) -> Path:
     :func:`own_volumes` bound on it, in our executor's order (idempotent: a mount already there is kept, and with
     it what was bound when it was made; a failure leaves nothing mounted).
 
-    Each volume is a private clone (:func:`runner.rootfs.mount_volume`): nothing mounted under its source on the
-    host reaches it. Where merged/ is itself shared (a host whose / is), the volumes go where the overlay went and
+    Each volume is a private clone (:func:`runner.isolation.rootfs.mount_volume`): nothing mounted under its source on
+    the host reaches it. Where merged/ is itself shared (a host whose / is), the volumes go where the overlay went and
     leave with it: the unmount of :func:`release` detaches the whole tree."""
     merged = container.path("merged")
     if os.path.ismount(merged):
@@ -309,7 +312,7 @@ def kill(container: Container, sig: int) -> bool:
 
 def start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None],
           netns: int | None = None) -> int:
-    """:func:`runner.start.start` through the runtime: same stdio, log, records and exit codes."""
+    """:func:`runner.container.start.start` through the runtime: same stdio, log, records and exit codes."""
     spec = container.spec
     rt = Runtime.of(container)
     release(container)  # a previous start's state: a stopped container is started anew, as ours
@@ -360,7 +363,7 @@ def start(container: Container, echo: bool, feed: bool, started: Callable[[str, 
         log.close()
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
-    from runner.release import release as release_all
+    from runner.container.release import release as release_all
 
     release_all(container)
     container.set_state(status="exited", exit_code=code, finished=time.time(), error="")

@@ -3,10 +3,10 @@ honoured here), or with ``-d`` under a monitor (print the ID once the command ru
 
 from __future__ import annotations
 
-from runner.create import RunOptions, create
-from runner.monitor import detach
-from runner.release import remove
-from runner.start import StartLock, start
+from runner.container.create import RunOptions, create
+from runner.container.monitor import detach
+from runner.container.release import remove
+from runner.container.start import StartLock, start
 from shared.store import Store
 
 

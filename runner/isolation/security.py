@@ -6,7 +6,7 @@
   effective and permitted, any other user has none (setuid binaries gain at most the bounding set).
 * ``no_new_privs`` only with ``--security-opt no-new-privileges``: off by default, as in Docker, so setuid
   tools work.
-* Seccomp: Docker's default profile (runner/seccomp.py), ``--security-opt seccomp=unconfined`` for none, or
+* Seccomp: Docker's default profile (runner/isolation/seccomp.py), ``--security-opt seccomp=unconfined`` for none, or
   ``seccomp=FILE`` for a profile in Docker's JSON format, read and checked when the container is created (its
   text is kept, so a later change to the file does not change the container). ``--privileged``: none, as Docker.
 * Masked and read-only paths: Docker's lists (moby daemon/pkg/oci/defaults.go, runc's specconv example.go).
@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from runner.seccomp import Profile
+from runner.isolation.seccomp import Profile
 from shared.errors import usage
 
 # linux/capability.h, in number order

@@ -16,8 +16,10 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from runner import cgroups, linux, process
-from runner.container import Container
+from runner import linux
+from runner.container.record import Container
+from runner.executor import process
+from runner.isolation import cgroups
 from runner.spec import NETWORK_FILES, TINI, Device, Volume
 from shared.errors import Kind, StrataError
 from shared.layer import safepath
@@ -151,7 +153,7 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
 
     Unless --privileged, every writable mount but a ``--tmpfs ...:dev`` is nodev, volumes in all their submounts:
     CAP_MKNOD stays (Docker's default), and what refuses the open of a node the container makes or finds is the
-    devices cgroup (:mod:`runner.devcgroup`), as under Docker; nodev is a second wall. The allowed devices are
+    devices cgroup (:mod:`runner.isolation.devcgroup`), as under Docker; nodev is a second wall. The allowed devices are
     nodes of the container's own /dev (each bound onto itself before /dev turns nodev), never the host's: a
     chmod, chown, utime or setxattr inside changes nothing on the host.
     """
@@ -267,7 +269,8 @@ def mount_volume(root: SafeRoot, volume: Volume, privileged: bool) -> None:
     inside the root. A remount would reach the top mount only (a tmpfs or devtmpfs under the source stayed
     writable and dev-allowed), and a second lookup of the target could meet a symlink another container swapped
     in (CVE-2021-30465): neither happens here. The copy is private before it is attached, so nothing mounted
-    under the source later reaches it. Also what binds volumes for a runtime (:func:`runner.runtime.mount_rootfs`)."""
+    under the source later reaches it. Also what binds volumes for a runtime
+    (:func:`runner.executor.runtime.mount_rootfs`)."""
     source = Path(volume.source)
     if not source.exists():
         source.mkdir(parents=True)  # as Docker's -v does

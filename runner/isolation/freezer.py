@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner import cgroups
+from runner.isolation import cgroups
 from shared.errors import Kind, StrataError
 
 if TYPE_CHECKING:
-    from runner.container import Container
+    from runner.container.record import Container
 
 FREEZE_TIMEOUT = 10.0
 

@@ -1,7 +1,7 @@
 """The monitor: the process that owns a detached container (``run -d``, ``start`` without ``-a``). It runs in a
 session of its own with no terminal, logs the container's output, records its exit, releases it and honours
 ``--rm``; the runner that made it returns once the command was exec'd (or with the error that stopped it), told
-over a :class:`runner.channel.Channel`.
+over a :class:`runner.executor.channel.Channel`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import contextlib
 import os
 from typing import NoReturn
 
-from runner import process
-from runner.channel import Channel, Failed, Running
-from runner.container import Container
-from runner.release import remove
-from runner.start import StartLock, start
+from runner.container.record import Container
+from runner.container.release import remove
+from runner.container.start import StartLock, start
+from runner.executor import process
+from runner.executor.channel import Channel, Failed, Running
 from shared.errors import Kind, StrataError
 
 

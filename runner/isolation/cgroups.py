@@ -1,5 +1,5 @@
-"""A container's cgroup, with memory, cpu and pids limits and the device allow list (:mod:`runner.devcgroup`), on
-cgroup v1 and v2 behind one small interface.
+"""A container's cgroup, with memory, cpu and pids limits and the device allow list (:mod:`runner.isolation.devcgroup`),
+on cgroup v1 and v2 behind one small interface.
 
 v1 (and hybrid machines such as these, where the v2 hierarchy beside v1 holds no controller we need): one group
 per controller, nested under the runner's own group in that controller, so a container stays inside whatever
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import devcgroup
+from runner.isolation import devcgroup
 from shared.errors import Kind, StrataError, usage
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -330,8 +330,8 @@ class CgroupV2(Cgroup):
 
 def can_limit_devices() -> bool:
     """Whether a container's group gets the device allow list: on v2 always (a BPF program), on v1 when the
-    devices hierarchy is mounted. Without it, every mount the container can write is nodev (runner.rootfs) and a
-    ``--tmpfs ...:dev`` is refused, so a device node is still only usable if it is one of /dev's own."""
+    devices hierarchy is mounted. Without it, every mount the container can write is nodev (runner.isolation.rootfs) and
+    a ``--tmpfs ...:dev`` is refused, so a device node is still only usable if it is one of /dev's own."""
     return is_v2() or v1_mount("devices") is not None
 
 

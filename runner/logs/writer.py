@@ -10,7 +10,7 @@ small: one record per line is unavoidable in this format, so records are encoded
 encoder, a whole chunk at a time, and written with one ``write`` per chunk read.
 
 Foreground runs copy the output to the user's terminal too; detached runs only to the log. ``runner logs`` reads it
-back (:mod:`runner.logread`).
+back (:mod:`runner.logs.reader`).
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class Container:
 
     def unpause(self) -> None:
         """Thaw what a ``commit`` killed mid-pause left frozen: a frozen process takes no signal, SIGKILL included."""
-        from runner.freezer import Freezer
+        from runner.isolation.freezer import Freezer
 
         Freezer(self).recover()
 
@@ -126,7 +126,7 @@ class Container:
         its PID 1 is the recorded one; else, or when the runtime no longer knows it (it is exiting, its owner
         deleted it, a second SIGKILL of stop), through the pidfd, which still pins that process."""
         if self.spec.runtime:
-            from runner import runtime
+            from runner.executor import runtime
 
             if runtime.kill(self, sig):
                 return

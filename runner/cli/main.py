@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from runner.network_cli import register as register_network
+from runner.cli.network import register as register_network
 from shared.cli import StoreOption, run_main, run_typer
 
 if TYPE_CHECKING:
-    from runner.create import RunOptions
+    from runner.container.create import RunOptions
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run images from the Strata store in new namespaces, offline.")
@@ -29,7 +29,7 @@ def _run_options(image: str, command: list[str] | None, rm: bool, name: str | No
                  memory_reservation: str | None = None, cpu_shares: int | None = None,
                  ulimit: list[str] | None = None, log_driver: str | None = None,
                  log_opt: list[str] | None = None) -> RunOptions:
-    from runner.create import RunOptions
+    from runner.container.create import RunOptions
 
     return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
                       user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm,
@@ -111,7 +111,7 @@ def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _R
         log_opt: list[str] = _LOG_OPT) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
-    from runner.run import run as do_run
+    from runner.container.run import run as do_run
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
@@ -137,7 +137,7 @@ def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool =
            cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT,
            log_driver: str | None = _LOG_DRIVER, log_opt: list[str] = _LOG_OPT) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
-    from runner.create import create as do_create
+    from runner.container.create import create as do_create
 
     opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
@@ -162,7 +162,7 @@ def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where
            log_opt: list[str] = _LOG_OPT) -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
-    from runner.bundle import bundle as do_bundle
+    from runner.container.bundle import bundle as do_bundle
 
     opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
                         env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
@@ -178,7 +178,7 @@ def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes
           interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach stdin too")) -> int:
     """Start created (or exited) containers: in the background, printing each name; with -a (or -i) in the
     foreground, as one container's run."""
-    from runner.start import start_command
+    from runner.container.start import start_command
 
     return start_command(state.store, containers, attach or interactive, interactive)
 
@@ -194,7 +194,7 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show all containers
        last: int = typer.Option(-1, "--last", "-n", help="Show the N last created containers (all states)"),
        latest: bool = typer.Option(False, "--latest", "-l", help="Show the last created container")) -> None:
     """List containers, as Docker's ps: newest first, with its columns, filters and formats."""
-    from runner.ps import listing
+    from runner.cli.ps import listing
 
     for line in listing(state.store, all_, quiet, no_trunc, filter_, format_, last, latest):
         print(line)
@@ -203,7 +203,7 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show all containers
 @app.command()
 def port(container: str = typer.Argument(..., help="Name or ID prefix")) -> None:
     """List a running container's published ports, as Docker's: 80/tcp -> 0.0.0.0:8080."""
-    from runner.container import find
+    from runner.container.record import find
     from runner.net.records import Records
 
     c = find(state.store, container)
@@ -218,8 +218,8 @@ def port(container: str = typer.Argument(..., help="Name or ID prefix")) -> None
 def rm(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
        force: bool = typer.Option(False, "--force", "-f", help="Kill a running container first")) -> None:
     """Remove containers: their rw layer, -init layer and records."""
-    from runner.container import find
-    from runner.release import remove
+    from runner.container.record import find
+    from runner.container.release import remove
 
     for key in containers:
         remove(find(state.store, key), force=force)
@@ -235,8 +235,8 @@ def exec_(container: str = typer.Argument(..., help="Name or ID prefix"),
           env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE"),
           workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory inside")) -> int:
     """Run a command in a running container: its namespaces, cgroup, user, environment and capabilities."""
-    from runner.container import find
-    from runner.exec import ExecOptions, exec_in
+    from runner.container.exec import ExecOptions, exec_in
+    from runner.container.record import find
 
     return exec_in(find(state.store, container), ExecOptions(command, interactive, tty, user, env, workdir))
 
@@ -253,9 +253,9 @@ def logs(container: str = typer.Argument(..., help="Name or ID prefix"),
     """Print a container's output (stdout to stdout, stderr to stderr), as docker logs."""
     import sys
 
-    from runner import logread
-    from runner.container import find
-    from runner.logs import LOG_NAME
+    from runner.container.record import find
+    from runner.logs import reader as logread
+    from runner.logs.writer import LOG_NAME
     from shared.errors import Kind, StrataError
 
     opts = logread.ReadOptions(follow, timestamps, logread.parse_tail(tail),
@@ -272,7 +272,7 @@ def logs(container: str = typer.Argument(..., help="Name or ID prefix"),
 def stop(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
          time_: float = typer.Option(10, "--time", "-t", help="Seconds to wait before SIGKILL")) -> None:
     """Send SIGTERM to each container's PID 1, then SIGKILL after the grace time."""
-    from runner.container import find
+    from runner.container.record import find
 
     for key in containers:
         find(state.store, key).stop(time_)
@@ -285,7 +285,7 @@ def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"
     """Send a signal to each container's PID 1."""
     import signal as signal_mod
 
-    from runner.container import find
+    from runner.container.record import find
     from shared.errors import usage
 
     name = sig.upper().removeprefix("SIG")
@@ -306,8 +306,8 @@ def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefix
     Mounts, GraphDriver, NetworkSettings...), plus Spec, the OCI runtime-spec config.json as saved."""
     import json
 
-    from runner.container import find
-    from runner.inspect import document
+    from runner.cli.inspect import document
+    from runner.container.record import find
     from shared.template import Template, unescape
 
     template = Template(unescape(format_)) if format_ and format_.strip() != "json" else None
@@ -322,8 +322,8 @@ def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefix
 @app.command()
 def prune() -> None:
     """Remove every container that is not running."""
-    from runner.container import all_containers
-    from runner.release import remove
+    from runner.container.record import all_containers
+    from runner.container.release import remove
 
     for c in all_containers(state.store):
         if c.state().status != "running":
@@ -365,8 +365,8 @@ def commit(container: str = typer.Argument(..., help="Name or ID prefix"),
                                       help="Freeze a running container while its layer is packed "
                                            "(--pause=false: pack it live)")) -> None:
     """Create a new image from a container's changes (its rw layer); print the new image's ID."""
-    from runner.commit import CommitOptions
-    from runner.commit import commit as do_commit
+    from runner.container.commit import CommitOptions
+    from runner.container.commit import commit as do_commit
 
     print(do_commit(state.store, CommitOptions(container, reference, message, author, change, pause)))
 

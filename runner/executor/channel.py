@@ -10,8 +10,8 @@ message.
 The end of file is what tells "the command runs" from "we are still setting up", and it cannot come early: the
 child's end is its only copy (every other fd is closed before exec), and it closes exactly at a successful exec.
 A detached container's monitor tells the runner that waits for it the same way: Running, or Failed.
-``exec``'s stage tells ``runner exec`` the same way too (:mod:`runner.stage`): Pty with -t, at most one Failed, and
-end of file when the stage exits (there the command's exec is not the signal: the stage outlives it).
+``exec``'s stage tells ``runner exec`` the same way too (:mod:`runner.executor.stage`): Pty with -t, at most one Failed,
+and end of file when the stage exits (there the command's exec is not the signal: the stage outlives it).
 
 Every packet is at most MAX_MESSAGE bytes, read with one bounded recv; a Failed message arrives as one line with
 no control characters, whoever wrote it.

@@ -1,5 +1,5 @@
 """``create``: an image and the run options become a container: its spec (config.json), its -init layer, rw layer and
-overlay plan, saved once. Nothing runs; ``start`` (:mod:`runner.start`) runs what this saved.
+overlay plan, saved once. Nothing runs; ``start`` (:mod:`runner.container.start`) runs what this saved.
 
 Every option is parsed and checked here, so that a bad one fails ``create`` (exit 125, nothing left behind) and
 ``start`` only reads typed values (:mod:`runner.spec`).
@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from runner import cgroups, rootfs, runtime, security
-from runner.container import Container, find, new_id, record
-from runner.logs import LogConfig
+from runner.container.record import Container, find, new_id, record
+from runner.container.release import remove
+from runner.executor import runtime
+from runner.isolation import cgroups, rootfs, security
+from runner.logs.writer import LogConfig
 from runner.net.model import AttachOptions, NetworkConfig, NetworkMode, PortSpec
-from runner.release import remove
 from runner.spec import DEFAULT_PATH, INIT_PATH, Rlimit, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
 from shared import stored
 from shared.errors import usage

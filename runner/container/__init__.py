@@ -1,0 +1,3 @@
+"""A container's life: its record on disk (:mod:`runner.container.record`), and the verbs that move it from state to
+state: create, start, run, monitor, exec, commit, release, bundle. This room owns the record; the executor and the
+isolation mechanisms below it never see one."""
