@@ -1,5 +1,5 @@
 """The Linux calls Python 3.11's os module lacks (unshare, setns, mount, umount2, pivot_root, the new mount API's
-open_tree, mount_setattr and move_mount), via ctypes.
+open_tree, mount_setattr and move_mount, prctl's settings, keyctl, bringing ``lo`` up), via ctypes and ioctl.
 
 Each raises OSError with errno set, like the os module does, so callers handle one kind of failure.
 """
@@ -10,6 +10,8 @@ import ctypes
 import fcntl
 import os
 import select
+import socket
+import struct
 
 # linux/sched.h
 CLONE_NEWNS = 0x00020000
@@ -124,6 +126,7 @@ def pivot_root(new_root: str, put_old: str) -> None:
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _prctl(option: int, arg: int, what: str) -> None:
@@ -156,6 +159,27 @@ def set_name(name: str) -> None:
     """The comm ``ps`` shows (15 bytes at most)."""
     buf = ctypes.create_string_buffer(name.encode()[:15])
     _prctl(PR_SET_NAME, ctypes.addressof(buf), "PR_SET_NAME")
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants (an OCI runtime's PID 1, once its ``create`` has exited) become our children, whose
+    exit status is ours to wait for."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
+
+
+# linux/sockios.h, net/if.h
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """``lo`` up in the calling thread's network namespace, with one ioctl (no netlink library to import: PID 1
+    of ``--network none`` calls it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
 
 
 # keyctl(2): glibc has no wrapper (libkeyutils does); the numbers are asm/unistd.h's

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import linux
-from runner.isolation import cgroups, devcgroup, seccomp, security
+from runner.isolation import cgroups, devcgroup, seccomp, seccomp_default, security
 from runner.logs.writer import LogConfig
 from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
@@ -447,6 +447,6 @@ def seccomp_for(privileges: security.Privileges) -> dict[str, Any] | None:
     --privileged; a custom profile's text was read and checked by Privileges.from_options."""
     if privileges.privileged or privileges.seccomp == security.SECCOMP_UNCONFINED:
         return None
-    profile = seccomp.default_profile() if privileges.seccomp is None else \
+    profile = seccomp_default.PROFILE if privileges.seccomp is None else \
         seccomp.Profile.from_json(privileges.seccomp)
     return seccomp.to_oci(profile, privileges.capabilities)

@@ -18,10 +18,12 @@ milliseconds and its result depends only on the profile, the capabilities, the a
 runs no libseccomp code at all, only the one syscall. :func:`load` is both at once, compiled on the spot.
 
 We bind libseccomp.so.2 ourselves because Debian's python3-seccomp is built for Debian's interpreter, not ours.
-The library is opened, and Docker's profile imported, when this module is: :func:`load` may run in the container's
-first process after pivot_root, where the dynamic linker and the import system would find the image's files
-(and run them as root with every capability). A machine without the library can still run with
-``seccomp=unconfined``: only :func:`program` (and so :func:`load`) needs it.
+The library is opened when this module is: :func:`load` may run in the container's first process after
+pivot_root, where the dynamic linker and the import system would find the image's files (and run them as root with
+every capability). Docker's default profile is data made of this module's classes, in
+:mod:`runner.isolation.seccomp_default` (``PROFILE``), imported by whoever builds a spec, never inside a
+container. A machine without the library can still run with ``seccomp=unconfined``: only :func:`program` (and so
+:func:`load`) needs it.
 """
 
 from __future__ import annotations
@@ -189,11 +191,6 @@ class Profile:
         caps = frozenset(f"CAP_{c}" for c in capabilities)
         arch = _MOBY_ARCH.get(native, native)
         return tuple(r for r in self.syscalls if r.applies(caps, arch, kernel))
-
-
-def default_profile() -> Profile:
-    """Docker's default profile (runner/isolation/seccomp_default.py)."""
-    return seccomp_default.PROFILE
 
 
 # ---- parsing ----------------------------------------------------------------------------------------------
@@ -692,6 +689,3 @@ def to_oci(profile: Profile, capabilities: frozenset[str]) -> dict[str, Any] | N
         syscalls.append(entry)
     doc["syscalls"] = syscalls
     return doc
-
-# Last, because the data is made of the classes above; imported with us, never inside a container.
-from runner.isolation import seccomp_default  # noqa: E402
