@@ -7,8 +7,9 @@ names is provably still the one that was recorded: a pid alone is no identity, s
 may hand its container's pid to any other process. So state.json records PID 1's start time (clock ticks after
 boot, which a pid's next owner cannot share) and the boot it was in; a running record whose process does not match
 all three, or that lacks them (written before they were recorded), shows as exited, and nothing is ever signalled or
-joined through it. Signals go through a pidfd that was verified after it was opened: it pins the process it names,
-so the check and the signal cannot be about two different processes.
+joined through it. Signals (:mod:`runner.container.lifecycle`) and ``exec`` go through a pidfd that was verified after
+it was opened (:meth:`Container.open_process`): it pins the process it names, so the check and the signal cannot be
+about two different processes. The record holds data and that identity only: it calls no executor.
 """
 
 from __future__ import annotations
