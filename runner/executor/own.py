@@ -46,16 +46,19 @@ class OwnExecutor:
         finally:
             stdio.close_child_ends()
             child.close()
-        master, failed = None, None
+        started = Started(pid, stdio)
+        failed = None
         try:
-            while (message := parent.recv()) is not None:
+            while (message := parent.recv()) is not None:  # until it exec'd, or exited
                 if isinstance(message, Pty):
-                    master = message.fd
+                    started.master = message.fd
                 elif isinstance(message, Failed):
                     failed = message
+        except BaseException:
+            started.close()
+            raise
         finally:
             parent.close()
-        started = Started(pid, stdio, master)
         if failed is not None:  # it _exits with the code it sent; its wait status says so
             started.close()
             raise StartFailed(failed.message, Kind.SYSTEM, exit_code=exit_code(wait_status(pid)))
