@@ -56,7 +56,7 @@ def _root() -> None:
 
 
 def nr(name: str) -> int:
-    number = int(seccomp._lib().seccomp_syscall_resolve_name(name.encode()))
+    number = int(seccomp.library().seccomp_syscall_resolve_name(name.encode()))
     assert number >= 0, f"{name} is not a syscall on this arch"
     return number
 
@@ -79,9 +79,9 @@ def by_seccomp_load(profile: Profile, caps: frozenset[str]) -> Callable[[], None
     def child() -> None:
         if not profile.enabled:
             return
-        lib = seccomp._lib()
+        lib = seccomp.library()
         lib.seccomp_load.restype, lib.seccomp_load.argtypes = ctypes.c_int, [ctypes.c_void_p]
-        with seccomp._context(profile, caps) as ctx:
+        with seccomp.filter_context(profile, caps) as ctx:
             rc = lib.seccomp_load(ctx)
         assert rc == 0, f"seccomp_load: {os.strerror(-rc)}"
 
@@ -629,7 +629,7 @@ def no_library(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing() -> ctypes.CDLL:
         raise StrataError("seccomp: libseccomp.so.2 is missing (in this test)", Kind.SYSTEM)
 
-    monkeypatch.setattr(seccomp, "_lib", missing)
+    monkeypatch.setattr(seccomp, "library", missing)
 
 
 def refuses_unshare(prog: seccomp.Program) -> None:
@@ -808,7 +808,7 @@ UNAME_TO_LIBSECCOMP = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "ris
 
 
 def test_seccomp_syscall_numbers_match_libseccomp() -> None:
-    lib = seccomp._lib()
+    lib = seccomp.library()
     resolve = lib.seccomp_syscall_resolve_name_arch
     resolve.restype, resolve.argtypes = ctypes.c_int, [ctypes.c_uint32, ctypes.c_char_p]
     assert set(seccomp._SYS_SECCOMP) == set(UNAME_TO_LIBSECCOMP)

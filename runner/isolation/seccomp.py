@@ -394,7 +394,8 @@ def _open() -> ctypes.CDLL | None:
 _LIB = _open()  # now, on the host's root: see the module's docstring
 
 
-def _lib() -> ctypes.CDLL:
+def library() -> ctypes.CDLL:
+    """libseccomp, opened when this module was (module doc); a one-line error where it is missing."""
     if _LIB is None:
         raise StrataError("seccomp: libseccomp.so.2 is missing (apt-get install libseccomp2)", Kind.SYSTEM)
     return _LIB
@@ -402,7 +403,7 @@ def _lib() -> ctypes.CDLL:
 
 def native_arch() -> str:
     """This machine's arch, in libseccomp's name (``x86_64``)."""
-    lib = _lib()
+    lib = library()
     token = lib.seccomp_arch_native()
     for name in ARCHES.values():
         if lib.seccomp_arch_resolve_name(name.encode()) == token:
@@ -464,11 +465,11 @@ def _conditions(args: Sequence[Arg]) -> list[list[Arg]]:
 
 
 @contextlib.contextmanager
-def _context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
+def filter_context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
     """libseccomp's filter context for this machine, built as runc builds it (see the module's docstring), released
     on leaving. It is the one seccomp_load would load: the tests load it that way as the reference for
     :func:`install`."""
-    lib = _lib()
+    lib = library()
     native = native_arch()
     rules = profile.rules_for(capabilities, native, kernel_version())
     default = _value(profile.default_action, profile.default_errno_ret)
@@ -511,10 +512,10 @@ def _context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
 def _compile(profile: Profile, capabilities: frozenset[str]) -> bytes:
     """The BPF seccomp_load would generate, as seccomp_export_bpf writes it (the same generator), into a memfd: a
     pipe would block on a filter larger than its buffer, a file would need a place to put it."""
-    with _context(profile, capabilities) as ctx:
+    with filter_context(profile, capabilities) as ctx:
         fd = os.memfd_create("strata-seccomp", os.MFD_CLOEXEC)
         try:
-            _check(_lib().seccomp_export_bpf(ctx, fd), "export the filter")
+            _check(library().seccomp_export_bpf(ctx, fd), "export the filter")
             size = os.fstat(fd).st_size
             bpf = os.pread(fd, size, 0)
         finally:
