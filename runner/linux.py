@@ -1,5 +1,5 @@
 """The Linux calls Python 3.11's os module lacks (unshare, setns, mount, umount2, pivot_root, the new mount API's
-open_tree, mount_setattr and move_mount), via ctypes.
+open_tree, mount_setattr and move_mount, prctl's settings, keyctl, bringing ``lo`` up), via ctypes and ioctl.
 
 Each raises OSError with errno set, like the os module does, so callers handle one kind of failure.
 """
@@ -10,6 +10,8 @@ import ctypes
 import fcntl
 import os
 import select
+import socket
+import struct
 
 # linux/sched.h
 CLONE_NEWNS = 0x00020000
@@ -124,13 +126,15 @@ def pivot_root(new_root: str, put_old: str) -> None:
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
 
 
-def _prctl(option: int, arg: int, what: str) -> None:
-    if _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+def prctl(option: int, arg: int, arg3: int = 0, what: str = "") -> None:
+    """prctl(2) with up to two arguments; ``what`` names the option in the error."""
+    if _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
                    ctypes.c_ulong(0)) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"prctl({what}): {os.strerror(err)}")
+        raise OSError(err, f"prctl({what or option}): {os.strerror(err)}")
 
 
 def die_with_parent(parent_fd: int | None) -> None:
@@ -138,7 +142,7 @@ def die_with_parent(parent_fd: int | None) -> None:
     call it again after setuid/setgid; and if the parent died before we asked, nothing would ever fire: check, on
     a pidfd of the parent (``parent_fd``). ``None``: the parent is outside our pid namespace, where getppid() is 0
     while it lives and the pid of our namespace's reaper once it died (no pidfd of a host process needed)."""
-    _prctl(PR_SET_PDEATHSIG, 9, "PR_SET_PDEATHSIG")
+    prctl(PR_SET_PDEATHSIG, 9, what="PR_SET_PDEATHSIG")
     if parent_fd is None:
         if os.getppid() != 0:
             os._exit(137)
@@ -149,13 +153,34 @@ def die_with_parent(parent_fd: int | None) -> None:
 def set_undumpable() -> None:
     """A non-dumpable process's /proc/PID/{exe,environ,fd,mem,...} belong to root and need CAP_SYS_PTRACE to open,
     whoever asks. execve() makes the container's own programs dumpable again."""
-    _prctl(PR_SET_DUMPABLE, 0, "PR_SET_DUMPABLE")
+    prctl(PR_SET_DUMPABLE, 0, what="PR_SET_DUMPABLE")
 
 
 def set_name(name: str) -> None:
     """The comm ``ps`` shows (15 bytes at most)."""
     buf = ctypes.create_string_buffer(name.encode()[:15])
-    _prctl(PR_SET_NAME, ctypes.addressof(buf), "PR_SET_NAME")
+    prctl(PR_SET_NAME, ctypes.addressof(buf), what="PR_SET_NAME")
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants (an OCI runtime's PID 1, once its ``create`` has exited) become our children, whose
+    exit status is ours to wait for."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1, what="PR_SET_CHILD_SUBREAPER")
+
+
+# linux/sockios.h, net/if.h
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """``lo`` up in the calling thread's network namespace, with one ioctl (no netlink library to import: PID 1
+    of ``--network none`` calls it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
 
 
 # keyctl(2): glibc has no wrapper (libkeyutils does); the numbers are asm/unistd.h's

@@ -4,7 +4,7 @@ OCI runtime-spec ``config.json`` (runtime-spec config.md, config-linux.md).
 The options are parsed here, once, into typed values (:class:`Volume`, :class:`Tmpfs`, :class:`cgroups.Limits`,
 :class:`security.Privileges`); nothing downstream sees the CLI's strings again. :meth:`Spec.to_oci` writes the
 runtime-spec document and :meth:`Spec.from_oci` reads it back, so the file is the container's one record of what to
-run: our executor (:mod:`runner.container.start`) runs it, and runc or crun could run the same file.
+run: our executor (:mod:`runner.executor.own`) runs it, and runc or crun could run the same file.
 
 What the runtime-spec has no field for is kept in annotations under ``io.strata.``: the container's name and
 creation time, the image it came from, its layer stack (chain IDs, base first; the overlay plan is fixed by them:
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import linux
-from runner.isolation import cgroups, devcgroup, seccomp, security
+from runner.isolation import cgroups, devcgroup, seccomp, seccomp_default, security
 from runner.logs.writer import LogConfig
 from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
@@ -447,6 +447,6 @@ def seccomp_for(privileges: security.Privileges) -> dict[str, Any] | None:
     --privileged; a custom profile's text was read and checked by Privileges.from_options."""
     if privileges.privileged or privileges.seccomp == security.SECCOMP_UNCONFINED:
         return None
-    profile = seccomp.default_profile() if privileges.seccomp is None else \
+    profile = seccomp_default.PROFILE if privileges.seccomp is None else \
         seccomp.Profile.from_json(privileges.seccomp)
     return seccomp.to_oci(profile, privileges.capabilities)

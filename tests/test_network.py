@@ -401,7 +401,7 @@ def test_two_containers_talk_tcp_by_address_and_by_name_on_a_user_network(host: 
 def test_none_has_only_lo(host: Host) -> None:
     c = host.container("solo")
     # what the start path does for none
-    c.run(PY, "-c", "from runner.container.network import loopback_up; loopback_up()")
+    c.run(PY, "-c", "from runner.linux import loopback_up; loopback_up()")
     links = json.loads(c.run("ip", "-j", "link", "show"))
     assert [x["ifname"] for x in links] == ["lo"] and "UP" in links[0]["flags"]
     out = host.driver({"op": "none", "hostname": "solo"})

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.isolation import seccomp, security
+from runner.isolation import seccomp, seccomp_default, security
 from runner.isolation.seccomp import Arg, Filter, Profile, Rule
 from shared.errors import Kind, StrataError
 
@@ -56,7 +56,7 @@ def _root() -> None:
 
 
 def nr(name: str) -> int:
-    number = int(seccomp._lib().seccomp_syscall_resolve_name(name.encode()))
+    number = int(seccomp.library().seccomp_syscall_resolve_name(name.encode()))
     assert number >= 0, f"{name} is not a syscall on this arch"
     return number
 
@@ -79,9 +79,9 @@ def by_seccomp_load(profile: Profile, caps: frozenset[str]) -> Callable[[], None
     def child() -> None:
         if not profile.enabled:
             return
-        lib = seccomp._lib()
+        lib = seccomp.library()
         lib.seccomp_load.restype, lib.seccomp_load.argtypes = ctypes.c_int, [ctypes.c_void_p]
-        with seccomp._context(profile, caps) as ctx:
+        with seccomp.filter_context(profile, caps) as ctx:
             rc = lib.seccomp_load(ctx)
         assert rc == 0, f"seccomp_load: {os.strerror(-rc)}"
 
@@ -192,7 +192,7 @@ def test_default_profile_refuses_what_docker_refuses(loader: Loader) -> None:
             "ptrace": call("ptrace", 0xFFFF, 0, 0, 0),  # allowed from kernel 4.8 (EIO: no such request)
         }
 
-    got = in_child(seccomp.default_profile(), probe, loader=loader)
+    got = in_child(seccomp_default.PROFILE, probe, loader=loader)
     assert got.pop("socket inet6") in (0, errno.EAFNOSUPPORT)  # the kernel may lack IPv6
     assert got.pop("ptrace") != errno.EPERM  # allowed from kernel 4.8: the kernel's answer to a bogus request
     assert got == {
@@ -235,7 +235,7 @@ def test_default_profile_lets_ordinary_programs_run(tmp_path: Path, loader: Load
             "threads": _thread_works(), "no_new_privs": no_new_privs(),
         }
 
-    assert in_child(seccomp.default_profile(), probe, loader=loader) == {
+    assert in_child(seccomp_default.PROFILE, probe, loader=loader) == {
         "getpid": 1, "read": 1, "fork+exec": 0, "subprocess": 0, "posix_spawn": 0, "threads": 1,
         "no_new_privs": 0,  # Docker does not set it unless asked: setuid programs keep working
     }
@@ -284,7 +284,7 @@ def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path
         return {"exit": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}
 
     out.touch()
-    assert in_child(seccomp.default_profile(), probe, loader=loader) == {"exit": 0}
+    assert in_child(seccomp_default.PROFILE, probe, loader=loader) == {"exit": 0}
     assert out.read_text() == "65534\ndone\n"
 
 
@@ -308,7 +308,7 @@ def test_x86_compat_syscalls_meet_the_same_policy(loader: Loader) -> None:
     def probe() -> dict[str, int]:
         return {"getpid": int(int80(I386_GETPID) == os.getpid()), "unshare": -int80(I386_UNSHARE, CLONE_NEWUSER)}
 
-    assert in_child(seccomp.default_profile(), probe, loader=loader) == {"getpid": 1, "unshare": errno.EPERM}
+    assert in_child(seccomp_default.PROFILE, probe, loader=loader) == {"getpid": 1, "unshare": errno.EPERM}
 
     native_only = Profile.from_json(allow())  # no archMap: the native arch alone, anything else is killed
     put_in_place = loader(native_only, security.DOCKER_DEFAULT_CAPS)
@@ -326,9 +326,9 @@ def test_x86_compat_syscalls_meet_the_same_policy(loader: Loader) -> None:
 FRESH_PROCESS = """
 import ctypes, json, os, sys
 from pathlib import Path
-from runner.isolation import seccomp, security
+from runner.isolation import seccomp, seccomp_default, security
 text = None if sys.argv[2] == "default" else open(sys.argv[2]).read()
-profile = seccomp.default_profile() if text is None else seccomp.Profile.from_json(text)
+profile = seccomp_default.PROFILE if text is None else seccomp.Profile.from_json(text)
 if sys.argv[3] == "install":  # compiled (and cached) before entering, installed after, as the runner does
     prog = seccomp.program(profile, security.DOCKER_DEFAULT_CAPS, Path(sys.argv[4]))
 
@@ -369,7 +369,7 @@ def test_sys_admin_allows_namespaces_and_clone3(loader: Loader) -> None:
         return {"unshare uts": call("unshare", CLONE_NEWUTS), "sethostname": call("sethostname", 0, 0),
                 "clone3": call("clone3", 0, 0), "keyctl": call("keyctl", 0xFFFF)}
 
-    got = in_child(seccomp.default_profile(), probe, security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"}, loader=loader)
+    got = in_child(seccomp_default.PROFILE, probe, security.DOCKER_DEFAULT_CAPS | {"SYS_ADMIN"}, loader=loader)
     assert got["unshare uts"] == 0
     assert got["sethostname"] == 0  # in its own UTS namespace, an empty name
     assert got["clone3"] not in (0, errno.ENOSYS, errno.EPERM)  # the kernel's answer to a NULL argument
@@ -380,8 +380,8 @@ def test_dropping_a_default_capability_drops_its_syscalls(loader: Loader) -> Non
     def probe() -> dict[str, int]:
         return {"chroot": call("chroot", 0)}
 
-    assert in_child(seccomp.default_profile(), probe, loader=loader) == {"chroot": errno.EFAULT}
-    assert in_child(seccomp.default_profile(), probe, security.DOCKER_DEFAULT_CAPS - {"SYS_CHROOT"},
+    assert in_child(seccomp_default.PROFILE, probe, loader=loader) == {"chroot": errno.EFAULT}
+    assert in_child(seccomp_default.PROFILE, probe, security.DOCKER_DEFAULT_CAPS - {"SYS_CHROOT"},
                     loader=loader) == {"chroot": errno.EPERM}
 
 
@@ -411,7 +411,7 @@ def test_conditions_evaluated_as_moby_does() -> None:
 
 
 def test_default_profile_as_docker_builds_it() -> None:
-    p = seccomp.default_profile()
+    p = seccomp_default.PROFILE
     assert p.default_action == "SCMP_ACT_ERRNO" and p.default_errno_ret == errno.EPERM
     assert p.architectures_for("x86_64") == ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
     assert p.architectures_for("aarch64") == ("SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM")
@@ -596,7 +596,7 @@ def test_install_hands_the_kernel_what_seccomp_load_does(profile: str, caps: fro
     """Byte for byte: the program (compiled, then read back from the cache) and its flags, installed, are what
     libseccomp's seccomp_load puts in the kernel for the same context."""
     if profile == "default":
-        parsed = seccomp.default_profile()
+        parsed = seccomp_default.PROFILE
     elif profile.startswith("/"):
         parsed = Profile.from_json(Path(profile).read_text())
     else:
@@ -616,7 +616,7 @@ def test_install_hands_the_kernel_what_seccomp_load_does(profile: str, caps: fro
 
 
 def default_program(cache: Path, caps: frozenset[str] = security.DOCKER_DEFAULT_CAPS) -> seccomp.Program:
-    prog = seccomp.program(seccomp.default_profile(), caps, cache)
+    prog = seccomp.program(seccomp_default.PROFILE, caps, cache)
     assert prog is not None
     return prog
 
@@ -629,7 +629,7 @@ def no_library(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing() -> ctypes.CDLL:
         raise StrataError("seccomp: libseccomp.so.2 is missing (in this test)", Kind.SYSTEM)
 
-    monkeypatch.setattr(seccomp, "_lib", missing)
+    monkeypatch.setattr(seccomp, "library", missing)
 
 
 def refuses_unshare(prog: seccomp.Program) -> None:
@@ -637,7 +637,7 @@ def refuses_unshare(prog: seccomp.Program) -> None:
     def probe() -> dict[str, int]:
         return {"unshare": call("unshare", CLONE_NEWUSER), "getpid": call("getpid")}
 
-    assert in_child(seccomp.default_profile(), probe, loader=lambda _p, _c: lambda: seccomp.install(prog)) == {
+    assert in_child(seccomp_default.PROFILE, probe, loader=lambda _p, _c: lambda: seccomp.install(prog)) == {
         "unshare": errno.EPERM, "getpid": 0}
 
 
@@ -653,7 +653,7 @@ def test_cache_is_written_once_and_then_used_without_the_library(tmp_path: Path,
     (entry,) = cache.iterdir()
     assert entry.suffix == ".bpf" and len(entry.stem) == 64 and entry.read_bytes().endswith(first.filter)
     assert not entry.stat().st_mode & 0o077
-    compiled = seccomp.program(seccomp.default_profile(), security.DOCKER_DEFAULT_CAPS)  # no cache
+    compiled = seccomp.program(seccomp_default.PROFILE, security.DOCKER_DEFAULT_CAPS)  # no cache
     assert compiled == first
 
     with monkeypatch.context() as m:
@@ -742,7 +742,7 @@ def test_cache_shared_with_others_is_not_used(tmp_path: Path, monkeypatch: pytes
 
 
 def test_cache_that_cannot_be_used_does_not_stop_a_start(tmp_path: Path) -> None:
-    compiled = seccomp.program(seccomp.default_profile(), security.DOCKER_DEFAULT_CAPS)
+    compiled = seccomp.program(seccomp_default.PROFILE, security.DOCKER_DEFAULT_CAPS)
     a_file = tmp_path / "file"
     a_file.write_text("")
     assert default_program(a_file) == compiled
@@ -791,7 +791,7 @@ def test_without_the_seccomp_syscall_install_uses_prctl_as_libseccomp_does(tmp_p
     def probe() -> dict[str, int]:
         return {"unshare": call("unshare", CLONE_NEWUSER), "filters": seccomp_filters()}
 
-    assert in_child(seccomp.default_profile(), probe, enter=lambda: seccomp.install(outer),
+    assert in_child(seccomp_default.PROFILE, probe, enter=lambda: seccomp.install(outer),
                     loader=lambda _p, _c: lambda: seccomp.install(prog)) == {"unshare": errno.EPERM, "filters": 2}
     flagged = seccomp.Program(prog.filter, 2)
 
@@ -808,7 +808,7 @@ UNAME_TO_LIBSECCOMP = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "ris
 
 
 def test_seccomp_syscall_numbers_match_libseccomp() -> None:
-    lib = seccomp._lib()
+    lib = seccomp.library()
     resolve = lib.seccomp_syscall_resolve_name_arch
     resolve.restype, resolve.argtypes = ctypes.c_int, [ctypes.c_uint32, ctypes.c_char_p]
     assert set(seccomp._SYS_SECCOMP) == set(UNAME_TO_LIBSECCOMP)

@@ -178,7 +178,7 @@ def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes
           interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach stdin too")) -> int:
     """Start created (or exited) containers: in the background, printing each name; with -a (or -i) in the
     foreground, as one container's run."""
-    from runner.container.start import start_command
+    from runner.container.run import start_command
 
     return start_command(state.store, containers, attach or interactive, interactive)
 
@@ -272,10 +272,11 @@ def logs(container: str = typer.Argument(..., help="Name or ID prefix"),
 def stop(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
          time_: float = typer.Option(10, "--time", "-t", help="Seconds to wait before SIGKILL")) -> None:
     """Send SIGTERM to each container's PID 1, then SIGKILL after the grace time."""
+    from runner.container.lifecycle import stop as do_stop
     from runner.container.record import find
 
     for key in containers:
-        find(state.store, key).stop(time_)
+        do_stop(find(state.store, key), time_)
         print(key)
 
 
@@ -285,6 +286,7 @@ def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"
     """Send a signal to each container's PID 1."""
     import signal as signal_mod
 
+    from runner.container.lifecycle import kill as do_kill
     from runner.container.record import find
     from shared.errors import usage
 
@@ -294,7 +296,7 @@ def kill(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"
     except KeyError:
         raise usage(f"unknown signal {sig!r}") from None
     for key in containers:
-        find(state.store, key).kill(number)
+        do_kill(find(state.store, key), number)
         print(key)
 
 

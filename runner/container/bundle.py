@@ -34,8 +34,8 @@ def bundle(store: Store, opts: RunOptions, directory: str) -> Path:
         raise usage(f"{target} exists and is not an empty directory")
     container = create(store, opts)
     try:
-        merged = runtime.mount_rootfs(container)
-        doc = runtime.runtime_config(container, merged)
+        merged = runtime.mount_rootfs(container.spec)
+        doc = runtime.runtime_config(container.spec, merged)
         target.mkdir(parents=True, exist_ok=True)
         copied = subprocess.run(["cp", "-a", "--", f"{merged}/.", str(target / "rootfs")], capture_output=True,
                                 text=True, check=False)  # fmt: skip

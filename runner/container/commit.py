@@ -342,7 +342,8 @@ def _commit(store: Store, container: Container, name: str, opts: CommitOptions) 
     sink = StoreSink(store)
     ours: set[Digest] = set()
     try:
-        with paused(container, opts.pause) as running:
+        running = container.state().status == "running"
+        with paused(container.id, container.name, running, opts.pause) as running:
             layer, diff_id = _pack_upper(store, container, blob_tmp)
         config = build_config(parent, diff_id, _created(container, running), " ".join(container.spec.argv),
                               opts.message, opts.author, opts.changes)

@@ -117,7 +117,7 @@ def create(store: Store, opts: RunOptions) -> Container:
             n for n in spec.namespaces if n != "network" or network.mode.kind != "host"))
         container = record(store, spec)
     try:
-        rootfs.prepare(container, [store.diff_dir(c) for c in reversed(image.chain_ids)])
+        rootfs.prepare(container.spec, [store.diff_dir(c) for c in reversed(image.chain_ids)])
     except BaseException:
         remove(container, force=True)
         raise

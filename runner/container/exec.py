@@ -14,8 +14,10 @@ container gains nothing by tracing it) and execs.
 The job reaches the stage in a sealed memfd (whatever a command line holds). What comes back comes on a
 :class:`runner.executor.channel.Channel` that no process in the container ever holds: the pty's master (Pty), then at
 most one Failed (one line, built by the stage from its own table), then end of file when the stage exits. The runner
-relays the command's output meanwhile and reads the channel's last word after it; a container that steals and
-holds or floods a pipe of the command's can neither stall that nor write it (tests/test_exec_stage.py).
+relays the command's terminal or output meanwhile with the one supervise loop (:mod:`runner.executor.supervise`;
+no signal is forwarded: ``exec`` has no ``--sig-proxy``, as Docker's) and reads the channel's last word once the
+stage has exited; a container that steals and holds or floods a pipe of the command's can neither stall that nor
+write it (tests/test_exec_stage.py).
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.container.record import Container
 from runner.executor import process
 from runner.executor.channel import Channel, Failed, Message, Pty
-from runner.isolation import tty
-from runner.logs import writer as logs
+from runner.executor.supervise import Started, from_returncode, supervise
 from shared.errors import Kind, StrataError, usage
 
 # The stage's first lines: read the job from the sealed memfd named in argv (to its end), then import the runner from
@@ -53,46 +54,69 @@ class ExecOptions:
     workdir: str | None = None
 
 
+@dataclass
+class Stage(Started):
+    """The exec stage, as the supervise loop attends it: its exit status is the command's."""
+
+    popen: subprocess.Popen[bytes] = field(kw_only=True)
+
+    def wait(self) -> int:
+        return from_returncode(self.popen.wait())
+
+
 def exec_in(container: Container, opts: ExecOptions) -> int:
     if not opts.command:
         raise usage("exec needs a command")
     ours, theirs = Channel.pair()
     stdio = process.Stdio(opts.tty)
+    try:
+        popen = _spawn(container, opts, theirs, stdio)
+    except BaseException:
+        stdio.close()
+        ours.close()
+        raise
+    finally:
+        stdio.close_child_ends()
+        theirs.close()
+    stage = Stage(popen.pid, stdio, popen=popen)
+    try:
+        if opts.tty:
+            first = _recv(ours)
+            if isinstance(first, Pty):
+                stage.master = first.fd
+            else:  # it failed (or ended) before the command had its terminal: nothing to relay
+                stage.close()
+                return _result(first, stage.wait())
+        code = supervise(stage, opts.interactive, None, True, forward_signals=False)
+        return _result(_recv(ours), code)
+    finally:
+        ours.close()
+        stage.close()
+
+
+def _spawn(container: Container, opts: ExecOptions, theirs: Channel, stdio: process.Stdio) \
+        -> subprocess.Popen[bytes]:
+    """The stage, exec'd from a sealed copy of our interpreter with its job in a sealed memfd (module doc)."""
     pidfd = exe = me = job_fd = -1
     try:
         pidfd = container.open_process()
         exe = process.sealed_interpreter()
         me = os.pidfd_open(os.getpid())
         job_fd = os.memfd_create("strata-exec-job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        _write_job(job_fd, {"path": _PACKAGE_PARENT, "root": str(container.store.root), "id": container.id,
-                            "runner": me, "pidfd": pidfd, "job": job_fd, "chan": theirs.fileno(), "exe": exe,
-                            "command": list(opts.command), "user": opts.user, "env": list(opts.env),
-                            "workdir": opts.workdir, "tty": opts.tty})
-        stage = subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_fd)], executable=f"/proc/self/fd/{exe}",
-                                 pass_fds=[pidfd, me, job_fd, exe, theirs.fileno()], env={}, stdin=stdio.child[0],
-                                 stdout=stdio.child[1], stderr=stdio.child[2])
-    except BaseException as e:
-        stdio.close()
-        ours.close()
-        if isinstance(e, OSError):
-            raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
-        raise
+        _write_job(job_fd, {"path": _PACKAGE_PARENT, "spec": container.spec.to_oci(), "bundle": str(container.dir),
+                            "seccomp_cache": str(container.store.root / "cache" / "seccomp"),
+                            "pid1": container.state().pid, "runner": me, "pidfd": pidfd, "job": job_fd,
+                            "chan": theirs.fileno(), "exe": exe, "command": list(opts.command), "user": opts.user,
+                            "env": list(opts.env), "workdir": opts.workdir, "tty": opts.tty})
+        return subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_fd)], executable=f"/proc/self/fd/{exe}",
+                                pass_fds=[pidfd, me, job_fd, exe, theirs.fileno()], env={}, stdin=stdio.child[0],
+                                stdout=stdio.child[1], stderr=stdio.child[2])
+    except OSError as e:
+        raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
     finally:
         for fd in (pidfd, me, job_fd, exe):
             if fd >= 0:
                 os.close(fd)
-        stdio.close_child_ends()
-        theirs.close()
-    try:
-        failed = _attend(ours, stdio, opts)
-        code = stage.wait()
-    finally:
-        ours.close()
-        stdio.close()
-    code = 128 - code if code < 0 else code
-    if failed is not None:
-        raise StrataError(failed.message, Kind.SYSTEM, exit_code=code)
-    return code
 
 
 def _write_job(fd: int, job: dict[str, object]) -> None:
@@ -108,22 +132,12 @@ def _write_job(fd: int, job: dict[str, object]) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
 
 
-def _attend(chan: Channel, stdio: process.Stdio, opts: ExecOptions) -> Failed | None:
-    """Relay the command's terminal or output while it runs, then take its stage's last word: Failed, or end of
-    file. The channel is the stages' alone (:mod:`runner.executor.stage`): nothing in the container ever held it."""
-    if opts.tty:
-        first = _recv(chan)
-        if not isinstance(first, Pty):
-            return first if isinstance(first, Failed) else None
-        try:
-            tty.relay(first.fd, opts.interactive)
-        finally:
-            os.close(first.fd)
-    else:
-        stdio.feed(opts.interactive)
-        logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, None, True)
-    last = _recv(chan)
-    return last if isinstance(last, Failed) else None
+def _result(last: Message | None, code: int) -> int:
+    """The stage's last word on the channel (Failed, or end of file) and its exit code: the command's code, or
+    the failure that kept it from running."""
+    if isinstance(last, Failed):
+        raise StrataError(last.message, Kind.SYSTEM, exit_code=code)
+    return code
 
 
 def _recv(chan: Channel) -> Message | None:

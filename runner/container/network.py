@@ -9,36 +9,21 @@ PID 1 is in, so the namespace lives exactly as long as the container's processes
 with it, which is how a killed runner's endpoint is known to be dead (runner/net/core.py). A bind-mounted netns
 file would keep a crashed container's namespace, veth and address alive until someone unmounted it.
 
-``none``: PID 1 unshares a namespace of its own and brings ``lo`` up with one ioctl (no pyroute2 import);
-``host``: no network namespace, the host's hosts and resolv.conf; ``container:ID``: that running container's
-namespace, and its files.
+``none``: PID 1 unshares a namespace of its own and brings ``lo`` up with one ioctl (no pyroute2 import:
+:func:`runner.linux.loopback_up`); ``host``: no network namespace, the host's hosts and resolv.conf;
+``container:ID``: that running container's namespace, and its files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import socket
-import struct
 from typing import TYPE_CHECKING
 
 from runner import linux
 
 if TYPE_CHECKING:
     from runner.container.record import Container
-
-SIOCGIFFLAGS = 0x8913  # linux/sockios.h
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
-
-
-def loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH", b"lo", 0)
-        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
-
 
 def new_netns() -> int:
     """A new network namespace with ``lo`` up, as an fd (close-on-exec); the calling thread is back in its own
@@ -47,7 +32,7 @@ def new_netns() -> int:
     try:
         linux.unshare(linux.CLONE_NEWNET)
         try:
-            loopback_up()
+            linux.loopback_up()
             return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             linux.setns(own, linux.CLONE_NEWNET)

@@ -7,13 +7,13 @@ names is provably still the one that was recorded: a pid alone is no identity, s
 may hand its container's pid to any other process. So state.json records PID 1's start time (clock ticks after
 boot, which a pid's next owner cannot share) and the boot it was in; a running record whose process does not match
 all three, or that lacks them (written before they were recorded), shows as exited, and nothing is ever signalled or
-joined through it. Signals go through a pidfd that was verified after it was opened: it pins the process it names,
-so the check and the signal cannot be about two different processes.
+joined through it. Signals (:mod:`runner.container.lifecycle`) and ``exec`` go through a pidfd that was verified after
+it was opened (:meth:`Container.open_process`): it pins the process it names, so the check and the signal cannot be
+about two different processes. The record holds data and that identity only: it calls no executor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
 import os
@@ -79,14 +79,6 @@ class Container:
         except FileNotFoundError:
             return ContainerState()
 
-    def _await_recorded_exit(self, timeout: float = 5.0) -> None:
-        """PID 1 has exited: give its owner (the runner or monitor that reaps it) a moment to record the exit, so
-        that what the caller returns to, or removes, is the record with the command's exit code, not one still
-        being written. (state() already reads an exited PID 1 as exited; the record is what this waits for.)"""
-        deadline = time.monotonic() + timeout
-        while self._recorded().status == "running" and time.monotonic() < deadline:
-            time.sleep(0.02)
-
     def set_state(self, **changes: Any) -> ContainerState:
         state = replace(self.state(), **changes)
         write_json(self.path("state.json"), asdict(state))
@@ -107,50 +99,18 @@ class Container:
             raise StrataError(f"container {self.name} is not running", Kind.STATE)
         return fd
 
-    def unpause(self) -> None:
-        """Thaw what a ``commit`` killed mid-pause left frozen: a frozen process takes no signal, SIGKILL included."""
-        from runner.isolation.freezer import Freezer
+    def verified_pidfd(self) -> int | None:
+        """A pidfd (close-on-exec) for PID 1 if the record says it runs and it provably is the recorded process;
+        None when it is not running (any more). The caller closes it."""
+        return _verified_pidfd(self.state())
 
-        Freezer(self).recover()
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        self.unpause()
-        fd = self.open_process()
-        try:
-            self._signal(fd, sig)
-        finally:
-            os.close(fd)
-
-    def _signal(self, pidfd: int, sig: int) -> None:
-        """Through the OCI runtime that started the container (``RUNTIME kill``), once the pidfd has shown that
-        its PID 1 is the recorded one; else, or when the runtime no longer knows it (it is exiting, its owner
-        deleted it, a second SIGKILL of stop), through the pidfd, which still pins that process."""
-        if self.spec.runtime:
-            from runner.executor import runtime
-
-            if runtime.kill(self, sig):
-                return
-        _send(pidfd, sig)
-
-    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
-        """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
-        container has exited and its exit is recorded. A record naming a process that is not its PID 1 (its
-        runner is gone) is an exited container: nothing to signal."""
-        state = self.state()
-        if state.status != "running":
-            return
-        self.unpause()
-        fd = _verified_pidfd(state)
-        if fd is None:  # it exited since state() was read
-            return
-        try:
-            self._signal(fd, sig)
-            if not _wait_exited(fd, timeout):
-                self._signal(fd, signal.SIGKILL)
-                _wait_exited(fd)
-        finally:
-            os.close(fd)
-        self._await_recorded_exit()
+    def await_recorded_exit(self, timeout: float = 5.0) -> None:
+        """PID 1 has exited: give its owner (the runner or monitor that reaps it) a moment to record the exit, so
+        that what the caller returns to, or removes, is the record with the command's exit code, not one still
+        being written. (state() already reads an exited PID 1 as exited; the record is what this waits for.)"""
+        deadline = time.monotonic() + timeout
+        while self._recorded().status == "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -217,7 +177,7 @@ def _verified_pidfd(state: ContainerState) -> int | None:
             return None
         raise
     try:
-        if _is_recorded_process(state) and not _wait_exited(fd, 0):
+        if _is_recorded_process(state) and not wait_exited(fd, 0):
             return fd
     except BaseException:
         os.close(fd)
@@ -226,12 +186,7 @@ def _verified_pidfd(state: ContainerState) -> int | None:
     return None
 
 
-def _send(pidfd: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile; the pidfd keeps its pid from reuse
-        signal.pidfd_send_signal(pidfd, sig)
-
-
-def _wait_exited(pidfd: int, timeout: float = 10.0) -> bool:
+def wait_exited(pidfd: int, timeout: float = 10.0) -> bool:
     """Whether the process has exited (a pidfd polls readable then), waiting up to ``timeout`` seconds."""
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)

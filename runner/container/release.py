@@ -4,9 +4,10 @@ One function for every path that ends a container: ``run`` once PID 1 has exited
 ``rm`` (and ``prune``) for one whose owner died without releasing. Each step is idempotent, so a release that was
 interrupted (its runner killed) is finished by the next one, and two releases of one container do no harm:
 
-* the cgroup: whatever is still in it is killed (a runner killed mid-way leaves PID 1's namespace to us), then the
-  group is removed;
-* mounts: none to release; they live in the container's own mount namespace and vanish with its last process;
+* what its executor holds (:meth:`runner.executor.protocol.Executor.release`): an OCI runtime's state and the overlay
+  mounted for it, then the cgroup: whatever is still in it is killed (a runner killed mid-way leaves PID 1's
+  namespace to us), then the group is removed; our own executor's mounts live in the container's own mount
+  namespace and vanish with its last process;
 * network and published ports: the container's endpoints (veth, address, port forwards) and what no other
   container uses any more (bridge, nft rules, ip_forward), by :func:`runner.net.core.release`, which also sweeps
   the endpoints of containers whose runner was killed. It imports nothing when no endpoint is recorded.
@@ -20,22 +21,14 @@ from __future__ import annotations
 
 import signal
 
-from runner.container import network
+from runner.container import lifecycle, network
 from runner.container.record import Container
-from runner.isolation import cgroups
 from shared.errors import Kind, StrataError
 
 
 def release(container: Container) -> None:
     """Free the host resources of a container whose PID 1 has exited (or is being killed). Idempotent."""
-    if container.spec.runtime:
-        from runner.executor import runtime
-
-        runtime.release(container)
-    group = cgroups.for_container(container.id)
-    if group.exists():
-        cgroups.kill_all(group)
-        group.remove()
+    lifecycle.executor_of(container).release()
     network.release(container)  # after the kill: the veth goes with the namespace's last process anyway
 
 
@@ -46,7 +39,7 @@ def remove(container: Container, force: bool = False) -> None:
     if container.state().status == "running":
         if not force:
             raise StrataError(f"container {container.name} is running; stop it or use --force", Kind.STATE)
-        container.stop(timeout=0, sig=signal.SIGKILL)  # returns once its owner recorded the exit
+        lifecycle.stop(container, timeout=0, sig=signal.SIGKILL)  # returns once its owner recorded the exit
     release(container)
     container.store.discard(container.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container
     container.store.release_hold(container.id)

@@ -1,12 +1,17 @@
-"""``run`` = ``create`` + ``start``, as Docker's: in the foreground (exit with the command's code, ``--rm``
-honoured here), or with ``-d`` under a monitor (print the ID once the command runs)."""
+"""The verbs that run a container: ``run`` = ``create`` + ``start``, as Docker's: in the foreground (exit with the
+command's code, ``--rm`` honoured here), or with ``-d`` under a monitor (print the ID once the command runs); and
+``start`` of containers already created (or exited)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from runner.container.create import RunOptions, create
 from runner.container.monitor import detach
-from runner.container.release import remove
+from runner.container.record import find
+from runner.container.release import release, remove
 from runner.container.start import StartLock, start
+from shared.errors import Kind, StrataError, usage
 from shared.store import Store
 
 
@@ -19,9 +24,47 @@ def run(store: Store, opts: RunOptions) -> int:
             print(container.id)
             return 0
         try:
-            return start(container, started=lambda error, code: lock.release())
+            return start(container, started=_releasing(lock))
         finally:
             if opts.remove:
                 remove(container, force=True)
     finally:
         lock.release()
+
+
+def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: bool) -> int:
+    """``runner start``, as Docker's: a created (or exited) container starts again with its spec and rw layer;
+    one already running is left as it is (Docker's "not modified": its name is printed, no error). Without
+    ``attach`` each starts under a monitor and its name is printed once it runs; with it (one container only,
+    Docker's rule) its output is ours and so is its exit code, and ``interactive`` gives it our stdin."""
+    if attach and len(keys) > 1:
+        raise usage("you cannot start and attach multiple containers at once")
+    code = 0
+    for key in keys:
+        container = find(store, key)
+        lock = StartLock(container)
+        try:
+            if lock.running():
+                if attach:
+                    raise StrataError(f"container {container.name} is already running; attaching to a running "
+                                      "container is not supported", Kind.STATE)
+                print(key)
+                continue
+            release(container)  # what a runner killed before it released may have left (idempotent)
+            if not attach:
+                detach(container, lock)
+                print(key)
+                continue
+            try:
+                code = start(container, echo=True, attach_stdin=interactive, started=_releasing(lock))
+            finally:
+                if container.spec.auto_remove:
+                    remove(container, force=True)
+        finally:
+            lock.release()
+    return code
+
+
+def _releasing(lock: StartLock) -> Callable[[str, int], None]:
+    """A ``started`` callback that lets the next ``start`` in once this one's PID 1 runs (or failed)."""
+    return lambda error, code: lock.release()

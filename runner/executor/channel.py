@@ -1,22 +1,25 @@
-"""The one line between ``start`` and the container's PID 1 while it starts: a SOCK_SEQPACKET socketpair carrying
+"""The one message protocol between the runner and the processes it starts: a SOCK_SEQPACKET socketpair carrying
 typed messages, one per packet (so none is ever read half or two at once), and the pty's master fd with its
-message.
+message. Three conversations use it, with these messages and no others:
 
-    parent -> child   Go                   PID 1 is in the container's cgroup: unshare, build the root, exec
-    child -> parent   Pty (+ the fd)       -t: the pty opened inside the container; the parent relays it
-    child -> parent   Failed(message, code) it could not exec; it _exits with ``code`` (Docker's 125/126/127)
-    child -> parent   (end of file)        it exec'd: its end is close-on-exec, and nothing else holds it
+``start``, our executor (:mod:`runner.executor.own`), between the runner and the container's PID 1:
+
+    runner -> PID 1   Go                    PID 1 is in the container's cgroup: unshare, build the root, exec
+    PID 1 -> runner   Pty (+ the fd)        -t: the pty opened inside the container; the runner relays it
+    PID 1 -> runner   Failed(message, code) it could not exec; it _exits with ``code`` (Docker's 125/126/127)
+    PID 1 -> runner   (end of file)         it exec'd: its end is close-on-exec, and nothing else holds it
 
 The end of file is what tells "the command runs" from "we are still setting up", and it cannot come early: the
 child's end is its only copy (every other fd is closed before exec), and it closes exactly at a successful exec.
-A detached container's monitor tells the runner that waits for it the same way: Running, or Failed.
-``exec``'s stage tells ``runner exec`` the same way too (:mod:`runner.executor.stage`): Pty with -t, at most one Failed,
-and end of file when the stage exits (there the command's exec is not the signal: the stage outlives it).
+
+A detached container's monitor (:mod:`runner.container.monitor`) to the runner that waits for it: Running once
+the command was exec'd, or Failed; an end of file before either means the monitor died first.
+
+``exec``'s stage (:mod:`runner.executor.stage`) to ``runner exec``: Pty with -t, at most one Failed, and end of
+file when the stage exits (there the command's exec is not the signal: the stage outlives it).
 
 Every packet is at most MAX_MESSAGE bytes, read with one bounded recv; a Failed message arrives as one line with
-no control characters, whoever wrote it.
-Later steps of a multi-step start (the parent moving a veth into the child's netns, writing its uid_map) are
-more messages here, each answered before the child goes on.
+no control characters, whoever wrote it, its text cut to fit.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ MAX_MESSAGE = 4096
 
 @dataclass(frozen=True)
 class Go:
-    """Parent to child: go on (PID 1 was put in its cgroup)."""
+    """Runner to PID 1: go on (PID 1 was put in its cgroup)."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +44,16 @@ class Running:
 
 @dataclass(frozen=True)
 class Pty:
-    """Child to parent: the master end of the container's terminal (``fd`` is the receiver's copy)."""
+    """PID 1 or exec's stage to the runner: the master end of the container's terminal (``fd`` is the receiver's
+    copy)."""
 
     fd: int = -1
 
 
 @dataclass(frozen=True)
 class Failed:
-    """Child to parent: why it could not exec, on one line, and the exit code it leaves with."""
+    """PID 1, the monitor or exec's stage to the runner: why the command could not run, on one line, and the exit
+    code that goes with it."""
 
     message: str
     code: int
@@ -103,7 +108,7 @@ class Channel:
             return Running()
         if kind == "failed":
             return Failed(_one_line(str(doc.get("message", ""))), int(doc.get("code", 125)))
-        raise ValueError(f"unexpected message on the start channel: {data[:200]!r}")
+        raise ValueError(f"unexpected message on the channel: {data[:200]!r}")
 
     def close(self) -> None:
         self.sock.close()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from runner import linux
-from runner.container.record import Container
 from runner.isolation import seccomp, security, user
 from runner.logs import writer as logs
 from runner.spec import DEFAULT_PATH, Spec
@@ -107,29 +106,14 @@ def become_and_exec(spec: Spec, argv: Sequence[str], err_fd: int, parent_fd: int
     exec_command(argv, env, init)
 
 
-class _NoImports:
-    """A meta path finder that refuses every import: see :func:`forbid_imports`."""
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        raise ImportError(f"no module may be imported inside the container ({name}): it would come from the image")
-
-
-def forbid_imports() -> None:
-    """Call before pivot_root or setns into a container's mount namespace. From there on every path names the
-    image's files, so a lazy import (or a codec looked up for the first time) would load the image's code into a
-    process that is still root with every capability; it fails instead. Libraries are loaded before, too."""
-    sys.meta_path.insert(0, _NoImports())
-
-
-def seccomp_program(container: Container) -> seccomp.Program | None:
+def seccomp_program(spec: Spec, cache_dir: Path) -> seccomp.Program | None:
     """The spec's ``linux.seccomp`` as a BPF program, made before anything enters the container (compiled once per
-    profile, capabilities, kernel and libseccomp, then taken from the store's cache), so that inside only one
-    seccomp(2) call remains. None when the spec has no filter (unconfined, --privileged)."""
-    spec = container.spec
+    profile, capabilities, kernel and libseccomp, then taken from ``cache_dir``, the store's cache), so that inside
+    only one seccomp(2) call remains. None when the spec has no filter (unconfined, --privileged)."""
     if spec.seccomp is None:
         return None
     profile = seccomp.Profile.from_json(json.dumps(spec.seccomp), "linux.seccomp of the container's config.json")
-    return seccomp.program(profile, spec.capabilities, container.store.root / "cache" / "seccomp")
+    return seccomp.program(profile, spec.capabilities, cache_dir)
 
 
 class Stdio:
@@ -161,9 +145,11 @@ class Stdio:
             self.stdin = -1
 
     def close(self) -> None:
+        """The runner's ends; idempotent."""
         for fd in (self.stdin, self.stdout, self.stderr):
             if fd >= 0:
                 os.close(fd)
+        self.stdin, self.stdout, self.stderr = -1, -1, -1
 
 
 def sealed_interpreter() -> int:

@@ -8,7 +8,8 @@ How a start goes (containerd's shim does the same steps):
   runtime-spec root is a directory, not a mount plan), and binds the network files and the ``-v`` volumes onto
   it itself, with our executor's code (:func:`runner.isolation.rootfs.mount_volume`: each target resolved once inside
   the root, the clone moved onto that fd), since runc 1.1.5 and crun 1.8.1 look a bind's target up again for its
-  read-only remount (CVE-2021-30465 class; :func:`own_volumes` says which volumes); :func:`release` unmounts it
+  read-only remount (CVE-2021-30465 class; :func:`own_volumes` says which volumes); :meth:`RuntimeExecutor.release`
+  unmounts it
   all, idempotently, so ``rm`` after a killed runner finds nothing left;
 * it writes ``oci/config.json``: the saved spec with what only our executor understands translated (the user
   resolved to uid/gid/additionalGids and HOME from the container's own /etc/passwd by the bounded reader
@@ -17,9 +18,10 @@ How a start goes (containerd's shim does the same steps):
   the network files, /dev/init, /dev, /proc, /sys, the masked paths and seccomp are taken as written;
 * ``RUNTIME --root STATE create`` with the container's stdio (pipes, or with -t a pty whose master comes back on
   ``--console-socket``), then ``RUNTIME start``; the runner is a child subreaper, so PID 1 becomes its child once
-  ``create`` has exited and its exit status is ours to wait for, as with our own executor;
+  ``create`` has exited and its exit status is ours to wait for, as with our own executor: the one supervise loop
+  (:mod:`runner.executor.supervise`) attends both;
 * ``kill`` and ``stop`` signal through ``RUNTIME kill`` (after the pidfd check of :mod:`runner.container.record`), and
-  :func:`release` runs ``RUNTIME delete --force``;
+  :meth:`RuntimeExecutor.release` runs ``RUNTIME delete --force``;
 * a start failure is Docker's 127 (no such executable), 126 (not executable) or 125 (anything else), told by
   the runtime's one-line message.
 
@@ -34,33 +36,31 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner import linux
-from runner.container.record import Container
 from runner.executor import process
-from runner.isolation import rootfs, security, tty, user
-from runner.logs import writer as logs
+from runner.executor.protocol import StartFailed, release_cgroup, signal_pidfd
+from runner.executor.supervise import Started
+from runner.isolation import rootfs, security, user
 from runner.spec import NETWORK_FILES, STANDARD_DESTINATIONS, Spec, Volume
 from shared.errors import Kind, StrataError, usage
 from shared.layer.safepath import SafeRoot, split
 
 OURS = "strata"  # the runner's own executor: the default
 KNOWN = ("runc", "crun")
-PR_SET_CHILD_SUBREAPER = 36
 UNIFIED = "/sys/fs/cgroup/unified"
 BUNDLE_DIR = "oci"  # the runtime's bundle, in the container's directory
 # what the runtime mounts after the root itself (a volume at, under or above one of these is left to it)
 RUNTIME_DESTINATIONS = STANDARD_DESTINATIONS - {f"/etc/{n}" for n in NETWORK_FILES}
 RECURSIVE_OPTIONS = frozenset({"rro", "rrw", "rnodev", "rdev", "rnosuid", "rsuid", "rnoexec", "rexec"})
+SAVED_CONFIG = "config.json"  # the spec as the container's record saved it (runner/container/record.py)
 
 
 def settings_runtime() -> str:
@@ -110,9 +110,9 @@ class Runtime:
     state: Path
 
     @classmethod
-    def of(cls, container: Container) -> Runtime:
-        name = os.path.basename(container.spec.runtime)
-        return cls(container.spec.runtime, container.store.root / "runtime" / name)
+    def of(cls, spec: Spec, store_root: Path) -> Runtime:
+        name = os.path.basename(spec.runtime)
+        return cls(spec.runtime, store_root / "runtime" / name)
 
     @property
     def hides_cgroup2(self) -> bool:
@@ -160,17 +160,17 @@ def one_line(text: str) -> str:
     return last[:500]
 
 
-def start_error(container: Container, runtime_message: str) -> StrataError:
+def start_error(spec: Spec, runtime_message: str) -> StartFailed:
     """A start failure as our executor words it when the command cannot be exec'd (Docker's 126 and 127);
     anything else with the runtime's own words and 125."""
     code = exit_code_for(runtime_message)
-    name = container.spec.argv[0] if container.spec.argv else ""
+    name = spec.argv[0] if spec.argv else ""
     if code == process.EXIT_NOT_FOUND:
-        return StrataError(f"exec: {name!r}: executable file not found", Kind.SYSTEM, exit_code=code)
+        return StartFailed(f"exec: {name!r}: executable file not found", Kind.SYSTEM, exit_code=code)
     if code == process.EXIT_NOT_EXECUTABLE:
-        return StrataError(f"exec: {name!r}: Permission denied", Kind.SYSTEM, exit_code=code)
-    tool = os.path.basename(container.spec.runtime)
-    return StrataError(f"{tool}: {runtime_message.removeprefix(f'{tool} create failed: ')}", Kind.SYSTEM,
+        return StartFailed(f"exec: {name!r}: Permission denied", Kind.SYSTEM, exit_code=code)
+    tool = os.path.basename(spec.runtime)
+    return StartFailed(f"{tool}: {runtime_message.removeprefix(f'{tool} create failed: ')}", Kind.SYSTEM,
                        exit_code=code)
 
 
@@ -199,32 +199,30 @@ def own_volumes(spec: Spec) -> list[Volume]:
     return [v for v in spec.volumes if apart(v.target)]
 
 
-def _runner_mounts(container: Container) -> set[tuple[str, str]]:
+def _runner_mounts(spec: Spec) -> set[tuple[str, str]]:
     """(source, destination) of the binds :func:`mount_rootfs` makes: the network files and :func:`own_volumes`."""
-    return {(str(container.path(n)), f"/etc/{n}") for n in NETWORK_FILES} | \
-        {(v.source, v.target) for v in own_volumes(container.spec)}
+    return {(os.path.join(spec.bundle, n), f"/etc/{n}") for n in NETWORK_FILES} | \
+        {(v.source, v.target) for v in own_volumes(spec)}
 
 
-def runtime_config(container: Container, rootfs: Path, netns: int | None = None,
-                   mounted: bool = False) -> dict[str, Any]:
+def runtime_config(spec: Spec, rootfs: Path, netns: int | None = None, mounted: bool = False) -> dict[str, Any]:
     """The saved config.json translated for a runtime (module doc). ``rootfs`` holds the mounted tree, whose
     /etc/passwd and /etc/group name the user; ``netns``, an fd of ours, the network namespace to join (the
     runtime opens it by its /proc path, runtime-spec's namespace ``path``); ``mounted``: the binds
     :func:`mount_rootfs` makes are on ``rootfs`` already, and are left out of the mounts (``runner bundle``
     keeps them: nobody binds them for it)."""
-    doc: dict[str, Any] = json.loads(container.path("config.json").read_text())
+    doc: dict[str, Any] = json.loads(Path(spec.bundle, SAVED_CONFIG).read_text())
     if netns is not None:
         for ns in doc["linux"]["namespaces"]:
             if ns["type"] == "network":
                 ns["path"] = f"/proc/{os.getpid()}/fd/{netns}"
-    spec = container.spec
     who = user.resolve(spec.user, rootfs)
     for name in ("passwd", "group"):
         # runc and crun open these in the container at every start, even for a numeric user; a fifo there blocks
         # them for ever, /dev/zero or a 10 GB file keeps them reading. Our executor only reads what it needs.
         problem = user.read_etc(name, rootfs).problem
         if problem is not None:
-            raise StrataError(f"{problem}: {os.path.basename(container.spec.runtime)} would read it at start; refusing "
+            raise StrataError(f"{problem}: {os.path.basename(spec.runtime)} would read it at start; refusing "
                               "to run this image under a runtime", Kind.USAGE)
     proc = doc["process"]
     proc["user"] = {"uid": who.uid, "gid": who.gid, "additionalGids": [g for g in who.groups if g != who.gid]}
@@ -238,7 +236,7 @@ def runtime_config(container: Container, rootfs: Path, netns: int | None = None,
     for volume in spec.volumes:  # as Docker's -v (and our executor): a missing source is created
         if not os.path.exists(volume.source):
             os.makedirs(volume.source, exist_ok=True)
-    ours = _runner_mounts(container) if mounted else set()
+    ours = _runner_mounts(spec) if mounted else set()
     doc["mounts"] = [m for m in doc["mounts"] if not (m["type"] == "bind" and (m["source"], m["destination"]) in ours)]
     for mount in doc["mounts"]:
         # a file has no submounts, so the recursive options (rro, rnodev, ...) say nothing more for it than the
@@ -252,22 +250,21 @@ def runtime_config(container: Container, rootfs: Path, netns: int | None = None,
     return doc
 
 
-def mount_rootfs(container: Container, binds: bool = False) -> Path:
+def mount_rootfs(spec: Spec, binds: bool = False) -> Path:
     """The overlay on merged/, in the host's mount namespace; with ``binds``, the network files and
     :func:`own_volumes` bound on it, in our executor's order (idempotent: a mount already there is kept, and with
     it what was bound when it was made; a failure leaves nothing mounted).
 
     Each volume is a private clone (:func:`runner.isolation.rootfs.mount_volume`): nothing mounted under its source on
     the host reaches it. Where merged/ is itself shared (a host whose / is), the volumes go where the overlay went and
-    leave with it: the unmount of :func:`release` detaches the whole tree."""
-    merged = container.path("merged")
+    leave with it: the unmount of :meth:`RuntimeExecutor.release` detaches the whole tree."""
+    merged = Path(spec.bundle, "merged")
     if os.path.ismount(merged):
         return merged
-    spec = container.spec
     lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
     here = os.open(".", os.O_PATH | os.O_CLOEXEC)
     try:
-        os.chdir(container.dir)  # relative lowerdirs keep the mount data short (rootfs.mount_and_pivot's reason)
+        os.chdir(spec.bundle)  # relative lowerdirs keep the mount data short (rootfs.mount_and_pivot's reason)
         linux.mount("overlay", "merged", "overlay", 0 if spec.privileged else linux.MS_NODEV,
                     f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
     finally:
@@ -276,7 +273,7 @@ def mount_rootfs(container: Container, binds: bool = False) -> Path:
     try:
         with SafeRoot(merged) as root:
             if binds:
-                rootfs.mount_network_files(root, container)
+                rootfs.mount_network_files(root, Path(spec.bundle))
                 for volume in own_volumes(spec):
                     rootfs.mount_volume(root, volume, spec.privileged)
     except BaseException as e:
@@ -287,118 +284,69 @@ def mount_rootfs(container: Container, binds: bool = False) -> Path:
     return merged
 
 
-def release(container: Container) -> None:
-    """What a runtime-started container holds on the host: the runtime's state (``delete --force`` kills what is
-    left), then the overlay mount and the volumes on it (one lazy unmount detaches the tree). Idempotent; a
-    runtime that no longer knows the container is not an error."""
-    rt = Runtime.of(container)
-    if (rt.state / container.id).exists():
-        done = rt.call("delete", "--force", container.id, check=False)
-        if done.returncode != 0 and (rt.state / container.id).exists():
-            raise StrataError(f"{os.path.basename(rt.path)} delete: {one_line(done.stderr)}", Kind.SYSTEM)
-    merged = container.path("merged")
-    if os.path.ismount(merged):
-        linux.umount2(str(merged), linux.MNT_DETACH)
+# -- the executor -------------------------------------------------------------------------------------------------
 
 
-def kill(container: Container, sig: int) -> bool:
-    """``RUNTIME kill ID SIGNAL``; whether the runtime took it (it refuses a container it no longer knows or
-    finds stopped: the caller then signals through its pidfd)."""
-    return Runtime.of(container).call("kill", container.id, str(sig), check=False).returncode == 0
+class RuntimeExecutor:
+    """:class:`runner.executor.protocol.Executor` through an OCI runtime (module doc)."""
 
+    def __init__(self, spec: Spec, store_root: Path) -> None:
+        self.spec = spec
+        self.rt = Runtime.of(spec, store_root)
 
-# -- start ---------------------------------------------------------------------------------------------------------
-
-
-def start(container: Container, echo: bool, feed: bool, started: Callable[[str, int], None],
-          netns: int | None = None) -> int:
-    """:func:`runner.container.start.start` through the runtime: same stdio, log, records and exit codes."""
-    spec = container.spec
-    rt = Runtime.of(container)
-    release(container)  # a previous start's state: a stopped container is started anew, as ours
-    try:
-        merged = mount_rootfs(container, binds=True)
-    except StrataError as e:  # a volume that cannot be bound: as a start that fails in our executor's child
-        _failed(container, e, started)
-        raise
-    try:
-        bundle = container.path(BUNDLE_DIR)
-        bundle.mkdir(mode=0o700, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(runtime_config(container, merged, netns, mounted=True)))
-    except BaseException:
-        release(container)
-        raise
-    with contextlib.suppress(OSError):
-        linux._prctl(PR_SET_CHILD_SUBREAPER, 1, "become a child subreaper")
-    stdio = process.Stdio(spec.terminal)
-    log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
-    try:
-        pid, master = _create(container, rt, bundle, stdio)
-        done = rt.call("start", container.id, check=False)
-        if done.returncode != 0:
-            raise start_error(container, one_line(done.stderr))
-    except StrataError as e:
-        stdio.close()
-        log.close()
-        release(container)
-        _failed(container, e, started)
-        raise
-    previous = {sig: signal.signal(sig, lambda s, _f: _forward(pid, s)) for sig in _FORWARDED}
-    try:
-        container.record_running(pid)
-        started("", 0)
-        if master is not None:
-            try:
-                tty.relay(master, feed, log, echo)
-            finally:
-                os.close(master)
-        else:
-            stdio.feed(feed)
-            logs.pump({stdio.stdout: "stdout", stdio.stderr: "stderr"}, log, echo)
-        status = _wait(pid)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        stdio.close()
-        log.close()
-    code = os.waitstatus_to_exitcode(status)
-    code = 128 - code if code < 0 else code
-    from runner.container.release import release as release_all
-
-    release_all(container)
-    container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
-    return code
-
-
-def _failed(container: Container, error: StrataError, started: Callable[[str, int], None]) -> None:
-    """A start that never ran the command: recorded and told as our executor does."""
-    code = error.exit_code or process.EXIT_RUNNER_ERROR
-    container.set_state(status="exited", exit_code=code, finished=time.time(), error=str(error))
-    started(str(error), code)
-
-
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-def _forward(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-
-
-def _wait(pid: int) -> int:
-    """PID 1's wait status. It is our child once ``create`` has exited (we are a subreaper); reparenting may lag
-    create's exit by a moment, during which waitpid answers ECHILD."""
-    deadline = time.monotonic() + 5
-    while True:
+    def create(self, netns: int | None) -> Started:
+        """The bundle (overlay, binds, config.json), then ``RUNTIME create`` and ``RUNTIME start``."""
+        self.release()  # a previous start's state: a stopped container is started anew, as ours
         try:
-            return os.waitpid(pid, 0)[1]
-        except ChildProcessError:
-            if time.monotonic() > deadline:
-                raise StrataError(f"container process {pid} is not ours to wait for", Kind.SYSTEM) from None
-            time.sleep(0.01)
+            merged = mount_rootfs(self.spec, binds=True)
+        except StrataError as e:  # a volume that cannot be bound: as a start that fails in our executor's child
+            raise StartFailed(str(e), e.kind, e.exit_code) from None
+        try:
+            bundle = Path(self.spec.bundle, BUNDLE_DIR)
+            bundle.mkdir(mode=0o700, exist_ok=True)
+            (bundle / "config.json").write_text(json.dumps(runtime_config(self.spec, merged, netns, mounted=True)))
+        except BaseException:
+            self.release()
+            raise
+        with contextlib.suppress(OSError):
+            linux.set_child_subreaper()
+        stdio = process.Stdio(self.spec.terminal)
+        try:
+            pid, master = _create(self.spec, self.rt, bundle, stdio)
+            done = self.rt.call("start", self.spec.id, check=False)
+            if done.returncode != 0:
+                if master is not None:
+                    os.close(master)
+                raise start_error(self.spec, one_line(done.stderr))
+        except StrataError as e:
+            stdio.close()
+            self.release()
+            raise StartFailed(str(e), e.kind, e.exit_code) from None
+        return Started(pid, stdio, master)
+
+    def kill(self, pidfd: int, sig: int) -> None:
+        """``RUNTIME kill ID SIGNAL``; when the runtime refuses (it no longer knows the container, or finds it
+        stopped: it is exiting, its owner deleted it, a second SIGKILL of stop), through the pidfd, which still
+        pins that process."""
+        if self.rt.call("kill", self.spec.id, str(sig), check=False).returncode != 0:
+            signal_pidfd(pidfd, sig)
+
+    def release(self) -> None:
+        """What a runtime-started container holds on the host: the runtime's state (``delete --force`` kills what
+        is left), the overlay mount and the volumes on it (one lazy unmount detaches the tree), then its cgroup.
+        Idempotent; a runtime that no longer knows the container is not an error."""
+        rt = self.rt
+        if (rt.state / self.spec.id).exists():
+            done = rt.call("delete", "--force", self.spec.id, check=False)
+            if done.returncode != 0 and (rt.state / self.spec.id).exists():
+                raise StrataError(f"{os.path.basename(rt.path)} delete: {one_line(done.stderr)}", Kind.SYSTEM)
+        merged = Path(self.spec.bundle, "merged")
+        if os.path.ismount(merged):
+            linux.umount2(str(merged), linux.MNT_DETACH)
+        release_cgroup(self.spec.id)
 
 
-def _create(container: Container, rt: Runtime, bundle: Path, stdio: process.Stdio) -> tuple[int, int | None]:
+def _create(spec: Spec, rt: Runtime, bundle: Path, stdio: process.Stdio) -> tuple[int, int | None]:
     """``RUNTIME create``: PID 1 waits in the runtime's init for ``start``. Returns its pid and, with -t, the
     pty's master (received on the console socket). The runtime's own messages share the container's stdio
     (runc and crun write them to their stderr); before ``start`` nothing else writes there, so on a failure what
@@ -407,7 +355,7 @@ def _create(container: Container, rt: Runtime, bundle: Path, stdio: process.Stdi
     pid_file = bundle / "pid"
     pid_file.unlink(missing_ok=True)
     args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
-    console_dir = tempfile.mkdtemp(prefix="strata-console-") if container.spec.terminal else None
+    console_dir = tempfile.mkdtemp(prefix="strata-console-") if spec.terminal else None
     listener = None
     errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -419,7 +367,7 @@ def _create(container: Container, rt: Runtime, bundle: Path, stdio: process.Stdi
             child_io = (subprocess.DEVNULL, subprocess.DEVNULL, errors_w)
         else:
             child_io = stdio.child
-        proc = subprocess.Popen(rt.argv(*args, container.id), stdin=child_io[0], stdout=child_io[1],
+        proc = subprocess.Popen(rt.argv(*args, spec.id), stdin=child_io[0], stdout=child_io[1],
                                 stderr=child_io[2], preexec_fn=rt.preexec(), close_fds=True)
         os.close(errors_w)
         errors_w = -1
@@ -432,7 +380,7 @@ def _create(container: Container, rt: Runtime, bundle: Path, stdio: process.Stdi
             message = one_line(_drain(errors_r) + (_drain(stdio.stderr) if stdio.stderr >= 0 else ""))
             if master is not None:
                 os.close(master)
-            raise start_error(container, message)
+            raise start_error(spec, message)
         return int(pid_file.read_text().strip()), master
     finally:
         for fd in (errors_r, errors_w):

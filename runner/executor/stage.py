@@ -32,15 +32,16 @@ import contextlib
 import os
 import socket
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from runner import linux
-from runner.container.record import find
 from runner.executor import process
 from runner.executor.channel import Channel, Failed, Pty
-from runner.isolation import cgroups, security, tty
-from shared.store import Store
+from runner.executor.supervise import exit_code
+from runner.isolation import cgroups, rootfs, security, tty
+from runner.spec import Spec
 
 NAMESPACES = (linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
               | linux.CLONE_NEWPID | linux.CLONE_NEWNS)
@@ -67,7 +68,7 @@ def main(job: dict[str, Any]) -> NoReturn:
             _inner(job, chan, me, record_w)
         for fd in (record_w, me, job["pidfd"]):
             os.close(fd)
-        code = _exit_code(os.waitpid(inner, 0)[1])
+        code = exit_code(os.waitpid(inner, 0)[1])
         failed = _read_record(record_r, job["command"][0], code)
         if failed is not None:
             _send(chan, failed)
@@ -81,18 +82,18 @@ def _inner(job: dict[str, Any], chan: Channel, stage: int, record_w: int) -> NoR
     """Join the container and become its process (module doc); fork the command; exit with its status."""
     try:
         linux.die_with_parent(stage)
-        container = find(Store(Path(job["root"])), job["id"])
-        program = process.seccomp_program(container)
-        if container.spec.runtime:  # before the cgroup namespace: its root is the group
-            cgroups.join_groups_of(container.state().pid, os.getpid())
+        spec = replace(Spec.from_oci(job["spec"]), bundle=job["bundle"])
+        program = process.seccomp_program(spec, Path(job["seccomp_cache"]))
+        if spec.runtime:  # before the cgroup namespace: its root is the group
+            cgroups.join_groups_of(job["pid1"], os.getpid())
         else:
-            cgroups.for_container(container.id).add(os.getpid())
+            cgroups.for_container(spec.id).add(os.getpid())
         security.own_bounding_set()  # read now, from the host's /proc: the container's has no /proc/self for us
-        process.forbid_imports()
+        rootfs.forbid_imports()
         linux.setns(job["pidfd"], NAMESPACES)  # all at once, into the process the pidfd names, or none
         os.close(job["pidfd"])
         slave = tty.open_terminal(lambda master: chan.send(Pty(master))) if job["tty"] else -1
-        env = process.become(container.spec, program, job["user"], job["workdir"], job["env"], job["tty"])
+        env = process.become(spec, program, job["user"], job["workdir"], job["env"], job["tty"])
         linux.set_undumpable()  # a change of credentials resets it to fs.suid_dumpable, which may be 1
         linux.die_with_parent(stage)  # and cleared this
         process.close_fds(record_w, slave)  # the channel and every pidfd among them: the command holds none
@@ -102,7 +103,7 @@ def _inner(job: dict[str, Any], chan: Channel, stage: int, record_w: int) -> NoR
         os.close(record_w)
         if slave >= 0:
             os.close(slave)
-        os._exit(_exit_code(os.waitpid(child, 0)[1]))
+        os._exit(exit_code(os.waitpid(child, 0)[1]))
     except BaseException as e:
         message, code = process.failure(e, WHAT)
         _send(chan, Failed(message, code))  # closed already if the fork failed: the stage exits with the code
@@ -152,10 +153,6 @@ def _read_record(fd: int, name: str, code: int) -> Failed | None:
     step, number = RECORD.unpack(data)
     message, meant = _decode(step, number, name)
     return Failed(message, code) if meant == code else None
-
-
-def _exit_code(status: int) -> int:
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 def _send(chan: Channel, message: Failed) -> None:

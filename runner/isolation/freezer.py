@@ -1,7 +1,8 @@
 """Pausing a container with the cgroup freezer: ``commit --pause`` freezes it while its rw layer is packed, and
 stop, kill and rm thaw what a killed commit left frozen (a frozen process takes no signal, SIGKILL included).
 
-A lifecycle piece, not the commit verb's: the container record calls :meth:`Freezer.recover` before it signals.
+A lifecycle piece, not the commit verb's: :mod:`runner.container.lifecycle` calls :meth:`Freezer.recover` before it
+signals. It knows a container by its ID (its cgroup's name) and name (for messages), not by its record.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import posixpath
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.isolation import cgroups
 from shared.errors import Kind, StrataError
-
-if TYPE_CHECKING:
-    from runner.container.record import Container
 
 FREEZE_TIMEOUT = 10.0
 
@@ -38,9 +36,10 @@ class Freezer:
     pause, next to the group the container's processes are in, which they go back to when thawed (so nothing is
     left behind). A pause cut short by a crash is undone by committing again (freezing is idempotent)."""
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
-        self.group = cgroups.for_container(container.id)
+    def __init__(self, container_id: str, name: str) -> None:
+        self.container_id = container_id
+        self.name = name
+        self.group = cgroups.for_container(container_id)
         self.v2 = isinstance(self.group, cgroups.CgroupV2)
         self.home: Path | None = None  # v1: the freezer group the processes came from
         self.freezer: Path | None = None  # v1: ours
@@ -58,7 +57,7 @@ class Freezer:
                               "with --pause=false to pack it live)", Kind.SYSTEM)
         if not procs:
             return
-        name = f"strata-{self.container.id}"
+        name = f"strata-{self.container_id}"
         origin = cgroups.v1_paths(procs[0]).get("freezer") or "/"
         if origin.rstrip("/").endswith("/" + name):  # frozen by a commit that was killed: home is its parent
             origin = posixpath.dirname(origin.rstrip("/"))
@@ -75,7 +74,7 @@ class Freezer:
             if not missing and (self.freezer / "freezer.state").read_text().strip() == "FROZEN":
                 return
             if time.monotonic() > deadline:
-                raise StrataError(f"cannot pause container {self.container.name}: its processes did not freeze "
+                raise StrataError(f"cannot pause container {self.name}: its processes did not freeze "
                                   f"within {FREEZE_TIMEOUT:.0f} s (commit with --pause=false)", Kind.SYSTEM)
             time.sleep(0.005)
 
@@ -92,7 +91,7 @@ class Freezer:
         if mount is None or not procs:
             return
         origin = (cgroups.v1_paths(procs[0]).get("freezer") or "/").rstrip("/")
-        if not origin.endswith(f"/strata-{self.container.id}"):
+        if not origin.endswith(f"/strata-{self.container_id}"):
             return
         self.freezer = mount / origin.lstrip("/")
         self.home = self.freezer.parent
@@ -132,7 +131,7 @@ class Freezer:
         deadline = time.monotonic() + FREEZE_TIMEOUT
         while not done():
             if time.monotonic() > deadline:
-                raise StrataError(f"cannot pause container {self.container.name}: it did not freeze within "
+                raise StrataError(f"cannot pause container {self.name}: it did not freeze within "
                                   f"{FREEZE_TIMEOUT:.0f} s (commit with --pause=false)", Kind.SYSTEM)
             time.sleep(0.005)
 
@@ -148,14 +147,13 @@ class Freezer:
 
 
 @contextlib.contextmanager
-def paused(container: Container, pause: bool) -> Iterator[bool]:
-    """Freeze ``container`` for the block if it is running and ``pause``; thaw it afterwards, on failure too.
-    Yields whether it was running (its commit is then dated "now")."""
-    running = container.state().status == "running"
+def paused(container_id: str, name: str, running: bool, pause: bool) -> Iterator[bool]:
+    """Freeze the container for the block if it is ``running`` and ``pause``; thaw it afterwards, on failure too.
+    Yields ``running`` (its commit is then dated "now")."""
     if not (running and pause):
         yield running
         return
-    freezer = Freezer(container)
+    freezer = Freezer(container_id, name)
     try:
         freezer.freeze()
         yield True

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from runner import linux
-from runner.container.record import Container
-from runner.executor import process
 from runner.isolation import cgroups
-from runner.spec import NETWORK_FILES, TINI, Device, Volume
+from runner.spec import NETWORK_FILES, TINI, Device, Spec, Volume
 from shared.errors import Kind, StrataError
 from shared.layer import safepath
 from shared.layer.safepath import SafeRoot, split
@@ -77,16 +76,17 @@ def _loopback(addr: list[str]) -> bool:
     return bool(addr) and (addr[0].startswith("127.") or addr[0] == "::1")
 
 
-def prepare(container: Container, lowers: Sequence[Path]) -> None:
-    """Everything on disk the mount needs. ``lowers`` are the image's diff dirs, top first."""
-    d = container.dir
+def prepare(spec: Spec, lowers: Sequence[Path]) -> None:
+    """Everything on disk the mount needs, in the container's directory (``spec.bundle``). ``lowers`` are the
+    image's diff dirs, top first."""
+    d = Path(spec.bundle)
     build_init_layer(d / "init", lowers)
     for sub in ("upper", "work", "merged", "l"):
         (d / sub).mkdir(mode=0o755)
     # Short relative names keep the mount data far under a page even with 128 layers (moby overlay2's "l/").
     for i, lower in enumerate(lowers):
         os.symlink(os.path.relpath(lower, d / "l"), d / "l" / str(i))
-    for name, text in network_files(container.spec.hostname).items():
+    for name, text in network_files(spec.hostname).items():
         (d / name).write_text(text)
 
 
@@ -148,8 +148,9 @@ def resolve_target(root: SafeRoot, path: str, want_dir: bool) -> int:
     return fd
 
 
-def mount_and_pivot(container: Container, layer_count: int) -> None:
-    """In the child, after unshare(CLONE_NEWNS) and CLONE_NEWCGROUP: build the tree at merged/, make it the root.
+def mount_and_pivot(spec: Spec) -> None:
+    """In the child, after unshare(CLONE_NEWNS) and CLONE_NEWCGROUP: build the tree at merged/ of the container's
+    directory (``spec.bundle``) from its -init layer and image layers, make it the root.
 
     Unless --privileged, every writable mount but a ``--tmpfs ...:dev`` is nodev, volumes in all their submounts:
     CAP_MKNOD stays (Docker's default), and what refuses the open of a node the container makes or finds is the
@@ -157,21 +158,20 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     nodes of the container's own /dev (each bound onto itself before /dev turns nodev), never the host's: a
     chmod, chown, utime or setxattr inside changes nothing on the host.
     """
-    spec = container.spec
     nodev = 0 if spec.privileged else linux.MS_NODEV
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    os.chdir(container.dir)
-    lower = ":".join(["init", *(f"l/{i}" for i in range(layer_count))])
+    os.chdir(spec.bundle)
+    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
     # redirect_dir and metacopy off, whatever the kernel's defaults: the rw layer then holds whole files and real
     # directories that commit can pack as they are, and untrusted lowers cannot use the redirect xattr attack.
     linux.mount("overlay", "merged", "overlay", nodev,
                 f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
     with SafeRoot("merged") as root:
-        mount_network_files(root, container)
+        mount_network_files(root, Path(spec.bundle))
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
         _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
-        _mount_cgroups(root, container.id, read_only=not spec.privileged)
+        _mount_cgroups(root, spec.id, read_only=not spec.privileged)
         _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal)
         _mask_paths(root, spec.masked_paths, spec.readonly_paths)
         for volume in spec.volumes:
@@ -189,17 +189,33 @@ def mount_and_pivot(container: Container, layer_count: int) -> None:
     if spec.read_only:
         linux.mount(None, "merged", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | nodev)
     os.chdir("merged")
-    process.forbid_imports()
+    forbid_imports()
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one by pivot_root(".", ".")
     os.chdir("/")
 
 
-def mount_network_files(root: SafeRoot, container: Container) -> None:
-    """The container's hosts, hostname and resolv.conf over the -init layer's placeholders, before any volume (a
-    volume at or above /etc then covers them, as under runc). Also what binds them for a runtime."""
+def mount_network_files(root: SafeRoot, bundle: Path) -> None:
+    """The container's hosts, hostname and resolv.conf (in its directory, ``bundle``) over the -init layer's
+    placeholders, before any volume (a volume at or above /etc then covers them, as under runc). Also what binds
+    them for a runtime."""
     for name in NETWORK_FILES:
-        _mount_at(root, f"etc/{name}", str(container.path(name)), None, linux.MS_BIND)
+        _mount_at(root, f"etc/{name}", str(bundle / name), None, linux.MS_BIND)
+
+
+class _NoImports:
+    """A meta path finder that refuses every import: see :func:`forbid_imports`."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        raise ImportError(f"no module may be imported inside the container ({name}): it would come from the image")
+
+
+def forbid_imports() -> None:
+    """Call before pivot_root or setns into a container's mount namespace. From there on every path names the
+    image's files, so a lazy import (or a codec looked up for the first time) would load the image's code into a
+    process that is still root with every capability; it fails instead. Libraries are loaded before, too."""
+    sys.meta_path.insert(0, _NoImports())
+
 
 
 def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool) -> None:

@@ -18,10 +18,12 @@ milliseconds and its result depends only on the profile, the capabilities, the a
 runs no libseccomp code at all, only the one syscall. :func:`load` is both at once, compiled on the spot.
 
 We bind libseccomp.so.2 ourselves because Debian's python3-seccomp is built for Debian's interpreter, not ours.
-The library is opened, and Docker's profile imported, when this module is: :func:`load` may run in the container's
-first process after pivot_root, where the dynamic linker and the import system would find the image's files
-(and run them as root with every capability). A machine without the library can still run with
-``seccomp=unconfined``: only :func:`program` (and so :func:`load`) needs it.
+The library is opened when this module is: :func:`load` may run in the container's first process after
+pivot_root, where the dynamic linker and the import system would find the image's files (and run them as root with
+every capability). Docker's default profile is data made of this module's classes, in
+:mod:`runner.isolation.seccomp_default` (``PROFILE``), imported by whoever builds a spec, never inside a
+container. A machine without the library can still run with ``seccomp=unconfined``: only :func:`program` (and so
+:func:`load`) needs it.
 """
 
 from __future__ import annotations
@@ -189,11 +191,6 @@ class Profile:
         caps = frozenset(f"CAP_{c}" for c in capabilities)
         arch = _MOBY_ARCH.get(native, native)
         return tuple(r for r in self.syscalls if r.applies(caps, arch, kernel))
-
-
-def default_profile() -> Profile:
-    """Docker's default profile (runner/isolation/seccomp_default.py)."""
-    return seccomp_default.PROFILE
 
 
 # ---- parsing ----------------------------------------------------------------------------------------------
@@ -397,7 +394,8 @@ def _open() -> ctypes.CDLL | None:
 _LIB = _open()  # now, on the host's root: see the module's docstring
 
 
-def _lib() -> ctypes.CDLL:
+def library() -> ctypes.CDLL:
+    """libseccomp, opened when this module was (module doc); a one-line error where it is missing."""
     if _LIB is None:
         raise StrataError("seccomp: libseccomp.so.2 is missing (apt-get install libseccomp2)", Kind.SYSTEM)
     return _LIB
@@ -405,7 +403,7 @@ def _lib() -> ctypes.CDLL:
 
 def native_arch() -> str:
     """This machine's arch, in libseccomp's name (``x86_64``)."""
-    lib = _lib()
+    lib = library()
     token = lib.seccomp_arch_native()
     for name in ARCHES.values():
         if lib.seccomp_arch_resolve_name(name.encode()) == token:
@@ -467,11 +465,11 @@ def _conditions(args: Sequence[Arg]) -> list[list[Arg]]:
 
 
 @contextlib.contextmanager
-def _context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
+def filter_context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
     """libseccomp's filter context for this machine, built as runc builds it (see the module's docstring), released
     on leaving. It is the one seccomp_load would load: the tests load it that way as the reference for
     :func:`install`."""
-    lib = _lib()
+    lib = library()
     native = native_arch()
     rules = profile.rules_for(capabilities, native, kernel_version())
     default = _value(profile.default_action, profile.default_errno_ret)
@@ -514,10 +512,10 @@ def _context(profile: Profile, capabilities: frozenset[str]) -> Iterator[int]:
 def _compile(profile: Profile, capabilities: frozenset[str]) -> bytes:
     """The BPF seccomp_load would generate, as seccomp_export_bpf writes it (the same generator), into a memfd: a
     pipe would block on a filter larger than its buffer, a file would need a place to put it."""
-    with _context(profile, capabilities) as ctx:
+    with filter_context(profile, capabilities) as ctx:
         fd = os.memfd_create("strata-seccomp", os.MFD_CLOEXEC)
         try:
-            _check(_lib().seccomp_export_bpf(ctx, fd), "export the filter")
+            _check(library().seccomp_export_bpf(ctx, fd), "export the filter")
             size = os.fstat(fd).st_size
             bpf = os.pread(fd, size, 0)
         finally:
@@ -692,6 +690,3 @@ def to_oci(profile: Profile, capabilities: frozenset[str]) -> dict[str, Any] | N
         syscalls.append(entry)
     doc["syscalls"] = syscalls
     return doc
-
-# Last, because the data is made of the classes above; imported with us, never inside a container.
-from runner.isolation import seccomp_default  # noqa: E402

@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from runner import linux
 from runner.isolation.seccomp import Profile
 from shared.errors import usage
 
@@ -59,13 +60,6 @@ class _CapHeader(ctypes.Structure):
 
 class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-def _prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
-    if _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0),
-                   ctypes.c_ulong(0)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
 
 
 def _cap_name(text: str) -> str:
@@ -168,8 +162,8 @@ def limit_bounding_set(privileges: Privileges) -> None:
     keep = privileges.numbers() & own_bounding_set()
     for cap in range(_last_cap() + 1):
         if cap not in keep:
-            _prctl(PR_CAPBSET_DROP, cap)
-    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+            linux.prctl(PR_CAPBSET_DROP, cap, what="PR_CAPBSET_DROP")
+    linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="PR_CAP_AMBIENT")
 
 
 def set_capabilities(privileges: Privileges, uid: int) -> None:
@@ -185,4 +179,4 @@ def set_capabilities(privileges: Privileges, uid: int) -> None:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
     if privileges.no_new_privileges:
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        linux.prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")

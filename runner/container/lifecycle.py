@@ -1,0 +1,62 @@
+"""A running container's life cycle as the CLI drives it: which executor runs a container (:func:`executor_of`),
+``kill`` and ``stop``. Every signal goes to PID 1 through a pidfd the record verified (runner/container/record.py:
+the pid alone is no identity), and through the executor that started it (an OCI runtime's ``kill``, or the pidfd
+itself); what a killed ``commit --pause`` left frozen is thawed first, since a frozen process takes no signal,
+SIGKILL included.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from runner.container.record import Container, wait_exited
+from runner.executor.own import OwnExecutor
+from runner.executor.protocol import Executor
+from runner.executor.runtime import RuntimeExecutor
+from runner.isolation.freezer import Freezer
+
+STOP_TIMEOUT = 10.0  # Docker's default grace before SIGKILL
+
+
+def executor_of(container: Container) -> Executor:
+    """The executor the container was created for: the OCI runtime its spec names, else our own."""
+    if container.spec.runtime:
+        return RuntimeExecutor(container.spec, container.store.root)
+    return OwnExecutor(container.spec, container.store.root)
+
+
+def thaw(container: Container) -> None:
+    """Thaw what a ``commit`` killed mid-pause left frozen."""
+    Freezer(container.id, container.name).recover()
+
+
+def kill(container: Container, sig: int = signal.SIGKILL) -> None:
+    """``runner kill``: ``sig`` to PID 1; an error if the container is not running."""
+    thaw(container)
+    fd = container.open_process()
+    try:
+        executor_of(container).kill(fd, sig)
+    finally:
+        os.close(fd)
+
+
+def stop(container: Container, timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM) -> None:
+    """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
+    container has exited and its exit is recorded. A record naming a process that is not its PID 1 (its
+    runner is gone) is an exited container: nothing to signal."""
+    if container.state().status != "running":
+        return
+    thaw(container)
+    fd = container.verified_pidfd()
+    if fd is None:  # it exited since its state was read
+        return
+    executor = executor_of(container)
+    try:
+        executor.kill(fd, sig)
+        if not wait_exited(fd, timeout):
+            executor.kill(fd, signal.SIGKILL)
+            wait_exited(fd)
+    finally:
+        os.close(fd)
+    container.await_recorded_exit()

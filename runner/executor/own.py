@@ -1,0 +1,135 @@
+"""Our own executor: it runs a container's spec (config.json, :mod:`runner.spec`) as PID 1 in new namespaces;
+nothing here parses an option or reads the container's record, everything comes from the spec.
+
+Process model: the runner unshares only CLONE_NEWPID (which affects its children, not itself) and forks once; the
+child is PID 1 of the new pid namespace. The two talk over one socketpair (:mod:`runner.executor.channel`): the parent
+puts the child in the container's cgroup and says Go (a bridge or user network's namespace was made and attached by the
+runner before the fork, :mod:`runner.container.network`, and the child joins it); the child unshares the spec's other
+namespaces, builds the root (:mod:`runner.isolation.rootfs`), sends the pty's master with -t, drops to the spec's user
+and execs; a failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says
+the command runs. The runner then supervises it (:mod:`runner.executor.supervise`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import NoReturn
+
+from runner import linux
+from runner.executor import process
+from runner.executor.channel import Channel, Failed, Go, Pty
+from runner.executor.protocol import StartFailed, release_cgroup, signal_pidfd
+from runner.executor.supervise import Started, exit_code, wait_status
+from runner.isolation import cgroups, rootfs, seccomp, tty
+from runner.spec import Spec
+from shared.errors import Kind
+
+
+class OwnExecutor:
+    """:class:`runner.executor.protocol.Executor` for our own executor."""
+
+    def __init__(self, spec: Spec, store_root: Path) -> None:
+        self.spec = spec
+        self.seccomp_cache = store_root / "cache" / "seccomp"
+
+    def create(self, netns: int | None) -> Started:
+        program = process.seccomp_program(self.spec, self.seccomp_cache)
+        cgroups.for_container(self.spec.id).create(self.spec.limits, self.spec.device_rules())
+        parent, child = Channel.pair()
+        stdio = process.Stdio(self.spec.terminal)
+        try:
+            pid = self._fork(parent, child, stdio, program, netns)
+        finally:
+            stdio.close_child_ends()
+            child.close()
+        started = Started(pid, stdio)
+        failed = None
+        try:
+            while (message := parent.recv()) is not None:  # until it exec'd, or exited
+                if isinstance(message, Pty):
+                    started.master = message.fd
+                elif isinstance(message, Failed):
+                    failed = message
+        except BaseException:
+            started.close()
+            raise
+        finally:
+            parent.close()
+        if failed is not None:  # it _exits with the code it sent; its wait status says so
+            started.close()
+            raise StartFailed(failed.message, Kind.SYSTEM, exit_code=exit_code(wait_status(pid)))
+        return started
+
+    def _fork(self, parent: Channel, child: Channel, stdio: process.Stdio, program: seccomp.Program | None,
+              netns: int | None) -> int:
+        """PID 1, forked into a new pid namespace, put in the container's cgroup and told Go."""
+        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        me = os.pidfd_open(os.getpid())  # close-on-exec, like every fd Python opens
+        try:
+            linux.unshare(linux.CLONE_NEWPID)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    parent.close()
+                    stdio.close()
+                    _child(self.spec, child, me, stdio.child, program, netns)
+            finally:
+                if os.getpid() != 1:
+                    linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
+        finally:
+            for fd in (own_pidns, me):
+                os.close(fd)
+        try:
+            cgroups.for_container(self.spec.id).add(pid)
+            parent.send(Go())
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            cgroups.for_container(self.spec.id).remove()
+            stdio.close()
+            parent.close()
+            raise
+        return pid
+
+    def kill(self, pidfd: int, sig: int) -> None:
+        signal_pidfd(pidfd, sig)
+
+    def release(self) -> None:
+        """Its cgroup: nothing outlives PID 1 in its pid namespace, but be sure before the group goes. Mounts
+        live in the container's own mount namespace and vanish with its last process."""
+        release_cgroup(self.spec.id)
+
+
+def _child(spec: Spec, chan: Channel, parent_fd: int, stdio: tuple[int, int, int], program: seccomp.Program | None,
+           netns: int | None) -> NoReturn:
+    """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
+    try:
+        process.private_stdio(*stdio)  # first of all: the runner's fds may be the user's terminal
+        linux.die_with_parent(parent_fd)  # a killed runner takes its container along
+        linux.set_undumpable()
+        os.setsid()  # no controlling terminal: /dev/tty answers ENXIO, and TIOCSTI has no terminal to type into
+        if not isinstance(chan.recv(), Go):  # the runner has put us in the container's cgroup (or gave up)
+            os._exit(process.EXIT_RUNNER_ERROR)
+        flags = spec.unshare_flags()
+        if netns is not None:  # the network's namespace, attached by the runner (runner/container/network.py)
+            linux.setns(netns, linux.CLONE_NEWNET)
+            os.close(netns)
+            flags &= ~linux.CLONE_NEWNET
+        linux.unshare(flags)
+        socket.sethostname(spec.hostname)
+        if flags & linux.CLONE_NEWNET:  # --network none: a namespace of its own, only lo
+            linux.loopback_up()
+        rootfs.mount_and_pivot(spec)
+        if spec.terminal:
+            tty.take_terminal(tty.open_terminal(lambda master: chan.send(Pty(master)), console=True))
+        process.become_and_exec(spec, spec.args, chan.fileno(), parent_fd, program, tty=spec.terminal,
+                                init=spec.init)
+    except BaseException as e:
+        message, code = process.failure(e)
+        with contextlib.suppress(OSError):
+            chan.send(Failed(message, code))
+        os._exit(code)
