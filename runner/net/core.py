@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from runner.net import files, ipam
 from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
 from runner.net.records import Records, write_in_place
+from shared import settings
 from shared.errors import Kind, StrataError, not_found, usage
 from shared.store import Store
 
@@ -70,16 +71,12 @@ def default_network(records: Records) -> Network:
 
 
 def _bip() -> ipaddress.IPv4Interface | None:
-    bip = _settings().get("bip")
-    if not isinstance(bip, str) or not bip:
-        return None
-    try:
-        iface = ipaddress.ip_interface(bip)
-    except ValueError:
-        raise usage(f"invalid bip {bip!r} in the settings file: use ADDRESS/PREFIX") from None
-    ipam.parse_subnet(str(iface.network))
-    assert isinstance(iface, ipaddress.IPv4Interface)
-    return iface
+    """The settings file's ``bip`` (shared/settings.py checked that it is an IPv4 address with a prefix), held
+    to the rules of a subnet of ours (at most a /29)."""
+    bip = settings.load().bip
+    if bip is not None:
+        ipam.parse_subnet(str(bip.network))
+    return bip
 
 
 def _settle_default(records: Records, ipr: Any, network: Network) -> Network:
@@ -108,20 +105,6 @@ def _our_bridges(records: Records, ipr: Any) -> set[str]:
     from runner.net import link
 
     return {name for name, (kind, alias) in link.links(ipr).items() if kind == "bridge" and alias == records.owner}
-
-
-def _settings() -> dict[str, Any]:
-    path = os.environ.get("STRATA_CONFIG") or ("/etc/strata/config.json" if os.geteuid() == 0 else "")
-    if not path:
-        return {}
-    try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise StrataError(f"cannot read the settings file {path}: {e}", Kind.USAGE) from None
-    return doc if isinstance(doc, dict) else {}
 
 
 def lookup(records: Records, name: str) -> Network:
