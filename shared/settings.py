@@ -17,7 +17,7 @@ A missing file is no settings (every default). The keys, with Docker's daemon.js
 
 A mirror ``URL`` serves docker.io (Docker's semantics); ``REGISTRY=URL`` mirrors another registry (podman's
 registries.conf allows that too). Command-line options win over the file: ``--runtime`` and ``--network``
-replace its value, ``--insecure-registry`` and ``--registry-mirror`` add to its lists (:meth:`Settings.with_options`).
+replace its value, ``--insecure-registry`` and ``--mirror`` add to its lists (:meth:`Settings.with_options`).
 A key of the wrong type is refused with one line naming the file and the key; JSON ``null`` and a key that is
 absent are the same (the default); keys this version does not know are ignored, so one file can carry another
 tool's keys (daemon.json's) beside ours. Everyone gets values from :func:`load`, never the path: what a key
@@ -75,7 +75,7 @@ class Settings:
         return [m for m in self.mirrors if m.registry == domain]
 
     def with_options(self, insecure: Iterable[str] = (), mirrors: Iterable[str] = ()) -> Settings:
-        """The puller's command-line ``--insecure-registry`` and ``--registry-mirror`` added to the file's."""
+        """The puller's command-line ``--insecure-registry`` and ``--mirror`` added to the file's."""
         return replace(self, insecure=self.insecure | frozenset(insecure),
                        mirrors=self.mirrors + tuple(Mirror.parse(m) for m in mirrors))
 
