@@ -28,14 +28,13 @@ def pull(image: str = typer.Argument(..., help="NAME[:TAG] or NAME@DIGEST, norma
                                           "registry; REGISTRY defaults to docker.io (repeatable)")) -> None:
     """Fetch an image's manifest and blobs, verify every digest, unpack each layer into its own diff dir."""
     from puller import progress as progress_mod
-    from puller import settings
     from puller.pull import pull as do_pull
-    from shared import reference
+    from shared import reference, settings
     from shared.image import Platform
 
     ref = reference.parse(image)
     wanted = Platform.parse(platform) if platform else None
-    config = settings.load(insecure, mirror)
+    config = settings.load().with_options(insecure, mirror)
     show = progress_mod.for_output(quiet)
     show.message(f"Pulling {ref}")
     result = do_pull(state.store, ref, config, wanted, jobs, show)
@@ -122,10 +121,10 @@ def login(server: str = typer.Argument("docker.io", help="Registry host[:port]")
     """Check credentials against the registry, then save them in Docker's config.json (or its helper)."""
     import getpass
 
-    from puller import settings
     from puller.registry import credentials
     from puller.registry.auth import Credentials
     from puller.registry.client import Endpoint, RegistryClient
+    from shared import settings
     from shared.reference import DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY_HOST
 
     registry = DEFAULT_DOMAIN if server in ("docker.io", "index.docker.io", DOCKER_HUB_REGISTRY_HOST) else server
@@ -138,7 +137,7 @@ def login(server: str = typer.Argument("docker.io", help="Registry host[:port]")
         raise usage("a username and a password are needed")
     host = DOCKER_HUB_REGISTRY_HOST if registry == DEFAULT_DOMAIN else registry
     creds = Credentials(user, secret)
-    RegistryClient(Endpoint.for_registry(host, settings.load(insecure).insecure), creds).ping()
+    RegistryClient(Endpoint.for_registry(host, settings.load().with_options(insecure).insecure), creds).ping()
     credentials.store(registry, creds)
     print("Login Succeeded")
 

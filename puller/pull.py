@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from puller.progress import Progress, Quiet
 from puller.registry.source import Place, RegistrySource, places_for
-from puller.settings import Settings
 from shared import stored
 from shared.digest import Digest
 from shared.errors import StrataError
 from shared.image import Descriptor, Platform
 from shared.reference import Reference
+from shared.settings import Settings
 from shared.store import Store
 from shared.transfer.model import Document, ProgressFn, Resolved, copy, resolve
 from shared.transfer.store import StoreSink

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -350,6 +351,34 @@ def test_the_default_bridge_subnet_comes_from_the_settings_files_bip(tmp_path: P
     settings.write_text('{"bip": "nonsense"}')
     with pytest.raises(StrataError, match="invalid bip"):
         default_network(records)
+
+
+@pytest.mark.parametrize("xdg", [True, False])
+def test_a_non_root_users_own_settings_file_gives_the_default_bridge_its_bip(xdg: bool) -> None:
+    """The regression of issue 19: the network read ``bip`` only from ``$STRATA_CONFIG`` or the system file, so a
+    user's own file (``$XDG_CONFIG_HOME``, else ``~/.config``) was dropped for it while its ``network`` and
+    ``runtime`` counted. Run as nobody, through the network's own lookup; nothing is made but files in a
+    temporary directory (the store is never written: an unused bridge's subnet comes from the settings)."""
+    with tempfile.TemporaryDirectory(prefix="strata-user-settings-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        config_home = base / "cfg" if xdg else base / "home" / ".config"
+        (config_home / "strata").mkdir(parents=True)
+        for d in (config_home, config_home / "strata", *config_home.parents):
+            if d.is_relative_to(base):
+                d.chmod(0o755)
+        (config_home / "strata" / "config.json").write_text('{"bip": "10.201.0.1/24", "network": "none"}')
+        env = {k: v for k, v in ENV.items() if k not in ("STRATA_CONFIG", "XDG_CONFIG_HOME")}
+        env["HOME"] = str(base / "home")
+        if xdg:
+            env["XDG_CONFIG_HOME"] = str(config_home)
+        code = ("import sys; from pathlib import Path; from runner.net.core import default_network; "
+                "from runner.net.records import Records; from shared.store import Store; "
+                "n = default_network(Records(Store(Path(sys.argv[1])))); print(n.subnet, n.gateway)")
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", code,
+                              str(base / "store")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "10.201.0.0/24 10.201.0.1\n"
 
 
 def test_pyroute2_is_imported_only_when_a_network_is_set_up(tmp_path: Path) -> None:

@@ -277,8 +277,8 @@ def test_a_whole_index_goes_registry_to_registry_children_first(index_variant: V
     from puller.registry.client import Endpoint, RegistryClient
     from puller.registry.sink import RegistrySink
     from puller.registry.source import RegistrySource, places_for
-    from puller.settings import Settings
     from shared import reference
+    from shared.settings import Settings
     from shared.transfer.model import copy, resolve
 
     src = reference.parse(index_variant.ref)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from puller.registry.client import Endpoint, FetchedManifest, RegistryClient, RetryPolicy
-from puller.settings import Settings
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor
 from shared.reference import Reference
+from shared.settings import Settings
 from shared.transfer.model import Document, ProgressFn
 
 # A mirror is a shortcut: one quick retry, then on to the next place (Docker falls back at once).

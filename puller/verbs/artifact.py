@@ -216,11 +216,11 @@ def _container(ref: Reference) -> Any:
 
 def _open_registry(ref: Reference, insecure: list[str], action: str, artifact_type: str = DEFAULT_ARTIFACT_TYPE
                    ) -> Any:
-    from puller import settings
     from puller.registry import credentials
     from puller.registry.client import Endpoint, RegistryClient
+    from shared import settings
 
-    endpoint = Endpoint.for_registry(ref.registry_host, settings.load(insecure).insecure)
+    endpoint = Endpoint.for_registry(ref.registry_host, settings.load().with_options(insecure).insecure)
     client = RegistryClient(endpoint, credentials.lookup(ref.domain))
     return _registry_class()(client, f"repository:{ref.path}:{action}", artifact_type)
 

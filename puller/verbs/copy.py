@@ -212,11 +212,11 @@ def register(app: typer.Typer, state: StoreOption) -> None:
                                                  "unchecked TLS (repeatable)")) -> None:
         """Copy an image (or with --all-platforms a whole index) between registries, OCI layouts, archives and
         the store, every digest unchanged."""
-        from puller import settings as settings_mod
+        from shared import settings as settings_mod
         from shared.image import Platform
 
         if all_platforms and platform:
             raise usage("--all-platforms and --platform exclude each other")
-        digest = do_copy(state.store, source, destination, settings_mod.load(insecure),
+        digest = do_copy(state.store, source, destination, settings_mod.load().with_options(insecure),
                          Platform.parse(platform) if platform else None, all_platforms, jobs, quiet)
         print(digest)

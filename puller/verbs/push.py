@@ -105,18 +105,17 @@ class PushReport:
 def do_push(store: Store, image: str, dest_text: str | None, jobs: int = 3, quiet: bool = False,
             insecure: Sequence[str] = ()) -> Reference:
     from puller import progress as progress_mod
-    from puller import settings
     from puller.registry import credentials
     from puller.registry.client import Endpoint, RegistryClient
     from puller.registry.sink import RegistrySink
-    from shared import reference, stored
+    from shared import reference, settings, stored
     from shared.errors import not_found, usage
     from shared.transfer.model import copy, resolve
     from shared.transfer.store import StoreSource
 
     if not store.exists():
         raise not_found(f"no image {image!r}: the store at {store.root} is empty")
-    config = settings.load(list(insecure))
+    config = settings.load().with_options(insecure)
     store.sweep_tmp()
     with store.in_use():  # no GC takes the blobs we read
         img = stored.find(store, image)

@@ -21,7 +21,7 @@ from runner.isolation import cgroups, rootfs, security
 from runner.logs.writer import LogConfig
 from runner.net.model import AttachOptions, NetworkConfig, NetworkMode, PortSpec
 from runner.spec import DEFAULT_PATH, INIT_PATH, Rlimit, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
-from shared import stored
+from shared import settings, stored
 from shared.errors import usage
 from shared.store import Store
 
@@ -136,7 +136,7 @@ def network_config(store: Store, opts: RunOptions, exposed: Sequence[str] = ()) 
     network must exist (recorded by its name), ``container:X`` must name a container (recorded by its ID), and
     what a mode cannot honour is refused rather than ignored."""
     mode = NetworkMode.parse(opts.network if opts.network is not None else
-                             (runtime.settings_string("network") or "bridge"))
+                             (settings.load().network or "bridge"))
     if mode.kind == "user":
         from runner.net.core import lookup
         from runner.net.records import Records

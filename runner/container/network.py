@@ -12,15 +12,21 @@ file would keep a crashed container's namespace, veth and address alive until so
 ``none``: PID 1 unshares a namespace of its own and brings ``lo`` up with one ioctl (no pyroute2 import:
 :func:`runner.linux.loopback_up`); ``host``: no network namespace, the host's hosts and resolv.conf;
 ``container:ID``: that running container's namespace, and its files.
+
+This is where a container record meets :mod:`runner.net`, which knows no record: it is handed the container's ID,
+name and hostname, its namespace (an fd) and the endpoint request (:class:`~runner.net.model.AttachOptions`);
+``runner network connect|disconnect`` come through here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 from typing import TYPE_CHECKING
 
 from runner import linux
+from shared.errors import Kind, StrataError
 
 if TYPE_CHECKING:
     from runner.container.record import Container
@@ -60,10 +66,9 @@ def setup(container: Container) -> int | None:
         return None
     if kind == "container":
         from runner.container.record import find
-        from runner.net.core import container_netns
 
         target = find(container.store, config.mode.name)
-        fd = container_netns(target)
+        fd = netns_of(target)
         try:
             write_in_place(hosts, target.path("hosts").read_text())
             write_in_place(resolv, target.path("resolv.conf").read_text())
@@ -91,6 +96,60 @@ def setup(container: Container) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def netns_of(container: Container) -> int:
+    """An fd of a running container's network namespace (for connect, and for ``--network container:X``).
+    Opened through the recorded PID 1 and checked against its pidfd after, so it is that process's namespace
+    even if the pid was reused meanwhile; the caller closes it."""
+    pidfd = container.open_process()
+    try:
+        fd = os.open(f"/proc/{container.state().pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if poller.poll(0):
+            os.close(fd)
+            raise StrataError(f"container {container.name} is not running", Kind.STATE)
+        return fd
+    finally:
+        os.close(pidfd)
+
+
+def connect(container: Container, network: str, ip: str | None, aliases: tuple[str, ...]) -> None:
+    """``runner network connect``: a running container onto one more network (the next ethN), its hosts file
+    rewritten. Refused, as Docker refuses it, when its namespace is the host's, another container's or private."""
+    from runner.net.core import attach
+    from runner.net.model import AttachOptions
+    from runner.net.records import write_in_place
+
+    spec = container.spec
+    mode = spec.network.mode
+    if mode.network is None:
+        raise StrataError(f"container {container.name} has network mode {mode.kind} and cannot be connected to a "
+                          "network", Kind.STATE)
+    fd = netns_of(container)
+    try:
+        result = attach(container.store, fd, AttachOptions(
+            container_id=container.id, name=container.name, hostname=spec.hostname, network=network,
+            aliases=aliases, ip=ip, dns=spec.network.dns, add_hosts=spec.network.add_hosts,
+            hosts_path=container.path("hosts")))
+    finally:
+        os.close(fd)
+    write_in_place(container.path("hosts"), result.hosts)
+
+
+def disconnect(container: Container, network: str, force: bool) -> None:
+    """``runner network disconnect``: off NETWORK (with FORCE, also when it is not on it), its hosts file
+    rewritten."""
+    from runner.net import core
+    from runner.net.records import Records, write_in_place
+
+    if force:
+        core.release(container.store, container.id, core.lookup(Records(container.store), network).name)
+    else:
+        core.disconnect(container.store, container.id, network)
+    write_in_place(container.path("hosts"), core.hosts_for(Records(container.store), container.id,
+                                                           container.spec.hostname))
 
 
 def release(container: Container) -> None:

@@ -50,6 +50,7 @@ from runner.executor.protocol import StartFailed, release_cgroup, signal_pidfd
 from runner.executor.supervise import Started
 from runner.isolation import rootfs, security, user
 from runner.spec import NETWORK_FILES, STANDARD_DESTINATIONS, Spec, Volume
+from shared import settings
 from shared.errors import Kind, StrataError, usage
 from shared.layer.safepath import SafeRoot, split
 
@@ -63,37 +64,11 @@ RECURSIVE_OPTIONS = frozenset({"rro", "rrw", "rnodev", "rdev", "rnosuid", "rsuid
 SAVED_CONFIG = "config.json"  # the spec as the container's record saved it (runner/container/record.py)
 
 
-def settings_runtime() -> str:
-    """The ``runtime`` key of the settings file, or "" when it has none."""
-    return settings_string("runtime")
-
-
-def settings_string(key: str) -> str:
-    """A string key of the settings file (the one the puller reads: ``$STRATA_CONFIG``, else
-    /etc/strata/config.json as root or $XDG_CONFIG_HOME/strata/config.json), or "" when it has none."""
-    if os.environ.get("STRATA_CONFIG"):
-        path = Path(os.environ["STRATA_CONFIG"])
-    elif os.geteuid() == 0:
-        path = Path("/etc/strata/config.json")
-    else:
-        path = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "strata" / "config.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return ""
-    except (ValueError, OSError) as e:
-        raise usage(f"cannot read settings {path}: {e}") from None
-    value = doc.get(key, "") if isinstance(doc, dict) else ""
-    if not isinstance(value, str):
-        raise usage(f"settings {path}: {key} must be a string")
-    return value
-
-
 def choose(option: str | None) -> str:
     """The runtime a new container is recorded with: ``--runtime``, else the settings file's, else ours ("").
     A name (runc, crun) is looked up on PATH, a path must be an executable; what is recorded is its absolute path,
     so that ``stop`` and ``rm`` later use the same binary whatever PATH is then."""
-    name = option if option is not None else settings_runtime()
+    name = option if option is not None else settings.load().runtime
     if name in ("", OURS):
         return ""
     found = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)

@@ -28,27 +28,19 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.net import files, ipam
 from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
 from runner.net.records import Records, write_in_place
+from shared import settings
 from shared.errors import Kind, StrataError, not_found, usage
 from shared.store import Store
-
-if TYPE_CHECKING:
-    from runner.container.record import Container
 
 NetNS = int | str | os.PathLike[str]
 IP_FORWARD = "net/ipv4/ip_forward"
 HOST_LOCK = Path("/run/strata-network.lock")  # every store's: the ip_forward hand-over between stores
 EPHEMERAL = range(32768, 61000)  # -P's host ports, as Docker picks them
-
-
-def checkpoint(step: str) -> None:
-    """Called between the steps of an attach ("recorded", "bridge", "veth", "configured", "nat"; and "forward",
-    as ip_forward is on and before the tables are written): the tests
-    replace it (``core.checkpoint = ...``) to fail or stall a setup midway. Otherwise it does nothing."""
 
 
 # -- the built-in network -------------------------------------------------------------------------------------
@@ -70,16 +62,12 @@ def default_network(records: Records) -> Network:
 
 
 def _bip() -> ipaddress.IPv4Interface | None:
-    bip = _settings().get("bip")
-    if not isinstance(bip, str) or not bip:
-        return None
-    try:
-        iface = ipaddress.ip_interface(bip)
-    except ValueError:
-        raise usage(f"invalid bip {bip!r} in the settings file: use ADDRESS/PREFIX") from None
-    ipam.parse_subnet(str(iface.network))
-    assert isinstance(iface, ipaddress.IPv4Interface)
-    return iface
+    """The settings file's ``bip`` (shared/settings.py checked that it is an IPv4 address with a prefix), held
+    to the rules of a subnet of ours (at most a /29)."""
+    bip = settings.load().bip
+    if bip is not None:
+        ipam.parse_subnet(str(bip.network))
+    return bip
 
 
 def _settle_default(records: Records, ipr: Any, network: Network) -> Network:
@@ -110,20 +98,6 @@ def _our_bridges(records: Records, ipr: Any) -> set[str]:
     return {name for name, (kind, alias) in link.links(ipr).items() if kind == "bridge" and alias == records.owner}
 
 
-def _settings() -> dict[str, Any]:
-    path = os.environ.get("STRATA_CONFIG") or ("/etc/strata/config.json" if os.geteuid() == 0 else "")
-    if not path:
-        return {}
-    try:
-        with open(path, "rb") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise StrataError(f"cannot read the settings file {path}: {e}", Kind.USAGE) from None
-    return doc if isinstance(doc, dict) else {}
-
-
 def lookup(records: Records, name: str) -> Network:
     """By name, full ID or unique ID prefix, as Docker finds networks."""
     if name == "bridge":
@@ -150,66 +124,89 @@ def attach(store: Store, netns: NetNS, opts: AttachOptions) -> Attachment:
     """Put the container whose network namespace NETNS names (an fd, or a path such as ``/proc/PID/ns/net`` or
     a bind-mounted netns file) on network ``opts.network``: a veth pair (eth0, or the next ethN, inside), an
     address, the default route (on the first network that is not internal), published ports. Returns the texts
-    of its hosts and resolv.conf. Call it from the host's namespace, as root. On any failure nothing of it stays."""
+    of its hosts and resolv.conf. Call it from the host's namespace, as root. On any failure nothing of it stays.
+    All it knows of the container is NETNS and OPTS (its ID, name, hostname and what it asks for)."""
     from runner.net import link
 
     records = Records(store)
     fd, own_fd = _open_netns(netns)
     try:
-        given, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
-        if (given.st_dev, given.st_ino) == (own.st_dev, own.st_ino):
-            raise StrataError("refusing to attach the host's own network namespace as a container's", Kind.USAGE)
+        _refuse_the_hosts_namespace(fd)
         with records.lock(), link.host() as ipr:
             sweep(records, ipr)
             network = lookup(records, opts.network)
             mine = records.endpoints(container_id=opts.container_id)
-            if any(e.network == network.name for e in mine):
-                raise StrataError(f"container {opts.name} is already on network {network.name}", Kind.STATE)
-            if opts.ip is not None and network.builtin:
-                raise usage("--ip is only for user networks (create one with runner network create)")
-            if opts.aliases and network.builtin:
-                raise usage("--network-alias is only for user networks")
+            _check_request(opts, network, mine)
             network = _settle(records, ipr, network)
             ip = ipam.allocate(network, records.endpoints(network=network.name), opts.ip)
             with link.inside(fd) as inner:
-                ifname = link.free_ifname(inner)
-                endpoint = Endpoint(
-                    container_id=opts.container_id, network=network.name, name=opts.name, hostname=opts.hostname,
-                    ip=ip, prefixlen=ipaddress.ip_network(network.subnet).prefixlen, gateway=network.gateway,
-                    mac=(opts.mac or ipam.mac_for(ip)).lower(), ifname=ifname,
-                    veth=veth_name(records, opts.container_id, network.name), aliases=opts.aliases,
-                    default_route=not network.internal and not any(e.default_route for e in mine),
-                    ports=_ports(opts, records.endpoints()), dns=opts.dns, add_hosts=opts.add_hosts,
-                    hosts_path=str(opts.hosts_path or ""), created=time.time())
+                endpoint = _new_endpoint(records, network, opts, mine, ip, link.free_ifname(inner))
                 records.put_endpoint(endpoint)
-                try:
-                    checkpoint("recorded")
-                    bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen,
-                                                           records.owner)
-                    checkpoint("bridge")
-                    link.add_veth(ipr, endpoint.veth, fd, ifname, endpoint.mac, mtu, bridge_index, records.owner)
-                    checkpoint("veth")
-                    link.configure_inside(inner, ifname, ip, endpoint.prefixlen,
-                                          network.gateway if endpoint.default_route else None)
-                    checkpoint("configured")
-                    endpoint = replace(endpoint, state="attached")
-                    records.put_endpoint(endpoint)
-                    reconcile(records, ipr)
-                    _refresh_hosts(records, {network.name}, skip=opts.container_id)
-                    checkpoint("nat")
-                except BaseException:
-                    records.drop_endpoint(endpoint)  # the record first: whatever happens next, the kernel follows it
-                    with contextlib.suppress(StrataError):
-                        link.delete(ipr, endpoint.veth, records.owner)
-                    with contextlib.suppress(StrataError, OSError):
-                        reconcile(records, ipr)  # else the next attach, release or prune finishes the job
-                        _refresh_hosts(records, {network.name}, skip=opts.container_id)
-                    raise
+                endpoint = _plumb(records, ipr, fd, inner, network, endpoint)
             return Attachment(endpoint, hosts_for(records, opts.container_id),
                               files.resolv_conf(opts.host_resolv, opts.dns))
     finally:
         if own_fd:
             os.close(fd)
+
+
+def _refuse_the_hosts_namespace(fd: int) -> None:
+    given, own = os.fstat(fd), os.stat("/proc/thread-self/ns/net")
+    if (given.st_dev, given.st_ino) == (own.st_dev, own.st_ino):
+        raise StrataError("refusing to attach the host's own network namespace as a container's", Kind.USAGE)
+
+
+def _check_request(opts: AttachOptions, network: Network, mine: list[Endpoint]) -> None:
+    """What is refused before anything is made: a second endpoint on one network, and on the default bridge
+    the options only user networks honour."""
+    if any(e.network == network.name for e in mine):
+        raise StrataError(f"container {opts.name} is already on network {network.name}", Kind.STATE)
+    if opts.ip is not None and network.builtin:
+        raise usage("--ip is only for user networks (create one with runner network create)")
+    if opts.aliases and network.builtin:
+        raise usage("--network-alias is only for user networks")
+
+
+def _new_endpoint(records: Records, network: Network, opts: AttachOptions, mine: list[Endpoint], ip: str,
+                  ifname: str) -> Endpoint:
+    """The record of the container's endpoint on NETWORK, pending: nothing of it is in the kernel yet. MINE are
+    the container's other endpoints (the first network that is not internal gets the default route)."""
+    return Endpoint(
+        container_id=opts.container_id, network=network.name, name=opts.name, hostname=opts.hostname, ip=ip,
+        prefixlen=ipaddress.ip_network(network.subnet).prefixlen, gateway=network.gateway,
+        mac=(opts.mac or ipam.mac_for(ip)).lower(), ifname=ifname,
+        veth=veth_name(records, opts.container_id, network.name), aliases=opts.aliases,
+        default_route=not network.internal and not any(e.default_route for e in mine),
+        ports=_ports(opts, records.endpoints()), dns=opts.dns, add_hosts=opts.add_hosts,
+        hosts_path=str(opts.hosts_path or ""), created=time.time())
+
+
+def _plumb(records: Records, ipr: Any, fd: int, inner: Any, network: Network, endpoint: Endpoint) -> Endpoint:
+    """The kernel side of a pending ENDPOINT, in order: the bridge, the veth pair into the namespace FD, the
+    address and route inside (INNER: netlink there); then the record says attached, and the tables, ip_forward
+    and the peers' hosts files follow it. On any failure the record goes first and the kernel follows it, so
+    nothing of this endpoint stays (a kill midway leaves a pending record, which the next sweep drops)."""
+    from runner.net import link
+
+    try:
+        bridge_index, mtu = link.ensure_bridge(ipr, network.bridge, network.gateway, endpoint.prefixlen,
+                                               records.owner)
+        link.add_veth(ipr, endpoint.veth, fd, endpoint.ifname, endpoint.mac, mtu, bridge_index, records.owner)
+        link.configure_inside(inner, endpoint.ifname, endpoint.ip, endpoint.prefixlen,
+                              network.gateway if endpoint.default_route else None)
+        endpoint = replace(endpoint, state="attached")
+        records.put_endpoint(endpoint)
+        reconcile(records, ipr)
+        refresh_hosts(records, {network.name}, skip=endpoint.container_id)
+    except BaseException:
+        records.drop_endpoint(endpoint)  # the record first: whatever happens next, the kernel follows it
+        with contextlib.suppress(StrataError):
+            link.delete(ipr, endpoint.veth, records.owner)
+        with contextlib.suppress(StrataError, OSError):
+            reconcile(records, ipr)  # else the next attach, release or prune finishes the job
+            refresh_hosts(records, {network.name}, skip=endpoint.container_id)
+        raise
+    return endpoint
 
 
 def files_without_network(hostname: str, add_hosts: Iterable[str] = (), dns: Iterable[str] = (),
@@ -377,7 +374,7 @@ def release(store: Store, container_id: str, network: str | None = None) -> None
             records.drop_endpoint(endpoint)
             link.delete(ipr, endpoint.veth, records.owner)  # with the namespace alive (disconnect): eth0 too
         reconcile(records, ipr)
-        _refresh_hosts(records, {e.network for e in gone}, skip=None)
+        refresh_hosts(records, {e.network for e in gone}, skip=None)
 
 
 def disconnect(store: Store, container_id: str, network: str) -> None:
@@ -424,7 +421,7 @@ def sweep(records: Records, ipr: Any) -> list[Endpoint]:
         records.drop_endpoint(endpoint)
     records.sweep_temp_files()
     if stale:
-        _refresh_hosts(records, {e.network for e in stale}, skip=None)
+        refresh_hosts(records, {e.network for e in stale}, skip=None)
     return stale
 
 
@@ -501,7 +498,6 @@ def _ip_forward(records: Records, needed: bool) -> bool:
         if was != "1" and _read_sysctl(IP_FORWARD) != "1":
             nat.mark_forwarding(records.table, records.owner)  # marked before it changes
         link.sysctl(IP_FORWARD, "1")
-        checkpoint("forward")
     elif was is not None:
         # someone else changed it since: theirs now; another store still forwarding: theirs to put back
         if was != "1" and _read_sysctl(IP_FORWARD) == "1" and not _others_forwarding(records):
@@ -539,7 +535,7 @@ def hosts_for(records: Records, container_id: str, hostname: str = "") -> str:
     return files.hosts(own, peers, own[0].hostname, own[0].add_hosts)
 
 
-def _refresh_hosts(records: Records, networks: set[str], skip: str | None) -> None:
+def refresh_hosts(records: Records, networks: set[str], skip: str | None) -> None:
     """Rewrite, in place, the hosts files of the containers on these user networks (not the default bridge,
     whose containers do not name each other)."""
     networks.discard("bridge")
@@ -550,24 +546,3 @@ def _refresh_hosts(records: Records, networks: set[str], skip: str | None) -> No
         path = next((e.hosts_path for e in own if e.hosts_path), "")
         if path:
             write_in_place(Path(path), hosts_for(records, cid))
-
-
-# -- a running container's namespace --------------------------------------------------------------------------
-
-def container_netns(container: Container) -> int:
-    """An fd of a running container's network namespace (for connect, and for ``--network container:X``).
-    Opened through the recorded PID 1 and checked against its pidfd after, so it is that process's namespace
-    even if the pid was reused meanwhile; the caller closes it."""
-    import select
-
-    pidfd = container.open_process()
-    try:
-        fd = os.open(f"/proc/{container.state().pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if poller.poll(0):
-            os.close(fd)
-            raise StrataError(f"container {container.name} is not running", Kind.STATE)
-        return fd
-    finally:
-        os.close(pidfd)
