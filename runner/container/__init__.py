@@ -1,3 +1,4 @@
 """A container's life: its record on disk (:mod:`runner.container.record`), and the verbs that move it from state to
-state: create, start, run, monitor, exec, commit, release, bundle. This room owns the record; the executor and the
-isolation mechanisms below it never see one."""
+state: create (with the run options it resolves, :mod:`runner.container.options`), start, run, monitor, exec,
+commit, release, bundle. This room owns the record; the executor and the isolation mechanisms below it never see
+one."""

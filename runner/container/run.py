@@ -3,8 +3,9 @@ honoured here), or with ``-d`` under a monitor (print the ID once the command ru
 
 from __future__ import annotations
 
-from runner.container.create import RunOptions, create
+from runner.container.create import create
 from runner.container.monitor import detach
+from runner.container.options import RunOptions
 from runner.container.release import remove
 from runner.container.start import StartLock, start
 from shared.store import Store
