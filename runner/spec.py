@@ -1,10 +1,12 @@
 """A container's spec: everything ``create`` resolved from the image and the options, typed, and saved once as an
 OCI runtime-spec ``config.json`` (runtime-spec config.md, config-linux.md).
 
-The options are parsed here, once, into typed values (:class:`Volume`, :class:`Tmpfs`, :class:`cgroups.Limits`,
-:class:`security.Privileges`); nothing downstream sees the CLI's strings again. :meth:`Spec.to_oci` writes the
-runtime-spec document and :meth:`Spec.from_oci` reads it back, so the file is the container's one record of what to
-run: our executor (:mod:`runner.executor.own`) runs it, and runc or crun could run the same file.
+The values here are typed: the run options were parsed and checked once, by
+:func:`runner.container.options.resolve`, each by the value type it becomes (:class:`Volume`, :class:`Tmpfs` and
+:class:`Rlimit` here, with their ``parse``); nothing downstream sees the CLI's strings again. :meth:`Spec.to_oci`
+writes the runtime-spec document and :meth:`Spec.from_oci` reads it back, so the file is the container's one
+record of what to run: our executor (:mod:`runner.executor.own`) runs it, and runc or crun could run the same
+file.
 
 What the runtime-spec has no field for is kept in annotations under ``io.strata.``: the container's name and
 creation time, the image it came from, its layer stack (chain IDs, base first; the overlay plan is fixed by them:

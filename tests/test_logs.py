@@ -111,27 +111,6 @@ def test_sizes_are_docker_decimal_units() -> None:
             parse_size(bad)
 
 
-def test_log_config_defaults_and_dockers_rules() -> None:
-    default = LogConfig.parse(None, [])
-    assert (default.driver, default.max_size, default.max_file) == ("json-file", 20_000_000, 5)
-    assert LogConfig.parse("json-file", ["max-size=1m"]).max_file == 1  # json-file's own default with max-size
-    assert LogConfig.parse("local", ["max-size=1m"]).max_file == 5
-    assert LogConfig.parse(None, ["max-file=3"]).max_size == 20_000_000
-    assert LogConfig.parse(None, ["max-size=1k", "max-file=2"]).to_json() == \
-        {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}}
-    for driver, opts, text in [("syslog", [], "'syslog' is not supported"), ("foo", [], "no log driver named 'foo'"),
-                               (None, ["foo=1"], "unknown log opt"),
-                               (None, ["max-file=0"], "max-file cannot be less than 1"),
-                               (None, ["max-file=x"], "max-file=x"), (None, ["compress=true"], "compress"),
-                               (None, ["max-file=²"], "max-file=²"), (None, ["max-file=٣"], "max-file=٣"),
-                               (None, ["max-file=--5"], "max-file=--5"), (None, ["max-file=" + "9" * 5000], "max-file"),
-                               ("none", ["max-size=1m"], "unknown log opt"), (None, ["tag=x"], "not supported"),
-                               (None, ["max-size"], "KEY=VALUE")]:
-        with pytest.raises(StrataError) as caught:
-            LogConfig.parse(driver, opts)
-        assert caught.value.kind == Kind.USAGE and text in str(caught.value), caught.value
-
-
 # -- the writer -------------------------------------------------------------------------------------------------
 
 

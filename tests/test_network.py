@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from runner.net import files, ipam, nat
-from runner.net.model import AttachOptions, Endpoint, Network, NetworkConfig, NetworkMode, PortSpec, Published
+from runner.net.model import Endpoint, Network, NetworkConfig, NetworkMode, Published
 from shared.errors import StrataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -258,49 +258,6 @@ def connect(c: Container, target: str, port: int, hosts: Path | None = None) -> 
         return c.run(PY, "-c", CLIENT, target, str(port)).strip()
     script = f'mount --bind {hosts} /etc/hosts && exec {PY} -c "$0" "$@"'
     return c.run("unshare", "-m", "sh", "-c", script, CLIENT, target, str(port)).strip()
-
-
-# -- pure parts -------------------------------------------------------------------------------------------------
-
-def test_port_specs_parse_as_docker_does() -> None:
-    assert PortSpec.parse("80") == PortSpec(80)
-    assert PortSpec.parse("8080:80") == PortSpec(80, "tcp", 8080)
-    assert PortSpec.parse("127.0.0.1:8080:80/udp") == PortSpec(80, "udp", 8080, "127.0.0.1")
-    assert PortSpec.parse("127.0.0.1::80") == PortSpec(80, "tcp", 0, "127.0.0.1")
-    assert PortSpec.parse("0.0.0.0:1:2") == PortSpec(2, "tcp", 1, "")
-    for bad in ("x", "80/sctp", "0:80", "70000", "1.2.3:80:80", "8000-8001:80", "[::1]:80:80", "a:b:c:d"):
-        with pytest.raises(StrataError):
-            PortSpec.parse(bad)
-
-
-def test_network_modes_and_options_are_checked_before_anything_is_made() -> None:
-    assert NetworkMode.parse("bridge") == NetworkMode("bridge", "bridge")
-    assert NetworkMode.parse("none").network is None
-    assert NetworkMode.parse("container:web") == NetworkMode("container", "web")
-    assert NetworkMode.parse("mynet").network == "mynet"
-    for bad in ("container:", "-x", "a b"):
-        with pytest.raises(StrataError):
-            NetworkMode.parse(bad)
-    for kwargs in ({"mac": "01:00:00:00:00:01"}, {"mac": "zz"}, {"dns": ("x",)}, {"add_hosts": ("h",)},
-                   {"aliases": ("a b",)}):
-        with pytest.raises(StrataError):
-            AttachOptions("c", "n", "h", **kwargs)  # type: ignore[arg-type]
-
-
-def test_the_network_choice_is_saved_in_config_json_and_reads_back() -> None:
-    from runner.spec import A_NETWORK, Spec
-
-    config = NetworkConfig(NetworkMode.parse("app"), (PortSpec.parse("127.0.0.1:8080:80/udp"), PortSpec(81)), True,
-                           ("80/tcp",), ("192.0.2.53",), ("x:192.0.2.9",), "02:aa:bb:cc:dd:ee", "10.89.0.9",
-                           ("db",))
-    spec = Spec(id="c" * 64, name="c", image="i", image_id="sha256:" + "0" * 64, chain_ids=(), args=("true",),
-                env=(), cwd="/", user="0", hostname="c", bundle="/b", network=config)
-    doc = spec.to_oci()
-    assert json.loads(doc["annotations"][A_NETWORK])["mode"] == "app"
-    assert Spec.from_oci(doc).network == config
-    del doc["annotations"][A_NETWORK]  # a container made before networking: none, as it had
-    assert Spec.from_oci(doc).network == NetworkConfig() and str(NetworkConfig().mode) == "none"
-    assert str(NetworkMode.parse("container:abc")) == "container:abc"
 
 
 def test_resolv_conf_drops_loopback_nameservers_as_docker_does(tmp_path: Path) -> None:
@@ -562,7 +519,7 @@ def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     rec = ct.record(store, Spec(id=c.cid, name="live", image="x", image_id="sha256:" + "0" * 64, chain_ids=(),
                                 args=("sleep",), env=(), cwd="/", user="0", hostname="live", bundle="",
                                 privileges=Privileges(seccomp=SECCOMP_UNCONFINED),
-                                network=NetworkConfig(NetworkMode.parse("bridge"))))
+                                network=NetworkConfig(mode=NetworkMode.parse("bridge"))))
     rec.record_running(c.proc.pid)
     (rec.dir / "hosts").write_text("old\n")
     host.runner("network", "create", "--subnet", "10.92.0.0/24", "side")

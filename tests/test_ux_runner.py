@@ -10,12 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from runner.cli import ps
 from runner.isolation import cgroups
-from runner.spec import Rlimit
-from shared.errors import Kind, StrataError
 from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until
 from tests.test_tty import Terminal
 
@@ -39,63 +35,6 @@ def test_typeahead_before_the_shell_starts_reaches_it(tools: Tools, test_image: 
 # -- limits, as Docker's daemon checks them ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("cpus", "expected"), [(0.01, 0.01), (1.5, 1.5), (2, 2), (0, None), (None, None)])
-def test_cpus_in_range_are_taken(cpus: float | None, expected: float | None) -> None:
-    assert cgroups.check_cpus(cpus, 2) == expected
-
-
-@pytest.mark.parametrize("cpus", [99, 2.01, 0.005, -1, float("nan"), float("inf")])
-def test_cpus_out_of_range_are_refused_in_dockers_words(cpus: float) -> None:
-    with pytest.raises(StrataError) as e:
-        cgroups.check_cpus(cpus, 2)
-    assert e.value.kind == Kind.USAGE
-    assert "range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available" in str(e.value)
-
-
-@pytest.mark.parametrize(("text", "expected"), [("6m", 6 << 20), ("512M", 512 << 20), ("1g", 1 << 30),
-                                                ("1GiB", 1 << 30), ("8192 kb", 8 << 20),
-                                                ("1.5g", 3 << 29), ("1t", 1 << 40), ("0", None)])
-def test_memory_sizes_as_docker_reads_them(text: str, expected: int | None) -> None:
-    assert cgroups.Limits.parse_memory(text) == expected
-
-
-@pytest.mark.parametrize(("text", "words"), [("1k", "minimum memory limit allowed is 6MB"),
-                                             ("6291455b", "minimum memory limit allowed is 6MB"),
-                                             ("lots", "invalid size"), ("-1m", "invalid size"),
-                                             ("1x", "invalid size")])
-def test_memory_below_the_minimum_or_malformed_is_refused(text: str, words: str) -> None:
-    with pytest.raises(StrataError) as e:
-        cgroups.Limits.parse_memory(text)
-    assert e.value.kind == Kind.USAGE and words in str(e.value) and "--memory" in str(e.value)
-
-
-def test_pids_limit_zero_or_negative_is_no_limit() -> None:
-    """Docker: ``--pids-limit`` 0 or -1 means unlimited; a positive one is the limit."""
-    assert cgroups.Limits.from_options(None, None, -1, 2).pids is None
-    assert cgroups.Limits.from_options(None, None, 0, 2).pids is None
-    assert cgroups.Limits.from_options("64m", 1, 50, 2) == cgroups.Limits(64 << 20, 1, 50)
-
-
-@pytest.mark.parametrize(("swap", "reservation", "words"), [
-    ("32m", None, "minimum memoryswap limit should be larger than memory limit"),
-    (None, "128m", "minimum memory limit can not be less than memory reservation limit"),
-    (None, "1m", "minimum memory reservation allowed is 6MB"),
-    ("lots", None, "invalid --memory-swap 'lots': invalid size")])
-def test_swap_and_reservation_against_memory(swap: str | None, reservation: str | None, words: str) -> None:
-    with pytest.raises(StrataError) as e:
-        cgroups.Limits.from_options("64m", None, None, 2, swap=swap, reservation=reservation)
-    assert e.value.kind == Kind.USAGE and words in str(e.value)
-
-
-def test_swap_needs_memory_and_takes_minus_one() -> None:
-    with pytest.raises(StrataError, match="always set the memory limit when using memoryswap limit"):
-        cgroups.Limits.from_options(None, None, None, 2, swap="1g")
-    assert cgroups.Limits.from_options("64m", None, None, 2, swap="-1").swap == -1
-    assert cgroups.Limits.from_options("64m", None, None, 2, swap="64m", reservation="64m") == \
-        cgroups.Limits(64 << 20, None, None, 64 << 20, 64 << 20)
-    assert cgroups.Limits.from_options("64m", None, None, 2, swap="0").swap is None  # Docker: 0 is unset
-
-
 def test_swap_and_reservation_reach_the_cgroup(tools: Tools, test_image: str, executor: str) -> None:
     """Under each executor: memory.memsw.limit_in_bytes (v1) is memory and swap together, the reservation is
     the soft limit; the container reads its own values at /sys/fs/cgroup."""
@@ -108,25 +47,6 @@ def test_swap_and_reservation_reach_the_cgroup(tools: Tools, test_image: str, ex
     assert result.code == 0, result.err
     swap = 96 << 20 if not cgroups.is_v2() else 32 << 20
     assert [int(v) for v in result.out.split()] == [64 << 20, swap, 32 << 20]
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("nofile=1024:2048", Rlimit("RLIMIT_NOFILE", 1024, 2048)), ("nproc=50", Rlimit("RLIMIT_NPROC", 50, 50)),
-    ("core=-1", Rlimit("RLIMIT_CORE", (1 << 64) - 1, (1 << 64) - 1)),
-    ("stack=1:-1", Rlimit("RLIMIT_STACK", 1, (1 << 64) - 1))])
-def test_ulimit_as_docker_reads_it(text: str, expected: Rlimit) -> None:
-    assert Rlimit.parse(text) == expected
-
-
-@pytest.mark.parametrize(("text", "words"), [
-    ("nofile=2048:1024", "ulimit soft limit must be less than or equal to hard limit: 2048 > 1024"),
-    ("nofile=-1:1024", "ulimit soft limit must be less than or equal to hard limit: -1 > 1024"),
-    ("files=1", "invalid ulimit type: files"), ("nofile", "use NAME=SOFT[:HARD]"),
-    ("nofile=many", "must be numbers"), ("nofile=-2", "-1 (unlimited)")])
-def test_ulimit_docker_refuses(text: str, words: str) -> None:
-    with pytest.raises(StrataError) as e:
-        Rlimit.parse(text)
-    assert e.value.kind == Kind.USAGE and words in str(e.value)
 
 
 def test_cpu_shares_and_ulimits_reach_the_container(tools: Tools, test_image: str, executor: str) -> None:

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 import typer
 
 from runner.cli.network import register as register_network
+from runner.cli.options import NETWORK_FLAGS, run_options
 from shared.cli import StoreOption, run_main, run_typer
 
 if TYPE_CHECKING:
-    from runner.container.create import RunOptions
+    from runner.container.options import RunOptions
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run images from the Strata store in new namespaces, offline.")
@@ -20,156 +21,37 @@ state = StoreOption(app)
 register_network(app, state)
 
 
-def _run_options(image: str, command: list[str] | None, rm: bool, name: str | None, hostname: str | None,
-                 env: list[str], workdir: str | None, user: str | None, entrypoint: str | None, interactive: bool,
-                 tty: bool, env_file: list[str], volume: list[str], tmpfs: list[str], read_only: bool, init: bool,
-                 memory: str | None, cpus: float | None, pids_limit: int | None, cap_add: list[str],
-                 cap_drop: list[str], privileged: bool, security_opt: list[str], detach: bool,
-                 runtime: str | None = None, memory_swap: str | None = None,
-                 memory_reservation: str | None = None, cpu_shares: int | None = None,
-                 ulimit: list[str] | None = None, log_driver: str | None = None,
-                 log_opt: list[str] | None = None) -> RunOptions:
-    from runner.container.create import RunOptions
-
-    return RunOptions(image=image, command=command or (), name=name, hostname=hostname, env=env, workdir=workdir,
-                      user=user, entrypoint=entrypoint, interactive=interactive, tty=tty, remove=rm,
-                      env_files=env_file, cap_add=cap_add, cap_drop=cap_drop, privileged=privileged,
-                      security_opts=security_opt, memory=memory, cpus=cpus, pids_limit=pids_limit,
-                      read_only=read_only, volumes=volume, tmpfs=tmpfs, init=init, detach=detach,
-                      runtime=runtime, memory_swap=memory_swap, memory_reservation=memory_reservation,
-                      cpu_shares=cpu_shares, ulimits=ulimit or (), log_driver=log_driver, log_opts=log_opt or ())
-
-
-def _with_network(opts: RunOptions, network: str | None, publish: list[str], publish_all: bool, dns: list[str],
-                  add_host: list[str], mac_address: str | None, ip: str | None, network_alias: list[str]) -> RunOptions:
-    from dataclasses import replace
-
-    return replace(opts, network=network, publish=publish, publish_all=publish_all, dns=dns, add_hosts=add_host,
-                   mac=mac_address, ip=ip, aliases=network_alias)
-
-
-# The options run and create share, as Docker's (create has no -d).
-_IMAGE = typer.Argument(..., help="Image reference or ID, as pulled")
-_COMMAND = typer.Argument(None, help="Command and arguments (default: the image's)")
-_RM = typer.Option(False, "--rm", help="Remove the container when it exits")
-_NAME = typer.Option(None, "--name", help="Container name (default: its short ID)")
-_HOSTNAME = typer.Option(None, "--hostname", "-h", help="Host name (default: short ID)")
-_ENV = typer.Option([], "--env", "-e", help="KEY=VALUE, or KEY to pass the runner's value")
-_WORKDIR = typer.Option(None, "--workdir", "-w", help="Working directory inside")
-_USER = typer.Option(None, "--user", "-u", help="user[:group], names or numbers")
-_ENTRYPOINT = typer.Option(None, "--entrypoint", help="Replace the image's entrypoint")
-_INTERACTIVE = typer.Option(False, "--interactive", "-i", help="Keep stdin open")
-_TTY = typer.Option(False, "--tty", "-t", help="Give the command a terminal")
-_ENV_FILE = typer.Option([], "--env-file", help="Read VAR=VALUE lines from a file")
-_VOLUME = typer.Option([], "--volume", "-v", help="/HOST/PATH:/PATH[:ro] bind mount")
-_TMPFS = typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount")
-_READ_ONLY = typer.Option(False, "--read-only", help="Mount the root filesystem read-only")
-_INIT = typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals")
-_MEMORY = typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)")
-_MEMORY_SWAP = typer.Option(None, "--memory-swap", help="Memory and swap together (e.g. 1g); -1: swap unlimited")
-_MEMORY_RESERVATION = typer.Option(None, "--memory-reservation", help="Soft memory limit (at most --memory)")
-_CPUS = typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")
-_CPU_SHARES = typer.Option(None, "--cpu-shares", "-c", help="Relative CPU weight (default 1024)")
-_ULIMIT = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=1024:2048 (-1: unlimited)")
-_LOG_DRIVER = typer.Option(None, "--log-driver", help="json-file (default), local (the same files) or none")
-_LOG_OPT = typer.Option([], "--log-opt", help="max-size=SIZE (default 20m), max-file=N (default 5; 1 with "
-                                              "json-file's max-size alone)")
-_PIDS_LIMIT = typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")
-_CAP_ADD = typer.Option([], "--cap-add", help="Add a capability (or ALL)")
-_CAP_DROP = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)")
-_PRIVILEGED = typer.Option(False, "--privileged", help="All capabilities, no masked paths, devices")
-_SECURITY_OPT = typer.Option([], "--security-opt",
-                             help="no-new-privileges, seccomp=unconfined or seccomp=PROFILE.json")
-_RUNTIME = typer.Option(None, "--runtime", help="OCI runtime that starts it: runc, crun, a path, or strata (ours; "
-                                               "the default unless the settings file's runtime says otherwise)")
-_NETWORK = typer.Option(None, "--network", "--net", help="bridge (default, or the settings file's network), none, "
-                                                         "host, container:NAME|ID, or a network's name")
-_PUBLISH = typer.Option([], "--publish", "-p",
-                         help="[IP:][HOST_PORT:]CONTAINER_PORT, /tcp or /udp after it: on the host")
-_PUBLISH_ALL = typer.Option(False, "--publish-all", "-P", help="Publish the image's exposed ports on free host ports")
-_DNS = typer.Option([], "--dns", help="Nameserver for its resolv.conf (replaces the host's)")
-_ADD_HOST = typer.Option([], "--add-host", help="HOST:IP line for its /etc/hosts (IP may be host-gateway)")
-_MAC = typer.Option(None, "--mac-address", help="MAC address of its interface")
-_IP = typer.Option(None, "--ip", help="IPv4 address on a user network")
-_ALIAS = typer.Option([], "--network-alias", help="Another name for it on a user network")
-
-
 @app.command(context_settings={"allow_interspersed_args": False})
-def run(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _RM, name: str | None = _NAME,
-        hostname: str | None = _HOSTNAME, env: list[str] = _ENV, workdir: str | None = _WORKDIR,
-        user: str | None = _USER, entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE,
-        tty: bool = _TTY, env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
-        read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY, cpus: float | None = _CPUS,
-        pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP,
-        privileged: bool = _PRIVILEGED, security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
-        network: str | None = _NETWORK, publish: list[str] = _PUBLISH, publish_all: bool = _PUBLISH_ALL,
-        dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
-        ip: str | None = _IP, network_alias: list[str] = _ALIAS,
-        detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; print the ID"),
-        memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
-        cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT, log_driver: str | None = _LOG_DRIVER,
-        log_opt: list[str] = _LOG_OPT) -> int:
+@run_options()
+def run(opts: RunOptions) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.container.run import run as do_run
 
-    opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
-                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, detach, runtime, memory_swap, memory_reservation, cpu_shares,
-                        ulimit, log_driver, log_opt)
-    return do_run(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address, ip,
-                                             network_alias))
+    return do_run(state.store, opts)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-def create(image: str = _IMAGE, command: list[str] | None = _COMMAND, rm: bool = _RM, name: str | None = _NAME,
-           hostname: str | None = _HOSTNAME, env: list[str] = _ENV, workdir: str | None = _WORKDIR,
-           user: str | None = _USER, entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE,
-           tty: bool = _TTY, env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME,
-           tmpfs: list[str] = _TMPFS, read_only: bool = _READ_ONLY, init: bool = _INIT,
-           memory: str | None = _MEMORY, cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT,
-           cap_add: list[str] = _CAP_ADD, cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT, runtime: str | None = _RUNTIME,
-           network: str | None = _NETWORK, publish: list[str] = _PUBLISH, publish_all: bool = _PUBLISH_ALL,
-           dns: list[str] = _DNS, add_host: list[str] = _ADD_HOST, mac_address: str | None = _MAC,
-           ip: str | None = _IP, network_alias: list[str] = _ALIAS,
-           memory_swap: str | None = _MEMORY_SWAP, memory_reservation: str | None = _MEMORY_RESERVATION,
-           cpu_shares: int | None = _CPU_SHARES, ulimit: list[str] = _ULIMIT,
-           log_driver: str | None = _LOG_DRIVER, log_opt: list[str] = _LOG_OPT) -> None:
+@run_options(omit={"detach"})
+def create(opts: RunOptions) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.container.create import create as do_create
 
-    opts = _run_options(image, command, rm, name, hostname, env, workdir, user, entrypoint, interactive, tty,
-                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, runtime, memory_swap, memory_reservation, cpu_shares,
-                        ulimit, log_driver, log_opt)
-    print(do_create(state.store, _with_network(opts, network, publish, publish_all, dns, add_host, mac_address,
-                                               ip, network_alias)).id)
+    print(do_create(state.store, opts).id)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-def bundle(image: str = _IMAGE, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"),
-           command: list[str] | None = _COMMAND, name: str | None = _NAME, hostname: str | None = _HOSTNAME,
-           env: list[str] = _ENV, workdir: str | None = _WORKDIR, user: str | None = _USER,
-           entrypoint: str | None = _ENTRYPOINT, interactive: bool = _INTERACTIVE, tty: bool = _TTY,
-           env_file: list[str] = _ENV_FILE, volume: list[str] = _VOLUME, tmpfs: list[str] = _TMPFS,
-           read_only: bool = _READ_ONLY, init: bool = _INIT, memory: str | None = _MEMORY,
-           cpus: float | None = _CPUS, pids_limit: int | None = _PIDS_LIMIT, cap_add: list[str] = _CAP_ADD,
-           cap_drop: list[str] = _CAP_DROP, privileged: bool = _PRIVILEGED,
-           security_opt: list[str] = _SECURITY_OPT, memory_swap: str | None = _MEMORY_SWAP,
-           memory_reservation: str | None = _MEMORY_RESERVATION, cpu_shares: int | None = _CPU_SHARES,
-           ulimit: list[str] = _ULIMIT, log_driver: str | None = _LOG_DRIVER,
-           log_opt: list[str] = _LOG_OPT) -> None:
+@run_options(omit={"detach", "remove", "runtime", *NETWORK_FLAGS})
+def bundle(opts: RunOptions, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"))\
+        -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
+    from dataclasses import replace
+
     from runner.container.bundle import bundle as do_bundle
 
-    opts = _run_options(image, command, False, name, hostname, env, workdir, user, entrypoint, interactive, tty,
-                        env_file, volume, tmpfs, read_only, init, memory, cpus, pids_limit, cap_add, cap_drop,
-                        privileged, security_opt, False, "strata", memory_swap, memory_reservation, cpu_shares,
-                        ulimit, log_driver, log_opt)
-    # the bundle runs elsewhere, in a namespace of its runtime's making: none is what it gets
-    print(do_bundle(state.store, _with_network(opts, "none", [], False, [], [], None, None, []), directory))
+    # our executor builds it; it runs elsewhere, in a namespace of its runtime's making: none is what it gets
+    print(do_bundle(state.store, replace(opts, runtime="strata", network="none"), directory))
 
 
 @app.command()

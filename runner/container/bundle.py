@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from runner import linux
-from runner.container.create import RunOptions, create
+from runner.container.create import create
+from runner.container.options import RunOptions
 from runner.container.release import remove
 from runner.executor import runtime
 from runner.spec import NETWORK_FILES, TINI

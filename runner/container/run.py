@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from runner.container.create import RunOptions, create
+from runner.container.create import create
 from runner.container.monitor import detach
+from runner.container.options import RunOptions
 from runner.container.record import find
 from runner.container.release import release, remove
 from runner.container.start import StartLock, start

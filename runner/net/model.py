@@ -1,6 +1,6 @@
 """What networking is asked for and what is recorded: parsed options, network and endpoint records.
 
-Plain data, no kernel and no pyroute2: the CLI parses ``--network``, ``-p`` and friends with this module alone,
+Plain data, no kernel and no pyroute2: ``create`` parses ``--network``, ``-p`` and friends with this module alone,
 and a bad value fails before anything is created.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,60 +124,23 @@ def parse_add_host(text: str) -> tuple[str, str]:
     return host, ip
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
-    """A container's network as ``create`` resolved it (``--network`` and friends), saved in config.json's
-    ``io.strata.network`` annotation (the runtime-spec has a network namespace, not what to put in it). The
-    dataclass default is ``none`` (a lone loopback): what containers made before networking had; ``create``
-    defaults to ``bridge``, or the settings file's ``network``."""
+@dataclass(frozen=True, kw_only=True)
+class EndpointOptions:
+    """What a container asks of the network it joins (``-p``, ``-P``, ``--dns``, ``--add-host``,
+    ``--mac-address``, ``--ip``, ``--network-alias``), declared once for :class:`NetworkConfig` (what ``create``
+    saves) and :class:`AttachOptions` (what the start path and ``network connect`` hand :func:`runner.net.attach`).
+    The checks every mode shares are made on construction, so neither can hold a value the other would refuse."""
 
-    mode: NetworkMode = NetworkMode("none")
-    publish: tuple[PortSpec, ...] = ()
-    publish_all: bool = False
-    exposed: tuple[str, ...] = ()  # the image's ExposedPorts, for -P
-    dns: tuple[str, ...] = ()
-    add_hosts: tuple[str, ...] = ()
-    mac: str | None = None
-    ip: str | None = None
-    aliases: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mode": str(self.mode), "publish": [vars(p) for p in self.publish], "publish_all": self.publish_all,
-                "exposed": list(self.exposed), "dns": list(self.dns), "add_hosts": list(self.add_hosts),
-                "mac": self.mac, "ip": self.ip, "aliases": list(self.aliases)}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> NetworkConfig:
-        return cls(NetworkMode.parse(str(obj["mode"])), tuple(PortSpec(**p) for p in obj.get("publish") or ()),
-                   bool(obj.get("publish_all")), tuple(obj.get("exposed") or ()), tuple(obj.get("dns") or ()),
-                   tuple(obj.get("add_hosts") or ()), obj.get("mac"), obj.get("ip"), tuple(obj.get("aliases") or ()))
-
-
-@dataclass(frozen=True)
-class AttachOptions:
-    """What the start path knows about a container when it attaches it to one network.
-
-    ``hosts_path`` is the container's own hosts file (``containers/ID/hosts``, bind-mounted into it): on a user
-    network the library rewrites it in place as peers come and go, so names stay current without a resolver.
-    """
-
-    container_id: str
-    name: str
-    hostname: str
-    network: str = "bridge"
-    aliases: tuple[str, ...] = ()
-    ip: str | None = None  # --ip, user networks only
-    mac: str | None = None  # --mac-address
-    dns: tuple[str, ...] = ()  # --dns: replaces the host's nameservers
-    add_hosts: tuple[str, ...] = ()  # --add-host HOST:IP
     publish: tuple[PortSpec, ...] = ()  # -p
     publish_all: bool = False  # -P: every exposed port on a free host port
-    exposed: tuple[str, ...] = ()  # the image's ExposedPorts ("80/tcp") and --expose, for -P
-    hosts_path: Path | None = None
-    host_resolv: Path = Path("/etc/resolv.conf")
+    exposed: tuple[str, ...] = ()  # the image's ExposedPorts ("80/tcp"), for -P
+    dns: tuple[str, ...] = ()  # --dns: replaces the host's nameservers
+    add_hosts: tuple[str, ...] = ()  # --add-host HOST:IP
+    mac: str | None = None  # --mac-address
+    ip: str | None = None  # --ip, user networks only
+    aliases: tuple[str, ...] = ()  # --network-alias
 
     def __post_init__(self) -> None:
-        check_name(self.network)
         if self.mac is not None and not MAC_RE.fullmatch(self.mac):
             raise usage(f"invalid MAC address {self.mac!r}")
         if self.mac is not None and int(self.mac[:2], 16) & 1:
@@ -191,6 +155,75 @@ class AttachOptions:
         for alias in self.aliases:
             if not NAME_RE.fullmatch(alias):
                 raise usage(f"invalid --network-alias {alias!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig(EndpointOptions):
+    """A container's network as ``create`` resolved it (``--network`` and its :class:`EndpointOptions`), saved in
+    config.json's ``io.strata.network`` annotation (the runtime-spec has a network namespace, not what to put in
+    it). The dataclass default is ``none`` (a lone loopback); ``create`` defaults to ``bridge``, or the settings
+    file's ``network``."""
+
+    mode: NetworkMode = NetworkMode("none")
+
+    @classmethod
+    def parse(cls, mode: NetworkMode, *, publish: Sequence[str] = (), publish_all: bool = False,
+              exposed: Sequence[str] = (), dns: Sequence[str] = (), add_hosts: Sequence[str] = (),
+              mac: str | None = None, ip: str | None = None, aliases: Sequence[str] = ()) -> NetworkConfig:
+        """The options as the CLI took them, for a resolved ``mode``: what the mode cannot honour is refused, as
+        Docker refuses it, rather than ignored."""
+        attached = mode.network is not None
+        if (publish or publish_all) and not attached:
+            raise usage("conflicting options: port publishing and the container type network mode")
+        if mode.kind == "container" and (dns or add_hosts):
+            raise usage("conflicting options: dns and the network mode")
+        if mac is not None and not attached:
+            raise usage("conflicting options: mac-address and the network mode")
+        if (ip is not None or aliases) and mode.kind != "user":
+            raise usage("user specified IP address and network aliases are supported on user defined networks only")
+        if ip is not None:
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise usage(f"invalid IPv4 address {ip!r} for --ip") from None
+        if mac is not None and MAC_RE.fullmatch(mac):
+            mac = mac.lower()
+        return cls(mode=mode, publish=tuple(PortSpec.parse(p) for p in publish), publish_all=publish_all,
+                   exposed=tuple(exposed), dns=tuple(dns), add_hosts=tuple(add_hosts), mac=mac, ip=ip,
+                   aliases=tuple(aliases))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": str(self.mode), "publish": [vars(p) for p in self.publish], "publish_all": self.publish_all,
+                "exposed": list(self.exposed), "dns": list(self.dns), "add_hosts": list(self.add_hosts),
+                "mac": self.mac, "ip": self.ip, "aliases": list(self.aliases)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NetworkConfig:
+        return cls(mode=NetworkMode.parse(str(obj["mode"])),
+                   publish=tuple(PortSpec(**p) for p in obj.get("publish") or ()),
+                   publish_all=bool(obj.get("publish_all")), exposed=tuple(obj.get("exposed") or ()),
+                   dns=tuple(obj.get("dns") or ()), add_hosts=tuple(obj.get("add_hosts") or ()), mac=obj.get("mac"),
+                   ip=obj.get("ip"), aliases=tuple(obj.get("aliases") or ()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttachOptions(EndpointOptions):
+    """What the start path knows about a container when it attaches it to one network.
+
+    ``hosts_path`` is the container's own hosts file (``containers/ID/hosts``, bind-mounted into it): on a user
+    network the library rewrites it in place as peers come and go, so names stay current without a resolver.
+    """
+
+    container_id: str
+    name: str
+    hostname: str
+    network: str = "bridge"
+    hosts_path: Path | None = None
+    host_resolv: Path = Path("/etc/resolv.conf")
+
+    def __post_init__(self) -> None:
+        check_name(self.network)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
