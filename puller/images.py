@@ -19,8 +19,8 @@ from typing import Any
 from shared import reference
 from shared.digest import Digest
 from shared.format import human_duration, human_size
-from shared.store import Store
-from shared.stored import INDEX_DIGEST_ANNOTATION, StoredImage, all_images
+from shared.store.images import StoredImage, all_images
+from shared.store.layout import INDEX_DIGEST_ANNOTATION, Store
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as Docker shows a time it does not have
 NONE = "<none>"
@@ -93,7 +93,7 @@ def _split(name: str) -> tuple[str, str, str | None]:
 
 def repo_digest(image: StoredImage) -> str:
     """The digest a user pulls the image by: the index it came from, else its manifest."""
-    return image.descriptor.annotations.get(INDEX_DIGEST_ANNOTATION) or str(image.descriptor.digest)
+    return image.entry.annotations.get(INDEX_DIGEST_ANNOTATION) or str(image.entry.digest)
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,8 @@ def inspect_document(store: Store, image: StoredImage) -> dict[str, Any]:
         # Strata's additions:
         "Name": image.name,
         "Digest": repo_digest(image),
-        "ManifestDigest": str(image.descriptor.digest),
-        "MediaType": image.descriptor.media_type,
+        "ManifestDigest": str(image.entry.digest),
+        "MediaType": image.entry.media_type,
         "Platform": str(image.config.platform),
         "Layers": [{"Digest": str(d.digest), "DiffID": str(r.diff_id), "ChainID": str(r.chain_id),
                     "MediaType": d.media_type, "Size": d.size, "UncompressedSize": r.size}

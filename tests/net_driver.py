@@ -19,7 +19,7 @@ from typing import Any
 from runner.net import core
 from runner.net.model import AttachOptions, PortSpec
 from shared.errors import StrataError
-from shared.store import Store
+from shared.store.layout import Store
 
 
 def main(req: dict[str, Any]) -> int:

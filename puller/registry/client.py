@@ -208,11 +208,11 @@ class RegistryClient:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
 
-    def _sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
             raise Cancelled("cancelled")
 
-    def _send(self, method: str, path: str, repository: str | None, what: str, *, scope: str | None = None,
+    def send(self, method: str, path: str, repository: str | None, what: str, *, scope: str | None = None,
               attempts: int | None = None, **kwargs: Any) -> requests.Response:
         """One request with auth, bounded retries of transient failures, and the insecure HTTP fallback.
 
@@ -255,14 +255,14 @@ class RegistryClient:
                 if last:
                     raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__} after "
                                       f"{attempts} attempts", Kind.REGISTRY) from None
-                self._sleep(self.retry.delay(attempt) or 0)
+                self.sleep(self.retry.delay(attempt) or 0)
                 continue
             self._note_rate_limit(resp)
             if resp.status_code in RETRY_STATUSES and not last:
                 delay = self.retry.delay(attempt, resp.headers.get("Retry-After"))
                 if delay is not None:
                     resp.close()
-                    self._sleep(delay)
+                    self.sleep(delay)
                     continue
             return resp
         raise StrataError(f"cannot reach registry {self.host} for {what}", Kind.REGISTRY)  # every try fell back
@@ -286,13 +286,13 @@ class RegistryClient:
 
     def ping(self) -> None:
         """GET /v2/ with credentials: does this registry accept us? (``login`` uses it.)"""
-        with self._send("GET", "", None, f"registry {self.host}") as resp:
+        with self.send("GET", "", None, f"registry {self.host}") as resp:
             if resp.status_code != 200:
                 raise registry_error(resp, f"registry {self.host}")
 
     def head_manifest(self, repository: str, reference: str, what: str) -> Digest | None:
         """The digest a tag points to now, without a GET: HEAD does not count against Docker Hub's limit."""
-        with self._send("HEAD", f"{repository}/manifests/{reference}", repository, what,
+        with self.send("HEAD", f"{repository}/manifests/{reference}", repository, what,
                         headers={"Accept": MANIFEST_ACCEPT}) as resp:
             if resp.status_code != 200:
                 raise registry_error(resp, what)
@@ -308,7 +308,7 @@ class RegistryClient:
         raise on the Content-Length before anything is read."""
         breaks = 0
         while True:
-            resp = self._send("GET", path, repository, what, stream=True, headers=headers or {})
+            resp = self.send("GET", path, repository, what, stream=True, headers=headers or {})
             with resp:
                 if resp.status_code != 200:
                     raise registry_error(resp, what)
@@ -329,7 +329,7 @@ class RegistryClient:
             if breaks >= self.retry.attempts:
                 raise StrataError(f"download of {what} from {self.host} broke off {breaks} times: {cause}",
                                   Kind.REGISTRY)
-            self._sleep(self.retry.delay(breaks - 1) or 0)
+            self.sleep(self.retry.delay(breaks - 1) or 0)
 
     def get_manifest(self, repository: str, reference: str, what: str) -> FetchedManifest:
         """GET a manifest or index; check its sha256 against the digest asked for and Docker-Content-Digest."""
@@ -379,7 +379,7 @@ class RegistryClient:
                 if self.cancel.is_set():  # (an aborted read may look like a short body: not a reason to retry)
                     raise Cancelled(f"download of {what} cancelled")
                 headers = {"Range": f"bytes={received}-"} if received else {}
-                resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
+                resp = self.send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
                                   headers=headers)
                 with self._streaming_lock:
                     self._streaming.add(resp)
@@ -415,7 +415,7 @@ class RegistryClient:
                         if breaks >= self.retry.attempts:
                             raise StrataError(f"download of {what} broke off {breaks} times, last after {received} "
                                               f"bytes: {type(e).__name__}", Kind.REGISTRY) from None
-                        self._sleep(self.retry.delay(breaks - 1) or 0)
+                        self.sleep(self.retry.delay(breaks - 1) or 0)
                         continue
                 if received >= desc.size:
                     break

@@ -8,7 +8,7 @@ pays for it) builds that manifest and speaks the upload protocol; what it lacks 
 * HTTP: :class:`oras.provider.Registry.do_request` is overridden. oras-py's own retries every exception five
   times with sleeps of 3 to 83 s (a refused connection takes two minutes), sets no timeouts and answers a 401 with
   one token reused across scopes, reading only ``~/.docker/config.json``. Ours hands every request to pull's
-  :class:`RegistryClient` (its ``_send``): bounded error bodies, http(s)-only redirects, no credentials across
+  :class:`RegistryClient` (its ``send``): bounded error bodies, http(s)-only redirects, no credentials across
   hosts, auth for the command's scope with the credentials of :func:`credentials.lookup` (``$DOCKER_CONFIG``,
   helpers, ``puller login``), timeouts, bounded retries, Docker's HTTPS-then-HTTP rule for loopback and
   ``--insecure-registry``, every error one line.
@@ -153,7 +153,7 @@ def _registry_class() -> type[Any]:
         def do_request(self, url: str, method: str = "GET", data: dict[str, Any] | bytes | None = None,
                        headers: dict[str, str] | None = None, json: dict[str, Any] | None = None,
                        stream: bool = False) -> requests.Response:
-            """Every request oras-py makes goes through pull's client (RegistryClient._send: auth for SCOPE,
+            """Every request oras-py makes goes through pull's client (RegistryClient.send: auth for SCOPE,
             timeouts, bounded retries, HTTPS then HTTP where Docker allows it, bounded error bodies). oras-py
             builds URLs on its own idea of the scheme: those on this registry are passed as paths under /v2/,
             so the client's scheme (after a fallback) is the one used. Any answer >= 400 but a HEAD's 404
@@ -163,7 +163,7 @@ def _registry_class() -> type[Any]:
             target = url
             if parts.netloc == self.client.host and parts.path.startswith("/v2/"):
                 target = parts.path.removeprefix("/v2/") + (f"?{parts.query}" if parts.query else "")
-            resp = self.client._send(method, target, None, what, scope=self.scope, data=data, json=json,
+            resp = self.client.send(method, target, None, what, scope=self.scope, data=data, json=json,
                                      headers=dict(headers or {}), stream=stream)
             if resp.status_code >= 400 and not (method == "HEAD" and resp.status_code == 404):
                 raise registry_error(resp, what)
@@ -442,7 +442,7 @@ def _download(registry: Any, container: Any, p: _Planned, fd: int, what: str) ->
             if attempt == registry.client.retry.attempts - 1:
                 raise StrataError(f"download of {what} broke off {attempt + 1} times: {describe_break(e)}",
                                   Kind.REGISTRY) from None
-            registry.client._sleep(registry.client.retry.delay(attempt) or 0)
+            registry.client.sleep(registry.client.retry.delay(attempt) or 0)
             continue
         break
     if received != desc.size:

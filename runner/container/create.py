@@ -21,9 +21,9 @@ from runner.isolation import cgroups, rootfs, security
 from runner.logs.writer import LogConfig
 from runner.net.model import AttachOptions, NetworkConfig, NetworkMode, PortSpec
 from runner.spec import DEFAULT_PATH, INIT_PATH, Rlimit, Spec, Tmpfs, Volume, own_rlimits, seccomp_for, seccomp_text
-from shared import stored
 from shared.errors import usage
-from shared.store import Store
+from shared.store import images as stored
+from shared.store.layout import Store
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from runner.container.create import RunOptions, create
 from runner.container.monitor import detach
 from runner.container.release import remove
 from runner.container.start import StartLock, start
-from shared.store import Store
+from shared.store.layout import Store
 
 
 def run(store: Store, opts: RunOptions) -> int:

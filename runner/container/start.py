@@ -31,7 +31,7 @@ from runner.executor.channel import Channel, Failed, Go, Pty
 from runner.isolation import cgroups, rootfs, seccomp, tty
 from runner.logs import writer as logs
 from shared.errors import Kind, StrataError, usage
-from shared.store import Store
+from shared.store.layout import Store
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 START_LOCK = "start.lock"

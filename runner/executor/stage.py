@@ -40,7 +40,7 @@ from runner.container.record import find
 from runner.executor import process
 from runner.executor.channel import Channel, Failed, Pty
 from runner.isolation import cgroups, security, tty
-from shared.store import Store
+from shared.store.layout import Store
 
 NAMESPACES = (linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
               | linux.CLONE_NEWPID | linux.CLONE_NEWNS)

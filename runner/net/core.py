@@ -34,7 +34,7 @@ from runner.net import files, ipam
 from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
 from runner.net.records import Records, write_in_place
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store
+from shared.store.layout import Store
 
 if TYPE_CHECKING:
     from runner.container.record import Container
