@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -159,30 +160,8 @@ def inspect_document(store: Store, image: StoredImage) -> dict[str, Any]:
     """``docker image inspect``'s object for an image, then what Strata adds (its reference, the manifest, and
     both hashes of every layer with its chain ID, under names Docker does not use)."""
     raw = image.config.raw
-    config: dict[str, Any] = dict(raw.get("config") or {})
-    shaped: dict[str, Any] = {"User": config.pop("User", "") or ""}
-    if config.get("ExposedPorts"):
-        shaped["ExposedPorts"] = config.pop("ExposedPorts")
-    for key, empty in (("Env", None), ("Cmd", None), ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None),
-                       ("OnBuild", None), ("Labels", None)):
-        shaped[key] = config.pop(key, empty) or empty
-    if config.get("StopSignal"):
-        shaped["StopSignal"] = config.pop("StopSignal")
-    config.pop("ExposedPorts", None)
-    config.pop("StopSignal", None)
-    shaped.update(config)  # Healthcheck, Shell, ArgsEscaped... as the config has them
-
-    tags: list[str] = []
-    digests: list[str] = []
-    for other in all_images(store):
-        if other.image_id != image.image_id:
-            continue
-        repository, tag, named = _split(other.name)
-        if tag != NONE:
-            tags.append(f"{repository}:{tag}")
-        entry = f"{repository}@{named or repo_digest(other)}"
-        if entry not in digests:
-            digests.append(entry)
+    shaped = _inspect_config(raw)
+    tags, digests = _repo_names(store, image)
     records = image.layer_records(store)
     dirs = [str(store.diff_dir(chain)) for chain in reversed(image.chain_ids)]
     doc: dict[str, Any] = {
@@ -219,3 +198,36 @@ def inspect_document(store: Store, image: StoredImage) -> dict[str, Any]:
                    for d, r in zip(image.manifest.layers, records, strict=True)],
     }
     return doc
+
+
+def _inspect_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``config`` object in the shape and key order ``docker image inspect`` prints it."""
+    config: dict[str, Any] = dict(raw.get("config") or {})
+    shaped: dict[str, Any] = {"User": config.pop("User", "") or ""}
+    if config.get("ExposedPorts"):
+        shaped["ExposedPorts"] = config.pop("ExposedPorts")
+    for key, empty in (("Env", None), ("Cmd", None), ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None),
+                       ("OnBuild", None), ("Labels", None)):
+        shaped[key] = config.pop(key, empty) or empty
+    if config.get("StopSignal"):
+        shaped["StopSignal"] = config.pop("StopSignal")
+    config.pop("ExposedPorts", None)
+    config.pop("StopSignal", None)
+    shaped.update(config)  # Healthcheck, Shell, ArgsEscaped... as the config has them
+    return shaped
+
+
+def _repo_names(store: Store, image: StoredImage) -> tuple[list[str], list[str]]:
+    """RepoTags and RepoDigests: every reference stored to the same image ID, as tags and as digests."""
+    tags: list[str] = []
+    digests: list[str] = []
+    for other in all_images(store):
+        if other.image_id != image.image_id:
+            continue
+        repository, tag, named = _split(other.name)
+        if tag != NONE:
+            tags.append(f"{repository}:{tag}")
+        entry = f"{repository}@{named or repo_digest(other)}"
+        if entry not in digests:
+            digests.append(entry)
+    return tags, digests

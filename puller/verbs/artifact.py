@@ -159,12 +159,8 @@ def _registry_class() -> type[Any]:
             so the client's scheme (after a fallback) is the one used. Any answer >= 400 but a HEAD's 404
             (oras asks "does this blob exist?") ends the command, in one line."""
             what = _describe(method, url)
-            parts = urlsplit(url)
-            target = url
-            if parts.netloc == self.client.host and parts.path.startswith("/v2/"):
-                target = parts.path.removeprefix("/v2/") + (f"?{parts.query}" if parts.query else "")
-            resp = self.client.send(method, target, None, what, scope=self.scope, data=data, json=json,
-                                     headers=dict(headers or {}), stream=stream)
+            resp = self.client.send(method, _target(self.client.host, url), None, what, scope=self.scope,
+                                    data=data, json=json, headers=dict(headers or {}), stream=stream)
             if resp.status_code >= 400 and not (method == "HEAD" and resp.status_code == 404):
                 raise registry_error(resp, what)
             return resp
@@ -178,26 +174,45 @@ def _registry_class() -> type[Any]:
 
         def upload_manifest(self, manifest: dict[str, Any], container: Any) -> requests.Response:
             """Make oras-py's manifest an image-spec 1.1 artifact, PUT it, check the registry's digest of it."""
-            from shared.digest import Digest
-
-            config = manifest["config"]
-            if config.get("digest") != EMPTY_CONFIG_DIGEST or config.get("size") != 2:
-                raise StrataError(f"oras-py wrote an unexpected config descriptor {config}", Kind.UNSUPPORTED)
-            config["mediaType"] = EMPTY_CONFIG_TYPE
-            manifest["artifactType"] = self.artifact_type
-            if not manifest.get("annotations"):
-                manifest.pop("annotations", None)
+            _as_artifact(manifest, self.artifact_type)
             resp: requests.Response = super().upload_manifest(manifest, container)
-            body = resp.request.body
-            sent = Digest.of_bytes(body if isinstance(body, bytes) else str(body or "").encode())
-            header = resp.headers.get("Docker-Content-Digest")
-            if header and header != str(sent):
-                raise integrity(f"registry {self.hostname} filed the manifest under {header}, but its sha256 is "
-                                f"{sent}")
-            self.manifest_digest = str(sent)
+            self.manifest_digest = _filed_digest(resp, self.hostname)
             return resp
 
     return Registry
+
+
+def _target(host: str, url: str) -> str:
+    """Where oras-py's URL goes through our client: a path under /v2/ when it is on the registry's own host (so the
+    client's scheme, after a fallback, is the one used), else the URL as it is."""
+    parts = urlsplit(url)
+    if parts.netloc == host and parts.path.startswith("/v2/"):
+        return parts.path.removeprefix("/v2/") + (f"?{parts.query}" if parts.query else "")
+    return url
+
+
+def _as_artifact(manifest: dict[str, Any], artifact_type: str) -> None:
+    """Make oras-py's manifest an image-spec 1.1 artifact: the empty config's own media type, the artifact type,
+    no empty annotations."""
+    config = manifest["config"]
+    if config.get("digest") != EMPTY_CONFIG_DIGEST or config.get("size") != 2:
+        raise StrataError(f"oras-py wrote an unexpected config descriptor {config}", Kind.UNSUPPORTED)
+    config["mediaType"] = EMPTY_CONFIG_TYPE
+    manifest["artifactType"] = artifact_type
+    if not manifest.get("annotations"):
+        manifest.pop("annotations", None)
+
+
+def _filed_digest(resp: requests.Response, hostname: str) -> str:
+    """The digest of the manifest a PUT sent, checked against the one the registry says it filed it under."""
+    from shared.digest import Digest
+
+    body = resp.request.body
+    sent = Digest.of_bytes(body if isinstance(body, bytes) else str(body or "").encode())
+    header = resp.headers.get("Docker-Content-Digest")
+    if header and header != str(sent):
+        raise integrity(f"registry {hostname} filed the manifest under {header}, but its sha256 is {sent}")
+    return str(sent)
 
 
 def _container(ref: Reference) -> Any:
