@@ -70,13 +70,13 @@ def inspect(images: list[str] = typer.Argument(..., help="References or image ID
                                            "TEMPLATE run on each image: '{{.Id}}', '{{json .Config.Env}}'")) -> None:
     """Show images as docker image inspect does (a JSON array), plus each layer's two hashes and chain ID."""
     from puller import images as images_mod
-    from shared import stored
+    from shared.store.images import find
     from shared.template import Template, unescape
 
     found, missing = [], []
     for text in images:
         try:
-            found.append(images_mod.inspect_document(state.store, stored.find(state.store, text)))
+            found.append(images_mod.inspect_document(state.store, find(state.store, text)))
         except StrataError as e:
             if e.kind is not Kind.NOT_FOUND:
                 raise
@@ -96,12 +96,12 @@ def rmi(images: list[str] = typer.Argument(..., help="References or image IDs"),
         force: bool = typer.Option(False, "--force", "-f", help="Untag even if a container uses the image, or "
                                    "every reference to an image ID that several repositories or tags share")) -> None:
     """Untag images, then delete what that left unreferenced (layers of containers stay); say what and how much."""
-    from shared import stored
+    from shared.store import gc
 
     reclaimed, done = 0, 0
     try:
         for text in images:
-            removal = stored.remove_image(state.store, text, force)
+            removal = gc.remove_image(state.store, text, force)
             for name in removal.untagged:
                 print(f"Untagged: {name}")
             for freed in removal.deleted:
@@ -157,7 +157,7 @@ def logout(server: str = typer.Argument("docker.io", help="Registry host[:port]"
 def fsck(repair: bool = typer.Option(False, "--repair", help="Remove what is broken (blobs, layers, references) "
                                      "so that pulling again restores it")) -> int:
     """Check the store: re-hash every blob, check every reference, layer and container; exit 1 on a problem."""
-    from puller import fsck as fsck_mod
+    from shared.store import fsck as fsck_mod
 
     return fsck_mod.run(state.store, repair)
 

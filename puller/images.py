@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 from shared import reference
 from shared.digest import Digest
 from shared.format import human_duration, human_size
-from shared.store import Store
-from shared.stored import INDEX_DIGEST_ANNOTATION, StoredImage, all_images
+from shared.store.images import StoredImage, all_images
+from shared.store.layout import INDEX_DIGEST_ANNOTATION, Store
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as Docker shows a time it does not have
 NONE = "<none>"
@@ -93,7 +94,7 @@ def _split(name: str) -> tuple[str, str, str | None]:
 
 def repo_digest(image: StoredImage) -> str:
     """The digest a user pulls the image by: the index it came from, else its manifest."""
-    return image.descriptor.annotations.get(INDEX_DIGEST_ANNOTATION) or str(image.descriptor.digest)
+    return image.entry.annotations.get(INDEX_DIGEST_ANNOTATION) or str(image.entry.digest)
 
 
 @dataclass(frozen=True)
@@ -159,30 +160,8 @@ def inspect_document(store: Store, image: StoredImage) -> dict[str, Any]:
     """``docker image inspect``'s object for an image, then what Strata adds (its reference, the manifest, and
     both hashes of every layer with its chain ID, under names Docker does not use)."""
     raw = image.config.raw
-    config: dict[str, Any] = dict(raw.get("config") or {})
-    shaped: dict[str, Any] = {"User": config.pop("User", "") or ""}
-    if config.get("ExposedPorts"):
-        shaped["ExposedPorts"] = config.pop("ExposedPorts")
-    for key, empty in (("Env", None), ("Cmd", None), ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None),
-                       ("OnBuild", None), ("Labels", None)):
-        shaped[key] = config.pop(key, empty) or empty
-    if config.get("StopSignal"):
-        shaped["StopSignal"] = config.pop("StopSignal")
-    config.pop("ExposedPorts", None)
-    config.pop("StopSignal", None)
-    shaped.update(config)  # Healthcheck, Shell, ArgsEscaped... as the config has them
-
-    tags: list[str] = []
-    digests: list[str] = []
-    for other in all_images(store):
-        if other.image_id != image.image_id:
-            continue
-        repository, tag, named = _split(other.name)
-        if tag != NONE:
-            tags.append(f"{repository}:{tag}")
-        entry = f"{repository}@{named or repo_digest(other)}"
-        if entry not in digests:
-            digests.append(entry)
+    shaped = _inspect_config(raw)
+    tags, digests = _repo_names(store, image)
     records = image.layer_records(store)
     dirs = [str(store.diff_dir(chain)) for chain in reversed(image.chain_ids)]
     doc: dict[str, Any] = {
@@ -211,11 +190,44 @@ def inspect_document(store: Store, image: StoredImage) -> dict[str, Any]:
         # Strata's additions:
         "Name": image.name,
         "Digest": repo_digest(image),
-        "ManifestDigest": str(image.descriptor.digest),
-        "MediaType": image.descriptor.media_type,
+        "ManifestDigest": str(image.entry.digest),
+        "MediaType": image.entry.media_type,
         "Platform": str(image.config.platform),
         "Layers": [{"Digest": str(d.digest), "DiffID": str(r.diff_id), "ChainID": str(r.chain_id),
                     "MediaType": d.media_type, "Size": d.size, "UncompressedSize": r.size}
                    for d, r in zip(image.manifest.layers, records, strict=True)],
     }
     return doc
+
+
+def _inspect_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``config`` object in the shape and key order ``docker image inspect`` prints it."""
+    config: dict[str, Any] = dict(raw.get("config") or {})
+    shaped: dict[str, Any] = {"User": config.pop("User", "") or ""}
+    if config.get("ExposedPorts"):
+        shaped["ExposedPorts"] = config.pop("ExposedPorts")
+    for key, empty in (("Env", None), ("Cmd", None), ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None),
+                       ("OnBuild", None), ("Labels", None)):
+        shaped[key] = config.pop(key, empty) or empty
+    if config.get("StopSignal"):
+        shaped["StopSignal"] = config.pop("StopSignal")
+    config.pop("ExposedPorts", None)
+    config.pop("StopSignal", None)
+    shaped.update(config)  # Healthcheck, Shell, ArgsEscaped... as the config has them
+    return shaped
+
+
+def _repo_names(store: Store, image: StoredImage) -> tuple[list[str], list[str]]:
+    """RepoTags and RepoDigests: every reference stored to the same image ID, as tags and as digests."""
+    tags: list[str] = []
+    digests: list[str] = []
+    for other in all_images(store):
+        if other.image_id != image.image_id:
+            continue
+        repository, tag, named = _split(other.name)
+        if tag != NONE:
+            tags.append(f"{repository}:{tag}")
+        entry = f"{repository}@{named or repo_digest(other)}"
+        if entry not in digests:
+            digests.append(entry)
+    return tags, digests

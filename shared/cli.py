@@ -20,7 +20,7 @@ from typer._click.exceptions import (  # typer >= 0.26 vendors click; pinned < 0
 )
 
 from shared.errors import Kind, StrataError
-from shared.store import Store, default_root
+from shared.store.layout import Store, default_root
 
 ROOT_HELP = "Store root (default: $STRATA_ROOT, else /var/lib/strata as root, else $XDG_DATA_HOME/strata)"
 

@@ -21,7 +21,7 @@ from typing import Any
 from runner.net import core, link
 from runner.net.model import AttachOptions, PortSpec
 from shared.errors import StrataError
-from shared.store import Store
+from shared.store.layout import Store
 
 # An attach's steps, each as the real call that ends it: (where it is looked up, its name, before or after the call,
 # which call of it). "recorded" is the pending record written, so the fault comes as the bridge is about to be made;

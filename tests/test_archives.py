@@ -303,12 +303,12 @@ def test_one_image_under_two_names_and_by_id(tools: Tools, pulled: str, tmp_path
 
 def test_layout_and_oci_archive_sinks_are_read_by_skopeo(tools: Tools, pulled: str, tmp_path: Path) -> None:
     """The classes ``puller copy`` builds on: store -> oci:DIR:REF and store -> oci-archive:FILE:REF."""
-    from shared import stored
-    from shared.store import Store
+    from shared.store import images as stored
+    from shared.store.layout import Store
+    from shared.store.transfer import StoreSource
     from shared.transfer.archive import OciArchiveSink, OciArchiveSource
     from shared.transfer.layout import LayoutSink, LayoutSource, names_in
     from shared.transfer.model import copy, resolve
-    from shared.transfer.store import StoreSource
 
     store = Store(tools.root)
     source = StoreSource(store, stored.find(store, pulled))

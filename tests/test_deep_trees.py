@@ -21,7 +21,8 @@ import pytest
 
 from shared import reference
 from shared.errors import StrataError
-from shared.store import Store, remove_tree
+from shared.store.files import remove_tree
+from shared.store.layout import Store
 from tests import runner_images
 from tests.conftest import Registry, Tools, detached, mounts_under, needs_root, needs_tools, wait_until
 from tests.test_remove import chain_depth

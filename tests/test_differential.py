@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import stored
-from shared.store import Store
+from shared.store import images as stored
+from shared.store.layout import Store
 from tests.conftest import Tools, image_script, mounts_under, needs_root, needs_tools
 from tests.treesnap import Snapshot, differences, snapshot
 

@@ -295,7 +295,7 @@ def test_the_default_bridge_subnet_comes_from_the_settings_files_bip(tmp_path: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from runner.net.core import default_network
     from runner.net.records import Records
-    from shared.store import Store
+    from shared.store.layout import Store
 
     settings = tmp_path / "config.json"
     monkeypatch.setenv("STRATA_CONFIG", str(settings))
@@ -330,7 +330,7 @@ def test_a_non_root_users_own_settings_file_gives_the_default_bridge_its_bip(xdg
         if xdg:
             env["XDG_CONFIG_HOME"] = str(config_home)
         code = ("import sys; from pathlib import Path; from runner.net.core import default_network; "
-                "from runner.net.records import Records; from shared.store import Store; "
+                "from runner.net.records import Records; from shared.store.layout import Store; "
                 "n = default_network(Records(Store(Path(sys.argv[1])))); print(n.subnet, n.gateway)")
         out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", code,
                               str(base / "store")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
@@ -340,8 +340,9 @@ def test_a_non_root_users_own_settings_file_gives_the_default_bridge_its_bip(xdg
 
 def test_pyroute2_is_imported_only_when_a_network_is_set_up(tmp_path: Path) -> None:
     """The runner's start-up, and rm of a container that never had a network, pay nothing for pyroute2."""
-    code = ("import sys; from pathlib import Path; import runner.cli.main, runner.net; from shared.store import Store; "
-            "from runner.net.core import release; release(Store(Path(sys.argv[1])), 'c' * 64); "
+    code = ("import sys; from pathlib import Path; import runner.cli.main, runner.net; "
+            "from shared.store.layout import Store; from runner.net.core import release; "
+            "release(Store(Path(sys.argv[1])), 'c' * 64); "
             "assert 'pyroute2' not in sys.modules, 'pyroute2 imported'")
     subprocess.run([PY, "-c", code, str(tmp_path)], check=True, env=ENV, cwd=ROOT, timeout=60)
     assert not (tmp_path / "networks").exists()
@@ -512,7 +513,7 @@ def test_connect_and_disconnect_a_running_container(host: Host) -> None:
     from runner.container import record as ct
     from runner.isolation.security import SECCOMP_UNCONFINED, Privileges
     from runner.spec import Spec
-    from shared.store import Store
+    from shared.store.layout import Store
 
     c = host.container("live")
     store = Store(host.root).ensure()
@@ -687,7 +688,7 @@ def test_a_run_whose_network_setup_fails_leaves_nothing(image: Host) -> None:
     assert failed.returncode == 125 and failed.stderr == "runner: error: network nosuch not found\n"
     # the bridge's name taken by something else: the attach fails after its record, address and namespace
     from runner.net.records import Records
-    from shared.store import Store
+    from shared.store.layout import Store
 
     bridge = f"strata-{Records(Store(image.root)).tag}"
     image.run("ip", "link", "add", bridge, "type", "veth", "peer", "name", "other0")

@@ -23,7 +23,7 @@ import pytest
 from runner.container.record import ProcStat, boot_id, find, parse_stat, read_stat
 from runner.isolation import cgroups
 from shared.errors import StrataError
-from shared.store import Store
+from shared.store.layout import Store
 from tests.conftest import Tools, container_cgroup, detached, needs_root, needs_tools, one_line_error, wait_until
 from tests.test_lifecycle import inspect, is_up, logs, ps_row
 

@@ -1,4 +1,4 @@
-"""The one tree remover (shared.layer.safepath.remove_at, behind shared.store.remove_tree) and the walk it shares
+"""The one tree remover (shared.layer.safepath.remove_at, behind shared.store.files.remove_tree) and the walk it shares
 with the packer: depth without limit, constant fds, never through a symlink or into a mount.
 
 The deep trees are made fd-relative (a 3,000-level path is past PATH_MAX) and checked the same way; tests.treesnap
@@ -24,7 +24,7 @@ import pytest
 from shared.errors import Kind, StrataError
 from shared.layer.pack import write_tar
 from shared.layer.safepath import DirWalk, SafeRoot, remove_at
-from shared.store import remove_tree
+from shared.store.files import remove_tree
 from tests.conftest import ROOT, needs_root
 from tests.treesnap import snapshot
 
@@ -196,7 +196,7 @@ BOUNDED = textwrap.dedent("""
     from pathlib import Path
     from shared.layer.pack import write_tar
     from shared.layer.unpack import extract
-    from shared.store import remove_tree
+    from shared.store.files import remove_tree
     work = Path(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     buf = io.BytesIO()

@@ -227,7 +227,7 @@ def test_create_then_rm_leaves_nothing(tools: Tools, img: str) -> None:
 def test_release_is_idempotent(tools: Tools, img: str) -> None:
     from runner.container.record import find
     from runner.container.release import release, remove
-    from shared.store import Store
+    from shared.store.layout import Store
 
     with detached(tools, "--name", "rel", img, "sleep", "60") as cid:
         group = container_cgroup("pids", cid)

@@ -35,7 +35,7 @@ from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, Descriptor, media_type_of
 
 # Sent as one header so no server falls back to schema1 conversion or to picking linux/amd64 from a list for us
-# (distribution registry/handlers/manifests.go; notes/reference.md 3.3).
+# (distribution registry/handlers/manifests.go).
 MANIFEST_ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 USER_AGENT = "strata-puller/0.1"
 TIMEOUT = (15, 60)  # (connect, between bytes)
@@ -208,11 +208,11 @@ class RegistryClient:
                     with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
 
-    def _sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float) -> None:
         if self.cancel.wait(seconds):
             raise Cancelled("cancelled")
 
-    def _send(self, method: str, path: str, repository: str | None, what: str, *, scope: str | None = None,
+    def send(self, method: str, path: str, repository: str | None, what: str, *, scope: str | None = None,
               attempts: int | None = None, **kwargs: Any) -> requests.Response:
         """One request with auth, bounded retries of transient failures, and the insecure HTTP fallback.
 
@@ -255,14 +255,14 @@ class RegistryClient:
                 if last:
                     raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__} after "
                                       f"{attempts} attempts", Kind.REGISTRY) from None
-                self._sleep(self.retry.delay(attempt) or 0)
+                self.sleep(self.retry.delay(attempt) or 0)
                 continue
             self._note_rate_limit(resp)
             if resp.status_code in RETRY_STATUSES and not last:
                 delay = self.retry.delay(attempt, resp.headers.get("Retry-After"))
                 if delay is not None:
                     resp.close()
-                    self._sleep(delay)
+                    self.sleep(delay)
                     continue
             return resp
         raise StrataError(f"cannot reach registry {self.host} for {what}", Kind.REGISTRY)  # every try fell back
@@ -286,13 +286,13 @@ class RegistryClient:
 
     def ping(self) -> None:
         """GET /v2/ with credentials: does this registry accept us? (``login`` uses it.)"""
-        with self._send("GET", "", None, f"registry {self.host}") as resp:
+        with self.send("GET", "", None, f"registry {self.host}") as resp:
             if resp.status_code != 200:
                 raise registry_error(resp, f"registry {self.host}")
 
     def head_manifest(self, repository: str, reference: str, what: str) -> Digest | None:
         """The digest a tag points to now, without a GET: HEAD does not count against Docker Hub's limit."""
-        with self._send("HEAD", f"{repository}/manifests/{reference}", repository, what,
+        with self.send("HEAD", f"{repository}/manifests/{reference}", repository, what,
                         headers={"Accept": MANIFEST_ACCEPT}) as resp:
             if resp.status_code != 200:
                 raise registry_error(resp, what)
@@ -308,7 +308,7 @@ class RegistryClient:
         raise on the Content-Length before anything is read."""
         breaks = 0
         while True:
-            resp = self._send("GET", path, repository, what, stream=True, headers=headers or {})
+            resp = self.send("GET", path, repository, what, stream=True, headers=headers or {})
             with resp:
                 if resp.status_code != 200:
                     raise registry_error(resp, what)
@@ -329,7 +329,7 @@ class RegistryClient:
             if breaks >= self.retry.attempts:
                 raise StrataError(f"download of {what} from {self.host} broke off {breaks} times: {cause}",
                                   Kind.REGISTRY)
-            self._sleep(self.retry.delay(breaks - 1) or 0)
+            self.sleep(self.retry.delay(breaks - 1) or 0)
 
     def get_manifest(self, repository: str, reference: str, what: str) -> FetchedManifest:
         """GET a manifest or index; check its sha256 against the digest asked for and Docker-Content-Digest."""
@@ -367,73 +367,93 @@ class RegistryClient:
         """Stream a blob into ``dest`` while hashing, resuming where a connection broke, and where an earlier
         download into ``dest`` stopped (its bytes are hashed first); raise (leaving ``dest`` to the caller) unless
         both its size and its digest match the descriptor."""
-        hasher = desc.digest.hasher()
-        received = 0
-        breaks = 0
         fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        part = _Partial(fd, desc.digest.hasher())
         try:
-            received = _hash_prefix(fd, hasher, desc.size)
-            if received:
-                progress(received)
-            while not (received and received == desc.size):  # (all there already: a download killed at the end)
-                if self.cancel.is_set():  # (an aborted read may look like a short body: not a reason to retry)
-                    raise Cancelled(f"download of {what} cancelled")
-                headers = {"Range": f"bytes={received}-"} if received else {}
-                resp = self._send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
-                                  headers=headers)
-                with self._streaming_lock:
-                    self._streaming.add(resp)
-                if self.cancel.is_set():
-                    self.abort()
-                with resp, self._tracked(resp):
-                    if received and not _resumes_at(resp, received):
-                        if resp.status_code not in (200, 206):
-                            raise registry_error(resp, what)
-                        received = 0  # the registry sent the whole blob (or another range): start over
-                        hasher = desc.digest.hasher()
-                        os.ftruncate(fd, 0)
-                        os.lseek(fd, 0, os.SEEK_SET)
-                        if resp.status_code == 206:
-                            continue
-                    elif not received and resp.status_code != 200:
-                        raise registry_error(resp, what)
-                    try:
-                        # read1: what has arrived, at once (read(CHUNK) would wait for a whole MiB), so that a
-                        # download killed or stalled midway keeps every byte it got, for the next pull to resume
-                        while chunk := resp.raw.read1(CHUNK, decode_content=False):
-                            if self.cancel.is_set():
-                                raise Cancelled(f"download of {what} cancelled")
-                            hasher.update(chunk)
-                            received += len(chunk)
-                            if received > desc.size:
-                                raise integrity(f"{what}: the registry sent more than the {desc.size} bytes "
-                                                "declared")
-                            _write_all(fd, chunk)
-                            progress(received)
-                    except TRANSIENT as e:
-                        breaks += 1
-                        if breaks >= self.retry.attempts:
-                            raise StrataError(f"download of {what} broke off {breaks} times, last after {received} "
-                                              f"bytes: {type(e).__name__}", Kind.REGISTRY) from None
-                        self._sleep(self.retry.delay(breaks - 1) or 0)
-                        continue
-                if received >= desc.size:
-                    break
-                if self.cancel.is_set():
-                    raise Cancelled(f"download of {what} cancelled")
-                breaks += 1  # a body shorter than announced, without an error: resume as well
-                if breaks >= self.retry.attempts:
-                    break
+            part.received = _hash_prefix(fd, part.hasher, desc.size)
+            if part.received:
+                progress(part.received)
+            self._download(repository, desc, what, part, progress)
             os.fsync(fd)
         except OSError as e:
             raise StrataError(f"cannot write {what} to {dest.parent}: {e.strerror}", Kind.SYSTEM) from None
         finally:
             os.close(fd)
-        if received != desc.size:
-            raise integrity(f"{what}: received {received} bytes, the manifest says {desc.size}")
-        actual = Digest(desc.digest.algorithm, hasher.hexdigest())
+        if part.received != desc.size:
+            raise integrity(f"{what}: received {part.received} bytes, the manifest says {desc.size}")
+        actual = Digest(desc.digest.algorithm, part.hasher.hexdigest())
         if actual != desc.digest:
             raise integrity(f"digest mismatch for {what}: expected {desc.digest}, got {actual}")
+
+    def _download(self, repository: str, desc: Descriptor, what: str, part: _Partial, progress: Progress) -> None:
+        """GET the blob into ``part`` until it holds ``desc.size`` bytes: from where it stops (``Range``), again
+        after a break (bounded by the retry policy), from the start when the registry will not resume."""
+        breaks = 0
+        while not (part.received and part.received == desc.size):  # (all there already: killed at the end)
+            if self.cancel.is_set():  # (an aborted read may look like a short body: not a reason to retry)
+                raise Cancelled(f"download of {what} cancelled")
+            headers = {"Range": f"bytes={part.received}-"} if part.received else {}
+            resp = self.send("GET", f"{repository}/blobs/{desc.digest}", repository, what, stream=True,
+                             headers=headers)
+            with self._streaming_lock:
+                self._streaming.add(resp)
+            if self.cancel.is_set():
+                self.abort()
+            with resp, self._tracked(resp):
+                if part.received and not _resumes_at(resp, part.received):
+                    if resp.status_code not in (200, 206):
+                        raise registry_error(resp, what)
+                    part.restart(desc)  # the registry sent the whole blob (or another range): start over
+                    if resp.status_code == 206:
+                        continue
+                elif not part.received and resp.status_code != 200:
+                    raise registry_error(resp, what)
+                try:
+                    self._read_body(resp, part, desc, what, progress)
+                except TRANSIENT as e:
+                    breaks += 1
+                    if breaks >= self.retry.attempts:
+                        raise StrataError(f"download of {what} broke off {breaks} times, last after "
+                                          f"{part.received} bytes: {type(e).__name__}", Kind.REGISTRY) from None
+                    self.sleep(self.retry.delay(breaks - 1) or 0)
+                    continue
+            if part.received >= desc.size:
+                break
+            if self.cancel.is_set():
+                raise Cancelled(f"download of {what} cancelled")
+            breaks += 1  # a body shorter than announced, without an error: resume as well
+            if breaks >= self.retry.attempts:
+                break
+
+    def _read_body(self, resp: requests.Response, part: _Partial, desc: Descriptor, what: str,
+                   progress: Progress) -> None:
+        """Hash and write what the response brings. read1: what has arrived, at once (read(CHUNK) would wait for a
+        whole MiB), so that a download killed or stalled midway keeps every byte it got, for the next pull to
+        resume."""
+        while chunk := resp.raw.read1(CHUNK, decode_content=False):
+            if self.cancel.is_set():
+                raise Cancelled(f"download of {what} cancelled")
+            part.hasher.update(chunk)
+            part.received += len(chunk)
+            if part.received > desc.size:
+                raise integrity(f"{what}: the registry sent more than the {desc.size} bytes declared")
+            _write_all(part.fd, chunk)
+            progress(part.received)
+
+
+@dataclass
+class _Partial:
+    """A blob download in progress: the file, the hash of what it holds so far, and how many bytes that is."""
+
+    fd: int
+    hasher: Any
+    received: int = 0
+
+    def restart(self, desc: Descriptor) -> None:
+        self.received = 0
+        self.hasher = desc.digest.hasher()
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
 
 
 def _hash_prefix(fd: int, hasher: Any, limit: int) -> int:

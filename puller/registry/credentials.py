@@ -18,7 +18,7 @@ from typing import Any
 from puller.registry.auth import Credentials
 from shared.errors import Kind, StrataError
 from shared.reference import DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY_HOST, LEGACY_DEFAULT_DOMAIN
-from shared.store import atomic_write
+from shared.store.files import atomic_write
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 HELPER_TIMEOUT = 30

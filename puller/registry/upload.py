@@ -135,7 +135,7 @@ class Uploader:
 
     def has_blob(self, digest: Digest) -> bool:
         what = f"blob {digest} at {self.place}"
-        with self.client._send("HEAD", f"{self.repository}/blobs/{digest}", self.repository, what,
+        with self.client.send("HEAD", f"{self.repository}/blobs/{digest}", self.repository, what,
                                scope=self.scope) as resp:
             if resp.status_code == 200:
                 return True
@@ -151,7 +151,7 @@ class Uploader:
 
     def start(self, what: str) -> Session:
         """POST uploads/: a new session."""
-        with self.client._send("POST", f"{self.repository}/blobs/uploads/", self.repository, what,
+        with self.client.send("POST", f"{self.repository}/blobs/uploads/", self.repository, what,
                                scope=self.scope) as resp:
             if resp.status_code != 202:
                 raise registry_error(resp, f"upload of {what} to {self.place}")
@@ -163,7 +163,7 @@ class Uploader:
         when it refused the mount's scope."""
         scope = merge_scopes(self.scope, f"repository:{source}:pull")
         path = f"{self.repository}/blobs/uploads/?mount={desc.digest}&from={source}"
-        with self.client._send("POST", path, self.repository, what, scope=scope) as resp:
+        with self.client.send("POST", path, self.repository, what, scope=scope) as resp:
             if resp.status_code == 201:
                 self._check_digest(resp, desc.digest, what)
                 return None
@@ -176,13 +176,13 @@ class Uploader:
     def cancel(self, session: Session) -> None:
         """DELETE a session we will not finish (best effort: the registry purges stale ones itself)."""
         with contextlib.suppress(StrataError, requests.RequestException):
-            self.client._send("DELETE", session.location, self.repository, "an abandoned upload", scope=self.scope,
+            self.client.send("DELETE", session.location, self.repository, "an abandoned upload", scope=self.scope,
                               attempts=1).close()
 
     def status(self, session: Session, what: str) -> bool:
         """Ask the registry how much of SESSION it holds; False when it no longer knows the session."""
         try:
-            resp = self.client._send("GET", session.location, self.repository, what, scope=self.scope)
+            resp = self.client.send("GET", session.location, self.repository, what, scope=self.scope)
         except Cancelled:
             raise
         except StrataError:
@@ -214,7 +214,7 @@ class Uploader:
                     self.cancel(session)
                     raise StrataError(f"upload of {what} to {self.place} failed {failures} times, last: {e}",
                                       Kind.REGISTRY) from None
-                self.client._sleep(self.client.retry.delay(failures - 1) or 0)
+                self.client.sleep(self.client.retry.delay(failures - 1) or 0)
                 if self.has_blob(desc.digest):  # the last PUT completed; only its answer was lost
                     return
                 if not self.status(session, what) or session.offset > desc.size:
@@ -258,7 +258,7 @@ class Uploader:
                       headers: dict[str, str]) -> requests.Response:
         """One try (a failure is for :meth:`upload` to look into, not to repeat blindly)."""
         try:
-            return self.client._send(method, url, self.repository, what, scope=self.scope, attempts=1,
+            return self.client.send(method, url, self.repository, what, scope=self.scope, attempts=1,
                                      data=body, headers=headers)
         except Cancelled:
             raise
@@ -285,7 +285,7 @@ class Uploader:
     def put_manifest(self, reference: str, doc: Document, what: str) -> None:
         """PUT a manifest or index under REFERENCE (a tag or its digest), with its media type; the registry must
         say it stored the bytes we hold."""
-        with self.client._send("PUT", f"{self.repository}/manifests/{reference}", self.repository, what,
+        with self.client.send("PUT", f"{self.repository}/manifests/{reference}", self.repository, what,
                                scope=self.scope, data=doc.raw,
                                headers={"Content-Type": doc.media_type}) as resp:
             if resp.status_code not in (200, 201, 202, 204):

@@ -8,7 +8,7 @@ pays for it) builds that manifest and speaks the upload protocol; what it lacks 
 * HTTP: :class:`oras.provider.Registry.do_request` is overridden. oras-py's own retries every exception five
   times with sleeps of 3 to 83 s (a refused connection takes two minutes), sets no timeouts and answers a 401 with
   one token reused across scopes, reading only ``~/.docker/config.json``. Ours hands every request to pull's
-  :class:`RegistryClient` (its ``_send``): bounded error bodies, http(s)-only redirects, no credentials across
+  :class:`RegistryClient` (its ``send``): bounded error bodies, http(s)-only redirects, no credentials across
   hosts, auth for the command's scope with the credentials of :func:`credentials.lookup` (``$DOCKER_CONFIG``,
   helpers, ``puller login``), timeouts, bounded retries, Docker's HTTPS-then-HTTP rule for loopback and
   ``--insecure-registry``, every error one line.
@@ -153,18 +153,14 @@ def _registry_class() -> type[Any]:
         def do_request(self, url: str, method: str = "GET", data: dict[str, Any] | bytes | None = None,
                        headers: dict[str, str] | None = None, json: dict[str, Any] | None = None,
                        stream: bool = False) -> requests.Response:
-            """Every request oras-py makes goes through pull's client (RegistryClient._send: auth for SCOPE,
+            """Every request oras-py makes goes through pull's client (RegistryClient.send: auth for SCOPE,
             timeouts, bounded retries, HTTPS then HTTP where Docker allows it, bounded error bodies). oras-py
             builds URLs on its own idea of the scheme: those on this registry are passed as paths under /v2/,
             so the client's scheme (after a fallback) is the one used. Any answer >= 400 but a HEAD's 404
             (oras asks "does this blob exist?") ends the command, in one line."""
             what = _describe(method, url)
-            parts = urlsplit(url)
-            target = url
-            if parts.netloc == self.client.host and parts.path.startswith("/v2/"):
-                target = parts.path.removeprefix("/v2/") + (f"?{parts.query}" if parts.query else "")
-            resp = self.client._send(method, target, None, what, scope=self.scope, data=data, json=json,
-                                     headers=dict(headers or {}), stream=stream)
+            resp = self.client.send(method, _target(self.client.host, url), None, what, scope=self.scope,
+                                    data=data, json=json, headers=dict(headers or {}), stream=stream)
             if resp.status_code >= 400 and not (method == "HEAD" and resp.status_code == 404):
                 raise registry_error(resp, what)
             return resp
@@ -178,26 +174,45 @@ def _registry_class() -> type[Any]:
 
         def upload_manifest(self, manifest: dict[str, Any], container: Any) -> requests.Response:
             """Make oras-py's manifest an image-spec 1.1 artifact, PUT it, check the registry's digest of it."""
-            from shared.digest import Digest
-
-            config = manifest["config"]
-            if config.get("digest") != EMPTY_CONFIG_DIGEST or config.get("size") != 2:
-                raise StrataError(f"oras-py wrote an unexpected config descriptor {config}", Kind.UNSUPPORTED)
-            config["mediaType"] = EMPTY_CONFIG_TYPE
-            manifest["artifactType"] = self.artifact_type
-            if not manifest.get("annotations"):
-                manifest.pop("annotations", None)
+            _as_artifact(manifest, self.artifact_type)
             resp: requests.Response = super().upload_manifest(manifest, container)
-            body = resp.request.body
-            sent = Digest.of_bytes(body if isinstance(body, bytes) else str(body or "").encode())
-            header = resp.headers.get("Docker-Content-Digest")
-            if header and header != str(sent):
-                raise integrity(f"registry {self.hostname} filed the manifest under {header}, but its sha256 is "
-                                f"{sent}")
-            self.manifest_digest = str(sent)
+            self.manifest_digest = _filed_digest(resp, self.hostname)
             return resp
 
     return Registry
+
+
+def _target(host: str, url: str) -> str:
+    """Where oras-py's URL goes through our client: a path under /v2/ when it is on the registry's own host (so the
+    client's scheme, after a fallback, is the one used), else the URL as it is."""
+    parts = urlsplit(url)
+    if parts.netloc == host and parts.path.startswith("/v2/"):
+        return parts.path.removeprefix("/v2/") + (f"?{parts.query}" if parts.query else "")
+    return url
+
+
+def _as_artifact(manifest: dict[str, Any], artifact_type: str) -> None:
+    """Make oras-py's manifest an image-spec 1.1 artifact: the empty config's own media type, the artifact type,
+    no empty annotations."""
+    config = manifest["config"]
+    if config.get("digest") != EMPTY_CONFIG_DIGEST or config.get("size") != 2:
+        raise StrataError(f"oras-py wrote an unexpected config descriptor {config}", Kind.UNSUPPORTED)
+    config["mediaType"] = EMPTY_CONFIG_TYPE
+    manifest["artifactType"] = artifact_type
+    if not manifest.get("annotations"):
+        manifest.pop("annotations", None)
+
+
+def _filed_digest(resp: requests.Response, hostname: str) -> str:
+    """The digest of the manifest a PUT sent, checked against the one the registry says it filed it under."""
+    from shared.digest import Digest
+
+    body = resp.request.body
+    sent = Digest.of_bytes(body if isinstance(body, bytes) else str(body or "").encode())
+    header = resp.headers.get("Docker-Content-Digest")
+    if header and header != str(sent):
+        raise integrity(f"registry {hostname} filed the manifest under {header}, but its sha256 is {sent}")
+    return str(sent)
 
 
 def _container(ref: Reference) -> Any:
@@ -442,7 +457,7 @@ def _download(registry: Any, container: Any, p: _Planned, fd: int, what: str) ->
             if attempt == registry.client.retry.attempts - 1:
                 raise StrataError(f"download of {what} broke off {attempt + 1} times: {describe_break(e)}",
                                   Kind.REGISTRY) from None
-            registry.client._sleep(registry.client.retry.delay(attempt) or 0)
+            registry.client.sleep(registry.client.retry.delay(attempt) or 0)
             continue
         break
     if received != desc.size:

@@ -28,7 +28,7 @@ import typer
 
 from shared.cli import StoreOption
 from shared.errors import Kind, StrataError, usage
-from shared.store import Store
+from shared.store.layout import Store
 
 # skopeo's transports (containers/image transports/alltransports) that Strata reads and writes
 TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive")
@@ -87,10 +87,10 @@ def open_source(loc: Location, store: Store, settings: Any, notice: Any) -> Any:
         ref = _reference(loc.path)
         return RegistrySource(ref, places_for(ref, settings, notice))
     if loc.transport == STORE:
-        from shared import stored
-        from shared.transfer.store import StoreSource
+        from shared.store.images import find
+        from shared.store.transfer import StoreSource
 
-        return StoreSource(store, stored.find(store, loc.path))
+        return StoreSource(store, find(store, loc.path))
     if loc.transport == "oci":
         from shared.transfer.layout import LayoutSource
 
@@ -147,7 +147,7 @@ def open_sink(loc: Location, store: Store, settings: Any) -> Iterator[Any]:
         finally:
             sink.close()
     elif loc.transport == STORE:
-        from shared.transfer.store import StoreSink
+        from shared.store.transfer import StoreSink
 
         yield StoreSink(store)
     elif loc.transport == "oci":

@@ -1,6 +1,6 @@
 """``puller push REF [DEST]``: store -> registry, a composition of :mod:`shared.transfer` like pull.
 
-The stored image (:class:`shared.transfer.store.StoreSource`: its files were verified when stored) is resolved
+The stored image (:class:`shared.store.transfer.StoreSource`: its files were verified when stored) is resolved
 and copied into a :class:`puller.registry.sink.RegistrySink`: blobs the repository has are skipped, blobs another
 repository of the same registry holds are mounted from it (the candidates: the store's other references on that
 registry whose images name the blob), the rest streamed; the manifest last. Auth as pull's (Docker's config.json,
@@ -19,7 +19,7 @@ import typer
 from shared.cli import StoreOption
 from shared.digest import Digest
 from shared.reference import Reference
-from shared.store import Store
+from shared.store.layout import Store
 
 if TYPE_CHECKING:
     from puller.progress import Progress
@@ -43,10 +43,11 @@ def register(app: typer.Typer, state: StoreOption) -> None:
 def mount_candidates(store: Store, dest: Reference) -> dict[Digest, list[str]]:
     """For each blob, the repositories of DEST's registry (other than DEST's) that the store's references say
     hold it: each was pulled from there (or pushed there and tagged so), so a mount from it will likely work."""
-    from shared import reference, stored
+    from shared import reference
+    from shared.store.images import all_images
 
     found: dict[Digest, list[str]] = {}
-    for img in stored.all_images(store):
+    for img in all_images(store):
         ref = reference.parse(img.name)
         if ref.domain != dest.domain or ref.path == dest.path:
             continue
@@ -108,20 +109,21 @@ def do_push(store: Store, image: str, dest_text: str | None, jobs: int = 3, quie
     from puller.registry import credentials
     from puller.registry.client import Endpoint, RegistryClient
     from puller.registry.sink import RegistrySink
-    from shared import reference, settings, stored
+    from shared import reference, settings
     from shared.errors import not_found, usage
+    from shared.store.images import find
+    from shared.store.transfer import StoreSource
     from shared.transfer.model import copy, resolve
-    from shared.transfer.store import StoreSource
 
     if not store.exists():
         raise not_found(f"no image {image!r}: the store at {store.root} is empty")
     config = settings.load().with_options(insecure)
     store.sweep_tmp()
     with store.in_use():  # no GC takes the blobs we read
-        img = stored.find(store, image)
+        img = find(store, image)
         dest = reference.parse(dest_text or img.name)
-        if dest.digest is not None and dest.digest != img.descriptor.digest:
-            raise usage(f"cannot push {img.name} (manifest {img.descriptor.digest}) to {dest}: a digest reference "
+        if dest.digest is not None and dest.digest != img.entry.digest:
+            raise usage(f"cannot push {img.name} (manifest {img.entry.digest}) to {dest}: a digest reference "
                         "names the manifest it is, not a place (give a tag, or that digest)")
         source = StoreSource(store, img)
         resolved = resolve(source, None)

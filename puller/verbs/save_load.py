@@ -3,7 +3,7 @@ directory -> store): compositions of :mod:`shared.transfer` like pull.
 
 save keeps every document byte for byte (the stored manifest, config and compressed layer blobs), so an image
 saved and loaded elsewhere has the same image ID and manifest digest. load moves every image into the store
-through :class:`shared.transfer.store.StoreSink` with :func:`shared.transfer.model.copy`, so each blob is verified
+through :class:`shared.store.transfer.StoreSink` with :func:`shared.transfer.model.copy`, so each blob is verified
 and each layer unpacked and checked against its diff_id exactly as a pull does; every image of the input is read
 and checked (documents, names) before the first one is stored.
 """
@@ -20,7 +20,7 @@ import typer
 
 from shared.cli import StoreOption
 from shared.errors import StrataError, integrity, not_found, usage
-from shared.store import Store
+from shared.store.layout import Store
 
 if TYPE_CHECKING:
     from shared.transfer.model import Resolved, Source
@@ -65,10 +65,10 @@ def _name_of(store: Store, text: str) -> str | None:
 
 
 def do_save(state: StoreOption, texts: list[str], output: Path | None) -> None:
-    from shared import stored
+    from shared.store.images import find
+    from shared.store.transfer import StoreSource
     from shared.transfer.archive import DockerArchiveSink
     from shared.transfer.model import copy, resolve
-    from shared.transfer.store import StoreSource
 
     store = state.store
     if not store.exists():
@@ -77,7 +77,7 @@ def do_save(state: StoreOption, texts: list[str], output: Path | None) -> None:
         raise usage(f"{output} is a directory; -o takes the archive's file name")
     store.sweep_tmp()
     with store.in_use():
-        found = [(_name_of(store, t), stored.find(store, t)) for t in texts]
+        found = [(_name_of(store, t), find(store, t)) for t in texts]
         dest: Path | BinaryIO = output if output is not None else sys.stdout.buffer
         with DockerArchiveSink(dest, store.temp_path("save")) as sink:
             for name, image in found:
@@ -125,9 +125,9 @@ def do_load(state: StoreOption, given: Path | None, platform_text: str | None) -
     """Load every image at GIVEN (stdin when None); return the lines to print, Docker's ``Loaded image: NAME``
     (``Loaded image ID: sha256:...`` for one without a name, kept as localhost/unnamed@MANIFEST-DIGEST)."""
     from shared.image import Platform
+    from shared.store.transfer import StoreSink
     from shared.transfer.archive import open_input
     from shared.transfer.model import copy, resolve
-    from shared.transfer.store import StoreSink
 
     wanted = Platform.parse(platform_text) if platform_text else None
     store = state.store.ensure()

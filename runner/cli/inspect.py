@@ -17,7 +17,7 @@ from runner.container.record import CONFIG_NAME, Container, ContainerState
 from runner.isolation import security
 from runner.logs import writer as logs
 from runner.spec import Spec
-from shared.store import read_json
+from shared.store.files import read_json
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Docker shows for "not yet"
 

@@ -19,7 +19,7 @@ from shared import format as fmt
 from shared import reference
 from shared.errors import StrataError, usage
 from shared.format import human_duration
-from shared.store import Store
+from shared.store.layout import Store
 
 DEFAULT_FORMAT = "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"  # a table
 COMMAND_WIDTH = 20  # Docker cuts COMMAND at 20 characters (ellipsis included) unless --no-trunc
@@ -145,7 +145,7 @@ def _is_ancestor(store: Store, text: str, container: Container) -> bool:
     """Docker's ancestor=: the image named by reference (``busybox``, ``busybox:latest``, the full name) or by
     ID (full or a prefix) is the one the container was created from. An image that is gone from the store still
     matches by the name or ID the container recorded."""
-    from shared import stored
+    from shared.store import images as stored
 
     spec = container.spec
     try:

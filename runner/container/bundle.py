@@ -26,7 +26,8 @@ from runner.container.release import remove
 from runner.executor import runtime
 from runner.spec import NETWORK_FILES, TINI
 from shared.errors import Kind, StrataError, usage
-from shared.store import Store, write_json
+from shared.store.files import write_json
+from shared.store.layout import Store
 
 
 def bundle(store: Store, opts: RunOptions, directory: str) -> Path:

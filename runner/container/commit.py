@@ -5,7 +5,7 @@ dir of its own, see :mod:`runner.isolation.rootfs`) is packed into a blob in the
 become ``.wh.NAME``, opaque dirs ``.wh..wh..opq``: :func:`shared.layer.pack.pack`); a new config (the parent's, the new
 diff_id, a history entry, ``--change`` applied) and an OCI manifest (the parent's layers and the new one) make a
 one-image :class:`CommitSource`; :func:`shared.transfer.model.copy` moves it into a
-:class:`shared.transfer.store.StoreSink`, which unpacks and verifies the new layer exactly as a pull would, then
+:class:`shared.store.transfer.StoreSink`, which unpacks and verifies the new layer exactly as a pull would, then
 writes the reference last. So the image runs at once, and a crash at any moment leaves only verified blobs and
 layers (and litter in ``tmp/``) that nothing references yet.
 
@@ -34,14 +34,16 @@ from typing import Any
 
 from runner.container.record import Container, find
 from runner.isolation.freezer import paused
-from shared import reference, stored
+from shared import reference
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
 from shared.image import OCI_CONFIG, OCI_MANIFEST, Descriptor
 from shared.layer.pack import pack
-from shared.store import Store, remove_tree
+from shared.store import images as stored
+from shared.store.files import remove_tree
+from shared.store.layout import Store
+from shared.store.transfer import StoreSink, StoreSource
 from shared.transfer.model import Document, ProgressFn, copy, resolve
-from shared.transfer.store import StoreSink, StoreSource
 
 NEW_LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 # The parent's layers keep their bytes; the manifest is OCI, so Docker's layer types take their OCI names

@@ -11,8 +11,8 @@ from runner.container.options import RunOptions, resolve
 from runner.container.record import Container, record
 from runner.container.release import remove
 from runner.isolation import rootfs
-from shared import stored
-from shared.store import Store
+from shared.store import images as stored
+from shared.store.layout import Store
 
 
 def create(store: Store, opts: RunOptions) -> Container:

@@ -35,9 +35,10 @@ from runner.spec import (
     seccomp_for,
     seccomp_text,
 )
-from shared import settings, stored
+from shared import settings
 from shared.errors import usage
-from shared.store import Store
+from shared.store import images as stored
+from shared.store.layout import Store
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,7 +28,8 @@ from typing import Any
 from runner.spec import Spec
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store, read_json, write_json
+from shared.store.files import read_json, write_json
+from shared.store.layout import Store
 
 CONFIG_NAME = "config.json"  # the OCI runtime-spec document (runner/spec.py)
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's restrictedNamePattern

@@ -13,7 +13,7 @@ from runner.container.record import find
 from runner.container.release import release, remove
 from runner.container.start import StartLock, start
 from shared.errors import Kind, StrataError, usage
-from shared.store import Store
+from shared.store.layout import Store
 
 
 def run(store: Store, opts: RunOptions) -> int:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import Kind, StrataError, usage
-from shared.store import atomic_write
+from shared.store.files import atomic_write
 
 # seccomp.h (libseccomp 2.5): the action values; ERRNO and TRACE carry a 16-bit return value
 ACTIONS = {

@@ -35,7 +35,7 @@ from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, 
 from runner.net.records import Records, write_in_place
 from shared import settings
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.store import Store
+from shared.store.layout import Store
 
 NetNS = int | str | os.PathLike[str]
 IP_FORWARD = "net/ipv4/ip_forward"

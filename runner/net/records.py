@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from runner.net.model import Endpoint, Network
 from shared.errors import Kind, StrataError, integrity
-from shared.store import Store, flocked, read_json, write_json
+from shared.store.files import flocked, read_json, write_json
+from shared.store.layout import Store
 
 T = TypeVar("T")
 
@@ -116,7 +117,7 @@ class Records:
 
     def sweep_temp_files(self) -> None:
         """atomic_write's temp files (``.NAME.PID.RANDOM``) whose writer is gone."""
-        from shared.store import pid_alive
+        from shared.store.files import pid_alive
 
         for folder in (self.root, self.endpoints_dir):
             if not folder.is_dir():

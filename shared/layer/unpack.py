@@ -334,37 +334,51 @@ class DiffWriter:
             raise
         key = tuple(dirparts)
         if name == OPAQUE_MARKER:
-            self.fmt.make_opaque(fd)
-            self.opaque_dirs.add(key)
-            for hidden in self.whiteouts.pop(key, set()):
-                st = lstat_at(fd, hidden)
-                if st is not None and OverlayFormat.is_whiteout(st):
-                    os.unlink(hidden, dir_fd=fd)
+            self._opaque(fd, key)
+        elif name.startswith(WHITEOUT_PREFIX):
+            self._whiteout(fd, key, name[len(WHITEOUT_PREFIX):], member)
+        elif member.isdir():
+            self._directory(fd, name, tuple(parts), member)
+        else:
+            self._replace(fd, name)
+            self._non_dir(fd, name, member, tar)
+
+    def _opaque(self, fd: int, key: tuple[str, ...]) -> None:
+        """``.wh..wh..opq`` in the dir ``key`` (open at ``fd``): hide the lower layers' entries, and drop this
+        layer's whiteouts there, which the opaque dir makes redundant."""
+        self.fmt.make_opaque(fd)
+        self.opaque_dirs.add(key)
+        for hidden in self.whiteouts.pop(key, set()):
+            st = lstat_at(fd, hidden)
+            if st is not None and OverlayFormat.is_whiteout(st):
+                os.unlink(hidden, dir_fd=fd)
+
+    def _whiteout(self, fd: int, key: tuple[str, ...], target: str, member: tarfile.TarInfo) -> None:
+        """``.wh.TARGET``: TARGET of the lower layers is deleted (nothing to say in a dir made opaque already)."""
+        if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
+            raise hostile(f"invalid whiteout entry {member.name!r}")
+        if key in self.opaque_dirs:
             return
-        if name.startswith(WHITEOUT_PREFIX):
-            target = name[len(WHITEOUT_PREFIX):]
-            if target in ("", ".", "..") or target.startswith(WHITEOUT_PREFIX):
-                raise hostile(f"invalid whiteout entry {member.name!r}")
-            if key in self.opaque_dirs:
-                return
-            self._replace(fd, target)
-            self.fmt.make_whiteout(fd, target, member.uid, member.gid)
-            mtime = mtime_ns(member)
-            os.utime(target, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
-            self.whiteouts.setdefault(key, set()).add(target)
-            return
-        if member.isdir():
-            existing = lstat_at(fd, name)
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                self._replace(fd, name)
-                os.mkdir(name, 0o700, dir_fd=fd)
-            dfd = open_dir_at(fd, name)
-            try:
-                self._metadata_dir(dfd, tuple(parts), member)
-            finally:
-                os.close(dfd)
-            return
-        self._replace(fd, name)
+        self._replace(fd, target)
+        self.fmt.make_whiteout(fd, target, member.uid, member.gid)
+        mtime = mtime_ns(member)
+        os.utime(target, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
+        self.whiteouts.setdefault(key, set()).add(target)
+
+    def _directory(self, fd: int, name: str, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
+        """A directory entry: kept if one is there already (its metadata set again), else made in place of what is."""
+        existing = lstat_at(fd, name)
+        if existing is None or not stat.S_ISDIR(existing.st_mode):
+            self._replace(fd, name)
+            os.mkdir(name, 0o700, dir_fd=fd)
+        dfd = open_dir_at(fd, name)
+        try:
+            self._metadata_dir(dfd, parts, member)
+        finally:
+            os.close(dfd)
+
+    def _non_dir(self, fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        """A file, symlink, hard link or device node at ``name``, where nothing is any more."""
         if member.isreg():
             self._regular(fd, name, member, tar)
         elif member.issym():

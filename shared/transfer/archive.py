@@ -64,7 +64,8 @@ from shared.image import (
     chain_ids,
 )
 from shared.layer import compress
-from shared.store import REF_NAME_ANNOTATION, fsync_dir, remove_tree
+from shared.store.files import fsync_dir, remove_tree
+from shared.store.layout import REF_NAME_ANNOTATION
 from shared.transfer.layout import (
     CHUNK,
     IMAGE_NAME_ANNOTATION,

@@ -36,7 +36,8 @@ from shared.image import (
     Index,
     media_type_of,
 )
-from shared.store import OCI_LAYOUT_VERSION, REF_NAME_ANNOTATION, atomic_write, fsync_dir, pid_alive
+from shared.store.files import atomic_write, fsync_dir, pid_alive
+from shared.store.layout import OCI_LAYOUT_VERSION, REF_NAME_ANNOTATION
 from shared.transfer.model import Document, ProgressFn, Resolved, copy_file
 
 # containerd's (and Docker's `docker save`) annotation for the full image name; ref.name then holds only the tag

@@ -7,7 +7,7 @@ both hashes of each layer, and places that are symmetric sources and sinks of it
 place               source (reads)                              sink (writes)
 ==================  ==========================================  =========================================
 registry            ``puller/registry/source.py`` (mirrors)     ``puller/registry/sink.py`` (push)
-the store           ``shared/transfer/store.py``                ``shared/transfer/store.py`` (+ unpack)
+the store           ``shared/store/transfer.py``                ``shared/store/transfer.py`` (+ unpack)
 OCI layout dir      ``shared/transfer/layout.py``               ``shared/transfer/layout.py``
 oci-archive tar     ``shared/transfer/archive.py``              ``shared/transfer/archive.py``
 docker-archive tar  ``shared/transfer/archive.py``              ``shared/transfer/archive.py``
@@ -33,7 +33,7 @@ from typing import Protocol
 
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity
-from shared.image import INDEX_TYPES, MANIFEST_TYPES, Descriptor, ImageConfig, Index, Manifest, Platform
+from shared.image import INDEX_TYPES, MANIFEST_TYPES, Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids
 
 ProgressFn = Callable[[Descriptor, str, int], None]  # (blob, status, bytes so far); statuses as pull prints them
 MAX_INDEX_ENTRIES = 1024  # an index copied whole: Docker Hub's have ~20
@@ -107,6 +107,11 @@ class Image:
     def image_id(self) -> Digest:
         """Docker's image ID: the config's digest."""
         return self.manifest.config.digest
+
+    @property
+    def chain_ids(self) -> tuple[Digest, ...]:
+        """Each layer's chain ID, base first: what the store keys unpacked layers by."""
+        return tuple(chain_ids(self.config.diff_ids))
 
     @property
     def layers(self) -> tuple[Layer, ...]:

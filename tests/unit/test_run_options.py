@@ -21,8 +21,8 @@ from runner.spec import A_NETWORK, DEFAULT_PATH, INIT_PATH, NAMESPACES, Rlimit, 
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, ImageConfig, Manifest, chain_ids
-from shared.store import Store
-from shared.stored import StoredImage
+from shared.store.images import StoredImage
+from shared.store.layout import Store
 
 
 def refused(call: object, *args: object, **kwargs: object) -> str:

@@ -14,24 +14,21 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from shared import stored
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
-from shared.image import Descriptor, chain_ids
+from shared.image import Descriptor
 from shared.layer import compress
 from shared.layer.unpack import unpack_blob
-from shared.store import LayerRecord, Store, remove_tree
+from shared.store.files import remove_tree
+from shared.store.images import StoredImage, all_images
+from shared.store.layout import INDEX_DIGEST_ANNOTATION, LayerRecord, Store
 from shared.transfer.model import Document, Image, ProgressFn, Resolved, copy_file
-
-# Set on a reference resolved from an index: the index's digest (what the user sees as the image's digest; the
-# index blob is kept). Read by stored.py, fsck and GC.
-INDEX_DIGEST_ANNOTATION = stored.INDEX_DIGEST_ANNOTATION
 
 
 class StoreSource:
     """A stored image, read back: its files were verified when they were stored (``fsck`` re-checks them)."""
 
-    def __init__(self, store: Store, image: stored.StoredImage) -> None:
+    def __init__(self, store: Store, image: StoredImage) -> None:
         self.store = store
         self.stored = image
 
@@ -39,7 +36,7 @@ class StoreSource:
         return self.stored.name
 
     def top(self) -> Document:
-        desc = self.stored.descriptor
+        desc = self.stored.entry
         return Document(self.store.read_blob(desc.digest, "manifest"), desc.media_type, desc.digest)
 
     def manifest(self, desc: Descriptor) -> Document:
@@ -104,7 +101,7 @@ class StoreSink:
 
     def put_layer(self, image: Image, i: int, progress: ProgressFn) -> None:
         desc = image.manifest.layers[i]
-        chains = chain_ids(image.config.diff_ids)
+        chains = image.chain_ids
         diff_id = image.config.diff_ids[i]
         if self.store.layer(chains[i]) is not None:
             if desc.digest in self.fetched:  # not unpacked from it: prove it holds that tar before keeping it
@@ -148,7 +145,7 @@ class StoreSink:
         if not self.created:
             return
         with self.store.lock():
-            needed = {c for img in stored.all_images(self.store) for c in img.chain_ids}
+            needed = {c for img in all_images(self.store) for c in img.chain_ids}
             for chain in self.created:
                 if chain not in needed:
                     self.store.discard(self.store.layer_dir(chain))

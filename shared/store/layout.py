@@ -1,4 +1,6 @@
-"""The store both tools share: an OCI image layout for blobs and references, plus unpacked layers and containers.
+"""The store's layout on disk and :class:`Store`, its one handle: blobs, references, layers, holds, locks, tmp/.
+
+The store both tools share is an OCI image layout for blobs and references, plus unpacked layers and containers.
 
 Layout under the root (see docs/store.md)::
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,12 +35,15 @@ from typing import Any
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity, not_found
 from shared.image import OCI_INDEX, Descriptor
-from shared.layer.safepath import remove_at
+from shared.store.files import atomic_write, flocked, fsync_dir, pid_alive, read_json, remove_tree, write_json
 
 # image-spec image-layout.md
 OCI_LAYOUT_VERSION = "1.0.0"
 # image-spec annotations.md: "Name of the reference for a target"
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+# Set on a reference resolved from an index: the index's digest, what the user sees as the image's digest (the
+# index blob is kept with the image). Read by images.py, gc.py and fsck.py.
+INDEX_DIGEST_ANNOTATION = "io.strata.index.digest"
 ROOT_ENV = "STRATA_ROOT"
 
 
@@ -51,72 +55,6 @@ def default_root() -> Path:
         return Path("/var/lib/strata")
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "strata"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
-
-
-def read_json(path: Path) -> Any:
-    with open(path, "rb") as f:
-        return json.load(f)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (one owned by another user counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` (a whole tree, however deep), never following a symlink in it; absent is fine.
-
-    Not shutil.rmtree: its fd-based walk recurses, one frame and one fd per level, so a container that made a
-    1,500-deep tree, or a layer 1,200 deep, raised RecursionError and could never be removed. This is
-    :func:`shared.layer.safepath.remove_at` (iterative, constant fds), from the parent; ``path`` itself, the
-    caller's, may lead through symlinks (a store root may be one). Failures are one-line StrataErrors, a mount
-    point inside the tree among them (it is left alone, with its contents).
-    """
-    try:
-        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise StrataError(f"cannot remove {path}: {e.strerror}", Kind.SYSTEM) from None
-    try:
-        remove_at(parent, path.name, str(path))
-    finally:
-        os.close(parent)
 
 
 @dataclass(frozen=True)
@@ -177,18 +115,6 @@ class Holds:
     def users(self, layers: set[str]) -> list[str]:
         """The holders that rest on all of ``layers`` (an image's chain IDs, as strings), by label."""
         return sorted(h.label for h in self.holds if layers <= {str(c) for c in h.layers})
-
-
-@contextlib.contextmanager
-def flocked(path: Path, exclusive: bool = True) -> Iterator[None]:
-    """flock(2) on PATH (made if missing) for the block: a holder that dies (kill -9) drops it with its last fd,
-    so no lock outlives its process."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
 
 
 class Store:

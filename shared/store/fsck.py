@@ -43,15 +43,15 @@ from shared.image import (
     INDEX_TYPES,
     MAX_MANIFEST_BYTES,
     Descriptor,
-    ImageConfig,
     Index,
     Manifest,
     chain_ids,
     media_type_of,
 )
 from shared.layer import compress
-from shared.store import REF_NAME_ANNOTATION, LayerRecord, Store, pid_alive, read_json, remove_tree, write_json
-from shared.stored import INDEX_DIGEST_ANNOTATION
+from shared.store.files import pid_alive, read_json, remove_tree, write_json
+from shared.store.layout import INDEX_DIGEST_ANNOTATION, REF_NAME_ANNOTATION, LayerRecord, Store
+from shared.transfer.model import Document, Image
 
 CHUNK = 1 << 20
 
@@ -193,51 +193,49 @@ def check_layers(store: Store, report: Report, diff_ids: DiffIds) -> dict[str, L
     report.counts["layers"] = len(names)
     report.layers_dir_names = set(names)
     for name in names:
-        layer_dir = store.layers / name
-        try:
-            Digest("sha256", name)
-        except StrataError:
-            report.problem(f"layer {name}: not a chain ID")
+        why = _layer_problem(store.layers / name, name, report, diff_ids)
+        if isinstance(why, str):
+            report.problem(why)
             report.bad_layers.add(name)
-            continue
-        label = f"layer sha256:{name}"
-        if not layer_dir.is_dir() or layer_dir.is_symlink():
-            report.problem(f"{label}: not a directory")
-            report.bad_layers.add(name)
-            continue
-        record = _read_record(layer_dir)
-        if isinstance(record, str):
-            report.problem(f"{label}: {record}")
-            report.bad_layers.add(name)
-            continue
-        if record.parent is not None:
-            report.parents[name] = record.parent.hex
-        if not (layer_dir / "diff").is_dir() or (layer_dir / "diff").is_symlink():
-            report.problem(f"{label}: diff/ missing")
-            report.bad_layers.add(name)
-            continue
-        if record.chain_id.hex != name:
-            report.problem(f"{label}: layer.json says chain_id {record.chain_id}")
-            report.bad_layers.add(name)
-            continue
-        expected = chain_ids([record.parent, record.diff_id])[-1] if record.parent else record.diff_id
-        if expected != record.chain_id:
-            report.problem(f"{label}: chain_id does not follow from parent {record.parent} and diff_id "
-                           f"{record.diff_id} (that is {expected})")
-            report.bad_layers.add(name)
-            continue
-        tar = diff_ids.of(record.blob_digest)
-        if isinstance(tar, str):
-            report.problem(f"{label}: source blob {record.blob_digest} {tar}")
-            report.bad_layers.add(name)
-            continue
-        if tar is not None and tar != record.diff_id:
-            report.problem(f"{label}: layer.json says diff_id {record.diff_id}, its blob {record.blob_digest} "
-                           f"holds {tar}")
-            report.bad_layers.add(name)
-            continue
-        records[name] = record
-    # parents, base first: a chain's parent is checked before it only if we walk until nothing changes
+        else:
+            records[name] = why
+    _drop_orphans(records, report)
+    return records
+
+
+def _layer_problem(layer_dir: Path, name: str, report: Report, diff_ids: DiffIds) -> LayerRecord | str:
+    """One layer dir's record, or the problem line that makes it broken (its parent is checked later)."""
+    try:
+        Digest("sha256", name)
+    except StrataError:
+        return f"layer {name}: not a chain ID"
+    label = f"layer sha256:{name}"
+    if not layer_dir.is_dir() or layer_dir.is_symlink():
+        return f"{label}: not a directory"
+    record = _read_record(layer_dir)
+    if isinstance(record, str):
+        return f"{label}: {record}"
+    if record.parent is not None:
+        report.parents[name] = record.parent.hex
+    if not (layer_dir / "diff").is_dir() or (layer_dir / "diff").is_symlink():
+        return f"{label}: diff/ missing"
+    if record.chain_id.hex != name:
+        return f"{label}: layer.json says chain_id {record.chain_id}"
+    expected = chain_ids([record.parent, record.diff_id])[-1] if record.parent else record.diff_id
+    if expected != record.chain_id:
+        return (f"{label}: chain_id does not follow from parent {record.parent} and diff_id {record.diff_id} "
+                f"(that is {expected})")
+    tar = diff_ids.of(record.blob_digest)
+    if isinstance(tar, str):
+        return f"{label}: source blob {record.blob_digest} {tar}"
+    if tar is not None and tar != record.diff_id:
+        return f"{label}: layer.json says diff_id {record.diff_id}, its blob {record.blob_digest} holds {tar}"
+    return record
+
+
+def _drop_orphans(records: dict[str, LayerRecord], report: Report) -> None:
+    """Take out of ``records`` every layer whose parent is not among them, until none is left: a chain's parent
+    is checked before it only if we walk until nothing changes."""
     changed = True
     while changed:
         changed = False
@@ -251,7 +249,6 @@ def check_layers(store: Store, report: Report, diff_ids: DiffIds) -> dict[str, L
                 report.bad_layers.add(name)
                 del records[name]
                 changed = True
-    return records
 
 
 # -- references ---------------------------------------------------------------------------------------------------
@@ -287,75 +284,80 @@ def _check_ref(store: Store, report: Report, name: str, desc: Descriptor, good: 
     """One reference: manifest -> config -> layers. Stops at the first break that hides the rest."""
     label = f"ref {name}"
     bad_before = len(report.problems)
-    top = desc.annotations.get(INDEX_DIGEST_ANNOTATION)
-    if top:
-        try:
-            index_digest = Digest.parse(top)
-        except StrataError as e:
-            report.problem(f"{label}: bad {INDEX_DIGEST_ANNOTATION} annotation: {e}")
-        else:
-            raw = _small_blob(store, index_digest, good)
-            if isinstance(raw, str):
-                report.problem(f"{label}: index {index_digest} {raw}")
-            else:
-                try:
-                    kind = media_type_of(raw, None, f"index {index_digest}")
-                    index = Index.parse(raw, kind, f"index {index_digest}")
-                    if kind not in INDEX_TYPES:
-                        report.problem(f"{label}: index {index_digest} is not an index")
-                    elif desc.digest not in {m.digest for m in index.manifests}:
-                        report.problem(f"{label}: index {index_digest} does not list manifest {desc.digest}")
-                except StrataError as e:
-                    report.problem(f"{label}: {e}")
-    raw = _small_blob(store, desc.digest, good)
-    if isinstance(raw, str):
-        report.problem(f"{label}: manifest {desc.digest} {raw}")
+    _check_index(store, report, label, desc, good)
+    image = _ref_image(store, report, label, desc, good)
+    if image is None:
         report.bad_refs.add(name)
         return
-    if len(raw) != desc.size:
-        report.problem(f"{label}: manifest {desc.digest} is {len(raw)} bytes, index.json says {desc.size}")
-    try:
-        manifest = Manifest.parse(raw, desc.media_type, f"manifest {desc.digest}")
-    except StrataError as e:
-        report.problem(f"{label}: {e}")
-        report.bad_refs.add(name)
-        return
-    raw = _small_blob(store, manifest.config.digest, good)
-    if isinstance(raw, str):
-        report.problem(f"{label}: config {manifest.config.digest} {raw}")
-        report.bad_refs.add(name)
-        return
-    try:
-        config = ImageConfig.parse(raw, f"config {manifest.config.digest}")
-    except StrataError as e:
-        report.problem(f"{label}: {e}")
-        report.bad_refs.add(name)
-        return
-    if len(config.diff_ids) != len(manifest.layers):
-        report.problem(f"{label}: config {manifest.config.digest} lists {len(config.diff_ids)} layers, the "
-                       f"manifest {len(manifest.layers)}")
-        report.bad_refs.add(name)
-        return
-    chains = [c.hex for c in chain_ids(config.diff_ids)]
+    chains = [c.hex for c in image.chain_ids]
     report.ref_chains[name] = chains
-    for i, (layer, diff_id, chain) in enumerate(zip(manifest.layers, config.diff_ids, chains, strict=True)):
+    for i, (layer, chain) in enumerate(zip(image.layers, chains, strict=True)):
         what = f"{label}: layer {i + 1}"
-        tar = diff_ids.of(layer.digest)
+        tar = diff_ids.of(layer.blob.digest)
         if tar is None:
-            state = "corrupt" if store.blob_path(layer.digest).exists() else "missing"
-            report.problem(f"{what} blob {layer.digest} {state}")
-            report.ref_blob_layers.setdefault(name, set()).add(chain)
+            state = "corrupt" if store.blob_path(layer.blob.digest).exists() else "missing"
+            report.problem(f"{what} blob {layer.blob.digest} {state}")
         elif isinstance(tar, str):
-            report.problem(f"{what} blob {layer.digest} {tar}")
-            report.ref_blob_layers.setdefault(name, set()).add(chain)
-        elif tar != diff_id:
-            report.problem(f"{what} blob {layer.digest} holds {tar}, the config says diff_id {diff_id}")
+            report.problem(f"{what} blob {layer.blob.digest} {tar}")
+        elif tar != layer.diff_id:
+            report.problem(f"{what} blob {layer.blob.digest} holds {tar}, the config says diff_id {layer.diff_id}")
+        if tar != layer.diff_id:
             report.ref_blob_layers.setdefault(name, set()).add(chain)
         if chain not in records:
             why = "broken" if chain in report.bad_layers else "not unpacked"
             report.problem(f"{what} (chain sha256:{chain}) {why}")
     if len(report.problems) > bad_before:
         report.bad_refs.add(name)
+
+
+def _check_index(store: Store, report: Report, label: str, desc: Descriptor, good: set[Digest]) -> None:
+    """The index a reference was resolved from, when it was: present, verified, an index, listing the manifest."""
+    top = desc.annotations.get(INDEX_DIGEST_ANNOTATION)
+    if not top:
+        return
+    try:
+        index_digest = Digest.parse(top)
+    except StrataError as e:
+        report.problem(f"{label}: bad {INDEX_DIGEST_ANNOTATION} annotation: {e}")
+        return
+    raw = _small_blob(store, index_digest, good)
+    if isinstance(raw, str):
+        report.problem(f"{label}: index {index_digest} {raw}")
+        return
+    try:
+        kind = media_type_of(raw, None, f"index {index_digest}")
+        index = Index.parse(raw, kind, f"index {index_digest}")
+        if kind not in INDEX_TYPES:
+            report.problem(f"{label}: index {index_digest} is not an index")
+        elif desc.digest not in {m.digest for m in index.manifests}:
+            report.problem(f"{label}: index {index_digest} does not list manifest {desc.digest}")
+    except StrataError as e:
+        report.problem(f"{label}: {e}")
+
+
+def _ref_image(store: Store, report: Report, label: str, desc: Descriptor, good: set[Digest]) -> Image | None:
+    """The image a reference names, its manifest and config present, verified and agreeing (as
+    :meth:`Image.build` checks every image); None, with the problem reported, when they are not."""
+    raw = _small_blob(store, desc.digest, good)
+    if isinstance(raw, str):
+        report.problem(f"{label}: manifest {desc.digest} {raw}")
+        return None
+    if len(raw) != desc.size:
+        report.problem(f"{label}: manifest {desc.digest} is {len(raw)} bytes, index.json says {desc.size}")
+    try:
+        manifest = Manifest.parse(raw, desc.media_type, f"manifest {desc.digest}")
+    except StrataError as e:
+        report.problem(f"{label}: {e}")
+        return None
+    config = _small_blob(store, manifest.config.digest, good)
+    if isinstance(config, str):
+        report.problem(f"{label}: config {manifest.config.digest} {config}")
+        return None
+    try:
+        return Image.build(Document(raw, desc.media_type, desc.digest), config, label)
+    except StrataError as e:
+        report.problem(str(e))
+        return None
 
 
 def check_refs(store: Store, report: Report, good: set[Digest], records: dict[str, LayerRecord],
