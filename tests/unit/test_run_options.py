@@ -20,8 +20,9 @@ from runner.net.model import AttachOptions, EndpointOptions, NetworkConfig, Netw
 from runner.spec import A_NETWORK, DEFAULT_PATH, INIT_PATH, NAMESPACES, Rlimit, Spec, Tmpfs, Volume
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
-from shared.image import OCI_CONFIG, OCI_MANIFEST, Descriptor, ImageConfig, Manifest, chain_ids
+from shared.image import OCI_CONFIG, OCI_MANIFEST, Descriptor
 from shared.store.images import StoredImage
+from shared.store.images import stored_image as make_stored_image
 from shared.store.layout import Store
 
 
@@ -399,11 +400,13 @@ def stored_image(config: Mapping[str, object], name: str = "docker.io/library/ap
     """An image as the store would hand it to create: a config with one layer, a manifest naming it."""
     raw = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
                       "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]}}).encode()
-    parsed = ImageConfig.parse(raw)
-    digest = Digest("sha256", hashlib.sha256(raw).hexdigest())
-    manifest = Manifest(OCI_MANIFEST, Descriptor(OCI_CONFIG, digest, len(raw)), ())
-    return StoredImage(name, Descriptor(OCI_MANIFEST, Digest("sha256", "2" * 64), 1), manifest, parsed,
-                       tuple(chain_ids(parsed.diff_ids)))
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": OCI_CONFIG, "digest": f"sha256:{hashlib.sha256(raw).hexdigest()}",
+                                      "size": len(raw)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                       "digest": "sha256:" + "2" * 64, "size": 1}]}).encode()
+    entry = Descriptor(OCI_MANIFEST, Digest("sha256", hashlib.sha256(manifest).hexdigest()), len(manifest))
+    return make_stored_image(name, entry, manifest, raw)
 
 
 IMAGE: dict[str, object] = {"Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["PATH=/image/bin", "LANG=C"],
