@@ -21,6 +21,15 @@ from types import ModuleType
 import pytest
 
 from tests import images, registries
+from tests.cgroups import (
+    container_cgroup,
+    empty_cgroups,
+    enter_worker_groups,
+    leave_worker_groups,
+    own_cgroup_dirs,
+    processes_mentioning,
+    strata_cgroups,
+)
 from tests.faults import FaultProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +62,17 @@ def pytest_configure(config: pytest.Config) -> None:
     path = Path(settings_dir) / "config.json"
     path.write_text(json.dumps(BASE_SETTINGS))
     os.environ["STRATA_CONFIG"] = str(path)  # never the machine's /etc/strata/config.json
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and os.geteuid() == 0:
+        config.stash[_WORKER_GROUPS] = enter_worker_groups(worker)
+
+
+_WORKER_GROUPS = pytest.StashKey[dict[str, Path]]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _WORKER_GROUPS in config.stash:
+        leave_worker_groups(config.stash[_WORKER_GROUPS])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -311,61 +331,6 @@ def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
 
 
 # -- Containers leave nothing behind: cgroups, processes (tests/test_runner.py, tests/test_lifecycle.py) ----------
-
-
-CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices")
-
-
-def own_cgroup_dirs() -> list[Path]:
-    """This process's group in each controller the runner uses (v1), where it nests ``strata-ID`` groups."""
-    own: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                own[controller] = path
-    return [Path("/sys/fs/cgroup", c, own[c].lstrip("/")) for c in CGROUP_CONTROLLERS if c in own]
-
-
-def container_cgroup(controller: str, container_id: str) -> Path:
-    """Where the runner puts a container's group in CONTROLLER: under the runner's (and so this process's) own."""
-    base = next(d for d in own_cgroup_dirs() if d.parts[4] == controller)
-    return base / f"strata-{container_id}"
-
-
-def strata_cgroups() -> set[Path]:
-    return {d for base in own_cgroup_dirs() if base.is_dir() for d in base.glob("strata-*") if d.is_dir()}
-
-
-def empty_cgroups(groups: set[Path]) -> list[Path]:
-    """The GROUPS that hold no process, sorted. A leak is an empty group nobody removed: a group with processes
-    is a live container, of this test (whose processes ``processes_mentioning`` finds by the store root) or of
-    another test session on the machine, which is not this test's to judge."""
-    out = []
-    for group in groups:
-        try:
-            if not (group / "cgroup.procs").read_text().strip():
-                out.append(group)
-        except OSError:  # removed meanwhile
-            continue
-    return sorted(out)
-
-
-def processes_mentioning(path: Path) -> list[str]:
-    """Processes (not this one) whose command line names PATH (a runner or monitor), or whose mount table does (a
-    container's: its /etc/hosts is bound from the store)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            mounts = (proc / "mountinfo").read_text(errors="replace")
-        except OSError:  # gone meanwhile
-            continue
-        if str(path) in cmdline or str(path) in mounts:
-            found.append(f"{proc.name}: {cmdline.strip() or '(no cmdline)'}")
-    return found
 
 
 @pytest.fixture(scope="session")

@@ -313,3 +313,10 @@ def test_shell_completion_installs_and_completes_in_bash(tmp_path: Path) -> None
                                env=env, capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown
         assert wanted <= set(shown.stdout.split()), shown
+
+
+def test_login_prompt_at_end_of_input_is_a_usage_error(tools: Tools) -> None:
+    """Regression: end of input at the Username prompt was reported as 'interrupted'."""
+    result = tools.puller("login", "127.0.0.1:9", stdin="")
+    assert result.code == 2
+    assert result.err == "puller: error: input ended before the command had what it asked for\n"
