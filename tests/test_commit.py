@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests import images
-from tests.conftest import (
-    ROOT,
-    Tools,
-    detached,
-    needs_root,
-    needs_tools,
-    one_line_error,
-    runner_command,
-    wait_until,
-)
+from tests.marks import needs_root, needs_tools
 from tests.test_full_disk import small_disk, used_bytes
+from tests.tools import ROOT, Tools, detached, one_line_error, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 __all__ = ["small_disk"]  # the fixture, shared with the pull's full-disk test

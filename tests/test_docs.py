@@ -28,7 +28,8 @@ from typer.core import TyperGroup
 from puller.cli import app as puller_app
 from runner.cli.main import app as runner_app
 from shared.reference import parse
-from tests.conftest import ROOT, SCRIPTS, mounts_under, registry_script
+from tests.scripts import SCRIPTS, registry_script
+from tests.tools import ROOT, mounts_under
 
 README = ROOT / "README.md"
 MAX_README_BYTES = 12 * 1024

@@ -18,19 +18,11 @@ from typing import Any
 import pytest
 
 from tests import runner_images
-from tests.conftest import (
-    Registry,
-    Tools,
-    container_cgroup,
-    detached,
-    needs_root,
-    needs_tools,
-    one_line_error,
-    popen_runner,
-    runner_command,
-    wait_until,
-)
+from tests.cgroups import container_cgroup
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry
 from tests.test_tty import Terminal
+from tests.tools import Tools, detached, one_line_error, popen_runner, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

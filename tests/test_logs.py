@@ -26,7 +26,8 @@ import pytest
 from runner.logs.reader import ReadOptions, fixed_time, parse_duration, parse_tail, parse_time, show, tail_start
 from runner.logs.writer import LOG_NAME, LogConfig, LogWriter, parse_size
 from shared.errors import Kind, StrataError
-from tests.conftest import ROOT, Tools, needs_root, needs_tools, one_line_error, popen_runner, wait_until
+from tests.marks import needs_root, needs_tools
+from tests.tools import ROOT, Tools, one_line_error, popen_runner, wait_until
 
 NOW = 1_700_000_000 * 10**9
 SEC = 10**9

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,10 +29,12 @@ import requests
 import urllib3
 
 from puller.registry import transport
-from tests.conftest import ROOT, Tools, needs_root, needs_tools, one_line_error
-from tests.faults import FaultProxy, alter, cut, flood, redirect, status
+from tests.faults import FaultProxy, alter, cut, flood, redirect, stall, status
 from tests.images import ARM64, Variant
+from tests.marks import needs_root, needs_tools
 from tests.registries import TokenRegistry
+from tests.scripts import image_script
+from tests.tools import ROOT, Tools, one_line_error, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -142,8 +145,6 @@ def test_index_resolves_to_the_platform_asked_for(tools: Tools, request: pytest.
 
 def test_a_tag_that_looks_like_a_digest(tools: Tools, gzip_variant: Variant, test_layout: Path) -> None:
     """Regression: a tag starting with "sha" was taken for a digest."""
-    from tests.conftest import image_script
-
     ref = gzip_variant.ref.rsplit(":", 1)[0] + ":sha-1234"
     image_script.push(test_layout, ref)
     result = tools.puller("pull", ref)
@@ -153,14 +154,6 @@ def test_a_tag_that_looks_like_a_digest(tools: Tools, gzip_variant: Variant, tes
 def test_ctrl_c_mid_pull_loses_nothing(tools: Tools, fault_proxy: FaultProxy, gzip_variant: Variant) -> None:
     """SIGINT while a blob is half downloaded: one line, exit 130, no reference, no layer, no temp file left; what
     came of the blob is kept in partial/ for the next pull to resume (test_crash.py resumes one)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT, wait_until
-    from tests.faults import stall
-
     layer = gzip_variant.image().layers[0]
     fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=30))
     env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from tests import images
-from tests.conftest import Registry, Tools, needs_root, needs_tools, one_line_error
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

@@ -9,8 +9,10 @@ import os
 import time
 from pathlib import Path
 
-from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, registry_script
+from tests.marks import needs_root, needs_tools
 from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
+from tests.scripts import Registry, image_script, registry_script
+from tests.tools import Tools
 
 pytestmark = [needs_root, needs_tools]
 

@@ -25,7 +25,8 @@ from shared.errors import Kind, StrataError
 from shared.layer.pack import write_tar
 from shared.layer.safepath import DirWalk, SafeRoot, remove_at
 from shared.store import remove_tree
-from tests.conftest import ROOT, needs_root
+from tests.marks import needs_root
+from tests.tools import ROOT
 from tests.treesnap import snapshot
 
 pytestmark = needs_root

@@ -19,8 +19,10 @@ import pytest
 
 from shared.format import human_size
 from tests import images
-from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, one_line_error
 from tests.images import Variant
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry, image_script
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

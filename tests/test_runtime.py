@@ -15,17 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    Tools,
-    mounts_under,
-    needs_root,
-    needs_tools,
-    one_line_error,
-    processes_mentioning,
-    runtime_state_dirs,
-    strata_cgroups,
-    wait_until,
-)
+from tests.cgroups import processes_mentioning, strata_cgroups
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, mounts_under, one_line_error, runtime_state_dirs, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.layer.unpack import unpack_blob
-from tests.conftest import needs_root
+from tests.marks import needs_root
 from tests.tarmaker import END, header, padded, pax
 from tests.treesnap import node, snapshot
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.format import human_duration, human_size
-from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools, one_line_error
 from tests.images import inspect_raw, skopeo
+from tests.marks import needs_root, needs_tools
 from tests.test_tty import Terminal
+from tests.tools import ROOT, Result, Tools, one_line_error
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
 

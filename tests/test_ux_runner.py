@@ -16,8 +16,9 @@ from runner.cli import ps
 from runner.isolation import cgroups
 from runner.spec import Rlimit
 from shared.errors import Kind, StrataError
-from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until
+from tests.marks import needs_root, needs_tools
 from tests.test_tty import Terminal
+from tests.tools import Tools, detached, one_line_error, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
