@@ -1,18 +1,16 @@
-"""What the runner leaves in the machine's cgroups and process table, as the leak checks see it, and the group of
-its own each pytest-xdist worker runs in so that one worker's containers never look like another's leaks."""
+"""What the runner leaves in the machine's cgroups and process table, as the leak checks see it. Other tests run
+beside a test (pytest -n, other sessions): a leak is an empty group that stays, or a process naming the test's
+own store root, never merely a group that is new."""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices")
-# freezer too: ``commit --pause`` makes a container's freezer group under the runner's own (runner/isolation/freezer)
-WORKER_CONTROLLERS = (*CGROUP_CONTROLLERS, "freezer")
 
 
-def own_groups(controllers: tuple[str, ...] = CGROUP_CONTROLLERS) -> dict[str, Path]:
+def own_groups() -> dict[str, Path]:
     """controller -> this process's group in it (v1), where the runner nests ``strata-ID`` groups."""
     own: dict[str, str] = {}
     with open("/proc/self/cgroup") as f:
@@ -20,7 +18,7 @@ def own_groups(controllers: tuple[str, ...] = CGROUP_CONTROLLERS) -> dict[str, P
             _, names, path = line.rstrip("\n").split(":", 2)
             for controller in names.split(","):
                 own[controller] = path
-    return {c: Path("/sys/fs/cgroup", c, own[c].lstrip("/")) for c in controllers if c in own}
+    return {c: Path("/sys/fs/cgroup", c, own[c].lstrip("/")) for c in CGROUP_CONTROLLERS if c in own}
 
 
 def own_cgroup_dirs() -> list[Path]:
@@ -66,32 +64,3 @@ def processes_mentioning(path: Path) -> list[str]:
         if str(path) in cmdline or str(path) in mounts:
             found.append(f"{proc.name}: {cmdline.strip() or '(no cmdline)'}")
     return found
-
-
-def enter_worker_groups(worker: str) -> dict[str, Path]:
-    """Move this process (a pytest-xdist worker) into a child group of its own in each controller the runner
-    nests containers under, so that the runners it starts nest theirs there: the leak checks (``strata_cgroups``)
-    then see this worker's containers only, never a parallel worker's group caught between made and filled.
-    Returns the groups left, for :func:`leave_worker_groups`."""
-    left = own_groups(WORKER_CONTROLLERS)
-    for group in left.values():
-        mine = group / f"pytest-{worker}-{os.getpid()}"
-        mine.mkdir(exist_ok=True)
-        (mine / "cgroup.procs").write_text(str(os.getpid()))
-    return left
-
-
-def leave_worker_groups(left: dict[str, Path]) -> None:
-    """Back to the groups :func:`enter_worker_groups` left; its own groups removed (a container group still in one
-    is a leak the tests reported already: the group then stays, as the leak does)."""
-    mine = own_groups(WORKER_CONTROLLERS)
-    for controller, group in left.items():
-        (group / "cgroup.procs").write_text(str(os.getpid()))
-        for _ in range(50):
-            try:
-                mine[controller].rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:  # a process that was ours is still leaving
-                time.sleep(0.1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import images, registries
-from tests.cgroups import empty_cgroups, enter_worker_groups, leave_worker_groups, processes_mentioning, strata_cgroups
+from tests.cgroups import empty_cgroups, processes_mentioning, strata_cgroups
 from tests.faults import FaultProxy
 from tests.scripts import Registry, image_script, registry_script, start_registry
 from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, runtime_state_dirs
@@ -26,22 +26,11 @@ from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, run
 # (tests/tools.py's BASE_SETTINGS, which every settings file of the tests starts from, says network none)
 
 
-_WORKER_GROUPS = pytest.StashKey[dict[str, Path]]()
-
-
 def pytest_configure(config: pytest.Config) -> None:
     settings_dir = tempfile.mkdtemp(prefix="strata-test-settings-")
     path = Path(settings_dir) / "config.json"
     path.write_text(json.dumps(BASE_SETTINGS))
     os.environ["STRATA_CONFIG"] = str(path)  # never the machine's /etc/strata/config.json
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker and os.geteuid() == 0:
-        config.stash[_WORKER_GROUPS] = enter_worker_groups(worker)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if _WORKER_GROUPS in config.stash:
-        leave_worker_groups(config.stash[_WORKER_GROUPS])
 
 
 @pytest.fixture(scope="session", autouse=True)
