@@ -11,3 +11,8 @@ import pytest
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod 0/0, trusted xattrs, namespaces)")
 needs_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("docker-registry", "umoci", "skopeo")),
                                  reason="needs docker-registry, umoci and skopeo (scripts/test installs them)")
+
+# For a test of what the store and the CLI do once a container runs (lookups, usage errors): the executor changes
+# nothing it checks, so it runs under ours only; the runtime driver's start, exec, kill, stop, logs and isolation
+# keep their runc and crun variants (the ``executor`` fixture of conftest.py).
+executor_independent = pytest.mark.parametrize("executor", ["strata"], indirect=True)
