@@ -1,7 +1,17 @@
 """Fixtures and hooks only: a real registry (Debian's docker-registry) on 127.0.0.1, images built by umoci and pushed
 by skopeo, a fresh store root per test with the two CLIs run as a user runs them (tests/tools.py), the executor a
 test's containers run under, and the checks of a whole session (the network rule, no silent skips, no leaks).
-Helpers live in modules of their own: tests/tools.py, tests/scripts.py, tests/marks.py, tests/cgroups.py."""
+Helpers live in modules of their own: tests/tools.py, tests/scripts.py, tests/marks.py, tests/cgroups.py.
+
+scripts/test runs the suite on pytest-xdist workers (``-n``). Every session fixture is made once per worker, in
+the worker's own base temp dir: its registries listen on ports the kernel hands out, its images and probe are its
+own. Every test has its own store root, settings file and Docker config; containers, images and networks are
+named in that store only, the network tests make throwaway namespaces with random names, and nothing a test
+makes is in the machine's own network namespace. So workers share nothing but the machine, and the machine-wide
+checks hold beside other workers: a cgroup leak is an empty ``strata-*`` group that stays (a parallel test's
+group is never empty for long), a process leak one naming the test's own store root, and the network check
+compares the machine's namespace, which no test changes. The no-silent-skips rule sees every worker's reports
+(the controller's ``pytest_runtest_logreport``)."""
 
 from __future__ import annotations
 

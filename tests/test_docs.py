@@ -249,7 +249,7 @@ def test_command_table_names_every_command_and_only_those() -> None:
 
 def test_docs_name_tests_and_files_that_exist() -> None:
     """A claim that names the test attacking it, or the file doing the work, names one that is there."""
-    tests = {name for path in (ROOT / "tests").glob("*.py")
+    tests = {name for path in (ROOT / "tests").rglob("*.py")
              for name in re.findall(r"def (test_\w+)", path.read_text())}
     wrong = []
     for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
