@@ -1,51 +1,39 @@
-"""Shared fixtures: a real registry (Debian's docker-registry) on 127.0.0.1, images built by umoci and pushed by
-skopeo, a fresh store root per test, and the two CLIs run as a user runs them (subprocesses)."""
+"""Fixtures and hooks only: a real registry (Debian's docker-registry) on 127.0.0.1, images built by umoci and pushed
+by skopeo, a fresh store root per test with the two CLIs run as a user runs them (tests/tools.py), the executor a
+test's containers run under, and the checks of a whole session (the network rule, no silent skips, no leaks).
+Helpers live in modules of their own: tests/tools.py, tests/scripts.py, tests/marks.py, tests/cgroups.py.
+
+scripts/test runs the suite on pytest-xdist workers (``-n``). Every session fixture is made once per worker, in
+the worker's own base temp dir: its registries listen on ports the kernel hands out, its images and probe are its
+own. Every test has its own store root, settings file and Docker config; containers, images and networks are
+named in that store only, the network tests make throwaway namespaces with random names, and nothing a test
+makes is in the machine's own network namespace. So workers share nothing but the machine, and the machine-wide
+checks hold beside other workers: a cgroup leak is an empty ``strata-*`` group that stays (a parallel test's
+group is never empty for long), a process leak one naming the test's own store root, and the network check
+compares the machine's namespace, which no test changes. The no-silent-skips rule sees every worker's reports
+(the controller's ``pytest_runtest_logreport``)."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tests import images, registries
+from tests.cgroups import empty_cgroups, processes_mentioning, strata_cgroups
 from tests.faults import FaultProxy
-
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ROOT / "scripts"
-
-
-def load_script(name: str) -> ModuleType:
-    """scripts/ files have no .py suffix; load them as modules to call their functions directly."""
-    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(SCRIPTS / name))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module  # dataclasses look their module up while the class is made
-    loader.exec_module(module)
-    return module
-
-
-registry_script = load_script("registry")
-image_script = load_script("build-test-image")
+from tests.scripts import Registry, image_script, registry_script, start_registry
+from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, runtime_state_dirs
 
 # -- The network rule (issue 11): no test may add anything to this machine's own network namespace ---------------
-# bridge is the runner's default, so every test's settings say none: the tools fixture's file, and for a runner
-# started some other way (a Terminal, a Popen with os.environ) the session's, named by STRATA_CONFIG in our own
-# environment. Only tests/test_network.py, which runs the runner inside a throwaway namespace, uses bridge.
-BASE_SETTINGS = {"network": "none"}
+# (tests/tools.py's BASE_SETTINGS, which every settings file of the tests starts from, says network none)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,24 +79,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 reporter.write_line(f"  {line}", red=True)
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod 0/0, trusted xattrs, namespaces)")
-needs_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("docker-registry", "umoci", "skopeo")),
-                                 reason="needs docker-registry, umoci and skopeo (scripts/test installs them)")
-
-
-@dataclass(frozen=True)
-class Registry:
-    address: str  # 127.0.0.1:PORT
-    state_dir: Path
-
-    def blob_file(self, digest: str) -> Path:
-        return registries.blob_file(self.state_dir, digest)
-
-
-def start_registry(state_dir: Path) -> Registry:
-    return Registry(registry_script.start(state_dir), state_dir)
-
-
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     state = tmp_path_factory.mktemp("registry")
@@ -147,55 +117,6 @@ def rich_image(registry: Registry, rich_layout: Path) -> str:
     ref = f"{registry.address}/strata/rich:1"
     image_script.push(rich_layout, ref, tag=image_script.RICH_TAG)
     return ref
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass(frozen=True)
-class Tools:
-    """The CLIs against one store root, run as subprocesses exactly as a user would, with a Docker config dir
-    and a settings file of the test's own (never the machine's)."""
-
-    root: Path
-    docker_config: Path
-    settings: Path
-
-    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 120,
-             env_extra: dict[str, str] | None = None) -> Result:
-        env = {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings),
-               **(env_extra or {})}
-        proc = subprocess.run([sys.executable, "-m", tool, "--root", str(self.root), *args], input=stdin,
-                              capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def puller(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
-        return self._run("puller", args, stdin, env_extra=env)
-
-    def runner(self, *args: str, stdin: str | None = None) -> Result:
-        return self._run("runner", args, stdin)
-
-    def configure(self, **keys: object) -> None:
-        """Write the test's settings file: these keys over the tests' base, ``"network": "none"``."""
-        self.settings.write_text(json.dumps({**BASE_SETTINGS, **keys}))
-
-
-def one_line_error(result: Result, code: int, text: str, tool: str = "runner") -> None:
-    """The error convention: this exit code, one line on stderr naming the cause."""
-    assert result.code == code, (result.out, result.err)
-    assert result.err.count("\n") == 1 and result.err.startswith(f"{tool}: error: "), result.err
-    assert text in result.err, result.err
-
-
-def mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if str(path) in line]
-
-
 
 
 @pytest.fixture
@@ -313,61 +234,6 @@ def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
 # -- Containers leave nothing behind: cgroups, processes (tests/test_runner.py, tests/test_lifecycle.py) ----------
 
 
-CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices")
-
-
-def own_cgroup_dirs() -> list[Path]:
-    """This process's group in each controller the runner uses (v1), where it nests ``strata-ID`` groups."""
-    own: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                own[controller] = path
-    return [Path("/sys/fs/cgroup", c, own[c].lstrip("/")) for c in CGROUP_CONTROLLERS if c in own]
-
-
-def container_cgroup(controller: str, container_id: str) -> Path:
-    """Where the runner puts a container's group in CONTROLLER: under the runner's (and so this process's) own."""
-    base = next(d for d in own_cgroup_dirs() if d.parts[4] == controller)
-    return base / f"strata-{container_id}"
-
-
-def strata_cgroups() -> set[Path]:
-    return {d for base in own_cgroup_dirs() if base.is_dir() for d in base.glob("strata-*") if d.is_dir()}
-
-
-def empty_cgroups(groups: set[Path]) -> list[Path]:
-    """The GROUPS that hold no process, sorted. A leak is an empty group nobody removed: a group with processes
-    is a live container, of this test (whose processes ``processes_mentioning`` finds by the store root) or of
-    another test session on the machine, which is not this test's to judge."""
-    out = []
-    for group in groups:
-        try:
-            if not (group / "cgroup.procs").read_text().strip():
-                out.append(group)
-        except OSError:  # removed meanwhile
-            continue
-    return sorted(out)
-
-
-def processes_mentioning(path: Path) -> list[str]:
-    """Processes (not this one) whose command line names PATH (a runner or monitor), or whose mount table does (a
-    container's: its /etc/hosts is bound from the store)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            mounts = (proc / "mountinfo").read_text(errors="replace")
-        except OSError:  # gone meanwhile
-            continue
-        if str(path) in cmdline or str(path) in mounts:
-            found.append(f"{proc.name}: {cmdline.strip() or '(no cmdline)'}")
-    return found
-
-
 @pytest.fixture(scope="session")
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/probe.c, the static attack probe, built once for the session (static, so it runs in any image; gcc and
@@ -377,15 +243,6 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return out
-
-
-EXECUTORS = ("strata", "runc", "crun")
-
-
-def runtime_state_dirs(root: Path) -> list[Path]:
-    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store)."""
-    base = root / "runtime"
-    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir())
 
 
 @pytest.fixture(params=EXECUTORS)
@@ -416,35 +273,3 @@ def no_leaks(tools: Tools) -> Iterator[None]:
     assert cgroups == [], f"cgroups left behind: {cgroups}"
     assert procs == [], f"processes left behind: {procs}"
     assert runtime_state_dirs(tools.root) == [], "runtime state left behind"
-
-
-def runner_command(tools: Tools, *args: str) -> list[str]:
-    """``runner --root ROOT ARGS`` as Tools.runner runs it, for a test that needs the process (Popen)."""
-    return [sys.executable, "-m", "runner", "--root", str(tools.root), *args]
-
-
-def popen_runner(tools: Tools, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
-    """Start ``runner ARGS`` in the background, its stdout and stderr piped (text)."""
-    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
-    return subprocess.Popen(runner_command(tools, *args), stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll CHECK until it holds; fail with WHAT if it never does (a bound against hanging, not a timing check)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
-
-
-@contextmanager
-def detached(tools: Tools, *args: str) -> Iterator[str]:
-    """``runner run -d ARGS``; yields the container's full ID; ``runner rm -f`` afterwards, whatever happened."""
-    result = tools.runner("run", "-d", *args)
-    assert result.code == 0, result.err
-    cid = result.out.strip()
-    try:
-        yield cid
-    finally:
-        tools.runner("rm", "-f", cid)  # fails harmlessly if the test removed it already

@@ -200,6 +200,11 @@ def build_variants_layout(source: Path, layout: Path, tag: str = TAG) -> None:
 # -- skopeo ----------------------------------------------------------------------------------------------------
 
 
+def copy_to_registry(src: str, ref: str) -> None:
+    """skopeo copy SRC to the registry as REF, digests as they are (the same image ID under every name)."""
+    skopeo("copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", src, f"docker://{ref}")
+
+
 def skopeo(*args: str | os.PathLike[str]) -> bytes:
     """Run skopeo with ARGS; its stdout, or VariantError with its stderr."""
     argv = ["skopeo", *(os.fspath(a) for a in args)]

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Registry, Tools, needs_root, needs_tools, one_line_error
 from tests.faults import FaultProxy, alter, redirect, status
+from tests.marks import needs_root, needs_tools
 from tests.registries import HtpasswdRegistry, TokenRegistry
+from tests.scripts import Registry
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Tools, needs_root, needs_tools, one_line_error
 from tests.images import Variant
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

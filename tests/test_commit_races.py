@@ -24,8 +24,9 @@ import pytest
 
 from shared.errors import Kind, StrataError
 from shared.layer.pack import pack
-from tests.conftest import ROOT, Tools, detached, needs_root, needs_tools, runner_command, wait_until
+from tests.marks import needs_root, needs_tools
 from tests.test_isolation import with_probe
+from tests.tools import ROOT, Tools, detached, runner_command, wait_until
 
 pytestmark = [needs_root]
 

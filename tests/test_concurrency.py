@@ -6,8 +6,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.conftest import Tools, needs_root, needs_tools, popen_runner
 from tests.images import Variant
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, popen_runner
 
 pytestmark = [needs_root, needs_tools]
 

@@ -15,8 +15,10 @@ import pytest
 
 from puller.verbs.copy import STORE, Location, parse_location
 from shared.errors import Kind, StrataError
-from tests.conftest import Registry, Tools, needs_root, needs_tools, one_line_error
 from tests.images import Variant
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry
+from tests.tools import Tools, one_line_error
 
 # -- locations (pure) --------------------------------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, Tools, needs_root, needs_tools, wait_until
 from tests.faults import FaultProxy, stall
 from tests.images import Variant
+from tests.marks import needs_root, needs_tools
 from tests.test_pull_faults import image_through
+from tests.tools import ROOT, Tools, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

@@ -24,8 +24,10 @@ from shared.errors import StrataError
 from shared.store.files import remove_tree
 from shared.store.layout import Store
 from tests import runner_images
-from tests.conftest import Registry, Tools, detached, mounts_under, needs_root, needs_tools, wait_until
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry
 from tests.test_remove import chain_depth
+from tests.tools import Tools, detached, mounts_under, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

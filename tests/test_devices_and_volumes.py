@@ -24,16 +24,8 @@ from pathlib import Path
 import pytest
 
 from runner.isolation import cgroups, devcgroup
-from tests.conftest import (
-    ROOT,
-    Tools,
-    detached,
-    mounts_under,
-    needs_root,
-    needs_tools,
-    runner_command,
-    wait_until,
-)
+from tests.marks import needs_root, needs_tools
+from tests.tools import ROOT, Tools, detached, mounts_under, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

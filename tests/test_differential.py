@@ -14,7 +14,9 @@ import pytest
 
 from shared.store import images as stored
 from shared.store.layout import Store
-from tests.conftest import Tools, image_script, mounts_under, needs_root, needs_tools
+from tests.marks import needs_root, needs_tools
+from tests.scripts import image_script
+from tests.tools import Tools, mounts_under
 from tests.treesnap import Snapshot, differences, snapshot
 
 pytestmark = [needs_root, needs_tools]

@@ -28,7 +28,8 @@ from typer.core import TyperGroup
 from puller.cli import app as puller_app
 from runner.cli.main import app as runner_app
 from shared.reference import parse
-from tests.conftest import ROOT, SCRIPTS, mounts_under, registry_script
+from tests.scripts import SCRIPTS, registry_script
+from tests.tools import ROOT, mounts_under
 
 README = ROOT / "README.md"
 MAX_README_BYTES = 12 * 1024
@@ -248,7 +249,7 @@ def test_command_table_names_every_command_and_only_those() -> None:
 
 def test_docs_name_tests_and_files_that_exist() -> None:
     """A claim that names the test attacking it, or the file doing the work, names one that is there."""
-    tests = {name for path in (ROOT / "tests").glob("*.py")
+    tests = {name for path in (ROOT / "tests").rglob("*.py")
              for name in re.findall(r"def (test_\w+)", path.read_text())}
     wrong = []
     for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:

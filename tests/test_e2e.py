@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Tools, mounts_under, needs_root, needs_tools
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, mounts_under
 
 pytestmark = [needs_root, needs_tools]
 

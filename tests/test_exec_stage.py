@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Tools, detached, popen_runner, wait_until
 from tests.test_isolation import img, with_probe  # noqa: F401 (fixtures)
+from tests.tools import Tools, detached, popen_runner, wait_until
 
 EXECS = 40  # bounded: the probe stops after three processes of ours, the loop after this many execs
 MAX_HANDLE_SZ = 128

@@ -14,9 +14,10 @@ import pytest
 import requests
 
 from tests import images
-from tests.conftest import Registry, needs_root, needs_tools
 from tests.faults import S3_AUTH_ERROR, FaultProxy, alter, cut, redirect, stall, status
+from tests.marks import needs_root, needs_tools
 from tests.registries import TokenRegistry
+from tests.scripts import Registry
 
 pytestmark = [needs_root, needs_tools]
 

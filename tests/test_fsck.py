@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools, one_line_error
 from tests.images import Variant
+from tests.marks import needs_root, needs_tools
+from tests.tools import ROOT, Result, Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Tools, needs_root, needs_tools, one_line_error
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

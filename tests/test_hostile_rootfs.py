@@ -30,7 +30,9 @@ from runner.isolation import user
 from runner.isolation.user import ETC_CAP, EtcFile, ExecUser
 from shared.errors import StrataError
 from tests import runner_images
-from tests.conftest import Registry, Tools, detached, needs_root, needs_tools, one_line_error
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry
+from tests.tools import Tools, detached, one_line_error
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nstrata:x:1000:1000:strata:/home/strata:/bin/sh\n"
 GROUP = "root:x:0:\nstrata:x:1000:\nstaff:x:50:strata\n"

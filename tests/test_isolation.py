@@ -22,16 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    ROOT,
-    Tools,
-    detached,
-    needs_root,
-    needs_tools,
-    popen_runner,
-    runner_command,
-    wait_until,
-)
+from tests.marks import needs_root, needs_tools
+from tests.tools import ROOT, Tools, detached, popen_runner, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

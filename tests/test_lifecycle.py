@@ -18,19 +18,11 @@ from typing import Any
 import pytest
 
 from tests import runner_images
-from tests.conftest import (
-    Registry,
-    Tools,
-    container_cgroup,
-    detached,
-    needs_root,
-    needs_tools,
-    one_line_error,
-    popen_runner,
-    runner_command,
-    wait_until,
-)
+from tests.cgroups import container_cgroup
+from tests.marks import executor_independent, needs_root, needs_tools
+from tests.scripts import Registry
 from tests.test_tty import Terminal
+from tests.tools import Tools, detached, one_line_error, popen_runner, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -113,6 +105,7 @@ def test_detached_start_failures_keep_dockers_codes(tools: Tools, img: str) -> N
         tools.runner("prune")
 
 
+@executor_independent
 def test_unknown_option_is_a_runner_error(tools: Tools, img: str) -> None:
     """README: the runner exits 125 for its own failures, usage included (Docker: "unknown flag", 125)."""
     result = tools.runner("run", "--no-such-option", img, "true")
@@ -326,6 +319,7 @@ def test_prune_removes_exited_and_keeps_running(tools: Tools, img: str) -> None:
         assert is_up(tools, "running")
 
 
+@executor_independent
 def test_lookup_by_name_id_and_prefix(tools: Tools, img: str) -> None:
     with detached(tools, "--name", "findme", img, "sh", "-c", "echo hi; exec sleep 60") as cid:
         wait_until(lambda: logs(tools, cid) == "hi\n", "the output")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from shared.errors import StrataError
 from shared.layer.pack import pack, write_tar
 from shared.layer.unpack import extract, unpack_blob
-from tests.conftest import needs_root
+from tests.marks import needs_root
 from tests.tarmaker import Entry, make_tar
 from tests.treesnap import differences, snapshot
 

@@ -24,8 +24,10 @@ from runner.container.record import ProcStat, boot_id, find, parse_stat, read_st
 from runner.isolation import cgroups
 from shared.errors import StrataError
 from shared.store.layout import Store
-from tests.conftest import Tools, container_cgroup, detached, needs_root, needs_tools, one_line_error, wait_until
+from tests.cgroups import container_cgroup
+from tests.marks import needs_root, needs_tools
 from tests.test_lifecycle import inspect, is_up, logs, ps_row
+from tests.tools import Tools, detached, one_line_error, wait_until
 
 
 def recorded_state(tools: Tools, name: str) -> dict[str, Any]:

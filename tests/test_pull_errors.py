@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, registry_script, start_registry
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry, image_script, registry_script, start_registry
+from tests.tools import Tools
 
 pytestmark = [needs_root, needs_tools]
 

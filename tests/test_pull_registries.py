@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 
-from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, registry_script
+from tests.marks import needs_root, needs_tools
 from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
+from tests.scripts import Registry, image_script, registry_script
+from tests.tools import Tools
 
 pytestmark = [needs_root, needs_tools]
 
@@ -137,3 +140,39 @@ def test_loopback_registry_over_tls_with_an_unchecked_certificate(tools: Tools, 
         assert "InsecureRequestWarning" not in result.err
     finally:
         registry_script.stop(state)
+
+
+HELPER = """#!/bin/sh
+# a docker-credential-* helper: get prints JSON for the server on stdin; store/erase keep a file
+store="{store}"
+read server
+case "$1" in
+  get) if [ -f "$store" ]; then cat "$store"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+  store) echo "$server" > "$store" ;;
+  erase) rm -f "$store" ;;
+esac
+"""
+
+
+def test_credential_helper(tools: Tools, htpasswd_registry: HtpasswdRegistry, tmp_path: Path) -> None:
+    reg = htpasswd_registry
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    store = tmp_path / "secret.json"
+    helper = bin_dir / "docker-credential-strata-test"
+    helper.write_text(HELPER.format(store=store))
+    helper.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    tools.docker_config.mkdir()
+    (tools.docker_config / "config.json").write_text(json.dumps({"credsStore": "strata-test"}))
+    assert tools.puller("pull", reg.image, env=env).code != 0  # the helper knows nothing yet
+    login = tools.puller("login", "-u", reg.username, "--password-stdin", reg.address, stdin=reg.password + "\n",
+                         env=env)
+    assert login.code == 0, login.err
+    saved = json.loads(store.read_text())
+    assert saved == {"ServerURL": reg.address, "Username": reg.username, "Secret": reg.password}
+    saved_config = json.loads((tools.docker_config / "config.json").read_text())
+    assert saved_config["auths"][reg.address] == {}  # noted, as Docker does; the secret is in the helper
+    assert tools.puller("pull", reg.image, env=env).code == 0
+    assert tools.puller("logout", reg.address, env=env).code == 0
+    assert not store.exists()

@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Registry, Tools, needs_root, needs_tools, one_line_error
 from tests.faults import FaultProxy, add_headers, cut_request, drop
 from tests.images import ARM64, Variant
+from tests.marks import needs_root, needs_tools
 from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
+from tests.scripts import Registry
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
 

@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from tests.authserver import decode_jwt
-from tests.conftest import Registry, image_script, needs_root, needs_tools
+from tests.marks import needs_root, needs_tools
 from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
+from tests.scripts import Registry, image_script
 
 pytestmark = [needs_root, needs_tools]
 

@@ -16,17 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests import runner_images
-from tests.conftest import (
-    Registry,
-    Result,
-    Tools,
-    container_cgroup,
-    detached,
-    needs_root,
-    needs_tools,
-    one_line_error,
-    wait_until,
-)
+from tests.cgroups import container_cgroup
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry
+from tests.tools import Result, Tools, detached, one_line_error, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

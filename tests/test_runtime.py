@@ -15,17 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    Tools,
-    mounts_under,
-    needs_root,
-    needs_tools,
-    one_line_error,
-    processes_mentioning,
-    runtime_state_dirs,
-    strata_cgroups,
-    wait_until,
-)
+from tests.cgroups import processes_mentioning, strata_cgroups
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, mounts_under, one_line_error, runtime_state_dirs, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -95,8 +87,9 @@ def test_after_rm_nothing_is_left(tools: Tools, img: str, executor: str) -> None
     assert mounts_under(tools.root) == []
     assert runtime_state_dirs(tools.root) == []
     assert not any((tools.root / "containers").iterdir())
-    wait_until(lambda: strata_cgroups() - before == set() and processes_mentioning(tools.root) == [],
-               "cgroups and processes gone", timeout=10)
+    # this test's containers' groups (named after them): other tests' may come and go meanwhile (pytest -n)
+    wait_until(lambda: {g for g in strata_cgroups() - before if g.name.removeprefix("strata-") in ids} == set()
+               and processes_mentioning(tools.root) == [], "cgroups and processes gone", timeout=10)
     for cid in ids:
         assert not list(Path("/sys/fs/cgroup").glob(f"*/strata-{cid}")), "a runtime's group at a hierarchy's root"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import load_script, needs_root, needs_tools
+from tests.marks import needs_root, needs_tools
+from tests.scripts import load_script
 
 pytestmark = [needs_root, needs_tools]
 

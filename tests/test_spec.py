@@ -20,7 +20,9 @@ import pytest
 import referencing
 import referencing.jsonschema
 
-from tests.conftest import Tools, container_cgroup, detached, needs_root, needs_tools, one_line_error, wait_until
+from tests.cgroups import container_cgroup
+from tests.marks import needs_root, needs_tools
+from tests.tools import Tools, detached, one_line_error, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

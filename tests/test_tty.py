@@ -13,7 +13,8 @@ import termios
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, Tools, needs_root, needs_tools
+from tests.marks import needs_root, needs_tools
+from tests.tools import ROOT, Tools
 
 pytestmark = [needs_root, needs_tools]
 

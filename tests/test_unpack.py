@@ -17,7 +17,7 @@ import pytest
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.layer.unpack import extract, unpack_blob
-from tests.conftest import needs_root
+from tests.marks import needs_root
 from tests.tarmaker import Entry, make_tar
 
 pytestmark = needs_root

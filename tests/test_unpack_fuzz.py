@@ -1,6 +1,6 @@
 """Fuzzing the layer unpacker with hypothesis, PAX headers included (issue 13).
 
-Hypothesis writes tars byte by byte (tests/test_unpack_defects.py's writer): random member names (``..``, ``.``,
+Hypothesis writes tars byte by byte (tests/tarmaker.py's raw writer): random member names (``..``, ``.``,
 absolute paths to the sandbox's own files, whiteouts, NUL bytes, long and non-UTF-8 names), types (the ones we
 keep, GNU long names, sparse, unknown), sizes, modes, ids and mtimes (base-256 extremes), and PAX records (path,
 linkpath, uid, gid, mtime, size, ``SCHILY.xattr.*``, GNU sparse keys, garbage keys; huge, negative, non-numeric
@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.layer.unpack import unpack_blob
-from tests.conftest import needs_root
-from tests.test_unpack_defects import END, header, padded, pax
+from tests.marks import needs_root
+from tests.tarmaker import END, header, padded, pax
 from tests.treesnap import node, snapshot
 
 pytestmark = needs_root

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.format import human_duration, human_size
-from tests.conftest import ROOT, Result, Tools, needs_root, needs_tools, one_line_error
 from tests.images import inspect_raw, skopeo
+from tests.marks import needs_root, needs_tools
 from tests.test_tty import Terminal
+from tests.tools import ROOT, Result, Tools, one_line_error
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
 
@@ -313,3 +314,10 @@ def test_shell_completion_installs_and_completes_in_bash(tmp_path: Path) -> None
                                env=env, capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown
         assert wanted <= set(shown.stdout.split()), shown
+
+
+def test_login_prompt_at_end_of_input_is_a_usage_error(tools: Tools) -> None:
+    """Regression: end of input at the Username prompt was reported as 'interrupted'."""
+    result = tools.puller("login", "127.0.0.1:9", stdin="")
+    assert result.code == 2
+    assert result.err == "puller: error: input ended before the command had what it asked for\n"

@@ -12,8 +12,9 @@ from typing import Any
 
 from runner.cli import ps
 from runner.isolation import cgroups
-from tests.conftest import Tools, detached, needs_root, needs_tools, one_line_error, wait_until
+from tests.marks import needs_root, needs_tools
 from tests.test_tty import Terminal
+from tests.tools import Tools, detached, one_line_error, wait_until
 
 pytestmark = [needs_root, needs_tools]
 

@@ -1,9 +1,9 @@
-"""Regressions of issue 13: tars that end without their final padding (``umoci insert`` 0.4.7 writes them), and
-PAX values that ended in a traceback instead of a one-line error.
+"""Malformed tars at unpack: tars that end without their final padding (``umoci insert`` 0.4.7 writes them) are
+taken, tars cut inside a header or data, garbage after the members, PAX values and header numbers out of range,
+names and xattrs the kernel refuses are each one line naming the member (never a traceback).
 
 The short tar is made by the real peer (umoci insert) and compared with ``umoci unpack``; everything else is
-hand-written here, byte by byte (:func:`header`, :func:`pax`), because tarfile's writer refuses or rewrites the
-hostile values under test.
+hand-written byte by byte (tests/tarmaker.py's :func:`header`, :func:`pax`, :func:`member`).
 """
 
 from __future__ import annotations
@@ -23,71 +23,10 @@ import pytest
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.layer.unpack import extract, unpack_blob
-from tests.conftest import needs_root
+from tests.marks import needs_root
+from tests.tarmaker import BLOCK, END, header, member, pax
 
 pytestmark = needs_root
-BLOCK = 512
-
-
-# -- a raw tar writer: any value in any field -------------------------------------------------------------------
-
-
-def _number(value: int, digits: int) -> bytes:
-    """A numeric header field: octal when it fits, else GNU base-256 (which also holds negative numbers), clamped
-    to the largest or smallest number the field can hold."""
-    if 0 <= value < 8 ** (digits - 1):
-        return bytes(b"%0*o\0" % (digits - 1, value))
-    span: int = 256 ** (digits - 1)
-    value = max(-span, min(span - 1, value))
-    return bytes([0x80 if value >= 0 else 0xFF]) + (value % span).to_bytes(digits - 1, "big")
-
-
-def header(name: bytes, kind: bytes = b"0", size: int = 0, mode: int = 0o644, uid: int = 0, gid: int = 0,
-           mtime: int = 1_600_000_000, link: bytes = b"", dev: tuple[int, int] = (0, 0)) -> bytes:
-    """One ustar header block, fields as given (numbers out of octal range in base-256)."""
-    buf = bytearray(BLOCK)
-
-    def put(offset: int, length: int, value: bytes) -> None:
-        buf[offset:offset + length] = value[:length].ljust(length, b"\0")
-
-    put(0, 100, name)
-    put(100, 8, _number(mode, 8))
-    put(108, 8, _number(uid, 8))
-    put(116, 8, _number(gid, 8))
-    put(124, 12, _number(size, 12))
-    put(136, 12, _number(mtime, 12))
-    put(148, 8, b" " * 8)
-    put(156, 1, kind)
-    put(157, 100, link)
-    put(257, 8, b"ustar\x0000")
-    put(329, 8, _number(dev[0], 8))
-    put(337, 8, _number(dev[1], 8))
-    buf[148:156] = b"%06o\0 " % sum(buf)
-    return bytes(buf)
-
-
-def padded(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % BLOCK)
-
-
-def pax(records: dict[bytes, bytes], kind: bytes = b"x") -> bytes:
-    """A PAX extended header (``x``, or ``g`` for global) holding RECORDS as they are: any key, any value."""
-    body = b""
-    for key, value in records.items():
-        rest = b" " + key + b"=" + value + b"\n"
-        length = len(rest) + 1
-        while len(str(length).encode()) + len(rest) != length:
-            length += 1
-        body += str(length).encode() + rest
-    return header(b"PaxHeaders/x", kind, len(body)) + padded(body)
-
-
-def member(name: bytes, data: bytes = b"", records: dict[bytes, bytes] | None = None, **fields: Any) -> bytes:
-    """A PAX header (when RECORDS) and a member with its data, padded."""
-    return (pax(records) if records else b"") + header(name, size=len(data), **fields) + padded(data)
-
-
-END = b"\0" * (2 * BLOCK)
 
 
 def unpack(tmp_path: Path, data: bytes, name: str = "dest") -> Path:

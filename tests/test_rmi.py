@@ -1,9 +1,8 @@
-"""Regressions for issue 13: ``pull --platform`` of a single-platform image of another platform, and ``rmi``
-naming the wrong image, or reporting other images' garbage as its own.
+"""``puller rmi``: what it untags, what it refuses, what it deletes and reports, and the garbage it collects.
 
-Images are the session registry's: the test image (linux/amd64, two layers), its arm64/v8 twin from the
-variants layout, the same image under two tags of one repository, and a one-layer image made of the test image's
-base layer only (so that it shares exactly that layer)."""
+Images are the session registry's: the test image (linux/amd64, two layers), the same image under two tags of
+one repository, and a one-layer image made of the test image's base layer only (so that it shares exactly that
+layer)."""
 
 from __future__ import annotations
 
@@ -20,14 +19,12 @@ import pytest
 
 from shared.format import human_size
 from tests import images
-from tests.conftest import Registry, Tools, image_script, needs_root, needs_tools, one_line_error
+from tests.images import Variant
+from tests.marks import needs_root, needs_tools
+from tests.scripts import Registry, image_script
+from tests.tools import Tools, one_line_error
 
 pytestmark = [needs_root, needs_tools]
-
-
-def _copy(src: str, ref: str) -> None:
-    """skopeo copy SRC to the registry as REF, digests as they are (the same image ID under every name)."""
-    images.skopeo("copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", src, f"docker://{ref}")
 
 
 def _put_blob(layout: Path, doc: dict[str, Any]) -> tuple[str, int]:
@@ -58,30 +55,21 @@ def _base_only_layout(source: Path, layout: Path) -> None:
 
 @dataclass(frozen=True)
 class Images:
-    arm64: str  # the arm64/v8 twin, a plain manifest (no index)
     tag_a: str  # the test image ...
     tag_b: str  # ... under a second tag of the same repository
     base: str  # the test image's base layer alone
 
 
 @pytest.fixture(scope="module")
-def rmi_images(registry: Registry, test_layout: Path, variants_layout: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Images:
-    out = Images(f"{registry.address}/issue13/arm64:1", f"{registry.address}/issue13/test:a",
-                 f"{registry.address}/issue13/test:b", f"{registry.address}/issue13/base:1")
-    _copy(f"oci:{variants_layout}:{images.ARM64_TAG}", out.arm64)
-    _copy(f"oci:{test_layout}:{image_script.TAG}", out.tag_a)
-    _copy(f"oci:{test_layout}:{image_script.TAG}", out.tag_b)
-    layout = tmp_path_factory.mktemp("issue13") / "layout"
+def rmi_images(registry: Registry, test_layout: Path, tmp_path_factory: pytest.TempPathFactory) -> Images:
+    out = Images(f"{registry.address}/rmi/test:a", f"{registry.address}/rmi/test:b",
+                 f"{registry.address}/rmi/base:1")
+    images.copy_to_registry(f"oci:{test_layout}:{image_script.TAG}", out.tag_a)
+    images.copy_to_registry(f"oci:{test_layout}:{image_script.TAG}", out.tag_b)
+    layout = tmp_path_factory.mktemp("rmi") / "layout"
     _base_only_layout(test_layout, layout)
-    _copy(f"oci:{layout}:base", out.base)
+    images.copy_to_registry(f"oci:{layout}:base", out.base)
     return out
-
-
-def _store_is_empty(tools: Tools) -> None:
-    assert json.loads((tools.root / "index.json").read_text())["manifests"] == []
-    assert os.listdir(tools.root / "blobs/sha256") == []
-    assert os.listdir(tools.root / "layers") == []
 
 
 def _inspect(tools: Tools, ref: str) -> dict[str, Any]:
@@ -91,36 +79,7 @@ def _inspect(tools: Tools, ref: str) -> dict[str, Any]:
     return described
 
 
-# -- 1. --platform and single-platform images ---------------------------------------------------------------------
-
-
-def test_pull_platform_of_another_single_platform_image_is_refused(tools: Tools, test_image: str) -> None:
-    refused = tools.puller("pull", "--platform", "linux/arm64", test_image)
-    one_line_error(refused, 1, f"image with reference {test_image} was found but does not match the specified "
-                   "platform: wanted linux/arm64, actual: linux/amd64 (a single-platform image: no index to choose "
-                   "from)", tool="puller")
-    _store_is_empty(tools)  # nothing stored for it
-    # already in the store (pulled for the host): still refused, not "up to date"; what is stored stays
-    assert tools.puller("pull", test_image).code == 0
-    again = tools.puller("pull", "--platform", "linux/arm64/v8", test_image)
-    one_line_error(again, 1, "wanted linux/arm64/v8, actual: linux/amd64", tool="puller")
-    assert _inspect(tools, test_image)["Platform"] == "linux/amd64"
-    matching = tools.puller("pull", "--platform", "linux/amd64", test_image)
-    assert matching.code == 0 and "up to date" in matching.out, matching.err
-
-
-def test_pull_of_a_foreign_single_platform_image_without_platform_warns(tools: Tools, rmi_images: Images) -> None:
-    """Docker pulls it (the user named it; there is nothing to choose); we also say the host cannot run it."""
-    pulled = tools.puller("pull", rmi_images.arm64)
-    assert pulled.code == 0, pulled.err
-    assert f"WARNING: image {rmi_images.arm64} is linux/arm64/v8, which does not match the host platform " \
-           "(linux/amd64)" in pulled.out
-    assert _inspect(tools, rmi_images.arm64)["Platform"] == "linux/arm64/v8"
-    asked = tools.puller("pull", "--platform", "linux/arm64", rmi_images.arm64)  # arm64 means arm64/v8
-    assert asked.code == 0 and "up to date" in asked.out and "WARNING" not in asked.out, asked.err
-
-
-# -- 2. rmi -----------------------------------------------------------------------------------------------------
+# -- rmi --------------------------------------------------------------------------------------------------------
 
 
 # sizes as go-units HumanSize writes them (shared/format.py)
@@ -208,3 +167,24 @@ def test_rmi_of_the_last_tag_reports_exactly_what_it_freed(tools: Tools, rmi_ima
     # the shared base layer stays for the other image; the foreign garbage was swept, not reported
     assert os.listdir(tools.root / "layers") == [shared["ChainID"].removeprefix("sha256:")]
     assert _inspect(tools, rmi_images.base)["Layers"][0]["ChainID"] == shared["ChainID"]
+
+
+def test_rmi_collects_what_nothing_needs(tools: Tools, test_image: str, gzip_variant: Variant) -> None:
+    assert tools.puller("pull", test_image).code == 0
+    assert tools.puller("pull", gzip_variant.ref).code == 0  # the same layers under another name
+    layers = set(os.listdir(tools.root / "layers"))
+    assert len(layers) == 2
+    first = tools.puller("rmi", test_image)
+    assert first.code == 0 and "Untagged" in first.out
+    assert set(os.listdir(tools.root / "layers")) == layers  # still used by the other image
+    kept = tools.runner("run", "--name", "user-of-it", gzip_variant.ref, "true")
+    assert kept.code == 0
+    refused = tools.puller("rmi", gzip_variant.ref)
+    assert refused.code != 0 and "in use by container user-of-it" in refused.err
+    forced = tools.puller("rmi", "--force", gzip_variant.ref)
+    assert forced.code == 0
+    assert json.loads((tools.root / "index.json").read_text())["manifests"] == []
+    assert os.listdir(tools.root / "blobs/sha256") == []  # no reference needs a blob any more
+    assert set(os.listdir(tools.root / "layers")) == layers  # but the container's layers stay
+    assert tools.runner("run", "--rm", "user-of-it", "true").code != 0  # (the image is gone: no new containers)
+    assert tools.runner("rm", "user-of-it").code == 0

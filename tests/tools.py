@@ -1,0 +1,110 @@
+"""The two CLIs run as a user runs them (subprocesses, against a store root, a Docker config dir and a settings file
+of the test's own), and what the tests check of their runs: exit codes and one-line errors, mounts, containers
+started in the background."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# bridge is the runner's default, so every test's settings say none: the tools fixture's file, and for a runner
+# started some other way (a Terminal, a Popen with os.environ) the session's, named by STRATA_CONFIG in our own
+# environment. Only tests/test_network.py, which runs the runner inside a throwaway namespace, uses bridge.
+BASE_SETTINGS = {"network": "none"}
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The CLIs against one store root, run as subprocesses exactly as a user would, with a Docker config dir
+    and a settings file of the test's own (never the machine's)."""
+
+    root: Path
+    docker_config: Path
+    settings: Path
+
+    def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 120,
+             env_extra: dict[str, str] | None = None) -> Result:
+        env = {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings),
+               **(env_extra or {})}
+        proc = subprocess.run([sys.executable, "-m", tool, "--root", str(self.root), *args], input=stdin,
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def puller(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
+        return self._run("puller", args, stdin, env_extra=env)
+
+    def runner(self, *args: str, stdin: str | None = None) -> Result:
+        return self._run("runner", args, stdin)
+
+    def configure(self, **keys: object) -> None:
+        """Write the test's settings file: these keys over the tests' base, ``"network": "none"``."""
+        self.settings.write_text(json.dumps({**BASE_SETTINGS, **keys}))
+
+
+def one_line_error(result: Result, code: int, text: str, tool: str = "runner") -> None:
+    """The error convention: this exit code, one line on stderr naming the cause."""
+    assert result.code == code, (result.out, result.err)
+    assert result.err.count("\n") == 1 and result.err.startswith(f"{tool}: error: "), result.err
+    assert text in result.err, result.err
+
+
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if str(path) in line]
+
+
+EXECUTORS = ("strata", "runc", "crun")
+
+
+def runtime_state_dirs(root: Path) -> list[Path]:
+    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store)."""
+    base = root / "runtime"
+    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir())
+
+
+def runner_command(tools: Tools, *args: str) -> list[str]:
+    """``runner --root ROOT ARGS`` as Tools.runner runs it, for a test that needs the process (Popen)."""
+    return [sys.executable, "-m", "runner", "--root", str(tools.root), *args]
+
+
+def popen_runner(tools: Tools, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """Start ``runner ARGS`` in the background, its stdout and stderr piped (text)."""
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    return subprocess.Popen(runner_command(tools, *args), stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll CHECK until it holds; fail with WHAT if it never does (a bound against hanging, not a timing check)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def detached(tools: Tools, *args: str) -> Iterator[str]:
+    """``runner run -d ARGS``; yields the container's full ID; ``runner rm -f`` afterwards, whatever happened."""
+    result = tools.runner("run", "-d", *args)
+    assert result.code == 0, result.err
+    cid = result.out.strip()
+    try:
+        yield cid
+    finally:
+        tools.runner("rm", "-f", cid)  # fails harmlessly if the test removed it already
