@@ -62,7 +62,7 @@ A_PRIVILEGED = "io.strata.privileged"
 A_ENTRYPOINT = "io.strata.config.entrypoint"  # JSON list: the entrypoint part of the command (inspect's Config)
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
 A_LOG = "io.strata.log-config"  # JSON of inspect's HostConfig.LogConfig; absent: the defaults
-A_NETWORK = "io.strata.network"  # JSON of runner.net.model.NetworkConfig; absent: none (made before networking)
+A_NETWORK = "io.strata.network"  # JSON of runner.net.model.NetworkConfig
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 _NAMESPACE_FLAGS = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
@@ -412,8 +412,8 @@ class Spec:
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
             readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
             entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))),
-            network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])) if A_NETWORK in notes else NetworkConfig(),
-            log=LogConfig.from_json(json.loads(notes[A_LOG])) if A_LOG in notes else LogConfig())
+            network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])),
+            log=LogConfig.from_json(json.loads(notes[A_LOG])))
 
 
 def _flag(value: bool) -> str:

@@ -69,7 +69,7 @@ class Container:
         state = self._recorded()
         if state.status == "running" and not _is_recorded_process(state):
             # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL, and
-            # its pid may since be another process's (or the record predates start times and cannot be verified)
+            # its pid may since be another process's
             return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone")
         return state
 

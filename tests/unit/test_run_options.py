@@ -364,8 +364,10 @@ def test_the_network_choice_is_saved_in_config_json_and_reads_back() -> None:
     doc = spec.to_oci()
     assert json.loads(doc["annotations"][A_NETWORK])["mode"] == "app"
     assert Spec.from_oci(doc).network == config
-    del doc["annotations"][A_NETWORK]  # a container made before networking: none, as it had
-    assert Spec.from_oci(doc).network == NetworkConfig() and str(NetworkConfig().mode) == "none"
+    del doc["annotations"][A_NETWORK]  # every record this version writes has it: one without is damaged
+    with pytest.raises(StrataError) as caught:
+        Spec.from_oci(doc)
+    assert caught.value.kind == Kind.INTEGRITY and A_NETWORK in str(caught.value)
 
 
 # -- -e, --env-file ---------------------------------------------------------------------------------------------
