@@ -21,7 +21,7 @@ from tests import runner_images
 from tests.cgroups import container_cgroup
 from tests.marks import executor_independent, needs_root, needs_tools
 from tests.scripts import Registry
-from tests.test_tty import Terminal
+from tests.terminal import Terminal
 from tests.tools import Tools, detached, one_line_error, popen_runner, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]

@@ -2,61 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
-import select
-import struct
-import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 from tests.marks import needs_root, needs_tools
-from tests.tools import ROOT, Tools
+from tests.terminal import Terminal
+from tests.tools import Tools
 
 pytestmark = [needs_root, needs_tools]
-
-
-class Terminal:
-    """The user's side of a pty: reads what the runner shows, answers cursor queries, types lines."""
-
-    def __init__(self, argv: list[str], rows: int = 33, cols: int = 101) -> None:
-        self.master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                     cwd=ROOT)
-        os.close(slave)
-        self.seen = b""
-
-    def read_until(self, marker: bytes, timeout: float = 20) -> bytes:
-        deadline = time.monotonic() + timeout
-        while marker not in self.seen:
-            assert time.monotonic() < deadline, f"no {marker!r} in {self.seen!r}"
-            ready, _, _ = select.select([self.master], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                data = os.read(self.master, 4096)
-            except OSError:
-                break
-            if b"\x1b[6n" in data:  # busybox's line editor asks where the cursor is
-                os.write(self.master, b"\x1b[1;1R")
-            self.seen += data
-        return self.seen
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def close(self) -> int:
-        try:
-            return self.proc.wait(timeout=20)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            os.close(self.master)
 
 
 def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path, executor: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from shared.format import human_duration, human_size
 from tests.images import inspect_raw, skopeo
 from tests.marks import needs_root, needs_tools
-from tests.test_tty import Terminal
+from tests.terminal import Terminal
 from tests.tools import ROOT, Result, Tools, one_line_error
 
 # -- helpers ---------------------------------------------------------------------------------------------------------

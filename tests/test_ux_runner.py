@@ -13,7 +13,7 @@ from typing import Any
 from runner.cli import ps
 from runner.isolation import cgroups
 from tests.marks import needs_root, needs_tools
-from tests.test_tty import Terminal
+from tests.terminal import Terminal
 from tests.tools import Tools, detached, one_line_error, wait_until
 
 pytestmark = [needs_root, needs_tools]
