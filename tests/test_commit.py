@@ -6,11 +6,13 @@ while its layer is packed and runs on after. Crash safety and a full disk as for
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -174,8 +176,9 @@ def test_commit_of_a_docker_schema2_image_is_oci(tools: Tools, v2s2_variant: ima
     assert tools.runner("run", "--rm", "localhost/v2:1", "cat", "/v2").out == "v2\n"
 
 def freezer_state(container_id: str) -> str | None:
-    """The state of the v1 freezer group commit makes for the pause, next to the group the container's processes
-    are in (this process's: the runner's), or None when there is none."""
+    """The state of the v1 freezer group the pause uses, under this process's group (the runner's): the one our
+    freezer makes next to the container's processes, or runc's and crun's own (crun's is at the root, the same
+    place while this process is there), or None when there is none."""
     own = "/"
     for line in Path("/proc/self/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -187,7 +190,13 @@ def freezer_state(container_id: str) -> str | None:
         return None
 
 
-def test_running_container_is_frozen_during_the_pack_and_runs_on(tools: Tools, pulled: str) -> None:
+def assert_thawed(container_id: str, executor: str) -> None:
+    """After a commit: our freezer group is gone (its processes back home); an OCI runtime's own group stays,
+    thawed, until the runtime deletes the container."""
+    assert freezer_state(container_id) == (None if executor == "strata" else "THAWED"), "left frozen or behind"
+
+
+def test_running_container_is_frozen_during_the_pack_and_runs_on(tools: Tools, pulled: str, executor: str) -> None:
     """A writer inside counts as fast as it can; while the freezer says FROZEN its count stands still, and after
     the commit it goes on. A large file makes the pack long enough to look at it."""
     if not FREEZER.is_dir():
@@ -216,12 +225,98 @@ def test_running_container_is_frozen_during_the_pack_and_runs_on(tools: Tools, p
         assert proc.returncode == 0, err
         assert seen, "never saw the container frozen during the commit"
         assert all(before == after for before, after in seen), seen
-        assert freezer_state(cid) is None, "the freezer group was left behind"
+        assert_thawed(cid, executor)
         after = count.read_text()
         wait_until(lambda: count.read_text() != after, "the writer to go on after the commit")
         assert tools.runner("ps", "-q").out.split() == [cid[:12]]
     ran = tools.runner("run", "--rm", "localhost/busy:1", "sh", "-c", "test -e /count && wc -c < /big")
     assert ran.code == 0 and ran.out.strip() == "200000000", ran.err
+
+
+@pytest.fixture
+def nested_cgroups() -> Iterator[list[Path]]:
+    """A throwaway group of the test's own under this process's group in every v1 hierarchy and the unified one,
+    for a runner that is nowhere at a hierarchy's root (as a user's shell in a session scope is). Removed after,
+    once whatever ran in it is gone."""
+    name = f"strata-test-nest-{os.getpid()}-{time.monotonic_ns()}"
+    groups = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        mount = Path("/sys/fs/cgroup", controllers.split(",")[0].removeprefix("name=") or "unified")
+        if mount.is_dir():
+            groups.append(mount / path.lstrip("/") / name)
+    for group in groups:
+        group.mkdir()
+        for knob in ("cpuset.cpus", "cpuset.mems"):  # a new cpuset group takes no process until they are set
+            if (group / knob).exists():
+                (group / knob).write_text((group.parent / knob).read_text())
+    try:
+        yield groups
+    finally:
+        for group in groups:
+            wait_until(emptied(group), f"{group} to empty")
+            group.rmdir()
+
+
+def emptied(group: Path) -> Callable[[], bool]:
+    return lambda: not (group / "cgroup.procs").read_text().strip()
+
+
+def in_groups(groups: list[Path]) -> Callable[[], None]:
+    """A preexec_fn that puts the child in GROUPS before it execs the runner."""
+    def join() -> None:
+        for group in groups:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+    return join
+
+
+def freezer_state_of(pid: int) -> str | None:
+    """The freezer state of the group PID is in, wherever the executor put it."""
+    try:
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "freezer" in controllers.split(","):
+                return (FREEZER / path.lstrip("/") / "freezer.state").read_text().strip()
+    except OSError:
+        return None
+    return None
+
+
+def test_commit_pauses_the_container_when_the_runner_is_in_a_nested_cgroup(
+        tools: Tools, pulled: str, executor: str, nested_cgroups: list[Path]) -> None:
+    """A runner that is not in the root group of each hierarchy: crun puts the container's groups at the roots,
+    runc under its own; ``commit`` pauses through the runtime (``pause``/``resume``), which finds them, where the
+    runner's freezer looked under its own group, found no process and packed a running container unpaused."""
+    if not FREEZER.is_dir():
+        pytest.skip("the test watches the v1 freezer hierarchy")
+    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+    counter = "head -c 100000000 /dev/urandom > /big; i=0; while :; do i=$((i+1)); echo $i > /count; done"
+    started = subprocess.run(runner_command(tools, "run", "-d", "--name", "nested", pulled, "sh", "-c", counter),
+                             cwd=ROOT, env=env, capture_output=True, text=True, preexec_fn=in_groups(nested_cgroups))
+    assert started.returncode == 0, started.stderr
+    cid = started.stdout.strip()
+    try:
+        pid = int(tools.runner("inspect", "-f", "{{.State.Pid}}", cid).out)
+        count = tools.root / "containers" / cid / "upper" / "count"
+        wait_until(lambda: count.exists() and count.read_text().strip() != "", "the writer to start")
+        proc = subprocess.Popen(runner_command(tools, "commit", "nested", "localhost/nested:1"), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=in_groups(nested_cgroups))
+        seen: list[tuple[str, str]] = []
+        while proc.poll() is None:
+            if freezer_state_of(pid) == "FROZEN":
+                before = count.read_text()
+                time.sleep(0.05)
+                if freezer_state_of(pid) == "FROZEN":
+                    seen.append((before, count.read_text()))
+            time.sleep(0.001)
+        assert proc.returncode == 0, proc.communicate()[1]
+        assert seen, "never saw the container frozen during the commit"
+        assert all(before == after for before, after in seen), seen
+        after = count.read_text()
+        wait_until(lambda: count.read_text() != after, "the writer to go on after the commit")
+    finally:
+        tools.runner("rm", "-f", cid)
 
 
 def test_no_pause_packs_a_running_container_live(tools: Tools, pulled: str, executor: str) -> None:
@@ -267,7 +362,7 @@ def test_commit_killed_at_any_moment(tools: Tools, pulled_once: str) -> None:
         assert tools.puller("rmi", f"localhost/big:{n}").code == 0
 
 
-def test_commit_killed_while_the_container_is_frozen(tools: Tools, pulled: str) -> None:
+def test_commit_killed_while_the_container_is_frozen(tools: Tools, pulled: str, executor: str) -> None:
     """kill -9 of a pausing commit leaves the container frozen (as a killed Docker leaves it paused); the same
     commit run again succeeds and thaws it, and the store is clean throughout."""
     if not FREEZER.is_dir():
@@ -285,7 +380,7 @@ def test_commit_killed_while_the_container_is_frozen(tools: Tools, pulled: str) 
         assert checked.code == 0, checked.out + checked.err
         again = tools.runner("commit", "busy", "localhost/busy:1")
         assert again.code == 0, again.err
-        assert freezer_state(cid) is None
+        assert_thawed(cid, executor)
         after = count.read_text()
         wait_until(lambda: count.read_text() != after, "the writer to go on after the commit")
     checked = tools.puller("fsck")

@@ -13,8 +13,9 @@ Determinism: the same stopped container committed twice gives the same manifest 
 deterministic (sorted, the files' own mtimes, gzip without a time), and ``created`` is when the container
 finished (else when it started, else when it was created), never "now"; a running container's commit is "now".
 
-A running container is paused for the pack (Docker's ``--pause``, the default) with the cgroup freezer, and
-thawed afterwards, on failure too: a tree packed while it changes may be torn.
+A running container is paused for the pack (Docker's ``--pause``, the default) by the executor that started it
+(our cgroup freezer, or the runtime's ``pause``), and thawed afterwards, on failure too: a tree packed while it
+changes may be torn.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runner.container.lifecycle import paused
 from runner.container.record import Container, find
-from runner.isolation.freezer import paused
 from shared import reference
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
@@ -344,8 +345,7 @@ def _commit(store: Store, container: Container, name: str, opts: CommitOptions) 
     sink = StoreSink(store)
     ours: set[Digest] = set()
     try:
-        running = container.state().status == "running"
-        with paused(container.id, container.name, running, opts.pause) as running:
+        with paused(container, opts.pause) as running:
             layer, diff_id = _pack_upper(store, container, blob_tmp)
         config = build_config(parent, diff_id, _created(container, running), " ".join(container.spec.argv),
                               opts.message, opts.author, opts.changes)

@@ -1,20 +1,21 @@
 """A running container's life cycle as the CLI drives it: which executor runs a container (:func:`executor_of`),
-``kill`` and ``stop``. Every signal goes to PID 1 through a pidfd the record verified (runner/container/record.py:
-the pid alone is no identity), and through the executor that started it (an OCI runtime's ``kill``, or the pidfd
-itself); what a killed ``commit --pause`` left frozen is thawed first, since a frozen process takes no signal,
-SIGKILL included.
+``kill``, ``stop`` and the pause of ``commit``. Every signal goes to PID 1 through a pidfd the record verified
+(runner/container/record.py: the pid alone is no identity), and through the executor that started it (an OCI
+runtime's ``kill``, or the pidfd itself); what a killed ``commit --pause`` left frozen is thawed first, since a
+frozen process takes no signal, SIGKILL included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import Iterator
 
 from runner.container.record import Container, wait_exited
 from runner.executor.own import OwnExecutor
 from runner.executor.protocol import Executor
 from runner.executor.runtime import RuntimeExecutor
-from runner.isolation.freezer import Freezer
 
 STOP_TIMEOUT = 10.0  # Docker's default grace before SIGKILL
 
@@ -28,7 +29,24 @@ def executor_of(container: Container) -> Executor:
 
 def thaw(container: Container) -> None:
     """Thaw what a ``commit`` killed mid-pause left frozen."""
-    Freezer(container.id, container.name).recover()
+    executor_of(container).resume()
+
+
+@contextlib.contextmanager
+def paused(container: Container, pause: bool) -> Iterator[bool]:
+    """Freeze the container for the block if it is running and ``pause`` (``commit``'s default), through the
+    executor that started it; thaw it afterwards, on failure too. Yields whether it is running (its commit is then
+    dated "now")."""
+    running = container.state().status == "running"
+    if not (running and pause):
+        yield running
+        return
+    executor = executor_of(container)
+    try:
+        executor.pause()
+        yield True
+    finally:
+        executor.resume()
 
 
 def kill(container: Container, sig: int = signal.SIGKILL) -> None:

@@ -25,6 +25,7 @@ from runner.executor.channel import Channel, Failed, Go, Pty
 from runner.executor.protocol import StartFailed, release_cgroup, signal_pidfd
 from runner.executor.supervise import Started, exit_code, wait_status
 from runner.isolation import cgroups, rootfs, seccomp, tty
+from runner.isolation.freezer import Freezer
 from runner.spec import Spec
 from shared.errors import Kind
 
@@ -35,6 +36,7 @@ class OwnExecutor:
     def __init__(self, spec: Spec, store_root: Path) -> None:
         self.spec = spec
         self.seccomp_cache = store_root / "cache" / "seccomp"
+        self.freezer: Freezer | None = None  # while paused
 
     def create(self, netns: int | None) -> Started:
         program = process.seccomp_program(self.spec, self.seccomp_cache)
@@ -63,6 +65,18 @@ class OwnExecutor:
             started.close()
             raise StartFailed(failed.message, Kind.SYSTEM, exit_code=exit_code(wait_status(pid)))
         return started
+
+    def pause(self) -> None:
+        """The cgroup freezer (runner/isolation/freezer.py); a failure part-way is undone by :meth:`resume`."""
+        self.freezer = Freezer(self.spec.id, self.spec.name)
+        self.freezer.freeze()
+
+    def resume(self) -> None:
+        if self.freezer is None:
+            Freezer(self.spec.id, self.spec.name).recover()
+        else:
+            self.freezer.thaw()
+            self.freezer = None
 
     def _fork(self, parent: Channel, child: Channel, stdio: process.Stdio, program: seccomp.Program | None,
               netns: int | None) -> int:

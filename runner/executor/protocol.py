@@ -35,6 +35,16 @@ class Executor(Protocol):
         """Signal PID 1, which ``pidfd`` pins (the caller verified it is the recorded one)."""
         ...
 
+    def pause(self) -> None:
+        """Freeze every process of the container until :meth:`resume` (``commit --pause``): runc's and crun's
+        ``pause``, our cgroup freezer."""
+        ...
+
+    def resume(self) -> None:
+        """Thaw what :meth:`pause` froze, or what a ``commit`` killed mid-pause left frozen (a frozen process takes
+        no signal, SIGKILL included, so stop, kill and rm call this first). Nothing frozen is no error."""
+        ...
+
     def release(self) -> None:
         """Free what the executor holds on the host for the container (idempotent)."""
         ...

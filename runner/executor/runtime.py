@@ -306,6 +306,25 @@ class RuntimeExecutor:
         if self.rt.call("kill", self.spec.id, str(sig), check=False).returncode != 0:
             signal_pidfd(pidfd, sig)
 
+    def pause(self) -> None:
+        """``RUNTIME pause ID``: the runtime freezes the groups it made, wherever it made them (crun puts a
+        relative cgroupsPath at the root of each v1 hierarchy, runc under its own group): the runner's freezer
+        would look for them where our executor makes them. One a killed commit left paused stays so."""
+        if not self.is_paused():
+            self.rt.call("pause", self.spec.id)
+
+    def resume(self) -> None:
+        """``RUNTIME resume ID`` when the runtime says the container is paused."""
+        if self.is_paused():
+            self.rt.call("resume", self.spec.id)
+
+    def is_paused(self) -> bool:
+        done = self.rt.call("state", self.spec.id, check=False)
+        try:
+            return done.returncode == 0 and json.loads(done.stdout).get("status") == "paused"
+        except (ValueError, AttributeError):  # not JSON, or not an object: a runtime that knows no such state
+            return False
+
     def release(self) -> None:
         """What a runtime-started container holds on the host: the runtime's state (``delete --force`` kills what
         is left), the overlay mount and the volumes on it (one lazy unmount detaches the tree), then its cgroup.

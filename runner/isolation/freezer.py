@@ -1,8 +1,8 @@
 """Pausing a container with the cgroup freezer: ``commit --pause`` freezes it while its rw layer is packed, and
 stop, kill and rm thaw what a killed commit left frozen (a frozen process takes no signal, SIGKILL included).
 
-A lifecycle piece, not the commit verb's: :mod:`runner.container.lifecycle` calls :meth:`Freezer.recover` before it
-signals. It knows a container by its ID (its cgroup's name) and name (for messages), not by its record.
+Our executor's pause and resume (:meth:`runner.executor.own.OwnExecutor.pause`); an OCI runtime pauses the groups
+it made itself. It knows a container by its ID (its cgroup's name) and name (for messages), not by its record.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import contextlib
 import errno
 import posixpath
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,18 +143,3 @@ class Freezer:
         if self.freezer is None:
             return "THAWED"
         return (self.freezer / "freezer.state").read_text().strip()
-
-
-@contextlib.contextmanager
-def paused(container_id: str, name: str, running: bool, pause: bool) -> Iterator[bool]:
-    """Freeze the container for the block if it is ``running`` and ``pause``; thaw it afterwards, on failure too.
-    Yields ``running`` (its commit is then dated "now")."""
-    if not (running and pause):
-        yield running
-        return
-    freezer = Freezer(container_id, name)
-    try:
-        freezer.freeze()
-        yield True
-    finally:
-        freezer.thaw()

@@ -31,7 +31,6 @@ MAX_ID = (1 << 31) - 1  # runc's range for uids and gids ("uids and gids must be
 # pass for regular ones, but describe the reader: /proc/self/environ is the runner's environment.
 _KERNEL_FS = {0x9FA0: "procfs", 0x62656572: "sysfs", 0x27E0EB: "cgroupfs", 0x63677270: "cgroup2fs",
               0x64626720: "debugfs", 0x74726163: "tracefs", 0x73636673: "securityfs"}
-_OPEN_RETRIES = 3  # openat2 RESOLVE_IN_ROOT answers EAGAIN when a rename raced a ".." walk; it may be retried
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -111,14 +110,7 @@ def _read_bounded(root: Path, path: str) -> bytes:
 
 
 def _open_in_root(dir_fd: int, path: str, flags: int) -> int:
-    resolve = safepath.RESOLVE_IN_ROOT | safepath.RESOLVE_NO_MAGICLINKS
-    for attempt in range(_OPEN_RETRIES):
-        try:
-            return safepath.openat2(dir_fd, path.lstrip("/"), flags, resolve)
-        except BlockingIOError:
-            if attempt == _OPEN_RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")
+    return safepath.openat2(dir_fd, path.lstrip("/"), flags, safepath.RESOLVE_IN_ROOT | safepath.RESOLVE_NO_MAGICLINKS)
 
 
 def _judge(fd: int, path: str) -> int:

@@ -178,7 +178,19 @@ def openat2(dir_fd: int, name: str, flags: int, resolve: int) -> int:
     call = _openat2()
     if call is None:
         raise OSError(errno.ENOSYS, "openat2 is not available", name)
-    return call(dir_fd, name, flags | os.O_CLOEXEC, resolve)
+    return _retried(call, dir_fd, name, flags | os.O_CLOEXEC, resolve)
+
+
+def _retried(call: Callable[[int, str, int, int], int], dir_fd: int, name: str, flags: int, resolve: int) -> int:
+    """EINTR, and EAGAIN: with RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel answers EAGAIN when a rename or a
+    mount anywhere on the machine raced a ``..`` walk (openat2(2): "the caller may choose to retry"). A host busy
+    mounting (containers starting beside ours) made one try fail a start; a bounded number of tries."""
+    for _ in range(_OPENAT2_RETRIES - 1):
+        try:
+            return call(dir_fd, name, flags, resolve)
+        except (InterruptedError, BlockingIOError):
+            continue
+    return call(dir_fd, name, flags, resolve)
 
 
 def open_subdir(dir_fd: int, name: str) -> int:
@@ -191,12 +203,7 @@ def open_subdir(dir_fd: int, name: str) -> int:
     """
     openat2 = _openat2()
     if openat2 is not None:
-        for _ in range(_OPENAT2_RETRIES):
-            try:
-                return openat2(dir_fd, name, DIR_FLAGS, _SUBDIR_RESOLVE)
-            except (InterruptedError, BlockingIOError):  # EINTR; EAGAIN: a rename raced the lookup, try again
-                continue
-        return openat2(dir_fd, name, DIR_FLAGS, _SUBDIR_RESOLVE)
+        return _retried(openat2, dir_fd, name, DIR_FLAGS, _SUBDIR_RESOLVE)
     fd = open_dir_at(dir_fd, name)
     if os.fstat(fd).st_dev != os.fstat(dir_fd).st_dev:
         os.close(fd)
