@@ -20,7 +20,7 @@ import pytest
 from tests import images
 from tests.marks import needs_root, needs_tools
 from tests.test_full_disk import small_disk, used_bytes
-from tests.tools import ROOT, Tools, detached, one_line_error, runner_command, wait_until
+from tests.tools import ROOT, Tools, detached, one_line_error, puller_inspect, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 __all__ = ["small_disk"]  # the fixture, shared with the pull's full-disk test
@@ -48,16 +48,10 @@ def pulled_once(tools: Tools, test_image: str) -> str:
     return test_image
 
 
-def inspect(tools: Tools, ref: str) -> dict[str, object]:
-    result = tools.puller("inspect", ref)
-    assert result.code == 0, result.err
-    out: dict[str, object] = json.loads(result.out)[0]
-    return out
-
 
 def top_layer(tools: Tools, ref: str) -> dict[str, tarfile.TarInfo]:
     """The committed layer's tar, read from the store's blob: name -> entry."""
-    layers = inspect(tools, ref)["Layers"]
+    layers = puller_inspect(tools, ref)["Layers"]
     assert isinstance(layers, list)
     blob = tools.root / "blobs" / "sha256" / layers[-1]["Digest"].removeprefix("sha256:")
     with tarfile.open(blob, "r:gz") as tar:
@@ -65,7 +59,7 @@ def top_layer(tools: Tools, ref: str) -> dict[str, tarfile.TarInfo]:
 
 
 def config_of(tools: Tools, ref: str) -> dict[str, object]:
-    image_id = str(inspect(tools, ref)["Id"])
+    image_id = str(puller_inspect(tools, ref)["Id"])
     doc: dict[str, object] = json.loads((tools.root / "blobs/sha256" / image_id.removeprefix("sha256:")).read_text())
     return doc
 
@@ -82,7 +76,7 @@ def test_commit_runs_with_the_changes_whiteouts_and_opaque_dirs(tools: Tools, pu
     made = tools.runner("run", "--name", "edit", pulled_once, "sh", "-c", EDIT)
     assert made.code == 0, made.err
     image_id = commit(tools, "-m", "edited by a test", "edit", "localhost/committed:1")
-    assert inspect(tools, "localhost/committed:1")["Id"] == image_id
+    assert puller_inspect(tools, "localhost/committed:1")["Id"] == image_id
     ran = tools.runner("run", "--rm", "localhost/committed:1", "sh", "-c",
                        "cat /etc/layer1.txt /new.txt; ls /data; test -e /etc/layer2.txt && echo STILL-THERE; "
                        "cat /etc/passwd | head -1")
@@ -109,7 +103,7 @@ def test_commit_twice_gives_the_same_image(tools: Tools, pulled_once: str) -> No
     second = commit(tools, "twice", "localhost/twice:b")
     again = commit(tools, "twice", "localhost/twice:a")
     assert first == second == again
-    assert inspect(tools, "localhost/twice:a")["ManifestDigest"] == inspect(tools, "localhost/twice:b")[
+    assert puller_inspect(tools, "localhost/twice:a")["ManifestDigest"] == puller_inspect(tools, "localhost/twice:b")[
         "ManifestDigest"]
     assert not list((tools.root / "tmp").iterdir())
 
@@ -150,7 +144,7 @@ def test_bad_input_is_one_line(tools: Tools, pulled_once: str) -> None:
 def test_store_reads_back_with_skopeo_and_umoci(tools: Tools, pulled_once: str, tmp_path: Path) -> None:
     assert tools.runner("run", "--name", "peer", pulled_once, "sh", "-c", EDIT).code == 0
     commit(tools, "peer", "localhost/peer:1")
-    manifest_digest = inspect(tools, "localhost/peer:1")["ManifestDigest"]
+    manifest_digest = puller_inspect(tools, "localhost/peer:1")["ManifestDigest"]
     out = subprocess.run(["skopeo", "inspect", f"oci:{tools.root}:localhost/peer:1"], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(out)["Digest"] == manifest_digest and len(json.loads(out)["Layers"]) == 3
@@ -190,6 +184,26 @@ def freezer_state(container_id: str) -> str | None:
         return None
 
 
+def assert_frozen_while_it_runs(commit: subprocess.Popen[str], state: Callable[[], str | None], count: Path) -> None:
+    """While COMMIT runs: the container's freezer STATE is seen FROZEN, and whenever it is, the writer's COUNT stands
+    still; then the commit succeeds. The pipes are drained by a thread (a full pipe would stall the commit)."""
+    out: list[str] = []
+    drain = threading.Thread(target=lambda: out.extend(commit.communicate(timeout=300)))
+    drain.start()
+    seen: list[tuple[str, str]] = []
+    while drain.is_alive():
+        if state() == "FROZEN":
+            before = count.read_text()
+            time.sleep(0.05)
+            if state() == "FROZEN":
+                seen.append((before, count.read_text()))
+        time.sleep(0.001)
+    drain.join()
+    assert commit.returncode == 0, out
+    assert seen, "never saw the container frozen during the commit"
+    assert all(before == after for before, after in seen), seen
+
+
 def assert_thawed(container_id: str, executor: str) -> None:
     """After a commit: our freezer group is gone (its processes back home); an OCI runtime's own group stays,
     thawed, until the runtime deletes the container."""
@@ -205,26 +219,9 @@ def test_running_container_is_frozen_during_the_pack_and_runs_on(tools: Tools, p
     with detached(tools, "--name", "busy", pulled, "sh", "-c", counter) as cid:
         count = tools.root / "containers" / cid / "upper" / "count"
         wait_until(lambda: count.exists() and count.read_text().strip() != "", "the writer to start")
-        seen: list[tuple[str, str]] = []
         proc = subprocess.Popen(runner_command(tools, "commit", "busy", "localhost/busy:1"), cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-        def watch() -> None:
-            while proc.poll() is None:
-                if freezer_state(cid) == "FROZEN":
-                    before = count.read_text()
-                    time.sleep(0.05)
-                    if freezer_state(cid) == "FROZEN":
-                        seen.append((before, count.read_text()))
-                time.sleep(0.001)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        _, err = proc.communicate(timeout=300)
-        watcher.join()
-        assert proc.returncode == 0, err
-        assert seen, "never saw the container frozen during the commit"
-        assert all(before == after for before, after in seen), seen
+        assert_frozen_while_it_runs(proc, lambda: freezer_state(cid), count)
         assert_thawed(cid, executor)
         after = count.read_text()
         wait_until(lambda: count.read_text() != after, "the writer to go on after the commit")
@@ -302,17 +299,7 @@ def test_commit_pauses_the_container_when_the_runner_is_in_a_nested_cgroup(
         proc = subprocess.Popen(runner_command(tools, "commit", "nested", "localhost/nested:1"), cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=in_groups(nested_cgroups))
-        seen: list[tuple[str, str]] = []
-        while proc.poll() is None:
-            if freezer_state_of(pid) == "FROZEN":
-                before = count.read_text()
-                time.sleep(0.05)
-                if freezer_state_of(pid) == "FROZEN":
-                    seen.append((before, count.read_text()))
-            time.sleep(0.001)
-        assert proc.returncode == 0, proc.communicate()[1]
-        assert seen, "never saw the container frozen during the commit"
-        assert all(before == after for before, after in seen), seen
+        assert_frozen_while_it_runs(proc, lambda: freezer_state_of(pid), count)
         after = count.read_text()
         wait_until(lambda: count.read_text() != after, "the writer to go on after the commit")
     finally:
@@ -327,7 +314,7 @@ def test_no_pause_packs_a_running_container_live(tools: Tools, pulled: str, exec
         assert freezer_state(cid) == (None if executor == "strata" else "THAWED")
         assert tools.runner("ps", "-q").out.split() == [cid[:12]]
     assert tools.runner("run", "--rm", "localhost/live:1", "cat", "/ready").out == "ready\n"
-    assert image_id == inspect(tools, "localhost/live:1")["Id"]
+    assert image_id == puller_inspect(tools, "localhost/live:1")["Id"]
 
 
 # -- crash safety and a full disk (issue 13) ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ from tests import images
 from tests.images import Variant
 from tests.marks import needs_root, needs_tools
 from tests.scripts import Registry, image_script
-from tests.tools import Tools, one_line_error
+from tests.tools import Tools, one_line_error, puller_inspect
 
 pytestmark = [needs_root, needs_tools]
 
@@ -72,12 +72,6 @@ def rmi_images(registry: Registry, test_layout: Path, tmp_path_factory: pytest.T
     return out
 
 
-def _inspect(tools: Tools, ref: str) -> dict[str, Any]:
-    result = tools.puller("inspect", ref)
-    assert result.code == 0, result.err
-    described: dict[str, Any] = json.loads(result.out)[0]
-    return described
-
 
 # -- rmi --------------------------------------------------------------------------------------------------------
 
@@ -107,14 +101,14 @@ def _pull(tools: Tools, *refs: str) -> None:
 
 def test_rmi_by_an_id_two_tags_share_is_refused_unless_forced(tools: Tools, rmi_images: Images) -> None:
     _pull(tools, rmi_images.tag_a, rmi_images.tag_b, rmi_images.base)
-    image_id = _inspect(tools, rmi_images.tag_a)["Id"]
-    assert _inspect(tools, rmi_images.tag_b)["Id"] == image_id
+    image_id = puller_inspect(tools, rmi_images.tag_a)["Id"]
+    assert puller_inspect(tools, rmi_images.tag_b)["Id"] == image_id
     short = image_id.removeprefix("sha256:")[:12]
     refused = tools.puller("rmi", short)
     one_line_error(refused, 1, f"conflict: unable to delete {short} (must be forced) - image is referenced in "
                    "multiple repositories", tool="puller")
     assert refused.out == ""
-    assert _inspect(tools, rmi_images.tag_a)["Id"] == _inspect(tools, rmi_images.tag_b)["Id"] == image_id
+    assert puller_inspect(tools, rmi_images.tag_a)["Id"] == puller_inspect(tools, rmi_images.tag_b)["Id"] == image_id
     untagged, deleted, total = _rmi(tools, "-f", short)
     assert untagged == sorted([rmi_images.tag_a, rmi_images.tag_b])
     assert (image_id, "config") in deleted
@@ -130,14 +124,14 @@ def test_rmi_of_one_tag_of_two_only_untags(tools: Tools, rmi_images: Images) -> 
     assert _rmi(tools, rmi_images.tag_a) == ([rmi_images.tag_a], [], "0B")
     assert set(os.listdir(tools.root / "blobs/sha256")) == blobs
     assert set(os.listdir(tools.root / "layers")) == layers
-    assert _inspect(tools, rmi_images.tag_b)["Name"] == rmi_images.tag_b
+    assert puller_inspect(tools, rmi_images.tag_b)["Name"] == rmi_images.tag_b
 
 
 def _make_foreign_garbage(tools: Tools, rich_image: str) -> set[str]:
     """Garbage that is not any later rmi's: the rich image's layers, kept by a container through a forced rmi,
     then left unreferenced when the container goes. Returns their chain IDs."""
     _pull(tools, rich_image)
-    chains = {layer["ChainID"] for layer in _inspect(tools, rich_image)["Layers"]}
+    chains = {layer["ChainID"] for layer in puller_inspect(tools, rich_image)["Layers"]}
     assert tools.runner("run", "--name", "keeper", rich_image, "true").code == 0
     assert tools.puller("rmi", "--force", rich_image).code == 0
     assert tools.runner("rm", "keeper").code == 0
@@ -149,8 +143,8 @@ def test_rmi_of_the_last_tag_reports_exactly_what_it_freed(tools: Tools, rmi_ima
                                                            rich_image: str) -> None:
     foreign = _make_foreign_garbage(tools, rich_image)
     _pull(tools, rmi_images.tag_a, rmi_images.tag_b, rmi_images.base)
-    image = _inspect(tools, rmi_images.tag_a)
-    base = _inspect(tools, rmi_images.base)
+    image = puller_inspect(tools, rmi_images.tag_a)
+    base = puller_inspect(tools, rmi_images.base)
     assert not foreign & {layer["ChainID"] for layer in image["Layers"]}
     shared = base["Layers"][0]
     assert (shared["Digest"], shared["ChainID"]) == (image["Layers"][0]["Digest"], image["Layers"][0]["ChainID"])
@@ -166,7 +160,7 @@ def test_rmi_of_the_last_tag_reports_exactly_what_it_freed(tools: Tools, rmi_ima
     assert total == human_size(manifest_size + config_size + top["Size"] + top["UncompressedSize"])
     # the shared base layer stays for the other image; the foreign garbage was swept, not reported
     assert os.listdir(tools.root / "layers") == [shared["ChainID"].removeprefix("sha256:")]
-    assert _inspect(tools, rmi_images.base)["Layers"][0]["ChainID"] == shared["ChainID"]
+    assert puller_inspect(tools, rmi_images.base)["Layers"][0]["ChainID"] == shared["ChainID"]
 
 
 def test_rmi_collects_what_nothing_needs(tools: Tools, test_image: str, gzip_variant: Variant) -> None:

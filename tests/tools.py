@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,3 +109,11 @@ def detached(tools: Tools, *args: str) -> Iterator[str]:
         yield cid
     finally:
         tools.runner("rm", "-f", cid)  # fails harmlessly if the test removed it already
+
+
+def puller_inspect(tools: Tools, ref: str) -> dict[str, Any]:
+    """``puller inspect REF``'s one image, which must succeed."""
+    result = tools.puller("inspect", ref)
+    assert result.code == 0, result.err
+    described: dict[str, Any] = json.loads(result.out)[0]
+    return described
