@@ -128,7 +128,7 @@ def parse_add_host(text: str) -> tuple[str, str]:
 class EndpointOptions:
     """What a container asks of the network it joins (``-p``, ``-P``, ``--dns``, ``--add-host``,
     ``--mac-address``, ``--ip``, ``--network-alias``), declared once for :class:`NetworkConfig` (what ``create``
-    saves) and :class:`AttachOptions` (what the start path and ``network connect`` hand :func:`runner.net.attach`).
+    saves) and :class:`AttachOptions` (what the start path and ``network connect`` hand :func:`runner.net.core.attach`).
     The checks every mode shares are made on construction, so neither can hold a value the other would refuse."""
 
     publish: tuple[PortSpec, ...] = ()  # -p
@@ -314,7 +314,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Attachment:
-    """What :func:`runner.net.attach` gives the start path: the endpoint made, and the texts to write into the
+    """What :func:`runner.net.core.attach` gives the start path: the endpoint made, and the texts to write into the
     container's own ``hosts`` and ``resolv.conf`` (bind-mounted over the -init placeholders)."""
 
     endpoint: Endpoint | None
