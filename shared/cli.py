@@ -6,6 +6,7 @@ The apps themselves stay thin: they parse options and call plain functions of th
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typer._click.exceptions import (  # typer >= 0.26 vendors click; pinned < 0
     UsageError,
 )
 
-from shared.errors import Kind, StrataError
+from shared.errors import Kind, StrataError, prog_name
 from shared.store.layout import Store, default_root
 
 ROOT_HELP = "Store root (default: $STRATA_ROOT, else /var/lib/strata as root, else $XDG_DATA_HOME/strata)"
@@ -49,7 +50,8 @@ def _show_version(value: bool) -> None:
 
 class StoreOption:
     """The options both tools take before a command, as a typer callback: ``--root`` (``.store`` once the app
-    has parsed it) and ``-v``/``--version``."""
+    has parsed it) and ``-v``/``--version``. Run without root, the tool enters the user's namespace here, before
+    any command touches a store (:mod:`shared.userns`)."""
 
     store: Store
 
@@ -58,7 +60,12 @@ class StoreOption:
         def _root(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP),
                   _version: bool = typer.Option(False, "--version", "-v", is_eager=True, callback=_show_version,
                                                 help="Print the version and exit")) -> None:
-            self.store = Store(root or default_root())
+            path = root or default_root()  # decided by who the user is on the host: before entering
+            if os.geteuid() != 0:
+                from shared import userns
+
+                userns.enter_once()
+            self.store = Store(path)
 
 
 class Interrupted(BaseException):
@@ -90,13 +97,6 @@ def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], 
             sys.exit(codes(Kind.SYSTEM))
         raise
     sys.exit(status or 0)
-
-
-def prog_name() -> str:
-    """The tool's name as the user typed it: ``puller`` for the installed script and for ``python -m puller``
-    alike (whose argv[0] is the package's ``__main__.py``)."""
-    path = Path(sys.argv[0])
-    return path.parent.name if path.name == "__main__.py" else path.name
 
 
 def usage_lines(prog: str, e: UsageError) -> list[str]:

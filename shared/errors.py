@@ -8,6 +8,8 @@ a full disk) is raised as a :class:`StrataError` whose message is one line namin
 from __future__ import annotations
 
 import enum
+import sys
+from pathlib import Path
 
 
 class Kind(enum.Enum):
@@ -59,3 +61,16 @@ def integrity(message: str) -> StrataError:
 def hostile(message: str) -> StrataError:
     return StrataError(message, Kind.HOSTILE)
 
+
+
+def prog_name() -> str:
+    """The tool's name as the user typed it: ``puller`` for the installed script and for ``python -m puller``
+    alike (whose argv[0] is the package's ``__main__.py``)."""
+    path = Path(sys.argv[0])
+    return path.parent.name if path.name == "__main__.py" else path.name
+
+
+def warn(message: str) -> None:
+    """Something the user should know that is not a failure (what a user namespace could not make), on one
+    line as errors are: ``TOOL: warning: MESSAGE``."""
+    print(f"{prog_name()}: warning: {message}", file=sys.stderr)

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from shared.errors import StrataError, usage
 from shared.reference import DEFAULT_DOMAIN
+from shared.userns import host_uid
 
 CONFIG_ENV = "STRATA_CONFIG"
 SYSTEM_FILE = Path("/etc/strata/config.json")
@@ -92,7 +93,7 @@ def locate(env: Mapping[str, str], euid: int) -> Path:
 
 def load() -> Settings:
     """This process's settings (read each time: a long test or a ``run`` sees the file as it is now)."""
-    return read(locate(os.environ, os.geteuid()))
+    return read(locate(os.environ, host_uid()))
 
 
 def read(path: Path) -> Settings:

@@ -48,6 +48,25 @@ def make_tar(*entries: Entry) -> bytes:
     return buf.getvalue()
 
 
+# Tars that try to write outside their directory: (case, entries, what the refusal says). OUTSIDE in a link is
+# replaced by the test's sentinel directory. Unpacked as root (tests/test_unpack.py) and as a user without root
+# (tests/test_rootless.py).
+HOSTILE = [
+    ("dotdot", [Entry("../escaped", data=b"x")], "contains '..'"),
+    ("deep dotdot", [Entry("a/../../escaped", data=b"x")], "contains '..'"),
+    ("symlink then write through", [Entry("evil", "symlink", link="OUTSIDE"), Entry("evil/escaped", data=b"x")],
+     "'evil' is a symlink"),
+    ("relative symlink parent", [Entry("evil", "symlink", link="../.."), Entry("evil/escaped", data=b"x")],
+     "'evil' is a symlink"),
+    ("hardlink to outside", [Entry("hl", "hardlink", link="../outside/victim")], "contains '..'"),
+    ("root entry as symlink (CVE-2021-29136)", [Entry(".", "symlink", link="OUTSIDE")],
+     "refusing to change the type of the root directory"),
+    ("root entry ./ as file", [Entry("./", data=b"x")], "refusing to change the type of the root directory"),
+    ("whiteout naming ..", [Entry("a/", "dir"), Entry("a/.wh..."), ], "invalid whiteout"),
+    ("whiteout as a directory", [Entry(".wh.x/y", data=b"x")], "a whiteout cannot be a directory"),
+]
+
+
 # -- a raw tar writer: any value in any field -------------------------------------------------------------------
 
 BLOCK = 512

@@ -19,6 +19,7 @@ Safety: every entry goes through :class:`shared.layer.safepath.SafeRoot`; see it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -70,6 +71,7 @@ _PAX_TIME = re.compile(r"(-?)([0-9]{1,20})(?:\.([0-9]*))?")
 class UnpackResult:
     diff_id: Digest
     size: int  # bytes of uncompressed tar
+    left_out: tuple[str, ...] = ()  # what a user namespace could not make, as "3 device nodes" (DiffWriter.left_out)
 
 
 @dataclass
@@ -246,15 +248,18 @@ class DiffWriter:
     """Writes entries into one diff directory on top of its lowers: the tar unpacker, and the runner's -init
     layer, which needs the same rule that a directory created only as a parent must not hide the lower's."""
 
-    def __init__(self, dest: Path, lowers: Lowers, fmt: OverlayFormat) -> None:
+    def __init__(self, dest: Path, lowers: Lowers, fmt: OverlayFormat, ids: int | None = None) -> None:
         self.root = SafeRoot(dest)
         self.lowers = lowers
         self.fmt = fmt
+        self.ids = ids  # how many uids and gids exist where this runs (a user namespace's), None: all
         self.dir_mtimes: dict[tuple[str, ...], int] = {}
         self.opaque_dirs: set[tuple[str, ...]] = set()
         self.whiteouts: dict[tuple[str, ...], set[str]] = {}
         self._cache: tuple[tuple[str, ...], int] | None = None
         self._root_meta_set = False
+        self.left_out: collections.Counter[str] = collections.Counter()  # unprivileged formats: kind -> count
+        self._left_out_paths: set[tuple[str, ...]] = set()  # the device nodes left out, for hard links to them
 
     def close(self) -> None:
         self._drop_cache()
@@ -310,7 +315,22 @@ class DiffWriter:
 
     # -- entries --------------------------------------------------------------------------------------------
 
+    def _owner(self, member: tarfile.TarInfo) -> tuple[int, int]:
+        """The owner an entry gets in a user namespace of ``ids`` ids: its own; with the user's id alone, the
+        user's (0: nothing else exists); beyond the ranges, a refusal that says so, as podman's, rather than
+        owners that silently change."""
+        assert self.ids is not None
+        if self.ids == 1:
+            return 0, 0
+        if member.uid >= self.ids or member.gid >= self.ids:
+            raise StrataError(f"entry {_show(member.name)} is owned by {member.uid}:{member.gid}, beyond the "
+                              f"{self.ids} ids this user's namespace maps (/etc/subuid, /etc/subgid)",
+                              Kind.UNSUPPORTED)
+        return member.uid, member.gid
+
     def entry(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        if self.ids is not None:
+            member.uid, member.gid = self._owner(member)
         parts = split(member.name)
         if not parts:
             if not member.isdir():
@@ -386,6 +406,9 @@ class DiffWriter:
             self._metadata_at(fd, name, member, symlink=True)
         elif member.islnk():
             self._hardlink(fd, name, member)
+        elif (member.ischr() or member.isblk()) and not self.fmt.privileged:
+            self.left_out["device nodes"] += 1  # mknod(2) of a device needs CAP_MKNOD outside any user namespace
+            self._left_out_paths.add(tuple(split(member.name)))
         elif member.ischr() or member.isblk() or member.isfifo():
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() else stat.S_IFIFO
             # A fifo's device fields mean nothing (and may hold anything): check_member checks only devices'.
@@ -431,6 +454,10 @@ class DiffWriter:
         target = split(member.linkname)
         if not target:
             raise hostile(f"refusing hardlink {member.name!r} to the root directory")
+        if tuple(target) in self._left_out_paths:
+            self.left_out["device nodes"] += 1
+            self._left_out_paths.add(tuple(split(member.name)))
+            return
         try:
             tfd = self.root.open_dir(target[:-1])
         except FileNotFoundError:
@@ -484,36 +511,38 @@ class DiffWriter:
     # -- metadata -------------------------------------------------------------------------------------------
     # Order matters: chown clears setuid/setgid and security.capability, so mode and xattrs come after it.
 
+    def _xattrs(self, member: tarfile.TarInfo, target: int | str, follow: bool = True) -> None:
+        """The entry's xattrs on ``target`` (an fd, or a /proc path of an entry not to be followed)."""
+        for xname, value in _xattrs_of(member).items():
+            if not self.fmt.privileged and xname.startswith("trusted."):
+                self.left_out["trusted.* xattrs"] += 1  # CAP_SYS_ADMIN outside any user namespace
+                continue
+            try:
+                with _xattr_refused(member, xname):
+                    os.setxattr(target, self.fmt.escape_xattr(xname), value, follow_symlinks=follow)
+            except OSError as e:
+                # Linux allows no user.* xattrs on symlinks or devices; GNU tar warns and goes on, so do we.
+                if not (e.errno == errno.EPERM and xname.startswith("user.") and not follow):
+                    raise
+
     def _metadata_fd(self, fd: int, member: tarfile.TarInfo) -> None:
         os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
-        for xname, value in _xattrs_of(member).items():
-            with _xattr_refused(member, xname):
-                os.setxattr(fd, self.fmt.escape_xattr(xname), value)
+        self._xattrs(member, fd)
         mtime = mtime_ns(member)
         os.utime(fd, ns=(mtime, mtime))
 
     def _metadata_dir(self, fd: int, key: tuple[str, ...], member: tarfile.TarInfo) -> None:
         os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
-        for xname, value in _xattrs_of(member).items():
-            with _xattr_refused(member, xname):
-                os.setxattr(fd, self.fmt.escape_xattr(xname), value)
+        self._xattrs(member, fd)
         self.dir_mtimes[key] = mtime_ns(member)
 
     def _metadata_at(self, dir_fd: int, name: str, member: tarfile.TarInfo, symlink: bool) -> None:
         os.chown(name, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
         if not symlink:
             os.chmod(name, member.mode & 0o7777, dir_fd=dir_fd)
-        for xname, value in _xattrs_of(member).items():
-            try:
-                with _xattr_refused(member, xname):
-                    os.setxattr(proc_path(dir_fd, name), self.fmt.escape_xattr(xname), value,
-                                follow_symlinks=False)
-            except OSError as e:
-                # Linux allows no user.* xattrs on symlinks or devices; GNU tar warns and goes on, so do we.
-                if not (e.errno == errno.EPERM and xname.startswith("user.")):
-                    raise
+        self._xattrs(member, proc_path(dir_fd, name), follow=False)
         mtime = mtime_ns(member)
         os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
 
@@ -601,10 +630,12 @@ def _next_member(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> tarfile.
         raise
 
 
-def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: OverlayFormat = OVERLAY) -> None:
-    """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first)."""
+def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (),
+            fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> tuple[str, ...]:
+    """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first).
+    Returns what ``fmt`` could not hold, as ``("3 device nodes",)``: nothing for root's format."""
     low = Lowers(lowers, fmt)
-    ex = DiffWriter(dest, low, fmt)
+    ex = DiffWriter(dest, low, fmt, ids)
     try:
         ex.init_root()
         with _open_tar(tar_stream) as tar:
@@ -616,6 +647,7 @@ def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (), fmt: 
     finally:
         ex.close()
         low.close()
+    return tuple(f"{n} {kind}" for kind, n in sorted(ex.left_out.items()))
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
@@ -626,7 +658,7 @@ def _data_errors() -> tuple[type[BaseException], ...]:
 
 
 def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
-                what: str = "layer") -> UnpackResult:
+                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> UnpackResult:
     """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
 
     On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
@@ -635,7 +667,7 @@ def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequen
     try:
         with compress.open_blob(os.fspath(blob)) as stream:
             reader = HashingReader(stream)
-            extract(reader, dest, lowers)  # type: ignore[arg-type]
+            left_out = extract(reader, dest, lowers, fmt, ids)  # type: ignore[arg-type]
             reader.drain()
     except StrataError as e:
         raise StrataError(f"{what}: {e}", e.kind) from None
@@ -651,4 +683,4 @@ def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequen
     diff_id = reader.digest()
     if diff_id != expected_diff_id:
         raise integrity(f"{what}: diff_id mismatch: the config says {expected_diff_id}, the tar is {diff_id}")
-    return UnpackResult(diff_id, reader.count)
+    return UnpackResult(diff_id, reader.count, left_out)

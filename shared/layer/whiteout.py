@@ -7,7 +7,12 @@ character device 0/0 named NAME, and the xattr ``trusted.overlay.opaque=y`` on t
 reserves ``trusted.overlay.*`` for itself; a layer's own xattr of that name is stored escaped as
 ``trusted.overlay.overlay.*`` and shown unescaped in the merged view (Linux >= 6.7).
 
-Creating 0/0 devices and ``trusted.*`` xattrs needs CAP_MKNOD and CAP_SYS_ADMIN: the store is a root store.
+Creating 0/0 devices and ``trusted.*`` xattrs needs CAP_MKNOD and CAP_SYS_ADMIN: that is a root store's format
+(:data:`OVERLAY`). Without root (issue 20) the tools run in a user namespace, where a 0/0 device can still be
+made (Linux >= 5.8) but ``trusted.*`` cannot: a user's store marks opaque dirs with ``user.overlay.opaque`` and is
+mounted with overlayfs' ``userxattr`` option (Linux >= 5.11), which reads ``user.overlay.*`` instead
+(:data:`USER_OVERLAY`). What a user namespace cannot make at all, device nodes and ``trusted.*`` xattrs of a
+layer's own, that format leaves out (:attr:`OverlayFormat.privileged`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,16 @@ class OverlayFormat:
     """Kernel overlayfs whiteouts with xattrs in the ``trusted.`` namespace (``user.`` for userxattr mounts)."""
 
     xattr_namespace: str = "trusted"
+
+    @property
+    def privileged(self) -> bool:
+        """Made by root: device nodes and ``trusted.*`` xattrs of a layer can be made."""
+        return self.xattr_namespace == "trusted"
+
+    @property
+    def mount_options(self) -> tuple[str, ...]:
+        """What overlayfs must be told to read this format."""
+        return () if self.privileged else ("userxattr",)
 
     @property
     def overlay_prefix(self) -> str:
@@ -65,3 +80,4 @@ class OverlayFormat:
 
 
 OVERLAY = OverlayFormat()
+USER_OVERLAY = OverlayFormat("user")

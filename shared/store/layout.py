@@ -14,6 +14,8 @@ Layout under the root (see docs/store.md)::
     tmp/PID.RANDOM.*           work in progress; renamed into place only when verified, swept when PID is gone
     partial/ALG/HEX            a blob download that was interrupted, resumed by the next pull (flock'd by its writer)
     cache/seccomp/KEY.bpf      seccomp filters compiled by the runner, keyed by what they were made from (any may go)
+    strata.json                the store's own format: whose whiteouts its diff dirs hold (root's trusted.*
+                               xattrs, or a user namespace's user.*), so neither kind of store is read as the other
     lock                       flock(2) guarding index.json and names
     gc.lock                    flock(2): shared while a pull or a container creation runs, exclusive for GC
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from shared.digest import Digest
-from shared.errors import Kind, StrataError, integrity, not_found
+from shared.errors import Kind, StrataError, integrity, not_found, warn
 from shared.image import OCI_INDEX, Descriptor
+from shared.layer.whiteout import OVERLAY, USER_OVERLAY, OverlayFormat
 from shared.store.files import atomic_write, flocked, fsync_dir, pid_alive, read_json, remove_tree, write_json
+from shared.userns import entered, host_uid
 
 # image-spec image-layout.md
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -45,16 +50,26 @@ REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 # index blob is kept with the image). Read by images.py, gc.py and fsck.py.
 INDEX_DIGEST_ANNOTATION = "io.strata.index.digest"
 ROOT_ENV = "STRATA_ROOT"
+FORMAT_FILE = "strata.json"  # {"overlayXattrs": "trusted" | "user"}: whose store this is (Store.overlay)
 
 
 def default_root() -> Path:
-    """``$STRATA_ROOT``, else ``/var/lib/strata`` for root, else ``$XDG_DATA_HOME/strata``."""
+    """``$STRATA_ROOT``, else ``/var/lib/strata`` for root, else ``$XDG_DATA_HOME/strata`` (an absolute one, as
+    the XDG base directory spec asks), else ``~/.local/share/strata``."""
     if os.environ.get(ROOT_ENV):
         return Path(os.environ[ROOT_ENV])
-    if os.geteuid() == 0:
+    if host_uid() == 0:
         return Path("/var/lib/strata")
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data_home):
+        data_home = str(Path.home() / ".local" / "share")
     return Path(data_home) / "strata"
+
+
+def store_overlay() -> OverlayFormat:
+    """The overlay format this process writes and reads: root's (``trusted.*``), or, in a user namespace,
+    the unprivileged one (``user.*`` and overlayfs' ``userxattr``)."""
+    return USER_OVERLAY if host_uid() != 0 else OVERLAY
 
 
 @dataclass(frozen=True)
@@ -133,8 +148,13 @@ class Store:
 
     def ensure(self) -> Store:
         try:
+            if host_uid() != 0:
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    self.root.mkdir(0o700)  # a user's store is the user's alone
             for d in (self.root, self.blobs / "sha256", self.layers, self.containers, self.tmp):
                 d.mkdir(parents=True, exist_ok=True)
+            self._ensure_format()
             layout = self.root / "oci-layout"
             if not layout.exists():
                 write_json(layout, {"imageLayoutVersion": OCI_LAYOUT_VERSION})
@@ -145,6 +165,38 @@ class Store:
         except PermissionError as e:
             raise StrataError(f"cannot write the store at {self.root}: {e.strerror}", Kind.SYSTEM) from None
         return self
+
+    def _ensure_format(self) -> None:
+        path = self.root / FORMAT_FILE
+        if not path.exists():
+            with self.lock():
+                if not path.exists() and not self.index_path.exists():
+                    write_json(path, {"overlayXattrs": store_overlay().xattr_namespace})
+                    mapping = entered()
+                    if mapping is not None and not mapping.full:  # said once: when the store is made
+                        warn("/etc/subuid and /etc/subgid grant this user no ids, so only the user's own is "
+                             "mapped: every file of an image is the user's (root inside) and chown inside fails")
+        _ = self.overlay  # checked: never write one store's format into the other's
+
+    @functools.cached_property
+    def overlay(self) -> OverlayFormat:
+        """How this store's diff dirs say whiteouts and opaque dirs (``strata.json``), which must be how this
+        process can: a root store's ``trusted.*`` xattrs are out of a user namespace's reach, and a user's
+        store mounted as root's would show its ``user.overlay.*`` marks as files' own xattrs. A store made before
+        the file existed was made by root."""
+        try:
+            made = str(read_json(self.root / FORMAT_FILE).get("overlayXattrs", ""))
+        except FileNotFoundError:
+            made = OVERLAY.xattr_namespace
+        here = store_overlay()
+        if made != here.xattr_namespace:
+            who = {"trusted": "root", "user": "a user without root"}.get(made)
+            if who is None:
+                raise integrity(f"{self.root / FORMAT_FILE} names an unknown overlay format {made!r}")
+            raise StrataError(f"the store at {self.root} was made by {who} ({made}.overlay.* whiteouts): "
+                              f"{'root' if here is OVERLAY else 'a user without root'} cannot use it; give "
+                              "--root or $STRATA_ROOT another store", Kind.STATE)
+        return here
 
     def exists(self) -> bool:
         return self.index_path.exists()

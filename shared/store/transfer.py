@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shared.digest import Digest
-from shared.errors import Cancelled, Kind, StrataError, integrity
+from shared.errors import Cancelled, Kind, StrataError, integrity, warn
 from shared.image import Descriptor
 from shared.layer import compress
 from shared.layer.unpack import unpack_blob
@@ -23,6 +23,7 @@ from shared.store.files import remove_tree
 from shared.store.images import StoredImage, all_images
 from shared.store.layout import INDEX_DIGEST_ANNOTATION, LayerRecord, Store
 from shared.transfer.model import Document, Image, ProgressFn, Resolved, copy_file
+from shared.userns import entered
 
 
 class StoreSource:
@@ -117,8 +118,12 @@ class StoreSink:
         tmp = self.store.temp_path("layer")
         tmp.mkdir(mode=0o700)
         try:
-            result = unpack_blob(self.store.blob_path(desc.digest), tmp / "diff", diff_id, lowers,
-                                 f"layer {i + 1} ({desc.digest})")
+            what = f"layer {i + 1} ({desc.digest})"
+            mapping = entered()
+            result = unpack_blob(self.store.blob_path(desc.digest), tmp / "diff", diff_id, lowers, what,
+                                 self.store.overlay, mapping.size if mapping is not None else None)
+            if result.left_out:  # one line a layer, as podman says what a rootless unpack could not make
+                warn(f"{what}: left out {' and '.join(result.left_out)}: a user namespace cannot make them")
             record = LayerRecord(chains[i], diff_id, chains[i - 1] if i else None, desc.digest, result.size)
             if self.store.commit_layer(tmp, record):
                 self.created.append(chains[i])

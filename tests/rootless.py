@@ -1,0 +1,130 @@
+"""Users of the tests' own making, to run the tools without root (issue 20).
+
+Each user is made with ``useradd`` for one test session (or one test) and removed with ``userdel``, which also
+drops its lines of ``/etc/subuid`` and ``/etc/subgid``; its home is a temp dir of the test's. A user "with ranges"
+gets the 65536 subordinate ids useradd hands out (login.defs' SUB_UID_COUNT); one "without" gets none. The tools
+run as the user with Debian's ``/usr/bin/python3`` (this machine's ``python3`` may be a root-only install), the
+checkout and the .venv's packages on its path, as ``scripts/test unit`` runs the unit tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pwd
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.tools import ROOT, Result
+
+PYTHON = "/usr/bin/python3"
+# useradd refuses, not waits, while another holds /etc/passwd.lock: the workers take turns by an advisory flock
+# on /etc/passwd, opened read-only (nothing of the machine's is written by it, and nothing is left behind)
+_LOCK = Path("/etc/passwd")
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    subuids: tuple[int, int] | None  # (start, count)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        sites = sorted((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(self.home), "LANG": "C.UTF-8",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, sites)]), "PYTHONDONTWRITEBYTECODE": "1",
+                "USER": self.name, "LOGNAME": self.name, **extra}
+
+    def argv(self, *args: str) -> list[str]:
+        # a login's credentials: its bounding set stays full, or setuid newuidmap could not map anything
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *args]
+
+    def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
+        """``args`` as this user, in the checkout (so ``-m puller`` is this checkout's)."""
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                              env=self.env(**env), stdin=subprocess.DEVNULL)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def tool(self, tool: str, *args: str, **env: str) -> Result:
+        return self.run(PYTHON, "-m", tool, *args, **env)
+
+    def owns(self, uid: int) -> bool:
+        """Is ``uid`` (as the host sees it) the user's own or one of its subordinate ids?"""
+        if uid == self.uid:
+            return True
+        return self.subuids is not None and self.subuids[0] <= uid < self.subuids[0] + self.subuids[1]
+
+
+@contextlib.contextmanager
+def _useradd_lock() -> Iterator[None]:
+    with open(_LOCK) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _subuids(name: str) -> tuple[int, int] | None:
+    for path in ("/etc/subuid", "/etc/subgid"):
+        lines = Path(path).read_text().splitlines() if Path(path).exists() else []
+        found = [line.split(":") for line in lines if line.startswith(f"{name}:")]
+        if not found:
+            return None
+    start, count = found[0][1:]
+    return int(start), int(count)
+
+
+@contextlib.contextmanager
+def user(home_parent: Path, ranges: bool) -> Iterator[User]:
+    """A new user, removed again with every file it left under ``home_parent`` (root removes what subordinate
+    ids own)."""
+    name = f"strata-t{secrets.token_hex(4)}"
+    home = home_parent / name
+    counts = [] if ranges else ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
+    with _useradd_lock():
+        done = subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell",
+                               "/usr/sbin/nologin", "--user-group", *counts, name], capture_output=True, text=True)
+    assert done.returncode == 0, f"useradd: {done.stderr.strip()}"
+    try:
+        entry = pwd.getpwnam(name)
+        home.mkdir(mode=0o700)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        for parent in home.parents:  # the user must reach its home (pytest's base temp is root's, 0700)
+            if parent == Path("/tmp") or parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o711)
+        made = User(name, entry.pw_uid, entry.pw_gid, home, _subuids(name))
+        assert (made.subuids is not None) == ranges, f"useradd gave {name} ranges {made.subuids}, wanted {ranges}"
+        yield made
+    finally:
+        _kill_processes_of(name)
+        with _useradd_lock():
+            subprocess.run(["userdel", name], capture_output=True, text=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(home)], capture_output=True)
+
+
+def _kill_processes_of(name: str) -> None:
+    """A test that failed may leave a process of its user; each is ended by its pid, never by name."""
+    entry = pwd.getpwnam(name)
+    for _ in range(50):
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _uid_of(int(p)) == entry.pw_uid]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        time.sleep(0.05)
+    print(f"processes of {name} outlived SIGKILL", file=sys.stderr)
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except FileNotFoundError:
+        return None
