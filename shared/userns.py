@@ -18,6 +18,8 @@ what that costs.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import pwd
 import shutil
@@ -142,8 +144,27 @@ def entered() -> IdMapping | None:
 
 
 def host_uid() -> int:
-    """Who runs the tool, as the host sees it: what decides root's or a user's paths, also once inside."""
-    return _entered.uid if _entered is not None else os.geteuid()
+    """Who runs the tool, as the host sees it: what decides root's or a user's paths, also once inside, and
+    also in a process started inside by one that entered (``exec``'s stage), which sees its ids as root's."""
+    if _entered is not None:
+        return _entered.uid
+    uid = os.geteuid()
+    return _outside_of_root() if uid == 0 else uid
+
+
+@functools.cache
+def _outside_of_root() -> int:
+    """Whom this user namespace's root is on the host: 0 in the host's own namespace (``0 0 4294967295``)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        inside, outside, _ = (int(n) for n in line.split())
+        if inside == 0:
+            return outside
+    return 0
 
 
 def rootless() -> bool:
@@ -151,14 +172,115 @@ def rootless() -> bool:
 
 
 def enter_once() -> None:
-    """What a tool run without root does before its command: enter the user's namespace, once."""
-    if _entered is None:
-        enter(user_mapping())
+    """What a tool run without root does before its command: enter the user's namespace, once. Call while the
+    process has one thread.
 
-
-def enter(mapping: IdMapping) -> None:
-    """Become root of a new user namespace with ``mapping``. Call while the process has one thread."""
+    One namespace for all of the user's commands, as podman's pause process keeps one: a container's namespaces
+    belong to the user namespace that made them, and ``exec``, ``stop`` or ``kill`` from another (a sibling,
+    however equal its mapping) may neither join them nor signal a process of a subordinate id. So the first
+    command makes the namespace and leaves a keeper in it (``sleep infinity``, its pid and start time in the
+    run-time directory, :mod:`shared.rundir`); every later one joins the keeper's, under a lock."""
     global _entered
+    if _entered is not None:
+        return
+    from shared.rundir import check_private, run_dir
+
+    uid, gid = os.geteuid(), os.getegid()
+    where = run_dir(uid)
+    lock = os.open(where / "userns.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        check_private(where / "userns.lock", uid, is_dir=False, under=where)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        keeper = where / "userns.pid"
+        if not _join(keeper, uid):
+            _make(user_mapping())
+            _start_keeper(keeper)
+    finally:
+        os.close(lock)
+    _entered = _own_mapping(uid, gid)
+    if _entered.full:
+        os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def _join(keeper: Path, uid: int) -> bool:
+    """Join the user namespace of the recorded keeper, if it is still that process and the user's: True."""
+    from shared.rundir import check_private
+
+    try:
+        check_private(keeper, uid, is_dir=False)
+    except StrataError:
+        if os.path.lexists(keeper):
+            raise
+        return False
+    try:
+        pid, started = (int(n) for n in keeper.read_text().split())
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, OSError):
+        return False  # damaged, or gone: a new namespace replaces it
+    try:
+        if _start_time(pid) != started or os.stat(f"/proc/{pid}").st_uid != uid:
+            return False  # the pid was reused
+        _setns(pidfd, CLONE_NEWUSER)
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: with the pid, what names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _start_keeper(keeper: Path) -> None:
+    """A process that only holds the namespace: forked twice (no child of ours, in a session of its own, no fd
+    of ours), then ``sleep infinity``; its pid and start time written by rename, as the store writes."""
+    said_r, said_w = os.pipe()
+    first = os.fork()
+    if first == 0:
+        try:
+            os.close(said_r)
+            os.setsid()
+            pid = os.fork()
+            if pid == 0:
+                os.chdir("/")
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.closerange(3, 65536)
+                os.execv("/bin/sleep", ["sleep", "infinity"])
+            os.write(said_w, str(pid).encode())
+        finally:
+            os._exit(0)
+    os.close(said_w)
+    os.waitpid(first, 0)
+    with os.fdopen(said_r) as f:
+        said = f.read()
+    if not said.isdigit():
+        raise StrataError("cannot start the process that keeps this user's namespace", Kind.SYSTEM)
+    tmp = keeper.with_name(f"{keeper.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{said} {_start_time(int(said))}\n")
+    os.rename(tmp, keeper)
+
+
+def _own_mapping(uid: int, gid: int) -> IdMapping:
+    """This process's namespace as the kernel has it (a joined namespace was mapped by whoever made it)."""
+    def ranges(path: str) -> tuple[IdRange, ...]:
+        with open(path) as f:
+            return tuple(IdRange(*(int(n) for n in line.split())) for line in f if line.strip())
+
+    return IdMapping(uid, gid, ranges("/proc/self/uid_map"), ranges("/proc/self/gid_map"))
+
+
+def _make(mapping: IdMapping) -> None:
+    """Make a new user namespace with ``mapping`` and enter it (credentials are set by the caller)."""
     if mapping.full:
         helpers = _helpers()
         word_r, word_w = os.pipe()
@@ -176,13 +298,9 @@ def enter(mapping: IdMapping) -> None:
         if os.waitstatus_to_exitcode(status) != 0:
             raise StrataError("cannot map this user's subordinate ids with newuidmap/newgidmap (the line above "
                               "says why): check /etc/subuid and /etc/subgid", Kind.SYSTEM)
-        os.setgroups([])
     else:
         _unshare(CLONE_NEWUSER)
         _map_self(mapping)
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
-    _entered = mapping
 
 
 def _helpers() -> tuple[str, str]:
@@ -229,3 +347,12 @@ def _unshare(flags: int) -> None:
         err = ctypes.get_errno()
         raise StrataError(f"cannot make a user namespace: {os.strerror(err)} (is kernel.unprivileged_userns_clone "
                           "or user.max_user_namespaces 0 here?)", Kind.SYSTEM)
+
+
+def _setns(fd: int, flags: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, flags) != 0:
+        err = ctypes.get_errno()
+        raise StrataError(f"cannot join this user's namespace: {os.strerror(err)}", Kind.SYSTEM)

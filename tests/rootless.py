@@ -91,36 +91,42 @@ def user(home_parent: Path, ranges: bool) -> Iterator[User]:
         done = subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell",
                                "/usr/sbin/nologin", "--user-group", *counts, name], capture_output=True, text=True)
     assert done.returncode == 0, f"useradd: {done.stderr.strip()}"
+    entry = pwd.getpwnam(name)
+    made = User(name, entry.pw_uid, entry.pw_gid, home, _subuids(name))
     try:
-        entry = pwd.getpwnam(name)
         home.mkdir(mode=0o700)
-        os.chown(home, entry.pw_uid, entry.pw_gid)
+        os.chown(home, made.uid, made.gid)
         for parent in home.parents:  # the user must reach its home (pytest's base temp is root's, 0700)
             if parent == Path("/tmp") or parent == Path("/"):
                 break
             parent.chmod(parent.stat().st_mode | 0o711)
-        made = User(name, entry.pw_uid, entry.pw_gid, home, _subuids(name))
         assert (made.subuids is not None) == ranges, f"useradd gave {name} ranges {made.subuids}, wanted {ranges}"
         yield made
     finally:
-        _kill_processes_of(name)
+        _kill_processes_of(made)  # the keeper of its namespace and its containers' processes among them
+        run_dir = Path(f"/tmp/strata-run-{made.uid}")  # shared/rundir.py's fallback, before the uid is free
+        if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+            run_dir.unlink()
+        elif run_dir.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(run_dir)], capture_output=True)
         with _useradd_lock():
             subprocess.run(["userdel", name], capture_output=True, text=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(home)], capture_output=True)
 
 
-def _kill_processes_of(name: str) -> None:
-    """A test that failed may leave a process of its user; each is ended by its pid, never by name."""
-    entry = pwd.getpwnam(name)
+def _kill_processes_of(u: User) -> None:
+    """A test that failed may leave a process of its user (or of its subordinate ids, in a container); each is
+    ended by its pid, never by name."""
     for _ in range(50):
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _uid_of(int(p)) == entry.pw_uid]
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and (uid := _uid_of(int(p))) is not None
+                and u.owns(uid)]
         if not pids:
             return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
         time.sleep(0.05)
-    print(f"processes of {name} outlived SIGKILL", file=sys.stderr)
+    print(f"processes of {u.name} outlived SIGKILL", file=sys.stderr)
 
 
 def _uid_of(pid: int) -> int | None:

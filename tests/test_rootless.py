@@ -157,14 +157,146 @@ def test_rmi_in_the_namespace_leaves_nothing_behind(alice: User, rich_image: str
     assert left == []
 
 
-def test_the_runner_says_what_it_cannot_do_yet(alice: User, test_image: str) -> None:
+RUN = ("run", "--rm", "--network", "none")
+DOCKER_CAPS = "00000000a80425fb"  # Docker's 14 default capabilities, as runc sets them
+
+
+def test_a_user_runs_execs_logs_stops_and_removes_a_container(alice: User, test_image: str) -> None:
     assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
-    ran = alice.tool("runner", "run", "--rm", test_image, "true")
-    assert ran.code == 125
-    assert ran.err.startswith("runner: error: running a container without root is not built yet"), ran.err
-    assert len(ran.err.splitlines()) == 1
-    listed = alice.tool("runner", "ps", "-a")
-    assert listed.code == 0, listed.err
+    ran = alice.tool("runner", *RUN, test_image, "sh", "-c", "id -u; cat /proc/self/uid_map; hostname")
+    assert ran.code == 0, ran.err
+    uid, map0, map1, _ = ran.out.split("\n", 3)
+    assert uid == "0" and map0.split() == ["0", str(alice.uid), "1"] and map1.split()[0] == "1", ran.out
+    started = alice.tool("runner", "run", "-d", "--name", "web", "--network", "none", test_image,
+                         "sh", "-c", "echo up; exec sleep 300")
+    assert started.code == 0, started.err
+    exec_ = alice.tool("runner", "exec", "web", "sh", "-c", "echo in $(hostname); ps -o pid,comm | grep -c sleep")
+    assert exec_.code == 0 and exec_.out.split() == ["in", started.out.strip()[:12], "1"], exec_.err
+    assert alice.tool("runner", "logs", "web").out == "up\n"
+    listed = alice.tool("runner", "ps", "--format", "{{.Names}} {{.Status}}")
+    assert listed.out.startswith("web Up"), listed.out
+    stopped = alice.tool("runner", "stop", "-t", "1", "web")
+    assert stopped.code == 0, stopped.err
+    assert alice.tool("runner", "rm", "web").code == 0
+    assert alice.tool("runner", "ps", "-a", "-q").out == ""
+    assert os.listdir(_store_of(alice) / "containers") == []
+
+
+def test_a_users_container_is_confined_as_roots(alice: User, test_image: str) -> None:
+    """The same walls as a root-started container, inside the user's namespace: Docker's capabilities (of the
+    namespace), the seccomp filter, no new privileges for setuid, read-only /sys, masked /proc paths, and a /dev
+    of bound host nodes that the container's root cannot change."""
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    script = ("grep -E '^(CapEff|Seccomp):' /proc/self/status; touch /sys/x 2>&1; "
+              " ls -l /proc/keys | cut -c1; chmod 600 /dev/null 2>&1; echo x > /dev/null && echo null-works;"
+              " mknod /dev/sda b 8 0 2>&1")
+    ran = alice.tool("runner", *RUN, test_image, "sh", "-c", script)
+    assert ran.code != 0  # mknod's
+    lines = ran.out.splitlines()
+    assert f"CapEff:\t{DOCKER_CAPS}" in lines and "Seccomp:\t2" in lines, ran.out
+    assert any("Read-only file system" in line for line in lines), ran.out
+    assert "c" in lines  # /proc/keys masked by /dev/null's bind, as Docker masks it
+    assert any("chmod" in line and "Operation not permitted" in line for line in lines), ran.out
+    assert "null-works" in lines
+    assert any("mknod" in line for line in lines), ran.out
+    assert stat.S_IMODE(os.stat("/dev/null").st_mode) == 0o666
+
+
+def test_without_ranges_a_container_runs_as_the_user_alone(bob: User, test_image: str) -> None:
+    assert bob.tool("puller", "pull", "--quiet", test_image).code == 0
+    ran = bob.tool("runner", *RUN, test_image, "sh", "-c", "id -u; chown 42 /etc/passwd 2>&1; ls -n /etc/passwd")
+    assert ran.code == 0, ran.err
+    out = ran.out.splitlines()
+    assert out[0] == "0" and "Invalid argument" in out[1] and out[2].split()[2:4] == ["0", "0"], ran.out
+
+
+def test_commit_of_a_users_container(alice: User, test_image: str) -> None:
+    """The rw layer packs with the image's owners and a whiteout; a running container cannot be frozen without
+    a cgroup, which commit says, and --pause=false packs it live (podman's default)."""
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    made = alice.tool("runner", "run", "-d", "--name", "keep", "--network", "none", test_image, "sh", "-c",
+                      "mkdir /d && echo data > /d/f && chown -R 42:43 /d && rm /bin/true && exec sleep 300")
+    assert made.code == 0, made.err
+    waited = alice.tool("runner", "exec", "keep", "sh", "-c", "while [ ! -f /d/f ]; do sleep 0.05; done")
+    assert waited.code == 0
+    paused = alice.tool("runner", "commit", "keep", "localhost/c:1")
+    assert paused.code == 125 and "--pause=false" in paused.err and len(paused.err.splitlines()) == 1, paused.err
+    live = alice.tool("runner", "commit", "--pause=false", "keep", "localhost/c:1")
+    assert live.code == 0, live.err
+    ran = alice.tool("runner", *RUN, "localhost/c:1", "sh", "-c", "ls -ln /d/f; cat /d/f; ls /bin/true 2>&1")
+    fields = ran.out.splitlines()[0].split()
+    assert fields[2:4] == ["42", "43"] and ran.out.splitlines()[1] == "data", ran.out
+    assert "No such file" in ran.out.splitlines()[2]
+    assert alice.tool("runner", "rm", "-f", "keep").code == 0
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    (("-m", "64m", "--network", "none"), "resource limits (-m, --cpus, --pids-limit, ...) need a cgroup"),
+    (("--pids-limit", "10", "--network", "none"), "need a cgroup this user can write"),
+    ((), "--network bridge needs root for now"),
+    (("--runtime", "runc", "--network", "none"), "--runtime runc needs root for now"),
+])
+def test_what_needs_root_is_refused_in_one_line(alice: User, test_image: str, options: tuple[str, ...],
+                                                says: str) -> None:
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    ran = alice.tool("runner", "run", "--rm", *options, test_image, "true")
+    assert ran.code == 125 and says in ran.err and len(ran.err.splitlines()) == 1, ran.err
+    assert alice.tool("runner", "ps", "-a", "-q").out == ""
+
+
+def test_host_network_gets_the_hosts_sys_read_only(alice: User, test_image: str) -> None:
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    ran = alice.tool("runner", "run", "--rm", "--network", "host", test_image, "sh", "-c",
+                     "ls /sys/class/net | grep -qx lo && echo has-lo; touch /sys/x 2>&1; "
+                     "touch /sys/fs/cgroup/x 2>&1")
+    assert ran.code != 0
+    lines = ran.out.splitlines()
+    assert lines[0] == "has-lo" and all("Read-only file system" in line for line in lines[1:]), ran.out
+
+
+def test_a_bundle_made_by_a_user(alice: User, test_image: str) -> None:
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    target = alice.home / "bundle"
+    made = alice.tool("runner", "bundle", test_image, str(target))
+    assert made.code == 0, made.err
+    assert json.loads((target / "config.json").read_text())["root"]["path"] == "rootfs"
+    assert (target / "rootfs" / "bin" / "busybox").is_file()
+
+
+def test_one_namespace_for_all_of_a_users_commands(alice: User, test_image: str) -> None:
+    """The first command leaves a keeper; later ones join its namespace (so exec reaches what run made)."""
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    keeper = Path(f"/tmp/strata-run-{alice.uid}/userns.pid")
+    pid = int(keeper.read_text().split()[0])
+    first = os.readlink(f"/proc/{pid}/ns/user")
+    ran = alice.tool("runner", *RUN, test_image, "readlink", "/proc/self/ns/user")
+    assert ran.out.strip() == first
+    assert stat.S_IMODE(os.stat(keeper.parent).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo", "open directory", "someone else's"])
+def test_a_run_directory_planted_by_another_user_is_refused(alice: User, bob: User, test_image: str,
+                                                            tmp_path: Path, planted: str) -> None:
+    """/tmp/strata-run-UID is a name anyone can take first: what is not the user's own private directory is
+    refused in one line, and nothing there is followed or written."""
+    run_dir = Path(f"/tmp/strata-run-{alice.uid}")
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    owner = bob.uid
+    if planted == "symlink":
+        run_dir.symlink_to(decoy)
+    elif planted == "fifo":
+        os.mkfifo(run_dir, 0o600)
+    else:
+        run_dir.mkdir(mode=0o700)
+        if planted == "open directory":
+            owner = alice.uid
+            run_dir.chmod(0o755)
+    os.lchown(run_dir, owner, owner)
+    tried = alice.tool("puller", "images")
+    assert tried.code != 0
+    assert "refusing the run-time directory" in tried.err and len(tried.err.splitlines()) == 1, tried.err
+    assert os.listdir(decoy) == []
 
 
 def _extract(u: User, tmp_path: Path, *entries: Entry) -> tuple[dict[str, object], Path]:

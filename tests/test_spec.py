@@ -259,7 +259,7 @@ def test_runc_runs_the_saved_spec(tools: Tools, img: str, tmp_path: Path) -> Non
     layers = json.loads(json.loads((bundle / "config.json").read_text())["annotations"]["io.strata.rootfs.layers"])
     lower = ":".join(["init", *(f"l/{i}" for i in range(len(layers)))])
     script = (f"mount --make-rprivate / && mount -t overlay overlay -o lowerdir={lower},upperdir=upper,"
-              f"workdir=work,redirect_dir=off,metacopy=off merged && "
+              f"workdir=work,redirect_dir=nofollow,metacopy=off merged && "
               f"exec {runc} --root {tmp_path / 'runc'} run --bundle {bundle} strata-{cid[:12]}")
     ran = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=bundle, capture_output=True, text=True,
                          stdin=subprocess.DEVNULL, timeout=60, check=False)

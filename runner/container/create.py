@@ -11,17 +11,12 @@ from runner.container.options import RunOptions, resolve
 from runner.container.record import Container, record
 from runner.container.release import remove
 from runner.isolation import rootfs
-from shared.errors import Kind, StrataError
 from shared.store import images as stored
 from shared.store.layout import Store
-from shared.userns import rootless
 
 
 def create(store: Store, opts: RunOptions) -> Container:
     """Resolve, record, prepare. A failure after the record removes the container again."""
-    if rootless():
-        raise StrataError("running a container without root is not built yet: pull, images, save, load and push "
-                          "work as a user; run, create and bundle need root for now", Kind.UNSUPPORTED)
     store.ensure()
     with store.in_use():  # the image's layers cannot be collected between finding and holding them
         image = stored.find(store, opts.image)

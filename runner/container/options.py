@@ -36,9 +36,10 @@ from runner.spec import (
     seccomp_text,
 )
 from shared import settings
-from shared.errors import usage
+from shared.errors import Kind, StrataError, usage
 from shared.store import images as stored
 from shared.store.layout import Store
+from shared.userns import rootless
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +114,10 @@ def resolve_network(store: Store, opts: RunOptions, exposed: Sequence[str] = ())
     :meth:`NetworkConfig.parse`'s."""
     mode = NetworkMode.parse(opts.network if opts.network is not None else
                              (settings.load().network or "bridge"))
+    if rootless() and mode.kind in ("bridge", "user"):
+        raise StrataError(f"--network {mode.kind if mode.kind == 'bridge' else mode.name} needs root for now: "
+                          "without root give --network none, host or container:NAME (or \"network\" in the "
+                          "settings file)", Kind.UNSUPPORTED)
     if mode.kind == "user":
         from runner.net.core import lookup  # the kernel side of the network, only for a network by name
         from runner.net.records import Records
@@ -184,6 +189,7 @@ def _spec(image: stored.StoredImage, opts: RunOptions, network: NetworkConfig) -
     tmpfs = tuple(Tmpfs.parse(t) for t in opts.tmpfs)
     limits = cgroups.Limits.from_options(opts.memory, opts.cpus, opts.pids_limit, swap=opts.memory_swap,
                                          reservation=opts.memory_reservation, shares=opts.cpu_shares)
+    cgroups.check_usable(limits)
     ulimits = {r.type: r for r in (Rlimit.parse(u) for u in opts.ulimits)}
     rlimits = tuple(ulimits.pop(r.type, r) for r in own_rlimits()) + tuple(ulimits.values())
     cid = new_id()

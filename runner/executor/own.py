@@ -1,13 +1,14 @@
 """Our own executor: it runs a container's spec (config.json, :mod:`runner.spec`) as PID 1 in new namespaces;
 nothing here parses an option or reads the container's record, everything comes from the spec.
 
-Process model: the runner unshares only CLONE_NEWPID (which affects its children, not itself) and forks once; the
-child is PID 1 of the new pid namespace. The two talk over one socketpair (:mod:`runner.executor.channel`): the parent
-puts the child in the container's cgroup and says Go (a bridge or user network's namespace was made and attached by the
-runner before the fork, :mod:`runner.container.network`, and the child joins it); the child unshares the spec's other
-namespaces, builds the root (:mod:`runner.isolation.rootfs`), sends the pty's master with -t, drops to the spec's user
-and execs; a failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says
-the command runs. The runner then supervises it (:mod:`runner.executor.supervise`).
+Process model: a helper child of the runner unshares CLONE_NEWPID, forks PID 1 of the new pid namespace and
+exits; the runner, a child subreaper, inherits PID 1 (:meth:`OwnExecutor._fork` says why). The two talk over one
+socketpair (:mod:`runner.executor.channel`): the parent puts the child in the container's cgroup and says Go (a
+bridge or user network's namespace was made and attached by the runner before the fork,
+:mod:`runner.container.network`, and the child joins it); the child unshares the spec's other namespaces, builds
+the root (:mod:`runner.isolation.rootfs`), sends the pty's master with -t, drops to the spec's user and execs; a
+failure comes back as one typed message with Docker's exit code (125, 126, 127), and the end of file says the
+command runs. The runner then supervises it (:mod:`runner.executor.supervise`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from runner.executor.supervise import Started, exit_code, wait_status
 from runner.isolation import cgroups, rootfs, seccomp, tty
 from runner.isolation.freezer import Freezer
 from runner.spec import Spec
-from shared.errors import Kind
+from shared.errors import Kind, StrataError
 
 
 class OwnExecutor:
@@ -80,23 +81,32 @@ class OwnExecutor:
 
     def _fork(self, parent: Channel, child: Channel, stdio: process.Stdio, program: seccomp.Program | None,
               netns: int | None) -> int:
-        """PID 1, forked into a new pid namespace, put in the container's cgroup and told Go."""
-        own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        """PID 1, forked into a new pid namespace, put in the container's cgroup and told Go.
+
+        A helper child unshares CLONE_NEWPID, forks PID 1 and exits; the runner, a child subreaper, inherits PID 1
+        (as it inherits an OCI runtime's, :mod:`runner.executor.runtime`). Unsharing here and setns()ing back
+        after the fork would cost no helper, but a user namespace may not setns() into the host's pid namespace
+        (issue 20), and one shape serves root and users alike."""
+        linux.set_child_subreaper()
         me = os.pidfd_open(os.getpid())  # close-on-exec, like every fd Python opens
+        said_r, said_w = os.pipe()
         try:
-            linux.unshare(linux.CLONE_NEWPID)
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    parent.close()
-                    stdio.close()
-                    _child(self.spec, child, me, stdio.child, program, netns)
-            finally:
-                if os.getpid() != 1:
-                    linux.setns(own_pidns, linux.CLONE_NEWPID)  # our later children stay in our namespace
+            helper = os.fork()
+            if helper == 0:
+                os.close(said_r)
+                _pid_namespace_helper(self.spec, parent, child, me, stdio, program, netns, said_w)
+            os.close(said_w)
+            said_w = -1
+            os.waitpid(helper, 0)
+            said = os.read(said_r, 4096).decode(errors="replace")
         finally:
-            for fd in (own_pidns, me):
-                os.close(fd)
+            for fd in (me, said_r, said_w):
+                if fd >= 0:
+                    os.close(fd)
+        if not said.startswith("pid "):
+            raise StrataError(f"cannot make the container's pid namespace: {said or 'the helper died'}",
+                              Kind.SYSTEM)
+        pid = int(said.split()[1])
         try:
             cgroups.for_container(self.spec.id).add(pid)
             parent.send(Go())
@@ -118,16 +128,38 @@ class OwnExecutor:
         release_cgroup(self.spec.id)
 
 
+def _pid_namespace_helper(spec: Spec, parent: Channel, child: Channel, runner: int, stdio: process.Stdio,
+                          program: seccomp.Program | None, netns: int | None, said: int) -> NoReturn:
+    """The helper of :meth:`OwnExecutor._fork`: says ``pid N`` (N as the runner's namespace numbers it) or why
+    not, and exits at once, which hands PID 1 to the runner."""
+    try:
+        linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(said)
+            parent.close()
+            stdio.close()
+            _child(spec, child, runner, stdio.child, program, netns)
+        os.write(said, f"pid {pid}".encode())
+        os._exit(0)
+    except BaseException as e:
+        with contextlib.suppress(BaseException):
+            os.write(said, process.failure(e)[0].encode())
+        os._exit(1)
+
+
 def _child(spec: Spec, chan: Channel, parent_fd: int, stdio: tuple[int, int, int], program: seccomp.Program | None,
            netns: int | None) -> NoReturn:
     """PID 1 of the new pid namespace. Never returns: execs the command or _exits with Docker's code."""
     try:
         process.private_stdio(*stdio)  # first of all: the runner's fds may be the user's terminal
-        linux.die_with_parent(parent_fd)  # a killed runner takes its container along
         linux.set_undumpable()
         os.setsid()  # no controlling terminal: /dev/tty answers ENXIO, and TIOCSTI has no terminal to type into
         if not isinstance(chan.recv(), Go):  # the runner has put us in the container's cgroup (or gave up)
             os._exit(process.EXIT_RUNNER_ERROR)
+        # only now: the helper that forked us has exited and the runner is our parent; a runner killed before
+        # Go closed the channel, and recv() said so
+        linux.die_with_parent(parent_fd)  # a killed runner takes its container along
         flags = spec.unshare_flags()
         if netns is not None:  # the network's namespace, attached by the runner (runner/container/network.py)
             linux.setns(netns, linux.CLONE_NEWNET)

@@ -53,6 +53,7 @@ from runner.spec import NETWORK_FILES, STANDARD_DESTINATIONS, Spec, Volume
 from shared import settings
 from shared.errors import Kind, StrataError, usage
 from shared.layer.safepath import SafeRoot, split
+from shared.userns import rootless
 
 OURS = "strata"  # the runner's own executor: the default
 KNOWN = ("runc", "crun")
@@ -71,6 +72,9 @@ def choose(option: str | None) -> str:
     name = option if option is not None else settings.load().runtime
     if name in ("", OURS):
         return ""
+    if rootless():
+        raise StrataError(f"--runtime {name} needs root for now: without root our own executor runs containers",
+                          Kind.UNSUPPORTED)
     found = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
     if found is None or not os.path.isfile(found):
         raise usage(f"OCI runtime {name!r} not found: give runc, crun, {OURS} or the path of an executable")
@@ -236,12 +240,11 @@ def mount_rootfs(spec: Spec, binds: bool = False) -> Path:
     merged = Path(spec.bundle, "merged")
     if os.path.ismount(merged):
         return merged
-    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
     here = os.open(".", os.O_PATH | os.O_CLOEXEC)
     try:
-        os.chdir(spec.bundle)  # relative lowerdirs keep the mount data short (rootfs.mount_and_pivot's reason)
+        os.chdir(spec.bundle)  # the mount data names the layers relative to it (rootfs.overlay_data)
         linux.mount("overlay", "merged", "overlay", 0 if spec.privileged else linux.MS_NODEV,
-                    f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
+                    rootfs.overlay_data(spec))
     finally:
         os.fchdir(here)
         os.close(here)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from runner.isolation import devcgroup
 from shared.errors import Kind, StrataError, usage
+from shared.userns import rootless
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
@@ -328,6 +329,40 @@ class CgroupV2(Cgroup):
             raise StrataError(f"cannot set the device allow list of {self.dirs[0]}: {e}", Kind.SYSTEM) from None
 
 
+class NoCgroup(Cgroup):
+    """Without root (issue 20) and without a delegated cgroup v2 subtree, a container gets no group of its own,
+    as podman's rootless containers on cgroup v1: nothing to make, write or remove. A limit asked for was refused
+    before this (:func:`check_usable`); the container's processes are still ended with it, as they all live
+    in its pid namespace."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def apply(self, limits: Limits) -> None:
+        pass
+
+    def allow_devices(self, rules: Sequence[devcgroup.Rule]) -> None:
+        pass
+
+    def hierarchies(self) -> list[Hierarchy]:
+        return []
+
+
+def usable() -> bool:
+    """Can this process make a container's group? Root can; a user in its namespace cannot here (no delegated
+    cgroup v2 subtree is looked for yet)."""
+    return not rootless()
+
+
+def check_usable(limits: Limits) -> None:
+    """A limit asked for where no group can be made is refused, never ignored in silence."""
+    if usable() or limits == Limits():
+        return
+    raise StrataError("resource limits (-m, --cpus, --pids-limit, ...) need a cgroup this user can write: without "
+                      "root that is a delegated cgroup v2 subtree (systemd's Delegate=yes), which this machine "
+                      "does not give", Kind.UNSUPPORTED)
+
+
 def can_limit_devices() -> bool:
     """Whether a container's group gets the device allow list: on v2 always (a BPF program), on v1 when the
     devices hierarchy is mounted. Without it, every mount the container can write is nodev (runner.isolation.rootfs) and
@@ -340,6 +375,8 @@ def is_v2(root: Path = CGROUP_ROOT) -> bool:
 
 
 def for_container(container_id: str) -> Cgroup:
+    if not usable():
+        return NoCgroup()
     name = f"strata-{container_id}"
     return CgroupV2(name) if is_v2() else CgroupV1(name)
 

@@ -44,6 +44,9 @@ class Freezer:
         self.freezer: Path | None = None  # v1: ours
 
     def freeze(self) -> None:
+        if isinstance(self.group, cgroups.NoCgroup):
+            raise StrataError("cannot pause the container: without root it has no cgroup to freeze (commit with "
+                              "--pause=false to pack it live, as podman commits by default)", Kind.SYSTEM)
         if self.v2:
             d = self.group.dirs[0]
             _write(d / "cgroup.freeze", "1")

@@ -24,7 +24,8 @@ from shared.errors import Kind, StrataError
 from shared.layer import safepath
 from shared.layer.safepath import SafeRoot, split
 from shared.layer.unpack import DiffWriter, Lowers
-from shared.layer.whiteout import OVERLAY
+from shared.store.layout import store_overlay
+from shared.userns import rootless
 
 INIT_DIRS = ("proc", "sys", "dev", "dev/pts", "dev/shm")
 INIT_FILES = (*(f"etc/{n}" for n in NETWORK_FILES), "dev/console")
@@ -37,8 +38,9 @@ DEFAULT_RESOLV = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
 def build_init_layer(init_dir: Path, lowers: Sequence[Path]) -> None:
     """Placeholders only. Each parent directory takes the image's own metadata (see DiffWriter)."""
     init_dir.mkdir(mode=0o755)
-    low = Lowers(lowers)
-    writer = DiffWriter(init_dir, low, OVERLAY)
+    fmt = store_overlay()
+    low = Lowers(lowers, fmt)
+    writer = DiffWriter(init_dir, low, fmt)
     try:
         writer.init_root()
         for path in INIT_DIRS:
@@ -161,16 +163,18 @@ def mount_and_pivot(spec: Spec) -> None:
     nodev = 0 if spec.privileged else linux.MS_NODEV
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     os.chdir(spec.bundle)
-    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
-    # redirect_dir and metacopy off, whatever the kernel's defaults: the rw layer then holds whole files and real
-    # directories that commit can pack as they are, and untrusted lowers cannot use the redirect xattr attack.
-    linux.mount("overlay", "merged", "overlay", nodev,
-                f"lowerdir={lower},upperdir=upper,workdir=work,redirect_dir=off,metacopy=off")
+    linux.mount("overlay", "merged", "overlay", nodev, overlay_data(spec))
     with SafeRoot("merged") as root:
         mount_network_files(root, Path(spec.bundle))
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
-        _mount_at(root, "sys", "sysfs", "sysfs", nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
+        if rootless() and spec.network.mode.kind == "host":
+            # sysfs may be mounted only by a user namespace that owns the network namespace: without root, in the
+            # host's, the host's /sys is bound instead, read-only in every submount, as runc's rootless does
+            mount_volume(root, Volume("/sys", "/sys", read_only=True), privileged=False)
+        else:
+            _mount_at(root, "sys", "sysfs", "sysfs",
+                      nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
         _mount_cgroups(root, spec.id, read_only=not spec.privileged)
         _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal)
         _mask_paths(root, spec.masked_paths, spec.readonly_paths)
@@ -193,6 +197,41 @@ def mount_and_pivot(spec: Spec) -> None:
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one by pivot_root(".", ".")
     os.chdir("/")
+
+
+def _bind_host_device(devroot: SafeRoot, device: Device, name: str) -> None:
+    """Without root: the host's node at the device's path, bound onto the placeholder NAME, after checking it
+    is the node the spec names (a host path is not the container's, but its type and number must agree). Its
+    owner and mode stay the host's, which the container's root, mapped to a user, cannot change."""
+    try:
+        st = os.stat(device.path)
+    except OSError as e:
+        raise StrataError(f"device {device.path}: {e.strerror} on the host, whose node a container without root "
+                          "borrows", Kind.SYSTEM) from None
+    kind = stat.S_IFCHR if device.type == "c" else stat.S_IFBLK
+    if stat.S_IFMT(st.st_mode) != kind or st.st_rdev != os.makedev(device.major, device.minor):
+        raise StrataError(f"device {device.path}: the host's node is not {device.type} "
+                          f"{device.major}:{device.minor}", Kind.SYSTEM)
+    _mount_at(devroot, name, device.path, None, linux.MS_BIND)
+
+
+def _gid_exists(gid: int) -> bool:
+    """Is ``gid`` mapped in this process's user namespace (always, outside one)?"""
+    with open("/proc/self/gid_map") as f:
+        return any(int(inside) <= gid < int(inside) + int(count)
+                   for inside, _, count in (line.split() for line in f if line.strip()))
+
+
+def overlay_data(spec: Spec) -> str:
+    """The overlay mount's data, relative to the container's directory (short names keep it far under a page even
+    with 128 layers, as moby overlay2's "l/"). Redirects neither made nor followed (``nofollow``: ``off`` means
+    ``follow`` on kernels built with redirect_always_follow) and metacopy off, whatever the kernel's defaults:
+    the rw layer then holds whole files and real directories that commit can pack as they are, and untrusted
+    lowers cannot use the redirect xattr attack. A user's store adds ``userxattr`` (its whiteouts' format), which
+    takes no other redirect mode."""
+    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
+    return ",".join([f"lowerdir={lower}", "upperdir=upper", "workdir=work", "redirect_dir=nofollow", "metacopy=off",
+                     *store_overlay().mount_options])
 
 
 def mount_network_files(root: SafeRoot, bundle: Path) -> None:
@@ -311,6 +350,7 @@ def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, i
     dev_flags = linux.MS_NOSUID | linux.MS_STRICTATIME
     _mount_at(root, "dev", "tmpfs", "tmpfs", dev_flags, "mode=755,size=65536k")
     dev = root.open_dir(["dev"])
+    borrowed = rootless()  # a user namespace may make no device node: the host's are bound, as runc's rootless
     try:
         names = []
         for device in devices:  # linux.devices: each a node of its own, directly in /dev
@@ -319,8 +359,11 @@ def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, i
             if kind is None or not name or "/" in name or name in DEV_LINKS or name in ("pts", "shm", "mqueue"):
                 raise StrataError(f"device {device.path}: only character or block devices directly in /dev",
                                   Kind.SYSTEM)
-            os.mknod(name, kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dev)
-            os.chmod(name, device.file_mode, dir_fd=dev, follow_symlinks=False)  # mknod's mode is cut by the umask
+            if borrowed:  # a placeholder the host's node is bound onto, below
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dev))
+            else:
+                os.mknod(name, kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dev)
+                os.chmod(name, device.file_mode, dir_fd=dev, follow_symlinks=False)  # mknod's mode is cut by umask
             names.append(name)
         for name, target in DEV_LINKS.items():
             os.symlink(target, name, dir_fd=dev)
@@ -331,7 +374,10 @@ def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, i
         if console:  # the container's pty is bound here once opened (runtime-spec: /dev/console with a terminal)
             os.close(os.open("console", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dev))
         with SafeRoot.from_fd(dev) as devroot:
-            if not privileged:
+            if borrowed:
+                for device, name in zip(devices, names, strict=True):
+                    _bind_host_device(devroot, device, name)
+            elif not privileged:
                 for name in names:
                     fd = _open_target(devroot, name)
                     try:
@@ -343,8 +389,9 @@ def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, i
                     raise StrataError(f"--init needs {TINI} (Debian package tini)", Kind.SYSTEM)
                 _mount_at(devroot, "init", TINI, None, linux.MS_BIND)
                 _mount_at(devroot, "init", None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+            tty_group = ",gid=5" if _gid_exists(5) else ""  # one id mapped (a user without ranges): no group 5
             _mount_at(devroot, "pts", "devpts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                      "newinstance,ptmxmode=0666,mode=0620,gid=5")
+                      "newinstance,ptmxmode=0666,mode=0620" + tty_group)
             _mount_at(devroot, "shm", "shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
                       "mode=1777,size=65536k")
             _mount_at(devroot, "mqueue", "mqueue", "mqueue", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)

@@ -18,12 +18,20 @@ from runner.isolation import cgroups, security
 from runner.logs.writer import LogConfig
 from runner.net.model import AttachOptions, EndpointOptions, NetworkConfig, NetworkMode, PortSpec, parse_add_host
 from runner.spec import A_NETWORK, DEFAULT_PATH, INIT_PATH, NAMESPACES, Rlimit, Spec, Tmpfs, Volume
+from shared import userns
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.image import OCI_CONFIG, OCI_MANIFEST, Descriptor
 from shared.store.images import StoredImage
 from shared.store.images import stored_image as make_stored_image
 from shared.store.layout import Store
+
+
+@pytest.fixture(autouse=True)
+def _as_roots_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resolve() as root's runner resolves (these run as nobody): what a user may not ask for without root is
+    tests/test_rootless.py's."""
+    monkeypatch.setattr(userns, "host_uid", lambda: 0)
 
 
 def refused(call: object, *args: object, **kwargs: object) -> str:

@@ -84,3 +84,25 @@ def test_the_unprivileged_format_reads_user_xattrs_and_makes_no_devices() -> Non
         (False, ("userxattr",), "user.overlay.opaque")
     assert USER_OVERLAY.escape_xattr("user.overlay.opaque") == "user.overlay.overlay.opaque"
     assert USER_OVERLAY.escape_xattr("trusted.overlay.opaque") == "trusted.overlay.opaque"
+
+
+def test_the_run_directory_must_be_the_users_own_private_directory(tmp_path: Path) -> None:
+    import os
+
+    from shared.errors import StrataError
+    from shared.rundir import check_private, run_dir
+
+    me = os.geteuid()
+    made = run_dir(me, {"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert made == tmp_path / "strata" and (made.stat().st_mode & 0o777) == 0o700
+    (tmp_path / "link").symlink_to(made)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "open").mkdir(mode=0o755)
+    (tmp_path / "open").chmod(0o755)
+    for name, why in (("link", "(a symlink)"), ("fifo", "is not a directory"), ("open", "open to others (mode 0755)")):
+        with pytest.raises(StrataError, match="refusing the run-time directory") as info:
+            check_private(tmp_path / name, me, is_dir=True)
+        assert why in str(info.value)
+    with pytest.raises(StrataError, match=f"belongs to uid {me}, not to this user"):
+        check_private(made, me + 1, is_dir=True)
+    check_private(made, me, is_dir=True)  # its own: taken
