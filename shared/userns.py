@@ -220,7 +220,7 @@ def _join(keeper: Path, uid: int) -> bool:
     except (ValueError, OSError):
         return False  # damaged, or gone: a new namespace replaces it
     try:
-        if _start_time(pid) != started or os.stat(f"/proc/{pid}").st_uid != uid:
+        if start_time(pid) != started or os.stat(f"/proc/{pid}").st_uid != uid:
             return False  # the pid was reused
         _setns(pidfd, CLONE_NEWUSER)
         return True
@@ -228,7 +228,7 @@ def _join(keeper: Path, uid: int) -> bool:
         os.close(pidfd)
 
 
-def _start_time(pid: int) -> int | None:
+def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat: with the pid, what names one process for good."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -266,7 +266,7 @@ def _start_keeper(keeper: Path) -> None:
     tmp = keeper.with_name(f"{keeper.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"{said} {_start_time(int(said))}\n")
+        f.write(f"{said} {start_time(int(said))}\n")
     os.rename(tmp, keeper)
 
 

@@ -47,14 +47,16 @@ class User:
         # a login's credentials: its bounding set stays full, or setuid newuidmap could not map anything
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *args]
 
-    def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
-        """``args`` as this user, in the checkout (so ``-m puller`` is this checkout's)."""
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                              env=self.env(**env), stdin=subprocess.DEVNULL)
+    def run(self, *args: str, timeout: float = 120, netns: str | None = None, **env: str) -> Result:
+        """``args`` as this user, in the checkout (so ``-m puller`` is this checkout's); in the test's network
+        namespace NETNS, if given, as if that were the user's host."""
+        where = ["ip", "netns", "exec", netns] if netns else []
+        proc = subprocess.run([*where, *self.argv(*args)], capture_output=True, text=True, timeout=timeout,
+                              cwd=ROOT, env=self.env(**env), stdin=subprocess.DEVNULL)
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
-    def tool(self, tool: str, *args: str, **env: str) -> Result:
-        return self.run(PYTHON, "-m", tool, *args, **env)
+    def tool(self, tool: str, *args: str, netns: str | None = None, **env: str) -> Result:
+        return self.run(PYTHON, "-m", tool, *args, netns=netns, **env)
 
     def owns(self, uid: int) -> bool:
         """Is ``uid`` (as the host sees it) the user's own or one of its subordinate ids?"""
@@ -134,3 +136,62 @@ def _uid_of(pid: int) -> int | None:
         return os.stat(f"/proc/{pid}").st_uid
     except FileNotFoundError:
         return None
+
+
+@dataclass(frozen=True)
+class HostNetns:
+    """A throwaway network namespace that stands for the user's host (the network rule: nothing is added to the
+    machine's own): ``v0`` holds the host's address ``ADDRESS`` and a second one, ``SERVER``, where the host's
+    services listen; its default route goes via ``GATEWAY`` (the veth's peer), which pasta needs to copy."""
+
+    name: str
+    ADDRESS = "10.77.0.1"
+    SERVER = "10.77.0.2"
+    GATEWAY = "10.77.0.254"
+
+    def serve(self, body: str, address: str, port: int) -> subprocess.Popen[bytes]:
+        """A server of the test's (as root) in the namespace that answers every connection with BODY and closes
+        it (not http.server, whose bind looks the address up in a DNS this namespace cannot reach). Ended by its
+        pid (``ip netns exec`` execs); listening once this returns."""
+        code = ("import socket, sys\n"
+                "s = socket.create_server((sys.argv[1], int(sys.argv[2])))\n"
+                "print('ready', flush=True)\n"
+                "while True:\n"
+                "    c, _ = s.accept()\n"
+                "    c.settimeout(2)\n"
+                "    try: c.recv(4096); c.sendall(sys.argv[3].encode())\n"
+                "    except OSError: pass\n"
+                "    c.close()\n")
+        proc = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, "-c", code, address, str(port),
+                                 f"HTTP/1.0 200 OK\r\n\r\n{body}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        return proc
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.name, *args], capture_output=True, text=True,
+                              timeout=30)
+
+
+@contextlib.contextmanager
+def host_netns() -> Iterator[HostNetns]:
+    name = f"strata-t{secrets.token_hex(4)}"
+    ns = HostNetns(name)
+    steps = [["ip", "netns", "add", name],
+             ["ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+             ["ip", "-n", name, "addr", "add", f"{ns.ADDRESS}/24", "dev", "v0"],
+             ["ip", "-n", name, "addr", "add", f"{ns.SERVER}/24", "dev", "v0"],
+             ["ip", "-n", name, "addr", "add", f"{ns.GATEWAY}/24", "dev", "v1"],
+             *(["ip", "-n", name, "link", "set", dev, "up"] for dev in ("lo", "v0", "v1")),
+             ["ip", "-n", name, "route", "add", "default", "via", ns.GATEWAY, "dev", "v0"]]
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            assert done.returncode == 0, f"{' '.join(step)}: {done.stderr.strip()}"
+        yield ns
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        for pid in pids:  # what the test left running there, by pid
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), 9)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

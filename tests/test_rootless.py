@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.marks import needs_root, needs_tools
-from tests.rootless import User, user
+from tests.rootless import HostNetns, User, host_netns, user
 from tests.scripts import image_script
 from tests.tarmaker import HOSTILE, Entry, make_tar
 from tests.tools import Tools
@@ -233,8 +233,9 @@ def test_commit_of_a_users_container(alice: User, test_image: str) -> None:
 @pytest.mark.parametrize(("options", "says"), [
     (("-m", "64m", "--network", "none"), "resource limits (-m, --cpus, --pids-limit, ...) need a cgroup"),
     (("--pids-limit", "10", "--network", "none"), "need a cgroup this user can write"),
-    ((), "--network bridge needs root for now"),
+    (("--network", "mynet"), "--network mynet: user networks need root for now: without root"),
     (("--runtime", "runc", "--network", "none"), "--runtime runc needs root for now"),
+    (("-p", "80:80"), "cannot publish on port 80 without root: this host lets users bind from 1024 up"),
 ])
 def test_what_needs_root_is_refused_in_one_line(alice: User, test_image: str, options: tuple[str, ...],
                                                 says: str) -> None:
@@ -242,6 +243,15 @@ def test_what_needs_root_is_refused_in_one_line(alice: User, test_image: str, op
     ran = alice.tool("runner", "run", "--rm", *options, test_image, "true")
     assert ran.code == 125 and says in ran.err and len(ran.err.splitlines()) == 1, ran.err
     assert alice.tool("runner", "ps", "-a", "-q").out == ""
+
+
+def test_user_networks_are_refused_without_root(alice: User) -> None:
+    for args in (("create", "mynet"), ("rm", "mynet"), ("prune",), ("connect", "mynet", "x"),
+                 ("disconnect", "mynet", "x")):
+        tried = alice.tool("runner", "network", *args)
+        assert tried.code == 125 and len(tried.err.splitlines()) == 1, tried.err
+        assert "user networks need root for now" in tried.err
+    assert alice.tool("runner", "network", "ls").code == 0
 
 
 def test_host_network_gets_the_hosts_sys_read_only(alice: User, test_image: str) -> None:
@@ -351,3 +361,61 @@ def test_owners_beyond_the_users_ranges_are_refused_and_one_id_owns_all(alice: U
     assert said == {"left_out": []}
     assert {(os.lstat(p).st_uid, os.lstat(p).st_gid) for p in _walk(dest)} == {(bob.uid, bob.gid)}
     assert stat.S_ISCHR(os.lstat(dest / "d" / "gone").st_mode)  # the whiteout, made in the namespace
+
+
+@pytest.fixture
+def host() -> Iterator[HostNetns]:
+    with host_netns() as made:
+        yield made
+
+
+def _user_processes(u: User, named: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode()
+                if os.stat(f"/proc/{entry}").st_uid == u.uid and os.path.basename(argv0) == named:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_default_network_of_a_user_is_pastas(alice: User, test_image: str, host: HostNetns) -> None:
+    """Out through pasta to the host's address, as the user; the host's loopback stays out of reach (as under
+    root's bridge); --dns is the container's resolver; pasta ends with the container."""
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    servers = [host.serve("hello from the host\n", host.SERVER, 18081),
+               host.serve("hello from the host\n", "127.0.0.1", 18082)]
+    try:
+        get = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | timeout 5 nc'
+        ran = alice.tool("runner", "run", "--rm", "--dns", "10.77.0.53", test_image, "sh", "-c",
+                         f"{get} {host.SERVER} 18081 | tail -1; {get} {host.GATEWAY} 18082 | grep -c hello; "
+                         f"{get} 127.0.0.1 18082 | grep -c hello; grep nameserver /etc/resolv.conf",
+                         netns=host.name)
+        assert ran.out.splitlines() == ["hello from the host", "0", "0", "nameserver 10.77.0.53"], \
+            (ran.out, ran.err)
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+    assert _user_processes(alice, "pasta") == []
+
+
+def test_a_user_publishes_a_port_through_pasta(alice: User, test_image: str, host: HostNetns) -> None:
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    started = alice.tool("runner", "run", "-d", "--name", "web", "-p", "18090:80", test_image, "sh", "-c",
+                         "mkdir -p /www && echo hello from the container > /www/index.html && "
+                         "exec httpd -f -p 80 -h /www", netns=host.name)
+    assert started.code == 0, started.err
+    got = host.run("sh", "-c", "for i in $(seq 50); do curl -s -m 2 http://127.0.0.1:18090/ && exit 0; "
+                   "sleep 0.1; done; exit 1")
+    assert got.returncode == 0 and got.stdout == "hello from the container\n", got
+    assert alice.tool("runner", "port", "web", netns=host.name).out == "80/tcp -> 0.0.0.0:18090\n"
+    listed = alice.tool("runner", "ps", "--format", "{{.Names}} {{.Ports}}", netns=host.name)
+    assert listed.out == "web 0.0.0.0:18090->80/tcp\n", listed
+    assert len(_user_processes(alice, "pasta")) == 1
+    assert alice.tool("runner", "rm", "-f", "web", netns=host.name).code == 0
+    assert _user_processes(alice, "pasta") == []
+    assert host.run("curl", "-s", "-m", "2", "http://127.0.0.1:18090/").returncode != 0

@@ -85,15 +85,14 @@ def ps(all_: bool = typer.Option(False, "--all", "-a", help="Show all containers
 @app.command()
 def port(container: str = typer.Argument(..., help="Name or ID prefix")) -> None:
     """List a running container's published ports, as Docker's: 80/tcp -> 0.0.0.0:8080."""
+    from runner.container.network import published
     from runner.container.record import find
-    from runner.net.records import Records
 
     c = find(state.store, container)
     if c.state().status != "running":
         return
-    for e in Records(state.store).endpoints(container_id=c.id):
-        for p in e.ports:
-            print(f"{p.container_port}/{p.proto} -> {p.host_ip or '0.0.0.0'}:{p.host_port}")
+    for p in published(c):
+        print(f"{p.container_port}/{p.proto} -> {p.host_ip or '0.0.0.0'}:{p.host_port}")
 
 
 @app.command()

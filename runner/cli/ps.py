@@ -68,11 +68,11 @@ def short_image(name: str) -> str:
 
 def ports_of(container: Container) -> str:
     """The PORTS column: a running container's published ports, as Docker writes them (0.0.0.0:8080->80/tcp)."""
-    from runner.net.records import Records
+    from runner.container.network import published
 
     if container.state().status != "running":
         return ""
-    return ", ".join(str(p) for e in Records(container.store).endpoints(container_id=container.id) for p in e.ports)
+    return ", ".join(str(p) for p in published(container))
 
 
 def row(container: Container, state: ContainerState, now: float, trunc: bool = True) -> dict[str, str]:

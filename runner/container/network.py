@@ -1,17 +1,18 @@
 """The start path's networking: the namespace a container's PID 1 joins, and what its hosts and resolv.conf say.
 
 Docker's (libnetwork's) sandbox, without a file: for ``bridge`` and user networks the runner makes the network
-namespace itself (:func:`new_netns`: unshare, keep an fd, go back), attaches it from the host's namespace
-(:func:`runner.net.core.attach`: veth, address, route, ports) and writes the container's hosts and resolv.conf,
-all before PID 1 exists; PID 1 then ``setns()``es into it (our executor), or the runtime is given its path in
-config.json (runc, crun), the runtime-spec's ``{"type": "network", "path": ...}``. The runner closes its fd once
-PID 1 is in, so the namespace lives exactly as long as the container's processes: the kernel removes the veth
+namespace itself (:func:`new_netns`: a child unshares, the runner keeps an fd of it), attaches it from the host's
+namespace (:func:`runner.net.core.attach`: veth, address, route, ports) and writes the container's hosts and
+resolv.conf, all before PID 1 exists; PID 1 then ``setns()``es into it (our executor), or the runtime is given its
+path in config.json (runc, crun), the runtime-spec's ``{"type": "network", "path": ...}``. The runner closes its fd
+once PID 1 is in, so the namespace lives exactly as long as the container's processes: the kernel removes the veth
 with it, which is how a killed runner's endpoint is known to be dead (runner/net/core.py). A bind-mounted netns
 file would keep a crashed container's namespace, veth and address alive until someone unmounted it.
 
 ``none``: PID 1 unshares a namespace of its own and brings ``lo`` up with one ioctl (no pyroute2 import:
 :func:`runner.linux.loopback_up`); ``host``: no network namespace, the host's hosts and resolv.conf;
-``container:ID``: that running container's namespace, and its files.
+``container:ID``: that running container's namespace, and its files. Without root, ``bridge`` is pasta's
+(:mod:`runner.net.pasta`): a namespace of the container's own, which pasta carries to the user's side.
 
 This is where a container record meets :mod:`runner.net`, which knows no record: it is handed the container's ID,
 name and hostname, its namespace (an fd) and the endpoint request (:class:`~runner.net.model.AttachOptions`);
@@ -23,27 +24,55 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner import linux
+from runner.net.model import Published
 from shared.errors import Kind, StrataError
+from shared.store.files import read_json, write_json
+from shared.userns import rootless
+
+PASTA_RECORD = "pasta.json"  # a user's container on the default network: its pasta and what it publishes
 
 if TYPE_CHECKING:
     from runner.container.record import Container
 
 def new_netns() -> int:
-    """A new network namespace with ``lo`` up, as an fd (close-on-exec); the calling thread is back in its own
-    namespace when this returns. Only the fd keeps it alive."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        linux.unshare(linux.CLONE_NEWNET)
+    """A new network namespace with ``lo`` up, as an fd (close-on-exec). Made by a short-lived child, whose
+    namespace this process opens: a user's process may make a network namespace in its user namespace but may
+    not setns() back into the one it came from (owned by the host's), and one shape serves root and users alike.
+    Only the fd keeps it alive."""
+    said_r, said_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
         try:
+            os.close(said_r)
+            os.close(done_w)
+            linux.unshare(linux.CLONE_NEWNET)
             linux.loopback_up()
-            return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            os.write(said_w, b"ok")
+            os.read(done_r, 1)  # until the parent holds the namespace (end of file)
+            code = 0
+        except BaseException as e:
+            with contextlib.suppress(BaseException):
+                os.write(said_w, str(e).encode()[:400])
         finally:
-            linux.setns(own, linux.CLONE_NEWNET)
+            os._exit(code)
+    os.close(said_w)
+    os.close(done_r)
+    try:
+        said = os.read(said_r, 512).decode(errors="replace")
+        if said != "ok":
+            raise StrataError(f"cannot make the container's network namespace: {said or 'the child died'}",
+                              Kind.SYSTEM)
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     finally:
-        os.close(own)
+        os.close(done_w)
+        os.close(said_r)
+        os.waitpid(pid, 0)
 
 
 def setup(container: Container) -> int | None:
@@ -76,6 +105,8 @@ def setup(container: Container) -> int | None:
             os.close(fd)
             raise
         return fd
+    if kind == "bridge" and rootless():
+        return _user_mode(container)
     from runner.net.core import attach
     from runner.net.model import AttachOptions
 
@@ -96,6 +127,44 @@ def setup(container: Container) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def _user_mode(container: Container) -> int:
+    """Without root, the default network is pasta's (:mod:`runner.net.pasta`): a namespace of the container's own
+    (in the user's namespace), pasta started on it, what it runs as and publishes recorded in the container's
+    ``pasta.json`` for :func:`release`, ``port`` and ``ps``; hosts and resolv.conf as on a bridge."""
+    from runner.net import files, pasta
+    from runner.net.core import published_ports
+    from runner.net.records import write_in_place
+
+    spec, config = container.spec, container.spec.network
+    fd = new_netns()
+    try:
+        ports = published_ports(config.publish, config.publish_all, config.exposed)
+        pid, started = pasta.start(fd, container.path("pasta.pid"), ports)
+        try:
+            write_json(container.path(PASTA_RECORD), {"pid": pid, "started": started,
+                                                      "ports": [vars(p) for p in ports]})
+            write_in_place(container.path("hosts"), files.hosts([], [], spec.hostname, config.add_hosts))
+            write_in_place(container.path("resolv.conf"), files.resolv_conf(Path("/etc/resolv.conf"), config.dns))
+        except BaseException:
+            pasta.stop(pid, started)
+            raise
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def published(container: Container) -> list[Published]:
+    """The ports a running container publishes, on a network of root's or through a user's pasta: what ``port``
+    and ``ps`` show."""
+    from runner.net.records import Records
+
+    record = container.path(PASTA_RECORD)
+    if record.exists():
+        return [Published(**p) for p in read_json(record)["ports"]]
+    return [p for e in Records(container.store).endpoints(container_id=container.id) for p in e.ports]
 
 
 def netns_of(container: Container) -> int:
@@ -153,7 +222,17 @@ def disconnect(container: Container, network: str, force: bool) -> None:
 
 
 def release(container: Container) -> None:
-    """Take the container off every network it is on (idempotent; imports nothing when it is on none)."""
+    """Take the container off every network it is on, and end its pasta (idempotent; imports nothing when it
+    is on none)."""
+    record = container.path(PASTA_RECORD)
+    if record.exists():
+        from runner.net import pasta
+
+        with contextlib.suppress(OSError, KeyError, ValueError, TypeError):
+            said = read_json(record)
+            pasta.stop(int(said["pid"]), int(said["started"]))
+        record.unlink(missing_ok=True)
+        return
     from runner.net.core import release as release_endpoints
 
     release_endpoints(container.store, container.id)

@@ -114,10 +114,9 @@ def resolve_network(store: Store, opts: RunOptions, exposed: Sequence[str] = ())
     :meth:`NetworkConfig.parse`'s."""
     mode = NetworkMode.parse(opts.network if opts.network is not None else
                              (settings.load().network or "bridge"))
-    if rootless() and mode.kind in ("bridge", "user"):
-        raise StrataError(f"--network {mode.kind if mode.kind == 'bridge' else mode.name} needs root for now: "
-                          "without root give --network none, host or container:NAME (or \"network\" in the "
-                          "settings file)", Kind.UNSUPPORTED)
+    if rootless() and mode.kind == "user":
+        raise StrataError(f"--network {mode.name}: user networks need root for now: without root a container's "
+                          "network is pasta's (the default), none, host or container:NAME", Kind.UNSUPPORTED)
     if mode.kind == "user":
         from runner.net.core import lookup  # the kernel side of the network, only for a network by name
         from runner.net.records import Records

@@ -25,13 +25,13 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from runner.net import files, ipam
-from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, Published
+from runner.net.model import DEFAULT_POOL, Attachment, AttachOptions, Endpoint, Network, PortSpec, Published
 from runner.net.records import Records, write_in_place
 from shared import settings
 from shared.errors import Kind, StrataError, not_found, usage
@@ -266,16 +266,27 @@ def _settle(records: Records, ipr: Any, network: Network) -> Network:
 def _ports(opts: AttachOptions, live: list[Endpoint]) -> tuple[Published, ...]:
     """-p and -P as concrete host ports: each checked against the ports other endpoints publish and against a
     bind(2) on the host (something listening there would be shadowed by the DNAT), 0 made a free port."""
-    specs = list(opts.publish)
-    if opts.publish_all:
-        from runner.net.model import PortSpec
+    return published_ports(opts.publish, opts.publish_all, opts.exposed,
+                           {(p.proto, p.host_port) for e in live for p in e.ports})
 
+
+def published_ports(publish: Sequence[PortSpec], publish_all: bool, exposed: Sequence[str],
+                    taken: set[tuple[str, int]] | None = None) -> tuple[Published, ...]:
+    """-p, and -P's EXPOSED ports, as concrete host ports: each free on the host (a bind(2) succeeds) and not in
+    TAKEN, a port 0 made the first free one of the ephemeral range. Also what a user's pasta publishes."""
+    specs = list(publish)
+    if publish_all:
         listed = {(p.container_port, p.proto) for p in specs}
-        for exposed in opts.exposed:
-            spec = PortSpec.parse(exposed)
+        for text in exposed:
+            spec = PortSpec.parse(text)
             if (spec.container_port, spec.proto) not in listed:
                 specs.append(spec)
-    taken = {(p.proto, p.host_port) for e in live for p in e.ports}
+    taken = set() if taken is None else taken
+    lowest = _lowest_user_port()
+    for spec in specs:
+        if 0 < spec.host_port < lowest:
+            raise StrataError(f"cannot publish on port {spec.host_port} without root: this host lets users bind "
+                              f"from {lowest} up (net.ipv4.ip_unprivileged_port_start)", Kind.UNSUPPORTED)
     out: list[Published] = []
     for spec in specs:
         if spec.host_port:
@@ -291,6 +302,19 @@ def _ports(opts: AttachOptions, live: list[Endpoint]) -> tuple[Published, ...]:
         taken.add((spec.proto, port))
         out.append(Published(spec.proto, spec.host_ip, port, spec.container_port))
     return tuple(out)
+
+
+def _lowest_user_port() -> int:
+    """The lowest port this process may bind: 0 for root; for a user, the host's
+    ``net.ipv4.ip_unprivileged_port_start`` (1024 unless the host allows lower)."""
+    from shared.userns import rootless
+
+    if not rootless():
+        return 0
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
 
 
 def _bindable(proto: str, host_ip: str, port: int) -> bool:
