@@ -172,6 +172,22 @@ class HostNetns:
         return subprocess.run(["ip", "netns", "exec", self.name, *args], capture_output=True, text=True,
                               timeout=30)
 
+    def get(self, port: int, tries: int = 50) -> str | None:
+        """The body an HTTP server on 127.0.0.1:PORT of this namespace answers (a client of the test's own, not
+        curl, which a fresh Debian may lack); None if nothing answers after TRIES tenths of a second."""
+        code = ("import socket, sys, time\n"
+                "for _ in range(int(sys.argv[2])):\n"
+                "    try:\n"
+                "        with socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2) as c:\n"
+                "            c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); data = b''\n"
+                "            while chunk := c.recv(65536): data += chunk\n"
+                "        if data: print(data.split(b'\\r\\n\\r\\n', 1)[-1].decode(), end=''); sys.exit(0)\n"
+                "    except OSError: pass\n"
+                "    time.sleep(0.1)\n"
+                "sys.exit(1)\n")
+        done = self.run(sys.executable, "-c", code, str(port), str(tries))
+        return done.stdout if done.returncode == 0 else None
+
 
 @contextlib.contextmanager
 def host_netns() -> Iterator[HostNetns]:

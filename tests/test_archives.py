@@ -79,10 +79,8 @@ def manifest_digest(raw: str) -> str:
 
 
 @pytest.fixture
-def pulled(tools: Tools, test_image: str) -> str:
-    result = tools.puller("pull", "--quiet", test_image)
-    assert result.code == 0, result.err
-    return test_image
+def pulled(stored_test_image: str) -> str:
+    return stored_test_image
 
 
 @pytest.fixture(scope="session")

@@ -48,10 +48,8 @@ def remove_store(tools: Tools) -> Iterator[None]:
 
 
 @pytest.fixture
-def img(tools: Tools, test_image: str) -> str:
-    result = tools.puller("pull", "--quiet", test_image)
-    assert result.code == 0, result.err
-    return test_image
+def img(stored_test_image: str) -> str:
+    return stored_test_image
 
 
 def status(tools: Tools, cid: str) -> str:

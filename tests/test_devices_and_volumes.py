@@ -35,11 +35,9 @@ UNIFIED = Path("/sys/fs/cgroup/unified")
 
 
 @pytest.fixture
-def own_img(tools: Tools, test_image: str, no_leaks: None) -> str:
+def own_img(stored_test_image: str, no_leaks: None) -> str:
     """The session test image, pulled, for a test of our executor alone."""
-    result = tools.puller("pull", test_image)
-    assert result.code == 0, result.err
-    return test_image
+    return stored_test_image
 
 
 @pytest.fixture

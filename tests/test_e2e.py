@@ -16,10 +16,8 @@ pytestmark = [needs_root, needs_tools]
 
 
 @pytest.fixture
-def pulled(tools: Tools, test_image: str) -> str:
-    result = tools.puller("pull", test_image)
-    assert result.code == 0, result.err
-    return test_image
+def pulled(stored_test_image: str) -> str:
+    return stored_test_image
 
 
 def run(tools: Tools, image: str, *cmd: str, opts: tuple[str, ...] = ()) -> tuple[int, str, str]:

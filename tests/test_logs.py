@@ -42,10 +42,8 @@ def test_bad_time_options_are_one_line_errors_of_the_cli(tools: Tools) -> None:
 
 
 @pytest.fixture
-def img(tools: Tools, test_image: str) -> str:
-    result = tools.puller("pull", "--quiet", test_image)
-    assert result.code == 0, result.err
-    return test_image
+def img(stored_test_image: str) -> str:
+    return stored_test_image
 
 
 def log_dir(tools: Tools, name: str) -> Path:

@@ -53,6 +53,12 @@ class Tools:
     def runner(self, *args: str, stdin: str | None = None) -> Result:
         return self._run("runner", args, stdin)
 
+    def take(self, template: Path) -> None:
+        """This store becomes a copy of the store at TEMPLATE (which must hold no container)."""
+        assert not self.root.exists() or not any(self.root.iterdir()), f"{self.root} is not empty"
+        self.root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", f"{template}/.", str(self.root)], check=True)
+
     def configure(self, **keys: object) -> None:
         """Write the test's settings file: these keys over the tests' base, ``"network": "none"``."""
         self.settings.write_text(json.dumps({**BASE_SETTINGS, **keys}))
