@@ -184,22 +184,31 @@ def test_a_user_runs_execs_logs_stops_and_removes_a_container(alice: User, test_
 
 def test_a_users_container_is_confined_as_roots(alice: User, test_image: str) -> None:
     """The same walls as a root-started container, inside the user's namespace: Docker's capabilities (of the
-    namespace), the seccomp filter, no new privileges for setuid, read-only /sys, masked /proc paths, and a /dev
-    of bound host nodes that the container's root cannot change."""
+    namespace), the seccomp filter, read-only /sys, masked /proc paths, no device node made, a /dev of bound
+    host nodes (the host's owner, unmapped: nobody), and nothing of the host's root that the container's root
+    may change (a sentinel of root's, bound in, answers EPERM to chmod and EACCES to a write)."""
     assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    sentinels = alice.home / "sentinels"
+    sentinels.mkdir(mode=0o755)
+    (sentinels / "roots").write_text("root's\n")
+    (sentinels / "roots").chmod(0o644)
     script = ("grep -E '^(CapEff|Seccomp):' /proc/self/status; touch /sys/x 2>&1; "
-              " ls -l /proc/keys | cut -c1; chmod 600 /dev/null 2>&1; echo x > /dev/null && echo null-works;"
-              " mknod /dev/sda b 8 0 2>&1")
-    ran = alice.tool("runner", *RUN, test_image, "sh", "-c", script)
-    assert ran.code != 0  # mknod's
+              " ls -l /proc/keys | cut -c1; ls -ln /dev/null | tr -s ' ' | cut -d' ' -f3;"
+              " echo x > /dev/null && echo null-works; mknod /dev/sda b 8 0 2>&1;"
+              " chmod 666 /s/roots 2>&1; echo changed > /s/roots")
+    ran = alice.tool("runner", *RUN, "-v", f"{sentinels}:/s", test_image, "sh", "-c", script)
+    assert ran.code != 0  # the write's
     lines = ran.out.splitlines()
     assert f"CapEff:\t{DOCKER_CAPS}" in lines and "Seccomp:\t2" in lines, ran.out
-    assert any("Read-only file system" in line for line in lines), ran.out
+    assert any("/sys/x" in line and "Read-only file system" in line for line in lines), ran.out
     assert "c" in lines  # /proc/keys masked by /dev/null's bind, as Docker masks it
-    assert any("chmod" in line and "Operation not permitted" in line for line in lines), ran.out
+    assert "65534" in lines  # /dev/null is the host's node, its owner unmapped here
     assert "null-works" in lines
-    assert any("mknod" in line for line in lines), ran.out
-    assert stat.S_IMODE(os.stat("/dev/null").st_mode) == 0o666
+    assert any("mknod" in line and "Operation not permitted" in line for line in lines), ran.out
+    assert any("chmod" in line and "Operation not permitted" in line for line in lines), ran.out
+    assert "Permission denied" in ran.err, ran.err  # the shell's word on the redirection
+    assert (sentinels / "roots").read_text() == "root's\n"
+    assert stat.S_IMODE((sentinels / "roots").stat().st_mode) == 0o644
 
 
 def test_without_ranges_a_container_runs_as_the_user_alone(bob: User, test_image: str) -> None:
