@@ -62,7 +62,6 @@ def hostile(message: str) -> StrataError:
     return StrataError(message, Kind.HOSTILE)
 
 
-
 def prog_name() -> str:
     """The tool's name as the user typed it: ``puller`` for the installed script and for ``python -m puller``
     alike (whose argv[0] is the package's ``__main__.py``)."""

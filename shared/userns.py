@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import Kind, StrataError
+from shared.proc import boot_id, read_stat
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
@@ -65,18 +66,6 @@ class IdMapping:
         """How many uids (and gids, the smaller of the two) exist inside."""
         return min(sum(r.count for r in self.uids), sum(r.count for r in self.gids))
 
-    def outside_uid(self, inside: int) -> int | None:
-        return _translate(self.uids, inside)
-
-    def outside_gid(self, inside: int) -> int | None:
-        return _translate(self.gids, inside)
-
-
-def _translate(ranges: tuple[IdRange, ...], inside: int) -> int | None:
-    for r in ranges:
-        if r.inside <= inside < r.inside + r.count:
-            return r.outside + inside - r.inside
-    return None
 
 
 def subordinate_ranges(text: str, name: str, uid: int) -> list[tuple[int, int]]:
@@ -156,15 +145,16 @@ def host_uid() -> int:
 def _outside_of_root() -> int:
     """Whom this user namespace's root is on the host: 0 in the host's own namespace (``0 0 4294967295``)."""
     try:
-        with open("/proc/self/uid_map") as f:
-            lines = f.read().splitlines()
+        ranges = _read_map("/proc/self/uid_map")
     except OSError:
         return 0
-    for line in lines:
-        inside, outside, _ = (int(n) for n in line.split())
-        if inside == 0:
-            return outside
-    return 0
+    return next((r.outside for r in ranges if r.inside == 0), 0)
+
+
+def _read_map(path: str) -> tuple[IdRange, ...]:
+    """A uid_map or gid_map as the kernel has it."""
+    with open(path) as f:
+        return tuple(IdRange(*(int(n) for n in line.split())) for line in f if line.strip())
 
 
 def rootless() -> bool:
@@ -178,7 +168,7 @@ def enter_once() -> None:
     One namespace for all of the user's commands, as podman's pause process keeps one: a container's namespaces
     belong to the user namespace that made them, and ``exec``, ``stop`` or ``kill`` from another (a sibling,
     however equal its mapping) may neither join them nor signal a process of a subordinate id. So the first
-    command makes the namespace and leaves a keeper in it (``sleep infinity``, its pid and start time in the
+    command makes the namespace and leaves a keeper in it (``sleep infinity``, its pid, start time and boot in the
     run-time directory, :mod:`shared.rundir`); every later one joins the keeper's, under a lock."""
     global _entered
     if _entered is not None:
@@ -215,26 +205,20 @@ def _join(keeper: Path, uid: int) -> bool:
             raise
         return False
     try:
-        pid, started = (int(n) for n in keeper.read_text().split())
+        pid_text, started, boot = keeper.read_text().split()
+        pid = int(pid_text)
         pidfd = os.pidfd_open(pid)
     except (ValueError, OSError):
         return False  # damaged, or gone: a new namespace replaces it
     try:
-        if start_time(pid) != started or os.stat(f"/proc/{pid}").st_uid != uid:
-            return False  # the pid was reused
+        stat = read_stat(pid)
+        if stat is None or str(stat.start_time) != started or boot != boot_id() or \
+                os.stat(f"/proc/{pid}").st_uid != uid:
+            return False  # the pid is another process's now (this boot's or a later one's)
         _setns(pidfd, CLONE_NEWUSER)
         return True
     finally:
         os.close(pidfd)
-
-
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: with the pid, what names one process for good."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rpartition(")")[2].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _start_keeper(keeper: Path) -> None:
@@ -261,22 +245,19 @@ def _start_keeper(keeper: Path) -> None:
     os.waitpid(first, 0)
     with os.fdopen(said_r) as f:
         said = f.read()
-    if not said.isdigit():
+    stat = read_stat(int(said)) if said.isdigit() else None
+    if stat is None:
         raise StrataError("cannot start the process that keeps this user's namespace", Kind.SYSTEM)
     tmp = keeper.with_name(f"{keeper.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"{said} {start_time(int(said))}\n")
+        f.write(f"{said} {stat.start_time} {boot_id()}\n")
     os.rename(tmp, keeper)
 
 
 def _own_mapping(uid: int, gid: int) -> IdMapping:
     """This process's namespace as the kernel has it (a joined namespace was mapped by whoever made it)."""
-    def ranges(path: str) -> tuple[IdRange, ...]:
-        with open(path) as f:
-            return tuple(IdRange(*(int(n) for n in line.split())) for line in f if line.strip())
-
-    return IdMapping(uid, gid, ranges("/proc/self/uid_map"), ranges("/proc/self/gid_map"))
+    return IdMapping(uid, gid, _read_map("/proc/self/uid_map"), _read_map("/proc/self/gid_map"))
 
 
 def _make(mapping: IdMapping) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from runner.container.record import ProcStat, boot_id, find, parse_stat, read_stat
+from runner.container.record import find
 from runner.isolation import cgroups
 from shared.errors import StrataError
+from shared.proc import ProcStat, boot_id, parse_stat, read_stat
 from shared.store.layout import Store
 from tests.cgroups import container_cgroup
 from tests.marks import needs_root, needs_tools

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from runner.net.model import Published
 from shared.errors import Kind, StrataError
-from shared.userns import start_time
+from shared.proc import read_stat
 
 
 def start(netns: int, pid_file: Path, ports: Sequence[Published]) -> tuple[int, int]:
@@ -53,10 +53,12 @@ def start(netns: int, pid_file: Path, ports: Sequence[Published]) -> tuple[int, 
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         raise StrataError("pasta started but wrote no pid", Kind.SYSTEM) from None
-    started = start_time(pid)
-    if started is None:
+    finally:
+        pid_file.unlink(missing_ok=True)  # the caller records pid and start time together
+    stat = read_stat(pid)
+    if stat is None:
         raise StrataError("pasta exited right after it started", Kind.SYSTEM)
-    return pid, started
+    return pid, stat.start_time
 
 
 def _spec(port: Published) -> str:
@@ -66,6 +68,7 @@ def _spec(port: Published) -> str:
 
 def stop(pid: int, started: int) -> None:
     """End that pasta, if the pid still names it (a reused pid is left alone)."""
-    if start_time(pid) == started:
+    stat = read_stat(pid)
+    if stat is not None and stat.start_time == started:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
