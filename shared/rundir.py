@@ -18,8 +18,9 @@ from pathlib import Path
 from shared.errors import Kind, StrataError
 
 
-def run_dir(uid: int, env: dict[str, str] | None = None) -> Path:
-    """The user's run-time directory, made if missing, checked before use."""
+def run_dir(uid: int, env: dict[str, str] | None = None, owner: int | None = None) -> Path:
+    """The run-time directory of the user UID (on the host), made if missing, checked before use. OWNER is the
+    uid it must show (default UID; 0 once the process is in the user's namespace, where UID shows as 0)."""
     env = dict(os.environ) if env is None else env
     runtime = env.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(runtime):
@@ -32,7 +33,7 @@ def run_dir(uid: int, env: dict[str, str] | None = None) -> Path:
         pass
     except OSError as e:
         raise StrataError(f"cannot make the run-time directory {path}: {e.strerror}", Kind.SYSTEM) from None
-    check_private(path, uid, is_dir=True, under=base)
+    check_private(path, uid if owner is None else owner, is_dir=True, under=base)
     return path
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import Kind, StrataError
-from shared.proc import boot_id, read_stat
+from shared.proc import boot_id, read_stat, start_keeper
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
@@ -222,36 +222,13 @@ def _join(keeper: Path, uid: int) -> bool:
 
 
 def _start_keeper(keeper: Path) -> None:
-    """A process that only holds the namespace: forked twice (no child of ours, in a session of its own, no fd
-    of ours), then ``sleep infinity``; its pid and start time written by rename, as the store writes."""
-    said_r, said_w = os.pipe()
-    first = os.fork()
-    if first == 0:
-        try:
-            os.close(said_r)
-            os.setsid()
-            pid = os.fork()
-            if pid == 0:
-                os.chdir("/")
-                null = os.open("/dev/null", os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(null, fd)
-                os.closerange(3, 65536)
-                os.execv("/bin/sleep", ["sleep", "infinity"])
-            os.write(said_w, str(pid).encode())
-        finally:
-            os._exit(0)
-    os.close(said_w)
-    os.waitpid(first, 0)
-    with os.fdopen(said_r) as f:
-        said = f.read()
-    stat = read_stat(int(said)) if said.isdigit() else None
-    if stat is None:
-        raise StrataError("cannot start the process that keeps this user's namespace", Kind.SYSTEM)
+    """A process that only holds the namespace (:func:`shared.proc.start_keeper`); its pid, start time and boot
+    written by rename, as the store writes."""
+    pid, started = start_keeper()
     tmp = keeper.with_name(f"{keeper.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"{said} {stat.start_time} {boot_id()}\n")
+        f.write(f"{pid} {started} {boot_id()}\n")
     os.rename(tmp, keeper)
 
 

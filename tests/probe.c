@@ -23,6 +23,9 @@
  *   probe create PATH              create PATH and write to it
  *   probe exchange A B SECONDS     renameat2(RENAME_EXCHANGE) A and B in a loop until SECONDS pass or stop exists beside A
  *
+ *   probe udp-echo PORT            answer each UDP datagram to PORT with "echo:" and the datagram (published-port
+ *                                  tests: busybox's nc has no UDP)
+ *
  *   probe errpipe SECONDS MIB      (x86_64) steal the pipes of each process of ours before its exec, write a forged
  *                                  message and MIB MiB to them, hold them SECONDS (see the errpipe block below)
  */
@@ -282,6 +285,7 @@ static int do_swap(unsigned major_no, unsigned minor_no) {
 /* ---- network attacks (issue 18): raw frames the test built, sent as they are ---------------------------- */
 #include <net/if.h>
 #include <netpacket/packet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 static int do_frames(const char *iface, int rounds, int ms, int n, char **hex) {
@@ -442,6 +446,7 @@ static int do_ptrace_exec(int seconds, const char *hex) {
     (void)seconds; (void)hex;
     printf("unsupported-arch\n");
     if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(argv[1], "udp-echo") && argc == 3) return do_udp_echo(atoi(argv[2]));
     return 2;
 }
 #endif
@@ -550,10 +555,26 @@ static int do_errpipe(int seconds, int mb) {
     (void)seconds; (void)mb;
     printf("unsupported-arch\n");
     if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(argv[1], "udp-echo") && argc == 3) return do_udp_echo(atoi(argv[2]));
     return 2;
 }
 #endif
 /* ---- end of errpipe ---- */
+
+static int do_udp_echo(int port) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    if (s < 0 || bind(s, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("udp-echo"); return 1; }
+    printf("listening %d\n", port);
+    for (;;) {
+        char buf[2048] = "echo:";
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        ssize_t n = recvfrom(s, buf + 5, sizeof buf - 5, 0, (struct sockaddr *)&peer, &len);
+        if (n < 0) return 1;
+        sendto(s, buf, (size_t)n + 5, 0, (struct sockaddr *)&peer, len);
+    }
+}
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -570,5 +591,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "create") && argc == 3) return do_create(argv[2]);
     if (!strcmp(argv[1], "exchange") && argc == 5) return do_exchange(argv[2], argv[3], atoi(argv[4]));
     if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
+    if (!strcmp(argv[1], "udp-echo") && argc == 3) return do_udp_echo(atoi(argv[2]));
     return 2;
 }

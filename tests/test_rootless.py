@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,7 +244,6 @@ def test_commit_of_a_users_container(alice: User, test_image: str) -> None:
 @pytest.mark.parametrize(("options", "says"), [
     (("-m", "64m", "--network", "none"), "resource limits (-m, --cpus, --pids-limit, ...) need a cgroup"),
     (("--pids-limit", "10", "--network", "none"), "need a cgroup this user can write"),
-    (("--network", "mynet"), "--network mynet: user networks need root for now: without root"),
     (("--runtime", "runc", "--network", "none"), "--runtime runc needs root for now"),
     (("-p", "80:80"), "cannot publish on port 80 without root: this host lets users bind from 1024 up"),
 ])
@@ -252,15 +253,6 @@ def test_what_needs_root_is_refused_in_one_line(alice: User, test_image: str, op
     ran = alice.tool("runner", "run", "--rm", *options, test_image, "true")
     assert ran.code == 125 and says in ran.err and len(ran.err.splitlines()) == 1, ran.err
     assert alice.tool("runner", "ps", "-a", "-q").out == ""
-
-
-def test_user_networks_are_refused_without_root(alice: User) -> None:
-    for args in (("create", "mynet"), ("rm", "mynet"), ("prune",), ("connect", "mynet", "x"),
-                 ("disconnect", "mynet", "x")):
-        tried = alice.tool("runner", "network", *args)
-        assert tried.code == 125 and len(tried.err.splitlines()) == 1, tried.err
-        assert "user networks need root for now" in tried.err
-    assert alice.tool("runner", "network", "ls").code == 0
 
 
 def test_host_network_gets_the_hosts_sys_read_only(alice: User, test_image: str) -> None:
@@ -426,3 +418,64 @@ def test_a_user_publishes_a_port_through_pasta(alice: User, test_image: str, hos
     assert alice.tool("runner", "rm", "-f", "web", netns=host.name).code == 0
     assert _user_processes(alice, "pasta") == []
     assert host.get(18090, tries=1) is None
+
+
+def test_a_users_containers_reach_each_other_by_name_on_a_user_network(alice: User, test_image: str,
+                                                                        host: HostNetns, probe: Path) -> None:
+    """A user network lives in a network namespace of the store's (runner/net/sandbox.py): containers on it
+    reach each other by name and the host's address through pasta, not the host's loopback; -p is forwarded
+    from the user's side; ``connect`` adds a second network; after the last container and ``network rm``
+    nothing of it runs, and no record is left in the run-time directory."""
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    for net in ("front", "back"):
+        assert alice.tool("runner", "network", "create", net, netns=host.name).code == 0
+    serve = ("mkdir -p /www && echo hello from {0} > /www/index.html && exec httpd -f -p 80 -h /www")
+    for name, net, extra in (("db", "back", ()), ("web", "front", ("-p", "18091:80"))):
+        started = alice.tool("runner", "run", "-d", "--name", name, "--network", net, *extra, test_image, "sh",
+                             "-c", serve.format(name), netns=host.name)
+        assert started.code == 0, started.err
+    shutil.copy(probe, alice.home / "probe")  # busybox's nc has no UDP: the probe echoes datagrams
+    started = alice.tool("runner", "run", "-d", "--name", "echo", "--network", "front", "-p", "18092:9999/udp", "-v",
+                         f"{alice.home / 'probe'}:/probe:ro", test_image, "/probe", "udp-echo", "9999",
+                         netns=host.name)
+    assert started.code == 0, started.err
+    server = host.serve("hello from the host\n", host.SERVER, 18081)
+    try:
+        get = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | timeout 5 nc'
+        ran = alice.tool("runner", "run", "--rm", "--network", "front", test_image, "sh", "-c",
+                         f"{get} web 80 | tail -1; {get} db 80 | grep -c hello; {get} {host.SERVER} 18081 | tail -1;"
+                         f" {get} {host.GATEWAY} 18081 | grep -c hello", netns=host.name)
+        assert ran.out.splitlines() == ["hello from web", "0", "hello from the host", "0"], (ran.out, ran.err)
+        assert host.get(18091) == "hello from web\n"
+        assert _udp(host, 18092, "ping") == "echo:ping"
+        assert alice.tool("runner", "port", "web", netns=host.name).out == "80/tcp -> 0.0.0.0:18091\n"
+        assert alice.tool("runner", "network", "connect", "back", "web", netns=host.name).code == 0
+        ran = alice.tool("runner", "exec", "web", "sh", "-c", f"{get} db 80 | tail -1", netns=host.name)
+        assert ran.out == "hello from db\n", (ran.out, ran.err)
+        assert alice.tool("runner", "network", "disconnect", "back", "web", netns=host.name).code == 0
+        ran = alice.tool("runner", "exec", "web", "sh", "-c", "grep -c db /etc/hosts", netns=host.name)
+        assert ran.out == "0\n", (ran.out, ran.err)
+        busy = alice.tool("runner", "network", "rm", "back", netns=host.name)
+        assert busy.code != 0 and "active endpoints (db)" in busy.err
+    finally:
+        server.kill()
+        server.wait()
+    assert alice.tool("runner", "rm", "-f", "web", "db", "echo", netns=host.name).code == 0
+    assert host.get(18091, tries=1) is None
+    assert alice.tool("runner", "network", "rm", "front", "back", netns=host.name).code == 0
+    assert _user_processes(alice, "pasta") == []
+    assert len(_user_processes(alice, "sleep")) == 1  # the user namespace's keeper alone
+    assert not list(Path(f"/tmp/strata-run-{alice.uid}").glob("netns-*.json"))
+
+
+def _udp(host: HostNetns, port: int, text: str) -> str | None:
+    """What a UDP server on 127.0.0.1:PORT of the host's namespace answers to TEXT (None: nothing in 5 s)."""
+    code = ("import socket, sys, time\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)\n"
+            "for _ in range(25):\n"
+            "    s.sendto(sys.argv[2].encode(), ('127.0.0.1', int(sys.argv[1])))\n"
+            "    try: print(s.recv(4096).decode(), end=''); sys.exit(0)\n"
+            "    except OSError: pass\n"
+            "sys.exit(1)\n")
+    done = host.run(sys.executable, "-c", code, str(port), text)
+    return done.stdout if done.returncode == 0 else None

@@ -20,18 +20,6 @@ if TYPE_CHECKING:
     from runner.net.records import Records
 
 
-def _needs_root() -> None:
-    """User networks are bridges, veths and nft rules in the host's namespace: without root (issue 20) a
-    container's network is pasta's, of its own, and these are refused rather than recorded for nothing."""
-    from shared.userns import rootless
-
-    if rootless():
-        from shared.errors import Kind, StrataError
-
-        raise StrataError("user networks need root for now: without root a container's network is pasta's "
-                          "(the default), none, host or container:NAME", Kind.UNSUPPORTED)
-
-
 def register(app: typer.Typer, state: StoreOption) -> None:
     net = typer.Typer(add_completion=False, no_args_is_help=True, help="Manage networks.")
     app.add_typer(net, name="network")
@@ -47,7 +35,6 @@ def _register_changes(net: typer.Typer, state: StoreOption) -> None:
                internal: bool = typer.Option(False, "--internal", help="No route out: no masquerade, no gateway"))\
             -> None:
         """Create a user network; its bridge appears with its first container."""
-        _needs_root()
         from runner.net.core import create_network
 
         print(create_network(state.store, name, subnet, internal).id)
@@ -55,21 +42,21 @@ def _register_changes(net: typer.Typer, state: StoreOption) -> None:
     @net.command(name="rm")
     def rm(names: list[str] = typer.Argument(..., help="Network names")) -> None:
         """Remove networks no container is on."""
-        _needs_root()
         from runner.net.core import remove_network
+        from runner.net.sandbox import where_networks_live
 
         for name in names:
-            remove_network(state.store, name)
+            where_networks_live(state.store, remove_network, state.store, name)
             print(name)
 
     @net.command()
     def prune() -> None:
         """Remove every user network no container is on, and whatever of ours nothing uses on the host: bridges,
         veths of dead containers, the nft table; ip_forward is put back."""
-        _needs_root()
         from runner.net.core import prune as do_prune
+        from runner.net.sandbox import where_networks_live
 
-        removed = do_prune(state.store)
+        removed = where_networks_live(state.store, do_prune, state.store)
         if removed:
             print("Deleted Networks:")
             for name in removed:
@@ -121,7 +108,6 @@ def _register_members(net: typer.Typer, state: StoreOption) -> None:
                 ip: str | None = typer.Option(None, "--ip", help="IPv4 address on the network"),
                 alias: list[str] = typer.Option([], "--alias", help="Another name for it on the network")) -> None:
         """Put a running container on one more network (the next ethN)."""
-        _needs_root()
         from runner.container import network as container_network
         from runner.container.record import find
 
@@ -133,7 +119,6 @@ def _register_members(net: typer.Typer, state: StoreOption) -> None:
                    force: bool = typer.Option(False, "--force", "-f", help="Also when the container is not on it"))\
             -> None:
         """Take a container off a network."""
-        _needs_root()
         from runner.container import network as container_network
         from runner.container.record import find
 

@@ -24,19 +24,25 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
+import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner import linux
 from runner.net.model import Published
 from shared.errors import Kind, StrataError
+from shared.proc import end
 from shared.store.files import read_json, write_json
 from shared.userns import rootless
 
 PASTA_RECORD = "pasta.json"  # a user's container on the default network: its pasta and what it publishes
+FORWARD_RECORD = "forward.json"  # a user's container on a user network: the forwarder of its published ports
 
 if TYPE_CHECKING:
     from runner.container.record import Container
+    from runner.net.model import AttachOptions, Endpoint
 
 def new_netns() -> int:
     """A new network namespace with ``lo`` up, as an fd (close-on-exec). Made by a short-lived child, whose
@@ -107,26 +113,69 @@ def setup(container: Container) -> int | None:
         return fd
     if kind == "bridge" and rootless():
         return _user_mode(container)
+    return _attach(container)
+
+
+def _attach(container: Container) -> int:
+    """A new namespace on the container's network, its hosts and resolv.conf written; for a user, its ports
+    forwarded from the user's side (:mod:`runner.net.forward`)."""
     from runner.net.core import attach
     from runner.net.model import AttachOptions
+    from runner.net.records import write_in_place
+    from runner.net.sandbox import where_networks_live
 
+    spec, config = container.spec, container.spec.network
     assert config.mode.network is not None
     fd = new_netns()
+    listeners: list[socket.socket] = []
     try:
-        result = attach(container.store, fd, AttachOptions(
+        opts = AttachOptions(
             container_id=container.id, name=container.name, hostname=spec.hostname, network=config.mode.network,
             aliases=config.aliases, ip=config.ip, mac=config.mac, dns=config.dns, add_hosts=config.add_hosts,
-            publish=config.publish, publish_all=config.publish_all, exposed=config.exposed, hosts_path=hosts))
+            publish=config.publish, publish_all=config.publish_all, exposed=config.exposed,
+            hosts_path=container.path("hosts"))
+        if rootless():
+            opts, listeners = _listen(opts)
+        result = where_networks_live(container.store, attach, container.store, fd, opts)
         try:
-            write_in_place(hosts, result.hosts)
-            write_in_place(resolv, result.resolv_conf)
+            write_in_place(container.path("hosts"), result.hosts)
+            write_in_place(container.path("resolv.conf"), result.resolv_conf)
+            if listeners and result.endpoint is not None:
+                _forward(container, result.endpoint, listeners)
         except BaseException:
             release(container)
             raise
     except BaseException:
         os.close(fd)
         raise
+    finally:
+        for s in listeners:
+            s.close()
     return fd
+
+
+def _listen(opts: AttachOptions) -> tuple[AttachOptions, list[socket.socket]]:
+    """A user's -p and -P as concrete ports, bound now on the user's side (so one taken is refused before
+    anything is made); the sandbox's rules are given the same ports."""
+    from runner.net import forward
+    from runner.net.core import published_ports
+    from runner.net.model import PortSpec
+
+    ports = published_ports(opts.publish, opts.publish_all, opts.exposed)
+    concrete = tuple(PortSpec(p.container_port, p.proto, p.host_port, p.host_ip) for p in ports)
+    return replace(opts, publish=concrete, publish_all=False), forward.listen(ports)
+
+
+def _forward(container: Container, endpoint: Endpoint, listeners: list[socket.socket]) -> None:
+    from runner.net import forward
+    from runner.net.sandbox import open_netns
+
+    fd = open_netns(container.store)
+    try:
+        pid, started = forward.start(fd, endpoint.ip, endpoint.ports, listeners)
+    finally:
+        os.close(fd)
+    write_json(container.path(FORWARD_RECORD), {"pid": pid, "started": started})
 
 
 def _user_mode(container: Container) -> int:
@@ -148,7 +197,7 @@ def _user_mode(container: Container) -> int:
             write_in_place(container.path("hosts"), files.hosts([], [], spec.hostname, config.add_hosts))
             write_in_place(container.path("resolv.conf"), files.resolv_conf(Path("/etc/resolv.conf"), config.dns))
         except BaseException:
-            pasta.stop(pid, started)
+            end(pid, started)
             raise
     except BaseException:
         os.close(fd)
@@ -196,9 +245,11 @@ def connect(container: Container, network: str, ip: str | None, aliases: tuple[s
     if mode.network is None:
         raise StrataError(f"container {container.name} has network mode {mode.kind} and cannot be connected to a "
                           "network", Kind.STATE)
+    from runner.net.sandbox import where_networks_live
+
     fd = netns_of(container)
     try:
-        result = attach(container.store, fd, AttachOptions(
+        result = where_networks_live(container.store, attach, container.store, fd, AttachOptions(
             container_id=container.id, name=container.name, hostname=spec.hostname, network=network,
             aliases=aliases, ip=ip, dns=spec.network.dns, add_hosts=spec.network.add_hosts,
             hosts_path=container.path("hosts")))
@@ -212,29 +263,40 @@ def disconnect(container: Container, network: str, force: bool) -> None:
     rewritten."""
     from runner.net import core
     from runner.net.records import Records, write_in_place
+    from runner.net.sandbox import where_networks_live
 
+    store = container.store
     if force:
-        core.release(container.store, container.id, core.lookup(Records(container.store), network).name)
+        where_networks_live(store, core.release, store, container.id, core.lookup(Records(store), network).name)
     else:
-        core.disconnect(container.store, container.id, network)
+        where_networks_live(store, core.disconnect, store, container.id, network)
     write_in_place(container.path("hosts"), core.hosts_for(Records(container.store), container.id,
                                                            container.spec.hostname))
 
 
 def release(container: Container) -> None:
-    """Take the container off every network it is on, and end its pasta (idempotent; imports nothing when it
-    is on none)."""
-    record = container.path(PASTA_RECORD)
-    if record.exists():
-        from runner.net import pasta
-
-        with contextlib.suppress(OSError, KeyError, ValueError, TypeError):
-            said = read_json(record)
-            pasta.stop(int(said["pid"]), int(said["started"]))
-        record.unlink(missing_ok=True)
+    """Take the container off every network it is on, and end its pasta or forwarder (idempotent; imports
+    nothing when it is on none)."""
+    had_pasta = container.path(PASTA_RECORD).exists()
+    for name in (FORWARD_RECORD, PASTA_RECORD):
+        record = container.path(name)
+        if record.exists():
+            with contextlib.suppress(OSError, KeyError, ValueError, TypeError):
+                said = read_json(record)
+                end(int(said["pid"]), int(said["started"]), signal.SIGKILL if name == FORWARD_RECORD else
+                    signal.SIGTERM)
+            record.unlink(missing_ok=True)
+    if had_pasta:
         return
     from runner.net.core import release as release_endpoints
 
+    if rootless():
+        from runner.net.records import Records
+        from runner.net.sandbox import where_networks_live
+
+        if Records(container.store).endpoints(container_id=container.id):
+            where_networks_live(container.store, release_endpoints, container.store, container.id)
+        return
     release_endpoints(container.store, container.id)
 
 

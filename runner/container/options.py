@@ -36,10 +36,9 @@ from runner.spec import (
     seccomp_text,
 )
 from shared import settings
-from shared.errors import Kind, StrataError, usage
+from shared.errors import usage
 from shared.store import images as stored
 from shared.store.layout import Store
-from shared.userns import rootless
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,9 +113,6 @@ def resolve_network(store: Store, opts: RunOptions, exposed: Sequence[str] = ())
     :meth:`NetworkConfig.parse`'s."""
     mode = NetworkMode.parse(opts.network if opts.network is not None else
                              (settings.load().network or "bridge"))
-    if rootless() and mode.kind == "user":
-        raise StrataError(f"--network {mode.name}: user networks need root for now: without root a container's "
-                          "network is pasta's (the default), none, host or container:NAME", Kind.UNSUPPORTED)
     if mode.kind == "user":
         from runner.net.core import lookup  # the kernel side of the network, only for a network by name
         from runner.net.records import Records

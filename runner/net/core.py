@@ -458,15 +458,27 @@ def reconcile(records: Records, ipr: Any) -> None:
     if not any(n.builtin for n in in_use) and records.network("bridge") is not None:
         records.drop_network("bridge")  # the default subnet is chosen again with its next first container
     _remove_unwanted_links(records, ipr, {e.veth for e in endpoints} | {n.bridge for n in in_use})
-    with host_locked():
+    with host_locked(_host_lock()):
         forwarding = _ip_forward(records, any(not n.internal for n in in_use))
         table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag,
                             records.table) if in_use else None
         nat.apply(records.table, table)
 
 
+def _host_lock() -> Path:
+    """Root's is shared by every store on the host. A user's stores each have a sandbox of their own
+    (:mod:`runner.net.sandbox`): the lock is in the user's run-time directory, as the user may not write /run."""
+    from shared.userns import host_uid, rootless
+
+    if not rootless():
+        return HOST_LOCK
+    from shared.rundir import run_dir
+
+    return run_dir(host_uid(), owner=os.geteuid()) / "network.lock"
+
+
 @contextlib.contextmanager
-def host_locked(path: Path = HOST_LOCK) -> Iterator[None]:
+def host_locked(path: Path) -> Iterator[None]:
     """The host-wide lock. /run is root's, but the file is opened as one that may have been planted: a symlink
     is not followed (O_CREAT through one would make a file wherever it points), and anything but a regular file
     of ours with one link is refused, with one line."""

@@ -19,10 +19,7 @@ is named, and it is ended by its pid (checked by its start time) when the contai
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,11 +61,3 @@ def start(netns: int, pid_file: Path, ports: Sequence[Published]) -> tuple[int, 
 def _spec(port: Published) -> str:
     """pasta's form of one published port: ``[ADDR/]HOSTPORT:CONTAINERPORT``."""
     return f"{port.host_ip + '/' if port.host_ip else ''}{port.host_port}:{port.container_port}"
-
-
-def stop(pid: int, started: int) -> None:
-    """End that pasta, if the pid still names it (a reused pid is left alone)."""
-    stat = read_stat(pid)
-    if stat is not None and stat.start_time == started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
