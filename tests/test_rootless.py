@@ -479,3 +479,25 @@ def _udp(host: HostNetns, port: int, text: str) -> str | None:
             "sys.exit(1)\n")
     done = host.run(sys.executable, "-c", code, str(port), text)
     return done.stdout if done.returncode == 0 else None
+
+
+def test_a_dead_network_namespace_is_replaced_and_its_endpoints_swept(alice: User, test_image: str,
+                                                                      host: HostNetns) -> None:
+    """The keeper of the store's network namespace killed (as a restart would): the next change makes a new
+    one, the endpoint that went with the old one is dropped from the records, and names resolve again."""
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    assert alice.tool("runner", "network", "create", "net", netns=host.name).code == 0
+    assert alice.tool("runner", "run", "-d", "--name", "old", "--network", "net", test_image, "sleep", "300",
+                      netns=host.name).code == 0
+    [record] = Path(f"/tmp/strata-run-{alice.uid}").glob("netns-*.json")
+    keeper, pasta = json.loads(record.read_text())["keeper"], json.loads(record.read_text())["pasta"]
+    os.kill(keeper, 9)
+    ran = alice.tool("runner", "run", "--rm", "--network", "net", "--name", "new", test_image, "sh", "-c",
+                     "ip -o -4 addr show eth0 | wc -l; grep -c old /etc/hosts", netns=host.name)
+    assert ran.out.splitlines() == ["1", "0"], (ran.out, ran.err)
+    assert pasta not in _user_processes(alice, "pasta")
+    inspected = json.loads(alice.tool("runner", "network", "inspect", "net", netns=host.name).out)
+    assert inspected[0]["Containers"] == {}, inspected
+    assert alice.tool("runner", "rm", "-f", "old", netns=host.name).code == 0
+    assert alice.tool("runner", "network", "rm", "net", netns=host.name).code == 0
+    assert _user_processes(alice, "pasta") == []
