@@ -6,12 +6,16 @@ Each raises OSError with errno set, like the os module does, so callers handle o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
 import select
 import socket
 import struct
+from collections.abc import Callable
+
+from shared.errors import Kind, StrataError
 
 # linux/sched.h
 CLONE_NEWNS = 0x00020000
@@ -227,3 +231,41 @@ def sealed_copy(path: str, name: str) -> int:
     finally:
         os.close(src)
     return fd
+
+
+def child_namespace(make: Callable[[], None], ns: str, what: str,
+                    then: Callable[[int], None] | None = None) -> int:
+    """An fd (close-on-exec) of the namespace NS (``net``, ``user``) of a short-lived child that ran MAKE (its
+    unshare); THEN(pid) runs here once MAKE is done (a user namespace's maps), before the fd is opened. A user's
+    process may make a namespace but not setns() back into the one it came from, so the child makes it, for root
+    and users alike; only the fd keeps it alive. A failure is one line naming WHAT."""
+    said_r, said_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(said_r)
+            os.close(done_w)
+            make()
+            os.write(said_w, b"ok")
+            os.read(done_r, 1)  # until the parent holds the namespace (end of file)
+            code = 0
+        except BaseException as e:
+            with contextlib.suppress(BaseException):
+                os.write(said_w, str(e).encode()[:400])
+        finally:
+            os._exit(code)
+    os.close(said_w)
+    os.close(done_r)
+    try:
+        said = os.read(said_r, 512).decode(errors="replace")
+        if said != "ok":
+            raise StrataError(f"cannot make {what}: {said or 'the child died'}", Kind.SYSTEM)
+        if then is not None:
+            then(pid)
+        return os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(done_w)
+        os.close(said_r)
+        os.waitpid(pid, 0)

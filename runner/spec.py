@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import linux
-from runner.isolation import cgroups, devcgroup, seccomp, seccomp_default, security
+from runner.isolation import cgroups, devcgroup, idmap, seccomp, seccomp_default, security
 from runner.logs.writer import LogConfig
 from runner.net.model import NetworkConfig
 from shared.errors import integrity, usage
+from shared.userns import IdBlock
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 and crun 1.8 (Debian 12's) implement
 ROOT_PATH = "merged"  # root.path, relative to the container's directory (the bundle)
@@ -250,6 +251,8 @@ class Spec:
     # namespace is made and attached by the start path, which then joins it (runner/container/network.py)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     log: LogConfig = field(default_factory=LogConfig)  # --log-driver, --log-opt
+    # --userns=auto: the container's own block of ids (runner/isolation/idmap.py); None: the runner's namespace
+    id_block: IdBlock | None = None
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -335,7 +338,7 @@ class Spec:
         if self.limits.pids is not None:
             resources["pids"] = {"limit": self.limits.pids}
         linux_doc: dict[str, Any] = {
-            "namespaces": [{"type": n} for n in self.namespaces],
+            "namespaces": [{"type": n} for n in self.namespaces] + ([{"type": "user"}] if self.id_block else []),
             "devices": [d.to_oci() for d in self.devices],
             "resources": resources,
             "cgroupsPath": cgroups.spec_path(self.id),
@@ -344,6 +347,8 @@ class Spec:
         }
         if self.seccomp is not None:
             linux_doc["seccomp"] = self.seccomp
+        if self.id_block is not None:
+            linux_doc.update(idmap.to_oci(self.id_block))
         annotations = {
             A_ID: self.id, A_NAME: self.name, A_CREATED: repr(self.created), A_IMAGE: self.image,
             A_IMAGE_ID: self.image_id, A_LAYERS: json.dumps(list(self.chain_ids)), A_USER: self.user,
@@ -406,14 +411,14 @@ class Spec:
             seccomp=seccomp_doc, limits=limits, read_only=bool(doc["root"].get("readonly")),
             volumes=tuple(volumes), tmpfs=tuple(tmpfs),
             rlimits=tuple(Rlimit(r["type"], r["soft"], r["hard"]) for r in process.get("rlimits") or ()),
-            namespaces=tuple(n["type"] for n in linux_doc["namespaces"]),
+            namespaces=tuple(n["type"] for n in linux_doc["namespaces"] if n["type"] != "user"),
             devices=tuple(Device(d["path"], d["major"], d["minor"], d.get("fileMode", 0o666), d["type"])
                           for d in linux_doc.get("devices") or ()),
             masked_paths=tuple(linux_doc.get("maskedPaths") or ()),
             readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
             entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))),
             network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])),
-            log=LogConfig.from_json(json.loads(notes[A_LOG])))
+            log=LogConfig.from_json(json.loads(notes[A_LOG])), id_block=idmap.from_oci(linux_doc))
 
 
 def _flag(value: bool) -> str:

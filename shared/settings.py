@@ -13,7 +13,8 @@ A missing file is no settings (every default). The keys, with Docker's daemon.js
      "registry-mirrors": ["https://m.example", "myreg:5000=http://m:5001"],   mirrors tried before the registry
      "runtime": "crun",                                           the runner: the executor of new containers
      "network": "none",                                           the runner: --network's default
-     "bip": "10.200.0.1/24"}                                      the default bridge's address and prefix
+     "bip": "10.200.0.1/24",                                      the default bridge's address and prefix
+     "root-auto-userns-user": "containers"}                       whose subordinate ids --userns=auto takes
 
 A mirror ``URL`` serves docker.io (Docker's semantics); ``REGISTRY=URL`` mirrors another registry (podman's
 registries.conf allows that too). Command-line options win over the file: ``--runtime`` and ``--network``
@@ -71,6 +72,7 @@ class Settings:
     runtime: str = ""  # "": ours
     network: str = ""  # "": bridge
     bip: ipaddress.IPv4Interface | None = None  # None: the first free subnet of the default pool
+    auto_userns_user: str = "containers"  # whose /etc/subuid ranges --userns=auto takes blocks from
 
     def mirrors_for(self, domain: str) -> list[Mirror]:
         return [m for m in self.mirrors if m.registry == domain]
@@ -162,4 +164,5 @@ KEYS: dict[str, tuple[str, Callable[[str, object], Any]]] = {
     "runtime": ("runtime", _string),
     "network": ("network", _string),
     "bip": ("bip", _bip),
+    "root-auto-userns-user": ("auto_userns_user", _string),
 }

@@ -68,6 +68,23 @@ class IdMapping:
 
 
 
+@dataclass(frozen=True)
+class IdBlock:
+    """A container's own ids under ``--userns=auto`` (:mod:`runner.isolation.idmap`): 0..size-1 inside are
+    uid_base.. and gid_base.. on the host."""
+
+    uid_base: int
+    gid_base: int
+    size: int = 65536
+
+    def back(self, uid: int, gid: int) -> tuple[int, int]:
+        """The ids inside of a file the container's root wrote as UID:GID on the host (commit packs these)."""
+        if not (0 <= uid - self.uid_base < self.size and 0 <= gid - self.gid_base < self.size):
+            raise StrataError(f"an entry owned by {uid}:{gid} on the host, outside the container's ids "
+                              f"({self.uid_base}:{self.gid_base} and {self.size} on)", Kind.INTEGRITY)
+        return uid - self.uid_base, gid - self.gid_base
+
+
 def subordinate_ranges(text: str, name: str, uid: int) -> list[tuple[int, int]]:
     """The ``(start, count)`` ranges ``/etc/subuid`` or ``/etc/subgid`` (``subuid(5)``) grants the user, named by
     login name or by number; malformed lines are skipped, as newuidmap skips them."""

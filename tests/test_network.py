@@ -586,6 +586,29 @@ def test_run_on_the_default_bridge_gets_eth0_an_address_a_route_and_its_files(im
     image.assert_clean()  # --rm: released, and nothing of ours is left on the stand-in host
 
 
+def test_a_container_of_its_own_user_namespace_on_the_default_bridge(image: Host) -> None:
+    """--userns=auto (tests/test_userns_auto.py) on a bridge: the namespace the runner attaches is made in the
+    container's user namespace, which can then mount a sysfs of its own (eth0 in it, not the host's links)."""
+    from tests.rootless import user
+
+    homes = image.tmp / "homes"
+    homes.mkdir(mode=0o755)
+    with user(homes, ranges=True) as owner:
+        assert owner.subuids is not None
+        lease = Path(f"/run/strata-userns/{owner.subuids[0]}")
+        try:
+            (image.tmp / "settings.json").write_text(json.dumps({"root-auto-userns-user": owner.name}))
+            out = image.runner("run", "--rm", "--userns=auto", image.image, "sh", "-c",
+                               "ip -o -4 addr show eth0; cat /proc/self/uid_map; ls /sys/class/net").stdout
+            assert "inet 10.88.0.2/16" in out, out
+            assert f"0 {owner.subuids[0]} 65536" in " ".join(out.split()), out
+            assert out.split()[-2:] == ["eth0", "lo"], out
+            assert not lease.exists()
+        finally:
+            lease.unlink(missing_ok=True)
+    image.assert_clean()
+
+
 def test_none_has_only_lo_and_makes_nothing_on_the_host(image: Host) -> None:
     out = image.runner("run", "--rm", "--network", "none", "--hostname", "solo", "--dns", "192.0.2.53", "--add-host",
                        "x:192.0.2.9", image.image, "sh", "-c", "ip -o link; cat /etc/hosts /etc/resolv.conf").stdout

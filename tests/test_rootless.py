@@ -453,7 +453,7 @@ def test_a_users_containers_reach_each_other_by_name_on_a_user_network(alice: Us
         ran = alice.tool("runner", "exec", "web", "sh", "-c", f"{get} db 80 | tail -1", netns=host.name)
         assert ran.out == "hello from db\n", (ran.out, ran.err)
         assert alice.tool("runner", "network", "disconnect", "back", "web", netns=host.name).code == 0
-        ran = alice.tool("runner", "exec", "web", "sh", "-c", "grep -c db /etc/hosts", netns=host.name)
+        ran = alice.tool("runner", "exec", "web", "sh", "-c", "grep -cw db /etc/hosts", netns=host.name)
         assert ran.out == "0\n", (ran.out, ran.err)
         busy = alice.tool("runner", "network", "rm", "back", netns=host.name)
         assert busy.code != 0 and "active endpoints (db)" in busy.err

@@ -44,6 +44,8 @@ RUN_FLAGS: dict[str, Flag] = {
     "tmpfs": Flag(list[str], typer.Option([], "--tmpfs", help="/PATH[:OPTIONS] tmpfs mount")),
     "read_only": Flag(bool, typer.Option(False, "--read-only", help="Mount the root filesystem read-only")),
     "init": Flag(bool, typer.Option(False, "--init", help="Run tini as PID 1 to reap zombies and pass signals")),
+    "userns": Flag(OptStr, typer.Option(None, "--userns", help="auto: a user namespace of its own, ids from "
+                                        "/etc/subuid's containers user (root only); host: the runner's (default)")),
     "memory": Flag(OptStr, typer.Option(None, "--memory", "-m", help="Memory limit (e.g. 512m, 1g)")),
     "cpus": Flag(float | None, typer.Option(None, "--cpus", help="CPUs' worth of time (e.g. 0.5)")),
     "pids_limit": Flag(int | None, typer.Option(None, "--pids-limit", help="Most processes at once (-1: no limit)")),

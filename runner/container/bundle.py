@@ -31,6 +31,8 @@ from shared.store.layout import Store
 
 
 def bundle(store: Store, opts: RunOptions, directory: str) -> Path:
+    if opts.userns not in (None, "", "host"):
+        raise usage("runner bundle writes no user namespace of its own: leave out --userns")
     target = Path(directory).absolute()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise usage(f"{target} exists and is not an empty directory")

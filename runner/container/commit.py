@@ -307,7 +307,7 @@ def _no_space(e: OSError) -> bool:
 
 def _pack_upper(store: Store, container: Container, dest: Path) -> tuple[Descriptor, Digest]:
     try:
-        result = pack(container.path("upper"), dest)
+        result = pack(container.path("upper"), dest, block=container.spec.id_block)
     except StrataError as e:
         if e.kind is Kind.STATE:  # a live pack met a change it cannot honestly record: nothing is stored
             raise StrataError(f"container {container.name} changed its layer while it was packed: {e}; commit it "

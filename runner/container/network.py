@@ -43,42 +43,24 @@ FORWARD_RECORD = "forward.json"  # a user's container on a user network: the for
 if TYPE_CHECKING:
     from runner.container.record import Container
     from runner.net.model import AttachOptions, Endpoint
+    from shared.userns import IdBlock
 
-def new_netns() -> int:
-    """A new network namespace with ``lo`` up, as an fd (close-on-exec). Made by a short-lived child, whose
-    namespace this process opens: a user's process may make a network namespace in its user namespace but may
-    not setns() back into the one it came from (owned by the host's), and one shape serves root and users alike.
-    Only the fd keeps it alive."""
-    said_r, said_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(said_r)
-            os.close(done_w)
-            linux.unshare(linux.CLONE_NEWNET)
-            linux.loopback_up()
-            os.write(said_w, b"ok")
-            os.read(done_r, 1)  # until the parent holds the namespace (end of file)
-            code = 0
-        except BaseException as e:
-            with contextlib.suppress(BaseException):
-                os.write(said_w, str(e).encode()[:400])
-        finally:
-            os._exit(code)
-    os.close(said_w)
-    os.close(done_r)
-    try:
-        said = os.read(said_r, 512).decode(errors="replace")
-        if said != "ok":
-            raise StrataError(f"cannot make the container's network namespace: {said or 'the child died'}",
-                              Kind.SYSTEM)
-        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(done_w)
-        os.close(said_r)
-        os.waitpid(pid, 0)
+def new_netns(block: IdBlock | None = None) -> int:
+    """A new network namespace with ``lo`` up, as an fd (:func:`runner.linux.child_namespace`). With BLOCK
+    (--userns=auto) the child makes it in the container's user namespace, which may then mount its sysfs."""
+    userns = -1
+    if block is not None:
+        from runner.isolation import idmap
+
+        userns = idmap.userns_of(block)
+
+    def make() -> None:
+        if userns >= 0:
+            linux.setns(userns, linux.CLONE_NEWUSER)
+        linux.unshare(linux.CLONE_NEWNET)
+        linux.loopback_up()
+
+    return linux.child_namespace(make, "net", "the container's network namespace")
 
 
 def setup(container: Container) -> int | None:
@@ -126,7 +108,7 @@ def _attach(container: Container) -> int:
 
     spec, config = container.spec, container.spec.network
     assert config.mode.network is not None
-    fd = new_netns()
+    fd = new_netns(container.spec.id_block)
     listeners: list[socket.socket] = []
     try:
         opts = AttachOptions(

@@ -86,6 +86,7 @@ class RunOptions:
     mac: str | None = None  # --mac-address
     ip: str | None = None
     aliases: Sequence[str] = ()  # --network-alias
+    userns: str | None = None  # --userns: auto, or host (None: host)
 
 
 def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:
@@ -97,7 +98,27 @@ def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:
         hostname = socket.gethostname()
     elif network.mode.kind == "container":  # Docker: the name of the container whose network it shares
         hostname = find(store, network.mode.name).spec.hostname
-    return _spec(image, replace(opts, hostname=hostname), network)
+    spec = _spec(image, replace(opts, hostname=hostname), network)
+    if _auto_userns(opts.userns, spec):
+        from runner.isolation import idmap
+
+        spec = replace(spec, id_block=idmap.allocate(settings.load().auto_userns_user, store.root, spec.id))
+    return spec
+
+
+def _auto_userns(userns: str | None, spec: Spec) -> bool:
+    """--userns: ``auto`` asks for a block of ids of the container's own (:mod:`runner.isolation.idmap`)."""
+    if userns in (None, "", "host"):
+        return False
+    if userns != "auto":
+        raise usage(f"invalid --userns {userns!r}: auto or host")
+    from shared.userns import rootless
+
+    if rootless():
+        raise usage("--userns=auto is for root: without root every container is in the user's namespace already")
+    if spec.runtime:
+        raise usage("--userns=auto runs under Strata's own executor: leave out --runtime (or the settings' runtime)")
+    return True
 
 
 def exposed_ports(image: stored.StoredImage) -> tuple[str, ...]:

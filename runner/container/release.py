@@ -43,3 +43,7 @@ def remove(container: Container, force: bool = False) -> None:
     release(container)
     container.store.discard(container.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container
     container.store.release_hold(container.id)
+    if container.spec.id_block is not None:  # its ids are free once nothing of its rw layer is left
+        from runner.isolation import idmap
+
+        idmap.release(container.store.root, container.id, container.spec.id_block)

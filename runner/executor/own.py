@@ -41,6 +41,10 @@ class OwnExecutor:
 
     def create(self, netns: int | None) -> Started:
         program = process.seccomp_program(self.spec, self.seccomp_cache)
+        if self.spec.id_block is not None:  # made here, before the fork, so that the helper can enter it
+            from runner.isolation import idmap
+
+            idmap.userns_of(self.spec.id_block)
         cgroups.for_container(self.spec.id).create(self.spec.limits, self.spec.device_rules())
         parent, child = Channel.pair()
         stdio = process.Stdio(self.spec.terminal)
@@ -133,6 +137,10 @@ def _pid_namespace_helper(spec: Spec, parent: Channel, child: Channel, runner: i
     """The helper of :meth:`OwnExecutor._fork`: says ``pid N`` (N as the runner's namespace numbers it) or why
     not, and exits at once, which hands PID 1 to the runner."""
     try:
+        if spec.id_block is not None:  # --userns=auto: the overlay, then the user namespace (idmap's doc)
+            from runner.isolation import idmap
+
+            idmap.enter(spec.bundle, lambda userns: rootfs.mount_overlay(spec, userns), spec.id_block)
         linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:

@@ -90,7 +90,8 @@ def _inner(job: dict[str, Any], chan: Channel, stage: int, record_w: int) -> NoR
             cgroups.for_container(spec.id).add(os.getpid())
         security.own_bounding_set()  # read now, from the host's /proc: the container's has no /proc/self for us
         rootfs.forbid_imports()
-        linux.setns(job["pidfd"], NAMESPACES)  # all at once, into the process the pidfd names, or none
+        # all at once, into the process the pidfd names, or none; its user namespace first, if it has its own
+        linux.setns(job["pidfd"], NAMESPACES | (linux.CLONE_NEWUSER if spec.id_block is not None else 0))
         os.close(job["pidfd"])
         slave = tty.open_terminal(lambda master: chan.send(Pty(master))) if job["tty"] else -1
         env = process.become(spec, program, job["user"], job["workdir"], job["env"], job["tty"])

@@ -85,6 +85,9 @@ def prepare(spec: Spec, lowers: Sequence[Path]) -> None:
     build_init_layer(d / "init", lowers)
     for sub in ("upper", "work", "merged", "l"):
         (d / sub).mkdir(mode=0o755)
+    if spec.id_block is not None:
+        os.chown(d / "upper", spec.id_block.uid_base, spec.id_block.gid_base)  # the rw layer's root is its root's
+        os.chmod(d, 0o711)  # PID 1, root of the container's namespace only, reaches merged/ and the network files
     # Short relative names keep the mount data far under a page even with 128 layers (moby overlay2's "l/").
     for i, lower in enumerate(lowers):
         os.symlink(os.path.relpath(lower, d / "l"), d / "l" / str(i))
@@ -162,21 +165,31 @@ def mount_and_pivot(spec: Spec) -> None:
     """
     nodev = 0 if spec.privileged else linux.MS_NODEV
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    os.chdir(spec.bundle)
-    linux.mount("overlay", "merged", "overlay", nodev, overlay_data(spec))
+    if spec.id_block is None:
+        os.chdir(spec.bundle)
+        mount_overlay(spec)
+    else:
+        # the overlay was mounted before the user namespace was entered (mount_overlay, idmapped), and the current
+        # directory is the container's, which the namespace's root may not reach by its path. Copied into this
+        # namespace, that mount is locked, which pivot_root refuses: bound onto itself, as runc does
+        linux.mount("merged", "merged", None, linux.MS_BIND | linux.MS_REC)
+    in_userns = rootless() or spec.id_block is not None
     with SafeRoot("merged") as root:
-        mount_network_files(root, Path(spec.bundle))
+        mount_network_files(root, Path("."))
         nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
         _mount_at(root, "proc", "proc", "proc", nosuid_nodev_noexec)
-        if rootless() and spec.network.mode.kind == "host":
-            # sysfs may be mounted only by a user namespace that owns the network namespace: without root, in the
-            # host's, the host's /sys is bound instead, read-only in every submount, as runc's rootless does
+        kind = spec.network.mode.kind
+        if in_userns and (kind == "host" or (kind == "container" and spec.id_block is not None)):
+            # sysfs may be mounted only by a user namespace that owns the network namespace: in the host's (or
+            # another container's, whose user namespace is not ours), the host's /sys is bound instead,
+            # read-only in every submount, as runc's rootless does
             mount_volume(root, Volume("/sys", "/sys", read_only=True), privileged=False)
         else:
             _mount_at(root, "sys", "sysfs", "sysfs",
                       nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
-        _mount_cgroups(root, spec.id, read_only=not spec.privileged)
-        _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal)
+        _mount_cgroups(root, spec.id, read_only=not spec.privileged, own_userns=spec.id_block is not None)
+        _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal,
+                      borrowed=in_userns)
         _mask_paths(root, spec.masked_paths, spec.readonly_paths)
         for volume in spec.volumes:
             mount_volume(root, volume, spec.privileged)
@@ -197,6 +210,18 @@ def mount_and_pivot(spec: Spec) -> None:
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one by pivot_root(".", ".")
     os.chdir("/")
+
+
+def mount_overlay(spec: Spec, userns: int | None = None) -> None:
+    """The container's overlay at merged/, in the current directory (the container's). With USERNS (the
+    ``--userns=auto`` path, before the namespace is entered), its lower layers are idmapped binds of the -init
+    layer and the image's (:mod:`runner.isolation.idmap`)."""
+    nodev = 0 if spec.privileged else linux.MS_NODEV
+    if userns is not None:
+        from runner.isolation import idmap
+
+        idmap.mount_lowers(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))], userns)
+    linux.mount("overlay", "merged", "overlay", nodev, overlay_data(spec))
 
 
 def _bind_host_device(devroot: SafeRoot, device: Device, name: str) -> None:
@@ -229,9 +254,16 @@ def overlay_data(spec: Spec) -> str:
     the rw layer then holds whole files and real directories that commit can pack as they are, and untrusted
     lowers cannot use the redirect xattr attack. A user's store adds ``userxattr`` (its whiteouts' format), which
     takes no other redirect mode."""
-    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))])
+    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))] if spec.id_block is None else
+                     _idmapped_lowers(len(spec.chain_ids)))
     return ",".join([f"lowerdir={lower}", "upperdir=upper", "workdir=work", "redirect_dir=nofollow", "metacopy=off",
                      *store_overlay().mount_options])
+
+
+def _idmapped_lowers(count: int) -> list[str]:
+    from runner.isolation import idmap
+
+    return idmap.lower_dirs(count)
 
 
 def mount_network_files(root: SafeRoot, bundle: Path) -> None:
@@ -257,12 +289,15 @@ def forbid_imports() -> None:
 
 
 
-def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool) -> None:
+def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool, own_userns: bool = False) -> None:
     """The container's own cgroups at /sys/fs/cgroup, as Docker mounts them: v2's root, or on v1 a tmpfs with one
     directory per hierarchy the container has a group in. We are in the cgroup namespace whose root is that
-    group, so the limits at the top are the container's."""
+    group, so the limits at the top are the container's. In a user namespace of its own (--userns=auto) v1's
+    hierarchies cannot be mounted (only cgroup2 may be, in a user namespace): the tmpfs stays empty there."""
     flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | (linux.MS_RDONLY if read_only else 0)
     hierarchies = cgroups.for_container(container_id).hierarchies()
+    if own_userns and not (len(hierarchies) == 1 and hierarchies[0].fstype == "cgroup2"):
+        hierarchies = []
     if len(hierarchies) == 1 and hierarchies[0].fstype == "cgroup2":
         _mount_at(root, "sys/fs/cgroup", "cgroup2", "cgroup2", flags)
         return
@@ -343,14 +378,15 @@ def mount_volume(root: SafeRoot, volume: Volume, privileged: bool) -> None:
         os.close(tree)
 
 
-def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, init: bool, console: bool) -> None:
+def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, init: bool, console: bool,
+                  borrowed: bool) -> None:
     """/dev: a tmpfs of the container's own with the default devices made by mknod (so their inodes are its own),
     each bound onto itself; then, unless --privileged, /dev itself turns nodev, so a node the container makes
     there later cannot be opened, while the bound ones keep working."""
     dev_flags = linux.MS_NOSUID | linux.MS_STRICTATIME
     _mount_at(root, "dev", "tmpfs", "tmpfs", dev_flags, "mode=755,size=65536k")
     dev = root.open_dir(["dev"])
-    borrowed = rootless()  # a user namespace may make no device node: the host's are bound, as runc's rootless
+    # BORROWED: a user namespace may make no device node: the host's are bound, as runc's rootless mode does
     try:
         names = []
         for device in devices:  # linux.devices: each a node of its own, directly in /dev

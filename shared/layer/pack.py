@@ -29,6 +29,7 @@ from shared.errors import Kind, StrataError
 from shared.layer.safepath import DirWalk, SafeRoot, proc_path
 from shared.layer.unpack import TAR_BUFFER
 from shared.layer.whiteout import OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
+from shared.userns import IdBlock
 
 CHUNK = 1 << 20
 COMPRESSIONS = ("gzip", "zstd", "none")
@@ -117,16 +118,20 @@ def _set_mtime(info: tarfile.TarInfo, ns: int) -> None:
 
 
 class _Packer:
-    def __init__(self, tar: tarfile.TarFile, fmt: OverlayFormat, src: Path) -> None:
+    def __init__(self, tar: tarfile.TarFile, fmt: OverlayFormat, src: Path, block: IdBlock | None) -> None:
         self.tar = tar
         self.src = src
         self.fmt = fmt
+        self.block = block
         self.links: dict[tuple[int, int], str] = {}
+
+    def owners(self, st: os.stat_result) -> tuple[int, int]:
+        return (st.st_uid, st.st_gid) if self.block is None else self.block.back(st.st_uid, st.st_gid)
 
     def _info(self, name: str, st: os.stat_result, path: str) -> tarfile.TarInfo:
         info = tarfile.TarInfo(name)
         info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uid, info.gid = self.owners(st)
         info.uname = info.gname = ""
         info.pax_headers = _xattrs(path, self.fmt)
         _set_mtime(info, st.st_mtime_ns)
@@ -168,7 +173,9 @@ class _Packer:
         if OverlayFormat.is_whiteout(st):
             prefix = rel[: len(rel) - len(name)]
             info = tarfile.TarInfo(f"{prefix}{WHITEOUT_PREFIX}{name}")
-            info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+            # overlayfs makes a whiteout with the mounter's credentials: root's of the host, outside a block
+            info.mode, (info.uid, info.gid) = stat.S_IMODE(st.st_mode), \
+                (0, 0) if self.block is not None and (st.st_uid, st.st_gid) == (0, 0) else self.owners(st)
             info.uname = info.gname = ""
             _set_mtime(info, st.st_mtime_ns)
             self.tar.addfile(info)
@@ -241,11 +248,13 @@ class _Packer:
         return True
 
 
-def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: OverlayFormat = OVERLAY) -> None:
-    """The tar of the tree at ``src`` (a diff dir or an overlay upper dir) to the stream ``out``."""
+def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: OverlayFormat = OVERLAY,
+              block: IdBlock | None = None) -> None:
+    """The tar of the tree at ``src`` (a diff dir or an overlay upper dir) to the stream ``out``; owners in BLOCK
+    (a ``--userns=auto`` container's rw layer) are written as the ids inside."""
     with SafeRoot(src) as root, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                                             bufsize=TAR_BUFFER) as tar:
-        packer = _Packer(tar, fmt, src)
+        packer = _Packer(tar, fmt, src, block)
         if include_root:
             st = os.fstat(root.fd)
             info = packer._info("./", st, f"/proc/self/fd/{root.fd}")
@@ -256,7 +265,8 @@ def write_tar(src: Path, out: BinaryIO, include_root: bool = False, fmt: Overlay
         packer.walk(root.fd)
 
 
-def pack(src: Path, dest: Path, compression: str = "gzip", include_root: bool = False) -> PackResult:
+def pack(src: Path, dest: Path, compression: str = "gzip", include_root: bool = False,
+         block: IdBlock | None = None) -> PackResult:
     """Pack ``src`` into the new file ``dest`` (gzip, zstd or none); return both hashes of the result."""
     if compression not in COMPRESSIONS:
         raise StrataError(f"unknown compression {compression!r} (one of {', '.join(COMPRESSIONS)})", Kind.USAGE)
@@ -275,7 +285,7 @@ def pack(src: Path, dest: Path, compression: str = "gzip", include_root: bool = 
         else:
             compressor = cast(BinaryIO, blob)
         tar_stream = HashingWriter(compressor)
-        write_tar(src, cast(BinaryIO, tar_stream), include_root)
+        write_tar(src, cast(BinaryIO, tar_stream), include_root, block=block)
         if compression != "none":
             compressor.close()  # writes the trailer; leaves f open
         f.flush()
