@@ -562,9 +562,13 @@ def test_the_default_network_of_a_user_is_pastas(alice: User, test_image: str, h
     assert _user_processes(alice, "pasta") == []
 
 
-def test_a_user_publishes_a_port_through_pasta(alice: User, test_image: str, host: HostNetns) -> None:
+@pytest.mark.parametrize("runtime", EXECUTORS)
+def test_a_user_publishes_a_port_through_pasta(alice: User, test_image: str, host: HostNetns, runtime: str) -> None:
+    """Under each executor: a runtime joins the namespace pasta serves by its /proc path, as root's joins a
+    bridge's."""
     assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
-    started = alice.tool("runner", "run", "-d", "--name", "web", "-p", "18090:80", test_image, "sh", "-c",
+    started = alice.tool("runner", "run", "-d", "--name", "web", "-p", "18090:80", "--runtime", runtime, test_image,
+                         "sh", "-c",
                          "mkdir -p /www && echo hello from the container > /www/index.html && "
                          "exec httpd -f -p 80 -h /www", netns=host.name)
     assert started.code == 0, started.err
