@@ -372,6 +372,17 @@ def _nothing_left(u: User, runtime: str) -> None:
     assert mounts_under(u.home) == []
     assert str(u.home) not in Path(f"/proc/{keeper}/mountinfo").read_text()
     assert [p for p in _walk(u.home) if os.lstat(p).st_uid == 0] == []
+    # and nothing of the user's in /run (runc's and crun's default state dirs) or left at the top of /tmp (the
+    # console socket's dir) but its run-time directory
+    assert [p for p in _walk(Path("/run")) if _owned_by(u, p)] == []
+    assert [n for n in os.listdir("/tmp") if _owned_by(u, f"/tmp/{n}") and n != f"strata-run-{u.uid}"] == []
+
+
+def _owned_by(u: User, path: str) -> bool:
+    try:
+        return u.owns(os.lstat(path).st_uid)
+    except FileNotFoundError:  # another test's, gone meanwhile
+        return False
 
 
 def _processes_of(u: User) -> list[int]:
