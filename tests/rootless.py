@@ -49,8 +49,10 @@ class User:
 
     def run(self, *args: str, timeout: float = 120, netns: str | None = None, **env: str) -> Result:
         """``args`` as this user, in the checkout (so ``-m puller`` is this checkout's); in the test's network
-        namespace NETNS, if given, as if that were the user's host."""
-        where = ["ip", "netns", "exec", netns] if netns else []
+        namespace NETNS, if given, as if that were the user's host: its network namespace alone (nsenter), not
+        ``ip netns exec``'s, which also mounts a sysfs of its own without the host's cgroup mounts, and runc and
+        crun look for those even when they make no group."""
+        where = ["nsenter", f"--net=/run/netns/{netns}", "--"] if netns else []
         proc = subprocess.run([*where, *self.argv(*args)], capture_output=True, text=True, timeout=timeout,
                               cwd=ROOT, env=self.env(**env), stdin=subprocess.DEVNULL)
         return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -40,8 +40,7 @@ def bundle(store: Store, opts: RunOptions, directory: str) -> Path:
     try:
         # the overlay is mounted in a mount namespace of this process's own: a user's process may mount nothing
         # in the host's, and root's mounts vanish with it however it ends
-        linux.unshare(linux.CLONE_NEWNS)
-        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        runtime.own_mount_namespace()
         merged = runtime.mount_rootfs(container.spec)
         doc = runtime.runtime_config(container.spec, merged)
         target.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,13 @@ a spec" changes hands.
 
 How a start goes (containerd's shim does the same steps):
 
-* the parent mounts the container's overlay on ``merged/`` in the host's mount namespace (the runtime cannot: a
-  runtime-spec root is a directory, not a mount plan), and binds the network files and the ``-v`` volumes onto
-  it itself, with our executor's code (:func:`runner.isolation.rootfs.mount_volume`: each target resolved once inside
-  the root, the clone moved onto that fd), since runc 1.1.5 and crun 1.8.1 look a bind's target up again for its
-  read-only remount (CVE-2021-30465 class; :func:`own_volumes` says which volumes); :meth:`RuntimeExecutor.release`
-  unmounts it
-  all, idempotently, so ``rm`` after a killed runner finds nothing left;
+* the parent mounts the container's overlay on ``merged/`` in the host's mount namespace (a user's own without
+  root; the runtime cannot: a runtime-spec root is a directory, not a mount plan), and binds the network files
+  and the ``-v`` volumes onto it itself, with our executor's code (:func:`runner.isolation.rootfs.mount_volume`:
+  each target resolved once inside the root, the clone moved onto that fd), since runc 1.1.5 and crun 1.8.1 look
+  a bind's target up again for its read-only remount (CVE-2021-30465 class; :func:`own_volumes` says which
+  volumes); :meth:`RuntimeExecutor.release` unmounts it all, idempotently, so ``rm`` after a killed runner finds
+  nothing left;
 * it writes ``oci/config.json``: the saved spec with what only our executor understands translated (the user
   resolved to uid/gid/additionalGids and HOME from the container's own /etc/passwd by the bounded reader
   :mod:`runner.isolation.user`, ``cgroupsPath`` made the group name our executor uses, ``root.path`` absolute, the
@@ -28,6 +28,16 @@ How a start goes (containerd's shim does the same steps):
 crun refuses a cgroup v1+v2 hybrid whose v2 side has controllers ("cgroups in hybrid mode not supported"). crun is
 therefore always run in a private mount namespace of its own with an empty tmpfs over ``/sys/fs/cgroup/unified``:
 it sees cgroup v1 only, as runc uses it, and the host's mounts are untouched (scripts/bench's recipe).
+
+Without root (docs/rootless.md) the runner runs as root of the user's namespace (shared.userns), and so does the
+runtime it starts: runc and crun see a user namespace and bind the host's device nodes rather than make them. The
+container shares that namespace (config.json asks for none of its own), as under our executor: the same ids
+(uid 0 the user, the image's owners the subordinate ids), and ``exec``, ``stop`` and ``rm`` of any later command
+reach it, since all of them join the one namespace. The differences: the overlay and the binds on it are mounted
+in a private mount namespace of the runner's (:func:`own_mount_namespace`; the host's is not the user's to mount
+in), which the runtime and the container inherit; config.json gets no cgroup (:func:`without_root`) and the
+runtime is told to try none (:meth:`Runtime.rootless_flags`); ``pause`` is refused as our freezer refuses it; the
+runtime's state is in the user's store, as root's is in root's.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from runner import linux
 from runner.executor import process
 from runner.executor.protocol import StartFailed, release_cgroup, signal_pidfd
 from runner.executor.supervise import Started
-from runner.isolation import rootfs, security, user
+from runner.isolation import freezer, rootfs, security, user
 from runner.spec import NETWORK_FILES, STANDARD_DESTINATIONS, Spec, Volume
 from shared import settings
 from shared.errors import Kind, StrataError, usage
@@ -72,9 +82,6 @@ def choose(option: str | None) -> str:
     name = option if option is not None else settings.load().runtime
     if name in ("", OURS):
         return ""
-    if rootless():
-        raise StrataError(f"--runtime {name} needs root for now: without root our own executor runs containers",
-                          Kind.UNSUPPORTED)
     found = shutil.which(name) if "/" not in name else (name if os.access(name, os.X_OK) else None)
     if found is None or not os.path.isfile(found):
         raise usage(f"OCI runtime {name!r} not found: give runc, crun, {OURS} or the path of an executable")
@@ -104,7 +111,16 @@ class Runtime:
             return False
 
     def argv(self, *args: str) -> list[str]:
-        return [self.path, "--root", str(self.state), *args]
+        return [self.path, *self.rootless_flags(), "--root", str(self.state), *args]
+
+    def rootless_flags(self) -> list[str]:
+        """Without root (module doc): no cgroup is tried at all, rather than tried and its EACCES forgiven. runc's
+        ``--rootless=true`` (what its ``auto`` finds in a user namespace anyway), crun's cgroup manager
+        ``disabled``; another runtime is given nothing it may not know."""
+        if not rootless():
+            return []
+        name = os.path.basename(self.path)
+        return ["--rootless=true"] if "runc" in name else ["--cgroup-manager=disabled"] if "crun" in name else []
 
     def preexec(self) -> Callable[[], None] | None:
         """In the forked child, before exec: the private mount namespace with v2 hidden, when needed."""
@@ -229,8 +245,32 @@ def runtime_config(spec: Spec, rootfs: Path, netns: int | None = None, mounted: 
     return doc
 
 
+def without_root(doc: dict[str, Any], spec: Spec) -> dict[str, Any]:
+    """What a container of a user's gets from a runtime instead, as from our executor (docs/rootless.md): no
+    cgroup (no ``cgroupsPath``, no ``resources``: limits were refused at create, and the devices cgroup is not the
+    user's to write; the container opens only host nodes bound in, which the runtimes do themselves in a user
+    namespace); an empty read-only tmpfs at /sys/fs/cgroup (the runtimes would show the user's own groups, which
+    here are the host's whole tree); with ``--network host`` the host's /sys bound read-only in every submount
+    (sysfs may be mounted only by the owner of the network namespace: runc 1.1.5 fails, crun falls back to this
+    bind); devpts without ``gid=5`` where no group 5 is mapped (a user without ranges)."""
+    doc["linux"].pop("cgroupsPath", None)
+    doc["linux"].pop("resources", None)
+    ro = [] if spec.privileged else ["ro"]
+    for mount in doc["mounts"]:
+        if mount["destination"] == "/sys/fs/cgroup":
+            mount.update(type="tmpfs", source="tmpfs", options=["nosuid", "nodev", "noexec", "mode=755", "size=64k",
+                                                                *ro])
+        elif mount["destination"] == "/sys" and spec.network.mode.kind == "host":
+            mount.update(type="bind", source="/sys",
+                         options=["rbind", "rnosuid", "rnodev", "rnoexec", *(["rro"] if ro else [])])
+        elif mount["destination"] == "/dev/pts" and not rootfs.gid_mapped(5):
+            mount["options"] = [o for o in mount["options"] if o != "gid=5"]
+    return doc
+
+
 def mount_rootfs(spec: Spec, binds: bool = False) -> Path:
-    """The overlay on merged/, in the host's mount namespace; with ``binds``, the network files and
+    """The overlay on merged/, in this process's mount namespace (the host's as root, a private one of the user's
+    without root: :func:`own_mount_namespace`); with ``binds``, the network files and
     :func:`own_volumes` bound on it, in our executor's order (idempotent: a mount already there is kept, and with
     it what was bound when it was made; a failure leaves nothing mounted).
 
@@ -262,6 +302,15 @@ def mount_rootfs(spec: Spec, binds: bool = False) -> Path:
     return merged
 
 
+def own_mount_namespace() -> None:
+    """A private mount namespace for this process, for the overlay of a runtime's container or a bundle. Without
+    root the runner may mount nothing in the host's namespace (it is the initial user namespace's), so the overlay
+    and the binds on it go in one of the user's, which ``RUNTIME create`` (a child) inherits and hands on to the
+    container: they live as long as its last process and the runner's, and vanish with both."""
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+
+
 # -- the executor -------------------------------------------------------------------------------------------------
 
 
@@ -275,6 +324,8 @@ class RuntimeExecutor:
     def create(self, netns: int | None) -> Started:
         """The bundle (overlay, binds, config.json), then ``RUNTIME create`` and ``RUNTIME start``."""
         self.release()  # a previous start's state: a stopped container is started anew, as ours
+        if rootless():
+            own_mount_namespace()
         try:
             merged = mount_rootfs(self.spec, binds=True)
         except StrataError as e:  # a volume that cannot be bound: as a start that fails in our executor's child
@@ -282,7 +333,8 @@ class RuntimeExecutor:
         try:
             bundle = Path(self.spec.bundle, BUNDLE_DIR)
             bundle.mkdir(mode=0o700, exist_ok=True)
-            (bundle / "config.json").write_text(json.dumps(runtime_config(self.spec, merged, netns, mounted=True)))
+            doc = runtime_config(self.spec, merged, netns, mounted=True)
+            (bundle / "config.json").write_text(json.dumps(without_root(doc, self.spec) if rootless() else doc))
         except BaseException:
             self.release()
             raise
@@ -312,7 +364,10 @@ class RuntimeExecutor:
     def pause(self) -> None:
         """``RUNTIME pause ID``: the runtime freezes the groups it made, wherever it made them (crun puts a
         relative cgroupsPath at the root of each v1 hierarchy, runc under its own group): the runner's freezer
-        would look for them where our executor makes them. One a killed commit left paused stays so."""
+        would look for them where our executor makes them. One a killed commit left paused stays so. Without root
+        there is no group to freeze: refused as our executor refuses it, before the runtime is asked."""
+        if rootless():
+            raise StrataError(freezer.NO_CGROUP, Kind.SYSTEM)
         if not self.is_paused():
             self.rt.call("pause", self.spec.id)
 

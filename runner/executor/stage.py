@@ -84,9 +84,11 @@ def _inner(job: dict[str, Any], chan: Channel, stage: int, record_w: int) -> NoR
         linux.die_with_parent(stage)
         spec = replace(Spec.from_oci(job["spec"]), bundle=job["bundle"])
         program = process.seccomp_program(spec, Path(job["seccomp_cache"]))
-        if spec.runtime:  # before the cgroup namespace: its root is the group
+        # before the cgroup namespace: its root is the group. Without root a container has none (a runtime's
+        # PID 1 stays in the user's groups, where the stage already is; ours adds to a NoCgroup: nothing)
+        if spec.runtime and cgroups.usable():
             cgroups.join_groups_of(job["pid1"], os.getpid())
-        else:
+        elif not spec.runtime:
             cgroups.for_container(spec.id).add(os.getpid())
         security.own_bounding_set()  # read now, from the host's /proc: the container's has no /proc/self for us
         rootfs.forbid_imports()

@@ -29,6 +29,11 @@ def _write(path: Path, value: str) -> None:
         raise StrataError(f"cannot pause the container: {path}: {e.strerror}", Kind.SYSTEM) from None
 
 
+# without root a container has no cgroup (runner.isolation.cgroups.NoCgroup), under any executor
+NO_CGROUP = ("cannot pause the container: without root it has no cgroup to freeze (commit with --pause=false to pack "
+             "it live, as podman commits by default)")
+
+
 class Freezer:
     """Freeze and thaw every process of a container. cgroup v2: the container's own group's ``cgroup.freeze``.
     cgroup v1, where the runner puts containers in no freezer group: a ``strata-ID`` freezer group made for the
@@ -45,8 +50,7 @@ class Freezer:
 
     def freeze(self) -> None:
         if isinstance(self.group, cgroups.NoCgroup):
-            raise StrataError("cannot pause the container: without root it has no cgroup to freeze (commit with "
-                              "--pause=false to pack it live, as podman commits by default)", Kind.SYSTEM)
+            raise StrataError(NO_CGROUP, Kind.SYSTEM)
         if self.v2:
             d = self.group.dirs[0]
             _write(d / "cgroup.freeze", "1")

@@ -240,8 +240,9 @@ def _bind_host_device(devroot: SafeRoot, device: Device, name: str) -> None:
     _mount_at(devroot, name, device.path, None, linux.MS_BIND)
 
 
-def _gid_exists(gid: int) -> bool:
-    """Is ``gid`` mapped in this process's user namespace (always, outside one)?"""
+def gid_mapped(gid: int) -> bool:
+    """Is ``gid`` mapped in this process's user namespace (always, outside one)? Also what drops devpts' gid=5
+    from a runtime's config.json for a user without ranges."""
     with open("/proc/self/gid_map") as f:
         return any(int(inside) <= gid < int(inside) + int(count)
                    for inside, _, count in (line.split() for line in f if line.strip()))
@@ -425,7 +426,7 @@ def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, i
                     raise StrataError(f"--init needs {TINI} (Debian package tini)", Kind.SYSTEM)
                 _mount_at(devroot, "init", TINI, None, linux.MS_BIND)
                 _mount_at(devroot, "init", None, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
-            tty_group = ",gid=5" if _gid_exists(5) else ""  # one id mapped (a user without ranges): no group 5
+            tty_group = ",gid=5" if gid_mapped(5) else ""  # one id mapped (a user without ranges): no group 5
             _mount_at(devroot, "pts", "devpts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                       "newinstance,ptmxmode=0666,mode=0620" + tty_group)
             _mount_at(devroot, "shm", "shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
