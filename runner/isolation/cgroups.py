@@ -359,8 +359,8 @@ def check_usable(limits: Limits) -> None:
     if usable() or limits == Limits():
         return
     raise StrataError("resource limits (-m, --cpus, --pids-limit, ...) need a cgroup this user can write: without "
-                      "root that is a delegated cgroup v2 subtree (systemd's Delegate=yes), which this machine "
-                      "does not give", Kind.UNSUPPORTED)
+                      "root a container gets none here (a delegated cgroup v2 subtree, systemd's Delegate=yes, is "
+                      "not used yet); run as root for limits", Kind.UNSUPPORTED)
 
 
 def can_limit_devices() -> bool:
