@@ -188,12 +188,14 @@ def tools(tmp_path: Path, who: str, request: pytest.FixtureRequest) -> Iterator[
     t.configure()
     yield t
     # whatever a test did, it must not leave mounts behind, nor (as a user, who has no cgroup to check) processes
-    assert mounts_under(root) == []
+    left: list[str] = []
     if isinstance(t, UserTools):
         deadline = time.monotonic() + 10
-        while t.leftovers() and time.monotonic() < deadline:
+        while (left := t.leftovers()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert t.leftovers() == [], f"processes of the user left behind: {t.leftovers()}"
+        t.end_leftovers()
+    assert mounts_under(root) == []
+    assert left == [], f"processes of the user left behind: {left}"
 
 
 # -- Registries configured as real services are (tests/registries.py) -------------------------------------------
