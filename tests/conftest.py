@@ -29,6 +29,7 @@ import pytest
 from tests import images, registries
 from tests.cgroups import empty_cgroups, processes_mentioning, strata_cgroups
 from tests.faults import FaultProxy
+from tests.rootless import User, UserTools, reachable, user
 from tests.scripts import Registry, image_script, registry_script, start_registry
 from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, runtime_state_dirs
 
@@ -145,21 +146,56 @@ def test_image_store(tmp_path_factory: pytest.TempPathFactory, test_image: str) 
 
 
 @pytest.fixture
-def stored_test_image(tools: Tools, test_image_store: Path, test_image: str) -> str:
+def stored_test_image(tools: Tools, test_image_store: Path, test_image: str, request: pytest.FixtureRequest) -> str:
     """The session test image in the test's store, for a test whose subject is not the pull (the pull has tests
     of its own): the worker's pulled store copied in (cp -a), about 30 times cheaper than a pull of its own."""
-    tools.take(test_image_store)
+    tools.take(request.getfixturevalue("rootless_image_store") if tools.rootless else test_image_store)
     return test_image
 
 
+@pytest.fixture(scope="session")
+def rootless_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
+    """One user with subordinate ranges per worker (tests/rootless.py): what a battery's user variant runs as
+    (``who``). Its namespace's keeper lives as long as the worker."""
+    with user(tmp_path_factory.mktemp("homes"), ranges=True) as made:
+        yield made
+
+
+@pytest.fixture(scope="session")
+def rootless_image_store(rootless_user: User, test_image: str) -> Path:
+    """A store of that user's holding the session test image, pulled once: what ``stored_test_image`` copies for a
+    user variant."""
+    store = rootless_user.home / "test-image-store"
+    pulled = rootless_user.tool("puller", "--root", str(store), "pull", "--quiet", test_image)
+    assert pulled.code == 0, pulled.err
+    return store
+
+
 @pytest.fixture
-def tools(tmp_path: Path) -> Iterator[Tools]:
+def who(request: pytest.FixtureRequest) -> str:
+    """Who runs the test's tools: "root", or "user", the worker's ``rootless_user`` in a store of its own. A
+    battery parametrizes it (tests/marks.py's ``as_root_and_user``) to run its attacks both ways, unchanged."""
+    return str(getattr(request, "param", "root"))
+
+
+@pytest.fixture
+def tools(tmp_path: Path, who: str, request: pytest.FixtureRequest) -> Iterator[Tools]:
     root = tmp_path / "root"
-    t = Tools(root, tmp_path / "docker-config", tmp_path / "strata-config.json")
+    paths = (root, tmp_path / "docker-config", tmp_path / "strata-config.json")
+    t = Tools(*paths) if who == "root" else UserTools(*paths, user=request.getfixturevalue("rootless_user"))
+    if t.rootless:
+        reachable(root)  # the test's dir searchable: its settings file and the store in it are the user's to reach
     t.configure()
     yield t
-    # whatever a test did, it must not leave mounts behind
+    # whatever a test did, it must not leave mounts behind, nor (as a user, who has no cgroup to check) processes
+    left: list[str] = []
+    if isinstance(t, UserTools):
+        deadline = time.monotonic() + 10
+        while (left := t.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        t.end_leftovers()
     assert mounts_under(root) == []
+    assert left == [], f"processes of the user left behind: {left}"
 
 
 # -- Registries configured as real services are (tests/registries.py) -------------------------------------------
@@ -272,6 +308,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/probe.c, the static attack probe, built once for the session (static, so it runs in any image; gcc and
     libc6-dev come from scripts/setup: no skip)."""
     out = tmp_path_factory.mktemp("probe") / "probe"
+    reachable(out)  # a user's container binds it too (``who``)
     build = subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(ROOT / "tests" / "probe.c")],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr

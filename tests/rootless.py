@@ -20,8 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from tests.tools import ROOT, Result
+from shared.proc import read_stat
+from tests.tools import ROOT, Result, Tools
 
 PYTHON = "/usr/bin/python3"
 # useradd refuses, not waits, while another holds /etc/passwd.lock: the workers take turns by an advisory flock
@@ -67,6 +69,49 @@ class User:
         return self.subuids is not None and self.subuids[0] <= uid < self.subuids[0] + self.subuids[1]
 
 
+@dataclass(frozen=True)
+class UserTools(Tools):
+    """The two CLIs against a store of USER's, run as that user (in its one namespace) with Debian's python3: the
+    same calls as root's :class:`Tools`, so a battery's attacks run unchanged both ways (conftest's ``who``)."""
+
+    user: User
+    rootless: ClassVar[bool] = True
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        return self.user.argv(PYTHON, "-m", tool, "--root", str(self.root), *args)
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        return self.user.env(DOCKER_CONFIG=str(self.docker_config), STRATA_CONFIG=str(self.settings), **extra)
+
+    def as_owner(self, *argv: str) -> list[str]:
+        return self.user.argv(*argv)
+
+    def hand_over(self, target: Path | int) -> None:
+        os.chown(target, self.user.uid, self.user.gid)
+
+    def leftovers(self) -> list[str]:
+        """The user's processes but the keeper of its namespace (a container's run as its subordinate ids among
+        them): what a test left running, as ``pid argv``. Not a zombie: it holds nothing (a monitor that exited is
+        the machine's init's to reap, which may take a moment)."""
+        keeper = Path(f"/tmp/strata-run-{self.user.uid}/userns.pid")
+        kept = int(keeper.read_text().split()[0]) if keeper.exists() else None
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != kept and (uid := _uid_of(int(entry))) is not None \
+                    and self.user.owns(uid):
+                with contextlib.suppress(OSError):
+                    if getattr(read_stat(int(entry)), "state", "Z") != "Z":
+                        argv = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+                        found.append(f"{entry} {argv.decode(errors='replace').strip()}")
+        return found
+
+    def end_leftovers(self) -> None:
+        """SIGKILL each of :meth:`leftovers`, by its pid: a test that failed leaves nothing to the next one."""
+        for line in self.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), 9)
+
+
 @contextlib.contextmanager
 def _useradd_lock() -> Iterator[None]:
     with open(_LOCK) as f:
@@ -100,10 +145,7 @@ def user(home_parent: Path, ranges: bool) -> Iterator[User]:
     try:
         home.mkdir(mode=0o700)
         os.chown(home, made.uid, made.gid)
-        for parent in home.parents:  # the user must reach its home (pytest's base temp is root's, 0700)
-            if parent == Path("/tmp") or parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o711)
+        reachable(home)  # the user must reach its home (pytest's base temp is root's, 0700)
         assert (made.subuids is not None) == ranges, f"useradd gave {name} ranges {made.subuids}, wanted {ranges}"
         yield made
     finally:
@@ -116,6 +158,16 @@ def user(home_parent: Path, ranges: bool) -> Iterator[User]:
         with _useradd_lock():
             subprocess.run(["userdel", name], capture_output=True, text=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(home)], capture_output=True)
+
+
+def reachable(path: Path) -> None:
+    """Every directory above PATH, up to /tmp, searchable (not readable) by anyone: so a user reaches a path of
+    the test's in pytest's base temp, which is root's and 0700, while what the test made there keeps its owner
+    and mode."""
+    for parent in path.parents:
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o711)
 
 
 def _kill_processes_of(u: User) -> None:

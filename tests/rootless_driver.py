@@ -7,6 +7,12 @@
     python3 -m tests.rootless_driver extract TAR DEST
         the store's unpacker on one tar, in the user's namespace, with the user store's format; prints JSON:
         {"left_out": [...]} or {"error": MESSAGE, "kind": KIND}.
+    python3 -m tests.rootless_driver seccomp
+        Docker's profile put in place as the runner does it (program, then install) in a child of a process in the
+        user's namespace, and tests/test_seccomp.py's probe of what it refuses; prints the answers as JSON.
+    python3 -m tests.rootless_driver fuzz EXAMPLES
+        tests/test_unpack_fuzz.py's property on EXAMPLES random tars, in the user's namespace, with the user
+        store's format and ids; prints its counts as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import ctypes
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from shared import userns
@@ -63,12 +70,38 @@ def extract_tar(tar: str, dest: str) -> dict[str, object]:
         return {"error": str(e), "kind": e.kind.name}
 
 
+def seccomp_refusals() -> dict[str, int]:
+    userns.enter_once()
+    from runner.isolation import seccomp, seccomp_default, security
+    from tests.test_seccomp import docker_refusals, in_child
+
+    with tempfile.TemporaryDirectory() as cache:
+        program = seccomp.program(seccomp_default.PROFILE, security.DOCKER_DEFAULT_CAPS, Path(cache))
+    assert program is not None
+    return in_child(seccomp_default.PROFILE, docker_refusals,
+                    loader=lambda profile, caps: lambda: seccomp.install(program))
+
+
+def fuzz(examples: str) -> dict[str, int]:
+    userns.enter_once()
+    mapping = userns.entered()
+    assert mapping is not None
+    from tests import test_unpack_fuzz
+
+    test_unpack_fuzz.fuzz(int(examples), USER_OVERLAY, mapping.size, database=None)
+    return test_unpack_fuzz.RUNS
+
+
 def main() -> None:
     op, *args = sys.argv[1:]
     if op == "snapshot":
         print(json.dumps(merged_snapshot(*args)))
     elif op == "extract":
         print(json.dumps(extract_tar(*args)))
+    elif op == "seccomp":
+        print(json.dumps(seccomp_refusals()))
+    elif op == "fuzz":
+        print(json.dumps(fuzz(*args)))
     else:
         raise SystemExit(f"unknown op {op}")
 

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 
 from tests.tools import ROOT
 
@@ -18,11 +19,16 @@ from tests.tools import ROOT
 class Terminal:
     """The user's side of a pty: reads what the runner shows, answers cursor queries, types lines."""
 
-    def __init__(self, argv: list[str], rows: int = 33, cols: int = 101) -> None:
+    def __init__(self, argv: list[str], rows: int = 33, cols: int = 101, env: dict[str, str] | None = None,
+                 hand_over: Callable[[int], None] | None = None) -> None:
+        """ARGV on a new pty of the test's, in ENV (else ours); HAND_OVER, if given, makes the pty its user's own
+        first (a user's terminal is the user's: tests/tools.py's ``Tools.hand_over``)."""
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        if hand_over is not None:
+            hand_over(slave)
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                     cwd=ROOT)
+                                     cwd=ROOT, env=env)
         os.close(slave)
         self.seen = b""
 

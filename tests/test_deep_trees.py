@@ -24,7 +24,7 @@ from shared.errors import StrataError
 from shared.store.files import remove_tree
 from shared.store.layout import Store
 from tests import runner_images
-from tests.marks import needs_root, needs_tools
+from tests.marks import also_as_user, needs_root, needs_tools
 from tests.scripts import Registry
 from tests.test_remove import chain_depth
 from tests.tools import Tools, detached, mounts_under, wait_until
@@ -58,6 +58,7 @@ def status(tools: Tools, cid: str) -> str:
     return str(json.loads(result.out)[0]["State"]["Status"])
 
 
+@also_as_user
 def test_rm_f_removes_a_running_container_with_a_1500_deep_tree(tools: Tools, img: str, no_leaks: None) -> None:
     with detached(tools, img, "sh", "-c", f"{MAKE_DEEP} && touch /made && exec sleep 600") as cid:
         container = tools.root / "containers" / cid
@@ -70,6 +71,7 @@ def test_rm_f_removes_a_running_container_with_a_1500_deep_tree(tools: Tools, im
         assert tools.runner("ps", "-a", "-q").out == ""
 
 
+@also_as_user
 def test_prune_removes_an_exited_container_with_a_1500_deep_tree(tools: Tools, img: str, no_leaks: None) -> None:
     with detached(tools, img, "sh", "-c", MAKE_DEEP) as cid:
         container = tools.root / "containers" / cid
@@ -125,6 +127,7 @@ def pull_deep(tools: Tools, deep_image: str) -> tuple[set[str], str]:
     return base, deep
 
 
+@also_as_user
 def test_a_1200_deep_layer_pulls_runs_and_goes_with_rmi(tools: Tools, img: str, deep_image: str,
                                                          no_leaks: None) -> None:
     base, deep = pull_deep(tools, deep_image)

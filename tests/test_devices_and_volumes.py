@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from runner.isolation import cgroups, devcgroup
-from tests.marks import needs_root, needs_tools
+from tests.marks import as_root_and_user, needs_root, needs_tools
 from tests.tools import ROOT, Tools, detached, mounts_under, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
@@ -85,15 +85,22 @@ def untouched(loop: Loop) -> bool:
 # -- 1. device nodes ------------------------------------------------------------------------------------------------
 
 
+@as_root_and_user
 def test_block_node_on_a_dev_tmpfs_cannot_be_opened(tools: Tools, img: str, probe: Path, tmp_path: Path,
                                                     executor: str) -> None:
     """``--tmpfs /t:dev`` is honoured as Docker honours it (the mount allows device nodes), and CAP_MKNOD makes a
-    node there for the host's loop device: the devices cgroup refuses the open (EPERM), read-only or read-write."""
+    node there for the host's loop device: the devices cgroup refuses the open (EPERM), read-only or read-write.
+    A user's container has no devices cgroup: its mknod is refused (EPERM: a user namespace makes no node, and a
+    tmpfs it mounts is nodev whatever its options say)."""
     with loop_device(tmp_path) as loop:
         result = tools.runner("run", "--rm", *with_probe(probe), "--tmpfs", "/t:dev", img, "/probe", "blockdev",
                               "/t/disk", str(loop.major), str(loop.minor))
     assert result.code == 0, result.err
     got = fields(result.out)
+    if tools.rootless:
+        assert got["mknod"] == "EPERM" and got["open"] == "ENOENT", result.out
+        assert untouched(loop), result.out
+        return
     assert got["mknod"] == "ok", result.out  # Docker's list allows mknod of any node ("b *:* m")
     assert got["open"] == "EPERM" and got["open-ro"] == "EPERM", result.out
     assert SENTINEL.decode()[:32] not in result.out and untouched(loop), result.out
@@ -114,10 +121,9 @@ def in_private_namespace(tools: Tools, setup: str, args: list[str], after: str) 
     """``runner ARGS`` in a private mount namespace of its own, after SETUP and followed by AFTER (shell): the
     mounts a test makes there are never on the host, and vanish with it."""
     command = " ".join(shlex.quote(a) for a in runner_command(tools, *args))
-    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                            f"{setup} && {{ {command}; echo runner-exit $?; {after}; }}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, env=tools.environ(), capture_output=True, text=True, timeout=120)
 
 
 def test_dev_tmpfs_is_refused_where_no_devices_cgroup_is_mounted(tools: Tools, own_img: str) -> None:
@@ -131,17 +137,18 @@ def test_dev_tmpfs_is_refused_where_no_devices_cgroup_is_mounted(tools: Tools, o
     assert "--tmpfs /t with dev needs the devices cgroup, which is not mounted here" in result.stderr
 
 
+@as_root_and_user
 def test_read_only_volume_is_read_only_and_nodev_in_its_submounts(tools: Tools, img: str, probe: Path,
                                                                    tmp_path: Path, executor: str) -> None:
     """``-v SRC:/host:ro`` where a tmpfs is mounted under SRC (as a devtmpfs is under ``-v /:/host:ro``), holding a
     node of the host's loop device: inside, the submount is read-only and nodev too. The container can neither
     write a file there, nor make a node, nor open the existing one (EACCES from nodev, or EPERM from the devices
-    cgroup)."""
+    cgroup). The node is 0666: as a user, whom its mode lets in, nodev alone refuses it."""
     src = tmp_path / "src"
     (src / "dev").mkdir(parents=True)
     with loop_device(tmp_path) as loop:
         setup = (f"mount -t tmpfs -o mode=755,size=1m strata-test {src / 'dev'} && "
-                 f"mknod {src / 'dev' / 'disk'} b {loop.major} {loop.minor}")
+                 f"mknod -m 666 {src / 'dev' / 'disk'} b {loop.major} {loop.minor}")
         script = ("/probe blockdev /host/dev/disk; /probe create /host/dev/file; "
                   f"/probe blockdev /host/dev/mine {loop.major} {loop.minor}; /probe create /host/top")
         result = in_private_namespace(tools, setup, ["run", "--rm", *with_probe(probe), "-v", f"{src}:/host:ro",
@@ -199,6 +206,7 @@ def test_cgroup_v2_device_program_refuses_what_the_list_does_not_allow(probe: Pa
 STARTS = 24
 
 
+@as_root_and_user
 def test_volume_target_swapped_during_start_never_lands_read_write(tools: Tools, img: str, probe: Path,
                                                                   tmp_path: Path, executor: str) -> None:
     """The CVE-2021-30465 shape. An attacker container shares /shared with the victim and swaps two symlinks there
@@ -212,6 +220,8 @@ def test_volume_target_swapped_during_start_never_lands_read_write(tools: Tools,
     shared.mkdir()
     ro.mkdir()
     (ro / "keep").write_text("keep\n")
+    for made in (shared, ro, ro / "keep"):  # a user's own: only the mount stands between the victim and them
+        tools.hand_over(made)
     swap = "ln -s /etc /shared/a && ln -s /shared /shared/b && exec /probe exchange /shared/a /shared/b 600"
     started, errors = 0, []
     with detached(tools, *with_probe(probe), "-v", f"{shared}:/shared", img, "sh", "-c", swap):

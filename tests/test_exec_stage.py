@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.marks import as_root_and_user
 from tests.test_isolation import img, with_probe  # noqa: F401 (fixtures)
 from tests.tools import Tools, detached, popen_runner, wait_until
 
@@ -64,6 +65,7 @@ def victims(report: str) -> list[dict[str, str]]:
             if line.startswith("victim ")]
 
 
+@as_root_and_user
 def test_exec_child_gives_a_ptracing_container_nothing(tools: Tools, img: str, probe: Path,  # noqa: F811
                                                        tmp_path: Path) -> None:
     sentinel = tmp_path / "sentinel"
@@ -83,6 +85,7 @@ def test_exec_child_gives_a_ptracing_container_nothing(tools: Tools, img: str, p
         assert v["Seccomp"] == "2", f"a process of ours ran without the container's filter\n{report}"
 
 
+@as_root_and_user
 @pytest.mark.parametrize("opts", [("--security-opt", "no-new-privileges"), ("-u", "strata")], ids=["nnp", "user"])
 def test_exec_child_is_the_containers_from_its_first_moment(tools: Tools, img: str, probe: Path,  # noqa: F811
                                                             tmp_path: Path, opts: tuple[str, ...]) -> None:
@@ -106,6 +109,7 @@ def test_exec_child_is_the_containers_from_its_first_moment(tools: Tools, img: s
             assert v["NoNewPrivs"] == "1", report
 
 
+@as_root_and_user
 @pytest.mark.parametrize(("opts", "want"), [
     (("--privileged",), {"Seccomp": "0", "NoNewPrivs": "0"}),
     (("--security-opt", "no-new-privileges"), {"Seccomp": "2", "NoNewPrivs": "1"}),
@@ -139,6 +143,7 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+@as_root_and_user
 @pytest.mark.parametrize(("mib", "hold"), [("512", "300"), ("0", "300"), ("0", "10")], ids=["flood", "hold", "forge"])
 def test_exec_error_pipe_cannot_be_held_or_flooded_by_a_ptracing_container(
         tools: Tools, img: str, probe: Path, mib: str, hold: str) -> None:  # noqa: F811

@@ -30,7 +30,7 @@ from runner.isolation import user
 from runner.isolation.user import ETC_CAP, EtcFile, ExecUser
 from shared.errors import StrataError
 from tests import runner_images
-from tests.marks import needs_root, needs_tools
+from tests.marks import as_root_and_user, as_root_and_user_over, needs_root, needs_tools
 from tests.scripts import Registry
 from tests.tools import Tools, detached, one_line_error
 
@@ -322,6 +322,7 @@ def fifo_etc_image(tmp_path_factory: pytest.TempPathFactory, registry: Registry,
                                         f"{registry.address}/strata/fifo-etc:1")
 
 
+@as_root_and_user
 @needs_root
 @needs_tools
 def test_run_image_with_fifo_passwd(tools: Tools, img: str, fifo_etc_image: str, executor: str) -> None:
@@ -359,7 +360,7 @@ RUNTIME_PASSWD = {
 
 @needs_root
 @needs_tools
-@pytest.mark.parametrize("variant", sorted(RUNTIME_PASSWD))
+@as_root_and_user_over("variant", sorted(RUNTIME_PASSWD), user=["fifo", "sparse-10g", "proc-environ-link"])
 def test_exec_after_passwd_is_replaced(tools: Tools, img: str, variant: str) -> None:
     script, why = RUNTIME_PASSWD[variant]
     with detached(tools, img, "sleep", "1000") as cid:

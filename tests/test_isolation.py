@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.marks import needs_root, needs_tools
+from tests.marks import as_root_and_user, needs_root, needs_tools
+from tests.rootless import PYTHON
 from tests.tools import ROOT, Tools, detached, popen_runner, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
@@ -56,9 +57,9 @@ def on_terminal(tools: Tools, *args: str, stdin_text: bytes = b"") -> tuple[int,
     (where a TIOCSTI would have typed)."""
     master, slave = os.openpty()
     try:
-        env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
+        tools.hand_over(slave)  # the user's terminal is the user's
         proc = subprocess.Popen(["setsid", "--ctty", *runner_command(tools, *args)], stdin=slave, stdout=slave,
-                                stderr=slave, cwd=ROOT, env=env)
+                                stderr=slave, cwd=ROOT, env=tools.environ())
         if stdin_text:
             os.write(master, stdin_text)
         output = b""
@@ -91,6 +92,7 @@ def assert_no_terminal(out: str) -> None:
         assert got[f"inject-fd{fd}"] == "ENOTTY", out
 
 
+@as_root_and_user
 def test_run_without_tty_cannot_reach_the_users_terminal(tools: Tools, img: str, probe: Path) -> None:
     code, out, pending = on_terminal(tools, "run", "--rm", *with_probe(probe), img, "/probe", "tty")
     assert code == 0, out
@@ -108,6 +110,7 @@ def test_run_interactive_without_tty_gets_a_pipe_not_the_terminal(tools: Tools, 
     assert (echoed.code, echoed.out) == (0, "typed ahead\n"), echoed.err
 
 
+@as_root_and_user
 def test_exec_without_tty_cannot_reach_the_users_terminal(tools: Tools, img: str, probe: Path) -> None:
     with detached(tools, *with_probe(probe), img, "sleep", "1000") as cid:
         code, out, pending = on_terminal(tools, "exec", cid, "/probe", "tty")
@@ -118,6 +121,7 @@ def test_exec_without_tty_cannot_reach_the_users_terminal(tools: Tools, img: str
         assert (piped.code, piped.out) == (0, "through the pipe\n"), piped.err
 
 
+@as_root_and_user
 def test_tty_container_has_its_own_terminal(tools: Tools, img: str, probe: Path) -> None:
     """With -t the container's terminal is a pty of its own; /dev/tty is that, and typing into it stays there."""
     code, out, pending = on_terminal(tools, "run", "--rm", "-t", *with_probe(probe), img, "/probe", "tty")
@@ -150,14 +154,14 @@ print(json.dumps({"code": proc.returncode, "out": proc.stdout, "err": proc.stder
 def in_keyring(tools: Tools, *args: str) -> dict[str, object]:
     import json
 
-    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
     proc = subprocess.run([sys.executable, "-c", KEYRING_WRAPPER, *runner_command(tools, *args)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=120)
+                          text=True, cwd=ROOT, env=tools.environ(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     result: dict[str, object] = json.loads(proc.stdout)
     return result
 
 
+@as_root_and_user
 def test_default_seccomp_refuses_keyctl(tools: Tools, img: str, probe: Path) -> None:
     got = in_keyring(tools, "run", "--rm", *with_probe(probe), img, "/probe", "keyring")
     assert got["code"] == 0, got
@@ -166,6 +170,7 @@ def test_default_seccomp_refuses_keyctl(tools: Tools, img: str, probe: Path) -> 
     assert got["sentinel"] == "host-secret" and got["added_on_host"] is False, got
 
 
+@as_root_and_user
 def test_container_session_keyring_is_its_own(tools: Tools, img: str, probe: Path) -> None:
     """Even with seccomp off, the container joins a fresh session keyring: the host's keys are not in it, and
     what it adds lands in its own."""
@@ -178,6 +183,7 @@ def test_container_session_keyring_is_its_own(tools: Tools, img: str, probe: Pat
     assert got["sentinel"] == "host-secret" and got["added_on_host"] is False, got
 
 
+@as_root_and_user
 def test_exec_session_keyring_is_its_own(tools: Tools, img: str, probe: Path) -> None:
     with detached(tools, "--security-opt", "seccomp=unconfined", *with_probe(probe), img, "sleep", "1000") as cid:
         got = in_keyring(tools, "exec", cid, "/probe", "keyring")
@@ -190,6 +196,7 @@ def test_exec_session_keyring_is_its_own(tools: Tools, img: str, probe: Path) ->
 # -- seccomp: Docker's default profile on run and exec -------------------------------------------------------------
 
 
+@as_root_and_user
 def test_new_user_namespaces_are_refused(tools: Tools, img: str, probe: Path) -> None:
     confined = tools.runner("run", "--rm", *with_probe(probe), img, "/probe", "unshare-user")
     assert confined.code == 0, confined.err
@@ -229,10 +236,11 @@ def exec_until_seen(tools: Tools, cid: str, secret: str, attempts: int = 60) -> 
 
 def host_interpreters() -> set[str]:
     """dev:ino of every host file the runner's processes could have as their exe."""
-    paths = {os.path.realpath(sys.executable), os.path.realpath(shutil.which("python3") or sys.executable)}
+    paths = {os.path.realpath(p) for p in (sys.executable, shutil.which("python3") or sys.executable, PYTHON)}
     return {f"{os.stat(p).st_dev}:{os.stat(p).st_ino}" for p in paths}
 
 
+@as_root_and_user
 @pytest.mark.parametrize("caps", [(), ("--cap-add", "SYS_PTRACE")], ids=["default-caps", "cap-sys-ptrace"])
 def test_exec_child_exposes_no_host_binary_or_environment(tools: Tools, img: str, probe: Path,
                                                           caps: tuple[str, ...]) -> None:
@@ -255,6 +263,7 @@ def test_exec_child_exposes_no_host_binary_or_environment(tools: Tools, img: str
         assert any("memfd:strata-exec" in o["exe"] for o in before_exec), report
 
 
+@as_root_and_user
 def test_exec_is_killed_with_its_runner(tools: Tools, img: str) -> None:
     """An exec'd process whose runner is killed does not linger, as root or as another user (a change of user
     clears the parent-death signal; it is set again after it)."""
@@ -301,30 +310,41 @@ HOST_NODES = {"/dev/null": (1, 3), "/dev/zero": (1, 5), "/dev/full": (1, 7), "/d
               "/dev/urandom": (1, 9), "/dev/tty": (5, 0)}
 
 
+@as_root_and_user
 def test_device_nodes_and_masks_are_the_containers_own(tools: Tools, img: str, probe: Path, tmp_path: Path,
                                                        executor: str) -> None:
     """Container root (CAP_CHOWN, CAP_FOWNER) chmods, chowns, touches and sets an xattr on every device node and
     every path masked with /dev/null: none of it may reach a node of the host's. The runner runs in a private mount
     namespace in which the host's nodes are sentinels (fresh nodes with the same numbers, bound over them), so the
     attack never points at a real host file. Ours and runc give the container nodes of its own; crun masks with
-    the host's /dev/null read-only (EROFS), which holds as well."""
+    the host's /dev/null read-only (EROFS), which holds as well. A user's container has the host's nodes bound in
+    (a user namespace makes none): its root, the user, may change neither their mode, nor owner, nor a trusted
+    xattr (EPERM); it may touch their times, as the user may the host's 0666 nodes (docs/rootless.md)."""
     sentinels = tmp_path / "host-dev"
     sentinels.mkdir()
     binds = []
     for path, (major, minor) in HOST_NODES.items():
         node = sentinels / Path(path).name
         os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        node.chmod(0o666)  # as the host's are (mknod's mode is cut by the umask)
         binds.append(f"mount --bind {node} {path}")
     before = {node.name: snapshot(str(node)) for node in sentinels.iterdir()}
     command = " ".join(shlex.quote(a) for a in runner_command(
         tools, "run", "--rm", *with_probe(probe), img, "sh", "-c",
         f"/probe devices 0:0 {' '.join(DEVICE_TARGETS)}; echo x > /dev/null && head -c 3 /dev/zero | od -An -tx1"))
-    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                              " && ".join(binds) + f" && exec {command}"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                            cwd=ROOT, env=tools.environ(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
+    if tools.rootless:
+        assert {node.name: snapshot(str(node))[:3] for node in sentinels.iterdir()} == \
+            {name: seen[:3] for name, seen in before.items()}, result.stdout
+        for target in ("/dev/null", "/dev/zero", "/dev/tty", "/proc/keys", "/proc/timer_list"):
+            for op in ("chmod", "chown", "setxattr"):
+                assert f"{target} {op} EPERM" in out, result.stdout
+        assert out[-1].split() == ["00", "00", "00"], result.stdout
+        return
     assert {node.name: snapshot(str(node)) for node in sentinels.iterdir()} == before, result.stdout
     for target in ("/dev/null", "/dev/zero", "/dev/tty"):
         assert f"{target} chmod ok" in out and f"{target} chown ok" in out, result.stdout  # it changed its own node
@@ -333,11 +353,14 @@ def test_device_nodes_and_masks_are_the_containers_own(tools: Tools, img: str, p
     assert out[-1].split() == ["00", "00", "00"], result.stdout  # the nodes still work
 
 
+@as_root_and_user
 def test_read_only_volume_inodes_cannot_change(tools: Tools, img: str, probe: Path, tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     sentinel = shared / "sentinel"
     sentinel.write_text("keep\n")
+    for made in (shared, sentinel):  # a user's own: only :ro stands between the container and them
+        tools.hand_over(made)
     before = snapshot(str(sentinel))
     result = tools.runner("run", "--rm", *with_probe(probe), "-v", f"{shared}:/v:ro", img, "/probe", "devices",
                           identity("/dev/null"), "/v/sentinel")
@@ -347,12 +370,14 @@ def test_read_only_volume_inodes_cannot_change(tools: Tools, img: str, probe: Pa
     assert snapshot(str(sentinel)) == before
 
 
+@as_root_and_user
 def test_mknod_node_stays_unusable(tools: Tools, img: str, executor: str) -> None:
     """A node made in /dev with CAP_MKNOD (Docker's default) for a device the container was not given (/dev/mem)
     cannot be opened: our /dev is nodev once the default devices are bound (EACCES); runc and crun leave /dev
-    dev and refuse in the devices cgroup (EPERM). Reading one byte is all the attempt does."""
+    dev and refuse in the devices cgroup (EPERM). Reading one byte is all the attempt does. A user's container
+    has no such node to open: a user namespace may not make it (EPERM)."""
     result = tools.runner("run", "--rm", img, "sh", "-c", "mknod /dev/mine c 1 1 && head -c 1 /dev/mine >/dev/null")
-    refusal = "Permission denied" if executor == "strata" else "Operation not permitted"
+    refusal = "Permission denied" if executor == "strata" and not tools.rootless else "Operation not permitted"
     assert result.code != 0 and refusal in result.err, (result.out, result.err)
 
 

@@ -26,7 +26,7 @@ from shared.errors import StrataError
 from shared.proc import ProcStat, boot_id, parse_stat, read_stat
 from shared.store.layout import Store
 from tests.cgroups import container_cgroup
-from tests.marks import needs_root, needs_tools
+from tests.marks import as_root_and_user, needs_root, needs_tools
 from tests.test_lifecycle import inspect, is_up, logs, ps_row
 from tests.tools import Tools, detached, one_line_error, wait_until
 
@@ -91,17 +91,17 @@ def test_a_zombie_keeps_its_start_time_and_reads_as_one() -> None:
 
 
 @pytest.fixture
-def img(tools: Tools, test_image: str, no_leaks: None, executor: str) -> str:
+def img(stored_test_image: str, no_leaks: None, executor: str) -> str:
     """The session test image, pulled; the test runs once per executor (ours, runc, crun)."""
-    result = tools.puller("pull", test_image)
-    assert result.code == 0, result.err
-    return test_image
+    return stored_test_image
 
 
 @pytest.fixture
-def sentinel() -> Iterator[subprocess.Popen[bytes]]:
-    """An unrelated process the test owns, in a session of its own, that a forged state.json will name."""
-    proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
+def sentinel(tools: Tools) -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated process the test owns, in a session of its own, that a forged state.json will name: the
+    store's owner's, so that a runner that trusted the forgery could signal it (a user's runner may signal only
+    the user's own processes)."""
+    proc = subprocess.Popen(tools.as_owner("sleep", "120"), start_new_session=True)
     try:
         yield proc
     finally:
@@ -131,6 +131,7 @@ FORGERIES: dict[str, Forgery] = {
 }
 
 
+@as_root_and_user
 @pytest.mark.parametrize("forgery", FORGERIES)
 @needs_root
 @needs_tools
@@ -148,8 +149,6 @@ def test_a_reused_pid_is_left_alone(tools: Tools, img: str, sentinel: subprocess
         def write(state: dict[str, Any]) -> None:
             state_file.write_text(json.dumps(state))
 
-        leftover: subprocess.Popen[bytes] | None = None
-        group = cgroups.for_container(cid)
         try:
             # control: the sentinel's true identity would be trusted (read only: nothing is sent to it here)
             write({**running, "pid": sentinel.pid, "pid_start_time": sentinel_start.start_time})
@@ -166,25 +165,37 @@ def test_a_reused_pid_is_left_alone(tools: Tools, img: str, sentinel: subprocess
             stopped = tools.runner("stop", "-t", "1", "victim")  # already exited: nothing to do, as Docker's
             assert (stopped.code, stopped.out, stopped.err) == (0, "victim\n", "")
             assert_untouched(sentinel, sentinel_start.start_time)
-            # what is left in the container's own cgroup is the container's, whatever its pid: rm -f kills that
-            group.create(cgroups.Limits())
-            leftover = subprocess.Popen(["sleep", "120"], start_new_session=True)
-            group.add(leftover.pid)
-            removed = tools.runner("rm", "-f", "victim")
-            assert (removed.code, removed.out) == (0, "victim\n"), removed.err
-            assert leftover.wait(timeout=10) == -signal.SIGKILL
-            assert not group.exists() and not container_cgroup("pids", cid).exists()
+            if tools.rootless:  # no cgroup: what outlived PID 1 would have gone with its pid namespace
+                removed = tools.runner("rm", "-f", "victim")
+                assert (removed.code, removed.out) == (0, "victim\n"), removed.err
+            else:
+                rm_f_kills_what_is_left_in_its_cgroup(tools, cid)
             assert not (tools.root / "containers" / cid).exists()
             assert ps_row(tools, "victim") == ""
             assert_untouched(sentinel, sentinel_start.start_time)
         finally:
             if state_file.exists():  # detached's rm -f must not find the sentinel named either
                 write(exited)
-            if leftover is not None and leftover.poll() is None:
-                leftover.kill()  # its pid only
-                leftover.wait()
-            if group.exists():
-                group.remove()
+
+
+def rm_f_kills_what_is_left_in_its_cgroup(tools: Tools, cid: str) -> None:
+    """What is left in the container's own cgroup is the container's, whatever its pid: rm -f kills that."""
+    group = cgroups.for_container(cid)
+    leftover: subprocess.Popen[bytes] | None = None
+    try:
+        group.create(cgroups.Limits())
+        leftover = subprocess.Popen(["sleep", "120"], start_new_session=True)
+        group.add(leftover.pid)
+        removed = tools.runner("rm", "-f", "victim")
+        assert (removed.code, removed.out) == (0, "victim\n"), removed.err
+        assert leftover.wait(timeout=10) == -signal.SIGKILL
+        assert not group.exists() and not container_cgroup("pids", cid).exists()
+    finally:
+        if leftover is not None and leftover.poll() is None:
+            leftover.kill()  # its pid only
+            leftover.wait()
+        if group.exists():
+            group.remove()
 
 
 @needs_root

@@ -31,6 +31,8 @@ import pytest
 from runner.isolation import seccomp, seccomp_default, security
 from runner.isolation.seccomp import Arg, Filter, Profile, Rule
 from shared.errors import Kind, StrataError
+from tests.marks import needs_root, needs_tools
+from tests.rootless import User
 
 PODMAN_PROFILE = Path("/usr/share/containers/seccomp.json")  # Debian package golang-github-containers-common
 
@@ -165,34 +167,35 @@ def seccomp_filters() -> int:
 # ---- Docker's default profile -------------------------------------------------------------------------------
 
 
-def test_default_profile_refuses_what_docker_refuses(loader: Loader) -> None:
-    def probe() -> dict[str, int]:
-        return {
-            "unshare": call("unshare", CLONE_NEWUSER),
-            "clone newuser": call("clone", CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0),
-            "clone3": call("clone3", 0, 0),
-            "keyctl": call("keyctl", 0, 0xFFFFFFFFFFFFFFFD, 0),  # KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING
-            "add_key": call("add_key", 0, 0, 0, 0, 0),
-            "request_key": call("request_key", 0, 0, 0, 0),
-            "personality query": call("personality", 0xFFFFFFFF),
-            "personality read_implies_exec": call("personality", READ_IMPLIES_EXEC),
-            "personality addr_no_randomize": call("personality", ADDR_NO_RANDOMIZE),
-            "socket vsock": call("socket", AF_VSOCK, SOCK_STREAM, 0),
-            "socket alg": call("socket", AF_ALG, 5, 0),  # SOCK_SEQPACKET
-            "socket inet": call("socket", AF_INET, SOCK_STREAM, 0),
-            "socket inet6": call("socket", AF_INET6, SOCK_STREAM, 0),
-            "socket unix": call("socket", AF_UNIX, SOCK_STREAM, 0),
-            "mount": call("mount", 0, 0, 0, 0, 0),
-            "umount2": call("umount2", 0, 0),
-            "setns": call("setns", 0xFFFF, 0),
-            "sethostname": call("sethostname", 0, 0),
-            "reboot": call("reboot", 0, 0, 0, 0),
-            "bpf": call("bpf", 0, 0, 0),
-            "chroot": call("chroot", 0),  # CAP_SYS_CHROOT is a default: allowed (EFAULT from the NULL path)
-            "ptrace": call("ptrace", 0xFFFF, 0, 0, 0),  # allowed from kernel 4.8 (EIO: no such request)
-        }
+def docker_refusals() -> dict[str, int]:
+    """The probe of Docker's refusals: what each call answered under the filter (in the child)."""
+    return {
+        "unshare": call("unshare", CLONE_NEWUSER),
+        "clone newuser": call("clone", CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0),
+        "clone3": call("clone3", 0, 0),
+        "keyctl": call("keyctl", 0, 0xFFFFFFFFFFFFFFFD, 0),  # KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING
+        "add_key": call("add_key", 0, 0, 0, 0, 0),
+        "request_key": call("request_key", 0, 0, 0, 0),
+        "personality query": call("personality", 0xFFFFFFFF),
+        "personality read_implies_exec": call("personality", READ_IMPLIES_EXEC),
+        "personality addr_no_randomize": call("personality", ADDR_NO_RANDOMIZE),
+        "socket vsock": call("socket", AF_VSOCK, SOCK_STREAM, 0),
+        "socket alg": call("socket", AF_ALG, 5, 0),  # SOCK_SEQPACKET
+        "socket inet": call("socket", AF_INET, SOCK_STREAM, 0),
+        "socket inet6": call("socket", AF_INET6, SOCK_STREAM, 0),
+        "socket unix": call("socket", AF_UNIX, SOCK_STREAM, 0),
+        "mount": call("mount", 0, 0, 0, 0, 0),
+        "umount2": call("umount2", 0, 0),
+        "setns": call("setns", 0xFFFF, 0),
+        "sethostname": call("sethostname", 0, 0),
+        "reboot": call("reboot", 0, 0, 0, 0),
+        "bpf": call("bpf", 0, 0, 0),
+        "chroot": call("chroot", 0),  # CAP_SYS_CHROOT is a default: allowed (EFAULT from the NULL path)
+        "ptrace": call("ptrace", 0xFFFF, 0, 0, 0),  # allowed from kernel 4.8 (EIO: no such request)
+    }
 
-    got = in_child(seccomp_default.PROFILE, probe, loader=loader)
+
+def check_docker_refusals(got: dict[str, int]) -> None:
     assert got.pop("socket inet6") in (0, errno.EAFNOSUPPORT)  # the kernel may lack IPv6
     assert got.pop("ptrace") != errno.EPERM  # allowed from kernel 4.8: the kernel's answer to a bogus request
     assert got == {
@@ -206,6 +209,20 @@ def test_default_profile_refuses_what_docker_refuses(loader: Loader) -> None:
         "reboot": errno.EPERM, "bpf": errno.EPERM,
         "chroot": errno.EFAULT,
     }
+
+
+def test_default_profile_refuses_what_docker_refuses(loader: Loader) -> None:
+    check_docker_refusals(in_child(seccomp_default.PROFILE, docker_refusals, loader=loader))
+
+
+@needs_root
+@needs_tools
+def test_in_a_users_namespace_the_profile_refuses_the_same(rootless_user: User) -> None:
+    """As a user, the runner loads the filter as root of the user's namespace (CAP_SYS_ADMIN there, no
+    no_new_privs needed): the same program, the same answers (tests/rootless_driver.py, the same probe)."""
+    done = rootless_user.tool("tests.rootless_driver", "seccomp")
+    assert done.code == 0, done.err
+    check_docker_refusals(json.loads(done.out))
 
 
 def test_without_a_filter_the_same_calls_reach_the_kernel() -> None:

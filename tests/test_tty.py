@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from tests.marks import needs_root, needs_tools
+from tests.marks import as_root_and_user, needs_root, needs_tools
 from tests.terminal import Terminal
-from tests.tools import Tools
+from tests.tools import Tools, runner_command
 
 pytestmark = [needs_root, needs_tools]
 
 
-def test_interactive_tty_session(tools: Tools, test_image: str, tmp_path: Path, executor: str) -> None:
-    assert tools.puller("pull", test_image).code == 0
-    term = Terminal([sys.executable, "-m", "runner", "--root", str(tools.root), "run", "--rm", "-it",
-                     "--runtime", executor, test_image, "sh"])
+@as_root_and_user
+def test_interactive_tty_session(tools: Tools, stored_test_image: str, executor: str) -> None:
+    term = Terminal(runner_command(tools, "run", "--rm", "-it", "--runtime", executor, stored_test_image, "sh"),
+                    env=tools.environ(), hand_over=tools.hand_over)
     try:
         term.read_until(b"# ")
         term.type("tty; echo T=$TERM; stty size; test -c /dev/console && echo CONSOLE; echo $((6*7)); exit 3\r")

@@ -13,6 +13,7 @@ directory, a symlink, a hardlinkable file) and the lower layer it unpacks onto a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -27,7 +28,9 @@ from hypothesis import strategies as st
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
 from shared.layer.unpack import unpack_blob
+from shared.layer.whiteout import OVERLAY, OverlayFormat
 from tests.marks import needs_root
+from tests.rootless import User
 from tests.tarmaker import END, header, padded, pax
 from tests.treesnap import node, snapshot
 
@@ -36,6 +39,7 @@ pytestmark = needs_root
 SANDBOX_BASE = Path(tempfile.gettempdir())
 # bounded for CI; STRATA_FUZZ_EXAMPLES=5000 for a longer hunt
 EXAMPLES = int(os.environ.get("STRATA_FUZZ_EXAMPLES", "300"))
+USER_EXAMPLES = EXAMPLES // 3
 RUNS = {"examples": 0, "ok": 0, "refused": 0}
 
 # -- what a member may be made of ---------------------------------------------------------------------------------
@@ -164,13 +168,14 @@ def _state(box: Path) -> object:
             snapshot(box / "lower"), os.stat(box / "outside/victim").st_nlink)
 
 
-def _fuzz_one(box: Path, data: bytes) -> None:
+def _fuzz_one(box: Path, data: bytes, fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> None:
     blob = box / "blob"
     blob.write_bytes(data)
     before = _state(box)
     RUNS["examples"] += 1
     try:
-        unpack_blob(blob, box / "dest", Digest("sha256", hashlib.sha256(data).hexdigest()), [box / "lower"])
+        unpack_blob(blob, box / "dest", Digest("sha256", hashlib.sha256(data).hexdigest()), [box / "lower"],
+                    fmt=fmt, ids=ids)
         RUNS["ok"] += 1
         event("unpacked")
     except StrataError as e:
@@ -193,16 +198,34 @@ def _remove(box: Path) -> None:
     shutil.rmtree(box)
 
 
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-@given(data=st.data())
-def test_unpack_random_tars_errs_cleanly_and_stays_inside(data: st.DataObject) -> None:
-    box = _sandbox()
-    try:
-        tar = data.draw(tars(str(box / "outside")))
-        _fuzz_one(box, tar)
-    finally:
-        _remove(box)
+def fuzz(examples: int, fmt: OverlayFormat = OVERLAY, ids: int | None = None, **more: Any) -> None:
+    """EXAMPLES random tars, each unpacked by ``unpack_blob`` (in FMT, with IDS ids, as a store of that kind
+    does) in a fresh sandbox: the property of the module doc. Also what tests/rootless_driver.py runs as a user."""
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+              HealthCheck.data_too_large, HealthCheck.filter_too_much], **more)
+    @given(data=st.data())
+    def one(data: st.DataObject) -> None:
+        box = _sandbox()
+        try:
+            tar = data.draw(tars(str(box / "outside")))
+            _fuzz_one(box, tar, fmt, ids)
+        finally:
+            _remove(box)
+
+    one()
+
+
+def test_unpack_random_tars_errs_cleanly_and_stays_inside() -> None:
+    fuzz(EXAMPLES)
+
+
+def test_as_a_user_random_tars_err_cleanly_and_stay_inside(rootless_user: User) -> None:
+    """The same property in a user's namespace, with a user store's format and ids (a sandbox of the user's own,
+    which the unpacker could write, were it fooled): fewer examples, the walls being the same code."""
+    done = rootless_user.tool("tests.rootless_driver", "fuzz", str(USER_EXAMPLES))
+    assert done.code == 0, done.err
+    runs = json.loads(done.out)
+    assert runs["examples"] == USER_EXAMPLES and runs["ok"] > 0 and runs["refused"] > 0, runs
 
 
 @pytest.fixture(scope="module", autouse=True)

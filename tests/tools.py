@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,12 +39,28 @@ class Tools:
     docker_config: Path
     settings: Path
 
+    rootless: ClassVar[bool] = False  # run by root; tests/rootless.py's UserTools run them as a user
+
+    def command(self, tool: str, *args: str) -> list[str]:
+        """``TOOL --root ROOT ARGS`` as this store's owner runs it: the argv of every run of the tools."""
+        return [sys.executable, "-m", tool, "--root", str(self.root), *args]
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        """The environment the tools run in: the test's own settings file and Docker config."""
+        return {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings), **extra}
+
+    def as_owner(self, *argv: str) -> list[str]:
+        """ARGV run as the store's owner (root here), for a process of the owner's own that a test needs."""
+        return list(argv)
+
+    def hand_over(self, target: Path | int) -> None:
+        """Make TARGET (a path, or an open fd) the tools' user's own, as a user's terminal or files are: nothing
+        to do for root."""
+
     def _run(self, tool: str, args: tuple[str, ...], stdin: str | None = None, timeout: float = 120,
              env_extra: dict[str, str] | None = None) -> Result:
-        env = {**os.environ, "DOCKER_CONFIG": str(self.docker_config), "STRATA_CONFIG": str(self.settings),
-               **(env_extra or {})}
-        proc = subprocess.run([sys.executable, "-m", tool, "--root", str(self.root), *args], input=stdin,
-                              capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+        proc = subprocess.run(self.command(tool, *args), input=stdin, capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT, env=self.environ(**(env_extra or {})))
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def puller(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
@@ -87,14 +103,13 @@ def runtime_state_dirs(root: Path) -> list[Path]:
 
 def runner_command(tools: Tools, *args: str) -> list[str]:
     """``runner --root ROOT ARGS`` as Tools.runner runs it, for a test that needs the process (Popen)."""
-    return [sys.executable, "-m", "runner", "--root", str(tools.root), *args]
+    return tools.command("runner", *args)
 
 
 def popen_runner(tools: Tools, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
     """Start ``runner ARGS`` in the background, its stdout and stderr piped (text)."""
-    env = {**os.environ, "DOCKER_CONFIG": str(tools.docker_config), "STRATA_CONFIG": str(tools.settings)}
     return subprocess.Popen(runner_command(tools, *args), stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=tools.environ())
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
