@@ -109,9 +109,19 @@ def alive(pid: int, started: int, boot: str) -> bool:
     return stat is not None and stat.start_time == started and boot == boot_id() and stat.state not in "ZX"
 
 
-def end(pid: int, started: int, sig: int = signal.SIGTERM) -> None:
-    """Send SIG to PID if it is still the process that started at STARTED (a reused pid is left alone)."""
-    stat = read_stat(pid)
-    if stat is not None and stat.start_time == started:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+def end(pid: int, started: int, boot: str, sig: int = signal.SIGTERM) -> None:
+    """Send SIG to PID if it is still the process that started at STARTED in boot BOOT: a record carried over a
+    restart, or a pid reused since, is left alone. The pidfd is opened first and the start time read after, so
+    the signal goes to the process that was checked, not to one that got the pid in between."""
+    if boot != boot_id():
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return  # gone
+    try:
+        if alive(pid, started, boot):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, sig)
+    finally:
+        os.close(pidfd)

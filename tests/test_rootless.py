@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -666,3 +667,31 @@ def test_a_dead_network_namespace_is_replaced_and_its_endpoints_swept(alice: Use
     assert alice.tool("runner", "rm", "-f", "old", netns=host.name).code == 0
     assert alice.tool("runner", "network", "rm", "net", netns=host.name).code == 0
     assert _user_processes(alice, "pasta") == []
+
+
+@pytest.mark.parametrize("forged", ["another boot", "another start time"])
+def test_a_pasta_record_naming_another_process_is_left_alone(alice: User, test_image: str, forged: str) -> None:
+    """pasta.json carried over a restart (or naming a pid reused since) must not make ``rm`` signal whatever
+    process of the user's has that pid now: the boot and the start time are checked, through a pidfd."""
+    from shared.proc import boot_id, read_stat
+
+    assert alice.tool("puller", "pull", "--quiet", test_image).code == 0
+    started = alice.tool("runner", "run", "-d", "--network", "none", test_image, "sleep", "300")
+    assert started.code == 0, started.err
+    cid = started.out.strip()
+    sentinel = subprocess.Popen(alice.argv("sleep", "300"))
+    try:
+        stat = read_stat(sentinel.pid)
+        assert stat is not None
+        record = {"pid": sentinel.pid, "ports": [],
+                  "started": stat.start_time if forged == "another boot" else stat.start_time + 1,
+                  "boot": "0" * 8 if forged == "another boot" else boot_id()}
+        path = _store_of(alice) / "containers" / cid / "pasta.json"
+        wrote = alice.run(PYTHON, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(path),
+                          json.dumps(record))
+        assert wrote.code == 0, wrote.err
+        assert alice.tool("runner", "rm", "-f", cid).code == 0
+        assert sentinel.poll() is None, "rm signalled a process the record only named"
+    finally:
+        sentinel.kill()
+        sentinel.wait()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from runner import linux
 from runner.net.model import Published
 from shared.errors import Kind, StrataError
-from shared.proc import end
+from shared.proc import boot_id, end
 from shared.store.files import read_json, write_json
 from shared.userns import rootless
 
@@ -157,7 +157,7 @@ def _forward(container: Container, endpoint: Endpoint, listeners: list[socket.so
         pid, started = forward.start(fd, endpoint.ip, endpoint.ports, listeners)
     finally:
         os.close(fd)
-    write_json(container.path(FORWARD_RECORD), {"pid": pid, "started": started})
+    write_json(container.path(FORWARD_RECORD), {"pid": pid, "started": started, "boot": boot_id()})
 
 
 def _user_mode(container: Container) -> int:
@@ -174,12 +174,12 @@ def _user_mode(container: Container) -> int:
         ports = published_ports(config.publish, config.publish_all, config.exposed)
         pid, started = pasta.start(fd, container.path("pasta.pid"), ports)
         try:
-            write_json(container.path(PASTA_RECORD), {"pid": pid, "started": started,
+            write_json(container.path(PASTA_RECORD), {"pid": pid, "started": started, "boot": boot_id(),
                                                       "ports": [vars(p) for p in ports]})
             write_in_place(container.path("hosts"), files.hosts([], [], spec.hostname, config.add_hosts))
             write_in_place(container.path("resolv.conf"), files.resolv_conf(Path("/etc/resolv.conf"), config.dns))
         except BaseException:
-            end(pid, started)
+            end(pid, started, boot_id())
             raise
     except BaseException:
         os.close(fd)
@@ -265,8 +265,8 @@ def release(container: Container) -> None:
         if record.exists():
             with contextlib.suppress(OSError, KeyError, ValueError, TypeError):
                 said = read_json(record)
-                end(int(said["pid"]), int(said["started"]), signal.SIGKILL if name == FORWARD_RECORD else
-                    signal.SIGTERM)
+                end(int(said["pid"]), int(said["started"]), str(said["boot"]),
+                    signal.SIGKILL if name == FORWARD_RECORD else signal.SIGTERM)
             record.unlink(missing_ok=True)
     if had_pasta:
         return

@@ -168,8 +168,7 @@ def _take_down(record: Path, box: Sandbox) -> None:
 
 
 def _end(pid: int, started: int, boot: str) -> None:
-    if boot == boot_id():
-        end(pid, started, signal.SIGKILL)
+    end(pid, started, boot, signal.SIGKILL)
 
 
 def _in_child(netns: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
