@@ -11,10 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runner.cli.options import EXEC_FLAGS, RUN_FLAGS, exec_options, parse, run_options
-from shared.cli import open_store, run_main
+from shared import codecache
 
 
 def main() -> None:
+    codecache.install()  # before the imports that make dataclasses: this module's own make none
+    from shared.cli import run_main
+
     # Docker's convention: 125 when the runner itself fails; the command's own code otherwise.
     run_main("runner", _body, lambda kind: 125, fast_exit=True)
 
@@ -45,6 +48,8 @@ def plain_command(args: Sequence[str]) -> Callable[[], int] | None:
     values = parse(RUN_FLAGS if verb == "run" else EXEC_FLAGS, rest) if verb in ("run", "exec") else None
     if values is None:
         return None
+
+    from shared.cli import open_store
 
     def run() -> int:  # as the app: the store (and, without root, the user's namespace) first
         from runner.container.run import run as do_run
