@@ -13,7 +13,7 @@ its value is its value type's job (:func:`runner.container.options.resolve`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from runner.container.exec import ExecOptions
@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 
-class Flag(NamedTuple):
+class Flag:
     """One option (``names`` given) or argument (no names): the type its value takes, its default (``...``:
-    required), its help. A NamedTuple: a dataclass costs ~1 ms of every start to create."""
+    required), its help. A plain class: a dataclass or NamedTuple compiles code when it is made, at every start."""
 
-    type: Any
-    default: Any
-    names: tuple[str, ...]
-    help: str
+    __slots__ = ("default", "help", "names", "type")
+
+    def __init__(self, type_: Any, default: Any, names: tuple[str, ...], help_: str) -> None:
+        self.type, self.default, self.names, self.help = type_, default, names, help_
 
 
 def option(type_: Any, default: Any, *names: str, help: str) -> Flag:
