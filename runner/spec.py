@@ -95,6 +95,8 @@ class Mount:
 
 @dataclass(frozen=True)
 class Volume:
+    """A ``-v`` bind mount: host SOURCE at TARGET inside, read-only or not."""
+
     source: str
     target: str
     read_only: bool
@@ -123,6 +125,8 @@ class Volume:
 
 @dataclass(frozen=True)
 class Tmpfs:
+    """A ``--tmpfs`` mount: TARGET, its mount flags and data (size, mode...)."""
+
     target: str
     flags: int
     data: str
@@ -179,6 +183,8 @@ ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
 
 @dataclass(frozen=True)
 class Rlimit:
+    """A ``--ulimit`` (or the runner's own): the RLIMIT_* name and its soft and hard values."""
+
     type: str  # RLIMIT_NOFILE
     soft: int
     hard: int

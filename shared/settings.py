@@ -47,6 +47,8 @@ SYSTEM_FILE = Path("/etc/strata/config.json")
 
 @dataclass(frozen=True)
 class Mirror:
+    """A registry mirror from the settings file or ``--mirror``: tried before REGISTRY itself."""
+
     registry: str  # the registry it mirrors (a reference's domain: docker.io, host:port)
     url: str  # scheme://host[:port]
 

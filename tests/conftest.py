@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,6 +57,9 @@ def _compile_the_checkout() -> None:
 
     for package in ("puller", "runner", "shared"):
         compileall.compile_dir(str(ROOT / package), quiet=1)
+    # and what their dataclasses compile at every import (shared/codecache.py), in a process of its own
+    subprocess.run([sys.executable, "-c", "from shared.codecache import warm; warm()"], cwd=ROOT, check=True,
+                   timeout=300)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -26,7 +26,7 @@ from typer._click.core import Command  # typer >= 0.26 vendors click; pinned < 0
 from typer.core import TyperGroup
 
 from puller.cli import app as puller_app
-from runner.cli.main import app as runner_app
+from runner.cli.app import app as runner_app
 from shared.reference import parse
 from tests.scripts import SCRIPTS, registry_script
 from tests.tools import ROOT, mounts_under

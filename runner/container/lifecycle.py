@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from runner.container.record import Container, wait_exited
 from runner.executor.own import OwnExecutor
 from runner.executor.protocol import Executor
-from runner.executor.runtime import RuntimeExecutor
 
 STOP_TIMEOUT = 10.0  # Docker's default grace before SIGKILL
 
@@ -23,6 +22,8 @@ STOP_TIMEOUT = 10.0  # Docker's default grace before SIGKILL
 def executor_of(container: Container) -> Executor:
     """The executor the container was created for: the OCI runtime its spec names, else our own."""
     if container.spec.runtime:
+        from runner.executor.runtime import RuntimeExecutor  # subprocess, tempfile...: not on our executor's path
+
         return RuntimeExecutor(container.spec, container.store.root)
     return OwnExecutor(container.spec, container.store.root)
 

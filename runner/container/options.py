@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.container.record import find, new_id
-from runner.executor import runtime
 from runner.isolation import cgroups, security
 from runner.logs.writer import LogConfig
 from runner.net.model import NetworkConfig, NetworkMode
@@ -225,6 +224,17 @@ def _spec(image: stored.StoredImage, opts: RunOptions, network: NetworkConfig) -
         terminal=opts.tty, interactive=opts.interactive, auto_remove=opts.remove, init=opts.init,
         privileges=privileges, seccomp=seccomp, limits=limits, read_only=opts.read_only,
         volumes=volumes, tmpfs=tmpfs, rlimits=rlimits, masked_paths=masked, readonly_paths=readonly,
-        runtime=runtime.choose(opts.runtime), entrypoint=entrypoint,
+        runtime=_runtime(opts.runtime), entrypoint=entrypoint,
         log=LogConfig.parse(opts.log_driver, opts.log_opts),
         network=network, namespaces=tuple(n for n in NAMESPACES if n != "network" or network.mode.kind != "host"))
+
+
+def _runtime(option: str | None) -> str:
+    """--runtime, else the settings file's: "" for our executor, without loading the OCI runtimes' (a runtime named
+    is checked and made absolute by :func:`runner.executor.runtime.choose`)."""
+    name = option if option is not None else settings.load().runtime
+    if not name:
+        return ""
+    from runner.executor import runtime
+
+    return runtime.choose(name)

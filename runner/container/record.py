@@ -37,6 +37,8 @@ NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's restrictedNamePa
 
 @dataclass(frozen=True)
 class ContainerState:
+    """state.json: what happened to the container, and who its PID 1 is (see the module doc)."""
+
     status: str = "created"  # created | running | exited
     pid: int = 0  # host pid of the container's PID 1
     # who that pid was: its start time (field 22 of /proc/PID/stat) in the boot named by boot_id (see module doc)

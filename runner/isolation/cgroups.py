@@ -40,6 +40,8 @@ def host_cpus() -> int:
 
 @dataclass(frozen=True)
 class Limits:
+    """The resource limits a container asks for (--memory, --cpus, --pids-limit...); None: no limit."""
+
     memory: int | None = None  # bytes
     cpus: float | None = None  # CPUs' worth of time per period
     pids: int | None = None

@@ -26,7 +26,6 @@ import fcntl
 import functools
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -174,7 +173,7 @@ def bind_idmapped(source: str, target: str, userns: int) -> None:
 def _failed(what: str, path: str) -> StrataError:
     err = ctypes.get_errno()
     return StrataError(f"--userns=auto: {what} {path}: {os.strerror(err)} (idmapped mounts need Linux >= 5.19 "
-                       f"and a file system that has them; this is {platform.release()})", Kind.SYSTEM)
+                       f"and a file system that has them; this is {os.uname().release})", Kind.SYSTEM)
 
 
 def lower_dirs(count: int) -> list[str]:

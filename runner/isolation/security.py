@@ -75,6 +75,8 @@ SECCOMP_PROFILE_MAX = 1 << 20  # characters; Docker's default profile is 17 KB
 
 @dataclass(frozen=True)
 class Privileges:
+    """What a container's processes may do: capabilities, no_new_privs, --privileged, the seccomp choice."""
+
     capabilities: frozenset[str] = DOCKER_DEFAULT_CAPS
     no_new_privileges: bool = False
     privileged: bool = False

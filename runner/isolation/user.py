@@ -37,6 +37,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 @dataclass(frozen=True)
 class ExecUser:
+    """The user a container process becomes: its ids, groups and home, as read from the image's /etc."""
+
     uid: int
     gid: int
     groups: tuple[int, ...]

@@ -451,7 +451,7 @@ def sweep(records: Records, ipr: Any) -> list[Endpoint]:
 
 def reconcile(records: Records, ipr: Any) -> None:
     """Make the host's namespace match the records (see the module doc). The caller holds the lock."""
-    from runner.net import nat
+    from runner.net import link, nat
 
     endpoints = records.endpoints()
     in_use = [n for n in all_networks(records) if any(e.network == n.name for e in endpoints)]
@@ -459,10 +459,13 @@ def reconcile(records: Records, ipr: Any) -> None:
         records.drop_network("bridge")  # the default subnet is chosen again with its next first container
     _remove_unwanted_links(records, ipr, {e.veth for e in endpoints} | {n.bridge for n in in_use})
     with host_locked(_host_lock()):
-        forwarding = _ip_forward(records, any(not n.internal for n in in_use))
+        needed = any(not n.internal for n in in_use)
+        forwarding = _ip_forward(records, needed)
         table = nat.Ruleset(tuple(in_use), tuple(endpoints), forwarding, records.owner, records.tag,
                             records.table) if in_use else None
         nat.apply(records.table, table)
+        if needed:  # after the table: when we turn it on, its ip_forward_was_0 chain says so (see _ip_forward)
+            link.sysctl(IP_FORWARD, "1")
 
 
 def _host_lock() -> Path:
@@ -514,14 +517,16 @@ def _remove_unwanted_links(records: Records, ipr: Any, wanted: set[str]) -> None
 
 
 def _ip_forward(records: Records, needed: bool) -> bool:
-    """Turn ip_forward on while a non-internal network is in use, recording first what it was (a crash between
-    leaves it put back by prune), and put it back when none is. True while it was off before: the forward
-    chain's policy is then drop. Stores share the sysctl: one that finds it on with another store's table saying
-    "ip_forward_was_0" inherits that, and one that leaves while another's table says so leaves it on; so the
-    last one out puts it back. The mark is in our table before the sysctl goes on: a crash between the two
-    would otherwise leave it on unmarked, the next store would record "was 1", and our prune would turn it off
-    under that store's containers. The caller holds the host-wide lock (:func:`host_locked`)."""
-    from runner.net import link, nat
+    """ip_forward's part of :func:`reconcile`: while a non-internal network is in use it is to be on, what it was
+    recorded first (a crash between leaves it put back by prune), and the caller turns it on once our table is
+    in; when none is, it is put back here. True while it was off before: the forward chain's policy is then drop,
+    and the table has the ``ip_forward_was_0`` chain. Stores share the sysctl: one that finds it on with another
+    store's table saying "ip_forward_was_0" inherits that, and one that leaves while another's table says so
+    leaves it on; so the last one out puts it back. The mark is in our table before the sysctl goes on (the
+    caller applies the table, mark included, first): a crash between the two would otherwise leave it on
+    unmarked, the next store would record "was 1", and our prune would turn it off under that store's
+    containers. The caller holds the host-wide lock (:func:`host_locked`)."""
+    from runner.net import link
 
     host = records.host()
     was = host.get("ip_forward")
@@ -531,9 +536,6 @@ def _ip_forward(records: Records, needed: bool) -> bool:
             was = "0" if current == "1" and _others_forwarding(records) else current
             host["ip_forward"] = was
             records.put_host(host)  # recorded before it changes
-        if was != "1" and _read_sysctl(IP_FORWARD) != "1":
-            nat.mark_forwarding(records.table, records.owner)  # marked before it changes
-        link.sysctl(IP_FORWARD, "1")
     elif was is not None:
         # someone else changed it since: theirs now; another store still forwarding: theirs to put back
         if was != "1" and _read_sysctl(IP_FORWARD) == "1" and not _others_forwarding(records):

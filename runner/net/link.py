@@ -1,9 +1,9 @@
-"""Netlink through pyroute2's IPRoute: the bridge, the veth pair, addresses and routes.
+"""Netlink for the bridge, the veth pair, addresses and routes, in pyroute2's messages (:mod:`runner.net.rtnl`).
 
-Imported only when a network is set up (pyroute2 costs ~0.2 s to import). A socket for the container's namespace
-is opened by entering that namespace with setns(2) on this thread just long enough to create it, then coming
-back: a netlink socket keeps the namespace it was made in, so one process talks to the host's and the container's
-kernels at once, with no fork (pyroute2's own ``netns=`` forks a helper per socket).
+Imported only when a network is set up. A socket for the container's namespace is opened by entering that
+namespace with setns(2) on this thread just long enough to create it, then coming back: a netlink socket keeps
+the namespace it was made in, so one process talks to the host's and the container's kernels at once, with no
+fork (pyroute2's own ``netns=`` forks a helper per socket).
 
 The veth pair is made in one message with its peer created directly *inside* the container's namespace under its
 final name (eth0): there is no moment when the container end sits in the host's namespace, so a crash leaves at
@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from runner.linux import CLONE_NEWNET, setns
+from runner.net.rtnl import (
+    CREATE,
+    RTM_DELLINK,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWROUTE,
+    NetlinkError,
+    Rtnl,
+    ifaddrmsg,
+    ifinfmsg,
+    rtmsg,
+)
 from shared.errors import Kind, StrataError
+
+IFF_UP = 0x1
+RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1  # as IPRoute's route("add") made them
 
 
 def fail(what: str, e: NetlinkError | OSError) -> StrataError:
@@ -31,8 +47,8 @@ def fail(what: str, e: NetlinkError | OSError) -> StrataError:
 
 
 @contextmanager
-def host() -> Iterator[Any]:
-    ipr = IPRoute()
+def host() -> Iterator[Rtnl]:
+    ipr = Rtnl()
     try:
         yield ipr
     finally:
@@ -40,8 +56,8 @@ def host() -> Iterator[Any]:
 
 
 @contextmanager
-def inside(netns_fd: int) -> Iterator[Any]:
-    """An IPRoute whose socket lives in the namespace NETNS_FD names."""
+def inside(netns_fd: int) -> Iterator[Rtnl]:
+    """A netlink socket that lives in the namespace NETNS_FD names."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -49,7 +65,7 @@ def inside(netns_fd: int) -> Iterator[Any]:
         except OSError as e:
             raise fail("cannot enter the container's network namespace", e) from None
         try:
-            ipr = IPRoute()
+            ipr = Rtnl()
         finally:
             setns(own, CLONE_NEWNET)  # back before anything else: a failure here must not go unnoticed
     finally:
@@ -60,50 +76,77 @@ def inside(netns_fd: int) -> Iterator[Any]:
         ipr.close()
 
 
-def index_of(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
+def _link(index: int = 0, attrs: list[tuple[str, Any]] | None = None, up: bool = False) -> Any:
+    """An ifinfmsg for link INDEX with ATTRS (and IFF_UP set, with UP)."""
+    msg = ifinfmsg()
+    msg["index"] = index
+    if up:
+        msg["flags"], msg["change"] = IFF_UP, IFF_UP
+    msg["attrs"] = attrs or []
+    return msg
 
 
-def link_names(ipr: Any) -> dict[str, str]:
+def _set(ipr: Rtnl, index: int, *attrs: tuple[str, Any], up: bool = False) -> None:
+    ipr.request(_link(index, list(attrs), up), RTM_NEWLINK)
+
+
+def link_of(ipr: Rtnl, name: str) -> Any | None:
+    """The link named NAME (an ifinfmsg), or None."""
+    try:
+        found = ipr.request(_link(attrs=[("IFLA_IFNAME", name)]), RTM_GETLINK)
+    except NetlinkError as e:
+        if e.code in (errno.ENODEV, errno.ENOENT):
+            return None
+        raise
+    return found[0] if found else None
+
+
+def index_of(ipr: Rtnl, name: str) -> int | None:
+    link = link_of(ipr, name)
+    return None if link is None else int(link["index"])
+
+
+def link_names(ipr: Rtnl) -> dict[str, str]:
     """name -> kind (bridge, veth, ...) of every link."""
     return {name: kind for name, (kind, _) in links(ipr).items()}
 
 
-def links(ipr: Any) -> dict[str, tuple[str, str]]:
+def links(ipr: Rtnl) -> dict[str, tuple[str, str]]:
     """name -> (kind, ifalias) of every link: the alias says which store made it (Records.owner)."""
-    out = {}
-    for link in ipr.get_links():
-        info = link.get_attr("IFLA_LINKINFO")
-        kind = str(info.get_attr("IFLA_INFO_KIND")) if info else ""
-        out[str(link.get_attr("IFLA_IFNAME"))] = (kind, str(link.get_attr("IFLA_IFALIAS") or ""))
-    return out
+    return {str(link.get_attr("IFLA_IFNAME")): (_kind(link), str(link.get_attr("IFLA_IFALIAS") or ""))
+            for link in ipr.dump(_link(), RTM_GETLINK)}
 
 
-def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int, owner: str) -> tuple[int, int]:
+def _kind(link: Any) -> str:
+    info = link.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND")) if info else ""
+
+
+def ensure_bridge(ipr: Rtnl, name: str, gateway: str, prefixlen: int, owner: str) -> tuple[int, int]:
     """The bridge NAME up with GATEWAY/PREFIXLEN on it, its ifalias OWNER; (index, MTU). Loopback traffic may
     be routed to it (route_localnet), so a port published on 127.0.0.1 can be DNATed to a container, as Docker
     does without its userland proxy; the ruleset drops what arrives on it for 127.0.0.0/8 (runner/net/nat.py).
     A bridge of that name without an alias is ours from a crash between its creation and its alias (the
     kernel takes no ifalias in the creating message); one with another alias is another store's."""
     try:
-        idx = index_of(ipr, name)
-        if idx is None:
-            ipr.link("add", ifname=name, kind="bridge")
-            idx = index_of(ipr, name)
-            assert idx is not None
-        link = ipr.get_links(idx)[0]
-        info = link.get_attr("IFLA_LINKINFO")
-        if not info or info.get_attr("IFLA_INFO_KIND") != "bridge":  # someone else's link: nothing of ours on it
+        link = link_of(ipr, name)
+        if link is None:
+            ipr.request(_link(attrs=[("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND",
+                                                                                           "bridge")]})]),
+                        RTM_NEWLINK, CREATE)
+            link = link_of(ipr, name)
+            assert link is not None
+        idx = int(link["index"])
+        if _kind(link) != "bridge":  # someone else's link: nothing of ours on it
             raise StrataError(f"cannot set up bridge {name}: it exists and is not a bridge", Kind.STATE)
         alias = str(link.get_attr("IFLA_IFALIAS") or "")
         if alias not in ("", owner):
             raise StrataError(f"cannot set up bridge {name}: it belongs to {alias}, not this store", Kind.STATE)
         if not alias:
-            ipr.link("set", index=idx, ifalias=owner)
-        if not ipr.get_addr(index=idx, address=gateway):
-            ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
-        ipr.link("set", index=idx, state="up")
+            _set(ipr, idx, ("IFLA_IFALIAS", owner))
+        if not _has_address(ipr, idx, gateway):
+            _add_address(ipr, idx, gateway, prefixlen)
+        _set(ipr, idx, up=True)
         mtu = int(link.get_attr("IFLA_MTU"))
     except NetlinkError as e:
         raise fail(f"cannot set up bridge {name}", e) from None
@@ -111,39 +154,63 @@ def ensure_bridge(ipr: Any, name: str, gateway: str, prefixlen: int, owner: str)
     return idx, mtu
 
 
-def add_veth(ipr: Any, veth: str, netns_fd: int, ifname: str, mac: str, mtu: int, bridge: int, owner: str) -> None:
+def _has_address(ipr: Rtnl, index: int, address: str) -> bool:
+    query = ifaddrmsg()
+    query["family"] = socket.AF_INET
+    return any(int(a["index"]) == index and address in (a.get_attr("IFA_ADDRESS"), a.get_attr("IFA_LOCAL"))
+               for a in ipr.dump(query, RTM_GETADDR))
+
+
+def _add_address(ipr: Rtnl, index: int, address: str, prefixlen: int) -> None:
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["index"] = socket.AF_INET, prefixlen, index
+    msg["attrs"] = [("IFA_LOCAL", address), ("IFA_ADDRESS", address)]
+    ipr.request(msg, RTM_NEWADDR, CREATE)
+
+
+def add_veth(ipr: Rtnl, veth: str, netns_fd: int, ifname: str, mac: str, mtu: int, bridge: int, owner: str) -> None:
     """The pair VETH (host) / IFNAME (container, made in NETNS_FD), the host end on BRIDGE, its ifalias OWNER,
     and up."""
+    peer = {"attrs": [("IFLA_IFNAME", ifname), ("IFLA_NET_NS_FD", netns_fd), ("IFLA_ADDRESS", mac), ("IFLA_MTU", mtu)]}
+    info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
     try:
-        ipr.link("add", ifname=veth, kind="veth", mtu=mtu,
-                 peer={"ifname": ifname, "net_ns_fd": netns_fd, "address": mac, "mtu": mtu})
+        ipr.request(_link(attrs=[("IFLA_IFNAME", veth), ("IFLA_MTU", mtu), ("IFLA_LINKINFO", info)]), RTM_NEWLINK,
+                    CREATE)
         idx = index_of(ipr, veth)
         assert idx is not None
-        ipr.link("set", index=idx, master=bridge, ifalias=owner)
-        ipr.brport("set", index=idx, mode=1)  # hairpin: a container reaches its own published port via the host
-        ipr.link("set", index=idx, state="up")
+        _set(ipr, idx, ("IFLA_MASTER", bridge), ("IFLA_IFALIAS", owner))
+        # hairpin: a container reaches its own published port via the host (`ip link set VETH type bridge_slave
+        # hairpin on`)
+        hairpin = {"attrs": [("IFLA_BRPORT_MODE", 1)]}
+        _set(ipr, idx, ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                                                    ("IFLA_INFO_SLAVE_DATA", hairpin)]}))
+        _set(ipr, idx, up=True)
     except NetlinkError as e:
         raise fail(f"cannot create the veth pair {veth}/{ifname}", e) from None
 
 
-def configure_inside(ipr: Any, ifname: str, ip: str, prefixlen: int, gateway: str | None) -> None:
+def configure_inside(ipr: Rtnl, ifname: str, ip: str, prefixlen: int, gateway: str | None) -> None:
     """In the container: lo and IFNAME up, the address, and the default route via GATEWAY when given."""
     try:
         lo = index_of(ipr, "lo")
         if lo is not None:
-            ipr.link("set", index=lo, state="up")
+            _set(ipr, lo, up=True)
         idx = index_of(ipr, ifname)
         if idx is None:
             raise StrataError(f"{ifname} did not appear in the container's namespace", Kind.SYSTEM)
-        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
-        ipr.link("set", index=idx, state="up")
+        _add_address(ipr, idx, ip, prefixlen)
+        _set(ipr, idx, up=True)
         if gateway is not None:
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+            route = rtmsg()
+            route["family"], route["dst_len"], route["table"] = socket.AF_INET, 0, RT_TABLE_MAIN
+            route["proto"], route["scope"], route["type"] = RTPROT_STATIC, 0, RTN_UNICAST
+            route["attrs"] = [("RTA_GATEWAY", gateway), ("RTA_OIF", idx)]
+            ipr.request(route, RTM_NEWROUTE, CREATE)
     except NetlinkError as e:
         raise fail(f"cannot configure {ifname} in the container", e) from None
 
 
-def free_ifname(ipr: Any) -> str:
+def free_ifname(ipr: Rtnl) -> str:
     """eth0, or the next ethN free in the container (a second network, by connect)."""
     names = set(link_names(ipr))
     n = 0
@@ -152,26 +219,30 @@ def free_ifname(ipr: Any) -> str:
     return f"eth{n}"
 
 
-def delete(ipr: Any, name: str, owner: str) -> None:
+def delete(ipr: Rtnl, name: str, owner: str) -> None:
     """Remove link NAME if OWNER made it (its ifalias, or none yet: see :func:`ensure_bridge`); gone already is
     fine (a veth goes with its container's namespace). Another store's link of the same name stays."""
     try:
-        found = ipr.link_lookup(ifname=name)
-        if not found or str(ipr.get_links(found[0])[0].get_attr("IFLA_IFALIAS") or "") not in ("", owner):
+        link = link_of(ipr, name)
+        if link is None or str(link.get_attr("IFLA_IFALIAS") or "") not in ("", owner):
             return
-        ipr.link("del", index=found[0])
+        ipr.request(_link(int(link["index"])), RTM_DELLINK)
     except NetlinkError as e:
         if e.code not in (errno.ENODEV, errno.ENOENT):
             raise fail(f"cannot remove {name}", e) from None
 
 
-def host_routes(ipr: Any, ours: set[str]) -> list[str]:
+def host_routes(ipr: Rtnl, ours: set[str]) -> list[str]:
     """Destinations the host routes (main table, IPv4, not the default route), but those via our bridges."""
     out = []
-    names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
-    for route in ipr.get_routes(family=2, table=254):
+    names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.dump(_link(), RTM_GETLINK)}
+    query = rtmsg()
+    query["family"] = socket.AF_INET
+    for route in ipr.dump(query, RTM_GETROUTE):
+        table = route.get_attr("RTA_TABLE") or route["table"]
         dst, plen = route.get_attr("RTA_DST"), int(route["dst_len"])
-        if dst is None or plen == 0 or names.get(int(route.get_attr("RTA_OIF") or 0)) in ours:
+        if table != RT_TABLE_MAIN or dst is None or plen == 0 or \
+                names.get(int(route.get_attr("RTA_OIF") or 0)) in ours:
             continue
         out.append(f"{dst}/{plen}")
     return out

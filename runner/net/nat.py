@@ -31,7 +31,8 @@ The rules (Docker's, in nft words, and two of our own):
   anything but our containers (another store's bridges are left to that store's table). If ip_forward was
   already on, the host's forwarding is left as it was. An empty chain ``ip_forward_was_0`` tells the other stores
   on the host that the sysctl is to be put back by the last one of us out (runner/net/core.py); it is in the
-  table before the sysctl is turned on (:func:`mark_forwarding`), so no crash leaves the sysctl on unmarked.
+  table before the sysctl is turned on (the whole table is applied first), so no crash leaves the sysctl on
+  unmarked.
 * ``bridge`` table, ``prerouting`` (before the bridge learns a source MAC or the host sees an ARP): a frame
   from a container's port (its host veth) passes only with that endpoint's MAC as source, and only as IPv4 from
   its address or ARP with its MAC and address as sender; anything else, and any frame from a veth of ours that
@@ -134,13 +135,6 @@ class Ruleset:
 
 def _q(name: str) -> str:
     return f'"{name}"'
-
-
-def mark_forwarding(table: str, owner: str) -> None:
-    """Add the ``ip_forward_was_0`` chain to this store's ip table (made if missing, as :func:`apply` makes it),
-    before ip_forward is turned on: another store that then finds the sysctl on knows it is ours to put back,
-    whatever becomes of this run. :func:`apply` keeps or drops the chain after."""
-    nft(["-f", "-"], f"table ip {table} {{\n  comment {_q(owner)}\n  chain {FORWARD_MARK} {{\n  }}\n}}\n")
 
 
 def apply(table: str, ruleset: Ruleset | None) -> None:

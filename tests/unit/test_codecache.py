@@ -1,0 +1,153 @@
+"""shared/codecache.py keeps the code ``@dataclass`` compiles between runs (issue 21). What a hit makes must be what
+a compilation makes; a file that is another interpreter's, damaged, or stale must cost a compilation and nothing
+else; nothing is written where Python would write no bytecode. Each test imports a throwaway package of its own,
+and leaves dataclasses as it found it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared import codecache
+
+MODULE = '''
+from __future__ import annotations
+from dataclasses import dataclass, field
+
+@dataclass(frozen=True)
+class Point:
+    """A value."""
+    x: int
+    y: int = 0
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+@dataclass
+class Box:
+    points: list[Point]
+'''
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A package ``cacheprobe`` on sys.path, counted as the project's; the cache's state and dataclasses restored
+    afterwards."""
+    package = tmp_path / "cacheprobe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "things.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(codecache, "PACKAGES", ("cacheprobe.",))
+    for name in ("_loaded", "_used", "_files"):
+        monkeypatch.setattr(codecache, name, {})
+    monkeypatch.setattr(codecache, "_changed", set())
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    had = dataclasses.__dict__.get("exec")
+    codecache.install()
+    try:
+        yield package
+    finally:
+        if had is None:
+            dataclasses.__dict__.pop("exec", None)
+        else:
+            dataclasses.exec = had  # type: ignore[attr-defined]
+        for name in [n for n in sys.modules if n.startswith("cacheprobe")]:
+            del sys.modules[name]
+
+
+def fresh_import() -> object:
+    """The probe module made again, as a new process would make it (the cache's memory of this one dropped)."""
+    for name in [n for n in sys.modules if n.startswith("cacheprobe")]:
+        del sys.modules[name]
+    codecache._loaded.clear()
+    codecache._used.clear()
+    codecache._files.clear()
+    return importlib.import_module("cacheprobe.things")
+
+
+def compilations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    real = compile
+
+    def counting(text: str, *args: object, **kwargs: object) -> object:
+        seen.append(text)
+        return real(text, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(codecache, "compile", counting, raising=False)
+    return seen
+
+
+def check_values(things: object) -> None:
+    point, box = things.Point, things.Box  # type: ignore[attr-defined]
+    p = point(1, 2, ("a",))
+    assert p == point(1, 2, ("a",)) and p != point(1) and hash(p) == hash(point(1, 2, ("a",)))
+    assert repr(p) == "Point(x=1, y=2, tags=('a',))" and point(3).tags == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = 5  # type: ignore[misc]
+    assert box([p]) == box([p]) and dataclasses.replace(p, y=9).y == 9 and dataclasses.asdict(box([p])) == \
+        {"points": [{"x": 1, "y": 2, "tags": ("a",)}]}
+
+
+def test_a_second_process_compiles_nothing_and_makes_the_same_classes(probe: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    first = compilations(monkeypatch)
+    check_values(fresh_import())
+    assert first, "the dataclasses were not made through the cache"
+    codecache.save()
+    files = list((probe / "__pycache__").glob("things.*.dataclasses"))
+    assert len(files) == 1
+    again = compilations(monkeypatch)
+    check_values(fresh_import())
+    assert again == []
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a table", b"\x00" * 40, "magic"])
+def test_a_damaged_or_foreign_file_costs_a_compilation_and_nothing_else(probe: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        damage: bytes | str) -> None:
+    fresh_import()
+    codecache.save()
+    [path] = (probe / "__pycache__").glob("things.*.dataclasses")
+    data = path.read_bytes()
+    path.write_bytes(b"\x00\x00" + data[2:] if damage == "magic" else damage)  # type: ignore[operator]
+    seen = compilations(monkeypatch)
+    check_values(fresh_import())
+    assert seen
+
+
+def test_an_edited_class_misses_and_leaves_no_stale_entry(probe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh_import()
+    codecache.save()
+    (probe / "things.py").write_text(MODULE.replace("y: int = 0", "y: int = 0\n    z: int = 7"))
+    seen = compilations(monkeypatch)
+    things = fresh_import()
+    assert things.Point(1).z == 7 and any("z" in text for text in seen)  # type: ignore[attr-defined]
+    codecache.save()
+    [path] = (probe / "__pycache__").glob("things.*.dataclasses")
+    inits = [text for text in codecache.load(str(path)) if "def __init__(self,x:" in text]
+    assert len(inits) == 1 and "z:_type_z" in inits[0]
+
+
+def test_nothing_is_written_where_bytecode_is_not(probe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    fresh_import()
+    codecache.save()
+    assert list(probe.rglob("*.dataclasses")) == []
+    codecache.save(force=True)
+    assert len(list(probe.rglob("*.dataclasses"))) == 1
+
+
+def test_other_modules_and_other_execs_are_left_alone(probe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = compilations(monkeypatch)
+
+    @dataclasses.dataclass
+    class Local:  # this test module is not the project's
+        a: int
+
+    assert Local(1) == Local(1) and seen == [] and codecache._used == {}
+    namespace: dict[str, object] = {}
+    exec("x = 1", namespace)
+    assert namespace["x"] == 1
