@@ -28,7 +28,7 @@ from runner.executor import stage
 from runner.executor.channel import Channel, Message, SetupFailed
 from tests.marks import as_root_and_user
 from tests.test_isolation import img, with_probe  # noqa: F401 (fixtures)
-from tests.tools import Tools, detached, one_line_error, popen_runner, wait_until
+from tests.tools import ROOT, Tools, detached, one_line_error, popen_runner, runner_command, wait_until
 
 EXECS = 40  # bounded: the probe stops after three processes of ours, the loop after this many execs
 MAX_HANDLE_SZ = 128
@@ -264,3 +264,43 @@ def test_the_stage_goes_nowhere_without_its_runner() -> None:
     finally:
         os.close(gone)
         os.close(me)
+
+
+def _stage_of(runner_pid: int) -> int | None:
+    """The exec stage the runner RUNNER_PID started (its child named strata-exec), if it runs yet."""
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "comm").read_text() == "strata-exec\n" and \
+                    int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == runner_pid:
+                return int(p.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+def test_the_stage_holds_only_its_own_fds(tools: Tools, stored_test_image: str, tmp_path: Path) -> None:
+    """A runner started with stdin closed, and holding an fd of its caller's that is not close-on-exec (a host
+    file): the command still gets its own stdio, and the stage, while the command runs, holds none of the
+    caller's fds (it closes every fd its job does not name, first thing)."""
+    sentinel = tmp_path / "host-file"
+    sentinel.write_text("the caller's\n")
+    with detached(tools, stored_test_image, "sleep", "1000") as cid:
+        closed = subprocess.run(["sh", "-c", 'exec 0<&-; exec "$@"', "sh",
+                                 *runner_command(tools, "exec", cid, "sh", "-c", "echo in; ls /proc/self/fd")],
+                                capture_output=True, text=True, cwd=ROOT, env=tools.environ(), timeout=60)
+        assert (closed.returncode, closed.stdout.split()) == (0, ["in", "0", "1", "2", "3"]), closed.stderr
+        fd = os.open(sentinel, os.O_RDONLY)  # inheritable: passed on to the runner
+        try:
+            runner = subprocess.Popen(runner_command(tools, "exec", cid, "sleep", "30"), pass_fds=[fd],
+                                      stdin=subprocess.DEVNULL, cwd=ROOT, env=tools.environ())
+        finally:
+            os.close(fd)
+        try:
+            wait_until(lambda: _stage_of(runner.pid) is not None and "sleep" in tools.runner(
+                "exec", cid, "ps", "-o", "args").out.split(), "the exec'd sleep to run")
+            stage_pid = _stage_of(runner.pid)
+            held = [os.readlink(f"/proc/{stage_pid}/fd/{n}") for n in os.listdir(f"/proc/{stage_pid}/fd")]
+            assert str(sentinel) not in held and len(held) == 3, held  # stdio: no channel, no pidfd, no file
+        finally:
+            runner.kill()  # ours, by pid: the stage and the command die with it
+            runner.wait()

@@ -29,16 +29,16 @@ import fcntl
 import os
 import resource
 import select
-import subprocess
+import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner import linux
 from runner.container.record import Container
 from runner.executor import process, stage
 from runner.executor.channel import Channel, Failed, Go, Message, Pty, SetupFailed
-from runner.executor.supervise import Started, from_returncode, supervise
+from runner.executor.supervise import Started, supervise
 from runner.isolation import cgroups, security, user
 from shared.errors import Kind, StrataError, usage
 
@@ -53,16 +53,6 @@ class ExecOptions:
     workdir: str | None = None
 
 
-@dataclass
-class Stage(Started):
-    """The exec stage, as the supervise loop attends it: its exit status is the command's."""
-
-    popen: subprocess.Popen[bytes] = field(kw_only=True)
-
-    def wait(self) -> int:
-        return from_returncode(self.popen.wait())
-
-
 def exec_in(container: Container, opts: ExecOptions) -> int:
     if not opts.command:
         raise usage("exec needs a command")
@@ -74,7 +64,7 @@ def exec_in(container: Container, opts: ExecOptions) -> int:
         record_r, record_w = os.pipe2(os.O_CLOEXEC)
         stdio = process.Stdio(opts.tty)
         try:
-            popen = _spawn(job, {"pidfd": pidfd, "channel": theirs.fileno(), "record": record_w}, stdio)
+            pid = _spawn(job, {"pidfd": pidfd, "channel": theirs.fileno(), "record": record_w}, stdio)
         except BaseException:
             stdio.close()
             ours.close()
@@ -86,18 +76,20 @@ def exec_in(container: Container, opts: ExecOptions) -> int:
             os.close(record_w)
     finally:
         os.close(pidfd)
-    return _attend(container, opts, Stage(popen.pid, stdio, popen=popen), ours, record_r, pid1)
+    return _attend(container, opts, Started(pid, stdio), ours, record_r, pid1)
 
 
-def _attend(container: Container, opts: ExecOptions, started: Stage, ours: Channel, record_r: int, pid1: int) -> int:
-    """Admit the stage to the container's cgroups, say Go, relay, wait; the command's exit code, or its failure."""
+def _attend(container: Container, opts: ExecOptions, started: Started, ours: Channel, record_r: int,
+            pid1: int) -> int:
+    """Admit the stage to the container's cgroups, say Go, relay, wait; the command's exit code (the stage's
+    exit status is the command's), or its failure."""
     try:
         try:
             _admit(container, started.pid, pid1)
             ours.send(Go())
         except BaseException:
             ours.close()  # the stage reads end of file and exits
-            started.popen.wait()
+            os.waitpid(started.pid, 0)
             raise
         if opts.tty:
             first = _recv(ours)
@@ -146,9 +138,21 @@ def _user(container: Container, spec: str, pid1: int, pidfd: int) -> user.ExecUs
     return who
 
 
-def _spawn(job: bytes, fds: dict[str, int], stdio: process.Stdio) -> subprocess.Popen[bytes]:
-    """The stage, exec'd from a sealed copy of itself with its job in a sealed memfd (module doc)."""
+def _spawn(job: bytes, fds: dict[str, int], stdio: process.Stdio) -> int:
+    """The stage, exec'd from a sealed copy of itself with its job in a sealed memfd (module doc); its pid. It gets
+    the container's stdio as 0, 1 and 2, the fds given (inheritable for the spawn: they are closed here or by the
+    caller right after), every signal at its default, no environment; any other fd it finds it closes first."""
     exe = me = job_fd = -1
+    moved: list[int] = []
+
+    def above_stdio(fd: int) -> int:
+        """A runner started with stdio closed holds some of its own fds as 0, 1 or 2, where the spawn puts the
+        container's stdio: such a one goes above them (the copy is closed here after the spawn)."""
+        if fd >= 3:
+            return fd
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+        return moved[-1]
+
     try:
         try:
             exe = linux.sealed_copy(str(stage.HELPER), stage.NAME)
@@ -157,14 +161,19 @@ def _spawn(job: bytes, fds: dict[str, int], stdio: process.Stdio) -> subprocess.
                               "from stage.c)", Kind.SYSTEM) from None
         me = os.pidfd_open(os.getpid())
         job_fd = os.memfd_create("strata-exec-job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        _write_job(job_fd, stage.fds({**fds, "runner": me, "exe": exe}) + job)
-        return subprocess.Popen([stage.NAME, str(job_fd)], executable=f"/proc/self/fd/{exe}",
-                                pass_fds=[*fds.values(), me, job_fd, exe], env={}, stdin=stdio.child[0],
-                                stdout=stdio.child[1], stderr=stdio.child[2])
+        given = {name: above_stdio(fd) for name, fd in {**fds, "runner": me, "exe": exe, "job": job_fd}.items()}
+        job_at = given.pop("job")
+        _write_job(job_fd, stage.fds(given) + job)
+        for fd in (*given.values(), job_at):
+            os.set_inheritable(fd, True)
+        child = [above_stdio(fd) for fd in stdio.child]
+        return os.posix_spawn(f"/proc/self/fd/{given['exe']}", [stage.NAME, str(job_at)], {},
+                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(child)],
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     except OSError as e:
         raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
     finally:
-        for fd in (me, job_fd, exe):
+        for fd in (me, job_fd, exe, *moved):
             if fd >= 0:
                 os.close(fd)
 

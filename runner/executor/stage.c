@@ -5,10 +5,11 @@
  * container sees before its exec holds nothing of the host's: no interpreter, no library, no environment.
  *
  * Built by scripts/setup (gcc -static). The runner copies it into a sealed memfd and execs that, with an empty
- * environment and only these fds: stdio, the job (a sealed memfd, argv[1]), the runner's channel end, a pidfd of
- * the runner, a pidfd of the container's PID 1, the write end of the record pipe, and the memfd itself. It
+ * environment and these fds: stdio, the job (a sealed memfd, argv[1]), the runner's channel end, a pidfd of the
+ * runner, a pidfd of the container's PID 1, the write end of the record pipe, and the memfd itself. It
  *
- *   1. makes itself non-dumpable and dies with the runner; closes the job and the memfd of itself;
+ *   1. closes any other fd it finds (one the runner inherited without close-on-exec), makes itself non-dumpable
+ *      and dies with the runner; closes the job and the memfd of itself;
  *   2. waits for the runner's Go: the runner has put it in the container's cgroups meanwhile;
  *   3. joins every namespace of PID 1 at once through the pidfd (setns of a pid namespace applies to children);
  *   4. with -t, opens a pty in the container's devpts and sends the master to the runner (SCM_RIGHTS);
@@ -385,11 +386,16 @@ static void become(void) {
     set_capabilities();
 }
 
-/* Every fd above stdio but KEEP_A and KEEP_B (-1: none). */
-static void close_fds(int keep_a, int keep_b) {
-    int keep[2] = {keep_a < keep_b ? keep_a : keep_b, keep_a < keep_b ? keep_b : keep_a};
+/* Every fd above stdio but the N in KEEP (a negative one keeps nothing). */
+static void close_all_but(int *keep, size_t n) {
+    for (size_t i = 1; i < n; i++) /* a handful: insertion sort */
+        for (size_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
     unsigned int low = 3;
-    for (int i = 0; i < 2; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (keep[i] < (int)low) continue;
         if (keep[i] > (int)low && syscall(SYS_close_range, low, keep[i] - 1, 0) < 0)
             for (int fd = (int)low; fd < keep[i]; fd++) close(fd);
@@ -465,6 +471,9 @@ int main(int argc, char **argv) {
     if (argc != 2) return EXIT_RUNNER_ERROR;
     int job_fd = atoi(argv[1]);
     read_job(job_fd);
+    /* whatever the runner's spawn let through besides what the job names: never ours to hold */
+    int given[] = {job_fd, job.runner, job.pidfd, job.channel, job.exe, job.record};
+    close_all_but(given, sizeof given / sizeof *given);
     check(prctl(PR_SET_NAME, "strata-exec", 0, 0, 0), STEP_NAME);
     die_with_runner();
     check(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), STEP_DUMPABLE);
@@ -479,7 +488,8 @@ int main(int argc, char **argv) {
     become();
     check(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), STEP_DUMPABLE); /* a change of credentials reset it */
     die_with_runner();                                        /* and cleared this */
-    close_fds(job.record, slave); /* the channel and every pidfd among them: the command holds none */
+    int kept[] = {job.record, slave};
+    close_all_but(kept, 2); /* the channel and every pidfd among them: the command holds none */
     pid_t child = fork();
     if (child < 0) _exit(EXIT_RUNNER_ERROR); /* the channel is closed: the exit code says it */
     if (child == 0) command(slave);
