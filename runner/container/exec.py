@@ -45,6 +45,8 @@ from shared.errors import Kind, StrataError, usage
 
 @dataclass(frozen=True)
 class ExecOptions:
+    """``runner exec``'s options, as Docker's."""
+
     command: Sequence[str]
     interactive: bool = False
     tty: bool = False
