@@ -41,6 +41,7 @@ from runner import linux
 from runner.executor import process
 from runner.executor.channel import Failed, SetupFailed
 from runner.isolation import seccomp
+from shared.errors import Kind, StrataError
 
 HELPER = Path(__file__).with_name("strata-exec")  # stage.c, built by scripts/setup
 NAME = "strata-exec"  # its comm and its memfd's name: what the container may see of it
@@ -78,7 +79,14 @@ def job(namespaces: int, cwd: str, rlimits: Sequence[tuple[int, int, int]], capa
         no_new_privs: bool, program: seccomp.Program | None, ids: tuple[int, int, Sequence[int]],
         env: Mapping[str, str], argv: Sequence[str], tty: bool) -> bytes:
     """The stage's job but for its fds (:func:`fds`): the namespaces to join and what the command will be, every
-    value resolved (``capabilities`` a mask; ``ids`` uid, gid, groups; limits above 2**64-2 are unlimited)."""
+    value resolved (``capabilities`` a mask; ``ids`` uid, gid, groups; limits above 2**64-2 are unlimited).
+    A NUL byte no C string can carry (an image's Env may hold one) fails as the interpreter stage failed on it:
+    its mkdir, or its execve before it could exec."""
+    if "\0" in cwd:
+        raise StrataError(f"cannot {WHAT}: embedded null byte", Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR)
+    if any("\0" in text for text in (*argv, *env, *env.values())):
+        raise StrataError(f"cannot {WHAT}: the command failed before its exec", Kind.SYSTEM,
+                          exit_code=process.EXIT_RUNNER_ERROR)
     fields: list[tuple[str, bytes]] = [
         ("namespaces", _NUMBER.pack(namespaces)), ("cwd", os.fsencode(cwd)),
         ("capabilities", _NUMBER.pack(capabilities)), ("last_cap", _NUMBER.pack(last_cap)),

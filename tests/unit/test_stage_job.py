@@ -17,6 +17,7 @@ import pytest
 from runner.executor import stage
 from runner.executor.channel import SetupFailed
 from runner.isolation.seccomp import Program
+from shared.errors import StrataError
 
 SOURCE = (Path(stage.__file__).with_name("stage.c")).read_text()
 
@@ -92,6 +93,18 @@ def test_a_job_holds_its_fields_in_order() -> None:
 def test_a_job_without_options_has_no_flags() -> None:
     fields = dict(_fields(stage.job(0, "/", [], 0, 40, False, None, (0, 0, ()), {}, ["true"], False)))
     assert not {"no_new_privs", "tty", "seccomp_flags", "seccomp_filter", "rlimit", "group", "env"} & set(fields)
+
+
+@pytest.mark.parametrize(("cwd", "env", "argv", "message"), [
+    ("/a\0b", {}, ["true"], "embedded null byte"),
+    ("/", {"A": "x\0y"}, ["true"], "the command failed before its exec"),
+    ("/", {}, ["tr\0ue"], "the command failed before its exec"),
+])
+def test_a_nul_byte_fails_as_python_failed_on_it(cwd: str, env: dict[str, str], argv: list[str], message: str) -> None:
+    """No C string carries one: refused here, with the words and code the interpreter stage's mkdir or execve had."""
+    with pytest.raises(StrataError) as caught:
+        stage.job(0, cwd, [], 0, 40, False, None, (0, 0, ()), env, argv, False)
+    assert str(caught.value) == f"cannot exec in the container: {message}" and caught.value.exit_code == 125
 
 
 @pytest.mark.parametrize(("record", "code", "message"), [
