@@ -206,6 +206,19 @@ def test_exec_finds_the_command_as_execvpe_does(tools: Tools, stored_test_image:
         one_line_error(tools.runner("exec", cid, ""), 125, "the command failed before its exec")
 
 
+def test_a_step_of_the_stage_that_fails_is_said_as_before(tools: Tools, stored_test_image: str) -> None:
+    """The stage reports a failed step as numbers; the runner says it in the words the interpreter stage's
+    exceptions had, one line, 125: a working directory that is a file, or lies under one; a user that does not
+    exist (resolved by the runner now, from the container's /etc/passwd)."""
+    with detached(tools, stored_test_image, "sleep", "1000") as cid:
+        for args, said in ((("-w", "/etc/passwd"), "cannot exec in the container: File exists: /etc/passwd"),
+                           (("-w", "/etc/passwd/x/y"), "cannot exec in the container: Not a directory: /etc/passwd/x"),
+                           (("-u", "nosuch"), "cannot exec in the container: unable to find user nosuch: no matching "
+                                              "entries in passwd file")):
+            one_line_error(tools.runner("exec", *args, cid, "true"), 125, said)
+        assert tools.runner("exec", "-w", "/made/on/the/way", cid, "pwd").out == "/made/on/the/way\n"
+
+
 def _stage(job: bytes, runner_pidfd: int, listen: bool = True) -> tuple[int, Message | None]:
     """stage.c run as the runner runs it (a sealed copy, its fds, an empty environment) on JOB, which never gets
     as far as setns here; its exit code and what it said on the channel (with ``listen``; else the channel is
