@@ -454,9 +454,12 @@ _Noreturn static void command(int slave) {
             if (dup2(slave, fd) < 0) record(STEP_SETUP, errno);
         close(slave);
     }
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+    /* every signal at its default, through the kernel's call: glibc refuses its own two (32, 33), which the
+     * runner's posix_spawn leaves ignored and a static program's start never takes over. All zero is SIG_DFL, no
+     * flags, an empty mask, whatever the architecture's struct sigaction holds besides. */
+    unsigned long dfl[4] = {0};
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP) syscall(SYS_rt_sigaction, sig, dfl, NULL, 64 / 8);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
