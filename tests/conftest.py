@@ -44,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["STRATA_CONFIG"] = str(path)  # never the machine's /etc/strata/config.json
     if os.geteuid() == 0 and not hasattr(config, "workerinput"):
         _compile_the_checkout()
+        _build_the_exec_stage()
 
 
 def _compile_the_checkout() -> None:
@@ -56,6 +57,17 @@ def _compile_the_checkout() -> None:
 
     for package in ("puller", "runner", "shared"):
         compileall.compile_dir(str(ROOT / package), quiet=1)
+
+
+def _build_the_exec_stage() -> None:
+    """runner exec's stage (runner/executor/stage.c), built as scripts/setup builds it, when it is missing or older
+    than its source: a checkout that pulled a change to it (and ran no setup since) tests the change."""
+    stage, source = ROOT / "runner" / "executor" / "strata-exec", ROOT / "runner" / "executor" / "stage.c"
+    if stage.exists() and stage.stat().st_mtime >= source.stat().st_mtime:
+        return
+    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", f"{stage}.new", str(source)],
+                   check=True)
+    os.replace(f"{stage}.new", stage)
 
 
 @pytest.fixture(scope="session", autouse=True)
