@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["STRATA_CONFIG"] = str(path)  # never the machine's /etc/strata/config.json
     if os.geteuid() == 0 and not hasattr(config, "workerinput"):
         _compile_the_checkout()
+        _build_the_exec_stage()
 
 
 def _compile_the_checkout() -> None:
@@ -60,6 +61,17 @@ def _compile_the_checkout() -> None:
     # and what their dataclasses compile at every import (shared/codecache.py), in a process of its own
     subprocess.run([sys.executable, "-c", "from shared.codecache import warm; warm()"], cwd=ROOT, check=True,
                    timeout=300)
+
+
+def _build_the_exec_stage() -> None:
+    """runner exec's stage (runner/executor/stage.c), built as scripts/setup builds it, when it is missing or older
+    than its source: a checkout that pulled a change to it (and ran no setup since) tests the change."""
+    stage, source = ROOT / "runner" / "executor" / "strata-exec", ROOT / "runner" / "executor" / "stage.c"
+    if stage.exists() and stage.stat().st_mtime >= source.stat().st_mtime:
+        return
+    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", f"{stage}.new", str(source)],
+                   check=True)
+    os.replace(f"{stage}.new", stage)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from runner import linux
+from runner.executor import stage
+from runner.executor.channel import Channel, Message, SetupFailed
 from tests.marks import as_root_and_user
 from tests.test_isolation import img, with_probe  # noqa: F401 (fixtures)
-from tests.tools import Tools, detached, popen_runner, wait_until
+from tests.tools import ROOT, Tools, detached, one_line_error, popen_runner, runner_command, wait_until
 
 EXECS = 40  # bounded: the probe stops after three processes of ours, the loop after this many execs
 MAX_HANDLE_SZ = 128
@@ -182,3 +185,135 @@ def test_exec_with_a_large_environment_does_not_hang(tools: Tools, img: str) -> 
         except subprocess.TimeoutExpired:
             raise AssertionError("runner exec hung writing its job to the stage") from None
     assert result.out.strip() == "100000" or result.err.count("\n") == 1, (result.out, result.err[-500:])
+
+
+def test_exec_finds_the_command_as_execvpe_does(tools: Tools, stored_test_image: str) -> None:
+    """The stage searches PATH itself (stage.c), in the command's environment, with os.execvpe's rules: each
+    entry in turn, an empty one the working directory, a file that is there but not executable passed over, and
+    the first error that is not "not found" the one reported."""
+    with detached(tools, stored_test_image, "sleep", "1000") as cid:
+        made = tools.runner("exec", cid, "sh", "-c", "mkdir -p /tmp/a /tmp/b && printf '#!/bin/sh\\necho a\\n' >"
+                            " /tmp/a/x && printf '#!/bin/sh\\necho b\\n' > /tmp/b/x && chmod +x /tmp/b/x")
+        assert made.code == 0, made.err
+        for path in ("/tmp/a:/tmp/b", "/nowhere:/tmp/b/"):
+            ran = tools.runner("exec", "-e", f"PATH={path}", cid, "x")
+            assert (ran.code, ran.out) == (0, "b\n"), (path, ran.err)
+        empty = tools.runner("exec", "-w", "/tmp/b", "-e", "PATH=", cid, "x")
+        assert (empty.code, empty.out) == (0, "b\n"), empty.err
+        for path, code, said in (("/tmp/a:/nowhere", 126, "exec: 'x': Permission denied"),
+                                 ("/nowhere", 127, "exec: 'x': executable file not found")):
+            one_line_error(tools.runner("exec", "-e", f"PATH={path}", cid, "x"), code, said)
+        one_line_error(tools.runner("exec", cid, ""), 125, "the command failed before its exec")
+
+
+def test_a_step_of_the_stage_that_fails_is_said_as_before(tools: Tools, stored_test_image: str) -> None:
+    """The stage reports a failed step as numbers; the runner says it in the words the interpreter stage's
+    exceptions had, one line, 125: a working directory that is a file, or lies under one; a user that does not
+    exist (resolved by the runner now, from the container's /etc/passwd)."""
+    with detached(tools, stored_test_image, "sleep", "1000") as cid:
+        for args, said in ((("-w", "/etc/passwd"), "cannot exec in the container: File exists: /etc/passwd"),
+                           (("-w", "/etc/passwd/x/y"), "cannot exec in the container: Not a directory: /etc/passwd/x"),
+                           (("-u", "nosuch"), "cannot exec in the container: unable to find user nosuch: no matching "
+                                              "entries in passwd file")):
+            one_line_error(tools.runner("exec", *args, cid, "true"), 125, said)
+        assert tools.runner("exec", "-w", "/made/on/the/way", cid, "pwd").out == "/made/on/the/way\n"
+
+
+def _stage(job: bytes, runner_pidfd: int, listen: bool = True) -> tuple[int, Message | None]:
+    """stage.c run as the runner runs it (a sealed copy, its fds, an empty environment) on JOB, which never gets
+    as far as setns here; its exit code and what it said on the channel (with ``listen``; else the channel is
+    closed at once, as a runner that gives up before its Go closes it)."""
+    ours, theirs = Channel.pair()
+    record_r, record_w = os.pipe2(os.O_CLOEXEC)
+    exe = linux.sealed_copy(str(stage.HELPER), stage.NAME)
+    job_fd = os.memfd_create("strata-exec-job")
+    fds = {"runner": runner_pidfd, "pidfd": runner_pidfd, "channel": theirs.fileno(), "exe": exe, "record": record_w}
+    try:
+        os.write(job_fd, stage.fds(fds) + job)
+        proc = subprocess.Popen([stage.NAME, str(job_fd)], executable=f"/proc/self/fd/{exe}", env={},
+                                pass_fds=[*fds.values(), job_fd])
+    finally:
+        for fd in (exe, job_fd, record_w, record_r):
+            os.close(fd)
+        theirs.close()
+    try:
+        said = ours.recv() if listen else None
+        ours.close()
+        return proc.wait(timeout=30), said
+    finally:
+        ours.close()
+        if proc.poll() is None:
+            proc.kill()  # ours, by pid
+            proc.wait()
+
+
+VALID_JOB = stage.job(0, "/", [], 0, 40, False, None, (0, 0, ()), {}, ["/bin/true"], False)
+
+
+def test_the_stage_refuses_a_job_it_cannot_read() -> None:
+    """A field it does not know, one cut short, a job without a command: it says so, as numbers, and exits 125
+    before anything else."""
+    me = os.pidfd_open(os.getpid())
+    try:
+        for job in (VALID_JOB + struct.pack("=II", 99, 0), VALID_JOB + struct.pack("=II", 7, 100) + b"/",
+                    stage.job(0, "/", [], 0, 40, False, None, (0, 0, ()), {}, [], False)):
+            assert _stage(job, me) == (125, SetupFailed(3, 0, 0))
+    finally:
+        os.close(me)
+
+
+def test_the_stage_goes_nowhere_without_its_runner() -> None:
+    """Its runner already gone (a pidfd of an exited process): it dies at once, as the parent-death signal would
+    have it; its runner alive but closing the channel before Go (the cgroup could not be joined): it exits,
+    saying nothing."""
+    runner = subprocess.Popen(["sleep", "1000"])
+    gone = os.pidfd_open(runner.pid)
+    runner.kill()  # ours, by pid
+    runner.wait()
+    me = os.pidfd_open(os.getpid())
+    try:
+        assert _stage(VALID_JOB, gone) == (137, None)
+        assert _stage(VALID_JOB, me, listen=False) == (125, None)
+    finally:
+        os.close(gone)
+        os.close(me)
+
+
+def _stage_of(runner_pid: int) -> int | None:
+    """The exec stage the runner RUNNER_PID started (its child named strata-exec), if it runs yet."""
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "comm").read_text() == "strata-exec\n" and \
+                    int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == runner_pid:
+                return int(p.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+def test_the_stage_holds_only_its_own_fds(tools: Tools, stored_test_image: str, tmp_path: Path) -> None:
+    """A runner started with stdin closed, and holding an fd of its caller's that is not close-on-exec (a host
+    file): the command still gets its own stdio, and the stage, while the command runs, holds none of the
+    caller's fds (it closes every fd its job does not name, first thing)."""
+    sentinel = tmp_path / "host-file"
+    sentinel.write_text("the caller's\n")
+    with detached(tools, stored_test_image, "sleep", "1000") as cid:
+        closed = subprocess.run(["sh", "-c", 'exec 0<&-; exec "$@"', "sh",
+                                 *runner_command(tools, "exec", cid, "sh", "-c", "echo in; ls /proc/self/fd")],
+                                capture_output=True, text=True, cwd=ROOT, env=tools.environ(), timeout=60)
+        assert (closed.returncode, closed.stdout.split()) == (0, ["in", "0", "1", "2", "3"]), closed.stderr
+        fd = os.open(sentinel, os.O_RDONLY)  # inheritable: passed on to the runner
+        try:
+            runner = subprocess.Popen(runner_command(tools, "exec", cid, "sleep", "30"), pass_fds=[fd],
+                                      stdin=subprocess.DEVNULL, cwd=ROOT, env=tools.environ())
+        finally:
+            os.close(fd)
+        try:
+            wait_until(lambda: _stage_of(runner.pid) is not None and "sleep" in tools.runner(
+                "exec", cid, "ps", "-o", "args").out.split(), "the exec'd sleep to run")
+            stage_pid = _stage_of(runner.pid)
+            held = [os.readlink(f"/proc/{stage_pid}/fd/{n}") for n in os.listdir(f"/proc/{stage_pid}/fd")]
+            assert str(sentinel) not in held and len(held) == 3, held  # stdio: no channel, no pidfd, no file
+        finally:
+            runner.kill()  # ours, by pid: the stage and the command die with it
+            runner.wait()

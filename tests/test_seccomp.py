@@ -269,9 +269,10 @@ def _thread_works() -> int:
 
 
 def test_after_load_the_runner_can_still_become_the_user_and_exec(tmp_path: Path, loader: Loader) -> None:
-    """What runner/executor/process.py and the exec stage (runner/executor/stage.py) do after seccomp.load: groups, gid,
-    uid, capabilities, non-dumpable, parent-death signal, close every fd, fork, and in the child a new session, the
-    parent check, reset signals, exec. All of it must be allowed by the profile it just loaded."""
+    """What runner/executor/process.py and the exec stage (runner/executor/stage.c, the same calls) do after
+    seccomp.load: groups, gid, uid, capabilities, non-dumpable, parent-death signal, close every fd, fork, and in the
+    child a new session, the parent check, reset signals, exec. All of it must be allowed by the profile it just
+    loaded (tests/test_exec_stage.py runs the stage itself under it)."""
     from runner.executor import process
 
     out = tmp_path / "out"

@@ -3,49 +3,50 @@ capabilities, seccomp filter and limits (by being in its cgroup), optionally wit
 
 No process that holds the host's interpreter, environment or fds ever enters the container's pid namespace (the
 CVE-2019-5736 shape, where container root opens ``/proc/PID/exe`` of the runtime while it joins). The runner starts
-a *stage* (:mod:`runner.executor.stage`) exec'd from a sealed memfd copy of the interpreter, with an empty environment
-and only the fds it needs; the stage makes itself non-dumpable, joins the container's cgroup and, through a pidfd
-naming the container's PID 1 (so a reused pid cannot stand in for it), all its namespaces at once. setns() of a
-pid namespace applies to children only: the stage, outside it, becomes what the command will be (user, limits,
-seccomp, capabilities; :func:`runner.executor.process.become`), closes every other fd, and only then forks the command,
+a *stage* (stage.c, :mod:`runner.executor.stage`): a small static program exec'd from a sealed memfd copy of
+itself, with an empty environment and only the fds it needs. The runner resolves everything first, by the code
+``run`` uses (the user from the container's own /etc/passwd, read through PID 1's root; environment, seccomp
+program, capabilities, limits), puts the stage in the container's cgroups and says Go; the stage makes itself
+non-dumpable and joins, through a pidfd naming the container's PID 1 (so a reused pid cannot stand in for it), all
+its namespaces at once. setns() of a pid namespace applies to children only: the stage, outside it, becomes what
+the command will be (user, limits, seccomp, capabilities), closes every other fd, and only then forks the command,
 the only process of ours the container can see, which holds nothing the container does not (CAP_SYS_PTRACE in the
 container gains nothing by tracing it) and execs.
 
 The job reaches the stage in a sealed memfd (whatever a command line holds). What comes back comes on a
 :class:`runner.executor.channel.Channel` that no process in the container ever holds: the pty's master (Pty), then at
-most one Failed (one line, built by the stage from its own table), then end of file when the stage exits. The runner
-relays the command's terminal or output meanwhile with the one supervise loop (:mod:`runner.executor.supervise`;
-no signal is forwarded: ``exec`` has no ``--sig-proxy``, as Docker's) and reads the channel's last word once the
-stage has exited; a container that steals and holds or floods a pipe of the command's can neither stall that nor
-write it (tests/test_exec_stage.py).
+most one SetupFailed (numbers, which the runner's table puts in words), then end of file. The runner relays the
+command's terminal or output meanwhile with the one supervise loop (:mod:`runner.executor.supervise`; no signal is
+forwarded: ``exec`` has no ``--sig-proxy``, as Docker's) and, once the stage has exited, reads the channel's last
+word and at most one record of the command's failed exec (:func:`runner.executor.stage.read_record`); a container
+that steals and holds or floods a pipe of the command's can neither stall that nor write it
+(tests/test_exec_stage.py).
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import subprocess
-import sys
+import resource
+import select
+import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from runner import linux
 from runner.container.record import Container
-from runner.executor import process
-from runner.executor.channel import Channel, Failed, Message, Pty
-from runner.executor.supervise import Started, from_returncode, supervise
+from runner.executor import process, stage
+from runner.executor.channel import Channel, Failed, Go, Message, Pty, SetupFailed
+from runner.executor.supervise import Started, supervise
+from runner.isolation import cgroups, security, user
 from shared.errors import Kind, StrataError, usage
-
-# The stage's first lines: read the job from the sealed memfd named in argv (to its end), then import the runner from
-# where this one came from (``-I`` keeps PYTHON* variables and the working directory out of sys.path).
-_BOOT = ("import json,os,sys;f=int(sys.argv[1]);j=json.loads(b''.join(iter(lambda:os.read(f,1<<16),b'')));"
-         "sys.path.insert(0,j['path']);import runner.executor.stage as s;s.main(j)")
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
 class ExecOptions:
+    """``runner exec``'s options, as Docker's."""
+
     command: Sequence[str]
     interactive: bool = False
     tty: bool = False
@@ -54,87 +55,164 @@ class ExecOptions:
     workdir: str | None = None
 
 
-@dataclass
-class Stage(Started):
-    """The exec stage, as the supervise loop attends it: its exit status is the command's."""
-
-    popen: subprocess.Popen[bytes] = field(kw_only=True)
-
-    def wait(self) -> int:
-        return from_returncode(self.popen.wait())
-
-
 def exec_in(container: Container, opts: ExecOptions) -> int:
     if not opts.command:
         raise usage("exec needs a command")
-    ours, theirs = Channel.pair()
-    stdio = process.Stdio(opts.tty)
+    pidfd = container.open_process()
     try:
-        popen = _spawn(container, opts, theirs, stdio)
-    except BaseException:
-        stdio.close()
-        ours.close()
-        raise
+        pid1 = container.state().pid
+        job = _job(container, opts, pid1, pidfd)
+        ours, theirs = Channel.pair()
+        record_r, record_w = os.pipe2(os.O_CLOEXEC)
+        stdio = process.Stdio(opts.tty)
+        try:
+            pid = _spawn(job, {"pidfd": pidfd, "channel": theirs.fileno(), "record": record_w}, stdio)
+        except BaseException:
+            stdio.close()
+            ours.close()
+            os.close(record_r)
+            raise
+        finally:
+            stdio.close_child_ends()
+            theirs.close()
+            os.close(record_w)
     finally:
-        stdio.close_child_ends()
-        theirs.close()
-    stage = Stage(popen.pid, stdio, popen=popen)
+        os.close(pidfd)
+    return _attend(container, opts, Started(pid, stdio), ours, record_r, pid1)
+
+
+def _attend(container: Container, opts: ExecOptions, started: Started, ours: Channel, record_r: int,
+            pid1: int) -> int:
+    """Admit the stage to the container's cgroups, say Go, relay, wait; the command's exit code (the stage's
+    exit status is the command's), or its failure."""
     try:
+        try:
+            _admit(container, started.pid, pid1)
+            ours.send(Go())
+        except BaseException:
+            ours.close()  # the stage reads end of file and exits
+            os.waitpid(started.pid, 0)
+            raise
         if opts.tty:
             first = _recv(ours)
             if isinstance(first, Pty):
-                stage.master = first.fd
+                started.master = first.fd
             else:  # it failed (or ended) before the command had its terminal: nothing to relay
-                stage.close()
-                return _result(first, stage.wait())
-        code = supervise(stage, opts.interactive, None, True, forward_signals=False)
-        return _result(_recv(ours), code)
+                started.close()
+                return _result(first, started.wait(), opts, container, record_r)
+        code = supervise(started, opts.interactive, None, True, forward_signals=False)
+        return _result(_recv(ours), code, opts, container, record_r)
     finally:
         ours.close()
-        stage.close()
+        started.close()
+        os.close(record_r)
 
 
-def _spawn(container: Container, opts: ExecOptions, theirs: Channel, stdio: process.Stdio) \
-        -> subprocess.Popen[bytes]:
-    """The stage, exec'd from a sealed copy of our interpreter with its job in a sealed memfd (module doc)."""
-    pidfd = exe = me = job_fd = -1
+def _job(container: Container, opts: ExecOptions, pid1: int, pidfd: int) -> bytes:
+    """Everything the stage applies, resolved here by the code ``run`` uses (runner.executor.process.become's
+    steps, the values only): the stage decides nothing."""
+    spec = container.spec
+    who = _user(container, opts.user if opts.user is not None else spec.user, pid1, pidfd)
     try:
-        pidfd = container.open_process()
-        exe = process.sealed_interpreter()
+        rlimits = [(getattr(resource, limit.type), limit.soft, limit.hard) for limit in spec.rlimits]
+    except AttributeError as e:
+        raise StrataError(f"cannot {stage.WHAT}: {e}", Kind.SYSTEM) from None
+    privileges = spec.privileges
+    capabilities = sum(1 << n for n in privileges.numbers() & security.own_bounding_set())
+    namespaces = stage.NAMESPACES | (linux.CLONE_NEWUSER if spec.id_block is not None else 0)
+    return stage.job(namespaces, opts.workdir or spec.cwd, rlimits, capabilities, security._last_cap(),
+                     privileges.no_new_privileges,
+                     process.seccomp_program(spec, container.store.root / "cache" / "seccomp"),
+                     (who.uid, who.gid, who.groups), process.exec_env(spec, who.home, opts.env, opts.tty),
+                     opts.command, opts.tty)
+
+
+def _user(container: Container, spec: str, pid1: int, pidfd: int) -> user.ExecUser:
+    """``user[:group]`` from the container's /etc/passwd and /etc/group, read safely (user.read_etc) inside PID 1's
+    root as the host sees it. Checked after: PID 1 still runs, so its pid named it and no process that took the
+    pid over."""
+    try:
+        who = user.resolve(spec, Path(f"/proc/{pid1}/root"))
+    except StrataError as e:
+        raise StrataError(f"cannot {stage.WHAT}: {e}", Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR) from None
+    if select.select([pidfd], [], [], 0)[0]:  # readable once it has exited
+        raise StrataError(f"container {container.name} is not running", Kind.STATE)
+    return who
+
+
+def _spawn(job: bytes, fds: dict[str, int], stdio: process.Stdio) -> int:
+    """The stage, exec'd from a sealed copy of itself with its job in a sealed memfd (module doc); its pid. It gets
+    the container's stdio as 0, 1 and 2, the fds given (inheritable for the spawn: they are closed here or by the
+    caller right after), every signal at its default, no environment; any other fd it finds it closes first."""
+    exe = me = job_fd = -1
+    moved: list[int] = []
+
+    def above_stdio(fd: int) -> int:
+        """A runner started with stdio closed holds some of its own fds as 0, 1 or 2, where the spawn puts the
+        container's stdio: such a one goes above them (the copy is closed here after the spawn)."""
+        if fd >= 3:
+            return fd
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+        return moved[-1]
+
+    try:
+        try:
+            exe = linux.sealed_copy(str(stage.HELPER), stage.NAME)
+        except FileNotFoundError:
+            raise StrataError(f"cannot start the exec stage: {stage.HELPER} is missing (scripts/setup builds it "
+                              "from stage.c)", Kind.SYSTEM) from None
         me = os.pidfd_open(os.getpid())
         job_fd = os.memfd_create("strata-exec-job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        _write_job(job_fd, {"path": _PACKAGE_PARENT, "spec": container.spec.to_oci(), "bundle": str(container.dir),
-                            "seccomp_cache": str(container.store.root / "cache" / "seccomp"),
-                            "pid1": container.state().pid, "runner": me, "pidfd": pidfd, "job": job_fd,
-                            "chan": theirs.fileno(), "exe": exe, "command": list(opts.command), "user": opts.user,
-                            "env": list(opts.env), "workdir": opts.workdir, "tty": opts.tty})
-        return subprocess.Popen([sys.executable, "-I", "-c", _BOOT, str(job_fd)], executable=f"/proc/self/fd/{exe}",
-                                pass_fds=[pidfd, me, job_fd, exe, theirs.fileno()], env={}, stdin=stdio.child[0],
-                                stdout=stdio.child[1], stderr=stdio.child[2])
+        given = {name: above_stdio(fd) for name, fd in {**fds, "runner": me, "exe": exe, "job": job_fd}.items()}
+        job_at = given.pop("job")
+        _write_job(job_fd, stage.fds(given) + job)
+        for fd in (*given.values(), job_at):
+            os.set_inheritable(fd, True)
+        child = [above_stdio(fd) for fd in stdio.child]
+        return os.posix_spawn(f"/proc/self/fd/{given['exe']}", [stage.NAME, str(job_at)], {},
+                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(child)],
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     except OSError as e:
         raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
     finally:
-        for fd in (pidfd, me, job_fd, exe):
+        for fd in (me, job_fd, exe, *moved):
             if fd >= 0:
                 os.close(fd)
 
 
-def _write_job(fd: int, job: dict[str, object]) -> None:
+def _admit(container: Container, stage_pid: int, pid1: int) -> None:
+    """The stage in the container's cgroups, before its Go (so before it joins anything). A runtime's container
+    is where its PID 1 is (runc and crun place it differently); without root a container has none (a runtime's
+    PID 1 stays in the user's groups, where the stage already is; ours adds to a NoCgroup: nothing)."""
+    spec = container.spec
+    try:
+        if spec.runtime and cgroups.usable():
+            cgroups.join_groups_of(pid1, stage_pid)
+        elif not spec.runtime:
+            cgroups.for_container(spec.id).add(stage_pid)
+    except StrataError as e:
+        raise StrataError(f"cannot {stage.WHAT}: {e}", Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR) from None
+
+
+def _write_job(fd: int, job: bytes) -> None:
     """The stage's job in a sealed memfd, which it reads to its end: any size a command line may have (a pipe
     would hold 64 KiB before the stage runs), and nothing can change it once sealed."""
-    data, limit = json.dumps(job).encode(), 8 * os.sysconf("SC_ARG_MAX")  # our argv, escaped: é is \u00e9
-    if len(data) > limit:
-        raise usage(f"exec: the command and its environment are too large ({len(data)} bytes; at most {limit})")
-    view = memoryview(data)
+    limit = 8 * os.sysconf("SC_ARG_MAX")  # our argv, with room for the fields' heads
+    if len(job) > limit:
+        raise usage(f"exec: the command and its environment are too large ({len(job)} bytes; at most {limit})")
+    view = memoryview(job)
     while view:
         view = view[os.write(fd, view):]
     fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-    os.lseek(fd, 0, os.SEEK_SET)
 
 
-def _result(last: Message | None, code: int) -> int:
-    """The stage's last word on the channel (Failed, or end of file) and its exit code: the command's code, or
-    the failure that kept it from running."""
+def _result(last: Message | None, code: int, opts: ExecOptions, container: Container, record_r: int) -> int:
+    """The stage's last word on the channel (SetupFailed, or end of file) and its exit code: the command's code, or
+    the failure that kept it from running (the stage's step, or the command's record)."""
+    if isinstance(last, SetupFailed):
+        last = stage.says(last, opts.workdir or container.spec.cwd)
+    elif last is None:
+        last = stage.read_record(record_r, opts.command[0], code)
     if isinstance(last, Failed):
         raise StrataError(last.message, Kind.SYSTEM, exit_code=code)
     return code

@@ -15,8 +15,14 @@ child's end is its only copy (every other fd is closed before exec), and it clos
 A detached container's monitor (:mod:`runner.container.monitor`) to the runner that waits for it: Running once
 the command was exec'd, or Failed; an end of file before either means the monitor died first.
 
-``exec``'s stage (:mod:`runner.executor.stage`) to ``runner exec``: Pty with -t, at most one Failed, and end of
-file when the stage exits (there the command's exec is not the signal: the stage outlives it).
+``exec``'s stage (stage.c, :mod:`runner.executor.stage`) and ``runner exec``:
+
+    runner -> stage   Go                    the stage is in the container's cgroups: join its namespaces, go on
+    stage -> runner   Pty (+ the fd)        -t: the pty opened in the container; the runner relays it
+    stage -> runner   SetupFailed(step, errno, at)  a step before the command's fork failed (numbers only: the
+                                            runner's table says it in words); the stage exits with 125
+    stage -> runner   (end of file)         it closed every fd before forking the command (there the command's
+                                            exec is not the signal: the stage outlives it)
 
 Every packet is at most MAX_MESSAGE bytes, read with one bounded recv; a Failed message arrives as one line with
 no control characters, whoever wrote it, its text cut to fit.
@@ -59,7 +65,18 @@ class Failed:
     code: int
 
 
-Message = Go | Running | Pty | Failed
+@dataclass(frozen=True)
+class SetupFailed:
+    """exec's stage to the runner: which of its steps failed before the command's fork, the errno, and for the
+    working directory's making how much of its path it had reached. Numbers only: the stage is a small C program
+    that says nothing in words (runner.executor.stage's table does)."""
+
+    step: int
+    errno: int
+    at: int = 0
+
+
+Message = Go | Running | Pty | Failed | SetupFailed
 
 
 class Channel:
@@ -82,6 +99,9 @@ class Channel:
             self.sock.send(json.dumps({"type": "go" if isinstance(message, Go) else "running"}).encode())
         elif isinstance(message, Pty):
             socket.send_fds(self.sock, [b'{"type": "pty"}'], [message.fd])
+        elif isinstance(message, SetupFailed):  # as stage.c writes it
+            self.sock.send(json.dumps({"type": "setup-failed", "step": message.step, "errno": message.errno,
+                                       "at": message.at}).encode())
         else:
             text = message.message
             while len(data := json.dumps({"type": "failed", "message": text, "code": message.code}).encode()) \
@@ -108,6 +128,8 @@ class Channel:
             return Running()
         if kind == "failed":
             return Failed(_one_line(str(doc.get("message", ""))), int(doc.get("code", 125)))
+        if kind == "setup-failed":
+            return SetupFailed(int(doc.get("step", 0)), int(doc.get("errno", 0)), int(doc.get("at", 0)))
         raise ValueError(f"unexpected message on the channel: {data[:200]!r}")
 
     def close(self) -> None:

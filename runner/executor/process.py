@@ -47,9 +47,11 @@ def become(spec: Spec, program: seccomp.Program | None, user_spec: str | None = 
            extra_env: Sequence[str] = (), tty: bool = False) -> dict[str, str]:
     """In the container's namespaces and root: become what its command will be (its user, working directory, a
     session keyring of its own, limits, bounding set, seccomp filter, credentials, capabilities, no_new_privs if
-    asked); return the command's environment. PID 1 of ``run`` does this as itself; ``exec``'s stage does it before
-    it forks the command into the container's pid namespace, so that no process of ours the container can see (and
-    with CAP_SYS_PTRACE, trace) ever holds more than the container does."""
+    asked); return the command's environment. PID 1 of ``run`` does this as itself. ``exec``'s stage (stage.c, a
+    program of its own: runner/executor/stage.py) takes the same steps in the same order, with the values the runner
+    resolved, before it forks the command into the container's pid namespace, so that no process of ours the
+    container can see (and with CAP_SYS_PTRACE, trace) ever holds more than the container does: a change here is a
+    change there."""
     who = user.resolve(spec.user if user_spec is None else user_spec, Path("/"))
     env = exec_env(spec, who.home, extra_env, tty)
     cwd = workdir or spec.cwd
@@ -162,11 +164,6 @@ class Stdio:
             if fd >= 0:
                 os.close(fd)
         self.stdin, self.stdout, self.stderr = -1, -1, -1
-
-
-def sealed_interpreter() -> int:
-    """A sealed memfd copy of the interpreter running us, for a process that will join a container."""
-    return linux.sealed_copy(os.path.realpath(sys.executable), "strata-exec")
 
 
 def private_stdio(stdin: int, stdout: int, stderr: int) -> None:

@@ -1,135 +1,126 @@
-"""The exec stage: the processes that join a running container for ``runner exec`` (see :mod:`runner.container.exec`).
+"""The exec stage's runner side: the job the stage reads and what its failures say (see :mod:`runner.container.exec`).
 
-It runs from a sealed memfd copy of the interpreter with an empty environment, so that neither it nor the child
-it forks into the container's pid namespace names a host file in ``/proc/PID/exe`` or carries the host's
-environment in ``/proc/PID/environ``; it is non-dumpable, so those and ``/proc/PID/fd`` need CAP_SYS_PTRACE even to
-look at; it dies with the runner, and its children die with it.
+The stage itself is ``stage.c``, a small static program (``strata-exec``, built by scripts/setup next to this
+file): it joins the container and forks the command there, as its header describes. A program rather than a second
+interpreter: an interpreter exec'd from a sealed memfd cost ``runner exec`` ~80 ms of imports, three times all of
+``runc exec``; the program starts in about a millisecond and maps no host library. It decides nothing: every value
+it applies is resolved here, from the container's spec, by the code ``run`` uses (the user from the container's
+own /etc/passwd, read safely through PID 1's root; the environment; the seccomp program from the store's cache;
+capabilities, limits), and it reports a failure as numbers that :func:`says` puts in words. Its job is a sealed
+memfd of tagged fields (``TAG``, length, bytes; numbers as u64), whatever a command line holds.
 
-Three processes, each holding only what it must:
+Two processes of ours, each holding only what it must:
 
-    stage   holds the channel to the runner (:mod:`runner.executor.channel`); forks the inner stage, waits for it, reads
-            the command's fixed-size failure record (if any) and reports it on the channel as Failed; exits with the
-            command's status. Never in the container's pid namespace, so nothing there can see or trace it.
-    inner   joins the container (cgroup, then every namespace at once through a pidfd of its PID 1) and does every
-            privileged step there (:func:`runner.executor.process.become`: user, working directory, keyring, limits,
-            bounding set, seccomp, credentials, capabilities; the pty, whose master goes to the runner as Pty; a
-            failure goes as Failed), closes every fd the command must not hold (the channel among them), and only
-            then forks the command. setns() of a pid namespace applies to children only: it is not visible there.
+    stage   never in the container's pid namespace, so nothing there can see or trace it: holds the runner's
+            channel (:mod:`runner.executor.channel`), joins the container (cgroups, set by the runner before its
+            Go, then every namespace at once through a pidfd of its PID 1), does every privileged step there
+            (:func:`runner.executor.process.become`'s, in its order: working directory, keyring, rlimits, bounding
+            set, seccomp, groups, gid, uid, capabilities, no_new_privs; the pty, whose master goes to the runner),
+            closes every fd the command must not hold (the channel among them), forks the command, exits with its
+            status. A failure before the fork goes to the runner as SetupFailed.
     command the one process of ours the container can see: from its first moment what the command will be (a
             tracer with CAP_SYS_PTRACE gains nothing the container did not have). It holds stdio, its terminal
             and the write end of the record pipe (close-on-exec) and execs; if it cannot, it writes one
             RECORD (which step, errno) and exits with Docker's code.
 
-A container may steal the record pipe (pidfd_getfd on the stopped child) and hold or write it: the stage reads it
-only after the inner stage has exited (the command is gone), without blocking, one record; it builds the message
-itself from its own table and the command's name, and only when the exit status is the one that record means. The
-runner reads only the channel, which no process in the container ever held (the third review, issue 18).
+A container may steal the record pipe (pidfd_getfd on the stopped command) and hold or write it: the runner reads
+it only after the stage has exited (the command is gone), without blocking, one record; it builds the message from
+its own table and the command's name, and only when the exit status is the one that record means
+(:func:`read_record`). The channel no process in the container ever held (the third review, issue 18).
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
-import socket
 import struct
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
 
 from runner import linux
 from runner.executor import process
-from runner.executor.channel import Channel, Failed, Pty
-from runner.executor.supervise import exit_code
-from runner.isolation import cgroups, rootfs, security, tty
-from runner.spec import Spec
+from runner.executor.channel import Failed, SetupFailed
+from runner.isolation import seccomp
+from shared.errors import Kind, StrataError
 
+HELPER = Path(__file__).with_name("strata-exec")  # stage.c, built by scripts/setup
+NAME = "strata-exec"  # its comm and its memfd's name: what the container may see of it
 NAMESPACES = (linux.CLONE_NEWIPC | linux.CLONE_NEWUTS | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
               | linux.CLONE_NEWPID | linux.CLONE_NEWNS)
 WHAT = "exec in the container"
+
+# stage.c's enum tag (tests/unit/test_stage_job.py keeps the two in step)
+TAGS = {"runner": 1, "pidfd": 2, "channel": 3, "exe": 4, "record": 5, "namespaces": 6, "cwd": 7, "rlimit": 8,
+        "capabilities": 9, "last_cap": 10, "no_new_privs": 11, "seccomp_flags": 12, "seccomp_filter": 13, "uid": 14,
+        "gid": 15, "group": 16, "env": 17, "argv": 18, "tty": 19}
+_FIELD = struct.Struct("=II")
+_NUMBER = struct.Struct("=Q")
+_RLIMIT = struct.Struct("=QQQ")
+_INFINITY = (1 << 64) - 1  # RLIM_INFINITY
 
 # The command's failure record: which step failed, and its errno (0: not an OSError)
 RECORD = struct.Struct("=ii")
 STEP_SETUP, STEP_EXEC = 1, 2
 
-
-def main(job: dict[str, Any]) -> NoReturn:
-    chan = Channel(socket.socket(fileno=job["chan"]))  # the inner stage closes every fd before the command's fork
-    try:
-        linux.set_name("strata-exec")
-        linux.die_with_parent(job["runner"])  # a pidfd of the runner
-        linux.set_undumpable()
-        for fd in (job["exe"], job["job"]):  # what the command must never hold, even for a moment
-            os.close(fd)
-        record_r, record_w = os.pipe2(os.O_CLOEXEC)
-        me = os.pidfd_open(os.getpid())
-        inner = os.fork()
-        if inner == 0:
-            os.close(record_r)
-            _inner(job, chan, me, record_w)
-        for fd in (record_w, me, job["pidfd"]):
-            os.close(fd)
-        code = exit_code(os.waitpid(inner, 0)[1])
-        failed = _read_record(record_r, job["command"][0], code)
-        if failed is not None:
-            _send(chan, failed)
-    except BaseException as e:
-        message, code = process.failure(e, WHAT)
-        _send(chan, Failed(message, code))
-    os._exit(code)
+# stage.c's enum step, past the record's two: what each says (after "cannot exec in the container: "), from the
+# errno's text (E), the working directory (CWD) or the part of it made so far (AT); Python's words for each call
+_SAYS = {3: "the stage's job is malformed", 4: "prctl(PR_SET_PDEATHSIG): {E}", 5: "prctl(PR_SET_DUMPABLE): {E}",
+         6: "prctl(PR_SET_NAME): {E}", 7: "setns: {E}", 8: "{E}", 9: "{E}", 10: "{E}: {AT}", 11: "{E}: {CWD}",
+         12: "{E}", 13: "working directory {CWD} is outside the container", 14: "keyctl(JOIN_SESSION_KEYRING): {E}",
+         15: "{E}", 16: "prctl(PR_CAPBSET_DROP): {E}", 17: "prctl(PR_CAP_AMBIENT): {E}",
+         18: "seccomp: cannot install the filter: {AT} bytes are not 1 to 4096 instructions",
+         19: "seccomp: cannot install the filter: {E}", 20: "{E}: /proc/self/setgroups", 21: "{E}", 22: "{E}",
+         23: "{E}", 24: "capset: {E}", 25: "prctl(PR_SET_NO_NEW_PRIVS): {E}"}
+STEP_MKDIR, STEP_RLIMIT = 10, 15  # the two whose words need more than the errno's
+_RLIMIT_WORDS = {errno.EINVAL: "current limit exceeds maximum limit", errno.EPERM: "not allowed to raise maximum limit"}
 
 
-def _inner(job: dict[str, Any], chan: Channel, stage: int, record_w: int) -> NoReturn:
-    """Join the container and become its process (module doc); fork the command; exit with its status."""
-    try:
-        linux.die_with_parent(stage)
-        spec = replace(Spec.from_oci(job["spec"]), bundle=job["bundle"])
-        program = process.seccomp_program(spec, Path(job["seccomp_cache"]))
-        # before the cgroup namespace: its root is the group. Without root a container has none (a runtime's
-        # PID 1 stays in the user's groups, where the stage already is; ours adds to a NoCgroup: nothing)
-        if spec.runtime and cgroups.usable():
-            cgroups.join_groups_of(job["pid1"], os.getpid())
-        elif not spec.runtime:
-            cgroups.for_container(spec.id).add(os.getpid())
-        security.own_bounding_set()  # read now, from the host's /proc: the container's has no /proc/self for us
-        rootfs.forbid_imports()
-        # all at once, into the process the pidfd names, or none; its user namespace first, if it has its own
-        linux.setns(job["pidfd"], NAMESPACES | (linux.CLONE_NEWUSER if spec.id_block is not None else 0))
-        os.close(job["pidfd"])
-        slave = tty.open_terminal(lambda master: chan.send(Pty(master))) if job["tty"] else -1
-        env = process.become(spec, program, job["user"], job["workdir"], job["env"], job["tty"])
-        linux.set_undumpable()  # a change of credentials resets it to fs.suid_dumpable, which may be 1
-        linux.die_with_parent(stage)  # and cleared this
-        process.close_fds(record_w, slave)  # the channel and every pidfd among them: the command holds none
-        child = os.fork()
-        if child == 0:
-            _command(job["command"], env, record_w, slave)
-        os.close(record_w)
-        if slave >= 0:
-            os.close(slave)
-        os._exit(exit_code(os.waitpid(child, 0)[1]))
-    except BaseException as e:
-        message, code = process.failure(e, WHAT)
-        _send(chan, Failed(message, code))  # closed already if the fork failed: the stage exits with the code
-        os._exit(code)
+def job(namespaces: int, cwd: str, rlimits: Sequence[tuple[int, int, int]], capabilities: int, last_cap: int,
+        no_new_privs: bool, program: seccomp.Program | None, ids: tuple[int, int, Sequence[int]],
+        env: Mapping[str, str], argv: Sequence[str], tty: bool) -> bytes:
+    """The stage's job but for its fds (:func:`fds`): the namespaces to join and what the command will be, every
+    value resolved (``capabilities`` a mask; ``ids`` uid, gid, groups; limits above 2**64-2 are unlimited).
+    A NUL byte no C string can carry (an image's Env may hold one) fails as the interpreter stage failed on it:
+    its mkdir, or its execve before it could exec."""
+    if "\0" in cwd:
+        raise StrataError(f"cannot {WHAT}: embedded null byte", Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR)
+    if any("\0" in text for text in (*argv, *env, *env.values())):
+        raise StrataError(f"cannot {WHAT}: the command failed before its exec", Kind.SYSTEM,
+                          exit_code=process.EXIT_RUNNER_ERROR)
+    fields: list[tuple[str, bytes]] = [
+        ("namespaces", _NUMBER.pack(namespaces)), ("cwd", os.fsencode(cwd)),
+        ("capabilities", _NUMBER.pack(capabilities)), ("last_cap", _NUMBER.pack(last_cap)),
+        ("uid", _NUMBER.pack(ids[0])), ("gid", _NUMBER.pack(ids[1]))]
+    fields += [("rlimit", _RLIMIT.pack(kind, min(soft, _INFINITY), min(hard, _INFINITY)))
+               for kind, soft, hard in rlimits]
+    fields += [("group", _NUMBER.pack(g)) for g in ids[2]]
+    fields += [("env", os.fsencode(f"{k}={v}")) for k, v in env.items()]
+    fields += [("argv", os.fsencode(a)) for a in argv]
+    if program is not None:
+        fields += [("seccomp_flags", _NUMBER.pack(program.flags)), ("seccomp_filter", program.filter)]
+    fields += [(name, b"") for name, present in (("no_new_privs", no_new_privs), ("tty", tty)) if present]
+    return _encode(fields)
 
 
-def _command(argv: list[str], env: dict[str, str], record_w: int, slave: int) -> NoReturn:
-    """The only process of ours in the container's pid namespace: it already is what the command will be, holds
-    only stdio, its terminal and the record pipe, and execs; or writes one record and exits."""
-    try:
-        linux.die_with_parent(None)  # not inherited across fork; its parent is outside our pid ns
-        os.setsid()  # no controlling terminal unless it gets a pty of its own
-        if slave >= 0:
-            tty.take_terminal(slave)
-        process.exec_command(argv, env)
-    except BaseException as e:
-        step = STEP_EXEC if isinstance(e, process.ExecFailed) else STEP_SETUP
-        cause = e.args[1] if isinstance(e, process.ExecFailed) else e
-        number = (cause.errno or 0) if isinstance(cause, OSError) else 0
-        try:
-            os.write(record_w, RECORD.pack(step, number))
-        finally:
-            os._exit(_decode(step, number, argv[0])[1])
+def fds(named: Mapping[str, int]) -> bytes:
+    """The job's fds: runner (a pidfd of it), pidfd (of the container's PID 1), channel, exe, record."""
+    return _encode([(name, _NUMBER.pack(fd)) for name, fd in named.items()])
+
+
+def _encode(fields: Sequence[tuple[str, bytes]]) -> bytes:
+    return b"".join(_FIELD.pack(TAGS[name], len(data)) + data for name, data in fields)
+
+
+def says(failed: SetupFailed, cwd: str) -> Failed:
+    """A stage's SetupFailed as the one line and exit code the runner reports: from this table, never from text
+    of the stage's."""
+    text = os.strerror(failed.errno) if 0 < failed.errno < 4096 else "unknown error"
+    if failed.step == STEP_RLIMIT:
+        text = _RLIMIT_WORDS.get(failed.errno, text)
+    words = _SAYS.get(failed.step, "the stage failed at a step it has no name for ({STEP})")
+    at = cwd[:failed.at] if failed.step == STEP_MKDIR else failed.at
+    what = words.format(E=text, CWD=cwd, AT=at, STEP=failed.step)
+    return Failed(f"cannot {WHAT}: {what}", process.EXIT_RUNNER_ERROR)
 
 
 def _decode(step: int, number: int, name: str) -> tuple[str, int]:
@@ -140,25 +131,18 @@ def _decode(step: int, number: int, name: str) -> tuple[str, int]:
     return process.failure(cause or RuntimeError("the command failed before its exec"), WHAT)
 
 
-def _read_record(fd: int, name: str, code: int) -> Failed | None:
-    """After the command is gone: at most one record, without waiting (a copy the container stole and holds
-    must not stall us, and what it wrote is never more than RECORD.size bytes to us); believed only if the
-    command exited with the code it means (a forged record cannot turn a success into a failure)."""
+def read_record(fd: int, name: str, code: int) -> Failed | None:
+    """After the stage has exited (the command is gone): at most one record, without waiting (a copy the
+    container stole and holds must not stall us, and what it wrote is never more than RECORD.size bytes to us);
+    believed only if the command exited with the code it means (a forged record cannot turn a success into a
+    failure). ``fd`` stays open: the caller closes it."""
     os.set_blocking(fd, False)
     try:
         data = os.read(fd, RECORD.size)
     except BlockingIOError:
         data = b""
-    finally:
-        os.close(fd)
     if len(data) != RECORD.size:
         return None
     step, number = RECORD.unpack(data)
     message, meant = _decode(step, number, name)
     return Failed(message, code) if meant == code else None
-
-
-def _send(chan: Channel, message: Failed) -> None:
-    """Best effort: the runner may be gone, or this process closed the channel already; the exit code remains."""
-    with contextlib.suppress(OSError):
-        chan.send(message)

@@ -231,8 +231,10 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
 
     What the runner spends here is outside the container's CPU limit, and it is paid per wakeup (select, read,
     a time stamp, a write) as much as per byte: a stream that keeps writing is read in batches, by waiting
-    BUSY after a wakeup that came within BUSY of the last one (so a prompt after a pause is shown at once, and
-    nothing waits longer than BUSY), from a pipe widened to hold what comes meanwhile."""
+    BUSY after a read that came within BUSY of the last one (so a prompt after a pause is shown at once, and
+    nothing waits longer than BUSY), from a pipe widened to hold what comes meanwhile. Only reads that got
+    data count: the end of the streams (a command that exits, its pipes closing one wakeup apart) is never
+    waited for."""
     targets = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
     open_fds = dict(streams)
     for fd in open_fds:
@@ -241,13 +243,13 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
     last = 0.0
     while open_fds:
         ready, _, _ = select.select(list(open_fds), [], [])
-        if time.monotonic() - last < BUSY:
-            time.sleep(BUSY)
+        got = False
         for fd in ready:
             data = os.read(fd, BATCH)
             if not data:
                 del open_fds[fd]
                 continue
+            got = True
             stream = open_fds[fd]
             if log is not None:
                 log.write(stream, data)
@@ -256,7 +258,10 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
                     _write_all(targets[stream], data)
                 except OSError:  # our terminal went away: keep logging, stop echoing
                     echo = False
-        last = time.monotonic()
+        if got:
+            if time.monotonic() - last < BUSY and open_fds:
+                time.sleep(BUSY)
+            last = time.monotonic()
 
 
 def feed(src: int, dst: int) -> None:

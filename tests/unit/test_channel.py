@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runner.executor.channel import MAX_MESSAGE, Channel, Failed, Go, Pty, Running
+from runner.executor.channel import MAX_MESSAGE, Channel, Failed, Go, Pty, Running, SetupFailed
 
 
 @pytest.fixture
@@ -27,8 +27,10 @@ def _open_fds() -> set[str]:
 
 
 @pytest.mark.parametrize("message", [Go(), Running(), Failed("exec: 'nope': executable file not found", 127),
-                                     Failed("", 125), Failed("écrit ✓", 126)])
-def test_a_message_arrives_as_it_was_sent(pair: tuple[Channel, Channel], message: Go | Running | Failed) -> None:
+                                     Failed("", 125), Failed("écrit ✓", 126), SetupFailed(7, 1),
+                                     SetupFailed(10, 20, 5)])
+def test_a_message_arrives_as_it_was_sent(pair: tuple[Channel, Channel],
+                                          message: Go | Running | Failed | SetupFailed) -> None:
     pair[0].send(message)
     assert pair[1].recv() == message
 
@@ -106,3 +108,10 @@ def test_an_unknown_message_is_an_error(pair: tuple[Channel, Channel], packet: b
 
 def test_both_ends_are_close_on_exec(pair: tuple[Channel, Channel]) -> None:
     assert not os.get_inheritable(pair[0].fileno()) and not os.get_inheritable(pair[1].fileno())
+
+
+def test_the_stage_s_failure_arrives_as_stage_c_writes_it(pair: tuple[Channel, Channel]) -> None:
+    """stage.c's snprintf, byte for byte: the numbers, and nothing the runner would print as text."""
+    pair[0].sock.send(b'{"type": "setup-failed", "step": 13, "errno": 0, "at": 0}')
+    assert pair[1].recv() == SetupFailed(13, 0, 0)
+

@@ -24,6 +24,7 @@ from runner.executor.supervise import (
     supervise,
     wait_status,
 )
+from runner.logs import writer
 from runner.logs.writer import LogWriter
 from shared.errors import StrataError
 
@@ -163,6 +164,44 @@ def test_relay_writes_stdout_and_stderr_to_the_log(tmp_path: Path, stdio: Stdio)
         log.close()
     assert sorted((r["stream"], r["log"]) for r in _records(tmp_path / "log.json")) == \
         [("stderr", "err\n"), ("stdout", "out\n")]
+
+
+def _pump_sleeps(monkeypatch: pytest.MonkeyPatch, stdio: Stdio, *script: tuple[int, bytes | None]) -> list[float]:
+    """relay's pump on STDIO with a clock that never moves (every wakeup comes "at once" after the last) and a
+    sleep that only counts. Before each of its waits in select, the next step of SCRIPT happens: (fd, data)
+    writes DATA to that child end, (fd, None) closes it. The sleeps it took."""
+    slept: list[float] = []
+    steps = list(script)
+    real_select = writer.select.select
+
+    def select(r: list[int], w: list[int], x: list[int]) -> tuple[list[int], list[int], list[int]]:
+        if steps:
+            fd, data = steps.pop(0)
+            if data is None:
+                os.close(fd)
+            else:
+                os.write(fd, data)
+        return real_select(r, w, x)
+
+    monkeypatch.setattr(writer.time, "sleep", slept.append)
+    monkeypatch.setattr(writer.time, "monotonic", lambda: 100.0)
+    monkeypatch.setattr(writer.select, "select", select)
+    os.close(stdio.child[0])
+    relay(Started(0, stdio), feed=False, log=None, echo=False)
+    return slept
+
+
+def test_the_end_of_the_streams_is_never_waited_for(monkeypatch: pytest.MonkeyPatch, stdio: Stdio) -> None:
+    """A command that writes nothing and exits (``exec C /bin/true``): its pipes close one wakeup apart, and the
+    pump returns without the batching wait."""
+    out, err = stdio.child[1], stdio.child[2]
+    assert _pump_sleeps(monkeypatch, stdio, (out, None), (err, None)) == []
+
+
+def test_a_stream_that_keeps_writing_is_read_in_batches(monkeypatch: pytest.MonkeyPatch, stdio: Stdio) -> None:
+    """Data right after data: one wait of BUSY before the next read; none for the end that follows."""
+    out, err = stdio.child[1], stdio.child[2]
+    assert _pump_sleeps(monkeypatch, stdio, (out, b"one"), (out, b"two"), (out, None), (err, None)) == [writer.BUSY]
 
 
 def test_without_feed_the_process_reads_end_of_input(stdio: Stdio) -> None:
