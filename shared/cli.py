@@ -86,6 +86,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted
 
 
+def standard_fds() -> None:
+    """A tool started with stdin, stdout or stderr closed gets /dev/null there (as daemons do): else the first
+    file it opened would take fd 1, and a container's output echoed to "stdout" would be written into it, and
+    Python's ``sys.stdout`` would be None where the relay writes."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open("/dev/null", os.O_RDWR)  # the lowest free fd: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            name = ("stdin", "stdout", "stderr")[fd]
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], int] = lambda k: 1,
              fast_exit: bool = False) -> NoReturn:
     """Run a CLI body under the one error convention: ``PROG: error: MESSAGE`` on one line, a non-zero exit.
@@ -94,6 +111,7 @@ def run_main(prog: str, body: Callable[[], int | None], codes: Callable[[Kind], 
     ``fast_exit`` a body that returns ends the process by :func:`exit_now`.
     """
     signal.signal(signal.SIGINT, _interrupt)
+    standard_fds()
     try:
         status = body()
     except StrataError as e:

@@ -237,3 +237,26 @@ def test_inspect_shows_entrypoint_and_cmd_apart(tools: Tools, test_image: str) -
     assert (doc["Config"]["Entrypoint"], doc["Config"]["Cmd"]) == (["/bin/echo"], ["a", "b"])
     assert (doc["Path"], doc["Args"]) == ("/bin/echo", ["a", "b"])
     assert tools.runner("rm", "ep").code == 0
+
+
+def test_run_and_exec_with_stdout_or_stdin_closed_end_without_a_traceback(tools: Tools,
+                                                                          stored_test_image: str) -> None:
+    """A runner started with fd 1 (or 0) closed: the container's output goes nowhere, nothing of it lands in a
+    file the runner opened on that fd, and no traceback (regression: sys.stdout was None in the relay)."""
+    import shlex
+    import subprocess
+
+    from tests.tools import ROOT, runner_command
+
+    def closed(args: tuple[str, ...], redirect: str) -> subprocess.CompletedProcess[str]:
+        line = " ".join(shlex.quote(a) for a in runner_command(tools, *args))
+        return subprocess.run(["sh", "-c", f"exec {line} {redirect}"], capture_output=True, text=True, cwd=ROOT,
+                              env=tools.environ(), timeout=60, check=False)
+
+    ran = closed(("run", "--rm", stored_test_image, "echo", "hi"), ">&-")
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    with detached(tools, stored_test_image, "sleep", "60") as cid:
+        for args, redirect in (((cid, "echo", "hi"), ">&-"), (("-t", cid, "true"), "<&-")):
+            done = closed(("exec", *args), redirect)
+            assert "Traceback" not in done.stderr, done.stderr
+            assert done.returncode == 0 or len(done.stderr.splitlines()) == 1, done.stderr
