@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
 import os
 import socket
 import threading
@@ -28,17 +27,20 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from puller.registry.auth import Credentials, RegistryAuth, TokenCache
+from puller.registry.auth import RegistryAuth, TokenCache
+from puller.registry.endpoint import (
+    MANIFEST_ACCEPT,
+    TIMEOUT,
+    USER_AGENT,
+    Credentials,
+    Endpoint,
+    rate_limit_notice,
+)
 from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_redirect, describe_break, unreachable
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
-from shared.image import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, Descriptor, media_type_of
+from shared.image import MAX_MANIFEST_BYTES, Descriptor, media_type_of
 
-# Sent as one header so no server falls back to schema1 conversion or to picking linux/amd64 from a list for us
-# (distribution registry/handlers/manifests.go).
-MANIFEST_ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
-USER_AGENT = "strata-puller/0.1"
-TIMEOUT = (15, 60)  # (connect, between bytes)
 CHUNK = 1 << 20
 # go-containerregistry remote/options.go defaultRetryStatusCodes (less 499/522, which are Cloudflare's own)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -47,41 +49,6 @@ TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.Chu
 
 Notice = Callable[[str], None]
 Progress = Callable[[int], None]
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` and 127.0.0.0/8 (and ::1) speak plain HTTP without flags, as Docker allows."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how to speak HTTP to a registry (or a mirror of one)."""
-
-    host: str  # host[:port]
-    scheme: str = "https"
-    verify_tls: bool = True
-    http_fallback: bool = False  # insecure registries: unchecked HTTPS first, then plain HTTP (Docker's way)
-
-    @classmethod
-    def for_registry(cls, host: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
-        """Docker's rule: localhost, 127.0.0.0/8 and the configured insecure registries are tried over HTTPS
-        without certificate checks first, then over plain HTTP; every other registry over checked HTTPS only."""
-        if is_loopback_host(host) or host in insecure or host.rsplit(":", 1)[0] in insecure:
-            return cls(host, "https", verify_tls=False, http_fallback=True)
-        return cls(host)
-
-    @classmethod
-    def from_url(cls, url: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
-        scheme, _, host = url.partition("://")
-        return cls(host, scheme, verify_tls=host not in insecure)
 
 
 @dataclass(frozen=True)
@@ -268,13 +235,11 @@ class RegistryClient:
         raise StrataError(f"cannot reach registry {self.host} for {what}", Kind.REGISTRY)  # every try fell back
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
-        """Docker Hub reports its pull limit on manifest responses: ``ratelimit-remaining: 20;w=21600``."""
-        remaining = resp.headers.get("ratelimit-remaining")
-        if remaining and not self._rate_noted:
+        """Docker Hub's pull limit, said once (:func:`rate_limit_notice`)."""
+        notice = rate_limit_notice(self.host, resp.headers)
+        if notice and not self._rate_noted:
             self._rate_noted = True
-            limit = resp.headers.get("ratelimit-limit", "?")
-            self.notice(f"{self.host}: pull rate limit: {remaining.split(';')[0]} of {limit.split(';')[0]} left "
-                        f"(window {remaining.partition('w=')[2] or '?'} s)")
+            self.notice(notice)
 
     @contextlib.contextmanager
     def _tracked(self, resp: requests.Response) -> Iterator[None]:

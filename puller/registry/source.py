@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from puller.registry.client import Endpoint, FetchedManifest, RegistryClient, RetryPolicy
+from puller.registry.client import FetchedManifest, RegistryClient, RetryPolicy
+from puller.registry.endpoint import Endpoint
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor

@@ -23,7 +23,6 @@ already, the store, says so and is not re-read). Manifests and configs are verif
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 from collections.abc import Callable
@@ -310,6 +309,8 @@ def copy(source: Source, sink: Sink, resolved: Resolved, name: str | None, jobs:
     moved (those the sink had are skipped). Blobs move in parallel; each image's layers reach ``put_layer`` in
     order as soon as they and those below are in, so a store unpacks while later layers still download.
     On any failure (Ctrl-C included) the transfers stop and the sink undoes what nothing references."""
+    import concurrent.futures  # here: a warm pull reads stored images through this module and moves nothing
+
     if resolved.whole_index and getattr(sink, "one_image_per_name", False):
         resolved.image  # noqa: B018 - refused before anything moves
     moved = 0
