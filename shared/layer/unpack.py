@@ -30,12 +30,12 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO, Self, cast
 
 if TYPE_CHECKING:  # tarfile and zlib cost the runner's start-up; only unpacking needs them
     import tarfile
 
-from shared.digest import Digest, HashingReader
+from shared.digest import Digest
 from shared.errors import Kind, StrataError, hostile, integrity
 from shared.layer import compress
 from shared.layer.safepath import (
@@ -48,6 +48,7 @@ from shared.layer.safepath import (
     remove_at,
     split,
 )
+from shared.layer.tarstream import TarStream
 from shared.layer.whiteout import AUFS_META_PREFIX, OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
 
 CHUNK = 1 << 20
@@ -427,28 +428,36 @@ class DiffWriter:
             remove_at(fd, name) if stat.S_ISDIR(st.st_mode) else os.unlink(name, dir_fd=fd)
 
     def _regular(self, dir_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            if member.issparse():
+                self._sparse(fd, member, tar)
+            elif cast(TarStream, tar.fileobj).copy_to(fd, member.size) < member.size:
+                raise integrity(f"layer tar is truncated inside {member.name!r}")
+            self._metadata_fd(fd, member)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _sparse(fd: int, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        """A GNU sparse file's contents, holes written as zeros, through tarfile's reader of its map."""
         import tarfile
 
         src = tar.extractfile(member)
         assert src is not None
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
-        try:
-            remaining = member.size
-            while remaining > 0:
-                try:
-                    chunk = src.read(min(CHUNK, remaining))
-                except tarfile.ReadError:  # tarfile's "unexpected end of data"
-                    chunk = b""
-                if not chunk:
-                    raise integrity(f"layer tar is truncated inside {member.name!r}")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                remaining -= len(chunk)
-            self._metadata_fd(fd, member)
-        finally:
-            os.close(fd)
+        remaining = member.size
+        while remaining > 0:
+            try:
+                chunk = src.read(min(CHUNK, remaining))
+            except tarfile.ReadError:  # tarfile's "unexpected end of data"
+                chunk = b""
+            if not chunk:
+                raise integrity(f"layer tar is truncated inside {member.name!r}")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            remaining -= len(chunk)
 
     def _hardlink(self, dir_fd: int, name: str, member: tarfile.TarInfo) -> None:
         target = split(member.linkname)
@@ -609,12 +618,13 @@ def _parsing() -> Iterator[None]:
         raise integrity(f"layer tar has a malformed header: {e}") from None
 
 
-def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
-    """The tar in ``stream`` as a stream (no seeking back), its first header already parsed, as tarfile does."""
+def _open_tar(stream: TarStream) -> tarfile.TarFile:
+    """The tar in ``stream``, read forward (``r:`` over a :class:`TarStream`: see its module for why not tarfile's
+    stream mode), its first header already parsed, as tarfile does."""
     import tarfile
 
     with _parsing():
-        return tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER, tarinfo=_strict_header())
+        return tarfile.open(fileobj=cast(BinaryIO, stream), mode="r:", tarinfo=_strict_header())
 
 
 def _next_member(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> tarfile.TarInfo | None:
@@ -623,17 +633,21 @@ def _next_member(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> tarfile.
 
     try:
         with _parsing():
-            return tar.next()
+            member = tar.next()
+        vars(tar)["members"].clear()  # tarfile keeps every header it read, for lookups by name we never make
+        return member
     except tarfile.ReadError:
         if _ends_in_padding(tar, last):
             return None
         raise
 
 
-def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (),
+def extract(tar_stream: BinaryIO | TarStream, dest: Path, lowers: Sequence[Path] = (),
             fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> tuple[str, ...]:
     """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first).
     Returns what ``fmt`` could not hold, as ``("3 device nodes",)``: nothing for root's format."""
+    if not isinstance(tar_stream, TarStream):
+        tar_stream = TarStream(tar_stream)
     low = Lowers(lowers, fmt)
     ex = DiffWriter(dest, low, fmt, ids)
     try:
@@ -666,8 +680,8 @@ def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequen
     os.mkdir(dest, 0o700)
     try:
         with compress.open_blob(os.fspath(blob)) as stream:
-            reader = HashingReader(stream)
-            left_out = extract(reader, dest, lowers, fmt, ids)  # type: ignore[arg-type]
+            reader = TarStream(stream)
+            left_out = extract(reader, dest, lowers, fmt, ids)
             reader.drain()
     except StrataError as e:
         raise StrataError(f"{what}: {e}", e.kind) from None
