@@ -40,6 +40,7 @@ from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_re
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import MAX_MANIFEST_BYTES, Descriptor, media_type_of
+from shared.transfer.model import Feed
 
 CHUNK = 1 << 20
 # go-containerregistry remote/options.go defaultRetryStatusCodes (less 499/522, which are Cloudflare's own)
@@ -328,14 +329,15 @@ class RegistryClient:
         return raw
 
     def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
-                   progress: Progress = lambda n: None) -> None:
+                   progress: Progress = lambda n: None, feed: Feed | None = None) -> None:
         """Stream a blob into ``dest`` while hashing, resuming where a connection broke, and where an earlier
         download into ``dest`` stopped (its bytes are hashed first); raise (leaving ``dest`` to the caller) unless
-        both its size and its digest match the descriptor."""
+        both its size and its digest match the descriptor. FEED, if given, gets every piece too, at its offset,
+        as it arrives (those an earlier download left in ``dest`` first)."""
         fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        part = _Partial(fd, desc.digest.hasher())
+        part = _Partial(fd, desc.digest.hasher(), feed=feed)
         try:
-            part.received = _hash_prefix(fd, part.hasher, desc.size)
+            part.received = _hash_prefix(fd, part.hasher, desc.size, feed)
             if part.received:
                 progress(part.received)
             self._download(repository, desc, what, part, progress)
@@ -403,6 +405,8 @@ class RegistryClient:
             if part.received > desc.size:
                 raise integrity(f"{what}: the registry sent more than the {desc.size} bytes declared")
             _write_all(part.fd, chunk)
+            if part.feed is not None:
+                part.feed.feed(part.received - len(chunk), chunk)
             progress(part.received)
 
 
@@ -413,6 +417,7 @@ class _Partial:
     fd: int
     hasher: Any
     received: int = 0
+    feed: Feed | None = None
 
     def restart(self, desc: Descriptor) -> None:
         self.received = 0
@@ -421,9 +426,9 @@ class _Partial:
         os.lseek(self.fd, 0, os.SEEK_SET)
 
 
-def _hash_prefix(fd: int, hasher: Any, limit: int) -> int:
-    """Feed what ``fd`` holds already (an interrupted download) to HASHER; leave the offset at its end. More than
-    LIMIT bytes cannot be a prefix of the blob: start over."""
+def _hash_prefix(fd: int, hasher: Any, limit: int, feed: Feed | None = None) -> int:
+    """Feed what ``fd`` holds already (an interrupted download) to HASHER (and FEED); leave the offset at its end.
+    More than LIMIT bytes cannot be a prefix of the blob: start over."""
     size = os.fstat(fd).st_size
     if size > limit:
         os.ftruncate(fd, 0)
@@ -435,6 +440,8 @@ def _hash_prefix(fd: int, hasher: Any, limit: int) -> int:
         if not block:
             break
         hasher.update(block)
+        if feed is not None:
+            feed.feed(done, block)
         done += len(block)
     os.lseek(fd, done, os.SEEK_SET)
     return done

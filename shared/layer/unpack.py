@@ -78,7 +78,7 @@ class UnpackResult:
 
 
 @dataclass
-class _DirMeta:
+class DirMeta:
     mode: int
     uid: int
     gid: int
@@ -130,7 +130,7 @@ class Lowers:
                     os.close(fd)
         return None
 
-    def dir_meta(self, parts: list[str]) -> _DirMeta | None:
+    def dir_meta(self, parts: list[str]) -> DirMeta | None:
         found = self._walk(parts)
         if found is None:
             return None
@@ -145,7 +145,7 @@ class Lowers:
             finally:
                 if target != fd:
                     os.close(target)
-            return _DirMeta(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
+            return DirMeta(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
         finally:
             os.close(fd)
 
@@ -253,7 +253,7 @@ def _xattr_refused(member: tarfile.TarInfo, xname: str) -> Iterator[None]:
         raise integrity(f"cannot set xattr {_show(xname)} of entry {_show(member.name)}: {e.strerror}") from None
 
 
-def _xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
+def xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
     return {k[len(XATTR_PAX_PREFIX):]: v.encode("utf-8", "surrogateescape")
             for k, v in member.pax_headers.items() if k.startswith(XATTR_PAX_PREFIX)}
 
@@ -294,9 +294,9 @@ class DiffWriter:
         finally:
             os.close(fd)
 
-    def _apply_dir_meta(self, fd: int, key: tuple[str, ...], meta: _DirMeta | None) -> None:
+    def _apply_dir_meta(self, fd: int, key: tuple[str, ...], meta: DirMeta | None) -> None:
         if meta is None:
-            meta = _DirMeta(0o755, 0, 0, None)
+            meta = DirMeta(0o755, 0, 0, None)
         os.fchown(fd, meta.uid, meta.gid)
         os.fchmod(fd, meta.mode)
         for name, value in meta.xattrs.items():
@@ -558,7 +558,7 @@ class DiffWriter:
 
     def _xattrs(self, member: tarfile.TarInfo, target: int | str, follow: bool = True) -> None:
         """The entry's xattrs on ``target`` (an fd, or a /proc path of an entry not to be followed)."""
-        for xname, value in _xattrs_of(member).items():
+        for xname, value in xattrs_of(member).items():
             if not self.fmt.privileged and xname.startswith("trusted."):
                 self.left_out["trusted.* xattrs"] += 1  # CAP_SYS_ADMIN outside any user namespace
                 continue
@@ -682,22 +682,28 @@ def extract(tar_stream: BinaryIO | TarStream, dest: Path, lowers: Sequence[Path]
             fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> tuple[str, ...]:
     """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first).
     Returns what ``fmt`` could not hold, as ``("3 device nodes",)``: nothing for root's format."""
+    low = Lowers(lowers, fmt)
+    try:
+        return apply_tar(tar_stream, DiffWriter(dest, low, fmt, ids))
+    finally:
+        low.close()
+
+
+def apply_tar(tar_stream: BinaryIO | TarStream, writer: DiffWriter) -> tuple[str, ...]:
+    """Apply a tar with ``writer`` (which this closes); what its format could not hold, as :func:`extract`."""
     if not isinstance(tar_stream, TarStream):
         tar_stream = TarStream(tar_stream)
-    low = Lowers(lowers, fmt)
-    ex = DiffWriter(dest, low, fmt, ids)
     try:
-        ex.init_root()
+        writer.init_root()
         with _open_tar(tar_stream) as tar:
             member = None
             while (member := _next_member(tar, member)) is not None:
                 check_member(member)
-                ex.entry(member, tar)
-        ex.finish()
+                writer.entry(member, tar)
+        writer.finish()
     finally:
-        ex.close()
-        low.close()
-    return tuple(f"{n} {kind}" for kind, n in sorted(ex.left_out.items()))
+        writer.close()
+    return tuple(f"{n} {kind}" for kind, n in sorted(writer.left_out.items()))
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
@@ -707,18 +713,11 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     return (*compress.stream_errors(), tarfile.TarError, UnicodeError)
 
 
-def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
-                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> UnpackResult:
-    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
-
-    On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
-    """
-    os.mkdir(dest, 0o700)
+@contextlib.contextmanager
+def unpacking(what: str) -> Iterator[None]:
+    """What goes wrong while unpacking (or finishing) layer ``what``, said in one line naming it."""
     try:
-        with compress.open_blob(os.fspath(blob)) as stream:
-            reader = TarStream(stream)
-            left_out = extract(reader, dest, lowers, fmt, ids)
-            reader.drain()
+        yield
     except StrataError as e:
         raise StrataError(f"{what}: {e}", e.kind) from None
     except _data_errors() as e:
@@ -730,7 +729,23 @@ def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequen
             raise StrataError(f"no space left on device while unpacking {what}", Kind.SYSTEM) from None
         raise StrataError(f"cannot unpack {what}: {e.strerror}: {e.filename or ''}".rstrip(": "),
                           Kind.SYSTEM) from None
-    diff_id = reader.digest()
-    if diff_id != expected_diff_id:
-        raise integrity(f"{what}: diff_id mismatch: the config says {expected_diff_id}, the tar is {diff_id}")
-    return UnpackResult(diff_id, reader.count, left_out)
+
+
+def check_diff_id(actual: Digest, expected: Digest, what: str) -> None:
+    if actual != expected:
+        raise integrity(f"{what}: diff_id mismatch: the config says {expected}, the tar is {actual}")
+
+
+def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
+                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> UnpackResult:
+    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
+
+    On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
+    """
+    os.mkdir(dest, 0o700)
+    with unpacking(what), compress.open_blob(os.fspath(blob)) as stream:
+        reader = TarStream(stream)
+        left_out = extract(reader, dest, lowers, fmt, ids)
+        reader.drain()
+    check_diff_id(reader.digest(), expected_diff_id, what)
+    return UnpackResult(reader.digest(), reader.count, left_out)
