@@ -48,7 +48,7 @@ from shared.layer.safepath import (
     remove_at,
     split,
 )
-from shared.layer.tarstream import TarStream
+from shared.layer.tarstream import TarStream, plain_header
 from shared.layer.whiteout import AUFS_META_PREFIX, OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
 
 CHUNK = 1 << 20
@@ -621,6 +621,10 @@ def _strict_header() -> type[tarfile.TarInfo]:
         @classmethod
         def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
             start = tar.fileobj.tell()
+            plain = plain_header(cls, tar, tar.fileobj.read(tarfile.BLOCKSIZE), start)
+            if plain is not None:  # the common header, read as tarfile reads it (shared.layer.tarstream)
+                return cast(Self, plain)
+            tar.fileobj.seek(start)  # (back within TarStream's buffer) for tarfile to read it
             try:
                 return super().fromtarfile(tar)
             except truncated:
