@@ -98,14 +98,14 @@ def answer(argv: Sequence[str]) -> bool:
         return False
     from shared.store.layout import default_root
 
-    path = command.root or default_root()  # decided by who the user is on the host: before entering
-    if os.geteuid() != 0:
-        from shared import userns
-
-        userns.enter_once()
     try:
+        path = command.root or default_root()  # decided by who the user is on the host: before entering
+        if os.geteuid() != 0:
+            from shared import userns
+
+            userns.enter_once()  # (once: the full command line's second call is a no-op)
         return _answer(Store(path), command)
-    except StrataError:
+    except (StrataError, OSError, ValueError):  # (a store the user may not read; a helper that answers garbage)
         return False  # said again, and properly, by the full command line
 
 
