@@ -4,13 +4,13 @@ Why processes: unpacking is Python (tarfile's header parser, the writer's checks
 would take turns at the GIL; processes unpack two layers at once on two cores. Why a zygote: the puller downloads
 in threads, and forking a process while another of its threads holds a lock (stdout's, the allocator's) copies the
 lock held forever. The zygote is forked before any thread starts (:class:`Unpackers`), closes every file it was
-given, and forks a worker per layer on request; each worker reads one layer's compressed bytes from a pipe (fed
-by the thread that downloads the blob, as they arrive: :class:`Job`), unpacks them with
-:func:`shared.layer.deferred.unpack_deferred` into the directory it was named, writes what came of it to a second
-pipe as JSON and exits. A worker decides nothing: the process that started it checks the diff_id, applies the
-lowers and commits the layer, or unpacks it again the ordinary way (the worker met a hard link into a lower, or
-was fed bytes it could not use). Workers and the zygote ignore Ctrl-C: their parent ends their input, and a
-worker whose input ends early stops there.
+given, and forks a worker per layer on request (and reaps them: once its parent closes it, every worker has
+ended). Each worker reads one layer's compressed bytes from a pipe (fed by the thread that downloads the blob, as
+they arrive: :class:`Job`), unpacks them with :func:`shared.layer.deferred.unpack_deferred` into the directory it
+was named, writes what came of it to a second pipe as JSON and exits. A worker decides nothing: the process that
+started it checks the diff_id, applies the lowers and commits the layer, or unpacks it again the ordinary way (the
+worker met a hard link into a lower, or was fed bytes it could not use). Workers and the zygote ignore Ctrl-C:
+their parent ends their input, and a worker whose input ends early stops there.
 """
 
 from __future__ import annotations
@@ -140,10 +140,11 @@ class Unpackers:
 
 
 def _zygote(sock: socket.socket) -> NoReturn:
-    """Fork a worker for each request until the parent closes its end; never return."""
+    """Fork a worker for each request until the parent closes its end, then wait for the workers (reaped here,
+    their resource use counts as the parent's children's: what ``time`` says of a pull includes them); never
+    return."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
         keep = sock.fileno()
         os.closerange(3, keep)  # nothing of the parent's: its locks (flock), sockets, other pipes
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
@@ -161,6 +162,12 @@ def _zygote(sock: socket.socket) -> NoReturn:
                 _work(request, fds[0], fds[1])
             for fd in fds:
                 os.close(fd)
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+        with contextlib.suppress(ChildProcessError):  # (their input has ended: they end)
+            while True:
+                os.waitpid(-1, 0)
     finally:
         os._exit(0)
 
