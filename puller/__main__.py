@@ -1,3 +1,3 @@
-from puller.cli import main
+from puller.main import main
 
 main()

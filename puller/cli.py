@@ -122,8 +122,8 @@ def login(server: str = typer.Argument("docker.io", help="Registry host[:port]")
     import getpass
 
     from puller.registry import credentials
-    from puller.registry.auth import Credentials
-    from puller.registry.client import Endpoint, RegistryClient
+    from puller.registry.client import RegistryClient
+    from puller.registry.endpoint import Credentials, Endpoint
     from shared import settings
     from shared.reference import DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY_HOST
 

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 from puller.progress import Progress, Quiet
 from puller.registry.source import Place, RegistrySource, places_for
+from puller.warm import current, top_digest
 from shared.digest import Digest
-from shared.errors import StrataError
 from shared.image import Descriptor, Platform
 from shared.reference import Reference
 from shared.settings import Settings
-from shared.store.images import StoredImage, load
-from shared.store.layout import INDEX_DIGEST_ANNOTATION, Store
+from shared.store.layout import Store
 from shared.store.transfer import StoreSink
 from shared.transfer.model import Document, ProgressFn, Resolved, copy, resolve
 
@@ -32,35 +31,6 @@ class PullResult:
     layers_fetched: int
     layers_unpacked: int
     up_to_date: bool
-
-
-def _top_digest(desc: Descriptor) -> Digest:
-    """What the reference itself names: the index it was resolved from, else the manifest."""
-    return Digest.parse(desc.annotations.get(INDEX_DIGEST_ANNOTATION, str(desc.digest)))
-
-
-def _current(store: Store, name: str, source: RegistrySource, ref: Reference, wanted: Platform,
-             explicit: bool) -> StoredImage | None:
-    """The stored image if it is complete and still what the reference names, else None. For a tag, HEAD says
-    whether it still names the same thing (HEAD is free on Docker Hub). An image resolved from an index is
-    current only for the platform it was resolved for; a single-platform image, when ``--platform`` was given,
-    only if it is of that platform (else the pull goes on to the registry, which refuses it with the reason)."""
-    desc = store.resolve(name)
-    if desc is None:
-        return None
-    from_index = INDEX_DIGEST_ANNOTATION in desc.annotations
-    if from_index and (desc.platform is None or not wanted.matches(desc.platform)):
-        return None
-    try:
-        image = load(store, name, desc)
-        image.layer_records(store)
-    except StrataError:
-        return None
-    if explicit and not from_index and not wanted.matches(image.config.platform):
-        return None
-    if ref.digest is not None:
-        return image
-    return image if source.head() == _top_digest(desc) else None
 
 
 def _progress_fn(progress: Progress, resolved: Resolved) -> ProgressFn:
@@ -98,9 +68,9 @@ def _pull(store: Store, ref: Reference, settings: Settings | None, platform: Pla
     wanted = platform or Platform.host()
     name = str(ref)
 
-    image = _current(store, name, source, ref, wanted, platform is not None)
+    image = current(store, name, source.head, ref, wanted, platform is not None)
     if image is not None:
-        return PullResult(ref, _top_digest(image.entry), image.image_id, 0, 0, True)
+        return PullResult(ref, top_digest(image.entry), image.image_id, 0, 0, True)
 
     def chosen(top: Document, entry: Descriptor) -> None:
         progress.message(f"{name}: index {top.digest.short}, using the {entry.platform} image")

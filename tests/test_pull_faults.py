@@ -34,7 +34,7 @@ from tests.images import ARM64, Variant
 from tests.marks import needs_root, needs_tools
 from tests.registries import TokenRegistry
 from tests.scripts import image_script
-from tests.tools import ROOT, Tools, one_line_error, wait_until
+from tests.tools import ROOT, Tools, one_line_error, wait_until, warm_pull
 
 pytestmark = [needs_root, needs_tools]
 
@@ -327,7 +327,25 @@ def test_second_pull_of_a_tag_asks_only_head(tools: Tools, fault_proxy: FaultPro
     ref = f"{fault_proxy.address}/{gzip_variant.ref.split('/', 1)[1]}"
     assert tools.puller("pull", ref).code == 0
     fault_proxy.clear()
-    again = tools.puller("pull", ref)
-    assert again.code == 0 and "up to date" in again.out
+    again = warm_pull(tools, ref)
     assert [r.method for r in fault_proxy.log if "/manifests/" in r.path] == ["HEAD"]
+    assert not fault_proxy.requests("/blobs/")
+    assert again.out.splitlines() == [f"Pulling {ref}", f"Digest: {gzip_variant.digest}",
+                                      f"Status: Image is up to date for {ref}", ref]
+
+
+def test_a_warm_pull_the_lean_way_cannot_answer_goes_the_full_way(tools: Tools, fault_proxy: FaultProxy,
+                                                                  gzip_variant: Variant) -> None:
+    """The lean HEAD knows only the plain way: a 503 (to retry) sends the pull to the registry client, which
+    retries it and finds the image up to date; nothing is said twice."""
+    ref = f"{fault_proxy.address}/{gzip_variant.ref.split('/', 1)[1]}"
+    assert tools.puller("pull", ref).code == 0
+    fault_proxy.clear()
+    fault_proxy.add(status(r"/manifests/", 503, {"Retry-After": "0"}))
+    again = tools.puller("pull", ref)
+    assert again.code == 0, again.err
+    assert again.out.splitlines() == [f"Pulling {ref}", f"Digest: {gzip_variant.digest}",
+                                      f"Status: Image is up to date for {ref}", ref]
+    assert [(r.method, r.status) for r in fault_proxy.log if "/manifests/" in r.path] == [("HEAD", 503),
+                                                                                          ("HEAD", 200)]
     assert not fault_proxy.requests("/blobs/")

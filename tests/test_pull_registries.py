@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.marks import needs_root, needs_tools
 from tests.registries import HtpasswdRegistry, ProxyRegistry, TokenRegistry
 from tests.scripts import Registry, image_script, registry_script
-from tests.tools import Tools
+from tests.tools import Tools, warm_pull
 
 pytestmark = [needs_root, needs_tools]
 
@@ -37,6 +37,7 @@ def test_basic_auth_from_docker_config(tools: Tools, htpasswd_registry: Htpasswd
     assert anonymous.code != 0 and anonymous.err.count("\n") == 1 and "requires a login" in anonymous.err
     write_docker_config(tools, reg.address, reg.username, reg.password)
     assert tools.puller("pull", reg.image).code == 0
+    warm_pull(tools, reg.image)  # the lean way answers Basic's challenge too
 
 
 def test_login_then_logout(tools: Tools, htpasswd_registry: HtpasswdRegistry) -> None:
@@ -61,6 +62,8 @@ def test_anonymous_bearer_token_one_request_per_scope(tools: Tools, token_regist
     scope = f"repository:{reg.public_repository}:pull"
     assert reg.auth.scope_counts() == {scope: 1}  # cached for the manifest, the config and every layer
     assert all(not r.authorization for r in reg.auth.log)  # anonymous: nothing to send
+    warm_pull(tools, reg.public_image)  # the lean way: its HEAD's 401, one token, the HEAD again
+    assert reg.auth.scope_counts() == {scope: 2} and all(not r.authorization for r in reg.auth.log)
 
 
 def test_bearer_token_with_credentials_for_a_private_repository(tools: Tools, token_registry: TokenRegistry) -> None:
@@ -72,6 +75,9 @@ def test_bearer_token_with_credentials_for_a_private_repository(tools: Tools, to
     write_docker_config(tools, reg.address, reg.owner, reg.password(reg.owner))
     assert tools.puller("pull", reg.private_image).code == 0
     assert any(r.user == reg.owner for r in reg.auth.log)
+    asked = len(reg.auth.log)
+    warm_pull(tools, reg.private_image)  # the token asked with the owner's credentials, the lean way too
+    assert [r.user for r in reg.auth.log[asked:]] == [reg.owner]
 
 
 def test_refused_credentials_are_a_clear_error(tools: Tools, token_registry: TokenRegistry) -> None:
@@ -90,6 +96,8 @@ def test_pull_through_mirror(tools: Tools, proxy_registry: ProxyRegistry, regist
     described = json.loads(tools.puller("inspect", test_image).out)[0]
     for layer in described["Layers"]:  # the mirror served the blobs, so it cached them
         assert wait_for(proxy_registry.blob_file(layer["Digest"]))
+    tools.configure(**{"registry-mirrors": [mirror]})
+    warm_pull(tools, test_image)  # asked of the mirror, the lean way
 
 
 def test_mirror_down_falls_back_to_the_registry(tools: Tools, registry: Registry, test_image: str,
@@ -100,6 +108,8 @@ def test_mirror_down_falls_back_to_the_registry(tools: Tools, registry: Registry
     tools.configure(**{"registry-mirrors": [f"{registry.address}=http://{address}"]})
     result = tools.puller("pull", test_image)
     assert result.code == 0, result.err
+    again = tools.puller("pull", test_image)  # the lean way cannot ask the mirror: the full way, to the registry
+    assert again.code == 0 and "Image is up to date" in again.out and again.err == "", again.err
 
 
 def _self_signed_for_loopback(directory: Path) -> tuple[Path, Path]:
@@ -138,6 +148,7 @@ def test_loopback_registry_over_tls_with_an_unchecked_certificate(tools: Tools, 
         result = tools.puller("pull", f"{address}/strata/tls:1")
         assert result.code == 0, result.err
         assert "InsecureRequestWarning" not in result.err
+        warm_pull(tools, f"{address}/strata/tls:1")  # the lean way speaks unchecked TLS to loopback as well
     finally:
         registry_script.stop(state)
 

@@ -87,6 +87,21 @@ def one_line_error(result: Result, code: int, text: str, tool: str = "runner") -
     assert text in result.err, result.err
 
 
+# What a warm pull must not import (puller/warm.py): the HTTP and command-line libraries and the unpacker
+WARM_PULL_SPARES = ("requests", "urllib3", "typer", "tarfile", "isal", "zstandard", "concurrent")
+
+
+def warm_pull(tools: Tools, ref: str, env: dict[str, str] | None = None) -> Result:
+    """``puller pull REF`` of an image the store holds unchanged: "up to date", answered the lean way
+    (puller/warm.py, one HEAD over http.client), as the modules the run imported (``-X importtime``) show."""
+    result = tools.puller("pull", ref, env={**(env or {}), "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.code == 0 and "Status: Image is up to date for " in result.out, (result.out, result.err)
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.err.splitlines()
+                if line.startswith("import time:")}
+    assert "puller" in imported and not imported & set(WARM_PULL_SPARES), sorted(imported)
+    return result
+
+
 def mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line for line in f if str(path) in line]

@@ -9,12 +9,8 @@ across host boundaries"), which is why the retry hook checks the response's host
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
-import urllib.request
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,34 +18,16 @@ import requests
 import urllib3
 from requests.auth import AuthBase
 
-from puller.registry.transport import TOKEN_BODY_CAP, read_capped, unreachable
+from puller.registry.endpoint import (
+    TOKEN_BODY_CAP,
+    TOKEN_TIMEOUT,
+    Challenge,
+    Credentials,
+    parse_token,
+    token_query,
+)
+from puller.registry.transport import read_capped, unreachable
 from shared.errors import Kind, StrataError
-
-DEFAULT_TOKEN_LIFETIME = 60  # token.md: "if omitted, the default is 60 seconds"
-TOKEN_TIMEOUT = (10, 30)
-
-
-@dataclass(frozen=True)
-class Challenge:
-    scheme: str  # lower case: "bearer" or "basic"
-    params: dict[str, str]
-
-    @classmethod
-    def parse(cls, header: str) -> Challenge:
-        """RFC 7235 challenge with quoted-string params (commas inside quotes are allowed, as charliecloud does)."""
-        scheme, _, rest = header.strip().partition(" ")
-        items = urllib.request.parse_http_list(rest)
-        params = urllib.request.parse_keqv_list([i for i in items if "=" in i])
-        return cls(scheme.lower(), {k.lower(): v for k, v in params.items()})
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-
-    def basic_header(self) -> str:
-        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
 
 
 class TokenCache:
@@ -81,13 +59,12 @@ class TokenCache:
         # what we need and what the registry says it needs, one ``scope`` parameter each (token.md allows several:
         # a mount needs push on the target and pull on the source); cached under what we asked for, so the next
         # request finds it before it is sent (an upload's body is not sent twice for a 401)
-        asked = merge_scopes(scope, challenge.params.get("scope", ""))
         with self._lock:  # one token request per scope, whatever the number of threads asking
             self._realms[host] = (realm, service)
             hit = self._tokens.get((realm, service, scope))
             if hit and hit[1] > time.monotonic():
                 return hit[0]
-            params = [(k, v) for k, v in (("service", service), *(("scope", s) for s in asked.split())) if v]
+            params = token_query(challenge, scope)
             headers = {"Authorization": credentials.basic_header()} if credentials else {}
             try:  # streamed, so that only TOKEN_BODY_CAP bytes of whatever the service sends are ever read
                 with session.get(realm, params=params, headers=headers, timeout=TOKEN_TIMEOUT,
@@ -103,31 +80,13 @@ class TokenCache:
             if not whole:
                 raise StrataError(f"token service {realm} sent a response over {TOKEN_BODY_CAP} bytes",
                                   Kind.REGISTRY)
-            try:
-                body: dict[str, Any] = json.loads(raw)
-                token = str(body.get("token") or body.get("access_token") or "")
-                lifetime = int(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-            except (ValueError, TypeError, AttributeError):  # not JSON, or JSON but not an object
-                token = ""
-            if not token:
+            found = parse_token(raw)
+            if found is None:
                 raise StrataError(f"token service {realm} returned no token", Kind.REGISTRY)
+            token, lifetime = found
             # refresh a little early so a token does not expire between our check and the registry's
             self._tokens[(realm, service, scope)] = (token, time.monotonic() + max(lifetime - 5, 1))
             return token
-
-
-def merge_scopes(*scopes: str) -> str:
-    """Space-separated ``type:name:actions`` scopes as one, each resource once with the union of its actions, in
-    the order first seen (distribution's challenges list actions in any order: ``push,pull``)."""
-    merged: dict[str, list[str]] = {}
-    for text in scopes:
-        for item in text.split():
-            resource, sep, actions = item.rpartition(":")
-            if not sep:
-                resource, actions = item, ""
-            have = merged.setdefault(resource, [])
-            have.extend(a for a in actions.split(",") if a and a not in have)
-    return " ".join(f"{r}:{','.join(a)}" if a else r for r, a in merged.items())
 
 
 def _one_line(e: BaseException) -> str:

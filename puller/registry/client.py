@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
 import os
 import socket
 import threading
@@ -28,17 +27,21 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from puller.registry.auth import Credentials, RegistryAuth, TokenCache
+from puller.registry.auth import RegistryAuth, TokenCache
+from puller.registry.endpoint import (
+    MANIFEST_ACCEPT,
+    TIMEOUT,
+    USER_AGENT,
+    Credentials,
+    Endpoint,
+    rate_limit_notice,
+)
 from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_redirect, describe_break, unreachable
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
-from shared.image import INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST_BYTES, Descriptor, media_type_of
+from shared.image import MAX_MANIFEST_BYTES, Descriptor, media_type_of
+from shared.transfer.model import Feed
 
-# Sent as one header so no server falls back to schema1 conversion or to picking linux/amd64 from a list for us
-# (distribution registry/handlers/manifests.go).
-MANIFEST_ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
-USER_AGENT = "strata-puller/0.1"
-TIMEOUT = (15, 60)  # (connect, between bytes)
 CHUNK = 1 << 20
 # go-containerregistry remote/options.go defaultRetryStatusCodes (less 499/522, which are Cloudflare's own)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -47,41 +50,6 @@ TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.Chu
 
 Notice = Callable[[str], None]
 Progress = Callable[[int], None]
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` and 127.0.0.0/8 (and ::1) speak plain HTTP without flags, as Docker allows."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and how to speak HTTP to a registry (or a mirror of one)."""
-
-    host: str  # host[:port]
-    scheme: str = "https"
-    verify_tls: bool = True
-    http_fallback: bool = False  # insecure registries: unchecked HTTPS first, then plain HTTP (Docker's way)
-
-    @classmethod
-    def for_registry(cls, host: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
-        """Docker's rule: localhost, 127.0.0.0/8 and the configured insecure registries are tried over HTTPS
-        without certificate checks first, then over plain HTTP; every other registry over checked HTTPS only."""
-        if is_loopback_host(host) or host in insecure or host.rsplit(":", 1)[0] in insecure:
-            return cls(host, "https", verify_tls=False, http_fallback=True)
-        return cls(host)
-
-    @classmethod
-    def from_url(cls, url: str, insecure: frozenset[str] = frozenset()) -> Endpoint:
-        scheme, _, host = url.partition("://")
-        return cls(host, scheme, verify_tls=host not in insecure)
 
 
 @dataclass(frozen=True)
@@ -268,13 +236,11 @@ class RegistryClient:
         raise StrataError(f"cannot reach registry {self.host} for {what}", Kind.REGISTRY)  # every try fell back
 
     def _note_rate_limit(self, resp: requests.Response) -> None:
-        """Docker Hub reports its pull limit on manifest responses: ``ratelimit-remaining: 20;w=21600``."""
-        remaining = resp.headers.get("ratelimit-remaining")
-        if remaining and not self._rate_noted:
+        """Docker Hub's pull limit, said once (:func:`rate_limit_notice`)."""
+        notice = rate_limit_notice(self.host, resp.headers)
+        if notice and not self._rate_noted:
             self._rate_noted = True
-            limit = resp.headers.get("ratelimit-limit", "?")
-            self.notice(f"{self.host}: pull rate limit: {remaining.split(';')[0]} of {limit.split(';')[0]} left "
-                        f"(window {remaining.partition('w=')[2] or '?'} s)")
+            self.notice(notice)
 
     @contextlib.contextmanager
     def _tracked(self, resp: requests.Response) -> Iterator[None]:
@@ -363,14 +329,15 @@ class RegistryClient:
         return raw
 
     def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
-                   progress: Progress = lambda n: None) -> None:
+                   progress: Progress = lambda n: None, feed: Feed | None = None) -> None:
         """Stream a blob into ``dest`` while hashing, resuming where a connection broke, and where an earlier
         download into ``dest`` stopped (its bytes are hashed first); raise (leaving ``dest`` to the caller) unless
-        both its size and its digest match the descriptor."""
+        both its size and its digest match the descriptor. FEED, if given, gets every piece too, at its offset,
+        as it arrives (those an earlier download left in ``dest`` first)."""
         fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        part = _Partial(fd, desc.digest.hasher())
+        part = _Partial(fd, desc.digest.hasher(), feed=feed)
         try:
-            part.received = _hash_prefix(fd, part.hasher, desc.size)
+            part.received = _hash_prefix(fd, part.hasher, desc.size, feed)
             if part.received:
                 progress(part.received)
             self._download(repository, desc, what, part, progress)
@@ -438,6 +405,8 @@ class RegistryClient:
             if part.received > desc.size:
                 raise integrity(f"{what}: the registry sent more than the {desc.size} bytes declared")
             _write_all(part.fd, chunk)
+            if part.feed is not None:
+                part.feed.feed(part.received - len(chunk), chunk)
             progress(part.received)
 
 
@@ -448,6 +417,7 @@ class _Partial:
     fd: int
     hasher: Any
     received: int = 0
+    feed: Feed | None = None
 
     def restart(self, desc: Descriptor) -> None:
         self.received = 0
@@ -456,9 +426,9 @@ class _Partial:
         os.lseek(self.fd, 0, os.SEEK_SET)
 
 
-def _hash_prefix(fd: int, hasher: Any, limit: int) -> int:
-    """Feed what ``fd`` holds already (an interrupted download) to HASHER; leave the offset at its end. More than
-    LIMIT bytes cannot be a prefix of the blob: start over."""
+def _hash_prefix(fd: int, hasher: Any, limit: int, feed: Feed | None = None) -> int:
+    """Feed what ``fd`` holds already (an interrupted download) to HASHER (and FEED); leave the offset at its end.
+    More than LIMIT bytes cannot be a prefix of the blob: start over."""
     size = os.fstat(fd).st_size
     if size > limit:
         os.ftruncate(fd, 0)
@@ -470,6 +440,8 @@ def _hash_prefix(fd: int, hasher: Any, limit: int) -> int:
         if not block:
             break
         hasher.update(block)
+        if feed is not None:
+            feed.feed(done, block)
         done += len(block)
     os.lseek(fd, done, os.SEEK_SET)
     return done

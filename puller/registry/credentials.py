@@ -11,11 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from puller.registry.auth import Credentials
+from puller.registry.endpoint import Credentials
 from shared.errors import Kind, StrataError
 from shared.reference import DEFAULT_DOMAIN, DOCKER_HUB_REGISTRY_HOST, LEGACY_DEFAULT_DOMAIN
 from shared.store.files import atomic_write
@@ -53,6 +52,8 @@ def _load() -> dict[str, Any]:
 
 
 def _helper(name: str, action: str, payload: str) -> str | None:
+    import subprocess  # only with a helper configured: a warm pull imports this module
+
     exe = f"docker-credential-{name}"
     try:
         proc = subprocess.run([exe, action], input=payload, capture_output=True, text=True, timeout=HELPER_TIMEOUT)

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from puller.registry.client import Endpoint, FetchedManifest, RegistryClient, RetryPolicy
+from puller.registry.client import FetchedManifest, RegistryClient, RetryPolicy
+from puller.registry.endpoint import Endpoint
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor
 from shared.reference import Reference
 from shared.settings import Settings
-from shared.transfer.model import Document, ProgressFn
+from shared.transfer.model import Document, Feed, ProgressFn
 
 # A mirror is a shortcut: one quick retry, then on to the next place (Docker falls back at once).
 MIRROR_RETRY = RetryPolicy(attempts=2, base_delay=0.2)
@@ -121,12 +122,16 @@ class RegistrySource:
         return self._first(lambda p: p.client.get_small_blob(p.repository, desc, f"config of {self.ref}"))
 
     def blob(self, desc: Descriptor, scratch: Path, progress: ProgressFn) -> Path:
+        return self.blob_streamed(desc, scratch, progress, None)
+
+    def blob_streamed(self, desc: Descriptor, scratch: Path, progress: ProgressFn, feed: Feed | None) -> Path:
+        """:meth:`blob`, each piece also handed to ``feed`` as it arrives (the store unpacks it meanwhile)."""
         what = f"blob {desc.digest} of {self.ref}"
 
         def fetch(place: Place) -> Path:  # what a failed place left is a prefix of the same blob: kept
             progress(desc, "downloading", 0)
             place.client.fetch_blob(place.repository, desc, scratch, what,
-                                    lambda n: progress(desc, "downloading", n))
+                                    lambda n: progress(desc, "downloading", n), feed)
             progress(desc, "downloaded", desc.size)
             return scratch
 

@@ -21,7 +21,6 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 ERROR_BODY_CAP = 64 * 1024  # an error document, a redirect's or a 401's page: enough for any real one
-TOKEN_BODY_CAP = 64 * 1024  # a token response (Docker Hub's are ~4 KiB)
 _READ_FAILURES = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 # getaddrinfo's "this name has no address" (EAI_AGAIN, a resolver that did not answer, stays transient)
 _NO_SUCH_HOST = frozenset(getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))

@@ -27,8 +27,8 @@ from urllib.parse import urljoin
 
 import requests
 
-from puller.registry.auth import merge_scopes
 from puller.registry.client import RegistryClient, registry_error
+from puller.registry.endpoint import merge_scopes
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import Descriptor

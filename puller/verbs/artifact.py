@@ -232,7 +232,8 @@ def _container(ref: Reference) -> Any:
 def _open_registry(ref: Reference, insecure: list[str], action: str, artifact_type: str = DEFAULT_ARTIFACT_TYPE
                    ) -> Any:
     from puller.registry import credentials
-    from puller.registry.client import Endpoint, RegistryClient
+    from puller.registry.client import RegistryClient
+    from puller.registry.endpoint import Endpoint
     from shared import settings
 
     endpoint = Endpoint.for_registry(ref.registry_host, settings.load().with_options(insecure).insecure)
@@ -410,7 +411,7 @@ class _Output:
 
 
 def _fetch_manifest(registry: Any, container: Any, ref: Reference) -> tuple[bytes, Digest, str]:
-    from puller.registry.client import MANIFEST_ACCEPT
+    from puller.registry.endpoint import MANIFEST_ACCEPT
     from puller.registry.transport import describe_break, read_capped
     from shared.digest import Digest
     from shared.image import MAX_MANIFEST_BYTES, media_type_of

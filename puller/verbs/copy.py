@@ -133,8 +133,9 @@ def open_sink(loc: Location, store: Store, settings: Any) -> Iterator[Any]:
     """The place to write to (a :class:`shared.transfer.model.Sink`), finished (an archive written) on a clean
     exit and left as it was on a failure."""
     if loc.transport == "docker":
-        from puller.registry.client import Endpoint, RegistryClient
+        from puller.registry.client import RegistryClient
         from puller.registry.credentials import lookup
+        from puller.registry.endpoint import Endpoint
         from puller.registry.sink import RegistrySink
         from puller.verbs.push import mount_candidates
 

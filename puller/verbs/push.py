@@ -107,7 +107,8 @@ def do_push(store: Store, image: str, dest_text: str | None, jobs: int = 3, quie
             insecure: Sequence[str] = ()) -> Reference:
     from puller import progress as progress_mod
     from puller.registry import credentials
-    from puller.registry.client import Endpoint, RegistryClient
+    from puller.registry.client import RegistryClient
+    from puller.registry.endpoint import Endpoint
     from puller.registry.sink import RegistrySink
     from shared import reference, settings
     from shared.errors import not_found, usage

@@ -5,10 +5,14 @@ memory."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 from shared.digest import Digest, HashingReader
 from shared.errors import StrataError, integrity
@@ -45,6 +49,40 @@ def open_blob(path: str) -> BinaryIO:
     head = f.read(4)
     f.seek(0)
     return decompressed(f, sniff(head))
+
+
+class _Rejoined(io.RawIOBase):
+    """``head``, the first bytes of ``raw`` (read to tell its compression), then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: io.RawIOBase) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
+        if self._head:
+            view = memoryview(buffer).cast("B")
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_stream(raw: io.RawIOBase) -> BinaryIO:
+    """The uncompressed stream of a layer blob arriving on ``raw`` (a pipe: no seeking), compression detected from
+    its magic, as :func:`open_blob` detects it; closing it closes ``raw``."""
+    head = b""
+    while len(head) < len(ZSTD_MAGIC) and (data := raw.read(len(ZSTD_MAGIC) - len(head))):
+        head += data
+    return decompressed(cast(BinaryIO, _Rejoined(head, raw)), sniff(head))
 
 
 def stream_errors() -> tuple[type[BaseException], ...]:

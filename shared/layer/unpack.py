@@ -27,15 +27,15 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO, Self, TypeVar, cast
 
 if TYPE_CHECKING:  # tarfile and zlib cost the runner's start-up; only unpacking needs them
     import tarfile
 
-from shared.digest import Digest, HashingReader
+from shared.digest import Digest
 from shared.errors import Kind, StrataError, hostile, integrity
 from shared.layer import compress
 from shared.layer.safepath import (
@@ -48,9 +48,12 @@ from shared.layer.safepath import (
     remove_at,
     split,
 )
+from shared.layer.tarstream import TarStream, plain_header
 from shared.layer.whiteout import AUFS_META_PREFIX, OPAQUE_MARKER, OVERLAY, WHITEOUT_PREFIX, OverlayFormat
 
 CHUNK = 1 << 20
+REGULAR = b"0"  # tarfile.REGTYPE, without importing tarfile (the runner's start-up)
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC  # a new file, never through a link
 # tarfile's stream buffer re-slices what it holds on every read (each 512-byte header): 64 KiB measured fastest
 # (412 MB bench image on tmpfs: 69 MB/s with 1 MiB, 92 MB/s with 64 KiB, 91 MB/s with tarfile's own 10 KiB).
 TAR_BUFFER = 1 << 16
@@ -65,6 +68,7 @@ PATH_MAX = 4096  # bytes in a path passed to the kernel, its NUL included (linux
 DEV_MAJOR_MAX, DEV_MINOR_MAX = (1 << 12) - 1, (1 << 20) - 1
 _PAX_UINT = re.compile(r"[0-9]{1,20}")
 _PAX_TIME = re.compile(r"(-?)([0-9]{1,20})(?:\.([0-9]*))?")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class UnpackResult:
 
 
 @dataclass
-class _DirMeta:
+class DirMeta:
     mode: int
     uid: int
     gid: int
@@ -127,7 +131,7 @@ class Lowers:
                     os.close(fd)
         return None
 
-    def dir_meta(self, parts: list[str]) -> _DirMeta | None:
+    def dir_meta(self, parts: list[str]) -> DirMeta | None:
         found = self._walk(parts)
         if found is None:
             return None
@@ -142,7 +146,7 @@ class Lowers:
             finally:
                 if target != fd:
                     os.close(target)
-            return _DirMeta(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
+            return DirMeta(stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, xattrs)
         finally:
             os.close(fd)
 
@@ -184,19 +188,43 @@ def check_member(member: tarfile.TarInfo) -> None:
     ValueError or OverflowError from os (a traceback), or worse quietly: chown(2) takes uid -1 as "unchanged",
     and a C string ends at the NUL, so other readers of the tar would see another path than we do.
     """
-    name = _show(member.name)
     for what, path in (("path", member.name), ("link target", member.linkname)):
         if "\0" in path:
-            raise hostile(f"refusing entry {name}: its {what} contains a NUL byte")
+            raise hostile(f"refusing entry {_show(member.name)}: its {what} contains a NUL byte")
+    if member.issym() or member.islnk():
+        _check_link(member)
+    # a component of 64 characters or fewer is at most 256 bytes (4 a character): only longer ones are counted
+    if len(member.name) > NAME_MAX // 4 and any(len(part) > NAME_MAX // 4 and len(os.fsencode(part)) > NAME_MAX
+                                                for part in member.name.split("/")):
+        raise integrity(f"entry {_show(member.name)} has a path component longer than {NAME_MAX} bytes")
+    if member.pax_headers:
+        _check_pax(member)
+    for key, value in (("uid", member.uid), ("gid", member.gid)):
+        if not 0 <= value <= ID_MAX:
+            raise integrity(f"invalid {key} {value} for entry {_show(member.name)}: out of range")
+    if member.size < 0:
+        raise integrity(f"invalid size {member.size} for entry {_show(member.name)}")
+    # tarfile applies the PAX records of a header that follows another one to the member, then keeps only the
+    # first header's records in pax_headers: its float mtime (nan, inf) may stand without a text to check.
+    if not math.isfinite(member.mtime) or not TIME_MIN <= mtime_ns(member) // 1_000_000_000 <= TIME_MAX:
+        raise integrity(f"invalid mtime {_show(member.pax_headers.get('mtime', str(member.mtime)))} for entry "
+                        f"{_show(member.name)}: out of range")
+    if (member.ischr() or member.isblk()) and not (0 <= member.devmajor <= DEV_MAJOR_MAX
+                                                   and 0 <= member.devminor <= DEV_MINOR_MAX):
+        raise integrity(f"invalid device number {member.devmajor},{member.devminor} for entry {_show(member.name)}")
+
+
+def _check_link(member: tarfile.TarInfo) -> None:
     if member.issym() and not member.linkname:
-        raise integrity(f"symlink {name} has an empty target")  # symlink(2): ENOENT, "No such file or directory"
-    if (member.issym() or member.islnk()) and len(os.fsencode(member.linkname)) >= PATH_MAX:
+        raise integrity(f"symlink {_show(member.name)} has an empty target")  # symlink(2): ENOENT
+    if len(os.fsencode(member.linkname)) >= PATH_MAX:
         # symlink(2) and link(2) would fail with ENAMETOOLONG: the layer's fault, not the host's
-        raise integrity(f"entry {name} has a link target of {len(os.fsencode(member.linkname))} bytes, over "
-                        f"Linux's {PATH_MAX - 1}")
-    if any(len(os.fsencode(part)) > NAME_MAX for part in member.name.split("/")):
-        raise integrity(f"entry {name} has a path component longer than {NAME_MAX} bytes")
-    pax = member.pax_headers
+        raise integrity(f"entry {_show(member.name)} has a link target of {len(os.fsencode(member.linkname))} "
+                        f"bytes, over Linux's {PATH_MAX - 1}")
+
+
+def _check_pax(member: tarfile.TarInfo) -> None:
+    name, pax = _show(member.name), member.pax_headers
     for key in ("uid", "gid", "size"):
         text = pax.get(key)
         if text is not None and _PAX_UINT.fullmatch(text) is None:
@@ -204,19 +232,6 @@ def check_member(member: tarfile.TarInfo) -> None:
     text = pax.get("mtime")
     if text is not None and _PAX_TIME.fullmatch(text) is None:
         raise integrity(f"invalid PAX mtime {_show(text)} for entry {name}: not a decimal number")
-    for key, value in (("uid", member.uid), ("gid", member.gid)):
-        if not 0 <= value <= ID_MAX:
-            raise integrity(f"invalid {key} {value} for entry {name}: out of range")
-    if member.size < 0:
-        raise integrity(f"invalid size {member.size} for entry {name}")
-    # tarfile applies the PAX records of a header that follows another one to the member, then keeps only the
-    # first header's records in pax_headers: its float mtime (nan, inf) may stand without a text to check.
-    if not math.isfinite(member.mtime) or not TIME_MIN <= mtime_ns(member) // 1_000_000_000 <= TIME_MAX:
-        raise integrity(f"invalid mtime {_show(pax.get('mtime', str(member.mtime)))} for entry {name}: "
-                        "out of range")
-    if (member.ischr() or member.isblk()) and not (0 <= member.devmajor <= DEV_MAJOR_MAX
-                                                   and 0 <= member.devminor <= DEV_MINOR_MAX):
-        raise integrity(f"invalid device number {member.devmajor},{member.devminor} for entry {name}")
     for key in pax:
         if key.startswith(XATTR_PAX_PREFIX) and (key == XATTR_PAX_PREFIX or "\0" in key):
             raise integrity(f"invalid xattr name {_show(key[len(XATTR_PAX_PREFIX):])} for entry {name}")
@@ -239,7 +254,7 @@ def _xattr_refused(member: tarfile.TarInfo, xname: str) -> Iterator[None]:
         raise integrity(f"cannot set xattr {_show(xname)} of entry {_show(member.name)}: {e.strerror}") from None
 
 
-def _xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
+def xattrs_of(member: tarfile.TarInfo) -> dict[str, bytes]:
     return {k[len(XATTR_PAX_PREFIX):]: v.encode("utf-8", "surrogateescape")
             for k, v in member.pax_headers.items() if k.startswith(XATTR_PAX_PREFIX)}
 
@@ -280,9 +295,9 @@ class DiffWriter:
         finally:
             os.close(fd)
 
-    def _apply_dir_meta(self, fd: int, key: tuple[str, ...], meta: _DirMeta | None) -> None:
+    def _apply_dir_meta(self, fd: int, key: tuple[str, ...], meta: DirMeta | None) -> None:
         if meta is None:
-            meta = _DirMeta(0o755, 0, 0, None)
+            meta = DirMeta(0o755, 0, 0, None)
         os.fchown(fd, meta.uid, meta.gid)
         os.fchmod(fd, meta.mode)
         for name, value in meta.xattrs.items():
@@ -337,11 +352,13 @@ class DiffWriter:
                 raise hostile(f"refusing to change the type of the root directory (entry {member.name!r})")
             self._metadata_dir(self.root.fd, (), member)
             return
-        if any(p.startswith(AUFS_META_PREFIX) and p != OPAQUE_MARKER for p in parts) or \
-                OPAQUE_MARKER in parts[:-1]:
-            return  # AUFS metadata (hardlink stash, aufs bookkeeping), ignored like moby does
-        if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
-            raise hostile(f"refusing path {member.name!r}: a whiteout cannot be a directory")
+        marked = WHITEOUT_PREFIX in member.name  # (most names hold none: the checks below cost each entry)
+        if marked:
+            if any(p.startswith(AUFS_META_PREFIX) and p != OPAQUE_MARKER for p in parts) or \
+                    OPAQUE_MARKER in parts[:-1]:
+                return  # AUFS metadata (hardlink stash, aufs bookkeeping), ignored like moby does
+            if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+                raise hostile(f"refusing path {member.name!r}: a whiteout cannot be a directory")
         name = parts[-1]
         dirparts = parts[:-1]
         try:
@@ -353,15 +370,19 @@ class DiffWriter:
                 return
             raise
         key = tuple(dirparts)
-        if name == OPAQUE_MARKER:
+        if not marked and member.type == REGULAR:  # the common entry, first
+            self._regular(fd, name, key, member, tar)
+        elif name == OPAQUE_MARKER:
             self._opaque(fd, key)
         elif name.startswith(WHITEOUT_PREFIX):
             self._whiteout(fd, key, name[len(WHITEOUT_PREFIX):], member)
         elif member.isdir():
             self._directory(fd, name, tuple(parts), member)
+        elif member.isreg() or member.issym():  # made exclusively: what is there goes first (_fresh)
+            self._non_dir(fd, name, key, member, tar)
         else:
-            self._replace(fd, name)
-            self._non_dir(fd, name, member, tar)
+            self._replace(fd, name, key)
+            self._non_dir(fd, name, key, member, tar)
 
     def _opaque(self, fd: int, key: tuple[str, ...]) -> None:
         """``.wh..wh..opq`` in the dir ``key`` (open at ``fd``): hide the lower layers' entries, and drop this
@@ -379,7 +400,7 @@ class DiffWriter:
             raise hostile(f"invalid whiteout entry {member.name!r}")
         if key in self.opaque_dirs:
             return
-        self._replace(fd, target)
+        self._replace(fd, target, key)
         self.fmt.make_whiteout(fd, target, member.uid, member.gid)
         mtime = mtime_ns(member)
         os.utime(target, ns=(mtime, mtime), dir_fd=fd, follow_symlinks=False)
@@ -387,22 +408,27 @@ class DiffWriter:
 
     def _directory(self, fd: int, name: str, parts: tuple[str, ...], member: tarfile.TarInfo) -> None:
         """A directory entry: kept if one is there already (its metadata set again), else made in place of what is."""
-        existing = lstat_at(fd, name)
-        if existing is None or not stat.S_ISDIR(existing.st_mode):
-            self._replace(fd, name)
+        try:
             os.mkdir(name, 0o700, dir_fd=fd)
+        except FileExistsError:
+            existing = lstat_at(fd, name)
+            if existing is None or not stat.S_ISDIR(existing.st_mode):
+                self._replace(fd, name, parts[:-1])
+                os.mkdir(name, 0o700, dir_fd=fd)
         dfd = open_dir_at(fd, name)
         try:
             self._metadata_dir(dfd, parts, member)
         finally:
             os.close(dfd)
 
-    def _non_dir(self, fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
-        """A file, symlink, hard link or device node at ``name``, where nothing is any more."""
+    def _non_dir(self, fd: int, name: str, key: tuple[str, ...], member: tarfile.TarInfo,
+                 tar: tarfile.TarFile) -> None:
+        """A file, symlink, hard link or device node at ``name`` (in the directory ``key``, open at ``fd``), where
+        nothing is any more (a hard link or a device) or where what is goes first (a file or a symlink)."""
         if member.isreg():
-            self._regular(fd, name, member, tar)
+            self._regular(fd, name, key, member, tar)
         elif member.issym():
-            os.symlink(member.linkname, name, dir_fd=fd)
+            self._fresh(fd, name, key, lambda: os.symlink(member.linkname, name, dir_fd=fd))
             self._metadata_at(fd, name, member, symlink=True)
         elif member.islnk():
             self._hardlink(fd, name, member)
@@ -418,37 +444,60 @@ class DiffWriter:
         else:
             raise integrity(f"unsupported tar entry type {member.type!r} for {member.name!r}")
 
-    @staticmethod
-    def _replace(fd: int, name: str) -> None:
-        """Remove what this layer already has at ``name``: a later entry wins. ``fd`` is the cached parent, and
-        what is removed lies below it, so the cache stays valid."""
+    def _replace(self, fd: int, name: str, key: tuple[str, ...]) -> None:
+        """Remove what this layer already has at ``name`` in the directory ``key``: a later entry wins. ``fd`` is
+        the cached parent, and what is removed lies below it, so the cache stays valid."""
         st = lstat_at(fd, name)
         if st is not None:
-            remove_at(fd, name) if stat.S_ISDIR(st.st_mode) else os.unlink(name, dir_fd=fd)
+            if stat.S_ISDIR(st.st_mode):
+                remove_at(fd, name)
+                self._removed((*key, name))
+            else:
+                os.unlink(name, dir_fd=fd)
 
-    def _regular(self, dir_fd: int, name: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    def _removed(self, path: tuple[str, ...]) -> None:
+        """The directory ``path`` is gone, with everything in it (a hook: see shared.layer.deferred)."""
+
+    def _fresh(self, fd: int, name: str, key: tuple[str, ...], make: Callable[[], T]) -> T:
+        """MAKE, which creates ``name`` exclusively, after :meth:`_replace` when something is there already. Made
+        first, removed only when that fails: most names are new, and a look first would cost a syscall each."""
+        try:
+            return make()
+        except FileExistsError:
+            self._replace(fd, name, key)
+            return make()
+
+    def _regular(self, dir_fd: int, name: str, key: tuple[str, ...], member: tarfile.TarInfo,
+                 tar: tarfile.TarFile) -> None:
+        fd = self._fresh(dir_fd, name, key, lambda: os.open(name, CREATE, 0o600, dir_fd=dir_fd))
+        try:
+            if member.issparse():
+                self._sparse(fd, member, tar)
+            elif cast(TarStream, tar.fileobj).copy_to(fd, member.size) < member.size:
+                raise integrity(f"layer tar is truncated inside {member.name!r}")
+            self._metadata_fd(fd, member)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _sparse(fd: int, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        """A GNU sparse file's contents, holes written as zeros, through tarfile's reader of its map."""
         import tarfile
 
         src = tar.extractfile(member)
         assert src is not None
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
-        try:
-            remaining = member.size
-            while remaining > 0:
-                try:
-                    chunk = src.read(min(CHUNK, remaining))
-                except tarfile.ReadError:  # tarfile's "unexpected end of data"
-                    chunk = b""
-                if not chunk:
-                    raise integrity(f"layer tar is truncated inside {member.name!r}")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                remaining -= len(chunk)
-            self._metadata_fd(fd, member)
-        finally:
-            os.close(fd)
+        remaining = member.size
+        while remaining > 0:
+            try:
+                chunk = src.read(min(CHUNK, remaining))
+            except tarfile.ReadError:  # tarfile's "unexpected end of data"
+                chunk = b""
+            if not chunk:
+                raise integrity(f"layer tar is truncated inside {member.name!r}")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            remaining -= len(chunk)
 
     def _hardlink(self, dir_fd: int, name: str, member: tarfile.TarInfo) -> None:
         target = split(member.linkname)
@@ -513,7 +562,7 @@ class DiffWriter:
 
     def _xattrs(self, member: tarfile.TarInfo, target: int | str, follow: bool = True) -> None:
         """The entry's xattrs on ``target`` (an fd, or a /proc path of an entry not to be followed)."""
-        for xname, value in _xattrs_of(member).items():
+        for xname, value in xattrs_of(member).items():
             if not self.fmt.privileged and xname.startswith("trusted."):
                 self.left_out["trusted.* xattrs"] += 1  # CAP_SYS_ADMIN outside any user namespace
                 continue
@@ -528,7 +577,8 @@ class DiffWriter:
     def _metadata_fd(self, fd: int, member: tarfile.TarInfo) -> None:
         os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
-        self._xattrs(member, fd)
+        if member.pax_headers:  # (where xattrs and exact mtimes come from)
+            self._xattrs(member, fd)
         mtime = mtime_ns(member)
         os.utime(fd, ns=(mtime, mtime))
 
@@ -576,6 +626,10 @@ def _strict_header() -> type[tarfile.TarInfo]:
         @classmethod
         def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
             start = tar.fileobj.tell()
+            plain = plain_header(cls, tar, tar.fileobj.read(tarfile.BLOCKSIZE), start)
+            if plain is not None:  # the common header, read as tarfile reads it (shared.layer.tarstream)
+                return cast(Self, plain)
+            tar.fileobj.seek(start)  # (back within TarStream's buffer) for tarfile to read it
             try:
                 return super().fromtarfile(tar)
             except truncated:
@@ -609,12 +663,15 @@ def _parsing() -> Iterator[None]:
         raise integrity(f"layer tar has a malformed header: {e}") from None
 
 
-def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
-    """The tar in ``stream`` as a stream (no seeking back), its first header already parsed, as tarfile does."""
+def _open_tar(stream: TarStream) -> tarfile.TarFile:
+    """The tar in ``stream``, read forward (``r:`` over a :class:`TarStream`: see its module for why not tarfile's
+    stream mode), its first header already parsed, as tarfile does."""
     import tarfile
 
     with _parsing():
-        return tarfile.open(fileobj=stream, mode="r|", bufsize=TAR_BUFFER, tarinfo=_strict_header())
+        tar = tarfile.open(fileobj=cast(BinaryIO, stream), mode="r:", tarinfo=_strict_header())  # noqa: SIM115
+    vars(tar)["members"] = _Forgotten()
+    return tar
 
 
 def _next_member(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> tarfile.TarInfo | None:
@@ -622,32 +679,48 @@ def _next_member(tar: tarfile.TarFile, last: tarfile.TarInfo | None) -> tarfile.
     import tarfile
 
     try:
-        with _parsing():
-            return tar.next()
+        return tar.next()
+    except (ValueError, OverflowError) as e:  # as _parsing says them (a with block costs every entry)
+        raise integrity(f"layer tar has a malformed header: {e}") from None
     except tarfile.ReadError:
         if _ends_in_padding(tar, last):
             return None
         raise
 
 
-def extract(tar_stream: BinaryIO, dest: Path, lowers: Sequence[Path] = (),
+class _Forgotten(list):  # type: ignore[type-arg]
+    """tarfile's list of every member read, for lookups by name we never make: kept empty."""
+
+    def append(self, item: object) -> None:
+        pass
+
+
+def extract(tar_stream: BinaryIO | TarStream, dest: Path, lowers: Sequence[Path] = (),
             fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> tuple[str, ...]:
     """Apply one layer's uncompressed tar to the empty directory ``dest``, given its lower diff dirs (top first).
     Returns what ``fmt`` could not hold, as ``("3 device nodes",)``: nothing for root's format."""
     low = Lowers(lowers, fmt)
-    ex = DiffWriter(dest, low, fmt, ids)
     try:
-        ex.init_root()
+        return apply_tar(tar_stream, DiffWriter(dest, low, fmt, ids))
+    finally:
+        low.close()
+
+
+def apply_tar(tar_stream: BinaryIO | TarStream, writer: DiffWriter) -> tuple[str, ...]:
+    """Apply a tar with ``writer`` (which this closes); what its format could not hold, as :func:`extract`."""
+    if not isinstance(tar_stream, TarStream):
+        tar_stream = TarStream(tar_stream)
+    try:
+        writer.init_root()
         with _open_tar(tar_stream) as tar:
             member = None
             while (member := _next_member(tar, member)) is not None:
                 check_member(member)
-                ex.entry(member, tar)
-        ex.finish()
+                writer.entry(member, tar)
+        writer.finish()
     finally:
-        ex.close()
-        low.close()
-    return tuple(f"{n} {kind}" for kind, n in sorted(ex.left_out.items()))
+        writer.close()
+    return tuple(f"{n} {kind}" for kind, n in sorted(writer.left_out.items()))
 
 
 def _data_errors() -> tuple[type[BaseException], ...]:
@@ -657,18 +730,11 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     return (*compress.stream_errors(), tarfile.TarError, UnicodeError)
 
 
-def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
-                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> UnpackResult:
-    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
-
-    On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
-    """
-    os.mkdir(dest, 0o700)
+@contextlib.contextmanager
+def unpacking(what: str) -> Iterator[None]:
+    """What goes wrong while unpacking (or finishing) layer ``what``, said in one line naming it."""
     try:
-        with compress.open_blob(os.fspath(blob)) as stream:
-            reader = HashingReader(stream)
-            left_out = extract(reader, dest, lowers, fmt, ids)  # type: ignore[arg-type]
-            reader.drain()
+        yield
     except StrataError as e:
         raise StrataError(f"{what}: {e}", e.kind) from None
     except _data_errors() as e:
@@ -680,7 +746,23 @@ def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequen
             raise StrataError(f"no space left on device while unpacking {what}", Kind.SYSTEM) from None
         raise StrataError(f"cannot unpack {what}: {e.strerror}: {e.filename or ''}".rstrip(": "),
                           Kind.SYSTEM) from None
-    diff_id = reader.digest()
-    if diff_id != expected_diff_id:
-        raise integrity(f"{what}: diff_id mismatch: the config says {expected_diff_id}, the tar is {diff_id}")
-    return UnpackResult(diff_id, reader.count, left_out)
+
+
+def check_diff_id(actual: Digest, expected: Digest, what: str) -> None:
+    if actual != expected:
+        raise integrity(f"{what}: diff_id mismatch: the config says {expected}, the tar is {actual}")
+
+
+def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
+                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> UnpackResult:
+    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
+
+    On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
+    """
+    os.mkdir(dest, 0o700)
+    with unpacking(what), compress.open_blob(os.fspath(blob)) as stream:
+        reader = TarStream(stream)
+        left_out = extract(reader, dest, lowers, fmt, ids)
+        reader.drain()
+    check_diff_id(reader.digest(), expected_diff_id, what)
+    return UnpackResult(reader.digest(), reader.count, left_out)

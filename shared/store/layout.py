@@ -31,9 +31,8 @@ import fcntl
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, integrity, not_found, warn
@@ -72,9 +71,10 @@ def store_overlay() -> OverlayFormat:
     return USER_OVERLAY if host_uid() != 0 else OVERLAY
 
 
-@dataclass(frozen=True)
-class LayerRecord:
-    """What ``layers/CHAINHEX/layer.json`` says: both hashes, the parent chain, and the source blob."""
+class LayerRecord(NamedTuple):
+    """What ``layers/CHAINHEX/layer.json`` says: both hashes, the parent chain, and the source blob. (This
+    module's values are NamedTuples, not dataclasses: every command imports it, a warm pull too, and making a
+    frozen dataclass costs about a millisecond.)"""
 
     chain_id: Digest
     diff_id: Digest
@@ -97,8 +97,7 @@ class LayerRecord:
 HOLD_FORMAT = 1
 
 
-@dataclass(frozen=True)
-class Hold:
+class Hold(NamedTuple):
     """Layers a holder (a container, by ID) rests on, and what to call it in messages: ``kind`` and ``name``
     ("container", "web")."""
 
@@ -112,8 +111,7 @@ class Hold:
         return f"{self.kind} {self.name}"
 
 
-@dataclass(frozen=True)
-class Holds:
+class Holds(NamedTuple):
     """Every hold the store has, and the holds files it could not read. An unreadable hold may name any layer,
     so whoever collects garbage must then keep every layer (and say why): see :attr:`complete`."""
 

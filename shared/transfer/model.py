@@ -23,7 +23,6 @@ already, the store, says so and is not re-read). Manifests and configs are verif
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 from collections.abc import Callable
@@ -182,11 +181,27 @@ class Source(Protocol):
         ...
 
 
+class Feed(Protocol):
+    """Where a blob's bytes go as they arrive, besides its file (the store unpacks a layer while it downloads): a
+    streaming source calls :meth:`feed` with each piece at its offset, in order (a piece sent again, as a resumed
+    download may, is skipped); :func:`copy` calls :meth:`end` once the download is over, however it ended."""
+
+    def feed(self, offset: int, data: bytes) -> None:
+        ...
+
+    def end(self) -> None:
+        ...
+
+
 class Sink(Protocol):
     """Where images are written. :func:`copy` calls, in this order: ``has_blob``/``put_blob`` for every blob
     (from several threads at once), ``put_layer`` for each layer in order once its blob is in, then
     ``put_image`` once; ``abort`` instead of ``put_image`` when anything failed. ``close`` ends the sink (an
-    archive is complete only then); :func:`copy` does not call it, as several images may go into one sink."""
+    archive is complete only then); :func:`copy` does not call it, as several images may go into one sink.
+
+    Optional, for a source that streams (``blob_streamed``: the registry): ``begin(resolved)``, called before any
+    thread starts, and ``feed_for(desc)``, called as a blob's download starts, a :class:`Feed` for its bytes or
+    None (the store unpacks a layer as it arrives: shared/store/transfer.py)."""
 
     def describe(self) -> str:
         ...
@@ -310,8 +325,13 @@ def copy(source: Source, sink: Sink, resolved: Resolved, name: str | None, jobs:
     moved (those the sink had are skipped). Blobs move in parallel; each image's layers reach ``put_layer`` in
     order as soon as they and those below are in, so a store unpacks while later layers still download.
     On any failure (Ctrl-C included) the transfers stop and the sink undoes what nothing references."""
+    import concurrent.futures  # here: a warm pull reads stored images through this module and moves nothing
+
     if resolved.whole_index and getattr(sink, "one_image_per_name", False):
         resolved.image  # noqa: B018 - refused before anything moves
+    begin = getattr(sink, "begin", None)
+    if callable(begin) and callable(getattr(source, "blob_streamed", None)):
+        begin(resolved)  # before the pool's threads: the store forks its unpackers here
     moved = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         pending: dict[Digest, concurrent.futures.Future[bool]] = {}
@@ -360,7 +380,7 @@ def _move_blob(source: Source, sink: Sink, desc: Descriptor, progress: ProgressF
             if sink.has_blob(desc):  # another process fetched it while we waited for its lock
                 progress(desc, "already exists", desc.size)
                 return False
-            sink.put_blob(desc, source.blob(desc, path, progress), progress)
+            sink.put_blob(desc, _fetch(source, sink, desc, path, progress), progress)
         progress(desc, "done", desc.size)
         return True
     scratch = sink.scratch()
@@ -377,6 +397,20 @@ def _move_blob(source: Source, sink: Sink, desc: Descriptor, progress: ProgressF
             scratch.unlink()
     progress(desc, "done", desc.size)
     return True
+
+
+def _fetch(source: Source, sink: Sink, desc: Descriptor, scratch: Path, progress: ProgressFn) -> Path:
+    """``source.blob``, or, when the source streams and the sink wants the bytes as they arrive, the streamed
+    download, whose feed ends with it."""
+    streamed = getattr(source, "blob_streamed", None)
+    feed_for = getattr(sink, "feed_for", None)
+    feed = feed_for(desc) if callable(streamed) and callable(feed_for) else None
+    if feed is None or not callable(streamed):
+        return source.blob(desc, scratch, progress)
+    try:
+        return Path(streamed(desc, scratch, progress, feed))
+    finally:
+        feed.end()
 
 
 def verify_file(path: Path, desc: Descriptor, what: str, chunk: int = 1 << 20) -> None:
