@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import Kind, StrataError
-from shared.proc import boot_id, read_stat, start_keeper
+from shared.proc import alive, boot_id, start_keeper
 
 SUBUID = Path("/etc/subuid")
 SUBGID = Path("/etc/subgid")
@@ -223,14 +223,12 @@ def _join(keeper: Path, uid: int) -> bool:
         return False
     try:
         pid_text, started, boot = keeper.read_text().split()
-        pid = int(pid_text)
+        pid, start_time = int(pid_text), int(started)
         pidfd = os.pidfd_open(pid)
     except (ValueError, OSError):
         return False  # damaged, or gone: a new namespace replaces it
     try:
-        stat = read_stat(pid)
-        if stat is None or str(stat.start_time) != started or boot != boot_id() or \
-                os.stat(f"/proc/{pid}").st_uid != uid:
+        if not alive(pid, start_time, boot) or os.stat(f"/proc/{pid}").st_uid != uid:
             return False  # the pid is another process's now (this boot's or a later one's)
         _setns(pidfd, CLONE_NEWUSER)
         return True

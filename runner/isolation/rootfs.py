@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runner import linux
-from runner.isolation import cgroups
+from runner.isolation import cgroups, idmap
 from runner.spec import NETWORK_FILES, TINI, Device, Spec, Volume
 from shared.errors import Kind, StrataError
 from shared.layer import safepath
@@ -218,9 +218,7 @@ def mount_overlay(spec: Spec, userns: int | None = None) -> None:
     layer and the image's (:mod:`runner.isolation.idmap`)."""
     nodev = 0 if spec.privileged else linux.MS_NODEV
     if userns is not None:
-        from runner.isolation import idmap
-
-        idmap.mount_lowers(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))], userns)
+        idmap.mount_lowers(_lowers(spec), userns)
     linux.mount("overlay", "merged", "overlay", nodev, overlay_data(spec))
 
 
@@ -255,16 +253,14 @@ def overlay_data(spec: Spec) -> str:
     the rw layer then holds whole files and real directories that commit can pack as they are, and untrusted
     lowers cannot use the redirect xattr attack. A user's store adds ``userxattr`` (its whiteouts' format), which
     takes no other redirect mode."""
-    lower = ":".join(["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))] if spec.id_block is None else
-                     _idmapped_lowers(len(spec.chain_ids)))
+    lower = ":".join(_lowers(spec) if spec.id_block is None else idmap.lower_dirs(len(spec.chain_ids)))
     return ",".join([f"lowerdir={lower}", "upperdir=upper", "workdir=work", "redirect_dir=nofollow", "metacopy=off",
                      *store_overlay().mount_options])
 
 
-def _idmapped_lowers(count: int) -> list[str]:
-    from runner.isolation import idmap
-
-    return idmap.lower_dirs(count)
+def _lowers(spec: Spec) -> list[str]:
+    """The -init layer and the image's layers, top first, as the container's directory names them."""
+    return ["init", *(f"l/{i}" for i in range(len(spec.chain_ids)))]
 
 
 def mount_network_files(root: SafeRoot, bundle: Path) -> None:
