@@ -19,19 +19,22 @@ LONGEST_FUNCTION = 60
 MODULES_PER_FOLDER = 15
 
 # What each room may not import (a prefix matches a module and everything under it). The tools share only
-# shared/; in the runner, the CLI is on top, the container's life under it, then the executors, then isolation,
-# the network and the logs, which take values and know no record.
+# shared/; in the runner, the CLI is on top, the verbs of a Docker user's day under it, the container's life under
+# them, then the executors, then isolation, the network and the logs, which take values and know no record.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "shared": ("puller", "runner"),
     "puller": ("runner",),
     "runner": ("puller",),
-    "runner.container": ("runner.cli",),
-    "runner.executor": ("runner.cli", "runner.container"),
-    "runner.isolation": ("runner.cli", "runner.container", "runner.executor", "runner.net"),
-    "runner.net": ("runner.cli", "runner.container", "runner.executor", "runner.isolation"),
-    "runner.logs": ("runner.cli", "runner.container", "runner.executor", "runner.isolation", "runner.net"),
-    "runner.spec": ("runner.cli", "runner.container", "runner.executor"),
-    "runner.linux": ("runner.cli", "runner.container", "runner.executor", "runner.isolation", "runner.net"),
+    "runner.verbs": ("runner.cli",),
+    "runner.container": ("runner.cli", "runner.verbs"),
+    "runner.executor": ("runner.cli", "runner.verbs", "runner.container"),
+    "runner.isolation": ("runner.cli", "runner.verbs", "runner.container", "runner.executor", "runner.net"),
+    "runner.net": ("runner.cli", "runner.verbs", "runner.container", "runner.executor", "runner.isolation"),
+    "runner.logs": ("runner.cli", "runner.verbs", "runner.container", "runner.executor", "runner.isolation",
+                    "runner.net"),
+    "runner.spec": ("runner.cli", "runner.verbs", "runner.container", "runner.executor"),
+    "runner.linux": ("runner.cli", "runner.verbs", "runner.container", "runner.executor", "runner.isolation",
+                     "runner.net"),
 }
 
 
