@@ -36,7 +36,14 @@ from puller.registry.endpoint import (
     Endpoint,
     rate_limit_notice,
 )
-from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_redirect, describe_break, unreachable
+from puller.registry.transport import (
+    BoundedAdapter,
+    UnusableRedirect,
+    check_redirect,
+    describe_break,
+    failure,
+    unreachable,
+)
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import MAX_MANIFEST_BYTES, Descriptor, media_type_of
@@ -201,7 +208,8 @@ class RegistryClient:
                 if self.endpoint.http_fallback and tried_https:
                     self.scheme = "http"
                     continue
-                raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
+                raise StrataError(f"cannot reach registry {self.host} for {what}: {failure(e)[0]}",
+                                  Kind.REGISTRY) from None
             except requests.TooManyRedirects:
                 raise StrataError(f"registry {self.host} redirected {what} more than "
                                   f"{self._session().max_redirects} times (a redirect loop)", Kind.REGISTRY) from None
@@ -221,8 +229,8 @@ class RegistryClient:
                     self.scheme = "http"
                     continue
                 if last:
-                    raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__} after "
-                                      f"{attempts} attempts", Kind.REGISTRY) from None
+                    raise StrataError(f"cannot reach registry {self.host} for {what}: {failure(e)[0]} "
+                                      f"({attempts} attempts)", Kind.REGISTRY) from None
                 self.sleep(self.retry.delay(attempt) or 0)
                 continue
             self._note_rate_limit(resp)
@@ -381,7 +389,7 @@ class RegistryClient:
                     breaks += 1
                     if breaks >= self.retry.attempts:
                         raise StrataError(f"download of {what} broke off {breaks} times, last after "
-                                          f"{part.received} bytes: {type(e).__name__}", Kind.REGISTRY) from None
+                                          f"{part.received} bytes: {describe_break(e)}", Kind.REGISTRY) from None
                     self.sleep(self.retry.delay(breaks - 1) or 0)
                     continue
             if part.received >= desc.size:
