@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from shared.format import human_size
 from tests.faults import FaultProxy, stall
 from tests.images import Variant
 from tests.marks import needs_root, needs_tools
@@ -112,6 +113,7 @@ def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_pro
     fault_proxy.clear()
     again = tools.puller("pull", ref)
     assert again.code == 0, again.err
+    assert f"{layer.split(':')[1][:12]}: resuming from {human_size(kept)} of " in again.out, again.out
     second = fault_proxy.requests(f"/blobs/{layer}", method="GET")[-1]
     assert second.range == f"bytes={kept}-" and second.status == 206
     assert not partial.exists()

@@ -8,15 +8,22 @@ all on addresses inside the namespace; nothing is sent anywhere else."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from shared.format import human_size
+from tests.faults import FaultProxy, stall
+from tests.images import Variant
 from tests.marks import needs_root
-from tests.tools import ROOT, Result, Tools, one_line_error
+from tests.test_crash import pull_argv
+from tests.test_pull_faults import image_through
+from tests.tools import ROOT, Result, Tools, one_line_error, wait_until
 
 pytestmark = [needs_root]
 
@@ -76,3 +83,55 @@ def test_a_registry_out_of_reach_is_said_in_words(tools: Tools, tmp_path: Path, 
                    tool="puller")
     assert not any(name in result.err for name in CLASS_NAMES), result.err
     assert "attempts" not in result.err and elapsed < 15, (elapsed, result.err)
+
+
+# -- a resumed pull ----------------------------------------------------------------------------------------------
+
+
+UNITS = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+
+def size_of(text: str) -> float:
+    """``4.257MB`` (human_size's words) as bytes."""
+    number = text.rstrip("BkMG")
+    return float(number) * UNITS[text[len(number):]]
+
+
+def kill_midway(tools: Tools, fault_proxy: FaultProxy, ref: str, layer: str, partial: Path) -> int:
+    """Start a pull, SIGKILL it once half of LAYER (stalled there) is in its partial file; the bytes kept."""
+    proc = subprocess.Popen(pull_argv(tools, ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_until(lambda: any(e.bytes_sent > 0 and e.fault == "stall"
+                               for e in fault_proxy.requests(f"/blobs/{layer}", method="GET"))
+                   and partial.exists() and partial.stat().st_size > 0, "the first half of the blob")
+        time.sleep(0.5)  # (what the proxy sent is in the file once the client has written it)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    return partial.stat().st_size
+
+
+def test_a_resumed_pull_says_so_and_its_rate_counts_new_bytes(tools: Tools, fault_proxy: FaultProxy,
+                                                              gzip_variant: Variant) -> None:  # fmt: skip
+    """The next pull after a kill mid-blob says ``LAYER: resuming from KEPT of SIZE``, and when the blob is in,
+    how many bytes were new and at what rate. The new half is held 3 s by the proxy: its rate is then at most
+    NEW/3 s, where counting the kept bytes too would make it about twice that."""
+    layer = gzip_variant.image().layers[-1]
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=60, method="GET"))
+    ref = image_through(fault_proxy, gzip_variant)
+    partial = tools.root / "partial" / "sha256" / layer.split(":")[1]
+    kept = kill_midway(tools, fault_proxy, ref, layer, partial)
+    fault_proxy.clear()
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=3, method="GET"))
+    again = tools.puller("pull", ref)
+    assert again.code == 0, again.err
+    size = (tools.root / "blobs" / "sha256" / layer.split(":")[1]).stat().st_size
+    short = layer.split(":")[1][:12]
+    assert f"{short}: resuming from {human_size(kept)} of {human_size(size)}\n" in again.out, again.out
+    done = re.search(rf"{short}: download complete \(resumed: (\S+) new at (\S+)/s, (\S+) from before\)\n",
+                     again.out)
+    assert done is not None, again.out
+    assert done[1] == human_size(size - kept) and done[3] == human_size(kept), again.out
+    assert size_of(done[2]) <= (size - kept) / 3 * 1.01, (done[2], size - kept)
+    assert tools.puller("fsck").code == 0

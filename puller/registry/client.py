@@ -337,14 +337,19 @@ class RegistryClient:
         return raw
 
     def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
-                   progress: Progress = lambda n: None, feed: Feed | None = None) -> None:
+                   progress: Progress = lambda n: None, feed: Feed | None = None,
+                   resuming: Progress = lambda n: None) -> None:
         """Stream a blob into ``dest`` while hashing, resuming where a connection broke, and where an earlier
-        download into ``dest`` stopped (its bytes are hashed first); raise (leaving ``dest`` to the caller) unless
-        both its size and its digest match the descriptor. FEED, if given, gets every piece too, at its offset,
-        as it arrives (those an earlier download left in ``dest`` first)."""
+        download into ``dest`` stopped (its bytes are hashed first, after RESUMING is told how many there are);
+        raise (leaving ``dest`` to the caller) unless both its size and its digest match the descriptor. FEED, if
+        given, gets every piece too, at its offset, as it arrives (those an earlier download left in ``dest``
+        first)."""
         fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         part = _Partial(fd, desc.digest.hasher(), feed=feed)
         try:
+            kept = os.fstat(fd).st_size
+            if 0 < kept <= desc.size:
+                resuming(kept)
             part.received = _hash_prefix(fd, part.hasher, desc.size, feed)
             if part.received:
                 progress(part.received)
