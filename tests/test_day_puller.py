@@ -8,16 +8,21 @@ all on addresses inside the namespace; nothing is sent anywhere else."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import shlex
 import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from shared.format import human_size
+from shared.layer import parallel
+from shared.layer.whiteout import OVERLAY
 from tests.faults import FaultProxy, stall
 from tests.images import Variant
 from tests.marks import needs_root
@@ -135,3 +140,37 @@ def test_a_resumed_pull_says_so_and_its_rate_counts_new_bytes(tools: Tools, faul
     assert done[1] == human_size(size - kept) and done[3] == human_size(kept), again.out
     assert size_of(done[2]) <= (size - kept) / 3 * 1.01, (done[2], size - kept)
     assert tools.puller("fsck").code == 0
+
+
+# -- unpacking a large layer -------------------------------------------------------------------------------------
+
+
+def gzip_tar(size: int) -> bytes:
+    """A gzip tar of one file of SIZE random bytes (which do not compress: the blob is about as large)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        info = tarfile.TarInfo("big")
+        info.size = size
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize("every", [parallel.PROGRESS_EVERY, 0.0])
+def test_a_layer_worker_says_how_far_it_unpacked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 every: float) -> None:
+    """The worker's counts of the blob's bytes it consumed come up its result pipe before its outcome, rising to
+    the blob's size; with a count after every read (interval 0) they do not garble the outcome."""
+    monkeypatch.setattr(parallel, "PROGRESS_EVERY", every)  # (before the fork: the workers inherit it)
+    blob = gzip_tar(24 << 20)
+    unpackers = parallel.Unpackers()
+    try:
+        job = unpackers.start(tmp_path / "diff", "layer 1", OVERLAY, None)
+        for at in range(0, len(blob), 1 << 16):
+            job.feed(at, blob[at:at + (1 << 16)])
+        counts: list[int] = []
+        doc = job.result(counts.append)
+    finally:
+        unpackers.close()
+    assert doc is not None and doc.get("ok"), doc
+    assert counts and counts == sorted(counts) and counts[-1] == len(blob), counts[-5:]
+    assert (tmp_path / "diff" / "big").stat().st_size == 24 << 20

@@ -4,7 +4,10 @@ counts only the bytes that came over the network."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
+import os
 import socket
 import ssl
 
@@ -12,7 +15,10 @@ import pytest
 import requests
 import urllib3
 
+from puller.progress import Bars, Progress
 from puller.registry import transport
+from shared.digest import Digest
+from shared.layer import parallel
 
 
 def as_requests_raises(cause: BaseException) -> BaseException:
@@ -76,3 +82,81 @@ def test_no_class_name_ever() -> None:
     for exc in (requests.exceptions.ConnectionError(), urllib3.exceptions.ProtocolError("x"), ValueError("odd")):
         words, _ = transport.failure(exc)
         assert "Error" not in words and "Exception" not in words, words
+
+
+# -- what a pull shows -------------------------------------------------------------------------------------------
+
+LAYER = Digest.parse("sha256:" + "ab" * 32)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def last_row(out: io.StringIO) -> str:
+    return out.getvalue().rsplit("\x1b[J", 1)[-1].strip()
+
+
+def test_a_resumed_rate_counts_only_new_bytes_on_a_terminal() -> None:
+    clock, out = Clock(), io.StringIO()
+    bars = Bars(out, clock)
+    bars.layer(LAYER, "downloading", 0, 100_000_000)
+    bars.layer(LAYER, "resuming", 60_000_000, 100_000_000)
+    assert last_row(out) == f"{LAYER.short}: resuming from 60MB of 100MB"
+    clock.now += 5  # hashing what was kept: not the network's time either
+    bars.layer(LAYER, "downloading", 60_000_000, 100_000_000)
+    clock.now += 2
+    bars.layer(LAYER, "downloading", 80_000_000, 100_000_000)
+    assert last_row(out).endswith(" 80MB/100MB 10MB/s"), last_row(out)  # 20 MB in 2 s, not 80 MB in 7 s
+
+
+def test_plain_lines_say_the_resume_and_what_was_new() -> None:
+    clock, out = Clock(), io.StringIO()
+    plain = Progress(out, clock)
+    plain.layer(LAYER, "downloading", 0, 100_000_000)
+    plain.layer(LAYER, "resuming", 60_000_000, 100_000_000)
+    plain.layer(LAYER, "downloading", 60_000_000, 100_000_000)
+    clock.now += 4
+    plain.layer(LAYER, "downloading", 100_000_000, 100_000_000)
+    plain.layer(LAYER, "download complete", 100_000_000, 100_000_000)
+    plain.layer(LAYER, "unpacking", 0, 100_000_000)
+    plain.layer(LAYER, "unpacking", 50_000_000, 100_000_000)  # a worker's count: no line of its own
+    assert out.getvalue().splitlines() == [
+        f"{LAYER.short}: resuming from 60MB of 100MB",
+        f"{LAYER.short}: download complete (resumed: 40MB new at 10MB/s, 60MB from before)",
+        f"{LAYER.short}: unpacking"]
+
+
+def test_unpacking_a_large_layer_shows_a_bar() -> None:
+    clock, out = Clock(), io.StringIO()
+    bars = Bars(out, clock)
+    bars.layer(LAYER, "unpacking", 0, 120_000_000)
+    assert last_row(out) == f"{LAYER.short}: unpacking"
+    clock.now += 1
+    bars.layer(LAYER, "unpacking", 45_000_000, 120_000_000)
+    assert last_row(out) == f"{LAYER.short}: unpacking [{'=' * 11}>{' ' * 18}] 45MB/120MB"
+
+
+def test_a_worker_never_waits_to_say_its_count() -> None:
+    """The count goes up a non-blocking pipe: when the parent has not read (the pipe is full), the line is
+    dropped and the read of the layer's bytes goes on."""
+    data_r, data_w = os.pipe()
+    report_r, report_w = os.pipe()
+    try:
+        os.set_blocking(report_w, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(report_w, b"x" * 4096)
+        os.write(data_w, b"layer bytes")
+        os.close(data_w)
+        counted = parallel._Counted(data_r, report_w)
+        buffer = bytearray(64)
+        assert counted.readinto(buffer) == 11 and counted.readinto(buffer) == 0 and counted.count == 11
+        counted.close()
+    finally:
+        for fd in (report_r, report_w):
+            os.close(fd)
