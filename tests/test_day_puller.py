@@ -8,11 +8,11 @@ all on addresses inside the namespace; nothing is sent anywhere else."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
 import shlex
-import signal
 import subprocess
 import tarfile
 import time
@@ -20,15 +20,17 @@ from pathlib import Path
 
 import pytest
 
+from shared.digest import Digest
 from shared.format import human_size
 from shared.layer import parallel
+from shared.layer.unpack import unpack_blob
 from shared.layer.whiteout import OVERLAY
 from tests.faults import FaultProxy, stall
 from tests.images import Variant
 from tests.marks import needs_root
-from tests.test_crash import pull_argv
+from tests.test_crash import kill_midway
 from tests.test_pull_faults import image_through
-from tests.tools import ROOT, Result, Tools, one_line_error, wait_until
+from tests.tools import ROOT, Result, Tools, one_line_error
 
 pytestmark = [needs_root]
 
@@ -102,21 +104,6 @@ def size_of(text: str) -> float:
     return float(number) * UNITS[text[len(number):]]
 
 
-def kill_midway(tools: Tools, fault_proxy: FaultProxy, ref: str, layer: str, partial: Path) -> int:
-    """Start a pull, SIGKILL it once half of LAYER (stalled there) is in its partial file; the bytes kept."""
-    proc = subprocess.Popen(pull_argv(tools, ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        wait_until(lambda: any(e.bytes_sent > 0 and e.fault == "stall"
-                               for e in fault_proxy.requests(f"/blobs/{layer}", method="GET"))
-                   and partial.exists() and partial.stat().st_size > 0, "the first half of the blob")
-        time.sleep(0.5)  # (what the proxy sent is in the file once the client has written it)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    return partial.stat().st_size
-
-
 def test_a_resumed_pull_says_so_and_its_rate_counts_new_bytes(tools: Tools, fault_proxy: FaultProxy,
                                                               gzip_variant: Variant) -> None:  # fmt: skip
     """The next pull after a kill mid-blob says ``LAYER: resuming from KEPT of SIZE``, and when the blob is in,
@@ -174,3 +161,14 @@ def test_a_layer_worker_says_how_far_it_unpacked(tmp_path: Path, monkeypatch: py
     assert doc is not None and doc.get("ok"), doc
     assert counts and counts == sorted(counts) and counts[-1] == len(blob), counts[-5:]
     assert (tmp_path / "diff" / "big").stat().st_size == 24 << 20
+
+
+def test_a_layer_unpacked_in_process_says_how_far_it_got(tmp_path: Path) -> None:
+    """The other way a pull unpacks a layer (no worker to spare, or its worker met a hard link into a lower):
+    from the stored blob, its progress heard the same way, rising to the blob's size."""
+    blob = gzip_tar(24 << 20)
+    (tmp_path / "blob").write_bytes(blob)
+    diff_id = Digest.of_bytes(gzip.decompress(blob))
+    counts: list[int] = []
+    unpack_blob(tmp_path / "blob", tmp_path / "diff", diff_id, progress=counts.append)
+    assert counts and counts == sorted(counts) and counts[-1] == len(blob), counts[-5:]

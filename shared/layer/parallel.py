@@ -24,13 +24,13 @@ import os
 import signal
 import socket
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from shared.errors import Kind, StrataError
+from shared.layer.compress import Counted
 from shared.layer.whiteout import OverlayFormat
 
 REQUEST_BYTES = 1 << 16  # one job's request: a path and a label
@@ -195,37 +195,16 @@ def _warm() -> None:
         import zstandard  # noqa: F401
 
 
-class _Counted(io.RawIOBase):
-    """The layer's bytes as the worker reads them, counted for the parent's progress: the count goes up the
-    result pipe as a line (``12345\\n``) at most every :data:`PROGRESS_EVERY` seconds and at the end of the input,
-    never waited for (the pipe is non-blocking until the outcome is written: a line the parent has not made room
-    for is dropped, the next says more). What it costs a read is a clock reading."""
+def _reporter(report_fd: int) -> Callable[[int], None]:
+    """How a worker says its count up the result pipe: a line (``12345\\n``), never waited for (the pipe is
+    non-blocking until the outcome is written: a line the parent has not made room for is dropped, the next says
+    more)."""
 
-    def __init__(self, data_fd: int, report_fd: int) -> None:
-        super().__init__()
-        self._raw = io.FileIO(data_fd, "rb")
-        self._report = report_fd
-        self.count = 0
-        self._said = 0
-        self._next = 0.0
+    def say(count: int) -> None:
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(report_fd, b"%d\n" % count)
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        n = self._raw.readinto(buffer)
-        self.count += n or 0
-        now = time.monotonic()
-        if (now >= self._next or not n) and self.count != self._said:
-            self._next = now + PROGRESS_EVERY
-            with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(self._report, b"%d\n" % self.count)
-                self._said = self.count
-        return n
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
+    return say
 
 
 def _work(request: bytes, data_fd: int, result_fd: int) -> NoReturn:
@@ -249,7 +228,7 @@ def _unpack(job: dict[str, Any], data_fd: int, report_fd: int) -> dict[str, Any]
 
     fmt = OVERLAY if job["xattrs"] == OVERLAY.xattr_namespace else USER_OVERLAY
     try:
-        with _Counted(data_fd, report_fd) as raw:
+        with Counted(io.FileIO(data_fd, "rb"), _reporter(report_fd), PROGRESS_EVERY) as raw:
             done = unpack_deferred(raw, Path(job["dest"]), str(job["what"]), fmt, job["ids"])
     except NeedsLowers:
         return {"ok": False, "needs_lowers": True}

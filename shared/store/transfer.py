@@ -167,7 +167,7 @@ class StoreSink:
         if streamed is not None:
             done = self._finished(streamed, diff_id, lowers, what, self.store.overlay,
                                   lambda n: progress(desc, "unpacking", n))
-        tmp, result = done or self._unpacked(desc, diff_id, lowers, what)
+        tmp, result = done or self._unpacked(desc, diff_id, lowers, what, lambda n: progress(desc, "unpacking", n))
         try:
             if result.left_out:  # one line a layer, as podman says what a rootless unpack could not make
                 warn(f"{what}: left out {' and '.join(result.left_out)}: a user namespace cannot make them")
@@ -178,14 +178,16 @@ class StoreSink:
             remove_tree(tmp)
         progress(desc, "done", desc.size)
 
-    def _unpacked(self, desc: Descriptor, diff_id: Digest, lowers: list[Path], what: str) -> tuple[Path, UnpackResult]:
-        """The layer unpacked here from its stored blob, on its lowers: a temp dir holding diff/, and the result."""
+    def _unpacked(self, desc: Descriptor, diff_id: Digest, lowers: list[Path], what: str,
+                  on_progress: Callable[[int], None]) -> tuple[Path, UnpackResult]:
+        """The layer unpacked here from its stored blob, on its lowers: a temp dir holding diff/, and the result
+        (ON_PROGRESS hears how far it got)."""
         tmp = self.store.temp_path("layer")
         tmp.mkdir(mode=0o700)
         try:
             mapping = entered()
             return tmp, unpack_blob(self.store.blob_path(desc.digest), tmp / "diff", diff_id, lowers, what,
-                                    self.store.overlay, mapping.size if mapping is not None else None)
+                                    self.store.overlay, mapping.size if mapping is not None else None, on_progress)
         except BaseException:
             remove_tree(tmp)
             raise

@@ -19,6 +19,7 @@ from puller.progress import Bars, Progress
 from puller.registry import transport
 from shared.digest import Digest
 from shared.layer import parallel
+from shared.layer.compress import Counted
 
 
 def as_requests_raises(cause: BaseException) -> BaseException:
@@ -153,7 +154,7 @@ def test_a_worker_never_waits_to_say_its_count() -> None:
                 os.write(report_w, b"x" * 4096)
         os.write(data_w, b"layer bytes")
         os.close(data_w)
-        counted = parallel._Counted(data_r, report_w)
+        counted = Counted(io.FileIO(data_r, "rb"), parallel._reporter(report_w))
         buffer = bytearray(64)
         assert counted.readinto(buffer) == 11 and counted.readinto(buffer) == 0 and counted.count == 11
         counted.close()
