@@ -104,8 +104,9 @@ class Bars(Progress):
                 filled = min(int(self.WIDTH * done / total), self.WIDTH)
                 bar = "=" * filled + (">" if filled < self.WIDTH else "") + " " * (self.WIDTH - filled - 1)
                 text = f"{state} [{bar}] {human_size(done)}/{human_size(total)}"
-                if state == "downloading":
-                    text += f" {human_size(self._count(digest, done))}/s"
+                rate = self._count(digest, done) if state == "downloading" else 0
+                if rate:  # (none before the first new byte)
+                    text += f" {human_size(rate)}/s"
                 if self.clock() - self.last < 0.1 and digest in self.rows and done < total:
                     self.rows[digest] = text
                     return

@@ -28,6 +28,7 @@ from shared.layer.whiteout import OVERLAY
 from tests.faults import FaultProxy, stall
 from tests.images import Variant
 from tests.marks import needs_root
+from tests.terminal import Terminal
 from tests.test_crash import kill_midway
 from tests.test_pull_faults import image_through
 from tests.tools import ROOT, Result, Tools, one_line_error
@@ -172,3 +173,22 @@ def test_a_layer_unpacked_in_process_says_how_far_it_got(tmp_path: Path) -> None
     counts: list[int] = []
     unpack_blob(tmp_path / "blob", tmp_path / "diff", diff_id, progress=counts.append)
     assert counts and counts == sorted(counts) and counts[-1] == len(blob), counts[-5:]
+
+
+def test_a_resumed_pull_on_a_terminal_says_so_in_its_row(tools: Tools, fault_proxy: FaultProxy,
+                                                          gzip_variant: Variant) -> None:  # fmt: skip
+    """On a terminal the layer's row says ``resuming from KEPT of SIZE`` before its bar moves on, and ends as
+    the others do (the rows stay, then Digest and Status)."""
+    layer = gzip_variant.image().layers[-1]
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=60, method="GET"))
+    ref = image_through(fault_proxy, gzip_variant)
+    kept = kill_midway(tools, fault_proxy, ref, layer, tools.root / "partial" / "sha256" / layer.split(":")[1])
+    fault_proxy.clear()
+    terminal = Terminal(tools.command("puller", "pull", ref), env=tools.environ())
+    try:
+        seen = terminal.read_until(b"Status: Downloaded newer image", timeout=60).decode()
+    finally:
+        assert terminal.close() == 0
+    short = layer.split(":")[1][:12]
+    assert f"{short}: resuming from {human_size(kept)} of " in seen, seen
+    assert f"{short}: done\r\n" in seen.rsplit("\x1b[J", 1)[-1], seen
