@@ -139,7 +139,7 @@ def test_store_to_docker_archive_reads_with_skopeo(tools: Tools, tmp_path: Path,
 def test_all_platforms_into_the_store_is_refused_on_one_line(tools: Tools, index_variant: Variant) -> None:
     one_line_error(tools.puller("copy", "--all-platforms", f"docker://{index_variant.ref}", "x/y:1"), 1,
                    "one image per name", tool="puller")
-    one_line_error(tools.puller("copy", "nothing/here:1", "oci:/tmp/never"), 1, "no image", tool="puller")
+    one_line_error(tools.puller("copy", "nothing/here:1", "oci:/tmp/never"), 1, "No such image", tool="puller")
 
 
 # -- found by review: each a regression test ---------------------------------------------------------------------

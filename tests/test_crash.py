@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from shared.format import human_size
 from tests.faults import FaultProxy, stall
 from tests.images import Variant
 from tests.marks import needs_root, needs_tools
@@ -85,14 +87,9 @@ def test_rm_killed_midway(tools: Tools, test_image: str, no_leaks: None) -> None
     assert not list((tools.root / "containers").iterdir())
 
 
-def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_proxy: FaultProxy,
-                                                          gzip_variant: Variant) -> None:  # fmt: skip
-    """A pull killed in the middle of a blob leaves its bytes in partial/ (fsck names them, not as a problem);
-    the next pull asks the registry only for the rest (Range from where the first stopped) and verifies the whole."""
-    layer = gzip_variant.image().layers[-1]
-    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=60, method="GET"))
-    ref = image_through(fault_proxy, gzip_variant)
-    partial = tools.root / "partial" / "sha256" / layer.split(":")[1]
+def kill_midway(tools: Tools, fault_proxy: FaultProxy, ref: str, layer: str, partial: Path) -> int:
+    """Start a pull, SIGKILL it once the first part of LAYER (stalled there by a rule of the test's) is in its
+    partial file; return the bytes kept there."""
     proc = subprocess.Popen(pull_argv(tools, ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, cwd=ROOT)
     try:
@@ -103,7 +100,18 @@ def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_pro
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    kept = partial.stat().st_size
+    return partial.stat().st_size
+
+
+def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_proxy: FaultProxy,
+                                                          gzip_variant: Variant) -> None:  # fmt: skip
+    """A pull killed in the middle of a blob leaves its bytes in partial/ (fsck names them, not as a problem);
+    the next pull asks the registry only for the rest (Range from where the first stopped) and verifies the whole."""
+    layer = gzip_variant.image().layers[-1]
+    fault_proxy.add(stall(f"/blobs/{layer}", at=0.5, seconds=60, method="GET"))
+    ref = image_through(fault_proxy, gzip_variant)
+    partial = tools.root / "partial" / "sha256" / layer.split(":")[1]
+    kept = kill_midway(tools, fault_proxy, ref, layer, partial)
     assert kept > 0
     checked = tools.puller("fsck")
     assert checked.code == 0, checked.out
@@ -112,6 +120,7 @@ def test_download_killed_midway_resumes_in_the_next_pull(tools: Tools, fault_pro
     fault_proxy.clear()
     again = tools.puller("pull", ref)
     assert again.code == 0, again.err
+    assert f"{layer.split(':')[1][:12]}: resuming from {human_size(kept)} of " in again.out, again.out
     second = fault_proxy.requests(f"/blobs/{layer}", method="GET")[-1]
     assert second.range == f"bytes={kept}-" and second.status == 206
     assert not partial.exists()

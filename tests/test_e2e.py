@@ -88,7 +88,7 @@ def test_exec_failures_use_dockers_codes(tools: Tools, pulled: str) -> None:
     code, _, err = run(tools, pulled, "/etc/passwd")
     assert code == 126 and "Permission denied" in err
     code, _, err = run(tools, "nosuch/image:1", "true")
-    assert code == 125 and err.count("\n") == 1 and "no image" in err
+    assert code == 125 and err.count("\n") == 1 and "No such image" in err
 
 
 def test_rm_leaves_no_mount_and_no_container(tools: Tools, pulled: str) -> None:

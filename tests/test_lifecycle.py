@@ -77,7 +77,7 @@ def background(tools: Tools) -> Iterator[list[subprocess.Popen[str]]]:
 def test_exit_codes(tools: Tools, img: str, background: list[subprocess.Popen[str]]) -> None:
     for code in (0, 1, 7, 255):
         assert tools.runner("run", "--rm", img, "sh", "-c", f"exit {code}").code == code
-    one_line_error(tools.runner("run", "--rm", "nosuch/image:1", "true"), 125, "no image")
+    one_line_error(tools.runner("run", "--rm", "nosuch/image:1", "true"), 125, "No such image")
     one_line_error(tools.runner("run", "--rm", "--cpus", "-1", img, "true"), 125, "--cpus")
     one_line_error(tools.runner("run", "--rm", img, "/etc/passwd"), 126, "Permission denied")
     one_line_error(tools.runner("run", "--rm", img, "/etc"), 126, "Permission denied")

@@ -256,7 +256,7 @@ def test_basic_auth_push_sends_each_body_once(tools: Tools, htpasswd_registry: H
 
 def test_push_errors_are_one_line(tools: Tools, test_image: str, proxy_registry: ProxyRegistry,
                                   tmp_path: Path) -> None:  # fmt: skip
-    one_line_error(tools.puller("push", "strata/nothere:1"), 1, "no image", tool="puller")
+    one_line_error(tools.puller("push", "strata/nothere:1"), 1, "No such image", tool="puller")
     pull(tools, test_image)
     one_line_error(tools.puller("push", test_image, f"{proxy_registry.address}/strata/pushed:1"), 1, "405",
                    tool="puller")  # a pull-through cache refuses pushes

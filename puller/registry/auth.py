@@ -26,7 +26,7 @@ from puller.registry.endpoint import (
     parse_token,
     token_query,
 )
-from puller.registry.transport import read_capped, unreachable
+from puller.registry.transport import failure, read_capped
 from shared.errors import Kind, StrataError
 
 
@@ -75,7 +75,7 @@ class TokenCache:
                                           Kind.REGISTRY)
                     raw, whole = read_capped(resp.raw, TOKEN_BODY_CAP)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-                raise StrataError(f"cannot reach the token service {realm}: {unreachable(e) or _one_line(e)}",
+                raise StrataError(f"cannot reach the token service {realm}: {failure(e)[0]}",
                                   Kind.REGISTRY) from None
             if not whole:
                 raise StrataError(f"token service {realm} sent a response over {TOKEN_BODY_CAP} bytes",
@@ -87,11 +87,6 @@ class TokenCache:
             # refresh a little early so a token does not expire between our check and the registry's
             self._tokens[(realm, service, scope)] = (token, time.monotonic() + max(lifetime - 5, 1))
             return token
-
-
-def _one_line(e: BaseException) -> str:
-    """requests' messages nest urllib3's reprs; keep one line."""
-    return " ".join(str(e).split())
 
 
 class RegistryAuth(AuthBase):

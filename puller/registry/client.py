@@ -36,7 +36,14 @@ from puller.registry.endpoint import (
     Endpoint,
     rate_limit_notice,
 )
-from puller.registry.transport import BoundedAdapter, UnusableRedirect, check_redirect, describe_break, unreachable
+from puller.registry.transport import (
+    BoundedAdapter,
+    UnusableRedirect,
+    check_redirect,
+    describe_break,
+    failure,
+    unreachable,
+)
 from shared.digest import Digest
 from shared.errors import Cancelled, Kind, StrataError, integrity
 from shared.image import MAX_MANIFEST_BYTES, Descriptor, media_type_of
@@ -201,7 +208,8 @@ class RegistryClient:
                 if self.endpoint.http_fallback and tried_https:
                     self.scheme = "http"
                     continue
-                raise StrataError(f"TLS error talking to {self.host} for {what}: {e}", Kind.REGISTRY) from None
+                raise StrataError(f"cannot reach registry {self.host} for {what}: {failure(e)[0]}",
+                                  Kind.REGISTRY) from None
             except requests.TooManyRedirects:
                 raise StrataError(f"registry {self.host} redirected {what} more than "
                                   f"{self._session().max_redirects} times (a redirect loop)", Kind.REGISTRY) from None
@@ -221,8 +229,8 @@ class RegistryClient:
                     self.scheme = "http"
                     continue
                 if last:
-                    raise StrataError(f"cannot reach registry {self.host} for {what}: {type(e).__name__} after "
-                                      f"{attempts} attempts", Kind.REGISTRY) from None
+                    raise StrataError(f"cannot reach registry {self.host} for {what}: {failure(e)[0]} "
+                                      f"({attempts} attempts)", Kind.REGISTRY) from None
                 self.sleep(self.retry.delay(attempt) or 0)
                 continue
             self._note_rate_limit(resp)
@@ -329,14 +337,19 @@ class RegistryClient:
         return raw
 
     def fetch_blob(self, repository: str, desc: Descriptor, dest: Path, what: str,
-                   progress: Progress = lambda n: None, feed: Feed | None = None) -> None:
+                   progress: Progress = lambda n: None, feed: Feed | None = None,
+                   resuming: Progress = lambda n: None) -> None:
         """Stream a blob into ``dest`` while hashing, resuming where a connection broke, and where an earlier
-        download into ``dest`` stopped (its bytes are hashed first); raise (leaving ``dest`` to the caller) unless
-        both its size and its digest match the descriptor. FEED, if given, gets every piece too, at its offset,
-        as it arrives (those an earlier download left in ``dest`` first)."""
+        download into ``dest`` stopped (its bytes are hashed first, after RESUMING is told how many there are);
+        raise (leaving ``dest`` to the caller) unless both its size and its digest match the descriptor. FEED, if
+        given, gets every piece too, at its offset, as it arrives (those an earlier download left in ``dest``
+        first)."""
         fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         part = _Partial(fd, desc.digest.hasher(), feed=feed)
         try:
+            kept = os.fstat(fd).st_size
+            if 0 < kept <= desc.size:
+                resuming(kept)
             part.received = _hash_prefix(fd, part.hasher, desc.size, feed)
             if part.received:
                 progress(part.received)
@@ -381,7 +394,7 @@ class RegistryClient:
                     breaks += 1
                     if breaks >= self.retry.attempts:
                         raise StrataError(f"download of {what} broke off {breaks} times, last after "
-                                          f"{part.received} bytes: {type(e).__name__}", Kind.REGISTRY) from None
+                                          f"{part.received} bytes: {describe_break(e)}", Kind.REGISTRY) from None
                     self.sleep(self.retry.delay(breaks - 1) or 0)
                     continue
             if part.received >= desc.size:

@@ -131,7 +131,8 @@ class RegistrySource:
         def fetch(place: Place) -> Path:  # what a failed place left is a prefix of the same blob: kept
             progress(desc, "downloading", 0)
             place.client.fetch_blob(place.repository, desc, scratch, what,
-                                    lambda n: progress(desc, "downloading", n), feed)
+                                    lambda n: progress(desc, "downloading", n), feed,
+                                    lambda n: progress(desc, "resuming", n))
             progress(desc, "downloaded", desc.size)
             return scratch
 

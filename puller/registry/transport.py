@@ -10,8 +10,11 @@ Bodies the client wants whole (manifests, configs, blobs, tokens) are streamed a
 
 from __future__ import annotations
 
+import errno
 import http.client
+import os
 import socket
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -92,16 +95,65 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+# errnos a connection meets, in the words strerror(3) and Docker use; those in _FINAL will not pass in a second (the
+# kernel has no route, the port refuses whatever the scheme): the pull fails at once instead of retrying
+_ERRNO_WORDS = {
+    errno.ENETUNREACH: "network is unreachable", errno.EHOSTUNREACH: "no route to host",
+    errno.ECONNREFUSED: "connection refused", errno.ENETDOWN: "network is down", errno.EHOSTDOWN: "host is down",
+    errno.ETIMEDOUT: "connection timed out", errno.ECONNRESET: "connection reset by peer",
+    errno.ECONNABORTED: "connection aborted", errno.EPIPE: "the connection closed (broken pipe)",
+    errno.EADDRNOTAVAIL: "no local address to connect from",
+}
+_ERRNO_OF = {ConnectionRefusedError: errno.ECONNREFUSED, ConnectionResetError: errno.ECONNRESET,
+             ConnectionAbortedError: errno.ECONNABORTED, BrokenPipeError: errno.EPIPE}  # raised without an errno
+_FINAL = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno.ENETDOWN})
+
+
+def _tls_words(e: ssl.SSLError) -> str:
+    """An SSL error as words: the certificate check's reason, else OpenSSL's reason code (``WRONG_VERSION_NUMBER``:
+    a plain HTTP server answered the handshake)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"TLS certificate check failed: {e.verify_message or e.reason or 'not trusted'}"
+    reason = (e.reason or "").lower().replace("_", " ")
+    return f"TLS handshake failed: {reason or ' '.join(str(e).split())}"
+
+
+def failure(exc: BaseException) -> tuple[str, bool]:
+    """Why a connection to a registry failed, in a user's words (never a class name), and whether it is final
+    (nothing a retry would change). The answer is the chain's deepest cause: requests wraps urllib3's
+    MaxRetryError, which wraps NewConnectionError, which wraps the socket's OSError with its errno."""
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, ssl.SSLError):
+            return _tls_words(e), True
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            if e.errno in _NO_SUCH_HOST:
+                return "no such host", True
+            return f"the host name could not be resolved: {(e.strerror or 'no answer').lower()}", False
+    for e in chain:
+        code = e.errno if isinstance(e, OSError) else None
+        code = code or next((c for kind, c in _ERRNO_OF.items() if isinstance(e, kind)), None)
+        if code is not None:
+            words = _ERRNO_WORDS.get(code) or (getattr(e, "strerror", None) or os.strerror(code)).lower()
+            return words, code in _FINAL
+    for e in chain:
+        if isinstance(e, (urllib3.exceptions.ReadTimeoutError, requests.exceptions.ReadTimeout)):
+            return "the registry stopped answering (timed out)", False
+        if isinstance(e, (urllib3.exceptions.ConnectTimeoutError, requests.exceptions.ConnectTimeout,
+                          TimeoutError, socket.timeout)):
+            return "connection timed out", False
+    for e in chain:
+        if isinstance(e, (http.client.RemoteDisconnected, urllib3.exceptions.ProtocolError)):
+            return "the connection closed before an answer", False
+    return "the connection failed", False
+
+
 def unreachable(exc: BaseException) -> str | None:
-    """``"connection refused"`` or ``"no such host"`` when EXC says so: nothing a retry would change (a port
-    refuses whatever the scheme, a name that does not exist will not in a second); None for the rest (resets,
-    timeouts), which may pass."""
-    for e in _chain(exc):
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(e, socket.gaierror) and e.errno in _NO_SUCH_HOST:
-            return "no such host"
-    return None
+    """:func:`failure`'s words when it is final (the network or host has no route, the port refuses, the name does
+    not exist): nothing a retry would change; None for the rest (resets, timeouts), which may pass."""
+    words, final = failure(exc)
+    return words if final and not words.startswith("TLS") else None
 
 
 def describe_break(exc: BaseException) -> str:
@@ -113,4 +165,4 @@ def describe_break(exc: BaseException) -> str:
             return "the connection was reset mid-body"
         if isinstance(e, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError)):
             return "the body stopped coming (timed out)"
-    return f"the body broke off ({type(exc).__name__})"
+    return f"the body broke off ({failure(exc)[0]})"

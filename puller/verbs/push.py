@@ -111,13 +111,13 @@ def do_push(store: Store, image: str, dest_text: str | None, jobs: int = 3, quie
     from puller.registry.endpoint import Endpoint
     from puller.registry.sink import RegistrySink
     from shared import reference, settings
-    from shared.errors import not_found, usage
-    from shared.store.images import find
+    from shared.errors import usage
+    from shared.store.images import find, no_such_image
     from shared.store.transfer import StoreSource
     from shared.transfer.model import copy, resolve
 
     if not store.exists():
-        raise not_found(f"no image {image!r}: the store at {store.root} is empty")
+        raise no_such_image(image)
     config = settings.load().with_options(insecure)
     store.sweep_tmp()
     with store.in_use():  # no GC takes the blobs we read

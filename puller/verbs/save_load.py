@@ -65,14 +65,14 @@ def _name_of(store: Store, text: str) -> str | None:
 
 
 def do_save(state: StoreOption, texts: list[str], output: Path | None) -> None:
-    from shared.store.images import find
+    from shared.store.images import find, no_such_image
     from shared.store.transfer import StoreSource
     from shared.transfer.archive import DockerArchiveSink
     from shared.transfer.model import copy, resolve
 
     store = state.store
     if not store.exists():
-        raise not_found(f"no image {texts[0]!r}: the store at {store.root} is empty")
+        raise no_such_image(texts[0])
     if output is not None and output.is_dir():
         raise usage(f"{output} is a directory; -o takes the archive's file name")
     store.sweep_tmp()

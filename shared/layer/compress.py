@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -43,12 +45,44 @@ def decompressed(raw: BinaryIO, compression: str) -> BinaryIO:
     return raw
 
 
-def open_blob(path: str) -> BinaryIO:
-    """Open a stored layer blob and return its uncompressed stream, compression detected from its magic."""
+class Counted(io.RawIOBase):
+    """A blob's bytes as they are read, counted for a pull's progress: SAY hears the count at most every EVERY
+    seconds, and at the end of the input. What it costs a read is a clock reading."""
+
+    def __init__(self, raw: BinaryIO | io.RawIOBase, say: Callable[[int], None], every: float = 0.25) -> None:
+        super().__init__()
+        self._raw = raw
+        self._say = say
+        self._every = every
+        self.count = 0
+        self._said = 0
+        self._next = 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
+        n = self._raw.readinto(buffer)  # type: ignore[union-attr]  # (BinaryIO's have it too)
+        self.count += n or 0
+        now = time.monotonic()
+        if (now >= self._next or not n) and self.count != self._said:
+            self._next = now + self._every
+            self._said = self.count
+            self._say(self.count)
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_blob(path: str, progress: Callable[[int], None] | None = None) -> BinaryIO:
+    """Open a stored layer blob and return its uncompressed stream, compression detected from its magic;
+    PROGRESS, if given, hears how many of the blob's bytes were read (:class:`Counted`)."""
     f = open(path, "rb")  # noqa: SIM115 - ownership passes to the decompressor, closed by the caller
     head = f.read(4)
     f.seek(0)
-    return decompressed(f, sniff(head))
+    return decompressed(f if progress is None else cast(BinaryIO, Counted(f, progress)), sniff(head))
 
 
 class _Rejoined(io.RawIOBase):

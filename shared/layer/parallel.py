@@ -7,10 +7,11 @@ lock held forever. The zygote is forked before any thread starts (:class:`Unpack
 given, and forks a worker per layer on request (and reaps them: once its parent closes it, every worker has
 ended). Each worker reads one layer's compressed bytes from a pipe (fed by the thread that downloads the blob, as
 they arrive: :class:`Job`), unpacks them with :func:`shared.layer.deferred.unpack_deferred` into the directory it
-was named, writes what came of it to a second pipe as JSON and exits. A worker decides nothing: the process that
-started it checks the diff_id, applies the lowers and commits the layer, or unpacks it again the ordinary way (the
-worker met a hard link into a lower, or was fed bytes it could not use). Workers and the zygote ignore Ctrl-C:
-their parent ends their input, and a worker whose input ends early stops there.
+was named, writes what came of it to a second pipe as JSON and exits (on that pipe before it, a few times a
+second, how many of the blob's bytes it has unpacked: a pull's progress for a large layer). A worker decides
+nothing: the process that started it checks the diff_id, applies the lowers and commits the layer, or unpacks it
+again the ordinary way (the worker met a hard link into a lower, or was fed bytes it could not use). Workers and the
+zygote ignore Ctrl-C: their parent ends their input, and a worker whose input ends early stops there.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ import signal
 import socket
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from shared.errors import Kind, StrataError
+from shared.layer.compress import Counted
 from shared.layer.whiteout import OverlayFormat
 
 REQUEST_BYTES = 1 << 16  # one job's request: a path and a label
 PIPE_BYTES = 1 << 20  # (the unprivileged limit, /proc/sys/fs/pipe-max-size, is a MiB by default)
+PROGRESS_EVERY = 0.25  # seconds between a worker's counts of what it has unpacked
 
 
 class Job:
@@ -79,22 +83,29 @@ class Job:
             os.close(self._fd)
             self._fd = -1
 
-    def result(self) -> dict[str, Any] | None:
+    def result(self, on_progress: Callable[[int], None] = lambda n: None) -> dict[str, Any] | None:
         """Wait for the worker to finish (it has, once its pipe closes) and return what it wrote; None when its
-        outcome is not to be used (abandoned, or it died without a word)."""
+        outcome is not to be used (abandoned, or it died without a word). Meanwhile ON_PROGRESS hears how many of
+        the blob's bytes the worker has unpacked, each time it says (a few times a second)."""
         self.end()
         if self._result_fd < 0:
             return None
-        chunks = []
+        said = bytearray()
         try:
             while data := os.read(self._result_fd, 1 << 16):
-                chunks.append(data)
+                said += data
+                count = None
+                while said[:1].isdigit() and b"\n" in said:  # counts first, one a line; then the JSON outcome
+                    line, _, rest = said.partition(b"\n")
+                    count, said = int(line), bytearray(rest)
+                if count is not None:
+                    on_progress(count)
         finally:
             os.close(self._result_fd)
             self._result_fd = -1
-        if not self.usable or not chunks:
+        if not self.usable or not said:
             return None
-        doc = json.loads(b"".join(chunks))
+        doc = json.loads(bytes(said))
         return doc if isinstance(doc, dict) else None
 
 
@@ -184,26 +195,40 @@ def _warm() -> None:
         import zstandard  # noqa: F401
 
 
+def _reporter(report_fd: int) -> Callable[[int], None]:
+    """How a worker says its count up the result pipe: a line (``12345\\n``), never waited for (the pipe is
+    non-blocking until the outcome is written: a line the parent has not made room for is dropped, the next says
+    more)."""
+
+    def say(count: int) -> None:
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(report_fd, b"%d\n" % count)
+
+    return say
+
+
 def _work(request: bytes, data_fd: int, result_fd: int) -> NoReturn:
-    """Unpack one layer; write its outcome; never return."""
+    """Unpack one layer, saying how far it got as it goes; write its outcome; never return."""
     try:
-        doc = _unpack(json.loads(request), data_fd)
+        os.set_blocking(result_fd, False)
+        doc = _unpack(json.loads(request), data_fd, result_fd)
     except BaseException:  # a bug: said to the parent, which unpacks the layer again itself
         doc = {"ok": False, "bug": traceback.format_exc()}
     try:
+        os.set_blocking(result_fd, True)
         with open(result_fd, "wb", closefd=True) as out:
             out.write(json.dumps(doc).encode())
     finally:
         os._exit(0)
 
 
-def _unpack(job: dict[str, Any], data_fd: int) -> dict[str, Any]:
+def _unpack(job: dict[str, Any], data_fd: int, report_fd: int) -> dict[str, Any]:
     from shared.layer.deferred import NeedsLowers, pending_to_json, unpack_deferred
     from shared.layer.whiteout import OVERLAY, USER_OVERLAY
 
     fmt = OVERLAY if job["xattrs"] == OVERLAY.xattr_namespace else USER_OVERLAY
     try:
-        with io.FileIO(data_fd, "rb") as raw:
+        with Counted(io.FileIO(data_fd, "rb"), _reporter(report_fd), PROGRESS_EVERY) as raw:
             done = unpack_deferred(raw, Path(job["dest"]), str(job["what"]), fmt, job["ids"])
     except NeedsLowers:
         return {"ok": False, "needs_lowers": True}

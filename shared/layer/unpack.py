@@ -754,13 +754,15 @@ def check_diff_id(actual: Digest, expected: Digest, what: str) -> None:
 
 
 def unpack_blob(blob: Path, dest: Path, expected_diff_id: Digest, lowers: Sequence[Path] = (),
-                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None) -> UnpackResult:
-    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id.
+                what: str = "layer", fmt: OverlayFormat = OVERLAY, ids: int | None = None,
+                progress: Callable[[int], None] | None = None) -> UnpackResult:
+    """Unpack a stored (verified) layer blob into the new directory ``dest`` and check its diff_id; PROGRESS, if
+    given, hears a few times a second how many of the blob's bytes were unpacked.
 
     On any error ``dest`` may hold a partial tree: the caller unpacks into a temp dir and removes it.
     """
     os.mkdir(dest, 0o700)
-    with unpacking(what), compress.open_blob(os.fspath(blob)) as stream:
+    with unpacking(what), compress.open_blob(os.fspath(blob), progress) as stream:
         reader = TarStream(stream)
         left_out = extract(reader, dest, lowers, fmt, ids)
         reader.drain()

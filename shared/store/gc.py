@@ -15,9 +15,9 @@ from pathlib import Path
 
 from shared import reference
 from shared.digest import Digest
-from shared.errors import Kind, StrataError, not_found
+from shared.errors import Kind, StrataError
 from shared.store.files import remove_tree
-from shared.store.images import StoredImage, index_digest, load, lookup, repository
+from shared.store.images import StoredImage, index_digest, load, lookup, no_such_image, repository
 from shared.store.layout import Holds, Store
 
 
@@ -78,7 +78,7 @@ def remove_image(store: Store, text: str, force: bool = False, warn: Callable[[s
     swept too, so the store does not keep it, but it is not reported: it is not what this rmi freed.
     Refused while a container uses the image, unless ``force`` (which keeps that container's layers)."""
     if not store.exists():
-        raise not_found(f"no image {text!r}: the store at {store.root} is empty")
+        raise no_such_image(text)
     with store.in_use(exclusive=True), store.lock():
         image, by_id = lookup(store, text)
         names = [image.name]

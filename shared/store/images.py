@@ -54,6 +54,11 @@ def all_images(store: Store) -> list[StoredImage]:
     return [load(store, name, desc) for name, desc in store.refs()] if store.exists() else []
 
 
+def no_such_image(text: str) -> StrataError:
+    """Docker's words for an image the store does not hold (``Error: No such image: X``): scripts match them."""
+    return not_found(f"No such image: {text}")
+
+
 def find(store: Store, text: str) -> StoredImage:
     """An image by reference (normalized as Docker does) or by image ID (config digest or a prefix of it)."""
     return lookup(store, text)[0]
@@ -62,7 +67,7 @@ def find(store: Store, text: str) -> StoredImage:
 def lookup(store: Store, text: str) -> tuple[StoredImage, bool]:
     """:func:`find`, and whether ``text`` named the image by ID (``rmi`` then means every reference to it)."""
     if not store.exists():
-        raise not_found(f"no image {text!r}: the store at {store.root} is empty")
+        raise no_such_image(text)
     name_error: StrataError | None = None
     try:
         ref = reference.parse(text)
@@ -85,7 +90,7 @@ def lookup(store: Store, text: str) -> tuple[StoredImage, bool]:
                               not_found("").kind)
     if name_error is not None:
         raise name_error
-    raise not_found(f"no image {text!r} in the store at {store.root} (pull it first)")
+    raise no_such_image(text)
 
 
 def index_digest(desc: Descriptor) -> Digest | None:

@@ -163,8 +163,11 @@ class StoreSink:
         progress(desc, "unpacking", 0)
         lowers = [self.store.diff_dir(c) for c in reversed(chains[:i])]
         what = f"layer {i + 1} ({desc.digest})"
-        done = self._finished(streamed, diff_id, lowers, what, self.store.overlay) if streamed is not None else None
-        tmp, result = done or self._unpacked(desc, diff_id, lowers, what)
+        done = None
+        if streamed is not None:
+            done = self._finished(streamed, diff_id, lowers, what, self.store.overlay,
+                                  lambda n: progress(desc, "unpacking", n))
+        tmp, result = done or self._unpacked(desc, diff_id, lowers, what, lambda n: progress(desc, "unpacking", n))
         try:
             if result.left_out:  # one line a layer, as podman says what a rootless unpack could not make
                 warn(f"{what}: left out {' and '.join(result.left_out)}: a user namespace cannot make them")
@@ -175,26 +178,29 @@ class StoreSink:
             remove_tree(tmp)
         progress(desc, "done", desc.size)
 
-    def _unpacked(self, desc: Descriptor, diff_id: Digest, lowers: list[Path], what: str) -> tuple[Path, UnpackResult]:
-        """The layer unpacked here from its stored blob, on its lowers: a temp dir holding diff/, and the result."""
+    def _unpacked(self, desc: Descriptor, diff_id: Digest, lowers: list[Path], what: str,
+                  on_progress: Callable[[int], None]) -> tuple[Path, UnpackResult]:
+        """The layer unpacked here from its stored blob, on its lowers: a temp dir holding diff/, and the result
+        (ON_PROGRESS hears how far it got)."""
         tmp = self.store.temp_path("layer")
         tmp.mkdir(mode=0o700)
         try:
             mapping = entered()
             return tmp, unpack_blob(self.store.blob_path(desc.digest), tmp / "diff", diff_id, lowers, what,
-                                    self.store.overlay, mapping.size if mapping is not None else None)
+                                    self.store.overlay, mapping.size if mapping is not None else None, on_progress)
         except BaseException:
             remove_tree(tmp)
             raise
 
     @staticmethod
     def _finished(streamed: tuple[Path, Job], diff_id: Digest, lowers: list[Path], what: str,
-                  overlay: OverlayFormat) -> tuple[Path, UnpackResult] | None:
+                  overlay: OverlayFormat, on_progress: Callable[[int], None]) -> tuple[Path, UnpackResult] | None:
         """A layer its worker unpacked as it arrived, finished on its lowers (``overlay`` is the store's): its temp
-        dir holding diff/, and the result; None, its temp dir gone, when it is to be unpacked again here."""
+        dir holding diff/, and the result; None, its temp dir gone, when it is to be unpacked again here.
+        ON_PROGRESS hears how far the worker got while it is waited for."""
         tmp, job = streamed
         try:
-            doc = job.result()
+            doc = job.result(on_progress)
             error = failure(doc) if doc is not None else None
             if error is not None:
                 raise error
