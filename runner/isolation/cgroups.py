@@ -25,7 +25,9 @@ from shared.errors import Kind, StrataError, usage
 from shared.userns import rootless
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
+# cpuacct and blkio hold no limit: a group of the container's own there is what ``runner stats`` reads (CPU time,
+# block I/O), as Docker's containers have one in every hierarchy
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuacct", "blkio")
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period, as Docker uses
 
 
@@ -225,6 +227,23 @@ class Cgroup:
     def exists(self) -> bool:
         return any(d.exists() for d in self.dirs)
 
+    def file(self, controller: str, name: str) -> Path | None:
+        """Where the group's NAME file of CONTROLLER is (None: the container has no group there)."""
+        raise NotImplementedError
+
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer killed in the group since it was made: ``oom_kill`` of v2's
+        memory.events or v1's memory.oom_control (Linux >= 4.13); 0 when the group or the counter is not there.
+        The group is made anew at each start, so a count above 0 is an OOM kill of this run (inspect's
+        OOMKilled)."""
+        path = self.file("memory", "memory.events" if isinstance(self, CgroupV2) else "memory.oom_control")
+        try:
+            text = path.read_text() if path is not None else ""
+        except OSError:
+            return 0
+        return next((int(v) for k, v in (line.split() for line in text.splitlines() if line.count(" ") == 1)
+                     if k == "oom_kill"), 0)
+
     def hierarchies(self) -> list[Hierarchy]:
         """What the container mounts at /sys/fs/cgroup (read-only, in its cgroup namespace, where its own group is
         the root): so ``memory.max`` or ``memory.limit_in_bytes`` there is its own limit, as JVMs, Go and Node
@@ -237,7 +256,11 @@ class CgroupV1(Cgroup):
         mounts, own = _v1_mounts(), v1_paths()
         self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
                               if c in mounts}
-        super().__init__(list(self.by_controller.values()))
+        super().__init__(list(dict.fromkeys(self.by_controller.values())))  # cpu,cpuacct may be one mount
+
+    def file(self, controller: str, name: str) -> Path | None:
+        d = self.by_controller.get(controller)
+        return None if d is None else d / name
 
     def hierarchies(self) -> list[Hierarchy]:
         """The hierarchies the container has a group of its own in (memory, cpu, pids): mounting the others would
@@ -307,6 +330,9 @@ class CgroupV2(Cgroup):
     def hierarchies(self) -> list[Hierarchy]:
         return [Hierarchy("", "cgroup2")]
 
+    def file(self, controller: str, name: str) -> Path | None:
+        return self.dirs[0] / name
+
     def apply(self, limits: Limits) -> None:
         d = self.dirs[0]
         if limits.memory is not None:
@@ -348,6 +374,9 @@ class NoCgroup(Cgroup):
 
     def hierarchies(self) -> list[Hierarchy]:
         return []
+
+    def file(self, controller: str, name: str) -> Path | None:
+        return None
 
 
 def usable() -> bool:
