@@ -419,11 +419,9 @@ def spec_path(container_id: str) -> str:
     return f"/strata/{name}" if is_v2() else name
 
 
-def join_groups_of(pid: int, joiner: int) -> None:
-    """Put ``joiner`` in every group ``pid`` is in, hierarchy by hierarchy (/proc/PID/cgroup). For ``exec`` into a
-    container an OCI runtime started: runc puts PID 1 in every v1 hierarchy and v2, crun nests its group under one
-    base path for all controllers; either way the container's groups are where PID 1 is, not necessarily where
-    :func:`for_container` would make them."""
+def controller_mounts() -> dict[str, Path]:
+    """Where each hierarchy is mounted, by the names /proc/PID/cgroup gives it: a v1 controller (or
+    ``name=systemd``), and "" for v2; the first mount of each."""
     mounts: dict[str, Path] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -434,6 +432,15 @@ def join_groups_of(pid: int, joiner: int) -> None:
             elif rfields and rfields[0] == "cgroup":
                 for option in rfields[2].split(","):
                     mounts.setdefault(option, Path(fields[4]))
+    return mounts
+
+
+def join_groups_of(pid: int, joiner: int) -> None:
+    """Put ``joiner`` in every group ``pid`` is in, hierarchy by hierarchy (/proc/PID/cgroup). For ``exec`` into a
+    container an OCI runtime started: runc puts PID 1 in every v1 hierarchy and v2, crun nests its group under one
+    base path for all controllers; either way the container's groups are where PID 1 is, not necessarily where
+    :func:`for_container` would make them."""
+    mounts = controller_mounts()
     with open(f"/proc/{pid}/cgroup") as f:
         lines = f.read().splitlines()
     for line in lines:

@@ -74,22 +74,12 @@ def memory_no_cache(usage: int, stat: dict[str, int]) -> int:
     return usage - inactive if inactive is not None and inactive < usage else usage
 
 
-def bytes_size(size: float) -> str:
-    """go-units BytesSize: binary units, ``%.4g`` (what MEM USAGE / LIMIT prints: "1.5MiB / 7.5GiB")."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-    i = 0
-    while size >= 1024 and i < len(units) - 1:
-        size /= 1024
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
 def row(container: Container, given: str, before: Sample, now: Sample, trunc: bool) -> dict[str, str]:
     """One container as Docker's stats formatter context (its fields, as strings)."""
     return {
         "Container": given, "ID": container.id[:12] if trunc else container.id, "Name": container.name,
         "CPUPerc": f"{cpu_percent(before, now):.2f}%",
-        "MemUsage": f"{bytes_size(now.memory)} / {bytes_size(now.limit)}",
+        "MemUsage": f"{fmt.bytes_size(now.memory)} / {fmt.bytes_size(now.limit)}",
         "MemPerc": f"{now.memory / now.limit * 100 if now.limit else 0.0:.2f}%",
         "NetIO": f"{fmt.human_size(now.rx, 3)} / {fmt.human_size(now.tx, 3)}",
         "BlockIO": f"{fmt.human_size(now.read, 3)} / {fmt.human_size(now.written, 3)}",

@@ -37,16 +37,7 @@ def groups_of(pid: int) -> dict[str, Path]:
     cgroup mounts of /proc/self/mountinfo; empty without root (a user's groups are not the container's)."""
     if rootless():
         return {}
-    mounts: dict[str, Path] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if rfields and rfields[0] == "cgroup2":
-                mounts.setdefault("", Path(fields[4]))
-            elif rfields and rfields[0] == "cgroup":
-                for option in rfields[2].split(","):
-                    mounts.setdefault(option, Path(fields[4]))
+    mounts = cgroups.controller_mounts()
     v2 = cgroups.is_v2()
     out: dict[str, Path] = {}
     try:
