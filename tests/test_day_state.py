@@ -37,7 +37,6 @@ def count(tools: Tools, key: str) -> int:
     return len(tools.runner("logs", key).out.split())
 
 
-@pytest.mark.parametrize("executor", ["strata", "runc"], indirect=True)
 def test_oom_killed_is_true_after_the_oom_killer_and_false_after_a_normal_exit(tools: Tools, img: str) -> None:
     # a shell that holds 50 MB in a variable, in an 8 MB group: the OOM killer ends it, as Docker's -m does
     oom = tools.runner("run", "--name", "hog", "-m", "8m", img, "sh", "-c",
@@ -55,7 +54,6 @@ def test_oom_killed_is_true_after_the_oom_killer_and_false_after_a_normal_exit(t
         tools.runner("rm", "-f", "hog", "fine")
 
 
-@pytest.mark.parametrize("executor", ["strata", "runc"], indirect=True)
 def test_pause_stops_the_counter_until_unpause_and_exec_is_refused_meanwhile(tools: Tools, img: str) -> None:
     with detached(tools, "--name", "ticker", img, "sh", "-c", COUNTER) as cid:
         wait_until(lambda: count(tools, "ticker") > 3, "the counter counts")

@@ -37,8 +37,7 @@ def release(container: Container) -> None:
 def _record_oom(container: Container) -> None:
     from runner.isolation import cgroups
 
-    group = cgroups.for_container(container.id)
-    if group.exists() and group.oom_kills() > 0:
+    if cgroups.oom_kills(container.id) > 0:
         container.record_oom()
 
 

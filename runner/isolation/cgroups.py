@@ -232,17 +232,9 @@ class Cgroup:
         raise NotImplementedError
 
     def oom_kills(self) -> int:
-        """How many processes the OOM killer killed in the group since it was made: ``oom_kill`` of v2's
-        memory.events or v1's memory.oom_control (Linux >= 4.13); 0 when the group or the counter is not there.
-        The group is made anew at each start, so a count above 0 is an OOM kill of this run (inspect's
-        OOMKilled)."""
-        path = self.file("memory", "memory.events" if isinstance(self, CgroupV2) else "memory.oom_control")
-        try:
-            text = path.read_text() if path is not None else ""
-        except OSError:
-            return 0
-        return next((int(v) for k, v in (line.split() for line in text.splitlines() if line.count(" ") == 1)
-                     if k == "oom_kill"), 0)
+        """How many processes the OOM killer killed in the group since it was made (see :func:`oom_kills`)."""
+        return _oom_count(self.file("memory", "memory.events" if isinstance(self, CgroupV2) else
+                                    "memory.oom_control"))
 
     def hierarchies(self) -> list[Hierarchy]:
         """What the container mounts at /sys/fs/cgroup (read-only, in its cgroup namespace, where its own group is
@@ -433,6 +425,26 @@ def controller_mounts() -> dict[str, Path]:
                 for option in rfields[2].split(","):
                     mounts.setdefault(option, Path(fields[4]))
     return mounts
+
+
+def _oom_count(path: Path | None) -> int:
+    """``oom_kill`` of v2's memory.events or v1's memory.oom_control (Linux >= 4.13); 0 without the file."""
+    try:
+        text = path.read_text() if path is not None else ""
+    except OSError:
+        return 0
+    return next((int(v) for k, v in (line.split() for line in text.splitlines() if line.count(" ") == 1)
+                 if k == "oom_kill"), 0)
+
+
+def oom_kills(container_id: str) -> int:
+    """The OOM kills the container's memory group counted, read before the group is removed (inspect's
+    OOMKilled): the group is made anew at each start, so a count above 0 is an OOM kill of this run. Ours, or
+    runc's, nested under the runner's group; on v1 crun puts its relative cgroupsPath at the hierarchy's root."""
+    group = for_container(container_id)
+    count = group.oom_kills()
+    mount = v1_mount("memory") if isinstance(group, CgroupV1) and not count else None
+    return _oom_count(mount / f"strata-{container_id}" / "memory.oom_control") if mount else count
 
 
 def join_groups_of(pid: int, joiner: int) -> None:
