@@ -29,8 +29,13 @@ def host_memory() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
 
 
-def test_stats_no_stream_shows_the_cgroups_figures(tools: Tools, stored_test_image: str, no_leaks: None) -> None:
-    img = stored_test_image
+@pytest.fixture
+def img(stored_test_image: str, no_leaks: None, executor: str) -> str:
+    """The test image; the test runs under each executor (the groups an OCI runtime made are read too)."""
+    return stored_test_image
+
+
+def test_stats_no_stream_shows_the_cgroups_figures(tools: Tools, img: str) -> None:
     with detached(tools, "--name", "sleepers", "-m", "64m", img, "sh", "-c", "sleep 1001 & sleep 1002 & wait") \
             as cid, detached(tools, "--name", "spinner", "--cpus", "0.5", img, "sh", "-c", "while :; do :; done"):
         wait_until(lambda: len(tools.runner("top", "sleepers").out.splitlines()) == 4, "three processes")
