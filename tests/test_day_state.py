@@ -164,6 +164,7 @@ def test_inspect_of_a_container_without_network_says_none_and_empty(tools: Tools
         assert Path(settings["SandboxKey"]).exists()
 
 
+@pytest.mark.parametrize("who", ["user"], indirect=True)
 def test_pause_without_root_is_refused_in_one_line(tools: Tools, stored_test_image: str) -> None:
     """As a user (no cgroup here): refused, as Docker's rootless mode without cgroup v2 refuses it."""
     from tests.rootless import UserTools
@@ -173,7 +174,3 @@ def test_pause_without_root_is_refused_in_one_line(tools: Tools, stored_test_ima
         one_line_error(tools.runner("pause", cid), 125, "without root it has no cgroup to freeze")
         top = tools.runner("top", cid)  # top finds its processes by its pid namespace
         assert top.code == 0 and len(top.out.splitlines()) == 2 and "sleep 1000" in top.out, (top.out, top.err)
-
-
-test_pause_without_root_is_refused_in_one_line = pytest.mark.parametrize("who", ["user"], indirect=True)(
-    test_pause_without_root_is_refused_in_one_line)

@@ -109,10 +109,12 @@ def top(container: Container, ps_args: Sequence[str]) -> list[str]:
             if key != "pid":
                 raise usage(f'specifying "{key}={value}" is not allowed')
     pids = pids_of(container, running_pid(container))
+    # ps cuts lines at $COLUMNS when it is set: Docker's daemon runs it with none (whole command lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     done = subprocess.run(["ps", *args, "-q", ",".join(map(str, pids))], capture_output=True, text=True,
-                          check=False)
+                          check=False, env=env)
     if done.returncode != 0:  # some options (f) do not go with -q: Docker runs it again without
-        done = subprocess.run(["ps", *args], capture_output=True, text=True, check=False)
+        done = subprocess.run(["ps", *args], capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise StrataError(f"ps: {(done.stderr.splitlines() or ['exit status ' + str(done.returncode)])[0]}",
                               Kind.SYSTEM)
