@@ -112,9 +112,19 @@ def human_size(size: float, precision: int = 4) -> str:
     """go-units HumanSizeWithPrecision: decimal units, ``precision`` significant digits as Go's ``%.*g`` writes
     them. The default is go-units' HumanSize (4: "4.257MB"); listings' SIZE columns pass 3 (see the module's
     doc)."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+    return _custom_size(size, precision, 1000, ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"))
+
+
+def bytes_size(size: float) -> str:
+    """go-units BytesSize: binary units, 4 significant digits (``docker stats``' MEM USAGE / LIMIT: "1.5MiB /
+    7.5GiB")."""
+    return _custom_size(size, 4, 1024, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"))
+
+
+def _custom_size(size: float, precision: int, base: int, units: tuple[str, ...]) -> str:
+    """go-units CustomSize: divided by BASE while it is that or more, as Go's ``%.*g`` writes it."""
     i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
+    while size >= base and i < len(units) - 1:
+        size /= base
         i += 1
     return f"{size:.{precision}g}{units[i]}"

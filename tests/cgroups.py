@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices")
+CGROUP_CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuacct", "blkio")
 
 
 def own_groups() -> dict[str, Path]:

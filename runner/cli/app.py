@@ -249,3 +249,61 @@ def commit(container: str = typer.Argument(..., help="Name or ID prefix"),
     from runner.container.commit import commit as do_commit
 
     print(do_commit(state.store, CommitOptions(container, reference, message, author, change, pause)))
+
+
+@app.command()
+def pause(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> None:
+    """Freeze every process of each container (the cgroup freezer) until unpause."""
+    from runner.container.record import find
+    from runner.verbs.pause import pause as do_pause
+
+    for key in containers:
+        do_pause(find(state.store, key))
+        print(key)
+
+
+@app.command()
+def unpause(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> None:
+    """Thaw each paused container."""
+    from runner.container.record import find
+    from runner.verbs.pause import unpause as do_unpause
+
+    for key in containers:
+        do_unpause(find(state.store, key))
+        print(key)
+
+
+@app.command()
+def rename(container: str = typer.Argument(..., help="Name or ID prefix"),
+           new_name: str = typer.Argument(..., help="The new name")) -> None:
+    """Rename a container."""
+    from runner.container.record import find
+    from runner.verbs.rename import rename as do_rename
+
+    do_rename(find(state.store, container), new_name)
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def top(container: str = typer.Argument(..., help="Name or ID prefix"),
+        ps_options: list[str] = typer.Argument(None, help="ps options (default: -ef)")) -> None:
+    """Show a running container's processes, as the host's ps prints them (host pids)."""
+    from runner.container.record import find
+    from runner.verbs.top import top as do_top
+
+    for line in do_top(find(state.store, container), ps_options or []):
+        print(line)
+
+
+@app.command()
+def stats(containers: list[str] = typer.Argument(None, help="Names or ID prefixes (default: every running one)"),
+          all_: bool = typer.Option(False, "--all", "-a", help="Show all containers (default: running ones)"),
+          no_stream: bool = typer.Option(False, "--no-stream", help="Print one table and exit"),
+          no_trunc: bool = typer.Option(False, "--no-trunc", help="Full IDs"),
+          format_: str | None = typer.Option(None, "--format",
+                                             help="json, or a Go template: 'table {{.Name}}\\t{{.CPUPerc}}'"))\
+        -> int:
+    """Show containers' CPU, memory, network, block I/O and PIDs, from their cgroups; redrawn each second until
+    Ctrl-C, or once with --no-stream."""
+    from runner.verbs.stats import stats as do_stats
+
+    return do_stats(state.store, containers or [], all_, no_stream, format_, not no_trunc)

@@ -9,6 +9,7 @@ container without them. The OCI runtime-spec document itself is kept under ``Spe
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -34,30 +35,97 @@ def rfc3339_nano(when: float | None) -> str:
 
 
 def network_mode(spec: Spec) -> str:
-    """HostConfig.NetworkMode: a network namespace of its own with only a loopback is Docker's ``none``."""
-    return "none" if "network" in spec.namespaces else "host"
+    """HostConfig.NetworkMode as Docker 20.10 shows it: ``default`` when no --network was given (the default
+    bridge), else the mode given (``bridge``, ``none``, ``host``, ``container:ID``, a network's name)."""
+    if spec.network.default:
+        return "default"
+    if spec.network.mode.kind == "none" and "network" not in spec.namespaces:
+        return "host"  # a spec made before the network was recorded: no namespace is the host's
+    return str(spec.network.mode)
+
+
+def port_bindings(spec: Spec) -> dict[str, Any]:
+    """HostConfig.PortBindings: each -p as given (``{"80/tcp": [{"HostIp": "", "HostPort": "8081"}]}``)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for p in spec.network.publish:
+        out.setdefault(f"{p.container_port}/{p.proto}", []).append(
+            {"HostIp": p.host_ip, "HostPort": str(p.host_port) if p.host_port else ""})
+    return out
+
+
+def _endpoint_doc(network_id: str = "", endpoint: Any = None, aliases: list[str] | None = None,
+                  dns_names: list[str] | None = None) -> dict[str, Any]:
+    """One entry of NetworkSettings.Networks: Docker's empty one, filled from an endpoint record (runner/net)."""
+    e = endpoint
+    endpoint_id = hashlib.sha256(f"{e.container_id}.{e.network}.{e.created!r}".encode()).hexdigest() if e else ""
+    return {"IPAMConfig": None, "Links": None, "Aliases": aliases, "MacAddress": e.mac if e else "",
+            "NetworkID": network_id, "EndpointID": endpoint_id, "Gateway": e.gateway if e else "",
+            "IPAddress": e.ip if e else "", "IPPrefixLen": e.prefixlen if e else 0, "IPv6Gateway": "",
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": dns_names}
+
+
+def _networks(container: Container, running: bool) -> dict[str, Any]:
+    """NetworkSettings.Networks: the container's network, with its endpoint as attached while it runs."""
+    from runner.net.records import Records
+
+    spec = container.spec
+    mode = spec.network.mode
+    if mode.kind in ("none", "host"):
+        return {network_mode(spec): _endpoint_doc()}
+    if mode.network is None:  # container:X: Docker lists none
+        return {}
+    records = Records(container.store)
+    endpoints = {e.network: e for e in records.endpoints(container_id=container.id)} if running else {}
+    names = [mode.network, *(n for n in endpoints if n != mode.network)]
+    out = {}
+    for name in names:
+        record = records.network(name)
+        e = endpoints.get(name)
+        user = name != "bridge"
+        aliases = [*spec.network.aliases, spec.id[:12]] if user and name == mode.network else \
+            ([spec.id[:12]] if user else None)
+        dns = [container.name, spec.id[:12], *(e.aliases if e else spec.network.aliases)] if user else None
+        out[name] = _endpoint_doc(record.id if record else "", e, aliases, dns)
+    return out
+
+
+def _ports(container: Container, running: bool) -> dict[str, Any]:
+    """NetworkSettings.Ports while it runs: the published ports (``{"80/tcp": [{"HostIp": "0.0.0.0",
+    "HostPort": "8081"}]}``), an exposed port published nowhere as null, as Docker's."""
+    from runner.container.network import published
+
+    if not running or container.spec.network.mode.network is None:
+        return {}
+    out: dict[str, Any] = {port if "/" in port else f"{port}/tcp": None for port in container.spec.network.exposed}
+    for p in published(container):
+        key = f"{p.container_port}/{p.proto}"
+        out[key] = [*(out.get(key) or []), {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}]
+    return out
 
 
 def network_settings(container: Container, state: ContainerState) -> dict[str, Any]:
-    """NetworkSettings, in Docker's shape: what a container with no network (``--network none``) shows. The
-    networking work fills it in (Networks, Ports, IPAddress...) for containers that have one."""
-    mode = network_mode(container.spec)
-    networks: dict[str, Any] = {}
-    if mode == "none":
-        networks["none"] = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "",
-                            "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-                            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                            "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
-    return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-            "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
-            "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "", "Networks": networks}
+    """NetworkSettings, in Docker's shape, from what the runner recorded when it attached the container (its
+    endpoint records, runner/net/records.py, and its published ports): empty as Docker's once it is not running.
+    As Docker's, the top-level IPAddress, Gateway, MacAddress and IPPrefixLen are the default bridge's only. The
+    SandboxKey is PID 1's /proc/PID/ns/net (``nsenter --net=`` takes it), our namespaces having no file."""
+    running = state.status == "running"
+    networks = _networks(container, running)
+    bridge = networks.get("bridge") or _endpoint_doc()
+    own_netns = running and "network" in container.spec.namespaces and container.spec.network.mode.kind != \
+        "container"
+    return {"Bridge": "", "SandboxID": "", "SandboxKey": f"/proc/{state.pid}/ns/net" if own_netns else "",
+            "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Ports": _ports(container, running), "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+            "EndpointID": bridge["EndpointID"], "Gateway": bridge["Gateway"], "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "IPAddress": bridge["IPAddress"], "IPPrefixLen": bridge["IPPrefixLen"],
+            "IPv6Gateway": "", "MacAddress": bridge["MacAddress"], "Networks": networks}
 
 
 def _state(state: ContainerState) -> dict[str, Any]:
     running = state.status == "running"
     return {
-        "Status": state.status, "Running": running, "Paused": False, "Restarting": False, "OOMKilled": False,
+        "Status": state.shown, "Running": running, "Paused": running and state.paused, "Restarting": False,
+        "OOMKilled": state.oom_killed,
         "Dead": False, "Pid": state.pid if running else 0,
         "ExitCode": state.exit_code if state.exit_code is not None else 0, "Error": state.error,
         "StartedAt": rfc3339_nano(state.started), "FinishedAt": rfc3339_nano(state.finished),
@@ -83,7 +151,7 @@ def _host_config(container: Container) -> dict[str, Any]:
     return {
         "Binds": [f"{v.source}:{v.target}" + (":ro" if v.read_only else "") for v in spec.volumes] or None,
         "ContainerIDFile": "", "LogConfig": spec.log.to_json(),
-        "NetworkMode": network_mode(spec), "PortBindings": {},
+        "NetworkMode": network_mode(spec), "PortBindings": port_bindings(spec),
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": spec.auto_remove,
         "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0],
         "CapAdd": sorted(caps - base) or None, "CapDrop": sorted(base - caps) or None,

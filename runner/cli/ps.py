@@ -34,7 +34,7 @@ FILTERS = ("status", "name", "id", "ancestor", "exited", "label")
 def status_text(state: ContainerState, now: float) -> str:
     """Docker's State.String()."""
     if state.status == "running":
-        return f"Up {human_duration(now - (state.started or now))}"
+        return f"Up {human_duration(now - (state.started or now))}" + (" (Paused)" if state.paused else "")
     if state.status == "created" or state.started is None:
         return "Created"
     if state.finished is None:  # its runner died before it recorded the exit
@@ -91,7 +91,7 @@ def row(container: Container, state: ContainerState, now: float, trunc: bool = T
         "Networks": "",
         "Ports": ports_of(container),
         "RunningFor": f"{human_duration(now - spec.created)} ago",
-        "State": state.status,
+        "State": state.shown,
         "Status": status_text(state, now),
     }
 
@@ -131,7 +131,7 @@ class Filters:
 
     def match(self, store: Store, container: Container, state: ContainerState) -> bool:
         checks: dict[str, Callable[[str], bool]] = {
-            "status": lambda v: state.status == v,
+            "status": lambda v: state.shown == v,
             "name": lambda v: re.search(v, container.name) is not None or re.search(v, "/" + container.name)
             is not None,
             "id": lambda v: re.search(v, container.id) is not None,

@@ -58,6 +58,8 @@ class ExecOptions:
 def exec_in(container: Container, opts: ExecOptions) -> int:
     if not opts.command:
         raise usage("exec needs a command")
+    if container.state().paused:  # a frozen PID 1 would hold the exec's stage frozen too: Docker's refusal
+        raise StrataError(f"Container {container.id} is paused, unpause the container before exec", Kind.STATE)
     pidfd = container.open_process()
     try:
         pid1 = container.state().pid

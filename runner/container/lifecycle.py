@@ -29,8 +29,11 @@ def executor_of(container: Container) -> Executor:
 
 
 def thaw(container: Container) -> None:
-    """Thaw what a ``commit`` killed mid-pause left frozen."""
+    """Thaw what a ``commit`` killed mid-pause left frozen, or what ``runner pause`` froze: as Docker's kill and
+    stop of a paused container, the signal then reaches it (Docker signals, then resumes it)."""
     executor_of(container).resume()
+    if container.state().paused:
+        container.set_state(paused=False)
 
 
 @contextlib.contextmanager
@@ -38,8 +41,9 @@ def paused(container: Container, pause: bool) -> Iterator[bool]:
     """Freeze the container for the block if it is running and ``pause`` (``commit``'s default), through the
     executor that started it; thaw it afterwards, on failure too. Yields whether it is running (its commit is then
     dated "now")."""
-    running = container.state().status == "running"
-    if not (running and pause):
+    state = container.state()
+    running = state.status == "running"
+    if not (running and pause) or state.paused:  # Docker's: a paused container stays paused, packed as it is
         yield running
         return
     executor = executor_of(container)

@@ -131,8 +131,8 @@ def resolve_network(store: Store, opts: RunOptions, exposed: Sequence[str] = ())
     """--network, resolved as Docker resolves it before anything is made: a user network must exist (recorded by
     its name), ``container:X`` must name a container (recorded by its ID); the options' checks are
     :meth:`NetworkConfig.parse`'s."""
-    mode = NetworkMode.parse(opts.network if opts.network is not None else
-                             (settings.load().network or "bridge"))
+    given = opts.network if opts.network is not None else settings.load().network
+    mode = NetworkMode.parse(given or "bridge")
     if mode.kind == "user":
         from runner.net.core import lookup  # the kernel side of the network, only for a network by name
         from runner.net.records import Records
@@ -144,7 +144,7 @@ def resolve_network(store: Store, opts: RunOptions, exposed: Sequence[str] = ())
         mode = NetworkMode("container", find(store, mode.name).id)
     return NetworkConfig.parse(mode, publish=opts.publish, publish_all=opts.publish_all, exposed=exposed,
                                dns=opts.dns, add_hosts=opts.add_hosts, mac=opts.mac, ip=opts.ip,
-                               aliases=opts.aliases)
+                               aliases=opts.aliases, default=given in (None, "", "default"))
 
 
 def read_env_file(path: str) -> list[str]:

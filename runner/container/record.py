@@ -48,6 +48,13 @@ class ContainerState:
     started: float | None = None
     finished: float | None = None
     error: str = ""
+    paused: bool = False  # frozen by ``runner pause`` (status stays running: inspect's Status says "paused")
+    oom_killed: bool = False  # the OOM killer killed a process of this run (release reads the cgroup's counter)
+
+    @property
+    def shown(self) -> str:
+        """Docker's State.Status: "paused" for a running container that is paused."""
+        return "paused" if self.status == "running" and self.paused else self.status
 
 
 class Container:
@@ -72,7 +79,7 @@ class Container:
         if state.status == "running" and not _is_recorded_process(state):
             # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL, and
             # its pid may since be another process's
-            return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone")
+            return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone", paused=False)
         return state
 
     def _recorded(self) -> ContainerState:
@@ -91,7 +98,12 @@ class Container:
         """Record PID 1 as running, with the identity later commands check it by. Call it while ``pid`` is still
         the caller's unreaped child: only then is the start time read provably that process's own."""
         return self.set_state(status="running", pid=pid, started=time.time(), exit_code=None, finished=None, error="",
-                              **_identity_of(self.name, pid))
+                              paused=False, oom_killed=False, **_identity_of(self.name, pid))
+
+    def record_oom(self) -> None:
+        """The OOM killer killed a process of this run (release reads it from the cgroup before the group goes):
+        written into the record as it is, whatever the process check would say of it by now."""
+        write_json(self.path("state.json"), asdict(replace(self._recorded(), oom_killed=True)))
 
     def open_process(self) -> int:
         """A pidfd (close-on-exec) for the container's PID 1, for signals and setns; the caller closes it.

@@ -27,9 +27,18 @@ from shared.errors import Kind, StrataError
 
 
 def release(container: Container) -> None:
-    """Free the host resources of a container whose PID 1 has exited (or is being killed). Idempotent."""
+    """Free the host resources of a container whose PID 1 has exited (or is being killed). Idempotent. The
+    cgroup's OOM kill counter is read first, while the group is there: inspect's OOMKilled."""
+    _record_oom(container)
     lifecycle.executor_of(container).release()
     network.release(container)  # after the kill: the veth goes with the namespace's last process anyway
+
+
+def _record_oom(container: Container) -> None:
+    from runner.isolation import cgroups
+
+    if cgroups.oom_kills(container.id) > 0:
+        container.record_oom()
 
 
 def remove(container: Container, force: bool = False) -> None:

@@ -25,7 +25,9 @@ from shared.errors import Kind, StrataError, usage
 from shared.userns import rootless
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
+# cpuacct and blkio hold no limit: a group of the container's own there is what ``runner stats`` reads (CPU time,
+# block I/O), as Docker's containers have one in every hierarchy
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices", "cpuacct", "blkio")
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period, as Docker uses
 
 
@@ -225,6 +227,15 @@ class Cgroup:
     def exists(self) -> bool:
         return any(d.exists() for d in self.dirs)
 
+    def file(self, controller: str, name: str) -> Path | None:
+        """Where the group's NAME file of CONTROLLER is (None: the container has no group there)."""
+        raise NotImplementedError
+
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer killed in the group since it was made (see :func:`oom_kills`)."""
+        return _oom_count(self.file("memory", "memory.events" if isinstance(self, CgroupV2) else
+                                    "memory.oom_control"))
+
     def hierarchies(self) -> list[Hierarchy]:
         """What the container mounts at /sys/fs/cgroup (read-only, in its cgroup namespace, where its own group is
         the root): so ``memory.max`` or ``memory.limit_in_bytes`` there is its own limit, as JVMs, Go and Node
@@ -237,7 +248,11 @@ class CgroupV1(Cgroup):
         mounts, own = _v1_mounts(), v1_paths()
         self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
                               if c in mounts}
-        super().__init__(list(self.by_controller.values()))
+        super().__init__(list(dict.fromkeys(self.by_controller.values())))  # cpu,cpuacct may be one mount
+
+    def file(self, controller: str, name: str) -> Path | None:
+        d = self.by_controller.get(controller)
+        return None if d is None else d / name
 
     def hierarchies(self) -> list[Hierarchy]:
         """The hierarchies the container has a group of its own in (memory, cpu, pids): mounting the others would
@@ -307,6 +322,9 @@ class CgroupV2(Cgroup):
     def hierarchies(self) -> list[Hierarchy]:
         return [Hierarchy("", "cgroup2")]
 
+    def file(self, controller: str, name: str) -> Path | None:
+        return self.dirs[0] / name
+
     def apply(self, limits: Limits) -> None:
         d = self.dirs[0]
         if limits.memory is not None:
@@ -349,6 +367,9 @@ class NoCgroup(Cgroup):
     def hierarchies(self) -> list[Hierarchy]:
         return []
 
+    def file(self, controller: str, name: str) -> Path | None:
+        return None
+
 
 def usable() -> bool:
     """Can this process make a container's group? Root can; a user in its namespace cannot here (no delegated
@@ -390,11 +411,9 @@ def spec_path(container_id: str) -> str:
     return f"/strata/{name}" if is_v2() else name
 
 
-def join_groups_of(pid: int, joiner: int) -> None:
-    """Put ``joiner`` in every group ``pid`` is in, hierarchy by hierarchy (/proc/PID/cgroup). For ``exec`` into a
-    container an OCI runtime started: runc puts PID 1 in every v1 hierarchy and v2, crun nests its group under one
-    base path for all controllers; either way the container's groups are where PID 1 is, not necessarily where
-    :func:`for_container` would make them."""
+def controller_mounts() -> dict[str, Path]:
+    """Where each hierarchy is mounted, by the names /proc/PID/cgroup gives it: a v1 controller (or
+    ``name=systemd``), and "" for v2; the first mount of each."""
     mounts: dict[str, Path] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
@@ -405,6 +424,35 @@ def join_groups_of(pid: int, joiner: int) -> None:
             elif rfields and rfields[0] == "cgroup":
                 for option in rfields[2].split(","):
                     mounts.setdefault(option, Path(fields[4]))
+    return mounts
+
+
+def _oom_count(path: Path | None) -> int:
+    """``oom_kill`` of v2's memory.events or v1's memory.oom_control (Linux >= 4.13); 0 without the file."""
+    try:
+        text = path.read_text() if path is not None else ""
+    except OSError:
+        return 0
+    return next((int(v) for k, v in (line.split() for line in text.splitlines() if line.count(" ") == 1)
+                 if k == "oom_kill"), 0)
+
+
+def oom_kills(container_id: str) -> int:
+    """The OOM kills the container's memory group counted, read before the group is removed (inspect's
+    OOMKilled): the group is made anew at each start, so a count above 0 is an OOM kill of this run. Ours, or
+    runc's, nested under the runner's group; on v1 crun puts its relative cgroupsPath at the hierarchy's root."""
+    group = for_container(container_id)
+    count = group.oom_kills()
+    mount = v1_mount("memory") if isinstance(group, CgroupV1) and not count else None
+    return _oom_count(mount / f"strata-{container_id}" / "memory.oom_control") if mount else count
+
+
+def join_groups_of(pid: int, joiner: int) -> None:
+    """Put ``joiner`` in every group ``pid`` is in, hierarchy by hierarchy (/proc/PID/cgroup). For ``exec`` into a
+    container an OCI runtime started: runc puts PID 1 in every v1 hierarchy and v2, crun nests its group under one
+    base path for all controllers; either way the container's groups are where PID 1 is, not necessarily where
+    :func:`for_container` would make them."""
+    mounts = controller_mounts()
     with open(f"/proc/{pid}/cgroup") as f:
         lines = f.read().splitlines()
     for line in lines:

@@ -165,11 +165,14 @@ class NetworkConfig(EndpointOptions):
     file's ``network``."""
 
     mode: NetworkMode = NetworkMode("none")
+    # bridge because no --network was given (or "default"): inspect's NetworkMode says "default", as Docker 20.10's
+    default: bool = False
 
     @classmethod
     def parse(cls, mode: NetworkMode, *, publish: Sequence[str] = (), publish_all: bool = False,
               exposed: Sequence[str] = (), dns: Sequence[str] = (), add_hosts: Sequence[str] = (),
-              mac: str | None = None, ip: str | None = None, aliases: Sequence[str] = ()) -> NetworkConfig:
+              mac: str | None = None, ip: str | None = None, aliases: Sequence[str] = (),
+              default: bool = False) -> NetworkConfig:
         """The options as the CLI took them, for a resolved ``mode``: what the mode cannot honour is refused, as
         Docker refuses it, rather than ignored."""
         attached = mode.network is not None
@@ -190,12 +193,13 @@ class NetworkConfig(EndpointOptions):
             mac = mac.lower()
         return cls(mode=mode, publish=tuple(PortSpec.parse(p) for p in publish), publish_all=publish_all,
                    exposed=tuple(exposed), dns=tuple(dns), add_hosts=tuple(add_hosts), mac=mac, ip=ip,
-                   aliases=tuple(aliases))
+                   aliases=tuple(aliases), default=default and mode.kind == "bridge")
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": str(self.mode), "publish": [vars(p) for p in self.publish], "publish_all": self.publish_all,
                 "exposed": list(self.exposed), "dns": list(self.dns), "add_hosts": list(self.add_hosts),
-                "mac": self.mac, "ip": self.ip, "aliases": list(self.aliases)}
+                "mac": self.mac, "ip": self.ip, "aliases": list(self.aliases),
+                **({"default": True} if self.default else {})}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> NetworkConfig:
@@ -203,7 +207,7 @@ class NetworkConfig(EndpointOptions):
                    publish=tuple(PortSpec(**p) for p in obj.get("publish") or ()),
                    publish_all=bool(obj.get("publish_all")), exposed=tuple(obj.get("exposed") or ()),
                    dns=tuple(obj.get("dns") or ()), add_hosts=tuple(obj.get("add_hosts") or ()), mac=obj.get("mac"),
-                   ip=obj.get("ip"), aliases=tuple(obj.get("aliases") or ()))
+                   ip=obj.get("ip"), aliases=tuple(obj.get("aliases") or ()), default=bool(obj.get("default")))
 
 
 @dataclass(frozen=True, kw_only=True)

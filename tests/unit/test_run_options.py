@@ -440,7 +440,9 @@ def test_resolve_takes_the_images_config_by_default(store: Store) -> None:
     assert (spec.image, spec.image_id) == ("docker.io/library/app:1", str(image.image_id))
     assert spec.chain_ids == ("sha256:" + "1" * 64,)
     assert spec.runtime == "" and spec.namespaces == NAMESPACES
-    assert spec.network == NetworkConfig(mode=NetworkMode("bridge", "bridge"), exposed=("53/udp", "8080/tcp"))
+    # default: no --network was given (inspect's NetworkMode says "default", as Docker 20.10's)
+    assert spec.network == NetworkConfig(mode=NetworkMode("bridge", "bridge"), exposed=("53/udp", "8080/tcp"),
+                                         default=True)
     assert spec.privileges.capabilities == security.DOCKER_DEFAULT_CAPS and spec.seccomp is not None
     assert spec.masked_paths and spec.readonly_paths
     assert [r.type for r in spec.rlimits] == ["RLIMIT_NOFILE"]  # the runner's own, written down
