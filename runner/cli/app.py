@@ -4,12 +4,13 @@ plain forms of ``run`` and ``exec`` without it, parsed from the same declaration
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from runner.cli.network import register as register_network
-from runner.cli.options import EXEC_FLAGS, NETWORK_FLAGS, RUN_FLAGS, exec_options, run_options, takes
+from runner.cli.options import EXEC_FLAGS, RUN_FLAGS, exec_options, run_options, takes
 from shared.cli import StoreOption
 
 if TYPE_CHECKING:
@@ -29,8 +30,9 @@ def run(opts: RunOptions) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.container.run import run as do_run
+    from runner.verbs.pull import fetcher
 
-    return do_run(state.store, opts)
+    return do_run(state.store, opts, fetcher(state.store, opts))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -38,22 +40,21 @@ def run(opts: RunOptions) -> int:
 def create(opts: RunOptions) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.container.create import create as do_create
+    from runner.verbs.pull import fetcher
 
-    print(do_create(state.store, opts).id)
+    print(do_create(state.store, opts, fetcher(state.store, opts)).id)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-@takes(RUN_FLAGS, run_options, omit={"detach", "remove", "runtime", *NETWORK_FLAGS})
+@takes(RUN_FLAGS, run_options, omit={"detach", "remove", "runtime"})
 def bundle(opts: RunOptions, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"))\
         -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
-    from dataclasses import replace
-
     from runner.container.bundle import bundle as do_bundle
+    from runner.verbs.pull import fetcher
 
-    # our executor builds it; it runs elsewhere, in a namespace of its runtime's making: none is what it gets
-    print(do_bundle(state.store, replace(opts, runtime="strata", network="none"), directory))
+    print(do_bundle(state.store, opts, directory, fetcher(state.store, opts)))
 
 
 @app.command()
@@ -200,15 +201,11 @@ def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefix
 
 
 @app.command()
-def prune() -> None:
-    """Remove every container that is not running."""
-    from runner.container.record import all_containers
-    from runner.container.release import remove
+def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not ask first")) -> None:
+    """Remove every container that is not running (as docker container prune: asks first, unless -f)."""
+    from runner.verbs.prune import container_prune
 
-    for c in all_containers(state.store):
-        if c.state().status != "running":
-            remove(c)
-            print(c.id)
+    container_prune(state.store, force)
 
 
 class _CommitCommand(typer.core.TyperCommand):
@@ -249,3 +246,48 @@ def commit(container: str = typer.Argument(..., help="Name or ID prefix"),
     from runner.container.commit import commit as do_commit
 
     print(do_commit(state.store, CommitOptions(container, reference, message, author, change, pause)))
+
+
+system = typer.Typer(add_completion=False, no_args_is_help=True, help="Manage both tools' stores.")
+app.add_typer(system, name="system")
+
+
+@system.command(name="prune")
+def system_prune(every_image: bool = typer.Option(False, "--all", "-a", help="Remove every image no container "
+                                                  "uses, not only dangling ones"),
+                 force: bool = typer.Option(False, "--force", "-f", help="Do not ask first")) -> None:
+    """Remove stopped containers, networks no container is on, and dangling images (with -a, unused ones)."""
+    from runner.verbs.prune import system_prune as do_prune
+
+    do_prune(state.store, every_image, force)
+
+
+def _pointer(verb: str) -> None:
+    """``runner VERB ...`` for a verb of Docker's that is puller's: one line saying which command does it."""
+
+    @app.command(name=verb, hidden=True, add_help_option=False,
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def point(ctx: typer.Context) -> None:
+        from runner.verbs.pull import pointer
+        from shared.store.layout import default_root
+
+        root = state.store.root
+        raise pointer(verb, ctx.args, None if root == default_root().absolute() else str(root))
+
+
+for _verb in ("images", "image", "pull", "rmi", "push", "save", "load", "login", "logout", "tag"):
+    _pointer(_verb)
+
+# Docker's ``container X``: the same commands as ``runner X`` (keep this last: it copies what is registered above)
+CONTAINER_VERBS = {"ls": "ps", "list": "ps", "ps": "ps", **{v: v for v in (
+    "attach", "commit", "cp", "create", "diff", "exec", "inspect", "kill", "logs", "pause", "port", "prune", "rename",
+    "restart", "rm", "run", "start", "stats", "stop", "top", "unpause", "wait")}}
+container = typer.Typer(add_completion=False, no_args_is_help=True, help="Manage containers (the commands of "
+                        "`runner X` as `runner container X`, as Docker's).")
+app.add_typer(container, name="container")
+_commands = {(info.name or info.callback.__name__).replace("_", "-"): info for info in app.registered_commands
+             if info.callback is not None and not info.hidden}
+for _alias, _verb in CONTAINER_VERBS.items():
+    if _verb in _commands:
+        container.registered_commands.append(copy.copy(_commands[_verb]))
+        container.registered_commands[-1].name = _alias

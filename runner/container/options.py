@@ -86,6 +86,7 @@ class RunOptions:
     ip: str | None = None
     aliases: Sequence[str] = ()  # --network-alias
     userns: str | None = None  # --userns: auto, or host (None: host)
+    pull: str = "missing"  # --pull: missing, always or never (runner/verbs/pull.py; before the image is found)
 
 
 def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:

@@ -16,8 +16,9 @@ from shared.errors import Kind, StrataError, usage
 from shared.store.layout import Store
 
 
-def run(store: Store, opts: RunOptions) -> int:
-    container = create(store, opts)
+def run(store: Store, opts: RunOptions, missing: Callable[[StrataError], None] | None = None) -> int:
+    """``missing``: what to do when the store lacks the image (:func:`~runner.container.create.create`)."""
+    container = create(store, opts, missing)
     lock = StartLock(container)
     try:
         if opts.detach:
