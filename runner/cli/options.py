@@ -45,7 +45,7 @@ RUN_FLAGS: dict[str, Flag] = {
     "image": argument(str, ..., help="Image reference or ID, as pulled"),
     "command": argument(list[str] | None, None, help="Command and arguments (default: the image's)"),
     "remove": option(bool, False, "--rm", help="Remove the container when it exits"),
-    "name": option(OptStr, None, "--name", help="Container name (default: its short ID)"),
+    "name": option(OptStr, None, "--name", help="Container name (default: a generated adjective_surname)"),
     "hostname": option(OptStr, None, "--hostname", "-h", help="Host name (default: short ID)"),
     "env": option(list[str], [], "--env", "-e", help="KEY=VALUE, or KEY to pass the runner's value"),
     "workdir": option(OptStr, None, "--workdir", "-w", help="Working directory inside"),
