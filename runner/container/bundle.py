@@ -8,7 +8,9 @@ source) and, with --init, a copy of tini. The config is the one ``--runtime`` wo
 the user resolved from the image's /etc/passwd, Docker's device rules, no ``cgroupsPath`` (the runtime's default)
 and ``root.path`` = ``rootfs``; but with the network files and every ``-v`` volume in its mounts: no runner binds
 them before the runtime runs it (the root copied is the overlay alone, nothing bound on it). The container made to
-build it is removed again; nothing stays in the store.
+build it is removed again; nothing stays in the store. Its network is ``none`` (the default, whatever the
+settings say) or ``host``, with ``--dns`` and ``--add-host`` in the files it carries; the network options that
+need a runner at start are refused by name (:func:`honoured`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import linux
+from runner.container import network
 from runner.container.create import create
 from runner.container.options import RunOptions
 from runner.container.release import remove
@@ -53,6 +56,7 @@ def bundle(store: Store, opts: RunOptions, directory: str,
                                 text=True, check=False)  # fmt: skip
         if copied.returncode != 0:
             raise StrataError(f"cannot copy the root into {target}: {runtime.one_line(copied.stderr)}", Kind.SYSTEM)
+        network.setup(container)  # none or host: no namespace, only the files a start writes (--dns, --add-host)
         for name in NETWORK_FILES:
             shutil.copyfile(container.path(name), target / name)
         if container.spec.init:
