@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.marks import needs_root, needs_tools
+from tests.marks import also_as_user, needs_root, needs_tools
 from tests.scripts import Registry, image_script
 from tests.tools import Tools, one_line_error
 
@@ -28,7 +28,10 @@ def _image_id(tools: Tools, ref: str) -> str:
     return shown.out.strip()
 
 
+@also_as_user  # a user's runner runs the puller in the user's namespace, on the user's store
 def test_run_pulls_a_missing_image_its_output_alone_on_stdout(tools: Tools, test_image: str) -> None:
+    tools.root.mkdir(mode=0o700)
+    tools.hand_over(tools.root)  # an empty store of the user's own (the test's dir is root's)
     ran = tools.runner("run", "--rm", test_image, "echo", "hello")
     assert (ran.code, ran.out) == (0, "hello\n"), ran.err
     lines = ran.err.splitlines()

@@ -291,3 +291,4 @@ for _alias, _verb in CONTAINER_VERBS.items():
     if _verb in _commands:
         container.registered_commands.append(copy.copy(_commands[_verb]))
         container.registered_commands[-1].name = _alias
+        container.registered_commands[-1].hidden = _alias != "prune"  # the same commands: listed once, as runner X
