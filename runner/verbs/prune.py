@@ -93,12 +93,18 @@ def _containers(store: Store) -> tuple[list[str], int]:
 
 
 def _rw_size(container: Container) -> int:
-    """What the container's rw layer holds (Docker's SizeRw), as far as it can be read."""
+    """What the container's rw layer holds (Docker's SizeRw), as far as it can be read: a walk of our own, with
+    a stack, as os.walk recurses (a rw layer may be thousands of directories deep)."""
     total = 0
-    for where, _, files in os.walk(container.path("upper")):
-        for name in files:
-            with contextlib.suppress(OSError):  # gone meanwhile, or a path too long to name
-                total += os.lstat(os.path.join(where, name)).st_size
+    stack = [str(container.path("upper"))]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:  # gone, or a path too long
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
     return total
 
 
