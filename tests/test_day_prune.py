@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from tests.marks import needs_root, needs_tools
+from tests.test_network import Host, host  # noqa: F401 - the stand-in host's fixture
 from tests.tools import Tools, detached
 
 pytestmark = [needs_root, needs_tools]
@@ -97,3 +98,12 @@ def test_system_prune_a_removes_every_image_no_container_uses(tools: Tools, stor
     nothing = tools.runner("system", "prune", "-a", "-f")  # now nothing uses it
     assert nothing.code == 0 and "untagged: " + stored_test_image in nothing.out
     assert tools.puller("images", "-q").out == ""
+
+
+def test_system_prune_removes_the_networks_no_container_is_on(host: Host) -> None:  # noqa: F811
+    """In a throwaway network namespace (tests/test_network.py's stand-in host), as every network test."""
+    host.runner("network", "create", "front")
+    assert " front " in host.runner("network", "ls").stdout
+    pruned = host.runner("system", "prune", "-f")
+    assert pruned.stdout == "Deleted Networks:\nfront\n\nTotal reclaimed space: 0B\n", pruned.stdout
+    assert " front " not in host.runner("network", "ls").stdout

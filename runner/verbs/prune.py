@@ -109,6 +109,11 @@ def _rw_size(container: Container) -> int:
 
 
 def _networks(store: Store) -> list[str]:
+    """``network prune``'s work; not begun (no netlink, no sandbox) for a store that never had a network."""
+    from runner.net.records import Records
+
+    if not Records(store).root.is_dir():
+        return []
     from runner.net.core import prune
     from runner.net.sandbox import where_networks_live
 
