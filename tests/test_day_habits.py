@@ -25,6 +25,8 @@ def test_containers_without_a_name_get_adjective_surname(tools: Tools, stored_te
     names = {line.split()[0]: line.split()[1] for line in listed}
     assert sorted(names) == sorted(ids) and len(set(names.values())) == 6, listed
     assert all(GENERATED.fullmatch(name) for name in names.values()), names
+    assert tools.runner("container", "ls", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}").out.split("\n")[:-1] \
+        == listed  # Docker's other name for ps
     table = tools.runner("ps", "-a").out.splitlines()
     assert all(any(line.endswith(" " + name) for line in table) for name in names.values()), table
     first = ids[0]

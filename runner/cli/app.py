@@ -4,11 +4,11 @@ plain forms of ``run`` and ``exec`` without it, parsed from the same declaration
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from runner.cli.aliases import register as register_aliases
 from runner.cli.network import register as register_network
 from runner.cli.options import EXEC_FLAGS, RUN_FLAGS, exec_options, run_options, takes
 from shared.cli import StoreOption
@@ -262,33 +262,6 @@ def system_prune(every_image: bool = typer.Option(False, "--all", "-a", help="Re
     do_prune(state.store, every_image, force)
 
 
-def _pointer(verb: str) -> None:
-    """``runner VERB ...`` for a verb of Docker's that is puller's: one line saying which command does it."""
-
-    @app.command(name=verb, hidden=True, add_help_option=False,
-                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def point(ctx: typer.Context) -> None:
-        from runner.verbs.pull import pointer
-        from shared.store.layout import default_root
-
-        root = state.store.root
-        raise pointer(verb, ctx.args, None if root == default_root().absolute() else str(root))
-
-
-for _verb in ("images", "image", "pull", "rmi", "push", "save", "load", "login", "logout", "tag"):
-    _pointer(_verb)
-
-# Docker's ``container X``: the same commands as ``runner X`` (keep this last: it copies what is registered above)
-CONTAINER_VERBS = {"ls": "ps", "list": "ps", "ps": "ps", **{v: v for v in (
-    "attach", "commit", "cp", "create", "diff", "exec", "inspect", "kill", "logs", "pause", "port", "prune", "rename",
-    "restart", "rm", "run", "start", "stats", "stop", "top", "unpause", "wait")}}
-container = typer.Typer(add_completion=False, no_args_is_help=True, help="Manage containers (the commands of "
-                        "`runner X` as `runner container X`, as Docker's).")
-app.add_typer(container, name="container")
-_commands = {(info.name or info.callback.__name__).replace("_", "-"): info for info in app.registered_commands
-             if info.callback is not None and not info.hidden}
-for _alias, _verb in CONTAINER_VERBS.items():
-    if _verb in _commands:
-        container.registered_commands.append(copy.copy(_commands[_verb]))
-        container.registered_commands[-1].name = _alias
-        container.registered_commands[-1].hidden = _alias != "prune"  # the same commands: listed once, as runner X
+# Docker's names for what is done elsewhere: the image verbs (puller's) and ``container X`` (last: it copies the
+# commands registered above)
+register_aliases(app, state)
