@@ -12,7 +12,6 @@ into a registry to keep equal to the first. A failed pull is one line (the pulle
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,6 +98,8 @@ def pointer(verb: str, args: Sequence[str], root: str | None) -> StrataError:
         doing = IMAGE_VERBS.get(sub, sub)
     else:
         doing = PULLERS[verb]
+    import shlex
+
     typed = " ".join(["runner", verb, *args])
     theirs = " ".join(shlex.quote(w) for w in ["puller", *(("--root", root) if root else ()), doing, *words])
     return usage(f"'{typed}' is '{theirs}': images are puller's")
