@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from tests.marks import needs_root, needs_tools
+from tests.marks import also_as_user, needs_root, needs_tools
 from tests.test_network import Host, host  # noqa: F401 - the stand-in host's fixture
 from tests.tools import Tools, detached
 
@@ -31,6 +31,7 @@ def _stopped(tools: Tools, image: str) -> list[str]:
     return sorted(ids)
 
 
+@also_as_user
 def test_prune_asks_and_only_y_goes_on(tools: Tools, stored_test_image: str) -> None:
     ids = _stopped(tools, stored_test_image)
     with detached(tools, "--name", "up", stored_test_image, "sleep", "60"):
@@ -80,6 +81,7 @@ def test_system_prune_without_a_keeps_tagged_images_and_sweeps_dangling_ones(too
     assert tools.runner("run", "--rm", stored_test_image, "true").code == 0
 
 
+@also_as_user
 def test_system_prune_a_removes_every_image_no_container_uses(tools: Tools, stored_test_image: str,
                                                              rich_image: str) -> None:
     assert tools.puller("pull", "-q", rich_image).code == 0
