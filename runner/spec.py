@@ -54,6 +54,7 @@ A_NAME = "io.strata.container.name"
 A_CREATED = "io.strata.container.created"
 A_IMAGE = "io.strata.image.name"
 A_IMAGE_ID = "io.strata.image.id"
+A_IMAGE_TYPED = "io.strata.image.typed"  # the image as the user typed it (ps's IMAGE, inspect's Config.Image)
 A_LAYERS = "io.strata.rootfs.layers"  # JSON list of chain IDs, base first
 A_USER = "io.strata.process.user"  # user[:group] as given; resolved inside the container at start
 A_INTERACTIVE = "io.strata.process.interactive"
@@ -259,6 +260,7 @@ class Spec:
     log: LogConfig = field(default_factory=LogConfig)  # --log-driver, --log-opt
     # --userns=auto: the container's own block of ids (runner/isolation/idmap.py); None: the runner's namespace
     id_block: IdBlock | None = None
+    typed_image: str = ""  # the image as typed (``busybox``), which Docker shows; "": as ``image`` names it
 
     # -- views the executor and the commands use ------------------------------------------------------------
 
@@ -367,6 +369,8 @@ class Spec:
             annotations[A_ENTRYPOINT] = json.dumps(list(self.entrypoint))
         annotations[A_NETWORK] = json.dumps(self.network.to_json(), sort_keys=True)
         annotations[A_LOG] = json.dumps(self.log.to_json())
+        if self.typed_image:
+            annotations[A_IMAGE_TYPED] = self.typed_image
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -424,7 +428,8 @@ class Spec:
             readonly_paths=tuple(linux_doc.get("readonlyPaths") or ()), runtime=notes.get(A_RUNTIME, ""),
             entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))),
             network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])),
-            log=LogConfig.from_json(json.loads(notes[A_LOG])), id_block=idmap.from_oci(linux_doc))
+            log=LogConfig.from_json(json.loads(notes[A_LOG])), id_block=idmap.from_oci(linux_doc),
+            typed_image=notes.get(A_IMAGE_TYPED, ""))
 
 
 def _flag(value: bool) -> str:

@@ -40,9 +40,9 @@ def test_a_digest_the_store_does_not_hold_is_not_found(tools: Tools, gzip_varian
                                                        zstd_variant: Variant) -> None:  # fmt: skip
     printed_digest(tools, gzip_variant.ref)
     other = f"{gzip_variant.repo}@{zstd_variant.digest}"  # a real digest, of another repository's image
-    one_line_error(tools.runner("run", "--rm", other, "true"), 125, "No such image")
+    one_line_error(tools.runner("run", "--rm", "--pull", "never", other, "true"), 125, "No such image")
     elsewhere = f"{zstd_variant.repo}@{gzip_variant.digest}"  # the right digest in the wrong repository
-    one_line_error(tools.runner("run", "--rm", elsewhere, "true"), 125, "No such image")
+    one_line_error(tools.runner("run", "--rm", "--pull", "never", elsewhere, "true"), 125, "No such image")
 
 
 def test_rmi_by_digest_untags_the_references_it_names(tools: Tools, gzip_variant: Variant) -> None:

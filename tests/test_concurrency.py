@@ -54,7 +54,7 @@ def test_run_rm_and_pull_side_by_side(tools: Tools, test_image: str, rich_image:
     assert pull.wait(timeout=300) == 0, pull.communicate()
     for i, (code, out, err) in enumerate(outputs):
         assert (code, out) == (0, f"{i}\n"), err
-    prune = tools.runner("prune")
+    prune = tools.runner("prune", "-f")
     assert prune.code == 0, prune.err
     checked = tools.puller("fsck")
     assert checked.code == 0, checked.out + checked.err

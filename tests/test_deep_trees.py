@@ -77,7 +77,7 @@ def test_prune_removes_an_exited_container_with_a_1500_deep_tree(tools: Tools, i
         container = tools.root / "containers" / cid
         wait_until(lambda: status(tools, cid) == "exited", "the container exited", timeout=120)
         assert chain_depth(container / "upper") == LEVELS
-        result = tools.runner("prune")
+        result = tools.runner("prune", "-f")
         assert result.code == 0, result.err
         assert not container.exists()
         assert mounts_under(tools.root) == []

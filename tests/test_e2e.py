@@ -87,8 +87,8 @@ def test_exec_failures_use_dockers_codes(tools: Tools, pulled: str) -> None:
     assert code == 127 and "executable file not found" in err
     code, _, err = run(tools, pulled, "/etc/passwd")
     assert code == 126 and "Permission denied" in err
-    code, _, err = run(tools, "nosuch/image:1", "true")
-    assert code == 125 and err.count("\n") == 1 and "No such image" in err
+    code, _, err = run(tools, "nosuch/image:1", "true", opts=("--pull", "never"))
+    assert code == 125 and err.count("\n") == 1 and "No such image: nosuch/image:1" in err
 
 
 def test_rm_leaves_no_mount_and_no_container(tools: Tools, pulled: str) -> None:

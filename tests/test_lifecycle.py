@@ -77,7 +77,7 @@ def background(tools: Tools) -> Iterator[list[subprocess.Popen[str]]]:
 def test_exit_codes(tools: Tools, img: str, background: list[subprocess.Popen[str]]) -> None:
     for code in (0, 1, 7, 255):
         assert tools.runner("run", "--rm", img, "sh", "-c", f"exit {code}").code == code
-    one_line_error(tools.runner("run", "--rm", "nosuch/image:1", "true"), 125, "No such image")
+    one_line_error(tools.runner("run", "--rm", "--pull", "never", "nosuch/image:1", "true"), 125, "No such image")
     one_line_error(tools.runner("run", "--rm", "--cpus", "-1", img, "true"), 125, "--cpus")
     one_line_error(tools.runner("run", "--rm", img, "/etc/passwd"), 126, "Permission denied")
     one_line_error(tools.runner("run", "--rm", img, "/etc"), 126, "Permission denied")
@@ -100,7 +100,7 @@ def test_detached_start_failures_keep_dockers_codes(tools: Tools, img: str) -> N
         one_line_error(tools.runner("run", "-d", img, "/etc/passwd"), 126, "Permission denied")
         one_line_error(tools.runner("run", "-d", "-u", "nosuch", img, "true"), 125, "unable to find user")
     finally:
-        tools.runner("prune")
+        tools.runner("prune", "-f")
 
 
 @executor_independent
@@ -311,8 +311,9 @@ def test_prune_removes_exited_and_keeps_running(tools: Tools, img: str) -> None:
         assert tools.runner("run", "--name", name, img, "sh", "-c", script).code in (0, 3)
         exited.append(inspect(tools, name)["Id"])
     with detached(tools, "--name", "running", img, "sleep", "60") as cid:
-        pruned = tools.runner("prune")
-        assert pruned.code == 0 and sorted(pruned.out.split()) == sorted(exited)
+        pruned = tools.runner("prune", "-f")
+        assert pruned.code == 0 and pruned.out.splitlines()[0] == "Deleted Containers:"
+        assert sorted(pruned.out.splitlines()[1:3]) == sorted(exited)
         assert [p.name for p in (tools.root / "containers").iterdir()] == [cid]
         assert is_up(tools, "running")
 

@@ -180,5 +180,5 @@ def test_rmi_collects_what_nothing_needs(tools: Tools, test_image: str, gzip_var
     assert json.loads((tools.root / "index.json").read_text())["manifests"] == []
     assert os.listdir(tools.root / "blobs/sha256") == []  # no reference needs a blob any more
     assert set(os.listdir(tools.root / "layers")) == layers  # but the container's layers stay
-    assert tools.runner("run", "--rm", "user-of-it", "true").code != 0  # (the image is gone: no new containers)
+    assert tools.runner("run", "--rm", "--pull", "never", "user-of-it", "true").code != 0  # gone: no new containers
     assert tools.runner("rm", "user-of-it").code == 0

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from runner.cli.aliases import register as register_aliases
 from runner.cli.network import register as register_network
-from runner.cli.options import EXEC_FLAGS, NETWORK_FLAGS, RUN_FLAGS, exec_options, run_options, takes
+from runner.cli.options import EXEC_FLAGS, RUN_FLAGS, exec_options, run_options, takes
 from shared.cli import StoreOption
 
 if TYPE_CHECKING:
@@ -29,8 +30,9 @@ def run(opts: RunOptions) -> int:
     """Create a container from IMAGE and start it (create + start): in the foreground, exiting with COMMAND's
     exit code, or with -d in the background."""
     from runner.container.run import run as do_run
+    from runner.verbs.pull import fetcher
 
-    return do_run(state.store, opts)
+    return do_run(state.store, opts, fetcher(state.store, opts))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -38,22 +40,21 @@ def run(opts: RunOptions) -> int:
 def create(opts: RunOptions) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.container.create import create as do_create
+    from runner.verbs.pull import fetcher
 
-    print(do_create(state.store, opts).id)
+    print(do_create(state.store, opts, fetcher(state.store, opts)).id)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-@takes(RUN_FLAGS, run_options, omit={"detach", "remove", "runtime", *NETWORK_FLAGS})
+@takes(RUN_FLAGS, run_options, omit={"detach", "remove", "runtime"})
 def bundle(opts: RunOptions, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"))\
         -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
     rootfs/), for `runc run` or `crun run` elsewhere; print DIRECTORY."""
-    from dataclasses import replace
-
     from runner.container.bundle import bundle as do_bundle
+    from runner.verbs.pull import fetcher
 
-    # our executor builds it; it runs elsewhere, in a namespace of its runtime's making: none is what it gets
-    print(do_bundle(state.store, replace(opts, runtime="strata", network="none"), directory))
+    print(do_bundle(state.store, opts, directory, fetcher(state.store, opts)))
 
 
 @app.command()
@@ -200,15 +201,11 @@ def inspect(containers: list[str] = typer.Argument(..., help="Names or ID prefix
 
 
 @app.command()
-def prune() -> None:
-    """Remove every container that is not running."""
-    from runner.container.record import all_containers
-    from runner.container.release import remove
+def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not ask first")) -> None:
+    """Remove every container that is not running (as docker container prune: asks first, unless -f)."""
+    from runner.verbs.prune import container_prune
 
-    for c in all_containers(state.store):
-        if c.state().status != "running":
-            remove(c)
-            print(c.id)
+    container_prune(state.store, force)
 
 
 class _CommitCommand(typer.core.TyperCommand):
@@ -307,3 +304,22 @@ def stats(containers: list[str] = typer.Argument(None, help="Names or ID prefixe
     from runner.verbs.stats import stats as do_stats
 
     return do_stats(state.store, containers or [], all_, no_stream, format_, not no_trunc)
+
+
+system = typer.Typer(add_completion=False, no_args_is_help=True, help="Manage both tools' stores.")
+app.add_typer(system, name="system")
+
+
+@system.command(name="prune")
+def system_prune(every_image: bool = typer.Option(False, "--all", "-a", help="Remove every image no container "
+                                                  "uses, not only dangling ones"),
+                 force: bool = typer.Option(False, "--force", "-f", help="Do not ask first")) -> None:
+    """Remove stopped containers, networks no container is on, and dangling images (with -a, unused ones)."""
+    from runner.verbs.prune import system_prune as do_prune
+
+    do_prune(state.store, every_image, force)
+
+
+# Docker's names for what is done elsewhere: the image verbs (puller's) and ``container X`` (last: it copies the
+# commands registered above)
+register_aliases(app, state)

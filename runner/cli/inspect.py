@@ -200,7 +200,7 @@ def _config(spec: Spec) -> dict[str, Any]:
         "Hostname": spec.hostname, "Domainname": "", "User": spec.user,
         "AttachStdin": spec.interactive, "AttachStdout": True, "AttachStderr": True,
         "Tty": spec.terminal, "OpenStdin": spec.interactive, "StdinOnce": spec.interactive,
-        "Env": list(spec.env), "Cmd": cmd or None, "Image": spec.image, "Volumes": None,
+        "Env": list(spec.env), "Cmd": cmd or None, "Image": spec.typed_image or spec.image, "Volumes": None,
         "WorkingDir": spec.cwd, "Entrypoint": entrypoint, "OnBuild": None, "Labels": {},
     }
 

@@ -65,10 +65,12 @@ def plain_command(args: Sequence[str]) -> Callable[[], int] | None:
 
     def run() -> int:  # as the app: the store (and, without root, the user's namespace) first
         from runner.container.run import run as do_run
+        from runner.verbs.pull import fetcher
 
         _loaded()
         store = open_store(root)
-        return do_run(store, run_options(values))
+        opts = run_options(values)
+        return do_run(store, opts, fetcher(store, opts))
 
     def exec_() -> int:
         from runner.container.exec import exec_in

@@ -45,7 +45,7 @@ RUN_FLAGS: dict[str, Flag] = {
     "image": argument(str, ..., help="Image reference or ID, as pulled"),
     "command": argument(list[str] | None, None, help="Command and arguments (default: the image's)"),
     "remove": option(bool, False, "--rm", help="Remove the container when it exits"),
-    "name": option(OptStr, None, "--name", help="Container name (default: its short ID)"),
+    "name": option(OptStr, None, "--name", help="Container name (default: a generated adjective_surname)"),
     "hostname": option(OptStr, None, "--hostname", "-h", help="Host name (default: short ID)"),
     "env": option(list[str], [], "--env", "-e", help="KEY=VALUE, or KEY to pass the runner's value"),
     "workdir": option(OptStr, None, "--workdir", "-w", help="Working directory inside"),
@@ -90,9 +90,9 @@ RUN_FLAGS: dict[str, Flag] = {
     "log_driver": option(OptStr, None, "--log-driver", help="json-file (default), local (the same files) or none"),
     "log_opts": option(list[str], [], "--log-opt", help="max-size=SIZE (default 20m), max-file=N (default 5; 1 "
                        "with json-file's max-size alone)"),
+    "pull": option(str, "missing", "--pull", help="Pull the image first: missing (if the store lacks it), always "
+                   "or never (by puller pull)"),
 }
-# the options of the container's network, which a bundle (run elsewhere, in its runtime's namespace) has none of
-NETWORK_FLAGS = frozenset({"network", "publish", "publish_all", "dns", "add_hosts", "mac", "ip", "aliases"})
 
 EXEC_FLAGS: dict[str, Flag] = {
     "container": argument(str, ..., help="Name or ID prefix"),

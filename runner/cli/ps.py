@@ -83,7 +83,7 @@ def row(container: Container, state: ContainerState, now: float, trunc: bool = T
         "Command": '"' + (ellipsis(command, COMMAND_WIDTH) if trunc else command) + '"',
         "CreatedAt": created_at(spec.created),
         "ID": spec.id[:12] if trunc else spec.id,
-        "Image": short_image(spec.image),
+        "Image": spec.typed_image or short_image(spec.image),  # as typed, as Docker's
         "Labels": "",
         "LocalVolumes": "0",
         "Mounts": ",".join(ellipsis(v.source, 15) if trunc else v.source for v in spec.volumes),

@@ -86,6 +86,7 @@ class RunOptions:
     ip: str | None = None
     aliases: Sequence[str] = ()  # --network-alias
     userns: str | None = None  # --userns: auto, or host (None: host)
+    pull: str = "missing"  # --pull: missing, always or never (runner/verbs/pull.py; before the image is found)
 
 
 def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:
@@ -217,7 +218,7 @@ def _spec(image: stored.StoredImage, opts: RunOptions, network: NetworkConfig) -
     masked = () if opts.privileged else tuple(f"/{p}" for p in security.MASKED_PATHS)
     readonly = () if opts.privileged else tuple(f"/{p}" for p in security.READONLY_PATHS)
     return Spec(
-        id=cid, name=opts.name or cid[:12], image=image.name, image_id=str(image.image_id),
+        id=cid, name=opts.name or "", image=image.name, typed_image=opts.image, image_id=str(image.image_id),
         chain_ids=tuple(str(c) for c in image.chain_ids),
         args=(INIT_PATH, "--", *argv) if opts.init else argv, env=tuple(f"{k}={v}" for k, v in env.items()),
         cwd=workdir, user=opts.user if opts.user is not None else cfg.user, hostname=hostname, bundle="",

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from runner.container.names import generate
 from runner.spec import Spec
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
@@ -177,17 +178,20 @@ def new_id() -> str:
 
 
 def record(store: Store, spec: Spec) -> Container:
-    """Reserve the name and the directory, atomically with respect to other runners: the container's hold on its
-    layers first (GC, which waits for the caller's ``in_use``, then keeps them), then the directory with the spec
-    (config.json) and a "created" state, by one rename."""
-    if not NAME_RE.fullmatch(spec.name):
+    """Reserve the name (a generated one when the spec has none: :mod:`runner.container.names`) and the
+    directory, atomically with respect to other runners: the container's hold on its layers first (GC, which
+    waits for the caller's ``in_use``, then keeps them), then the directory with the spec (config.json) and a
+    "created" state, by one rename."""
+    if spec.name and not NAME_RE.fullmatch(spec.name):
         raise usage(f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     store.ensure()
     with store.lock():
-        for other in all_containers(store):
-            if other.name == spec.name:
-                raise StrataError(f"the container name {spec.name!r} is already in use by {other.id[:12]}",
-                                  Kind.STATE)
+        names = {other.name: other for other in all_containers(store)}
+        if not spec.name:  # no --name: Docker's adjective_surname, free under this lock
+            spec = replace(spec, name=generate(names))
+        elif spec.name in names:
+            raise StrataError(f"the container name {spec.name!r} is already in use by {names[spec.name].id[:12]}",
+                              Kind.STATE)
         store.hold(spec.id, "container", spec.name, [Digest.parse(c) for c in spec.chain_ids])
         try:
             tmp = store.temp_path("container")

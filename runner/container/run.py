@@ -4,6 +4,7 @@ command's code, ``--rm`` honoured here), or with ``-d`` under a monitor (print t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 from runner.container.create import create
@@ -16,8 +17,12 @@ from shared.errors import Kind, StrataError, usage
 from shared.store.layout import Store
 
 
-def run(store: Store, opts: RunOptions) -> int:
-    container = create(store, opts)
+def run(store: Store, opts: RunOptions, missing: Callable[[StrataError], None] | None = None) -> int:
+    """``missing``: what to do when the store lacks the image (:func:`~runner.container.create.create`). As
+    Docker's, ``-it`` in the foreground needs a terminal on stdin (``-t`` alone, or ``-d``, does not)."""
+    if opts.tty and opts.interactive and not opts.detach and not os.isatty(0):
+        raise StrataError("the input device is not a TTY", Kind.USAGE, exit_code=1)
+    container = create(store, opts, missing)
     lock = StartLock(container)
     try:
         if opts.detach:

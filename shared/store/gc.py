@@ -16,9 +16,9 @@ from pathlib import Path
 from shared import reference
 from shared.digest import Digest
 from shared.errors import Kind, StrataError
-from shared.store.files import remove_tree
+from shared.store.files import read_json, remove_tree
 from shared.store.images import StoredImage, index_digest, load, lookup, no_such_image, repository
-from shared.store.layout import Holds, Store
+from shared.store.layout import Holds, LayerRecord, Store
 
 
 def read_holds(store: Store, warn: Callable[[str], None]) -> Holds:
@@ -178,3 +178,31 @@ def _sweep(store: Store, paths: set[Path]) -> None:
             store.discard(path)
         else:
             remove_tree(path)
+
+
+def collect(store: Store, warn: Callable[[str], None] = _stderr) -> tuple[Freed, ...]:
+    """Remove what no reference or hold reaches (what failed pulls, forced removals and moved tags left): the
+    store's dangling images, which ``runner system prune`` removes; each blob or layer with its size."""
+    if not store.exists():
+        return ()
+    with store.in_use(exclusive=True), store.lock():
+        paths = garbage(store, read_holds(store, warn))
+        freed = []
+        for path in sorted(paths):
+            layer = path.parent == store.layers
+            try:
+                size = LayerRecord.from_json(read_json(path / "layer.json")).size if layer else path.stat().st_size
+            except (OSError, ValueError, KeyError, TypeError):  # half removed by an earlier GC: no size to tell
+                size = 0
+            freed.append(Freed(f"sha256:{path.name}", "layer" if layer else "blob", size))
+        _sweep(store, paths)
+    return tuple(freed)
+
+
+def unused_images(store: Store, warn: Callable[[str], None] = _stderr) -> list[str]:
+    """The references of images no container rests on (``system prune -a`` removes them), by name."""
+    if not store.exists():
+        return []
+    holds = read_holds(store, warn)
+    return [name for name, desc in store.refs()
+            if not holds.users({str(c) for c in load(store, name, desc).chain_ids})]

@@ -435,7 +435,7 @@ def test_resolve_takes_the_images_config_by_default(store: Store) -> None:
     spec = resolve(RunOptions(image="app:1"), image, store)
     assert spec.args == ("/entry", "serve") and spec.entrypoint == ("/entry",)
     assert spec.cwd == "/app" and spec.user == "app"
-    assert spec.name == spec.hostname == spec.id[:12] and len(spec.id) == 64
+    assert spec.name == "" and spec.hostname == spec.id[:12] and len(spec.id) == 64  # named when recorded
     assert dict(e.split("=", 1) for e in spec.env) == {"PATH": "/image/bin", "LANG": "C", "HOSTNAME": spec.id[:12]}
     assert (spec.image, spec.image_id) == ("docker.io/library/app:1", str(image.image_id))
     assert spec.chain_ids == ("sha256:" + "1" * 64,)
