@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from runner.executor.attach import Server
 from runner.executor.process import Stdio
 from runner.isolation import tty
 from runner.logs import writer as logs
@@ -85,10 +86,19 @@ def forwarding(pid: int) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool) -> None:
+def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool, server: Server | None = None) \
+        -> None:
     """Until the process's side closes: its terminal (with -t) or its stdout and stderr, to ``log`` and, with
-    ``echo``, to ours; with ``feed``, our stdin to it. The pty's master is closed afterwards."""
-    if started.master is not None:
+    ``echo``, to ours, or with ``server`` to its clients; with ``feed``, our stdin to it (with ``server``, its
+    clients' input). The pty's master is closed afterwards."""
+    if server is not None:
+        try:
+            server.relay(started.pid, started.master, started.stdio, log)
+        finally:
+            if started.master is not None:
+                os.close(started.master)
+                started.master = None
+    elif started.master is not None:
         try:
             tty.relay(started.master, feed, log, echo)
         finally:
@@ -100,14 +110,19 @@ def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool) 
 
 
 def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool,
-              running: Callable[[], None] = lambda: None, forward_signals: bool = True) -> int:
+              running: Callable[[], None] = lambda: None, forward_signals: bool = True,
+              server: Server | None = None) -> int:
     """Attend ``started`` to its end and return its exit code: signals forwarded to it (unless not
     ``forward_signals``, as for ``exec``), ``running`` called once they are (the caller records it), its output
-    relayed, its exit waited for. Its fds are closed however it ends."""
+    relayed (with ``server``, to attached clients too, who are told the exit code), its exit waited for. Its fds
+    are closed however it ends."""
     with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
         try:
             running()
-            relay(started, feed, log, echo)
-            return started.wait()
+            relay(started, feed, log, echo, server)
+            code = started.wait()
+            if server is not None:
+                server.finish(code)
+            return code
         finally:
             started.close()
