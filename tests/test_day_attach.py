@@ -80,7 +80,7 @@ def test_attach_without_tty_sees_output_and_exit_code(tools: Tools, stored_test_
         assert proc.stdout is not None
         assert proc.stdout.readline() == "tick\n"  # attached: it sees what comes now
         assert tools.runner("exec", "ticker", "touch", "/tmp/stop").code == 0
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -33,7 +33,6 @@ import socket
 import struct
 import sys
 import termios
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,47 +181,44 @@ class Server:
         for fd in outputs:
             with contextlib.suppress(OSError):  # as logs.pump: fewer wakeups for a busy writer
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, logs.BATCH)
-        last = 0.0
+        pacer = logs.Pacer()
         while outputs:
             readers = [*outputs, self.listener.fileno(), *self.clients]
             writers = [fd for fd, c in self.clients.items() if c.queue]
             if self.pending and self.into >= 0:
                 writers.append(self.into)
             ready, writable, _ = select.select(readers, writers, [])
-            got = False
+            got: set[str] = set()
             for fd in ready:
                 if fd in outputs:
-                    got = self._output(fd, outputs, log) or got
+                    got.update(self._output(fd, outputs, log))
                 elif fd == self.listener.fileno():
                     self._accept()
                 elif fd in self.clients:
                     self._from_client(fd)
             self._flush(writable)
-            if got:  # logs.pump's batching: a stream that keeps writing is read in batches
-                if time.monotonic() - last < logs.BUSY and outputs:
-                    time.sleep(logs.BUSY)
-                last = time.monotonic()
+            pacer.wait(got, bool(outputs))  # as logs.pump: a stream that keeps writing is read in batches
 
-    def _output(self, fd: int, outputs: dict[int, str], log: logs.LogWriter | None) -> bool:
-        """Read what ``fd`` has; False (and ``fd`` forgotten) at its end."""
+    def _output(self, fd: int, outputs: dict[int, str], log: logs.LogWriter | None) -> tuple[str, ...]:
+        """Read what ``fd`` has: its stream's name, or none (and ``fd`` forgotten at its end)."""
         try:
             data = os.read(fd, logs.BATCH)
         except BlockingIOError:
-            return False
+            return ()
         except OSError as e:
             if e.errno != errno.EIO:  # a pty's master once every process holding its slave is gone
                 raise
             data = b""
         if not data:
             del outputs[fd]
-            return False
+            return ()
         stream = outputs[fd]
         if log is not None:
             log.write(stream, data)
         tag = b"1" if stream == "stdout" else b"2"
         for at in range(0, len(data), PACKET):
             self._broadcast(tag + data[at:at + PACKET])
-        return True
+        return (stream,)
 
     def _from_client(self, fd: int) -> None:
         try:

@@ -21,6 +21,7 @@ from shared.errors import Kind, StrataError
 
 # what the runner passes on to the container's PID 1 (``run`` in the foreground, the monitor); the rest is ours
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FIRST = 0.001  # s: how long the command may be quiet before the relay's first moments end (supervise)
 REPARENT_GRACE = 5.0  # seconds a runtime's PID 1 may take to become our child once its ``create`` has exited
 
 
@@ -118,6 +119,11 @@ def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bo
     are closed however it ends."""
     with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
         try:
+            if started.master is None and (echo or log is not None):
+                # the command's first output, before the caller's bookkeeping (milliseconds: a record written):
+                # read only after it, a quick writer's stdout and stderr are both in their pipes by then, and
+                # came out all stdout first; read at once, each stream as it is ready, in the order written
+                logs.pump({started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}, log, echo, FIRST)
             running()
             relay(started, feed, log, echo, server)
             code = started.wait()
