@@ -53,8 +53,8 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
         try:
             if lock.running():
                 if attach:
-                    raise StrataError(f"container {container.name} is already running; attaching to a running "
-                                      "container is not supported", Kind.STATE)
+                    raise StrataError(f"container {container.name} is already running: runner attach "
+                                      f"{container.name} attaches to it", Kind.STATE)
                 print(key)
                 continue
             release(container)  # what a runner killed before it released may have left (idempotent)
@@ -97,8 +97,11 @@ def attached(container: Container, sock: socket.socket, stdin: bool, keys: bytes
     try:
         return attach.client(sock, container.spec.terminal, stdin, keys, signals)
     except attach.Lost:
-        state = container.state()
-        if state.status == "exited" and state.exit_code is not None:
+        try:
+            state = container.state()
+        except (OSError, StrataError):  # removed (--rm) meanwhile
+            state = None
+        if state is not None and state.status == "exited" and state.exit_code is not None:
             return state.exit_code
         raise StrataError(f"container {container.name}: its monitor went away before it exited", Kind.SYSTEM) \
             from None

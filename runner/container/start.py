@@ -77,8 +77,10 @@ def _run(container: Container, netns: int | None, feed: bool, echo: bool, starte
          client: socket.socket | None) -> int:
     """:func:`start` once the network is there: create PID 1, supervise it, release and record its exit."""
     log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
-    server = None if echo else Server(container.dir, container.spec.interactive, client)
+    server: Server | None = None
     try:
+        if not echo:
+            server = Server(container.dir, container.spec.interactive, client)
         try:
             pid1 = lifecycle.executor_of(container).create(netns)
         except StartFailed as e:  # the command never ran: recorded as exited with the cause, as Docker's
@@ -94,10 +96,13 @@ def _run(container: Container, netns: int | None, feed: bool, echo: bool, starte
             started("", 0)
 
         code = supervise(pid1, feed, log, echo, running, server=server)
+        log.close()
+        release(container)  # nothing outlives PID 1 in its pid namespace, but be sure before the cgroup goes
+        container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
+        if server is not None:  # once recorded: a client that exits with the code finds the container exited
+            server.finish(code)
+        return code
     finally:
         log.close()
         if server is not None:
             server.close()
-    release(container)  # nothing outlives PID 1 in its pid namespace, but be sure before the cgroup goes
-    container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
-    return code

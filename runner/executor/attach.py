@@ -132,7 +132,7 @@ class Server:
         except BaseException:
             self.close()
             raise
-        if first is not None:
+        if first is not None and first.fileno() >= 0:  # a start again (a restart) finds it closed: gone
             self._add(first)
         self.pid = 0
         self.into = -1

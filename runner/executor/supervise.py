@@ -115,8 +115,8 @@ def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bo
               server: Server | None = None) -> int:
     """Attend ``started`` to its end and return its exit code: signals forwarded to it (unless not
     ``forward_signals``, as for ``exec``), ``running`` called once they are (the caller records it), its output
-    relayed (with ``server``, to attached clients too, who are told the exit code), its exit waited for. Its fds
-    are closed however it ends."""
+    relayed (with ``server``, to attached clients too: the caller tells them the exit code), its exit waited
+    for. Its fds are closed however it ends."""
     with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
         try:
             if started.master is None and (echo or log is not None):
@@ -126,9 +126,6 @@ def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bo
                 logs.pump({started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}, log, echo, FIRST)
             running()
             relay(started, feed, log, echo, server)
-            code = started.wait()
-            if server is not None:
-                server.finish(code)
-            return code
+            return started.wait()
         finally:
             started.close()
