@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from shared.errors import Kind, StrataError
 
 # what the runner passes on to the container's PID 1 (``run`` in the foreground, the monitor); the rest is ours
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+SWITCH = 0.0005  # s: the interpreter's switch interval while the bookkeeping runs beside the relay (_meanwhile)
 FIRST = 0.001  # s: how long the command may be quiet before the relay's first moments end (supervise)
 REPARENT_GRACE = 5.0  # seconds a runtime's PID 1 may take to become our child once its ``create`` has exited
 
@@ -110,22 +113,52 @@ def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool, 
         logs.pump({started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}, log, echo)
 
 
+@contextlib.contextmanager
+def _meanwhile(running: Callable[[], None], pid: int) -> Iterator[None]:
+    """Run ``running`` in a thread while the block (the relay) runs. The caller's bookkeeping once the command
+    was exec'd (a record written, the runner told) takes 5-50 ms on a loaded machine: a relay that started only
+    after it found both pipes full, and showed all of a quick writer's stdout before all its stderr; reading
+    from the first moment, each stream is read as soon as it is ready, in the order written. The interpreter
+    switches threads more often meanwhile (SWITCH), so that the relay waits for the bookkeeping's Python no
+    longer than that. Should ``running`` fail, the process is killed (nothing may run unrecorded), and its error
+    raised once the relay has ended."""
+    failed: list[BaseException] = []
+
+    def bookkeeping() -> None:
+        try:
+            running()
+        except BaseException as e:
+            failed.append(e)
+            forward(pid, signal.SIGKILL)
+        finally:
+            sys.setswitchinterval(interval)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH)
+    thread = threading.Thread(target=bookkeeping, name="running", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
 def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool,
               running: Callable[[], None] = lambda: None, forward_signals: bool = True,
               server: Server | None = None) -> int:
     """Attend ``started`` to its end and return its exit code: signals forwarded to it (unless not
     ``forward_signals``, as for ``exec``), ``running`` called once they are (the caller records it), its output
     relayed (with ``server``, to attached clients too: the caller tells them the exit code), its exit waited
-    for. Its fds are closed however it ends."""
+    for. Its fds are closed however it ends. The relay starts at once: ``running`` goes beside it
+    (:func:`_meanwhile`)."""
     with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
         try:
-            if started.master is None and (echo or log is not None):
-                # the command's first output, before the caller's bookkeeping (milliseconds: a record written):
-                # read only after it, a quick writer's stdout and stderr are both in their pipes by then, and
-                # came out all stdout first; read at once, each stream as it is ready, in the order written
+            if started.master is None and (echo or log is not None):  # its first output, before a thread starts
                 logs.pump({started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}, log, echo, FIRST)
-            running()
-            relay(started, feed, log, echo, server)
+            with _meanwhile(running, started.pid):
+                relay(started, feed, log, echo, server)
             return started.wait()
         finally:
             started.close()
