@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.container.record import find, new_id
-from runner.executor.attach import detach_keys
 from runner.isolation import cgroups, security
 from runner.logs.writer import LogConfig
 from runner.net.model import NetworkConfig, NetworkMode
@@ -93,7 +92,10 @@ class RunOptions:
 def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:
     """The container ``opts`` ask for, from ``image``: every option parsed and checked here, once. The store is
     read only to find what ``--network`` names (a user network, or the container ``container:X`` shares)."""
-    detach_keys(opts.detach_keys)  # run -it's alone, but a bad one fails here, leaving nothing
+    if opts.detach_keys:  # run -it's alone, but a bad one fails here, leaving nothing
+        from runner.executor.attach import detach_keys
+
+        detach_keys(opts.detach_keys)
     network = resolve_network(store, opts, exposed_ports(image))
     hostname = opts.hostname
     if network.mode.kind == "host" and hostname is None:  # Docker: the host's name, as it shares its network

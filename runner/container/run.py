@@ -14,8 +14,6 @@ from runner.container.options import RunOptions
 from runner.container.record import Container, find
 from runner.container.release import release, remove
 from runner.container.start import StartLock, start
-from runner.executor import attach
-from runner.executor.supervise import FORWARDED_SIGNALS
 from shared.errors import Kind, StrataError, usage
 from shared.store.layout import Store
 
@@ -29,7 +27,7 @@ def run(store: Store, opts: RunOptions) -> int:
             print(container.id)
             return 0
         if opts.tty and opts.interactive:
-            return _attached(container, lock, attach.detach_keys(opts.detach_keys))
+            return _attached(container, lock, opts.detach_keys)
         try:
             return start(container, started=_releasing(lock))
         finally:
@@ -72,10 +70,14 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
     return code
 
 
-def _attached(container: Container, lock: StartLock, keys: bytes) -> int:
+def _attached(container: Container, lock: StartLock, detach_keys: str | None) -> int:
     """``run -it``: the container under a monitor (so that it can outlive us: Ctrl-P Ctrl-Q detaches, leaving
     it running, and ``run`` exits 0), we its first attach client from before its PID 1 runs; its exit code is
     ours, and with ``--rm`` we return once the monitor has removed it (Docker's ``run --rm`` waits for that)."""
+    from runner.executor import attach
+    from runner.executor.supervise import FORWARDED_SIGNALS
+
+    keys = attach.detach_keys(detach_keys)
     ours, theirs = attach.pair()
     try:
         attach.resize(ours)  # the terminal's size is the first thing the monitor reads
@@ -94,6 +96,8 @@ def attached(container: Container, sock: socket.socket, stdin: bool, keys: bytes
         -> int | None:
     """Be ``container``'s attach client on ``sock`` (:func:`runner.executor.attach.client`) until it exits (its
     code) or we detach (None). A monitor that went away without a word leaves its record to say the code."""
+    from runner.executor import attach
+
     try:
         return attach.client(sock, container.spec.terminal, stdin, keys, signals)
     except attach.Lost:

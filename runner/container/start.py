@@ -14,16 +14,19 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from runner.container import lifecycle, network
 from runner.container.record import Container
 from runner.container.release import release
 from runner.executor import process
-from runner.executor.attach import Server
 from runner.executor.protocol import StartFailed
 from runner.executor.supervise import supervise
 from runner.logs import writer as logs
 from shared.errors import StrataError
+
+if TYPE_CHECKING:
+    from runner.executor.attach import Server
 
 START_LOCK = "start.lock"
 
@@ -79,7 +82,9 @@ def _run(container: Container, netns: int | None, feed: bool, echo: bool, starte
     log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
     server: Server | None = None
     try:
-        if not echo:
+        if not echo:  # the monitor's: a foreground run imports none
+            from runner.executor.attach import Server
+
             server = Server(container.dir, container.spec.interactive, client)
         try:
             pid1 = lifecycle.executor_of(container).create(netns)

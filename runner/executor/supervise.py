@@ -14,12 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from runner.executor.attach import Server
 from runner.executor.process import Stdio
 from runner.isolation import tty
 from runner.logs import writer as logs
 from shared.errors import Kind, StrataError
+
+if TYPE_CHECKING:  # a foreground run imports no attach server
+    from runner.executor.attach import Server
 
 # what the runner passes on to the container's PID 1 (``run`` in the foreground, the monitor); the rest is ours
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -155,10 +158,13 @@ def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bo
     (:func:`_meanwhile`)."""
     with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
         try:
-            if started.master is None and (echo or log is not None):  # its first output, before a thread starts
-                logs.pump({started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}, log, echo, FIRST)
-            with _meanwhile(running, started.pid):
+            streams = {started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}
+            if started.master is None and (echo or log is not None) and not logs.pump(streams, log, echo, FIRST):
+                running()  # its output came and went before a thread would have started (/bin/true)
                 relay(started, feed, log, echo, server)
+            else:
+                with _meanwhile(running, started.pid):
+                    relay(started, feed, log, echo, server)
             return started.wait()
         finally:
             started.close()

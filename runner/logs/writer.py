@@ -226,7 +226,7 @@ def _slice_end(data: bytes, start: int) -> int:
     return end
 
 
-def pump(streams: dict[int, str], log: LogWriter | None, echo: bool, first: float | None = None) -> None:
+def pump(streams: dict[int, str], log: LogWriter | None, echo: bool, first: float | None = None) -> bool:
     """Copy the container's stdout/stderr pipes to the log, if any (and, when ``echo``, to ours) until both
     close: which happens only when every process holding them is gone.
 
@@ -238,7 +238,7 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool, first: floa
 
     With ``first`` (seconds), only the command's first moments: return as soon as nothing came for ``first``,
     or after FIRST_AT_MOST (the streams then stay open, for the next call), reading each stream as soon as it
-    is ready, without batching."""
+    is ready, without batching. Whether any stream is still open."""
     targets = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
     open_fds = dict(streams)
     for fd in open_fds:
@@ -249,7 +249,7 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool, first: floa
     while open_fds:
         ready, _, _ = select.select(list(open_fds), [], [], first)
         if first is not None and (not ready or time.monotonic() > end):
-            return
+            return True
         got: set[str] = set()
         for fd in ready:
             data = os.read(fd, BATCH)
@@ -267,6 +267,7 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool, first: floa
                     echo = False
         if first is None:
             pacer.wait(got, bool(open_fds))
+    return False
 
 
 class Pacer:
