@@ -89,6 +89,25 @@ def test_attach_without_tty_sees_output_and_exit_code(tools: Tools, stored_test_
     assert err == "bye\n"  # stderr to stderr
 
 
+def test_attach_gives_stdin_to_a_container_made_with_i(tools: Tools, stored_test_image: str,
+                                                       names: list[str]) -> None:
+    """-d -i keeps its stdin open (Docker's): what an attach client types reaches it, through a pipe."""
+    names.append("reader")
+    script = "echo ready; read line; echo got $line; exit 2"
+    assert tools.runner("run", "-d", "-i", "--name", "reader", stored_test_image, "sh", "-c", script).code == 0
+    proc = popen_runner(tools, "attach", "reader", stdin=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("hello\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2 and "got hello" in out
+
+
 def test_custom_detach_keys_and_bad_ones(tools: Tools, stored_test_image: str, names: list[str]) -> None:
     names.append("keys")
     assert tools.runner("run", "-d", "-it", "--name", "keys", stored_test_image, "sh").code == 0
