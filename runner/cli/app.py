@@ -36,7 +36,7 @@ def run(opts: RunOptions) -> int:
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-@takes(RUN_FLAGS, run_options, omit={"detach"})
+@takes(RUN_FLAGS, run_options, omit={"detach", "detach_keys"})
 def create(opts: RunOptions) -> None:
     """Create a container from IMAGE (its spec, -init layer and rw layer) without starting it; print its ID."""
     from runner.container.create import create as do_create
@@ -46,7 +46,7 @@ def create(opts: RunOptions) -> None:
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-@takes(RUN_FLAGS, run_options, omit={"detach", "remove", "runtime"})
+@takes(RUN_FLAGS, run_options, omit={"detach", "detach_keys", "remove", "runtime"})
 def bundle(opts: RunOptions, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"))\
         -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
@@ -66,6 +66,20 @@ def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes
     from runner.container.run import start_command
 
     return start_command(state.store, containers, attach or interactive, interactive)
+
+
+@app.command()
+def attach(container: str = typer.Argument(..., help="Name or ID prefix"),
+           detach_keys: str | None = typer.Option(None, "--detach-keys",
+                                                  help="Keys that detach (default ctrl-p,ctrl-q)"),
+           no_stdin: bool = typer.Option(False, "--no-stdin", help="Do not attach stdin"),
+           sig_proxy: str = typer.Option("true", "--sig-proxy", help="Pass signals on to it (without -t): "
+                                         "--sig-proxy=false to not")) -> int:
+    """Attach to a running container's terminal or output (and stdin, if created with -i); Ctrl-P Ctrl-Q
+    detaches, leaving it running; exit with its exit code."""
+    from runner.verbs.attach import attach as do_attach
+
+    return do_attach(state.store, container, detach_keys, no_stdin, sig_proxy)
 
 
 @app.command()

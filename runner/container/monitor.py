@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import NoReturn
 
 from runner.container.record import Container
@@ -18,16 +19,22 @@ from runner.executor.channel import Channel, Failed, Running
 from shared.errors import Kind, StrataError
 
 
-def detach(container: Container, lock: StartLock) -> None:
-    """Start ``container`` under a monitor; return once it runs, or raise the error that kept it from running,
-    with its exit code. ``lock`` is held (by us) until then."""
+def detach(container: Container, lock: StartLock, client: tuple[socket.socket, socket.socket] | None = None) \
+        -> int:
+    """Start ``container`` under a monitor; return the monitor's pid once it runs, or raise the error that kept it
+    from running, with its exit code. ``lock`` is held (by us) until then. ``client``: an attach client of its
+    from the start (``run -it``, :mod:`runner.executor.attach`): (the caller's end, the monitor's)."""
     ours, theirs = Channel.pair()
     monitor = os.fork()
     if monitor == 0:
         ours.close()
         lock.release()  # our copy: the runner's keeps it held until we answer
-        _monitor(container, theirs)
+        if client is not None:
+            client[0].close()  # the caller's: its end of file must be the caller's own going away
+        _monitor(container, theirs, client[1] if client is not None else None)
     theirs.close()
+    if client is not None:
+        client[1].close()
     try:
         answer = ours.recv()
     finally:
@@ -39,9 +46,10 @@ def detach(container: Container, lock: StartLock) -> None:
             raise StrataError(answer.message, Kind.SYSTEM, exit_code=answer.code)
         raise StrataError("the container's monitor died before the container started", Kind.SYSTEM,
                           exit_code=process.EXIT_RUNNER_ERROR)
+    return monitor
 
 
-def _monitor(container: Container, chan: Channel) -> NoReturn:
+def _monitor(container: Container, chan: Channel, client: socket.socket | None = None) -> NoReturn:
     code = 0
     told = False
 
@@ -60,7 +68,7 @@ def _monitor(container: Container, chan: Channel) -> NoReturn:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        start(container, echo=False, started=report)
+        start(container, echo=False, started=report, client=client)
     except BaseException as e:  # nothing of the monitor may reach the user's terminal
         report(str(e) or type(e).__name__, process.EXIT_RUNNER_ERROR)
         code = 1

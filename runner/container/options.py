@@ -76,6 +76,7 @@ class RunOptions:
     tmpfs: Sequence[str] = ()
     init: bool = False
     detach: bool = False
+    detach_keys: str | None = None  # --detach-keys: run -it's (None: ctrl-p,ctrl-q)
     runtime: str | None = None  # --runtime: runc, crun, a path, or strata (ours); None: the settings file's
     network: str | None = None  # --network; None: the settings file's, else bridge
     publish: Sequence[str] = ()  # -p
@@ -92,6 +93,10 @@ class RunOptions:
 def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:
     """The container ``opts`` ask for, from ``image``: every option parsed and checked here, once. The store is
     read only to find what ``--network`` names (a user network, or the container ``container:X`` shares)."""
+    if opts.detach_keys:  # run -it's alone, but a bad one fails here, leaving nothing
+        from runner.executor.attach import detach_keys
+
+        detach_keys(opts.detach_keys)
     network = resolve_network(store, opts, exposed_ports(image))
     hostname = opts.hostname
     if network.mode.kind == "host" and hostname is None:  # Docker: the host's name, as it shares its network

@@ -5,12 +5,13 @@ command's code, ``--rm`` honoured here), or with ``-d`` under a monitor (print t
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 
 from runner.container.create import create
 from runner.container.monitor import detach
 from runner.container.options import RunOptions
-from runner.container.record import find
+from runner.container.record import Container, find
 from runner.container.release import release, remove
 from runner.container.start import StartLock, start
 from shared.errors import Kind, StrataError, usage
@@ -29,6 +30,8 @@ def run(store: Store, opts: RunOptions, missing: Callable[[StrataError], None] |
             detach(container, lock)
             print(container.id)
             return 0
+        if opts.tty and opts.interactive:
+            return _attached(container, lock, opts.detach_keys)
         try:
             return start(container, started=_releasing(lock))
         finally:
@@ -52,8 +55,8 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
         try:
             if lock.running():
                 if attach:
-                    raise StrataError(f"container {container.name} is already running; attaching to a running "
-                                      "container is not supported", Kind.STATE)
+                    raise StrataError(f"container {container.name} is already running: runner attach "
+                                      f"{container.name} attaches to it", Kind.STATE)
                 print(key)
                 continue
             release(container)  # what a runner killed before it released may have left (idempotent)
@@ -69,6 +72,47 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
         finally:
             lock.release()
     return code
+
+
+def _attached(container: Container, lock: StartLock, detach_keys: str | None) -> int:
+    """``run -it``: the container under a monitor (so that it can outlive us: Ctrl-P Ctrl-Q detaches, leaving
+    it running, and ``run`` exits 0), we its first attach client from before its PID 1 runs; its exit code is
+    ours, and with ``--rm`` we return once the monitor has removed it (Docker's ``run --rm`` waits for that)."""
+    from runner.executor import attach
+    from runner.executor.supervise import FORWARDED_SIGNALS
+
+    keys = attach.detach_keys(detach_keys)
+    ours, theirs = attach.pair()
+    try:
+        attach.resize(ours)  # the terminal's size is the first thing the monitor reads
+        monitor = detach(container, lock, (ours, theirs))
+        code = attached(container, ours, True, keys, FORWARDED_SIGNALS)
+    finally:
+        ours.close()
+    if code is None:
+        return 0
+    if container.spec.auto_remove:
+        os.waitpid(monitor, 0)
+    return code
+
+
+def attached(container: Container, sock: socket.socket, stdin: bool, keys: bytes, signals: tuple[int, ...]) \
+        -> int | None:
+    """Be ``container``'s attach client on ``sock`` (:func:`runner.executor.attach.client`) until it exits (its
+    code) or we detach (None). A monitor that went away without a word leaves its record to say the code."""
+    from runner.executor import attach
+
+    try:
+        return attach.client(sock, container.spec.terminal, stdin, keys, signals)
+    except attach.Lost:
+        try:
+            state = container.state()
+        except (OSError, StrataError):  # removed (--rm) meanwhile
+            state = None
+        if state is not None and state.status == "exited" and state.exit_code is not None:
+            return state.exit_code
+        raise StrataError(f"container {container.name}: its monitor went away before it exited", Kind.SYSTEM) \
+            from None
 
 
 def _releasing(lock: StartLock) -> Callable[[str, int], None]:

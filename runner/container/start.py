@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from runner.container import lifecycle, network
 from runner.container.record import Container
@@ -22,6 +24,9 @@ from runner.executor.protocol import StartFailed
 from runner.executor.supervise import supervise
 from runner.logs import writer as logs
 from shared.errors import StrataError
+
+if TYPE_CHECKING:
+    from runner.executor.attach import Server
 
 START_LOCK = "start.lock"
 
@@ -47,12 +52,14 @@ class StartLock:
 
 
 def start(container: Container, echo: bool = True, attach_stdin: bool | None = None,
-          started: Callable[[str, int], None] = lambda error, code: None) -> int:
+          started: Callable[[str, int], None] = lambda error, code: None, client: socket.socket | None = None) \
+        -> int:
     """Run the container and wait for it; return its exit code (Docker's convention for ours). Its output goes
     to its log and, with ``echo``, to our stdout/stderr (or terminal); our stdin goes to it when it was created
     with -i and ``attach_stdin`` (default: ``echo``). ``started`` is told ("", 0) once the command was exec'd, or
     the error that kept it from starting and the exit code that goes with it. The caller holds a
-    :class:`StartLock` until then."""
+    :class:`StartLock` until then. Without ``echo`` (the monitor) clients may attach to it
+    (:mod:`runner.executor.attach`); ``client`` is one already connected (``run -it``)."""
     spec = container.spec
     feed = spec.interactive and (echo if attach_stdin is None else attach_stdin)
     try:
@@ -61,7 +68,7 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
         container.set_state(error=str(e))  # as Docker's State.Error: it stays created (or exited), with the cause
         raise
     try:
-        return _run(container, netns, feed, echo, started)
+        return _run(container, netns, feed, echo, started, client)
     except BaseException:
         network.release(container)  # idempotent: a start that failed before PID 1 ran has nothing else to free
         raise
@@ -69,11 +76,16 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
         network.close(netns)
 
 
-def _run(container: Container, netns: int | None, feed: bool, echo: bool, started: Callable[[str, int], None]) \
-        -> int:
+def _run(container: Container, netns: int | None, feed: bool, echo: bool, started: Callable[[str, int], None],
+         client: socket.socket | None) -> int:
     """:func:`start` once the network is there: create PID 1, supervise it, release and record its exit."""
     log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
+    server: Server | None = None
     try:
+        if not echo:  # the monitor's: a foreground run imports none
+            from runner.executor.attach import Server
+
+            server = Server(container.dir, container.spec.interactive, client)
         try:
             pid1 = lifecycle.executor_of(container).create(netns)
         except StartFailed as e:  # the command never ran: recorded as exited with the cause, as Docker's
@@ -88,9 +100,14 @@ def _run(container: Container, netns: int | None, feed: bool, echo: bool, starte
             container.record_running(pid1.pid)
             started("", 0)
 
-        code = supervise(pid1, feed, log, echo, running)
+        code = supervise(pid1, feed, log, echo, running, server=server)
+        log.close()
+        release(container)  # nothing outlives PID 1 in its pid namespace, but be sure before the cgroup goes
+        container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
+        if server is not None:  # once recorded: a client that exits with the code finds the container exited
+            server.finish(code)
+        return code
     finally:
         log.close()
-    release(container)  # nothing outlives PID 1 in its pid namespace, but be sure before the cgroup goes
-    container.set_state(status="exited", exit_code=code, finished=time.time(), error="")
-    return code
+        if server is not None:
+            server.close()

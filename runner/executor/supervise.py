@@ -9,17 +9,25 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runner.executor.process import Stdio
 from runner.isolation import tty
 from runner.logs import writer as logs
 from shared.errors import Kind, StrataError
 
+if TYPE_CHECKING:  # a foreground run imports no attach server
+    from runner.executor.attach import Server
+
 # what the runner passes on to the container's PID 1 (``run`` in the foreground, the monitor); the rest is ours
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+SWITCH = 0.0005  # s: the interpreter's switch interval while the bookkeeping runs beside the relay (_meanwhile)
+FIRST = 0.001  # s: how long the command may be quiet before the relay's first moments end (supervise)
 REPARENT_GRACE = 5.0  # seconds a runtime's PID 1 may take to become our child once its ``create`` has exited
 
 
@@ -85,10 +93,19 @@ def forwarding(pid: int) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool) -> None:
+def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool, server: Server | None = None) \
+        -> None:
     """Until the process's side closes: its terminal (with -t) or its stdout and stderr, to ``log`` and, with
-    ``echo``, to ours; with ``feed``, our stdin to it. The pty's master is closed afterwards."""
-    if started.master is not None:
+    ``echo``, to ours, or with ``server`` to its clients; with ``feed``, our stdin to it (with ``server``, its
+    clients' input). The pty's master is closed afterwards."""
+    if server is not None:
+        try:
+            server.relay(started.pid, started.master, started.stdio, log)
+        finally:
+            if started.master is not None:
+                os.close(started.master)
+                started.master = None
+    elif started.master is not None:
         try:
             tty.relay(started.master, feed, log, echo)
         finally:
@@ -99,15 +116,55 @@ def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool) 
         logs.pump({started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}, log, echo)
 
 
-def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool,
-              running: Callable[[], None] = lambda: None, forward_signals: bool = True) -> int:
-    """Attend ``started`` to its end and return its exit code: signals forwarded to it (unless not
-    ``forward_signals``, as for ``exec``), ``running`` called once they are (the caller records it), its output
-    relayed, its exit waited for. Its fds are closed however it ends."""
-    with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
+@contextlib.contextmanager
+def _meanwhile(running: Callable[[], None], pid: int) -> Iterator[None]:
+    """Run ``running`` in a thread while the block (the relay) runs. The caller's bookkeeping once the command
+    was exec'd (a record written, the runner told) takes 5-50 ms on a loaded machine: a relay that started only
+    after it found both pipes full, and showed all of a quick writer's stdout before all its stderr; reading
+    from the first moment, each stream is read as soon as it is ready, in the order written. The interpreter
+    switches threads more often meanwhile (SWITCH), so that the relay waits for the bookkeeping's Python no
+    longer than that. Should ``running`` fail, the process is killed (nothing may run unrecorded), and its error
+    raised once the relay has ended."""
+    failed: list[BaseException] = []
+
+    def bookkeeping() -> None:
         try:
             running()
-            relay(started, feed, log, echo)
+        except BaseException as e:
+            failed.append(e)
+            forward(pid, signal.SIGKILL)
+        finally:
+            sys.setswitchinterval(interval)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH)
+    thread = threading.Thread(target=bookkeeping, name="running", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool,
+              running: Callable[[], None] = lambda: None, forward_signals: bool = True,
+              server: Server | None = None) -> int:
+    """Attend ``started`` to its end and return its exit code: signals forwarded to it (unless not
+    ``forward_signals``, as for ``exec``), ``running`` called once they are (the caller records it), its output
+    relayed (with ``server``, to attached clients too: the caller tells them the exit code), its exit waited
+    for. Its fds are closed however it ends. The relay starts at once: ``running`` goes beside it
+    (:func:`_meanwhile`)."""
+    with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
+        try:
+            streams = {started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}
+            if started.master is None and (echo or log is not None) and not logs.pump(streams, log, echo, FIRST):
+                running()  # its output came and went before a thread would have started (/bin/true)
+                relay(started, feed, log, echo, server)
+            else:
+                with _meanwhile(running, started.pid):
+                    relay(started, feed, log, echo, server)
             return started.wait()
         finally:
             started.close()

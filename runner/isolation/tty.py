@@ -62,7 +62,7 @@ def _copy_winsize(src: int, dst: int) -> None:
 
 
 @contextlib.contextmanager
-def _raw(fd: int) -> Iterator[None]:
+def raw(fd: int) -> Iterator[None]:
     if not os.isatty(fd):
         yield
         return
@@ -83,7 +83,7 @@ def relay(master: int, interactive: bool, log: LogWriter | None = None, echo: bo
     previous = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdin, master))
     readers = [master, stdin] if interactive else [master]
     try:
-        with _raw(stdin) if interactive else contextlib.nullcontext():
+        with raw(stdin) if interactive else contextlib.nullcontext():
             while True:
                 ready, _, _ = select.select(readers, [], [])
                 if master in ready:
@@ -98,18 +98,18 @@ def relay(master: int, interactive: bool, log: LogWriter | None = None, echo: bo
                     if log is not None:
                         log.write("stdout", data)
                     if echo:
-                        _write_all(stdout, data)
+                        write_all(stdout, data)
                 if stdin in ready:
                     data = os.read(stdin, CHUNK)
                     if data:
-                        _write_all(master, data)
+                        write_all(master, data)
                     else:
                         readers.remove(stdin)  # end of input; keep reading the container's output
     finally:
         signal.signal(signal.SIGWINCH, previous)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

@@ -34,6 +34,7 @@ from shared.errors import usage
 CHUNK = 1 << 16
 BATCH = 1 << 20  # what the pump reads at once, at most
 BUSY = 0.01  # s: the pump's wait before reading a stream that keeps writing (the most output is delayed)
+FIRST_AT_MOST = 0.02  # s: the longest pump(first=...) reads before it returns
 LOG_NAME = "container.log"
 DRIVERS = ("json-file", "local", "none")
 OTHER_DOCKER_DRIVERS = ("syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs",
@@ -225,32 +226,38 @@ def _slice_end(data: bytes, start: int) -> int:
     return end
 
 
-def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
+def pump(streams: dict[int, str], log: LogWriter | None, echo: bool, first: float | None = None) -> bool:
     """Copy the container's stdout/stderr pipes to the log, if any (and, when ``echo``, to ours) until both
     close: which happens only when every process holding them is gone.
 
     What the runner spends here is outside the container's CPU limit, and it is paid per wakeup (select, read,
-    a time stamp, a write) as much as per byte: a stream that keeps writing is read in batches, by waiting
-    BUSY after a read that came within BUSY of the last one (so a prompt after a pause is shown at once, and
-    nothing waits longer than BUSY), from a pipe widened to hold what comes meanwhile. Only reads that got
-    data count: the end of the streams (a command that exits, its pipes closing one wakeup apart) is never
-    waited for."""
+    a time stamp, a write) as much as per byte: a stream that keeps writing is read in batches (:class:`Pacer`),
+    from a pipe widened to hold what comes meanwhile. Each stream is read as soon as it is ready otherwise, so
+    that what a command writes to both in turns comes out in the order written, unless the two writes came
+    closer together than the runner wakes (two pipes carry no order between them: docs/commands.md).
+
+    With ``first`` (seconds), only the command's first moments: return as soon as nothing came for ``first``,
+    or after FIRST_AT_MOST (the streams then stay open, for the next call), reading each stream as soon as it
+    is ready, without batching. Whether any stream is still open."""
     targets = {"stdout": sys.stdout.fileno(), "stderr": sys.stderr.fileno()}
     open_fds = dict(streams)
     for fd in open_fds:
         with contextlib.suppress(OSError):  # not a pipe, or above the limit for an unprivileged runner
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, BATCH)
-    last = 0.0
+    pacer = Pacer()
+    end = time.monotonic() + FIRST_AT_MOST
     while open_fds:
-        ready, _, _ = select.select(list(open_fds), [], [])
-        got = False
+        ready, _, _ = select.select(list(open_fds), [], [], first)
+        if first is not None and (not ready or time.monotonic() > end):
+            return True
+        got: set[str] = set()
         for fd in ready:
             data = os.read(fd, BATCH)
             if not data:
                 del open_fds[fd]
                 continue
-            got = True
             stream = open_fds[fd]
+            got.add(stream)
             if log is not None:
                 log.write(stream, data)
             if echo:
@@ -258,10 +265,34 @@ def pump(streams: dict[int, str], log: LogWriter | None, echo: bool) -> None:
                     _write_all(targets[stream], data)
                 except OSError:  # our terminal went away: keep logging, stop echoing
                     echo = False
-        if got:
-            if time.monotonic() - last < BUSY and open_fds:
+        if first is None:
+            pacer.wait(got, bool(open_fds))
+    return False
+
+
+class Pacer:
+    """When to read a stream that keeps writing in batches: by waiting BUSY after a read that came within BUSY of
+    the same stream's last one (so a prompt after a pause is shown at once, and nothing waits longer than BUSY),
+    but only while no other stream wrote for BUSY: batching two streams that take turns would put one's batch
+    before the other's, out of the order written. Only reads that got data count: the end of the streams (a
+    command that exits, its pipes closing one wakeup apart) is never waited for."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+
+    def wait(self, got: set[str], still_open: bool) -> None:
+        """After a wakeup that read ``got`` (the streams that had data)."""
+        if not got:
+            return
+        now = time.monotonic()
+        if len(got) == 1 and still_open:
+            (stream,) = got
+            alone = all(now - at >= BUSY for other, at in self.last.items() if other != stream)
+            if alone and now - self.last.get(stream, -BUSY) < BUSY:
                 time.sleep(BUSY)
-            last = time.monotonic()
+                now = time.monotonic()
+        for stream in got:
+            self.last[stream] = now
 
 
 def feed(src: int, dst: int) -> None:

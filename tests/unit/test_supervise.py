@@ -174,14 +174,15 @@ def _pump_sleeps(monkeypatch: pytest.MonkeyPatch, stdio: Stdio, *script: tuple[i
     steps = list(script)
     real_select = writer.select.select
 
-    def select(r: list[int], w: list[int], x: list[int]) -> tuple[list[int], list[int], list[int]]:
+    def select(r: list[int], w: list[int], x: list[int], *timeout: float | None) \
+            -> tuple[list[int], list[int], list[int]]:
         if steps:
             fd, data = steps.pop(0)
             if data is None:
                 os.close(fd)
             else:
                 os.write(fd, data)
-        return real_select(r, w, x)
+        return real_select(r, w, x, *timeout)
 
     monkeypatch.setattr(writer.time, "sleep", slept.append)
     monkeypatch.setattr(writer.time, "monotonic", lambda: 100.0)
@@ -202,6 +203,14 @@ def test_a_stream_that_keeps_writing_is_read_in_batches(monkeypatch: pytest.Monk
     """Data right after data: one wait of BUSY before the next read; none for the end that follows."""
     out, err = stdio.child[1], stdio.child[2]
     assert _pump_sleeps(monkeypatch, stdio, (out, b"one"), (out, b"two"), (out, None), (err, None)) == [writer.BUSY]
+
+
+def test_streams_that_take_turns_are_not_batched(monkeypatch: pytest.MonkeyPatch, stdio: Stdio) -> None:
+    """stdout, stderr, stdout... each right after the other: no batching wait (it would put one stream's batch
+    before the other's, out of the order written); a stream alone again is batched."""
+    out, err = stdio.child[1], stdio.child[2]
+    assert _pump_sleeps(monkeypatch, stdio, (out, b"1"), (err, b"2"), (out, b"3"), (err, b"4"), (out, None),
+                        (err, None)) == []
 
 
 def test_without_feed_the_process_reads_end_of_input(stdio: Stdio) -> None:
