@@ -4,27 +4,13 @@ needs matplotlib, which only scripts/bench installs: it is drawn, and looked at,
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench-report"
+from tests.scripts import load_script
 
-
-def load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("bench_report", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-report = load()
+report = load_script("bench-report")
 
 
 def samples(*walls: float, rss: int = 2048) -> list[dict[str, float]]:
