@@ -125,7 +125,7 @@ def test_custom_detach_keys_and_bad_ones(tools: Tools, stored_test_image: str, n
     bad = tools.runner("attach", "--detach-keys", "ctrl-1", "keys")
     assert bad.code != 0 and "Invalid detach keys (ctrl-1) provided" in bad.err
     before = tools.runner("ps", "-aq").out
-    bad = tools.runner("run", "--rm", "-it", "--detach-keys", "ctrl-a,ab", stored_test_image, "true")
+    bad = tools.runner("run", "--rm", "-d", "--detach-keys", "ctrl-a,ab", stored_test_image, "true")
     assert bad.code == 125 and "Invalid detach keys (ctrl-a,ab) provided" in bad.err
     assert tools.runner("ps", "-aq").out == before  # refused before anything was made
     stopped = tools.runner("create", "--name", "idle", stored_test_image, "true")
