@@ -1,0 +1,202 @@
+"""``runner cp`` and ``runner diff`` (issue 22) as a user types them: Docker's archive rules both ways on running
+and stopped containers, ``-`` tar streams, ``-a`` ownership, a user's (rootless) store, and what a hostile
+container may try against the host through cp (symlinks to host paths, a component swapped during the copy,
+fifos and devices); diff's A/C/D lines in Docker's order."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.marks import needs_root, needs_tools
+from tests.tools import Result, Tools, one_line_error, runner_command, wait_until
+
+pytestmark = [needs_root, needs_tools]
+
+SETUP = ("mkdir -p /d/sub && echo f > /d/f && echo g > /d/sub/g && echo file > /file && ln -s /d /dlink && "
+         "ln -s file /flink && chown 1000:1001 /file && mkdir /empty")
+
+
+def _start(tools: Tools, image: str, name: str, state: str, setup: str) -> None:
+    """A container NAME that ran SETUP: left exited, or running on (sleeping) once SETUP is done."""
+    if state == "stopped":
+        made = tools.runner("run", "--name", name, image, "sh", "-c", setup)
+        assert made.code == 0, made.err
+        return
+    made = tools.runner("run", "-d", "--name", name, image, "sh", "-c", f"{setup} && touch /ready && exec sleep 600")
+    assert made.code == 0, made.err
+    wait_until(lambda: tools.runner("exec", name, "test", "-e", "/ready").code == 0, "the setup ran")
+
+
+@pytest.fixture(params=["stopped", "running"])
+def box(request: pytest.FixtureRequest, tools: Tools, stored_test_image: str) -> Iterator[str]:
+    _start(tools, stored_test_image, "box", request.param, SETUP)
+    try:
+        yield "box"
+    finally:
+        tools.runner("rm", "-f", "box")
+
+
+def cp(tools: Tools, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(runner_command(tools, "cp", *args), input=stdin, capture_output=True, timeout=60,
+                          env=tools.environ())
+
+
+def ok(tools: Tools, *args: str) -> None:
+    done = cp(tools, *args)
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def fails(tools: Tools, *args: str, text: str, code: int = 125) -> None:
+    done = cp(tools, *args)
+    one_line_error(Result(done.returncode, done.stdout.decode(), done.stderr.decode()), code, text)
+
+
+def tree(top: Path) -> dict[str, str]:
+    """path -> content (files), '->target' (symlinks), '/' (directories) below TOP."""
+    out = {}
+    for dirpath, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = Path(dirpath, n)
+            rel = str(p.relative_to(top))
+            out[rel] = f"->{os.readlink(p)}" if p.is_symlink() else "/" if p.is_dir() else p.read_text()
+    return out
+
+
+def members(data: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name.rstrip("/"): m for m in tar.getmembers()}
+
+
+# -- out of the container ---------------------------------------------------------------------------------------
+
+
+def test_copy_out_follows_dockers_rules(tools: Tools, box: str, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "adir").mkdir()
+    (host / "adir2").mkdir()
+    (host / "afile").write_text("old\n")
+    ok(tools, f"{box}:/file", str(host / "new"))  # file -> missing: created as DEST
+    assert (host / "new").read_text() == "file\n"
+    ok(tools, f"{box}:/file", str(host / "afile"))  # file -> file: overwritten
+    assert (host / "afile").read_text() == "file\n"
+    ok(tools, f"{box}:/file", str(host / "adir"))  # file -> dir: into it, SRC's name
+    assert (host / "adir/file").read_text() == "file\n"
+    fails(tools, f"{box}:/file", str(host / "nodir") + "/", text="no such directory", code=125)
+    ok(tools, f"{box}:/d", str(host / "newdir"))  # dir -> missing: created with SRC's content
+    assert tree(host / "newdir") == {"f": "f\n", "sub": "/", "sub/g": "g\n"}
+    ok(tools, f"{box}:/d", str(host / "adir"))  # dir -> dir: into it
+    assert tree(host / "adir/d") == {"f": "f\n", "sub": "/", "sub/g": "g\n"}
+    ok(tools, f"{box}:/d/.", str(host / "adir2"))  # dir/. -> dir: its content
+    assert tree(host / "adir2") == {"f": "f\n", "sub": "/", "sub/g": "g\n"}
+    fails(tools, f"{box}:/d", str(host / "afile"), text="cannot copy directory")
+    fails(tools, f"{box}:/nosuch", str(host / "x"), text=f"Could not find the file /nosuch in container {box}")
+    fails(tools, f"{box}:/file", str(host / "no/such/x"), text=f'invalid output path: directory "{host}/no/such" '
+          "does not exist")
+    ok(tools, f"{box}:/flink", str(host / "link"))  # a symlink is copied as one
+    assert os.readlink(host / "link") == "file"
+    ok(tools, "-L", f"{box}:/flink", str(host / "followed"))  # -L: its target, under the link's name
+    assert (host / "followed").read_text() == "file\n"
+    ok(tools, f"{box}:/dlink/", str(host / "viadir"))  # DIR/ follows a link at its end
+    assert tree(host / "viadir") == {"f": "f\n", "sub": "/", "sub/g": "g\n"}
+
+
+def test_copy_out_to_a_tar_stream(tools: Tools, box: str, tmp_path: Path) -> None:
+    done = cp(tools, f"{box}:/d", "-")
+    assert done.returncode == 0, done.stderr.decode()
+    entries = members(done.stdout)
+    assert sorted(entries) == ["d", "d/f", "d/sub", "d/sub/g"]
+    (tmp_path / "x").mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tmp_path / "x")], input=done.stdout, check=True)  # GNU tar reads it
+    listed = subprocess.run(["tar", "-tv"], input=done.stdout, capture_output=True, check=True).stdout.decode()
+    assert "d/sub/g" in listed
+    assert tree(tmp_path / "x/d") == {"f": "f\n", "sub": "/", "sub/g": "g\n"}
+    owned = members(cp(tools, f"{box}:/file", "-").stdout)["file"]
+    assert (owned.uid, owned.gid) == (1000, 1001)  # the ids as the container sees them
+
+
+def test_ownership_out(tools: Tools, box: str, tmp_path: Path) -> None:
+    ok(tools, f"{box}:/file", str(tmp_path / "mine"))
+    assert (os.stat(tmp_path / "mine").st_uid, os.stat(tmp_path / "mine").st_gid) == (0, 0)  # the caller's
+    ok(tools, "-a", f"{box}:/file", str(tmp_path / "kept"))
+    assert (os.stat(tmp_path / "kept").st_uid, os.stat(tmp_path / "kept").st_gid) == (1000, 1001)
+
+
+# -- into the container -----------------------------------------------------------------------------------------
+
+
+def test_copy_in_follows_dockers_rules(tools: Tools, box: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "f").write_text("F\n")
+    (src / "sub/g").write_text("G\n")
+    one = tmp_path / "one.txt"
+    one.write_text("one\n")
+    os.chown(one, 1234, 5678)
+    ok(tools, str(one), f"{box}:/newfile")  # file -> missing
+    ok(tools, str(one), f"{box}:/file")  # file -> existing file: overwritten
+    ok(tools, str(one), f"{box}:/d")  # file -> dir: into it
+    ok(tools, str(one), f"{box}:/dlink")  # DEST a link to a dir: followed, inside the container
+    fails(tools, str(one), f"{box}:/nodir/", text="no such directory")
+    ok(tools, str(src), f"{box}:/newdir")  # dir -> missing: created
+    ok(tools, str(src), f"{box}:/empty")  # dir -> dir: into it
+    ok(tools, str(src) + "/.", f"{box}:/d")  # dir/. -> dir: content
+    fails(tools, str(src), f"{box}:/file", text="cannot copy directory")
+    fails(tools, str(one), f"{box}:/no/such/x", text=f"Could not find the file /no/such in container {box}")
+    fails(tools, str(tmp_path / "nosuch"), f"{box}:/x", text=f"lstat {tmp_path}/nosuch: no such file or directory")
+    fails(tools, str(one), f"{box}:/file/x", text="extraction point is not a directory")
+    out = tmp_path / "back"
+    ok(tools, f"{box}:/", str(out))
+    assert (out / "newfile").read_text() == (out / "file").read_text() == (out / "d/one.txt").read_text() == "one\n"
+    assert tree(out / "newdir") == tree(src) == tree(out / "empty/src")
+    assert (out / "d/f").read_text() == "F\n" and (out / "d/sub/g").read_text() == "G\n"
+    assert os.readlink(out / "dlink") == "/d"
+    entries = members(cp(tools, f"{box}:/newfile", "-").stdout)
+    assert (entries["newfile"].uid, entries["newfile"].gid) == (0, 0)  # Docker: root's in the container
+    ok(tools, "-a", str(one), f"{box}:/kept")
+    entries = members(cp(tools, f"{box}:/kept", "-").stdout)
+    assert (entries["kept"].uid, entries["kept"].gid) == (1234, 5678)
+
+
+def test_copy_in_from_a_tar_stream(tools: Tools, box: str, tmp_path: Path) -> None:
+    (tmp_path / "t/dir").mkdir(parents=True)
+    (tmp_path / "t/dir/x").write_text("x\n")
+    stream = subprocess.run(["tar", "-c", "-C", str(tmp_path / "t"), "dir"], capture_output=True, check=True).stdout
+    done = cp(tools, "-", f"{box}:/d", stdin=stream)
+    assert done.returncode == 0, done.stderr.decode()
+    assert members(cp(tools, f"{box}:/d/dir/x", "-").stdout)["x"].size == 2
+    done = cp(tools, "-", f"{box}:/file", stdin=stream)
+    one_line_error(Result(done.returncode, "", done.stderr.decode()), 125, f'destination "{box}:/file" must be a '
+                   "directory")
+
+
+def test_running_container_sees_the_copy_and_its_volumes(tools: Tools, stored_test_image: str,
+                                                         tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    made = tools.runner("run", "-d", "--name", "live", "-v", f"{vol}:/vol", stored_test_image, "sleep", "600")
+    assert made.code == 0, made.err
+    try:
+        (tmp_path / "a.txt").write_text("a\n")
+        ok(tools, str(tmp_path / "a.txt"), "live:/vol/")
+        assert (vol / "a.txt").read_text() == "a\n"  # under the volume, as Docker's cp
+        ok(tools, str(tmp_path / "a.txt"), "live:/tmp/")
+        seen = tools.runner("exec", "live", "cat", "/tmp/a.txt", "/vol/a.txt")
+        assert seen.out == "a\na\n", seen.err
+        fails(tools, str(tmp_path / "a.txt"), "live:/proc/sys/kernel/", text="not in its own file system")
+    finally:
+        tools.runner("rm", "-f", "live")
+
+
+def test_usage_errors(tools: Tools, box: str) -> None:
+    fails(tools, "/a", "/b", text="must specify at least one container source")
+    fails(tools, f"{box}:/a", f"{box}:/b", text="copying between containers is not supported")
+    fails(tools, "nosuch:/a", "/tmp/x", text="no such container: nosuch")
