@@ -200,3 +200,139 @@ def test_usage_errors(tools: Tools, box: str) -> None:
     fails(tools, "/a", "/b", text="must specify at least one container source")
     fails(tools, f"{box}:/a", f"{box}:/b", text="copying between containers is not supported")
     fails(tools, "nosuch:/a", "/tmp/x", text="no such container: nosuch")
+
+
+# -- a hostile container ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[Path]:
+    """A host directory a hostile container aims at: a file whose content must never leave the host, and which
+    nothing may change or join."""
+    where = tmp_path / "sentinel"
+    where.mkdir()
+    (where / "secret").write_text("HOST SECRET\n")
+    yield where
+    assert sorted(os.listdir(where)) == ["secret"]
+    assert (where / "secret").read_text() == "HOST SECRET\n"
+
+
+def _hostile_setup(sentinel: Path) -> str:
+    up = "../" * 12
+    return (f"ln -s {sentinel} /abs && ln -s {up}{str(sentinel).lstrip('/')} /rel && ln -s / /rootlink && "
+            f"ln -s {sentinel}/secret /secretlink && mkfifo /fifo && mknod /null c 1 3 && mkdir -p /abs2 && "
+            "echo mine > /abs2/secret")
+
+
+@pytest.mark.parametrize("state", ["stopped", "running"])
+def test_symlinks_to_host_paths_stay_in_the_container(tools: Tools, stored_test_image: str, sentinel: Path,
+                                                      tmp_path: Path, state: str) -> None:
+    _start(tools, stored_test_image, "evil", state, _hostile_setup(sentinel))
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        for src in ("evil:/abs/secret", "evil:/rel/secret", "evil:/abs/.", "evil:/rel/"):
+            done = cp(tools, src, "-")  # resolved inside the container, where the path does not exist
+            assert done.returncode != 0 and b"HOST SECRET" not in done.stdout, done.stderr
+        for args in (("-L", "evil:/secretlink", "-"), ("evil:/secretlink/", "-")):
+            done = cp(tools, *args)
+            assert b"HOST SECRET" not in done.stdout
+        done = cp(tools, "evil:/rootlink/etc/passwd", "-")  # a component that is a link to / : the container's /
+        assert done.returncode == 0, done.stderr
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+            member = tar.extractfile("passwd")
+            assert member is not None
+            assert member.read().decode().startswith("root:x:0:0:root:/root:/bin/sh")  # busybox's, not the host's
+        (tmp_path / "payload").write_text("PAYLOAD\n")
+        for dest in ("evil:/abs/", "evil:/abs/secret", "evil:/rel/", "evil:/secretlink", "evil:/rootlink" +
+                     str(sentinel)):
+            cp(tools, str(tmp_path / "payload"), dest)  # lands inside the container or fails; never on the host
+        ok(tools, "evil:/", str(out / "all"))  # symlinks come out as symlinks, never followed on the way
+        assert os.readlink(out / "all/abs") == str(sentinel)
+    finally:
+        tools.runner("rm", "-f", "evil")
+
+
+def test_a_tar_stream_cannot_escape(tools: Tools, stored_test_image: str, sentinel: Path, tmp_path: Path) -> None:
+    """``cp - C:/dir`` with a hostile archive: ``..`` names, and a symlink entry that a later entry writes through."""
+    _start(tools, stored_test_image, "evil", "stopped", "mkdir /in")
+    try:
+        for names in ((("../../../../../../../../../.." + str(sentinel) + "/secret"), "x"),):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                link = tarfile.TarInfo("esc")
+                link.type, link.linkname = tarfile.SYMTYPE, str(sentinel)
+                tar.addfile(link)
+                for name in ("esc/secret", *names):
+                    info = tarfile.TarInfo(name)
+                    info.size = 6
+                    tar.addfile(info, io.BytesIO(b"EVIL!\n"))
+            done = cp(tools, "-", "evil:/in", stdin=buf.getvalue())
+            assert done.returncode == 125, done.stderr
+    finally:
+        tools.runner("rm", "-f", "evil")
+
+
+def test_a_component_swapped_during_the_copy(tools: Tools, stored_test_image: str, sentinel: Path,
+                                             tmp_path: Path) -> None:
+    """CVE-2018-15664: a process in the container flips /race between a directory and a symlink to the host's
+    sentinel as fast as it can while cp writes into it and reads from it; nothing reaches the sentinel."""
+    flip = (f"mkdir -p /real && echo inside > /real/secret && while :; do ln -sfn {sentinel} /race.tmp && "
+            "mv -T /race.tmp /race; ln -sfn /real /race.tmp && mv -T /race.tmp /race; done")
+    made = tools.runner("run", "-d", "--name", "racer", stored_test_image, "sh", "-c", flip)
+    assert made.code == 0, made.err
+    try:
+        (tmp_path / "payload").write_text("PAYLOAD\n")
+        deadline = time.monotonic() + 8
+        copies = 0
+        while time.monotonic() < deadline:
+            cp(tools, str(tmp_path / "payload"), "racer:/race/")
+            done = cp(tools, "racer:/race/secret", "-")
+            assert b"HOST SECRET" not in done.stdout
+            copies += 1
+        assert copies > 3
+    finally:
+        tools.runner("rm", "-f", "racer")
+
+
+@pytest.mark.parametrize("state", ["stopped", "running"])
+def test_fifos_and_devices_do_not_block_or_leak(tools: Tools, stored_test_image: str, sentinel: Path,
+                                                tmp_path: Path, state: str) -> None:
+    _start(tools, stored_test_image, "evil", state, _hostile_setup(sentinel))
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        ok(tools, "evil:/fifo", str(out / "fifo"))  # made as a fifo; never opened
+        assert os.path.exists(out / "fifo") and not (out / "fifo").is_file()
+        done = cp(tools, "evil:/null", str(out / "null"))  # no device node reaches the host
+        assert done.returncode == 0 and not os.path.lexists(out / "null"), done.stderr
+        assert b"left out device node" in done.stderr
+        done = cp(tools, "evil:/", "-")  # the whole tree; on a running one /proc, /sys, /dev stay empty
+        assert done.returncode == 0, done.stderr
+        names = {n.removeprefix("./"): m for n, m in members(done.stdout).items()}
+        assert "fifo" in names and names["null"].ischr()
+        if state == "running":  # (a stopped one has the -init layer's placeholders there, as Docker's)
+            assert not any(n.startswith(("proc/", "sys/", "dev/")) for n in names)
+            fails(tools, "evil:/proc/self/environ", str(out / "env"), text="Could not find the file")
+            fails(tools, "evil:/dev/null", str(out / "devnull"), text="Could not find the file")
+    finally:
+        tools.runner("rm", "-f", "evil")
+
+
+# -- diff -------------------------------------------------------------------------------------------------------
+
+
+def test_diff_lists_the_changes_as_docker(tools: Tools, stored_test_image: str) -> None:
+    edit = ("echo changed > /etc/layer1.txt; rm /etc/layer2.txt; rm -rf /data && mkdir /data && echo fresh > "
+            "/data/only.txt; echo hi > /new.txt; mkdir -p /a/b && touch /a/b/c")
+    made = tools.runner("run", "--name", "edited", stored_test_image, "sh", "-c", edit)
+    assert made.code == 0, made.err
+    try:
+        listed = tools.runner("diff", "edited")
+        assert listed.code == 0, listed.err
+        lines = listed.out.splitlines()
+        assert lines == ["A /a", "A /a/b", "A /a/b/c", "D /data", "A /data/only.txt", "C /etc",
+                         "C /etc/layer1.txt", "D /etc/layer2.txt", "A /new.txt"], lines
+        one_line_error(tools.runner("diff", "nosuch"), 125, "no such container: nosuch")
+    finally:
+        tools.runner("rm", "-f", "edited")
