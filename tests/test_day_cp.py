@@ -224,51 +224,66 @@ def _hostile_setup(sentinel: Path) -> str:
             "echo mine > /abs2/secret")
 
 
-@pytest.mark.parametrize("state", ["stopped", "running"])
-def test_symlinks_to_host_paths_stay_in_the_container(tools: Tools, stored_test_image: str, sentinel: Path,
-                                                      tmp_path: Path, state: str) -> None:
-    _start(tools, stored_test_image, "evil", state, _hostile_setup(sentinel))
+@pytest.fixture(params=["stopped", "running"])
+def evil(request: pytest.FixtureRequest, tools: Tools, stored_test_image: str, sentinel: Path) -> Iterator[str]:
+    """A container whose tree aims at the sentinel (and holds a fifo and a device node), stopped or running."""
+    _start(tools, stored_test_image, "evil", request.param, _hostile_setup(sentinel))
     try:
-        out = tmp_path / "out"
-        out.mkdir()
-        for src in ("evil:/abs/secret", "evil:/rel/secret", "evil:/abs/.", "evil:/rel/"):
-            done = cp(tools, src, "-")  # resolved inside the container, where the path does not exist
-            assert done.returncode != 0 and b"HOST SECRET" not in done.stdout, done.stderr
-        for args in (("-L", "evil:/secretlink", "-"), ("evil:/secretlink/", "-")):
-            done = cp(tools, *args)
-            assert b"HOST SECRET" not in done.stdout
-        done = cp(tools, "evil:/rootlink/etc/passwd", "-")  # a component that is a link to / : the container's /
-        assert done.returncode == 0, done.stderr
-        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-            member = tar.extractfile("passwd")
-            assert member is not None
-            assert member.read().decode().startswith("root:x:0:0:root:/root:/bin/sh")  # busybox's, not the host's
-        (tmp_path / "payload").write_text("PAYLOAD\n")
-        for dest in ("evil:/abs/", "evil:/abs/secret", "evil:/rel/", "evil:/secretlink", "evil:/rootlink" +
-                     str(sentinel)):
-            cp(tools, str(tmp_path / "payload"), dest)  # lands inside the container or fails; never on the host
-        ok(tools, "evil:/", str(out / "all"))  # symlinks come out as symlinks, never followed on the way
-        assert os.readlink(out / "all/abs") == str(sentinel)
+        yield request.param
     finally:
         tools.runner("rm", "-f", "evil")
 
 
-def test_a_tar_stream_cannot_escape(tools: Tools, stored_test_image: str, sentinel: Path, tmp_path: Path) -> None:
-    """``cp - C:/dir`` with a hostile archive: ``..`` names, and a symlink entry that a later entry writes through."""
+def test_symlinks_to_host_paths_stay_in_the_container(tools: Tools, evil: str, sentinel: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    for src in ("evil:/abs/secret", "evil:/rel/secret", "evil:/abs/.", "evil:/rel/"):
+        done = cp(tools, src, "-")  # resolved inside the container, where the path does not exist
+        assert done.returncode != 0 and b"HOST SECRET" not in done.stdout, done.stderr
+    for args in (("-L", "evil:/secretlink", "-"), ("evil:/secretlink/", "-")):
+        done = cp(tools, *args)
+        assert b"HOST SECRET" not in done.stdout
+    done = cp(tools, "evil:/rootlink/etc/passwd", "-")  # a component that is a link to / : the container's /
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        member = tar.extractfile("passwd")
+        assert member is not None
+        assert member.read().decode().startswith("root:x:0:0:root:/root:/bin/sh")  # busybox's, not the host's
+    (tmp_path / "payload").write_text("PAYLOAD\n")
+    for dest in ("evil:/abs/", "evil:/abs/secret", "evil:/rel/", "evil:/secretlink", "evil:/rootlink" +
+                 str(sentinel)):
+        cp(tools, str(tmp_path / "payload"), dest)  # lands inside the container or fails; never on the host
+    ok(tools, "evil:/", str(out / "all"))  # symlinks come out as symlinks, never followed on the way
+    assert os.readlink(out / "all/abs") == str(sentinel)
+
+
+def _archive(*entries: tuple[str, str | None]) -> bytes:
+    """A tar of (name, symlink target or None for a file holding EVIL)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, target in entries:
+            info = tarfile.TarInfo(name)
+            if target is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                tar.addfile(info)
+            else:
+                info.size = 6
+                tar.addfile(info, io.BytesIO(b"EVIL!\n"))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("archive", ["dotdot", "absolute-link", "relative-link"])
+def test_a_tar_stream_cannot_escape(tools: Tools, stored_test_image: str, sentinel: Path, archive: str) -> None:
+    """``cp - C:/dir`` with a hostile archive: ``..`` names, or a symlink entry a later entry writes through."""
+    up = "../" * 12
+    data = {"dotdot": _archive((f"{up}{str(sentinel).lstrip('/')}/secret", None)),
+            "absolute-link": _archive(("esc", str(sentinel)), ("esc/secret", None)),
+            "relative-link": _archive(("esc", up + str(sentinel).lstrip("/")), ("esc/secret", None))}[archive]
     _start(tools, stored_test_image, "evil", "stopped", "mkdir /in")
     try:
-        for names in ((("../../../../../../../../../.." + str(sentinel) + "/secret"), "x"),):
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                link = tarfile.TarInfo("esc")
-                link.type, link.linkname = tarfile.SYMTYPE, str(sentinel)
-                tar.addfile(link)
-                for name in ("esc/secret", *names):
-                    info = tarfile.TarInfo(name)
-                    info.size = 6
-                    tar.addfile(info, io.BytesIO(b"EVIL!\n"))
-            done = cp(tools, "-", "evil:/in", stdin=buf.getvalue())
-            assert done.returncode == 125, done.stderr
+        done = cp(tools, "-", "evil:/in", stdin=data)
+        one_line_error(Result(done.returncode, "", done.stderr.decode()), 125, "refusing path")
     finally:
         tools.runner("rm", "-f", "evil")
 
@@ -295,28 +310,22 @@ def test_a_component_swapped_during_the_copy(tools: Tools, stored_test_image: st
         tools.runner("rm", "-f", "racer")
 
 
-@pytest.mark.parametrize("state", ["stopped", "running"])
-def test_fifos_and_devices_do_not_block_or_leak(tools: Tools, stored_test_image: str, sentinel: Path,
-                                                tmp_path: Path, state: str) -> None:
-    _start(tools, stored_test_image, "evil", state, _hostile_setup(sentinel))
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        ok(tools, "evil:/fifo", str(out / "fifo"))  # made as a fifo; never opened
-        assert os.path.exists(out / "fifo") and not (out / "fifo").is_file()
-        done = cp(tools, "evil:/null", str(out / "null"))  # no device node reaches the host
-        assert done.returncode == 0 and not os.path.lexists(out / "null"), done.stderr
-        assert b"left out device node" in done.stderr
-        done = cp(tools, "evil:/", "-")  # the whole tree; on a running one /proc, /sys, /dev stay empty
-        assert done.returncode == 0, done.stderr
-        names = {n.removeprefix("./"): m for n, m in members(done.stdout).items()}
-        assert "fifo" in names and names["null"].ischr()
-        if state == "running":  # (a stopped one has the -init layer's placeholders there, as Docker's)
-            assert not any(n.startswith(("proc/", "sys/", "dev/")) for n in names)
-            fails(tools, "evil:/proc/self/environ", str(out / "env"), text="Could not find the file")
-            fails(tools, "evil:/dev/null", str(out / "devnull"), text="Could not find the file")
-    finally:
-        tools.runner("rm", "-f", "evil")
+def test_fifos_and_devices_do_not_block_or_leak(tools: Tools, evil: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    ok(tools, "evil:/fifo", str(out / "fifo"))  # made as a fifo; never opened
+    assert os.path.exists(out / "fifo") and not (out / "fifo").is_file()
+    done = cp(tools, "evil:/null", str(out / "null"))  # no device node reaches the host
+    assert done.returncode == 0 and not os.path.lexists(out / "null"), done.stderr
+    assert b"left out device node" in done.stderr
+    done = cp(tools, "evil:/", "-")  # the whole tree; on a running one /proc, /sys, /dev stay empty
+    assert done.returncode == 0, done.stderr
+    names = {n.removeprefix("./"): m for n, m in members(done.stdout).items()}
+    assert "fifo" in names and names["null"].ischr()
+    if evil == "running":  # (a stopped one has the -init layer's placeholders there, as Docker's)
+        assert not any(n.startswith(("proc/", "sys/", "dev/")) for n in names)
+        fails(tools, "evil:/proc/self/environ", str(out / "env"), text="Could not find the file")
+        fails(tools, "evil:/dev/null", str(out / "devnull"), text="Could not find the file")
 
 
 # -- diff -------------------------------------------------------------------------------------------------------

@@ -15,14 +15,15 @@ layer's path is looked up the same way, never through one of its symlinks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
 from collections.abc import Iterator
 
 from runner.container.record import Container
-from shared.errors import Kind, StrataError
-from shared.layer.safepath import DirWalk, SafeRoot, lstat_at
+from shared.errors import StrataError
+from shared.layer.safepath import SafeRoot, lstat_at, proc_path, sorted_walk
 from shared.layer.whiteout import OverlayFormat
 from shared.store.layout import store_overlay
 
@@ -87,29 +88,9 @@ def _lookup(roots: list[SafeRoot], path: str) -> os.stat_result | None:
 
 def _walk(top_fd: int, fmt: OverlayFormat) -> Iterator[tuple[str, os.stat_result, bool]]:
     """(``/path``, lstat, opaque) of every entry below ``top_fd``, depth first, names in byte order."""
-    walk = DirWalk(top_fd)
-    todo = [sorted(os.listdir(top_fd), key=os.fsencode, reverse=True)]
-    try:
-        while todo:
-            if not todo[-1]:
-                todo.pop()
-                if todo and walk.leave() is None:
-                    raise StrataError("the container's rw layer changed while it was read; try again", Kind.STATE)
-                continue
-            name = todo[-1].pop()
-            st = lstat_at(walk.fd, name)
-            if st is None:
-                continue
-            path = "/" + walk.rel(name)
-            if not stat.S_ISDIR(st.st_mode):
-                yield path, st, False
-                continue
-            try:
-                walk.enter(name)
-            except OSError:
-                yield path, st, False
-                continue
-            yield path, st, fmt.is_opaque(walk.fd)
-            todo.append(sorted(os.listdir(walk.fd), key=os.fsencode, reverse=True))
-    finally:
-        walk.close()
+    for walk, name, st in sorted_walk(top_fd, lambda st: True):
+        opaque = False
+        if stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                opaque = os.getxattr(proc_path(walk.fd, name), fmt.opaque_xattr, follow_symlinks=False) == b"y"
+        yield "/" + walk.rel(name), st, opaque

@@ -19,7 +19,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from shared.errors import Kind, StrataError
 
@@ -299,6 +299,40 @@ class DirWalk:
         if self.fd != self.top:
             os.close(self.fd)
             self.fd = self.top
+
+
+def sorted_walk(top_fd: int, descend: Callable[[os.stat_result], bool],
+                cross_mounts: bool = False) -> Iterator[tuple[DirWalk, str, os.stat_result]]:
+    """``(walk, name, lstat)`` of every entry below ``top_fd``, depth first, names in byte order (Go's
+    filepath.Walk order, which ``docker diff`` prints); ``walk.fd`` is the entry's directory, ``walk.rel(name)``
+    its path. A directory is entered after it was yielded if ``descend(lstat)``; one removed or swapped for a
+    symlink since its lstat is not. In constant fds (:class:`DirWalk`). A directory on the way that is moved
+    meanwhile ends the walk with a :class:`StrataError`."""
+    walk = DirWalk(top_fd)
+    todo = [sorted(os.listdir(top_fd), key=os.fsencode, reverse=True)]  # per level: names left, the next last
+    try:
+        while todo:
+            if not todo[-1]:
+                todo.pop()
+                if todo and walk.leave() is None:
+                    raise StrataError("a directory being read was moved meanwhile", Kind.STATE)
+                continue
+            name = todo[-1].pop()
+            st = lstat_at(walk.fd, name)
+            if st is None:
+                continue  # removed since the listing
+            yield walk, name, st
+            if not (stat.S_ISDIR(st.st_mode) and descend(st)):
+                continue
+            try:
+                walk.enter(name, cross_mounts)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    continue
+                raise
+            todo.append(sorted(os.listdir(walk.fd), key=os.fsencode, reverse=True))
+    finally:
+        walk.close()
 
 
 # -- removing a tree ---------------------------------------------------------------------------------------------

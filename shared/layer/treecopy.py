@@ -13,7 +13,6 @@ after removing what stood there (never opening it), and writes nothing on a file
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import sys
@@ -23,7 +22,7 @@ from typing import BinaryIO, Protocol, cast
 
 from shared.errors import Kind, StrataError
 from shared.layer.pack import _FdReader, _open_same, _set_mtime
-from shared.layer.safepath import DirWalk, SafeRoot, lstat_at, split
+from shared.layer.safepath import SafeRoot, lstat_at, sorted_walk, split
 
 Ids = Callable[[int, int], tuple[int, int]]
 CHUNK = 1 << 20
@@ -94,38 +93,14 @@ class TreeReader:
             os.close(fd)
 
     def _walk(self, top_fd: int, prefix: str) -> Iterator[Entry]:
-        walk = DirWalk(top_fd)
-        todo = [sorted(os.listdir(top_fd), key=os.fsencode, reverse=True)]
-        try:
-            while todo:
-                if not todo[-1]:
-                    todo.pop()
-                    if todo and walk.leave() is None:
-                        raise StrataError("a directory being copied was moved meanwhile", Kind.STATE)
-                    continue
-                name = todo[-1].pop()
-                rel = prefix + walk.rel(name)
-                try:
-                    st = os.stat(name, dir_fd=walk.fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed since the listing
-                if not stat.S_ISDIR(st.st_mode):
-                    yield from self._leaf(walk.fd, name, rel, st)
-                    continue
-                info = self._info(rel + "/", st)
+        for walk, name, st in sorted_walk(top_fd, self._ok, cross_mounts=True):
+            rel = prefix + walk.rel(name)
+            if stat.S_ISDIR(st.st_mode):  # (one on a file system not allowed, a mount point of /proc, /sys,
+                info = self._info(rel + "/", st)  # /dev..., is not entered: empty, as Docker sees it)
                 info.type = tarfile.DIRTYPE
                 yield info, None
-                if not self._ok(st):
-                    continue  # a mount point of /proc, /sys, /dev...: the directory, as Docker sees it, empty
-                try:
-                    walk.enter(name, cross_mounts=True)
-                except OSError as e:
-                    if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                        continue  # removed or swapped for a symlink since the lstat: not followed
-                    raise
-                todo.append(sorted(os.listdir(walk.fd), key=os.fsencode, reverse=True))
-        finally:
-            walk.close()
+            else:
+                yield from self._leaf(walk.fd, name, rel, st)
 
     def _leaf(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> Iterator[Entry]:
         info = self._info(rel, st)
