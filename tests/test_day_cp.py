@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.marks import needs_root, needs_tools
-from tests.tools import Result, Tools, one_line_error, runner_command, wait_until
+from tests.rootless import User, UserTools, user
+from tests.tools import ROOT, Result, Tools, one_line_error, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -46,7 +47,7 @@ def box(request: pytest.FixtureRequest, tools: Tools, stored_test_image: str) ->
 
 def cp(tools: Tools, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(runner_command(tools, "cp", *args), input=stdin, capture_output=True, timeout=60,
-                          env=tools.environ())
+                          env=tools.environ(), cwd=ROOT)
 
 
 def ok(tools: Tools, *args: str) -> None:
@@ -200,6 +201,85 @@ def test_usage_errors(tools: Tools, box: str) -> None:
     fails(tools, "/a", "/b", text="must specify at least one container source")
     fails(tools, f"{box}:/a", f"{box}:/b", text="copying between containers is not supported")
     fails(tools, "nosuch:/a", "/tmp/x", text="no such container: nosuch")
+
+
+# -- a user's store; a container of its own ids ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["user"], indirect=True)
+@pytest.mark.parametrize("state", ["stopped", "running"])
+def test_a_users_store(tools: Tools, stored_test_image: str, tmp_path: Path, state: str) -> None:
+    """Without root: the container's files are reached in the user's namespace; what comes out is the user's own,
+    what goes in the container's root's (the user), with -a the ids the container sees (its subordinate ids)."""
+    assert isinstance(tools, UserTools)
+    _start(tools, stored_test_image, "ubox", state, SETUP)
+    try:
+        host = tmp_path / "uhost"
+        host.mkdir()
+        tools.hand_over(host)
+        (host / "in.txt").write_text("in\n")
+        tools.hand_over(host / "in.txt")
+        ok(tools, str(host / "in.txt"), "ubox:/d/")
+        entries = members(cp(tools, "ubox:/d/in.txt", "-").stdout)
+        assert (entries["in.txt"].uid, entries["in.txt"].gid) == (0, 0)
+        ok(tools, "ubox:/d", str(host / "out"))
+        assert (host / "out/in.txt").read_text() == "in\n" and (host / "out/sub/g").read_text() == "g\n"
+        assert os.stat(host / "out/f").st_uid == tools.user.uid
+        ok(tools, "-a", "ubox:/file", str(host / "kept"))
+        assert tools.user.subuids is not None
+        assert os.stat(host / "kept").st_uid == tools.user.subuids[0] + 999  # 1000 in the namespace
+        listed = tools.runner("diff", "ubox")
+        assert listed.code == 0 and "A /d/in.txt" in listed.out.splitlines(), listed
+    finally:
+        tools.runner("rm", "-f", "ubox")
+
+
+@pytest.fixture
+def owner(tmp_path: Path, tools: Tools) -> Iterator[User]:
+    """The user whose subordinate ids --userns=auto takes a block of (as tests/test_userns_auto.py)."""
+    homes = tmp_path / "homes"
+    homes.mkdir(mode=0o755)
+    with user(homes, ranges=True) as made:
+        tools.configure(**{"root-auto-userns-user": made.name})
+        try:
+            yield made
+        finally:
+            assert made.subuids is not None
+            for lease in Path("/run/strata-userns").glob(str(made.subuids[0])):
+                lease.unlink()
+
+
+@pytest.mark.parametrize("state", ["stopped", "running"])
+def test_a_container_of_its_own_ids(tools: Tools, owner: User, stored_test_image: str, tmp_path: Path,
+                                    state: str) -> None:
+    """--userns=auto: the container's ids are a block of the host's; cp maps them both ways."""
+    running = state == "running"
+    made = tools.runner("run", *(["-d"] if running else []), "--name=auto", "--userns=auto", stored_test_image, "sh",
+                        "-c", "chown 1000:1001 /etc/layer1.txt" + (" && exec sleep 600" if running else ""))
+    assert made.code == 0, made.err
+    try:
+        one = tmp_path / "one"
+        one.write_text("one\n")
+        os.chown(one, 1234, 5678)
+        ok(tools, str(one), "auto:/plain")
+        ok(tools, "-a", str(one), "auto:/kept")
+        entries = members(cp(tools, "auto:/plain", "-").stdout)
+        assert (entries["plain"].uid, entries["plain"].gid) == (0, 0)
+        entries = members(cp(tools, "auto:/kept", "-").stdout)
+        assert (entries["kept"].uid, entries["kept"].gid) == (1234, 5678)
+        wait_until(lambda: members(cp(tools, "auto:/etc/layer1.txt", "-").stdout)["layer1.txt"].uid == 1000,
+                   "the chown ran")
+        upper = next((tools.root / "containers").iterdir()) / "upper"
+        assert owner.subuids is not None
+        base = os.stat(upper).st_uid
+        assert owner.subuids[0] <= base < owner.subuids[0] + owner.subuids[1]
+        assert os.stat(upper / "plain").st_uid == base and os.stat(upper / "kept").st_uid == base + 1234
+        if running:
+            seen = tools.runner("exec", "auto", "ls", "-ln", "/plain", "/kept")
+            assert seen.out.split("\n")[0].split()[2:4] == ["1234", "5678"], seen
+            assert seen.out.split("\n")[1].split()[2:4] == ["0", "0"], seen
+    finally:
+        tools.runner("rm", "-f", "auto")
 
 
 # -- a hostile container ----------------------------------------------------------------------------------------
