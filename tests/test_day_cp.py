@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.marks import needs_root, needs_tools
-from tests.rootless import User, UserTools, user
+from tests.rootless import User, UserTools
+from tests.test_userns_auto import owner
 from tests.tools import ROOT, Result, Tools, one_line_error, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
+__all__ = ["owner"]  # the fixture: the user whose subordinate ids --userns=auto takes a block of
 
 SETUP = ("mkdir -p /d/sub && echo f > /d/f && echo g > /d/sub/g && echo file > /file && ln -s /d /dlink && "
          "ln -s file /flink && chown 1000:1001 /file && mkdir /empty")
@@ -232,21 +234,6 @@ def test_a_users_store(tools: Tools, stored_test_image: str, tmp_path: Path, sta
         assert listed.code == 0 and "A /d/in.txt" in listed.out.splitlines(), listed
     finally:
         tools.runner("rm", "-f", "ubox")
-
-
-@pytest.fixture
-def owner(tmp_path: Path, tools: Tools) -> Iterator[User]:
-    """The user whose subordinate ids --userns=auto takes a block of (as tests/test_userns_auto.py)."""
-    homes = tmp_path / "homes"
-    homes.mkdir(mode=0o755)
-    with user(homes, ranges=True) as made:
-        tools.configure(**{"root-auto-userns-user": made.name})
-        try:
-            yield made
-        finally:
-            assert made.subuids is not None
-            for lease in Path("/run/strata-userns").glob(str(made.subuids[0])):
-                lease.unlink()
 
 
 @pytest.mark.parametrize("state", ["stopped", "running"])
