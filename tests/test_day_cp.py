@@ -181,6 +181,21 @@ def test_copy_in_from_a_tar_stream(tools: Tools, box: str, tmp_path: Path) -> No
                    "directory")
 
 
+def test_a_created_container_starts_with_what_was_copied_in(tools: Tools, stored_test_image: str,
+                                                            tmp_path: Path) -> None:
+    """Docker's common use: a config copied into a container made with ``create``, before its first start."""
+    made = tools.runner("create", "--name", "fresh", stored_test_image, "cat", "/etc/app.conf")
+    assert made.code == 0, made.err
+    try:
+        (tmp_path / "app.conf").write_text("setting=1\n")
+        ok(tools, str(tmp_path / "app.conf"), "fresh:/etc/")
+        started = tools.runner("start", "-a", "fresh")
+        assert (started.code, started.out) == (0, "setting=1\n"), started.err
+        assert tools.runner("diff", "fresh").out.splitlines() == ["C /etc", "A /etc/app.conf"]
+    finally:
+        tools.runner("rm", "-f", "fresh")
+
+
 def test_running_container_sees_the_copy_and_its_volumes(tools: Tools, stored_test_image: str,
                                                          tmp_path: Path) -> None:
     vol = tmp_path / "vol"
