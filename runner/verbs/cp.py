@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from runner.container.record import Container, find, wait_exited
-from runner.spec import NETWORK_FILES
 from shared.errors import Kind, StrataError, not_found
 from shared.layer import copyrules
 from shared.layer.copyrules import absolute, asserts_dir, plan, split_dir_entry
@@ -112,12 +111,11 @@ def _mount_stopped(container: Container) -> int:
 
 
 def _allowed(container: Container, root_fd: int) -> frozenset[int]:
-    """The file systems of the container's own files: its root's, its volumes', its tmpfs' (not /proc, /sys,
-    /dev: what Docker's cp sees)."""
+    """The file systems whose directories cp may enter: the root's, its volumes', its tmpfs' (not /proc, /sys,
+    /dev: what Docker's cp sees). A file is judged by its directory's (a bound file, as /etc/hosts, is read)."""
     devs = {os.fstat(root_fd).st_dev}
     spec = container.spec
-    for target in [*(v.target for v in spec.volumes), *(t.target for t in spec.tmpfs),
-                   *(f"/etc/{n}" for n in NETWORK_FILES)]:
+    for target in [*(v.target for v in spec.volumes), *(t.target for t in spec.tmpfs)]:
         with contextlib.suppress(OSError):
             fd = resolve_in_root(root_fd, target, os.O_PATH, follow=True)
             st = os.fstat(fd)

@@ -177,6 +177,8 @@ class TreeWriter:
         self.keep_setid = keep_setid
         self.where = where  # how messages name the destination
         self.dirs: list[tuple[list[str], int, tarfile.TarInfo]] = []
+        self.made: set[str] = set()  # what this copy wrote (a hard link may name only these)
+        self.left_out: set[str] = set()  # device nodes not made (their hard links are not either)
 
     def close(self) -> None:
         self.root.close()
@@ -219,6 +221,7 @@ class TreeWriter:
             if old is not None:
                 os.unlink(name, dir_fd=parent)
             self._create(parent, name, parts, info, data)
+            self.made.add("/".join(parts))
         finally:
             os.close(parent)
 
@@ -236,6 +239,12 @@ class TreeWriter:
             return
         if info.islnk():
             target = split(info.linkname)
+            if "/".join(target) in self.left_out:
+                self.left_out.add("/".join(parts))
+                return
+            if "/".join(target) not in self.made:  # not a file of this copy's: one already there is not linked
+                raise StrataError(f"refusing hard link {info.name!r}: {info.linkname!r} is not in the archive before "
+                                  "it", Kind.HOSTILE)
             tparent = self.root.open_dir(target[:-1])
             try:
                 os.link(target[-1], name, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
@@ -248,6 +257,7 @@ class TreeWriter:
             os.mkfifo(name, 0o600, dir_fd=parent)
         elif info.ischr() or info.isblk():
             if not self.devices:
+                self.left_out.add("/".join(parts))
                 print(f"{os.path.basename(sys.argv[0])}: left out device node {self._show(parts)}", file=sys.stderr)
                 return
             kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK

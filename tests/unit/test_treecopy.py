@@ -111,3 +111,21 @@ def test_the_reader_names_follow_walk_order_and_keep_links(root: tuple[Path, int
     assert entries["top/abs"].issym() and entries["top/abs"].linkname == "/etc"
     assert entries["top/hard"].islnk() and entries["top/hard"].linkname == "top/a.txt"
     assert "top/out/secret" not in entries
+
+
+def test_a_hard_link_names_only_what_the_archive_wrote(root: tuple[Path, int]) -> None:
+    tree, fd = root
+    link = tarfile.TarInfo("grab")
+    link.type, link.linkname = tarfile.LNKTYPE, "etc/passwd"  # a file of the tree's, not of the archive's
+    writer = TreeWriter(fd, lambda i: None, None, devices=False, keep_setid=False, where="/")
+    try:
+        with pytest.raises(StrataError, match="refusing hard link"):
+            writer.write(iter([(link, None)]))
+        own = tarfile.TarInfo("mine")
+        own.size = 1
+        again = tarfile.TarInfo("again")
+        again.type, again.linkname = tarfile.LNKTYPE, "mine"
+        writer.write(iter([(own, io.BytesIO(b"m")), (again, None)]))
+    finally:
+        writer.close()
+    assert not os.path.lexists(tree / "grab") and os.stat(tree / "again").st_ino == os.stat(tree / "mine").st_ino
