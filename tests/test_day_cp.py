@@ -214,6 +214,21 @@ def test_running_container_sees_the_copy_and_its_volumes(tools: Tools, stored_te
         tools.runner("rm", "-f", "live")
 
 
+@pytest.mark.parametrize("state", ["stopped", "running"])
+def test_a_runtimes_container(tools: Tools, executor: str, stored_test_image: str, tmp_path: Path,
+                              state: str) -> None:
+    """Under runc and crun too (the rootfs is our overlay whichever executor runs the container)."""
+    _start(tools, stored_test_image, "rt", state, SETUP)
+    try:
+        (tmp_path / "in.txt").write_text("in\n")
+        ok(tools, str(tmp_path / "in.txt"), "rt:/d/")
+        ok(tools, "rt:/d", str(tmp_path / "out"))
+        assert tree(tmp_path / "out") == {"f": "f\n", "in.txt": "in\n", "sub": "/", "sub/g": "g\n"}
+        assert "A /d/in.txt" in tools.runner("diff", "rt").out.splitlines()
+    finally:
+        tools.runner("rm", "-f", "rt")
+
+
 def test_usage_errors(tools: Tools, box: str) -> None:
     fails(tools, "/a", "/b", text="must specify at least one container source")
     fails(tools, f"{box}:/a", f"{box}:/b", text="copying between containers is not supported")
