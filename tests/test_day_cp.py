@@ -395,14 +395,13 @@ def test_a_component_swapped_during_the_copy(tools: Tools, stored_test_image: st
     assert made.code == 0, made.err
     try:
         (tmp_path / "payload").write_text("PAYLOAD\n")
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 6
         copies = 0
-        while time.monotonic() < deadline:
+        while copies < 4 or time.monotonic() < deadline:  # each cp is a process start: at least 4 of each way
             cp(tools, str(tmp_path / "payload"), "racer:/race/")
             done = cp(tools, "racer:/race/secret", "-")
             assert b"HOST SECRET" not in done.stdout
             copies += 1
-        assert copies > 3
     finally:
         tools.runner("rm", "-f", "racer")
 

@@ -65,22 +65,39 @@ def cp(store: Store, src: str, dest: str, archive: bool, follow: bool) -> None:
 
 @contextlib.contextmanager
 def container_root(container: Container) -> Iterator[ContainerRoot]:
-    """The root of the container's filesystem as its processes see it (module doc)."""
+    """The root of the container's filesystem as its processes see it (module doc). A stopped container's start
+    lock is held meanwhile: a ``start`` waits for the copy, so that its overlay and ours never share the rw layer."""
+    from runner.container.start import StartLock
+
+    lock = None
     pidfd = container.verified_pidfd()
-    if pidfd is not None:
-        try:
-            fd = os.open(f"/proc/{container.state().pid}/root", DIR_FLAGS & ~os.O_NOFOLLOW)
-            if wait_exited(pidfd, 0):  # the pid may have been another process's by the open
-                os.close(fd)
-                raise StrataError(f"container {container.name} exited during the copy", Kind.STATE)
-        finally:
-            os.close(pidfd)
-    else:
-        fd = _mount_stopped(container)
+    if pidfd is None:
+        lock = StartLock(container)
+        if lock.running():  # started between the two looks: it is a running one's copy
+            lock.release()
+            lock, pidfd = None, container.open_process()
     try:
-        yield ContainerRoot(fd, _allowed(container, fd), container.spec.id_block)
+        fd = _mount_stopped(container) if pidfd is None else _open_running(container, pidfd)
+        try:
+            yield ContainerRoot(fd, _allowed(container, fd), container.spec.id_block)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        if lock is not None:
+            lock.release()
+
+
+def _open_running(container: Container, pidfd: int) -> int:
+    """PID 1's root, checked after the open to be the recorded process's (its pidfd not yet readable); closes
+    the pidfd."""
+    try:
+        fd = os.open(f"/proc/{container.state().pid}/root", DIR_FLAGS & ~os.O_NOFOLLOW)
+        if wait_exited(pidfd, 0):
+            os.close(fd)
+            raise StrataError(f"container {container.name} exited during the copy; copy again", Kind.STATE)
+        return fd
+    finally:
+        os.close(pidfd)
 
 
 def _mount_stopped(container: Container) -> int:
