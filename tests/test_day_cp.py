@@ -229,6 +229,25 @@ def test_a_runtimes_container(tools: Tools, executor: str, stored_test_image: st
         tools.runner("rm", "-f", "rt")
 
 
+@pytest.mark.parametrize("state", ["stopped", "running"])
+def test_a_read_only_rootfs_takes_copies_only_in_its_volumes(tools: Tools, stored_test_image: str, tmp_path: Path,
+                                                              state: str) -> None:
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    running = state == "running"
+    made = tools.runner("run", *(["-d"] if running else []), "--name", "ro", "--read-only", "-v", f"{vol}:/vol",
+                        stored_test_image, "sleep", "600" if running else "0")
+    assert made.code == 0, made.err
+    try:
+        (tmp_path / "a.txt").write_text("a\n")
+        fails(tools, str(tmp_path / "a.txt"), "ro:/tmp/", text="container rootfs is marked read-only")
+        ok(tools, str(tmp_path / "a.txt"), "ro:/vol/")
+        assert (vol / "a.txt").read_text() == "a\n"
+        ok(tools, "ro:/etc/passwd", str(tmp_path / "passwd"))  # reading is fine
+    finally:
+        tools.runner("rm", "-f", "ro")
+
+
 def test_usage_errors(tools: Tools, box: str) -> None:
     fails(tools, "/a", "/b", text="must specify at least one container source")
     fails(tools, f"{box}:/a", f"{box}:/b", text="copying between containers is not supported")

@@ -363,15 +363,19 @@ def _write_in(container: Container, root: ContainerRoot, loc: Located, into_dest
     else:
         fd = os.dup(loc.parent)
         where = os.path.dirname(loc.path) or "/"
-    if os.fstat(fd).st_dev not in root.allowed:
+    rootfs_dev, dest_dev = os.fstat(root.fd).st_dev, os.fstat(fd).st_dev
+    writable = frozenset(root.allowed - ({rootfs_dev} if container.spec.read_only else set()))
+    if dest_dev not in writable:
         os.close(fd)
+        if dest_dev == rootfs_dev:  # --read-only: only its volumes and tmpfs mounts take a copy
+            raise StrataError("container rootfs is marked read-only", Kind.USAGE)  # Docker's words
         raise StrataError(f"cannot copy to {where} in container {container.name}: not in its own file system "
                           "(/proc, /sys, /dev and such are not copied to)", Kind.USAGE)
 
     def owner(info: tarfile.TarInfo) -> tuple[int, int]:
         return _ids_out(root.block, info.uid, info.gid) if archive else _ids_out(root.block, 0, 0)
 
-    writer = TreeWriter(fd, owner, root.allowed, devices=True, keep_setid=True, where=f"{container.name}:{where}")
+    writer = TreeWriter(fd, owner, writable, devices=True, keep_setid=True, where=f"{container.name}:{where}")
     try:
         writer.write(entries)
     finally:
