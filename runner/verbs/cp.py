@@ -187,7 +187,9 @@ def _final(root_fd: int, path: str, in_root: bool) -> str:
 
 
 class Located(NamedTuple):
-    parent: int  # an open directory fd, or -1 when the parent is missing
+    """PATH as its parent directory (an fd the caller closes) and the name in it."""
+
+    parent: int
     name: str
     path: str  # the path resolved (links at its end followed as asked)
 
@@ -267,6 +269,8 @@ def _extract_on_host(reader: TreeReader, obj: int, is_dir: bool, src: str, name:
     own path), names from the container never are."""
     real = os.path.realpath(dest)
     exists = os.path.exists(real)
+    if exists and asserts_dir(dest) and not os.path.isdir(real):
+        raise StrataError(f"lstat {dest}: not a directory", Kind.USAGE)  # as Go's lstat of "FILE/"
     how = plan(is_dir, src, name, exists, os.path.isdir(real), dest if not exists else real)
     target = os.path.dirname(real) if how.into_parent else real
     fd = os.open(target, DIR_FLAGS & ~os.O_NOFOLLOW)
