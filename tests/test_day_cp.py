@@ -196,6 +196,38 @@ def test_a_created_container_starts_with_what_was_copied_in(tools: Tools, stored
         tools.runner("rm", "-f", "fresh")
 
 
+def test_a_start_waits_for_a_copy_into_the_stopped_container(tools: Tools, stored_test_image: str,
+                                                              tmp_path: Path) -> None:
+    """cp holds a stopped container's start lock: a start meanwhile waits, and then sees what was copied (no two
+    overlay mounts share the rw layer)."""
+    made = tools.runner("create", "--name", "waiter", stored_test_image, "cat", "/etc/x")
+    assert made.code == 0, made.err
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t/x").write_text("copied\n")
+    stream = subprocess.run(["tar", "-c", "-C", str(tmp_path / "t"), "x"], capture_output=True, check=True).stdout
+    copying = subprocess.Popen(runner_command(tools, "cp", "-", "waiter:/etc"), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tools.environ(), cwd=ROOT)
+    starting = None
+    try:
+        assert copying.stdin is not None
+        time.sleep(2)  # cp has mounted and waits for its stdin (a longer wait only makes the test weaker)
+        starting = subprocess.Popen(runner_command(tools, "start", "-a", "waiter"), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=tools.environ(), cwd=ROOT)
+        time.sleep(2)
+        assert starting.poll() is None, starting.communicate()  # waiting for the copy
+        copying.stdin.write(stream)
+        copying.stdin.close()
+        assert copying.wait(timeout=60) == 0, copying.communicate()
+        out, err = starting.communicate(timeout=60)
+        assert (starting.returncode, out) == (0, b"copied\n"), err
+    finally:
+        for proc in (copying, starting):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        tools.runner("rm", "-f", "waiter")
+
+
 def test_running_container_sees_the_copy_and_its_volumes(tools: Tools, stored_test_image: str,
                                                          tmp_path: Path) -> None:
     vol = tmp_path / "vol"
