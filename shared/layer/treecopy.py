@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol, cast
 
 from shared.errors import Kind, StrataError
-from shared.layer.pack import _FdReader, _open_same, _set_mtime
+from shared.layer.pack import _Changed, _FdReader, _open_same, _set_mtime
 from shared.layer.safepath import SafeRoot, lstat_at, sorted_walk, split
 
 Ids = Callable[[int, int], tuple[int, int]]
@@ -115,7 +115,7 @@ class TreeReader:
                 return
             try:
                 info.size = st.st_size
-                yield info, _FdReader(fd, st.st_size)
+                yield info, _FileReader(fd, st.st_size)
             finally:
                 os.close(fd)
         elif stat.S_ISLNK(st.st_mode):
@@ -132,6 +132,16 @@ class TreeReader:
             return  # a socket has no tar form (GNU tar and Docker leave it out)
         if st.st_nlink > 1:
             self.links[key] = rel
+
+
+class _FileReader(_FdReader):
+    """A file's bytes, no more than its lstat said; one that shrinks meanwhile (a live container) is our error."""
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return super().read(size)
+        except _Changed:
+            raise StrataError("a file being copied shrank meanwhile; copy again", Kind.STATE) from None
 
 
 def _reopen(path_fd: int, st: os.stat_result) -> int:

@@ -129,3 +129,20 @@ def test_a_hard_link_names_only_what_the_archive_wrote(root: tuple[Path, int]) -
     finally:
         writer.close()
     assert not os.path.lexists(tree / "grab") and os.stat(tree / "again").st_ino == os.stat(tree / "mine").st_ino
+
+
+def test_a_file_that_shrinks_while_it_is_read_is_one_error(root: tuple[Path, int]) -> None:
+    tree, _ = root
+    (tree / "big").write_bytes(b"x" * 100)
+    obj = os.open(tree / "big", os.O_PATH)
+    try:
+        entries = TreeReader(None).entries(obj, "big")
+        _, data = next(entries)  # the file is open for as long as its entry is being read
+        assert data is not None
+        os.truncate(tree / "big", 10)
+        with pytest.raises(StrataError, match="shrank"):
+            while data.read(7):
+                pass
+        entries.close()
+    finally:
+        os.close(obj)
