@@ -189,8 +189,10 @@ class TreeWriter:
         self.dirs: list[tuple[list[str], int, tarfile.TarInfo]] = []
         self.made: set[str] = set()  # what this copy wrote (a hard link may name only these)
         self.left_out: set[str] = set()  # device nodes not made (their hard links are not either)
+        self.cached: tuple[tuple[str, ...], int] | None = None  # the last entry's directory: (parts, fd)
 
     def close(self) -> None:
+        self._drop_cached()
         self.root.close()
 
     def _show(self, parts: list[str]) -> str:
@@ -213,27 +215,42 @@ class TreeWriter:
         os.mkdir(name, 0o755, dir_fd=parent)
 
     def _entry(self, parts: list[str], info: tarfile.TarInfo, data: Readable | None) -> None:
-        parent = self.root.open_dir(parts[:-1], make=self._mkdir)
-        try:
-            if self.allowed is not None and os.fstat(parent).st_dev not in self.allowed:
-                raise StrataError(f"cannot copy to {self._show(parts)}: not in the container's own file system "
-                                  "(/proc, /sys, /dev and such are not copied to)", Kind.USAGE)
-            name = parts[-1]
-            old = lstat_at(parent, name)
-            if old is not None and stat.S_ISDIR(old.st_mode) != info.isdir():
-                a, b = ("non-directory", "directory") if info.isdir() else ("directory", "non-directory")
-                raise StrataError(f'cannot overwrite {a} "{self._show(parts)}" with {b} "{info.name}"', Kind.USAGE)
-            if info.isdir():
-                if old is None:
-                    os.mkdir(name, 0o700, dir_fd=parent)
-                self.dirs.append((parts, _mtime_ns(info), info))
-                return
-            if old is not None:
-                os.unlink(name, dir_fd=parent)
-            self._create(parent, name, parts, info, data)
-            self.made.add("/".join(parts))
-        finally:
-            os.close(parent)
+        parent = self._parent(parts)
+        name = parts[-1]
+        old = lstat_at(parent, name)
+        if old is not None and stat.S_ISDIR(old.st_mode) != info.isdir():
+            a, b = ("non-directory", "directory") if info.isdir() else ("directory", "non-directory")
+            raise StrataError(f'cannot overwrite {a} "{self._show(parts)}" with {b} "{info.name}"', Kind.USAGE)
+        if info.isdir():
+            if old is None:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            self.dirs.append((parts, _mtime_ns(info), info))
+            return
+        if old is not None:
+            os.unlink(name, dir_fd=parent)
+        self._create(parent, name, parts, info, data)
+        self.made.add("/".join(parts))
+
+    def _parent(self, parts: list[str]) -> int:
+        """The directory an entry goes in, opened component by component (never through a symlink), kept open for
+        the entries after it in the same directory (an archive lists a directory's files together); checked to be
+        on a file system that may be written."""
+        key = tuple(parts[:-1])
+        if self.cached is not None and self.cached[0] == key:
+            return self.cached[1]
+        fd = self.root.open_dir(parts[:-1], make=self._mkdir)
+        if self.allowed is not None and os.fstat(fd).st_dev not in self.allowed:
+            os.close(fd)
+            raise StrataError(f"cannot copy to {self._show(parts)}: not in the container's own file system "
+                              "(/proc, /sys, /dev and such are not copied to)", Kind.USAGE)
+        self._drop_cached()
+        self.cached = (key, fd)
+        return fd
+
+    def _drop_cached(self) -> None:
+        if self.cached is not None:
+            os.close(self.cached[1])
+            self.cached = None
 
     def _create(self, parent: int, name: str, parts: list[str], info: tarfile.TarInfo, data: Readable | None) -> None:
         if info.isreg():
