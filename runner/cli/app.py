@@ -222,6 +222,29 @@ def prune(force: bool = typer.Option(False, "--force", "-f", help="Do not ask fi
     container_prune(state.store, force)
 
 
+@app.command(context_settings={"allow_interspersed_args": True})
+def cp(src: str = typer.Argument(..., metavar="SRC", help="CONTAINER:SRC_PATH, a local path, or - (a tar on stdin)"),
+       dest: str = typer.Argument(..., metavar="DEST", help="CONTAINER:DEST_PATH, a local path, or - (a tar on "
+                                                           "stdout)"),
+       archive: bool = typer.Option(False, "--archive", "-a", help="Keep owners (uid:gid) as they are"),
+       follow: bool = typer.Option(False, "--follow-link", "-L", help="Follow a symbolic link at SRC_PATH")) -> None:
+    """Copy files between a container (running or stopped) and the host, as Docker's cp: runner cp [-a] [-L]
+    CONTAINER:SRC_PATH DEST_PATH|-, or runner cp [-a] [-L] SRC_PATH|- CONTAINER:DEST_PATH."""
+    from runner.verbs.cp import cp as do_cp
+
+    do_cp(state.store, src, dest, archive, follow)
+
+
+@app.command()
+def diff(container: str = typer.Argument(..., help="Name or ID prefix")) -> None:
+    """List the changes to files in a container's filesystem since it was created: A added, C changed, D deleted."""
+    from runner.container.record import find
+    from runner.verbs.diff import changes
+
+    for line in changes(find(state.store, container)):
+        print(line)
+
+
 class _CommitCommand(typer.core.TyperCommand):
     """Docker's form of a bool flag, ``--pause=false`` (``-p=true``...), which click's flags refuse: rewritten to
     ``--no-pause``/``--pause`` before parsing."""

@@ -19,7 +19,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from shared.errors import Kind, StrataError
 
@@ -193,19 +193,38 @@ def _retried(call: Callable[[int, str, int, int], int], dir_fd: int, name: str, 
     return call(dir_fd, name, flags, resolve)
 
 
-def open_subdir(dir_fd: int, name: str) -> int:
+def resolve_in_root(root_fd: int, path: str, flags: int, follow: bool, in_root: bool = True) -> int:
+    """An fd for PATH below ``root_fd`` as a process chrooted there would find it, atomically (openat2
+    RESOLVE_IN_ROOT: ``..`` and absolute symlinks stay inside, a component swapped for a symlink meanwhile is
+    resolved inside too; magic links are refused). The last component is followed only with ``follow`` (then
+    opened with FLAGS), else opened ``O_NOFOLLOW`` in its resolved parent. ``in_root`` False: PATH resolves as
+    the caller's own (the host's side of ``cp``). OSError as open(2)."""
+    resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS if in_root else 0
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if follow or not parts or parts[-1] == "..":
+        return openat2(root_fd, "/".join(parts) or ".", flags, resolve)
+    parent = openat2(root_fd, "/".join(parts[:-1]) or ".", os.O_PATH | os.O_DIRECTORY, resolve)
+    try:
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def open_subdir(dir_fd: int, name: str, cross_mounts: bool = False) -> int:
     """Open the directory ``name`` in ``dir_fd``; a new fd the caller closes.
 
     Never through a symlink (ELOOP or ENOTDIR, as :func:`open_dir_at`), and never onto another mount: a mount
     point gives EXDEV (openat2's RESOLVE_NO_XDEV, bind mounts included), so a walk that deletes cannot reach into
     a filesystem mounted inside the tree, such as a volume or a leaked bind mount of ``/``. Where openat2 is
-    refused, a different st_dev gives EXDEV (bind mounts of the same filesystem then pass unseen).
+    refused, a different st_dev gives EXDEV (bind mounts of the same filesystem then pass unseen). With
+    ``cross_mounts`` (``cp`` reading a running container's volumes, which its caller vetted) a mount is entered.
     """
     openat2 = _openat2()
     if openat2 is not None:
-        return _retried(openat2, dir_fd, name, DIR_FLAGS, _SUBDIR_RESOLVE)
+        return _retried(openat2, dir_fd, name, DIR_FLAGS,
+                        _SUBDIR_RESOLVE & ~RESOLVE_NO_XDEV if cross_mounts else _SUBDIR_RESOLVE)
     fd = open_dir_at(dir_fd, name)
-    if os.fstat(fd).st_dev != os.fstat(dir_fd).st_dev:
+    if not cross_mounts and os.fstat(fd).st_dev != os.fstat(dir_fd).st_dev:
         os.close(fd)
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), name)
     return fd
@@ -234,9 +253,9 @@ class DirWalk:
         """The path of ``name`` in the current directory, relative to the top ("" for the top itself)."""
         return "/".join([*(level[0] for level in self._levels), *([name] if name else [])])
 
-    def enter(self, name: str) -> None:
+    def enter(self, name: str, cross_mounts: bool = False) -> None:
         """Go down into the subdirectory ``name``; OSError as :func:`open_subdir` when it is not one here."""
-        fd = open_subdir(self.fd, name)
+        fd = open_subdir(self.fd, name, cross_mounts)
         try:
             st = os.fstat(fd)
         except BaseException:
@@ -280,6 +299,40 @@ class DirWalk:
         if self.fd != self.top:
             os.close(self.fd)
             self.fd = self.top
+
+
+def sorted_walk(top_fd: int, descend: Callable[[os.stat_result], bool],
+                cross_mounts: bool = False) -> Iterator[tuple[DirWalk, str, os.stat_result]]:
+    """``(walk, name, lstat)`` of every entry below ``top_fd``, depth first, names in byte order (Go's
+    filepath.Walk order, which ``docker diff`` prints); ``walk.fd`` is the entry's directory, ``walk.rel(name)``
+    its path. A directory is entered after it was yielded if ``descend(lstat)``; one removed or swapped for a
+    symlink since its lstat is not. In constant fds (:class:`DirWalk`). A directory on the way that is moved
+    meanwhile ends the walk with a :class:`StrataError`."""
+    walk = DirWalk(top_fd)
+    todo = [sorted(os.listdir(top_fd), key=os.fsencode, reverse=True)]  # per level: names left, the next last
+    try:
+        while todo:
+            if not todo[-1]:
+                todo.pop()
+                if todo and walk.leave() is None:
+                    raise StrataError("a directory being read was moved meanwhile", Kind.STATE)
+                continue
+            name = todo[-1].pop()
+            st = lstat_at(walk.fd, name)
+            if st is None:
+                continue  # removed since the listing
+            yield walk, name, st
+            if not (stat.S_ISDIR(st.st_mode) and descend(st)):
+                continue
+            try:
+                walk.enter(name, cross_mounts)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    continue
+                raise
+            todo.append(sorted(os.listdir(walk.fd), key=os.fsencode, reverse=True))
+    finally:
+        walk.close()
 
 
 # -- removing a tree ---------------------------------------------------------------------------------------------
