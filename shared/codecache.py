@@ -22,6 +22,7 @@ import contextlib
 import marshal
 import os
 import sys
+import types
 from collections.abc import Mapping
 from types import CodeType
 from typing import Any
@@ -39,6 +40,9 @@ def install() -> None:
     """Make dataclasses compile through the cache (idempotent). Its ``_create_fn`` calls ``exec`` by name, and a
     global of its module is found before the builtin; any other caller of ``exec`` is untouched."""
     import atexit
+
+    if "dataclasses" not in sys.modules:
+        _import_dataclasses()
     import dataclasses
 
     if getattr(dataclasses, "exec", None) is _exec:
@@ -47,11 +51,52 @@ def install() -> None:
     atexit.register(save)
 
 
+DEFERRED = ("inspect", "copy")  # what dataclasses imports at its top and uses in one rare path each
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for a module in dataclasses' namespace only, until dataclasses first uses it: ``inspect``
+    (``inspect.signature`` for a class without a docstring; with ast, dis and tokenize it is ~8 ms of every
+    command's imports) and ``copy`` (``asdict``'s deep copy). The first attribute asked for imports the real
+    module, puts it in dataclasses' place of this one, and answers from it: what dataclasses does is unchanged,
+    only when the module is imported."""
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        module = importlib.import_module(self.__name__)
+        setattr(sys.modules["dataclasses"], self.__name__, module)
+        return getattr(module, attr)
+
+
+def _import_dataclasses() -> None:
+    """Import dataclasses with :data:`DEFERRED` standing in, for the import only, where they are not imported yet.
+    What dataclasses imports besides them is imported first, so that no other module can take a stand-in."""
+    import abc  # noqa: F401  (dataclasses' own imports, all but the deferred ones)
+    import functools  # noqa: F401
+    import itertools  # noqa: F401
+    import keyword  # noqa: F401
+    import re  # noqa: F401
+
+    placed = {name: _Deferred(name) for name in DEFERRED if name not in sys.modules}
+    sys.modules.update(placed)
+    try:
+        import dataclasses  # noqa: F401
+    finally:
+        for name, stand_in in placed.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+
+
 def _exec(source: Any, globals: dict[str, Any] | None = None, locals: Mapping[str, object] | None = None) -> None:
     if isinstance(source, str) and globals is not None:
         module, path = globals.get("__name__"), globals.get("__file__")
         if isinstance(module, str) and module.startswith(PACKAGES) and isinstance(path, str):
             source = _code(module, path, source)
+    if isinstance(source, str):
+        # exec of a text inherits its caller's future flags, and this module's (annotations) would turn the
+        # annotations of the methods dataclasses writes into strings: compiled as dataclasses' own exec does
+        source = builtins.compile(source, "<string>", "exec", dont_inherit=True)
     builtins.exec(source, globals, locals)
 
 

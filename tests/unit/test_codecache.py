@@ -148,6 +148,54 @@ def test_other_modules_and_other_execs_are_left_alone(probe: Path, monkeypatch: 
         a: int
 
     assert Local(1) == Local(1) and seen == [] and codecache._used == {}
+    # as dataclasses' own exec makes them: the field's annotation (a string here, this module's future import),
+    # never the names of the text's locals (a bug: the text inherited the cache module's future flags)
+    assert Local.__init__.__annotations__ == {"a": "int", "return": None}
     namespace: dict[str, object] = {}
     exec("x = 1", namespace)
     assert namespace["x"] == 1
+
+
+DEFERRED_PROBE = '''
+import sys
+from shared import codecache
+codecache.install()
+import dataclasses
+assert "inspect" not in sys.modules and "copy" not in sys.modules, "deferred modules imported with dataclasses"
+
+@dataclasses.dataclass
+class Bare:
+    items: list
+    n: int = 0
+
+assert Bare.__doc__ == "Bare(items: list, n: int = 0)", Bare.__doc__  # inspect.signature, as without the stand-in
+assert dataclasses.inspect is sys.modules["inspect"] and hasattr(sys.modules["inspect"], "getsource")
+b = Bare([[1]])
+d = dataclasses.asdict(b)
+assert d == {"items": [[1]], "n": 0} and d["items"][0] is not b.items[0]  # copy.deepcopy, as without it
+assert dataclasses.copy is sys.modules["copy"]
+import copy, inspect  # the real modules for everyone else
+assert copy.deepcopy is sys.modules["copy"].deepcopy and inspect.signature is sys.modules["inspect"].signature
+print("ok")
+'''
+
+
+def test_inspect_and_copy_wait_for_dataclasses_first_use_and_then_are_the_real_modules() -> None:
+    """dataclasses imports ``inspect`` (with ast, dis, tokenize) and ``copy`` at its top for two rare paths; the
+    cache's install imports it with stand-ins that import the real module on first use: a class without a docstring
+    still gets its signature as one, asdict still deep-copies, and no one else sees a stand-in."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", DEFERRED_PROBE], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_modules_imported_before_install_are_not_replaced() -> None:
+    import subprocess
+
+    probe = ("import sys, inspect, copy\nfrom shared import codecache\ncodecache.install()\nimport dataclasses\n"
+             "assert dataclasses.inspect is inspect and dataclasses.copy is copy\nprint('ok')")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
