@@ -7,7 +7,6 @@ command lines."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from typer._click.exceptions import ClickException
 from runner.cli.app import app
 from runner.cli.main import plain_command
 from runner.cli.options import EXEC_FLAGS, RUN_FLAGS, Flag, exec_options, parse, run_options
+from tests.unit import fresh_python
 
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -114,10 +114,12 @@ NOT_ON_THE_RUN_PATH = ("typer", "click", "inspect", "ast", "copy", "shutil", "su
 
 def test_the_run_path_imports_nothing_it_does_not_use() -> None:
     """The modules ``runner run`` and ``runner exec`` import as runner/cli/main.py does (the dataclass code cache
-    first), in a fresh interpreter: none of the above may come back through a new import at a module's top."""
-    probe = ("import sys\nfrom shared import codecache\ncodecache.install()\n"
+    first), in a fresh interpreter: none of the above may come back through a new import at a module's top (what the
+    interpreter's site imported before, a distribution's .pth files, is not counted)."""
+    probe = ("import sys\nbefore = set(sys.modules)  # what the interpreter's site brought: not ours\n"
+             "from shared import codecache\ncodecache.install()\n"
              "import runner.cli.main, runner.container.run, runner.container.exec, runner.container.record\n"
-             f"print(' '.join(sorted(set({NOT_ON_THE_RUN_PATH!r}) & set(sys.modules))))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+             f"print(' '.join(sorted(set({NOT_ON_THE_RUN_PATH!r}) & (set(sys.modules) - before))))")
+    done = subprocess.run([fresh_python(), "-c", probe], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.stdout.split() == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared import codecache
+from tests.unit import fresh_python
 
 MODULE = '''
 from __future__ import annotations
@@ -159,6 +160,7 @@ def test_other_modules_and_other_execs_are_left_alone(probe: Path, monkeypatch: 
 DEFERRED_PROBE = '''
 import sys
 from shared import codecache
+from tests.unit import fresh_python
 codecache.install()
 import dataclasses
 assert "inspect" not in sys.modules and "copy" not in sys.modules, "deferred modules imported with dataclasses"
@@ -186,7 +188,7 @@ def test_inspect_and_copy_wait_for_dataclasses_first_use_and_then_are_the_real_m
     still gets its signature as one, asdict still deep-copies, and no one else sees a stand-in."""
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", DEFERRED_PROBE], capture_output=True, text=True, check=False,
+    done = subprocess.run([fresh_python(), "-c", DEFERRED_PROBE], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
@@ -196,6 +198,6 @@ def test_modules_imported_before_install_are_not_replaced() -> None:
 
     probe = ("import sys, inspect, copy\nfrom shared import codecache\ncodecache.install()\nimport dataclasses\n"
              "assert dataclasses.inspect is inspect and dataclasses.copy is copy\nprint('ok')")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+    done = subprocess.run([fresh_python(), "-c", probe], capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
