@@ -38,8 +38,11 @@ _changed: set[str] = set()
 
 def install() -> None:
     """Make dataclasses compile through the cache (idempotent). Its ``_create_fn`` calls ``exec`` by name, and a
-    global of its module is found before the builtin; any other caller of ``exec`` is untouched."""
+    global of its module is found before the builtin; any other caller of ``exec`` is untouched. typing's
+    ``ForwardRef`` (made for each string annotation of a ``NamedTuple``'s fields: 12 on the run path) compiles
+    its text by name too, and goes through the same tables."""
     import atexit
+    import typing
 
     if "dataclasses" not in sys.modules:
         _import_dataclasses()
@@ -48,6 +51,7 @@ def install() -> None:
     if getattr(dataclasses, "exec", None) is _exec:
         return
     dataclasses.exec = _exec  # type: ignore[attr-defined]
+    typing.compile = _compile_reference  # type: ignore[attr-defined]
     atexit.register(save)
 
 
@@ -100,16 +104,37 @@ def _exec(source: Any, globals: dict[str, Any] | None = None, locals: Mapping[st
     builtins.exec(source, globals, locals)
 
 
-def _code(module: str, path: str, text: str) -> CodeType:
+EVAL = "\0eval\0"  # before the text of an "eval" entry: no source text holds a NUL (compile refuses it)
+
+
+def _compile_reference(source: Any, filename: str, mode: str, *args: Any, **kwargs: Any) -> Any:
+    """typing's ``compile``: ForwardRef's ``compile(text, '<string>', 'eval')``, for a module of ours whose code is
+    the caller (a NamedTuple's class statement, ``get_type_hints``), from the module's table; anything else as the
+    builtin would."""
+    if isinstance(source, str) and (filename, mode) == ("<string>", "eval") and not args and not kwargs:
+        frame = sys._getframe(1)
+        for _ in range(8):  # typing's own frames, then the caller's
+            if frame is None:
+                break
+            module, path = frame.f_globals.get("__name__"), frame.f_globals.get("__file__")
+            if isinstance(module, str) and module.startswith(PACKAGES) and isinstance(path, str):
+                return _code(module, path, source, "eval")
+            frame = frame.f_back  # type: ignore[assignment]
+    return builtins.compile(source, filename, mode, *args, **kwargs)
+
+
+def _code(module: str, path: str, text: str, mode: str = "exec") -> CodeType:
     if module not in _files:
         _files[module] = cache_file(path)
         _loaded[module] = load(_files[module])
-    code = _loaded[module].get(text)
+    key = text if mode == "exec" else EVAL + text
+    code = _loaded[module].get(key)
     if code is None:
-        # as dataclasses' exec of the text compiles it: no future flag of this module's (annotations) inherited
-        code = compile(text, "<string>", "exec", dont_inherit=True)
+        # as dataclasses' exec (typing's compile) of the text compiles it: no future flag of this module's
+        # (annotations) inherited; typing has none
+        code = compile(text, "<string>", mode, dont_inherit=True)
         _changed.add(module)
-    _used.setdefault(module, {})[text] = code
+    _used.setdefault(module, {})[key] = code
     return code
 
 

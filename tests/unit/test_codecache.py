@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.unit import fresh_python
 MODULE = '''
 from __future__ import annotations
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 @dataclass(frozen=True)
 class Point:
@@ -30,6 +32,11 @@ class Point:
 @dataclass
 class Box:
     points: list[Point]
+
+class Pair(NamedTuple):
+    """Its field annotations are strings (the future import): typing compiles each, as a ForwardRef."""
+    a: int
+    b: tuple[str, ...] = ()
 '''
 
 
@@ -48,6 +55,7 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setattr(codecache, "_changed", set())
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     had = dataclasses.__dict__.get("exec")
+    had_compile = typing.__dict__.get("compile")
     codecache.install()
     try:
         yield package
@@ -56,6 +64,10 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             dataclasses.__dict__.pop("exec", None)
         else:
             dataclasses.exec = had  # type: ignore[attr-defined]
+        if had_compile is None:
+            typing.__dict__.pop("compile", None)
+        else:
+            typing.compile = had_compile  # type: ignore[attr-defined]
         for name in [n for n in sys.modules if n.startswith("cacheprobe")]:
             del sys.modules[name]
 
@@ -91,6 +103,13 @@ def check_values(things: object) -> None:
         p.x = 5  # type: ignore[misc]
     assert box([p]) == box([p]) and dataclasses.replace(p, y=9).y == 9 and dataclasses.asdict(box([p])) == \
         {"points": [{"x": 1, "y": 2, "tags": ("a",)}]}
+    pair = things.Pair  # type: ignore[attr-defined]
+    assert pair(1) == (1, ()) and typing.get_type_hints(pair) == {"a": int, "b": tuple[str, ...]}
+    for name, text in (("a", "int"), ("b", "tuple[str, ...]")):  # what typing's own compile makes
+        ref = pair.__annotations__[name]
+        made = compile(text, "<string>", "eval")
+        assert ref.__forward_arg__ == text and ref.__forward_code__.co_code == made.co_code
+        assert ref.__forward_code__.co_names == made.co_names and ref.__forward_code__.co_consts == made.co_consts
 
 
 def test_a_second_process_compiles_nothing_and_makes_the_same_classes(probe: Path,
@@ -98,6 +117,8 @@ def test_a_second_process_compiles_nothing_and_makes_the_same_classes(probe: Pat
     first = compilations(monkeypatch)
     check_values(fresh_import())
     assert first, "the dataclasses were not made through the cache"
+    assert {k for k in codecache._used["cacheprobe.things"] if k.startswith(codecache.EVAL)} == \
+        {codecache.EVAL + "int", codecache.EVAL + "tuple[str, ...]"}, "the NamedTuple's ForwardRefs missed the cache"
     codecache.save()
     files = list((probe / "__pycache__").glob("things.*.dataclasses"))
     assert len(files) == 1
