@@ -22,6 +22,7 @@ import contextlib
 import marshal
 import os
 import sys
+import types
 from collections.abc import Mapping
 from types import CodeType
 from typing import Any
@@ -37,14 +38,58 @@ _changed: set[str] = set()
 
 def install() -> None:
     """Make dataclasses compile through the cache (idempotent). Its ``_create_fn`` calls ``exec`` by name, and a
-    global of its module is found before the builtin; any other caller of ``exec`` is untouched."""
+    global of its module is found before the builtin; any other caller of ``exec`` is untouched. typing's
+    ``ForwardRef`` (made for each string annotation of a ``NamedTuple``'s fields: 12 on the run path) compiles
+    its text by name too, and goes through the same tables."""
     import atexit
+    import typing
+
+    if "dataclasses" not in sys.modules:
+        _import_dataclasses()
     import dataclasses
 
     if getattr(dataclasses, "exec", None) is _exec:
         return
     dataclasses.exec = _exec  # type: ignore[attr-defined]
+    typing.compile = _compile_reference  # type: ignore[attr-defined]
     atexit.register(save)
+
+
+DEFERRED = ("inspect", "copy")  # what dataclasses imports at its top and uses in one rare path each
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for a module in dataclasses' namespace only, until dataclasses first uses it: ``inspect``
+    (``inspect.signature`` for a class without a docstring; with ast, dis and tokenize it is ~8 ms of every
+    command's imports) and ``copy`` (``asdict``'s deep copy). The first attribute asked for imports the real
+    module, puts it in dataclasses' place of this one, and answers from it: what dataclasses does is unchanged,
+    only when the module is imported."""
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        module = importlib.import_module(self.__name__)
+        setattr(sys.modules["dataclasses"], self.__name__, module)
+        return getattr(module, attr)
+
+
+def _import_dataclasses() -> None:
+    """Import dataclasses with :data:`DEFERRED` standing in, for the import only, where they are not imported yet.
+    What dataclasses imports besides them is imported first, so that no other module can take a stand-in."""
+    import abc  # noqa: F401  (dataclasses' own imports, all but the deferred ones)
+    import functools  # noqa: F401
+    import itertools  # noqa: F401
+    import keyword  # noqa: F401
+    import re  # noqa: F401
+
+    placed = {name: _Deferred(name) for name in DEFERRED if name not in sys.modules}
+    sys.modules.update(placed)
+    try:
+        import dataclasses  # noqa: F401
+    finally:
+        for name, stand_in in placed.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
 
 
 def _exec(source: Any, globals: dict[str, Any] | None = None, locals: Mapping[str, object] | None = None) -> None:
@@ -52,19 +97,44 @@ def _exec(source: Any, globals: dict[str, Any] | None = None, locals: Mapping[st
         module, path = globals.get("__name__"), globals.get("__file__")
         if isinstance(module, str) and module.startswith(PACKAGES) and isinstance(path, str):
             source = _code(module, path, source)
+    if isinstance(source, str):
+        # exec of a text inherits its caller's future flags, and this module's (annotations) would turn the
+        # annotations of the methods dataclasses writes into strings: compiled as dataclasses' own exec does
+        source = builtins.compile(source, "<string>", "exec", dont_inherit=True)
     builtins.exec(source, globals, locals)
 
 
-def _code(module: str, path: str, text: str) -> CodeType:
+EVAL = "\0eval\0"  # before the text of an "eval" entry: no source text holds a NUL (compile refuses it)
+
+
+def _compile_reference(source: Any, filename: str, mode: str, *args: Any, **kwargs: Any) -> Any:
+    """typing's ``compile``: ForwardRef's ``compile(text, '<string>', 'eval')``, for a module of ours whose code is
+    the caller (a NamedTuple's class statement, ``get_type_hints``), from the module's table; anything else as the
+    builtin would."""
+    if isinstance(source, str) and (filename, mode) == ("<string>", "eval") and not args and not kwargs:
+        frame = sys._getframe(1)
+        for _ in range(8):  # typing's own frames, then the caller's
+            if frame is None:
+                break
+            module, path = frame.f_globals.get("__name__"), frame.f_globals.get("__file__")
+            if isinstance(module, str) and module.startswith(PACKAGES) and isinstance(path, str):
+                return _code(module, path, source, "eval")
+            frame = frame.f_back  # type: ignore[assignment]
+    return builtins.compile(source, filename, mode, *args, **kwargs)
+
+
+def _code(module: str, path: str, text: str, mode: str = "exec") -> CodeType:
     if module not in _files:
         _files[module] = cache_file(path)
         _loaded[module] = load(_files[module])
-    code = _loaded[module].get(text)
+    key = text if mode == "exec" else EVAL + text
+    code = _loaded[module].get(key)
     if code is None:
-        # as dataclasses' exec of the text compiles it: no future flag of this module's (annotations) inherited
-        code = compile(text, "<string>", "exec", dont_inherit=True)
+        # as dataclasses' exec (typing's compile) of the text compiles it: no future flag of this module's
+        # (annotations) inherited; typing has none
+        code = compile(text, "<string>", mode, dont_inherit=True)
         _changed.add(module)
-    _used.setdefault(module, {})[text] = code
+    _used.setdefault(module, {})[key] = code
     return code
 
 

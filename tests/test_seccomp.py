@@ -952,3 +952,58 @@ def test_security_opt_directory_and_huge_file(tmp_path: Path) -> None:
         security.Privileges.from_options(security_opts=[f"seccomp={tmp_path}"])
     with pytest.raises(StrataError, match="larger than 1 MiB"):
         security.Privileges.from_options(security_opts=["seccomp=/dev/zero"])
+
+
+def no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*_args: object) -> Profile:
+        raise AssertionError("the profile was parsed")
+
+    monkeypatch.setattr(Profile, "from_json", refused)
+
+
+@pytest.mark.parametrize("text", [json.dumps(seccomp.to_oci(seccomp_default.PROFILE, security.DOCKER_DEFAULT_CAPS),
+                                             sort_keys=True), FLAGGED], ids=["default", "flags"])
+def test_a_text_keyed_entry_parses_and_compiles_nothing_and_gives_the_same_program(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """program_for_text (the runner's start and exec): what the profile's text compiles to, flags included, taken
+    on a hit without parsing the text or calling the library."""
+    cache = tmp_path / "cache"
+    expected = seccomp.program(Profile.from_json(text), security.DOCKER_DEFAULT_CAPS)  # no cache
+    first = seccomp.program_for_text(text, security.DOCKER_DEFAULT_CAPS, cache)
+    assert first == expected and len(list(cache.iterdir())) == 2  # the profile's entry and the text's
+    with monkeypatch.context() as m:
+        no_library(m)
+        no_parse(m)
+        again = seccomp.program_for_text(text, security.DOCKER_DEFAULT_CAPS, cache)
+        with pytest.raises(AssertionError, match="parsed"):  # other capabilities: another key, a miss
+            seccomp.program_for_text(text, frozenset(), cache)
+    assert first is not None and again is not None
+    assert again == expected and again.filter is not first.filter
+    if text == FLAGGED:
+        assert again.flags == 2 | 4
+
+
+@pytest.mark.parametrize("damage", ["flags changed", "flags cut", "bit flipped", "the profile's entry"])
+def test_a_damaged_text_keyed_entry_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    """The entry's checksum covers its flags too: a changed flag (LOG, SPEC_ALLOW) is a miss, as is anything cut or
+    flipped, and another entry renamed to its name. A miss parses and takes program()'s way; the entry is rewritten."""
+    cache = tmp_path / "cache"
+    good = seccomp.program_for_text(FLAGGED, security.DOCKER_DEFAULT_CAPS, cache)
+    key = seccomp._text_key(FLAGGED, security.DOCKER_DEFAULT_CAPS)
+    entry = cache / f"{key}.bpf"
+    data = entry.read_bytes()
+    other = next(p for p in cache.iterdir() if p != entry)
+    entry.write_bytes({"flags changed": data[:32] + bytes([data[32] ^ 2]) + data[33:], "flags cut": data[:34],
+                       "bit flipped": data[:-1] + bytes([data[-1] ^ 1]),
+                       "the profile's entry": other.read_bytes()}[damage])
+    with monkeypatch.context() as m:
+        no_parse(m)
+        with pytest.raises(AssertionError, match="parsed"):
+            seccomp.program_for_text(FLAGGED, security.DOCKER_DEFAULT_CAPS, cache)
+    assert seccomp.program_for_text(FLAGGED, security.DOCKER_DEFAULT_CAPS, cache) == good
+    assert entry.read_bytes() == data
+    cache.chmod(0o770)  # a directory others could write is not read (program()'s rule)
+    with monkeypatch.context() as m:
+        no_parse(m)
+        with pytest.raises(AssertionError, match="parsed"):
+            seccomp.program_for_text(FLAGGED, security.DOCKER_DEFAULT_CAPS, cache)

@@ -196,7 +196,7 @@ def record(store: Store, spec: Spec) -> Container:
         try:
             tmp = store.temp_path("container")
             tmp.mkdir(mode=0o700)
-            write_json(tmp / CONFIG_NAME, replace(spec, bundle=str(store.containers / spec.id)).to_oci())
+            write_json(tmp / CONFIG_NAME, replace(spec, bundle=str(store.containers / spec.id)).to_oci(), indent=None)
             write_json(tmp / "state.json", asdict(ContainerState()))
             os.rename(tmp, store.containers / spec.id)
         except BaseException:

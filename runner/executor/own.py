@@ -45,11 +45,12 @@ class OwnExecutor:
             from runner.isolation import idmap
 
             idmap.userns_of(self.spec.id_block)
-        cgroups.for_container(self.spec.id).create(self.spec.limits, self.spec.device_rules())
+        group = cgroups.for_container(self.spec.id)  # one look at mountinfo and /proc/self/cgroup for both uses
+        group.create(self.spec.limits, self.spec.device_rules())
         parent, child = Channel.pair()
         stdio = process.Stdio(self.spec.terminal)
         try:
-            pid = self._fork(parent, child, stdio, program, netns)
+            pid = self._fork(parent, child, stdio, program, netns, group)
         finally:
             stdio.close_child_ends()
             child.close()
@@ -84,7 +85,7 @@ class OwnExecutor:
             self.freezer = None
 
     def _fork(self, parent: Channel, child: Channel, stdio: process.Stdio, program: seccomp.Program | None,
-              netns: int | None) -> int:
+              netns: int | None, group: cgroups.Cgroup) -> int:
         """PID 1, forked into a new pid namespace, put in the container's cgroup and told Go.
 
         A helper child unshares CLONE_NEWPID, forks PID 1 and exits; the runner, a child subreaper, inherits PID 1
@@ -112,12 +113,12 @@ class OwnExecutor:
                               Kind.SYSTEM)
         pid = int(said.split()[1])
         try:
-            cgroups.for_container(self.spec.id).add(pid)
+            group.add(pid)
             parent.send(Go())
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            cgroups.for_container(self.spec.id).remove()
+            group.remove()
             stdio.close()
             parent.close()
             raise

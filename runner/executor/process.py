@@ -126,8 +126,8 @@ def seccomp_program(spec: Spec, cache_dir: Path) -> seccomp.Program | None:
     only one seccomp(2) call remains. None when the spec has no filter (unconfined, --privileged)."""
     if spec.seccomp is None:
         return None
-    profile = seccomp.Profile.from_json(json.dumps(spec.seccomp), "linux.seccomp of the container's config.json")
-    return seccomp.program(profile, spec.capabilities, cache_dir)
+    return seccomp.program_for_text(json.dumps(spec.seccomp, sort_keys=True), spec.capabilities, cache_dir,
+                                    "linux.seccomp of the container's config.json")
 
 
 class Stdio:

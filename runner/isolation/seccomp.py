@@ -571,6 +571,34 @@ def program(profile: Profile, capabilities: frozenset[str], cache_dir: Path | No
     return Program(bpf, flags)
 
 
+def program_for_text(text: str, capabilities: frozenset[str], cache_dir: Path, source: str = "profile") \
+        -> Program | None:
+    """:func:`program` of the profile ``text`` (JSON), taken from a cache keyed by the text itself: a hit parses
+    nothing (parsing Docker's profile into its classes was ~1-2 ms of every start and exec). The entry holds the
+    flags beside the BPF, as a hit does not read the profile they come from; it is kept, checked and never trusted
+    as :func:`program`'s is (same directory, same checks: a miss costs the parse, and :func:`program`)."""
+    usable = _LIBRARY_IDENTITY is not None and _private_dir(cache_dir)
+    key = _text_key(text, capabilities) if usable else ""
+    path = cache_dir / f"{key}.bpf"
+    if usable:
+        cached = _read_cached(path, key, head=_FLAGS_SIZE)
+        if cached is not None:
+            return Program(cached[_FLAGS_SIZE:], int.from_bytes(cached[:_FLAGS_SIZE], "little"))
+    prog = program(Profile.from_json(text, source), capabilities, cache_dir)
+    if usable and prog is not None:
+        payload = prog.flags.to_bytes(_FLAGS_SIZE, "little") + prog.filter
+        with contextlib.suppress(OSError):
+            atomic_write(path, _checksum(key, payload) + payload, 0o600)
+    return prog
+
+
+def _text_key(text: str, capabilities: frozenset[str]) -> str:
+    """:func:`_cache_key` with the profile's text in place of the profile (which it determines: parsing is a
+    function of the text); "text" keeps the two kinds of entry apart."""
+    inputs = (_CACHE_FORMAT, "text", text, tuple(sorted(capabilities)), kernel_version(), _LIBRARY_IDENTITY)
+    return hashlib.sha256(repr(inputs).encode()).hexdigest()
+
+
 def _cache_key(profile: Profile, capabilities: frozenset[str]) -> str:
     """sha256 over everything the BPF depends on: the profile (a frozen dataclass of tuples: its repr is
     deterministic and complete), the capabilities, the kernel's version (the rules' minKernel), libseccomp and the
@@ -585,6 +613,7 @@ def _checksum(key: str, bpf: bytes) -> bytes:
 
 
 _CHECKSUM_SIZE = hashlib.sha256().digest_size
+_FLAGS_SIZE = 4  # a text-keyed entry's flags, before its BPF (little-endian)
 
 
 def _private_dir(path: Path) -> bool:
@@ -603,21 +632,22 @@ def _private_dir(path: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
-def _read_cached(path: Path, key: str) -> bytes | None:
-    """The BPF kept at ``path`` for ``key``; None when it is missing, unreadable or not exactly what was written."""
+def _read_cached(path: Path, key: str, head: int = 0) -> bytes | None:
+    """The BPF kept at ``path`` for ``key`` (after ``head`` bytes of the entry's own, returned with it); None when
+    it is missing, unreadable or not exactly what was written."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         with os.fdopen(fd, "rb") as f:
-            data = f.read(_CHECKSUM_SIZE + BPF_MAXINSNS * _INSN + 1)
+            data = f.read(_CHECKSUM_SIZE + head + BPF_MAXINSNS * _INSN + 1)
     except OSError:
         return None
-    checksum, bpf = data[:_CHECKSUM_SIZE], data[_CHECKSUM_SIZE:]
-    if not _sane(bpf) or checksum != _checksum(key, bpf):
+    checksum, payload = data[:_CHECKSUM_SIZE], data[_CHECKSUM_SIZE:]
+    if len(payload) < head or not _sane(payload[head:]) or checksum != _checksum(key, payload):
         return None
-    return bpf
+    return payload
 
 
 def install(prog: Program) -> None:

@@ -19,7 +19,6 @@ import select
 import signal
 import sys
 import termios
-import tty
 from collections.abc import Callable, Iterator
 
 from runner import linux
@@ -67,6 +66,8 @@ def raw(fd: int) -> Iterator[None]:
         yield
         return
     saved = termios.tcgetattr(fd)
+    import tty  # -t from a terminal only
+
     tty.setraw(fd, termios.TCSADRAIN)  # keep typeahead (module doc)
     try:
         yield

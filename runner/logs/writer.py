@@ -21,7 +21,6 @@ import os
 import re
 import select
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -306,6 +305,8 @@ def feed(src: int, dst: int) -> None:
             pass
         finally:
             os.close(dst)
+
+    import threading  # -i only
 
     threading.Thread(target=copy, name="stdin", daemon=True).start()
 

@@ -55,6 +55,9 @@ FORWARD_MARK = "ip_forward_was_0"  # an empty chain: this store needs ip_forward
 
 @dataclass(frozen=True)
 class Ruleset:
+    """What the store's two tables say, rendered whole from the records (the module doc): the networks in use, the
+    live endpoints, and whether the forward chain drops by default."""
+
     networks: tuple[Network, ...]  # those with an endpoint, hence a bridge
     endpoints: tuple[Endpoint, ...]  # live and being attached
     forward_policy_drop: bool

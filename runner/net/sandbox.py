@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import json
 import os
-import pickle
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -48,6 +47,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Sandbox:
+    """A user's network sandbox as its record says: the keeper holding the namespace and the pasta serving it,
+    each with its start time (a pid alone may be reused), and the boot they belong to."""
+
     keeper: int
     keeper_started: int
     pasta: int
@@ -173,6 +175,8 @@ def _end(pid: int, started: int, boot: str) -> None:
 
 def _in_child(netns: int, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     """FN run by a forked child that entered NETNS; its result (or error) pickled back over a pipe."""
+    import pickle  # a user's networks only: root's run where they live, and import this module too
+
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -73,6 +73,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class UnpackResult:
+    """What unpacking a layer found: its diff_id and size, and what it had to leave out."""
+
     diff_id: Digest
     size: int  # bytes of uncompressed tar
     left_out: tuple[str, ...] = ()  # what a user namespace could not make, as "3 device nodes" (DiffWriter.left_out)
@@ -80,6 +82,8 @@ class UnpackResult:
 
 @dataclass
 class DirMeta:
+    """A lower layer's directory's mode, owner, mtime and xattrs: what a parent made in an upper layer copies."""
+
     mode: int
     uid: int
     gid: int

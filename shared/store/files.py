@@ -45,8 +45,10 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
+def write_json(path: Path, obj: Any, indent: int | None = 2) -> None:
+    """``indent=None`` for a large document written on a hot path: json indents in Python, and compact it encodes
+    in C (a container's 28 kB config.json: ~1 ms of every run against ~0.2)."""
+    atomic_write(path, json.dumps(obj, indent=indent, sort_keys=True).encode() + b"\n")
 
 
 def read_json(path: Path) -> Any:

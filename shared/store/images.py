@@ -20,6 +20,8 @@ from shared.transfer.model import Document, Image
 
 @dataclass(frozen=True)
 class StoredImage(Image):
+    """An image in the store: its manifest and config, with the name and index.json entry it is stored under."""
+
     name: str = field(kw_only=True)  # the full normalized reference it is stored under
     entry: Descriptor = field(kw_only=True)  # the manifest's, as index.json lists it (with its annotations)
 

@@ -6,6 +6,8 @@ command lines."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from typer._click.exceptions import ClickException
 from runner.cli.app import app
 from runner.cli.main import plain_command
 from runner.cli.options import EXEC_FLAGS, RUN_FLAGS, Flag, exec_options, parse, run_options
+from tests.unit import fresh_python
 
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -102,3 +105,21 @@ def test_the_fast_parse_makes_the_values_the_app_makes() -> None:
 ])
 def test_only_root_and_run_or_exec_take_the_fast_path(argv: list[str], fast: bool) -> None:
     assert (plain_command(argv) is not None) == fast
+
+
+# What no plain run or exec uses, with what importing it costs (issue 21): each was once on the path.
+NOT_ON_THE_RUN_PATH = ("typer", "click", "inspect", "ast", "copy", "shutil", "subprocess", "tempfile", "threading",
+                       "tty", "logging", "concurrent.futures", "asyncio", "pyroute2", "platform", "bz2", "lzma")
+
+
+def test_the_run_path_imports_nothing_it_does_not_use() -> None:
+    """The modules ``runner run`` and ``runner exec`` import as runner/cli/main.py does (the dataclass code cache
+    first), in a fresh interpreter: none of the above may come back through a new import at a module's top (what the
+    interpreter's site imported before, a distribution's .pth files, is not counted)."""
+    probe = ("import sys\nbefore = set(sys.modules)  # what the interpreter's site brought: not ours\n"
+             "from shared import codecache\ncodecache.install()\n"
+             "import runner.cli.main, runner.container.run, runner.container.exec, runner.container.record\n"
+             f"print(' '.join(sorted(set({NOT_ON_THE_RUN_PATH!r}) & (set(sys.modules) - before))))")
+    done = subprocess.run([fresh_python(), "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.split() == []

@@ -8,16 +8,19 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared import codecache
+from tests.unit import fresh_python
 
 MODULE = '''
 from __future__ import annotations
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 @dataclass(frozen=True)
 class Point:
@@ -29,6 +32,11 @@ class Point:
 @dataclass
 class Box:
     points: list[Point]
+
+class Pair(NamedTuple):
+    """Its field annotations are strings (the future import): typing compiles each, as a ForwardRef."""
+    a: int
+    b: tuple[str, ...] = ()
 '''
 
 
@@ -47,6 +55,7 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setattr(codecache, "_changed", set())
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     had = dataclasses.__dict__.get("exec")
+    had_compile = typing.__dict__.get("compile")
     codecache.install()
     try:
         yield package
@@ -55,6 +64,10 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             dataclasses.__dict__.pop("exec", None)
         else:
             dataclasses.exec = had  # type: ignore[attr-defined]
+        if had_compile is None:
+            typing.__dict__.pop("compile", None)
+        else:
+            typing.compile = had_compile  # type: ignore[attr-defined]
         for name in [n for n in sys.modules if n.startswith("cacheprobe")]:
             del sys.modules[name]
 
@@ -90,6 +103,13 @@ def check_values(things: object) -> None:
         p.x = 5  # type: ignore[misc]
     assert box([p]) == box([p]) and dataclasses.replace(p, y=9).y == 9 and dataclasses.asdict(box([p])) == \
         {"points": [{"x": 1, "y": 2, "tags": ("a",)}]}
+    pair = things.Pair  # type: ignore[attr-defined]
+    assert pair(1) == (1, ()) and typing.get_type_hints(pair) == {"a": int, "b": tuple[str, ...]}
+    for name, text in (("a", "int"), ("b", "tuple[str, ...]")):  # what typing's own compile makes
+        ref = pair.__annotations__[name]
+        made = compile(text, "<string>", "eval")
+        assert ref.__forward_arg__ == text and ref.__forward_code__.co_code == made.co_code
+        assert ref.__forward_code__.co_names == made.co_names and ref.__forward_code__.co_consts == made.co_consts
 
 
 def test_a_second_process_compiles_nothing_and_makes_the_same_classes(probe: Path,
@@ -97,6 +117,8 @@ def test_a_second_process_compiles_nothing_and_makes_the_same_classes(probe: Pat
     first = compilations(monkeypatch)
     check_values(fresh_import())
     assert first, "the dataclasses were not made through the cache"
+    assert {k for k in codecache._used["cacheprobe.things"] if k.startswith(codecache.EVAL)} == \
+        {codecache.EVAL + "int", codecache.EVAL + "tuple[str, ...]"}, "the NamedTuple's ForwardRefs missed the cache"
     codecache.save()
     files = list((probe / "__pycache__").glob("things.*.dataclasses"))
     assert len(files) == 1
@@ -148,6 +170,55 @@ def test_other_modules_and_other_execs_are_left_alone(probe: Path, monkeypatch: 
         a: int
 
     assert Local(1) == Local(1) and seen == [] and codecache._used == {}
+    # as dataclasses' own exec makes them: the field's annotation (a string here, this module's future import),
+    # never the names of the text's locals (a bug: the text inherited the cache module's future flags)
+    assert Local.__init__.__annotations__ == {"a": "int", "return": None}
     namespace: dict[str, object] = {}
     exec("x = 1", namespace)
     assert namespace["x"] == 1
+
+
+DEFERRED_PROBE = '''
+import sys
+from shared import codecache
+from tests.unit import fresh_python
+codecache.install()
+import dataclasses
+assert "inspect" not in sys.modules and "copy" not in sys.modules, "deferred modules imported with dataclasses"
+
+@dataclasses.dataclass
+class Bare:
+    items: list
+    n: int = 0
+
+assert Bare.__doc__ == "Bare(items: list, n: int = 0)", Bare.__doc__  # inspect.signature, as without the stand-in
+assert dataclasses.inspect is sys.modules["inspect"] and hasattr(sys.modules["inspect"], "getsource")
+b = Bare([[1]])
+d = dataclasses.asdict(b)
+assert d == {"items": [[1]], "n": 0} and d["items"][0] is not b.items[0]  # copy.deepcopy, as without it
+assert dataclasses.copy is sys.modules["copy"]
+import copy, inspect  # the real modules for everyone else
+assert copy.deepcopy is sys.modules["copy"].deepcopy and inspect.signature is sys.modules["inspect"].signature
+print("ok")
+'''
+
+
+def test_inspect_and_copy_wait_for_dataclasses_first_use_and_then_are_the_real_modules() -> None:
+    """dataclasses imports ``inspect`` (with ast, dis, tokenize) and ``copy`` at its top for two rare paths; the
+    cache's install imports it with stand-ins that import the real module on first use: a class without a docstring
+    still gets its signature as one, asdict still deep-copies, and no one else sees a stand-in."""
+    import subprocess
+
+    done = subprocess.run([fresh_python(), "-c", DEFERRED_PROBE], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_modules_imported_before_install_are_not_replaced() -> None:
+    import subprocess
+
+    probe = ("import sys, inspect, copy\nfrom shared import codecache\ncodecache.install()\nimport dataclasses\n"
+             "assert dataclasses.inspect is inspect and dataclasses.copy is copy\nprint('ok')")
+    done = subprocess.run([fresh_python(), "-c", probe], capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
