@@ -4,7 +4,6 @@ of a container's output: as a user types them, through a real pseudo-terminal (t
 from __future__ import annotations
 
 import contextlib
-
 import json
 import stat
 import subprocess
