@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,6 +134,8 @@ def _meanwhile(running: Callable[[], None], pid: int) -> Iterator[None]:
             forward(pid, signal.SIGKILL)
         finally:
             sys.setswitchinterval(interval)
+
+    import threading  # a command whose output outlasts the first moment only (not /bin/true's)
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH)
