@@ -239,7 +239,7 @@ def test_a_record_from_an_earlier_boot_reads_exited_and_start_all_restart_brings
         tools: Tools, img: str, names: list[str]) -> None:
     made = {}
     for name, policy in (("always", "always"), ("unless", "unless-stopped"), ("stopped", "unless-stopped"),
-                         ("onfail", "on-failure"), ("never", "no"), ("fresh", "always")):
+                         ("onfail", "on-failure"), ("never", "no"), ("fresh", "always"), ("between", "always")):
         names.append(name)
         result = tools.runner("create", "--name", name, "--restart", policy, img, "sleep", "100")
         assert result.code == 0, result.err
@@ -250,14 +250,40 @@ def test_a_record_from_an_earlier_boot_reads_exited_and_start_all_restart_brings
         state = tools.root / "containers" / cid / "state.json"
         recorded = json.loads(state.read_text())
         recorded.update(status="running", pid=1, pid_start_time=1, boot_id="0" * 32, started=time.time() - 60)
+        if name == "between":  # its monitor was waiting out a back-off
+            recorded.update(status="restarting", pid=0, exit_code=2, finished=time.time() - 30, restart_count=4,
+                            monitor_pid=1, monitor_start_time=1)
         state.write_text(json.dumps(recorded))
     (tools.root / "containers" / made["stopped"] / "stopped-by-user").touch()  # a user stopped it before
     assert ps_status(tools, "always") == "Exited (137)" or ps_status(tools, "always").startswith("Exited (137) ")
+    assert ps_status(tools, "between").startswith("Exited (2) ")
     assert tools.runner("ps", "-q").out == ""  # nothing runs after a reboot
     result = tools.runner("start", "--all-restart")
     assert result.code == 0, result.err
-    assert sorted(result.out.split()) == ["always", "onfail", "unless"]
-    for name in ("always", "onfail", "unless"):
+    assert sorted(result.out.split()) == ["always", "between", "onfail", "unless"]
+    assert inspect(tools, "between")["RestartCount"] == 0  # started anew, as Docker's daemon does
+    for name in ("always", "between", "onfail", "unless"):
         assert status(tools, name) == "running"
     for name in ("stopped", "never", "fresh"):
         assert status(tools, name) in ("exited", "created")
+
+
+def test_a_monitor_told_to_end_restarts_nothing_and_the_boot_brings_it_back(tools: Tools, img: str,
+                                                                            names: list[str]) -> None:
+    """The system shutting down: systemd's SIGTERM to the monitor goes on to the container, which is not restarted
+    and not marked stopped by a user, so that ``start --all-restart`` at the next boot starts it."""
+    run_d(tools, names, "daemonish", "--restart", "unless-stopped", img, "sh", "-c",
+          "trap 'exit 143' TERM; while :; do sleep 0.1; done")  # PID 1 ignores a signal it has no handler for
+    cid = inspect(tools, "daemonish")["Id"]
+    monitor = json.loads((tools.root / "containers" / cid / "state.json").read_text())["monitor_pid"]
+    with open(f"/proc/{monitor}/cmdline", "rb") as f:  # the runner that forked it: the monitor, ours
+        assert b"runner" in f.read()
+    os.kill(monitor, signal.SIGTERM)
+    wait_until(lambda: status(tools, "daemonish") == "exited", "the container ends with its monitor")
+    doc = inspect(tools, "daemonish")
+    assert (doc["State"]["ExitCode"], doc["RestartCount"]) == (143, 0)  # the SIGTERM passed on; no restart
+    wait_until(lambda: not os.path.exists(f"/proc/{monitor}"), "the monitor ends")
+    assert not (tools.root / "containers" / cid / "stopped-by-user").exists()
+    result = tools.runner("start", "--all-restart")
+    assert (result.code, result.out) == (0, "daemonish\n"), result.err
+    assert status(tools, "daemonish") == "running"
