@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from tests.marks import as_root_and_user, needs_root, needs_tools
-from tests.tools import Tools, one_line_error, popen_runner, wait_until
+from tests.terminal import Terminal
+from tests.tools import Tools, one_line_error, popen_runner, runner_command, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -287,3 +288,21 @@ def test_a_monitor_told_to_end_restarts_nothing_and_the_boot_brings_it_back(tool
     result = tools.runner("start", "--all-restart")
     assert (result.code, result.out) == (0, "daemonish\n"), result.err
     assert status(tools, "daemonish") == "running"
+
+
+def test_a_foreground_run_on_a_terminal_hands_over_to_a_monitor(tools: Tools, img: str, names: list[str]) -> None:
+    """``run -it --restart``: the terminal's session ends with the first run; the restart runs with a terminal of
+    its own, logged, and holds nothing of the user's terminal."""
+    names.append("tty")
+    term = Terminal(runner_command(tools, "run", "-it", "--name", "tty", "--restart", "on-failure:1", img, "sh",
+                                   "-c", "echo hi from $(tty); exit 3"), env=tools.environ())
+    try:
+        term.read_until(b"hi from /dev/", timeout=20)
+        code = term.close()
+    except AssertionError:
+        term.proc.kill()
+        raise
+    assert code == 3
+    wait_until(lambda: inspect(tools, "tty")["RestartCount"] == 1 and status(tools, "tty") == "exited",
+               "the background restart")
+    assert tools.runner("logs", "tty").out.count("hi from /dev/") == 2

@@ -88,6 +88,7 @@ def carry_on(container: Container, code: int, ran_for: float) -> None:
         return
     if os.fork() == 0:
         try:
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the runner's terminal, pipes and locks are not ours
             _restarts(container, code, ran_for, _take_over(container))
         finally:
             os._exit(0)
