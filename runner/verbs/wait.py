@@ -14,7 +14,7 @@ from shared.errors import StrataError, not_found
 from shared.store.layout import Store
 
 POLL = 0.01  # seconds between reads of a record that is about to change (an exit being written; a restart)
-RECORD_GRACE = 5.0  # how long PID 1's owner may take to record its exit once it has exited
+RECORD_GRACE = 5.0  # how long PID 1's owner may take to record its exit once it has exited (a live monitor: more)
 
 
 def wait(store: Store, keys: Sequence[str]) -> int:
@@ -65,8 +65,8 @@ def _recorded_exit(container: Container, run: ContainerState) -> int:
         recorded = container.as_written()
         if recorded.status != "running" or recorded.started != run.started:
             break
-        if time.monotonic() > deadline:
-            break
+        if time.monotonic() > deadline and not (container.monitor_alive() and time.monotonic() < deadline + 60):
+            break  # its owner is gone (a monitor still alive, busy releasing it on a loaded machine, gets a minute)
         time.sleep(POLL)
     state = container.state()
     if state.status == "running":  # a restart ran and is running already: its previous exit was not seen
