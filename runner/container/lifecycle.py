@@ -59,9 +59,7 @@ def kill(container: Container, sig: int = signal.SIGKILL) -> None:
     """``runner kill``: ``sig`` to PID 1; an error if the container is not running. As Docker's (for a container
     with no stop signal of its own): its restart policy does not restart the exit this causes, and a restarting
     one is only kept from starting again."""
-    state = container.state()
-    between_runs = state.status == "exited" and container.spec.restart.name != "no" and container.monitor_alive()
-    if state.status == "restarting" or between_runs:
+    if container.state().status == "restarting":
         container.mark_stopped_by_user()
         if settled(container).status != "running":  # else its monitor had started it again: signal that run
             return

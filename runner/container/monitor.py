@@ -148,7 +148,7 @@ def _restarts(container: Container, code: int, ran_for: float, told: _Told) -> N
     while True:
         lock = StartLock(container)
         try:
-            state = container.state()
+            state = container.as_written()  # state() already reads an exit we are about to restart as restarting
             if state.status != "exited" or told.now or container.stopped_by_user() or \
                     not policy.restarts(code, state.restart_count, False):
                 return
@@ -168,7 +168,9 @@ def _restarts(container: Container, code: int, ran_for: float, told: _Told) -> N
             began = time.monotonic()
             code = start(container, echo=False, started=told.watching(_releasing(lock)))
             ran_for = time.monotonic() - began
-        except StrataError:  # it did not start: recorded exited with the cause (start), and not retried (Docker's)
+        except StrataError:  # it did not start: recorded with the cause (start), and not retried (Docker's)
+            if container.as_written().status == "restarting":  # it failed before PID 1 was made
+                container.set_state(status="exited")
             return
         finally:
             lock.release()

@@ -88,8 +88,17 @@ class Container:
             # its pid may since be another process's
             return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone", paused=False)
         if state.status == "restarting" and not monitor_alive(state):  # killed, or a record from an earlier boot
-            return replace(state, status="exited", error="monitor gone")
+            return replace(state, status="exited", error=state.error or "monitor gone")
+        if state.status == "exited" and self._restarted_next(state):
+            return replace(state, status="restarting")
         return state
+
+    def _restarted_next(self, state: ContainerState) -> bool:
+        """An exit its live monitor restarts (PID 1's exit is recorded first, then "restarting"): Docker's
+        container never shows exited in between."""
+        policy = self.spec.restart
+        return policy.name != "no" and monitor_alive(state) and not self.stopped_by_user() and \
+            policy.restarts(state.exit_code or 0, state.restart_count, False)
 
     def as_written(self) -> ContainerState:
         """state.json as its owner wrote it, unchecked (``wait`` watches for the owner's next write)."""
