@@ -433,8 +433,7 @@ class Spec:
         annotations[A_LOG] = json.dumps(self.log.to_json())
         if self.typed_image:
             annotations[A_IMAGE_TYPED] = self.typed_image
-        if self.restart.name != "no":
-            annotations[A_RESTART] = str(self.restart)
+        annotations |= {A_RESTART: str(self.restart)} if self.restart.name != "no" else {}
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
