@@ -65,6 +65,7 @@ A_ENTRYPOINT = "io.strata.config.entrypoint"  # JSON list: the entrypoint part o
 A_RUNTIME = "io.strata.runtime"  # the OCI runtime that starts it (absolute path); absent: our executor
 A_LOG = "io.strata.log-config"  # JSON of inspect's HostConfig.LogConfig; absent: the defaults
 A_NETWORK = "io.strata.network"  # JSON of runner.net.model.NetworkConfig
+A_RESTART = "io.strata.restart-policy"  # --restart as Docker writes it (on-failure:3); absent: no
 
 NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 _NAMESPACE_FLAGS = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
@@ -221,6 +222,66 @@ def _unlimited(value: int) -> int:
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    """``--restart``: what the monitor does when PID 1 exits (:mod:`runner.container.monitor`), and what ``start
+    --all-restart`` brings back after a reboot. Docker's restart manager, as pure logic: its policies, its errors
+    for a bad one, its decision (:meth:`restarts`) and its back-off (:meth:`delay`)."""
+
+    name: str = "no"  # no | on-failure | always | unless-stopped
+    max_retries: int = 0  # on-failure's :N; 0 is no limit, as Docker's MaximumRetryCount
+
+    BACKOFF_FIRST = 0.1  # seconds before the first restart; doubled at each, up to BACKOFF_MAX
+    BACKOFF_MAX = 60.0
+    BACKOFF_RESET = 10.0  # a run at least this long starts the back-off again from BACKOFF_FIRST
+
+    @classmethod
+    def parse(cls, text: str) -> RestartPolicy:
+        """Docker's ParseRestartPolicy and ValidateRestartPolicy, with their words."""
+        name, colon, count = text.partition(":")
+        if colon and not name:
+            raise usage("invalid restart policy format: no policy provided before colon")
+        try:
+            retries = int(count) if count else 0
+        except ValueError:
+            raise usage("invalid restart policy format: maximum retry count must be an integer") from None
+        if name in ("", "no", "always", "unless-stopped"):
+            if retries:
+                raise usage("invalid restart policy: maximum retry count can only be used with 'on-failure'" +
+                            (" and cannot be negative" if retries < 0 else ""))
+        elif name == "on-failure":
+            if retries < 0:
+                raise usage("invalid restart policy: maximum retry count cannot be negative")
+        else:
+            raise usage(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', "
+                        "'on-failure', or 'unless-stopped'")
+        return cls(name or "no", retries)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.max_retries}" if self.max_retries else self.name
+
+    def restarts(self, exit_code: int, restart_count: int, stopped_by_user: bool) -> bool:
+        """Docker's ShouldRestart: after an exit with ``exit_code``, restarted ``restart_count`` times so far;
+        ``stopped_by_user`` (stop or kill) keeps an unless-stopped container down. (A stop also cancels the
+        restart of the exit it causes, for every policy: the monitor checks that before asking this.)"""
+        if self.name == "always":
+            return True
+        if self.name == "unless-stopped":
+            return not stopped_by_user
+        if self.name == "on-failure":
+            return exit_code != 0 and (self.max_retries == 0 or restart_count < self.max_retries)
+        return False
+
+    @classmethod
+    def delay(cls, previous: float, ran_for: float) -> float:
+        """The wait before the next restart, after one of ``previous`` seconds (0: none yet) and a run of
+        ``ran_for`` seconds: Docker's 100 ms, doubled each time up to a minute, from 100 ms again after a run of
+        10 s or more."""
+        if ran_for >= cls.BACKOFF_RESET or previous <= 0:
+            return cls.BACKOFF_FIRST
+        return min(previous * 2, cls.BACKOFF_MAX)
+
+
+@dataclass(frozen=True)
 class Spec:
     """The container, resolved: what runs (process), on what (the layer stack, mounts), with what (privileges,
     limits, namespaces). Frozen: it is made once by ``create`` and only read after."""
@@ -258,6 +319,7 @@ class Spec:
     # namespace is made and attached by the start path, which then joins it (runner/container/network.py)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     log: LogConfig = field(default_factory=LogConfig)  # --log-driver, --log-opt
+    restart: RestartPolicy = field(default_factory=RestartPolicy)  # --restart
     # --userns=auto: the container's own block of ids (runner/isolation/idmap.py); None: the runner's namespace
     id_block: IdBlock | None = None
     typed_image: str = ""  # the image as typed (``busybox``), which Docker shows; "": as ``image`` names it
@@ -371,6 +433,7 @@ class Spec:
         annotations[A_LOG] = json.dumps(self.log.to_json())
         if self.typed_image:
             annotations[A_IMAGE_TYPED] = self.typed_image
+        annotations |= {A_RESTART: str(self.restart)} if self.restart.name != "no" else {}
         return {"ociVersion": OCI_VERSION, "process": process,
                 "root": {"path": ROOT_PATH, "readonly": self.read_only}, "hostname": self.hostname,
                 "mounts": [m.to_oci() for m in self.mounts()], "linux": linux_doc, "annotations": annotations}
@@ -429,7 +492,7 @@ class Spec:
             entrypoint=tuple(json.loads(notes.get(A_ENTRYPOINT, "[]"))),
             network=NetworkConfig.from_json(json.loads(notes[A_NETWORK])),
             log=LogConfig.from_json(json.loads(notes[A_LOG])), id_block=idmap.from_oci(linux_doc),
-            typed_image=notes.get(A_IMAGE_TYPED, ""))
+            typed_image=notes.get(A_IMAGE_TYPED, ""), restart=RestartPolicy.parse(notes.get(A_RESTART, "no")))
 
 
 def _flag(value: bool) -> str:

@@ -46,7 +46,7 @@ def create(opts: RunOptions) -> None:
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-@takes(RUN_FLAGS, run_options, omit={"detach", "detach_keys", "remove", "runtime"})
+@takes(RUN_FLAGS, run_options, omit={"detach", "detach_keys", "remove", "runtime", "restart"})
 def bundle(opts: RunOptions, directory: str = typer.Argument(..., help="Where to write config.json and rootfs/"))\
         -> None:
     """Write a standalone OCI bundle of IMAGE with these run options to DIRECTORY (config.json + a flattened
@@ -58,11 +58,23 @@ def bundle(opts: RunOptions, directory: str = typer.Argument(..., help="Where to
 
 
 @app.command()
-def start(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+def start(containers: list[str] = typer.Argument(None, help="Names or ID prefixes"),
           attach: bool = typer.Option(False, "--attach", "-a", help="Attach its output; exit with its exit code"),
-          interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach stdin too")) -> int:
+          interactive: bool = typer.Option(False, "--interactive", "-i", help="Attach stdin too"),
+          all_restart: bool = typer.Option(False, "--all-restart", help="Start every container its --restart "
+                                           "policy brings back, as Docker's daemon at its start (for boot)")) -> int:
     """Start created (or exited) containers: in the background, printing each name; with -a (or -i) in the
     foreground, as one container's run."""
+    from shared.errors import usage
+
+    if all_restart:
+        if containers or attach or interactive:
+            raise usage("--all-restart takes no container and no -a or -i")
+        from runner.verbs.restart import start_by_policy
+
+        return start_by_policy(state.store)
+    if not containers:
+        raise usage("start needs at least one container (or --all-restart)")
     from runner.container.run import start_command
 
     return start_command(state.store, containers, attach or interactive, interactive)
@@ -80,6 +92,23 @@ def attach(container: str = typer.Argument(..., help="Name or ID prefix"),
     from runner.verbs.attach import attach as do_attach
 
     return do_attach(state.store, container, detach_keys, no_stdin, sig_proxy)
+
+
+@app.command()
+def restart(containers: list[str] = typer.Argument(..., help="Names or ID prefixes"),
+            time_: float = typer.Option(10, "--time", "-t", help="Seconds to wait before SIGKILL")) -> int:
+    """Stop each container (SIGTERM, SIGKILL after the grace time) and start it again; print each name."""
+    from runner.verbs.restart import restart as do_restart
+
+    return do_restart(state.store, containers, time_)
+
+
+@app.command()
+def wait(containers: list[str] = typer.Argument(..., help="Names or ID prefixes")) -> int:
+    """Block until each container stops; print its exit code."""
+    from runner.verbs.wait import wait as do_wait
+
+    return do_wait(state.store, containers)
 
 
 @app.command()

@@ -123,9 +123,9 @@ def network_settings(container: Container, state: ContainerState) -> dict[str, A
 
 def _state(state: ContainerState) -> dict[str, Any]:
     running = state.status == "running"
-    return {
-        "Status": state.shown, "Running": running, "Paused": running and state.paused, "Restarting": False,
-        "OOMKilled": state.oom_killed,
+    return {  # Docker's restarting container is Running too, with no Pid
+        "Status": state.shown, "Running": running or state.status == "restarting", "Paused": running and state.paused,
+        "Restarting": state.status == "restarting", "OOMKilled": state.oom_killed,
         "Dead": False, "Pid": state.pid if running else 0,
         "ExitCode": state.exit_code if state.exit_code is not None else 0, "Error": state.error,
         "StartedAt": rfc3339_nano(state.started), "FinishedAt": rfc3339_nano(state.finished),
@@ -152,7 +152,8 @@ def _host_config(container: Container) -> dict[str, Any]:
         "Binds": [f"{v.source}:{v.target}" + (":ro" if v.read_only else "") for v in spec.volumes] or None,
         "ContainerIDFile": "", "LogConfig": spec.log.to_json(),
         "NetworkMode": network_mode(spec), "PortBindings": port_bindings(spec),
-        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}, "AutoRemove": spec.auto_remove,
+        "RestartPolicy": {"Name": spec.restart.name, "MaximumRetryCount": spec.restart.max_retries},
+        "AutoRemove": spec.auto_remove,
         "VolumeDriver": "", "VolumesFrom": None, "ConsoleSize": [0, 0],
         "CapAdd": sorted(caps - base) or None, "CapDrop": sorted(base - caps) or None,
         "CgroupnsMode": "private" if "cgroup" in spec.namespaces else "host",
@@ -217,7 +218,7 @@ def document(container: Container, with_spec: bool = True) -> dict[str, Any]:
         "Image": spec.image_id,
         "ResolvConfPath": str(d / "resolv.conf"), "HostnamePath": str(d / "hostname"),
         "HostsPath": str(d / "hosts"), "LogPath": str(d / logs.LOG_NAME),
-        "Name": "/" + spec.name, "RestartCount": 0, "Driver": "overlay2", "Platform": "linux",
+        "Name": "/" + spec.name, "RestartCount": state.restart_count, "Driver": "overlay2", "Platform": "linux",
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
         "HostConfig": _host_config(container),
         "GraphDriver": _graph_driver(container),

@@ -83,6 +83,8 @@ RUN_FLAGS: dict[str, Flag] = {
     "aliases": option(list[str], [], "--network-alias", help="Another name for it on a user network"),
     "detach": option(bool, False, "--detach", "-d", help="Run in the background; print the ID"),
     "detach_keys": option(OptStr, None, "--detach-keys", help="Keys that detach from -it (default ctrl-p,ctrl-q)"),
+    "restart": option(OptStr, None, "--restart", help="no (default), on-failure[:N], always or unless-stopped: "
+                      "restart it when it exits, as Docker's"),
     "memory_swap": option(OptStr, None, "--memory-swap", help="Memory and swap together (e.g. 1g); -1: swap "
                           "unlimited"),
     "memory_reservation": option(OptStr, None, "--memory-reservation", help="Soft memory limit (at most --memory)"),

@@ -35,6 +35,8 @@ def status_text(state: ContainerState, now: float) -> str:
     """Docker's State.String()."""
     if state.status == "running":
         return f"Up {human_duration(now - (state.started or now))}" + (" (Paused)" if state.paused else "")
+    if state.status == "restarting":
+        return f"Restarting ({state.exit_code}) {human_duration(now - (state.finished or now))} ago"
     if state.status == "created" or state.started is None:
         return "Created"
     if state.finished is None:  # its runner died before it recorded the exit
@@ -173,7 +175,7 @@ def listing(store: Store, all_: bool = False, quiet: bool = False, no_trunc: boo
         last = 1
     for c in all_containers(store):
         state = c.state()
-        if not (all_ or last >= 0 or wanted.lists_stopped()) and state.status != "running":
+        if not (all_ or last >= 0 or wanted.lists_stopped()) and state.status not in ("running", "restarting"):
             continue
         if wanted.match(store, c, state):
             shown.append((c, state))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 
-from runner.container.record import Container, wait_exited
+from runner.container.record import Container, ContainerState, wait_exited
 from runner.executor.own import OwnExecutor
 from runner.executor.protocol import Executor
 
@@ -55,20 +56,42 @@ def paused(container: Container, pause: bool) -> Iterator[bool]:
 
 
 def kill(container: Container, sig: int = signal.SIGKILL) -> None:
-    """``runner kill``: ``sig`` to PID 1; an error if the container is not running."""
+    """``runner kill``: ``sig`` to PID 1; an error if the container is not running. As Docker's (for a container
+    with no stop signal of its own): its restart policy does not restart the exit this causes, and a restarting
+    one is only kept from starting again."""
+    if container.state().status == "restarting":
+        container.mark_stopped_by_user()
+        if settled(container).status != "running":  # else its monitor had started it again: signal that run
+            return
     thaw(container)
     fd = container.open_process()
+    container.mark_stopped_by_user()
     try:
         executor_of(container).kill(fd, sig)
     finally:
         os.close(fd)
 
 
+def settled(container: Container, timeout: float = 5.0) -> ContainerState:
+    """The state once it is not "restarting": the monitor of a restarting container that was told to stop
+    (:meth:`Container.mark_stopped_by_user`) records it exited within its next poll, or it was restarting already
+    and records it running. Waits at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    state = container.state()
+    while state.status == "restarting" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        state = container.state()
+    return state
+
+
 def stop(container: Container, timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM) -> None:
     """Docker's stop: the stop signal to PID 1, then SIGKILL after ``timeout`` seconds; returns once the
     container has exited and its exit is recorded. A record naming a process that is not its PID 1 (its
-    runner is gone) is an exited container: nothing to signal."""
-    if container.state().status != "running":
+    runner is gone) is an exited container: nothing to signal. Its restart policy does not restart it (Docker's
+    manual stop), and a restarting one stays down."""
+    if container.state().status in ("running", "restarting") or container.monitor_alive():
+        container.mark_stopped_by_user()  # before the state is read again: its monitor checks it after each exit
+    if settled(container).status != "running":
         return
     thaw(container)
     fd = container.verified_pidfd()

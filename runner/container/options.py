@@ -26,6 +26,7 @@ from runner.spec import (
     DEFAULT_PATH,
     INIT_PATH,
     NAMESPACES,
+    RestartPolicy,
     Rlimit,
     Spec,
     Tmpfs,
@@ -88,6 +89,7 @@ class RunOptions:
     aliases: Sequence[str] = ()  # --network-alias
     userns: str | None = None  # --userns: auto, or host (None: host)
     pull: str = "missing"  # --pull: missing, always or never (runner/verbs/pull.py; before the image is found)
+    restart: str | None = None  # --restart: no, on-failure[:N], always, unless-stopped (None: no)
 
 
 def resolve(opts: RunOptions, image: stored.StoredImage, store: Store) -> Spec:
@@ -220,6 +222,9 @@ def _spec(image: stored.StoredImage, opts: RunOptions, network: NetworkConfig) -
     env.setdefault("HOSTNAME", hostname)
     if opts.tty:
         env.setdefault("TERM", "xterm")
+    restart = RestartPolicy.parse(opts.restart or "no")
+    if opts.remove and restart.name != "no":
+        raise usage("Conflicting options: --restart and --rm")
     masked = () if opts.privileged else tuple(f"/{p}" for p in security.MASKED_PATHS)
     readonly = () if opts.privileged else tuple(f"/{p}" for p in security.READONLY_PATHS)
     return Spec(
@@ -231,7 +236,7 @@ def _spec(image: stored.StoredImage, opts: RunOptions, network: NetworkConfig) -
         privileges=privileges, seccomp=seccomp, limits=limits, read_only=opts.read_only,
         volumes=volumes, tmpfs=tmpfs, rlimits=rlimits, masked_paths=masked, readonly_paths=readonly,
         runtime=_runtime(opts.runtime), entrypoint=entrypoint,
-        log=LogConfig.parse(opts.log_driver, opts.log_opts),
+        log=LogConfig.parse(opts.log_driver, opts.log_opts), restart=restart,
         network=network, namespaces=tuple(n for n in NAMESPACES if n != "network" or network.mode.kind != "host"))
 
 

@@ -28,11 +28,12 @@ from runner.container.names import generate
 from runner.spec import Spec
 from shared.digest import Digest
 from shared.errors import Kind, StrataError, not_found, usage
-from shared.proc import boot_id, read_stat
+from shared.proc import alive, boot_id, read_stat
 from shared.store.files import read_json, write_json
 from shared.store.layout import Store
 
 CONFIG_NAME = "config.json"  # the OCI runtime-spec document (runner/spec.py)
+USER_STOP = "stopped-by-user"  # present after a stop or kill (Container.mark_stopped_by_user)
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's restrictedNamePattern
 
 
@@ -40,7 +41,7 @@ NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's restrictedNamePa
 class ContainerState:
     """state.json: what happened to the container, and who its PID 1 is (see the module doc)."""
 
-    status: str = "created"  # created | running | exited
+    status: str = "created"  # created | running | restarting (its monitor waits to start it again) | exited
     pid: int = 0  # host pid of the container's PID 1
     # who that pid was: its start time (field 22 of /proc/PID/stat) in the boot named by boot_id (see module doc)
     pid_start_time: int | None = None
@@ -51,6 +52,11 @@ class ContainerState:
     error: str = ""
     paused: bool = False  # frozen by ``runner pause`` (status stays running: inspect's Status says "paused")
     oom_killed: bool = False  # the OOM killer killed a process of this run (release reads the cgroup's counter)
+    restart_count: int = 0  # restarts by its --restart policy since it was last started by a user (inspect's)
+    # the monitor that owns it (runner/container/monitor.py), in the boot of boot_id: "restarting" is true only
+    # while that process lives
+    monitor_pid: int = 0
+    monitor_start_time: int | None = None
 
     @property
     def shown(self) -> str:
@@ -81,7 +87,22 @@ class Container:
             # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL, and
             # its pid may since be another process's
             return replace(state, status="exited", exit_code=128 + signal.SIGKILL, error="runner gone", paused=False)
+        if state.status == "restarting" and not monitor_alive(state):  # killed, or a record from an earlier boot
+            return replace(state, status="exited", error=state.error or "monitor gone")
+        if state.status == "exited" and self._restarted_next(state):
+            return replace(state, status="restarting")
         return state
+
+    def _restarted_next(self, state: ContainerState) -> bool:
+        """An exit its live monitor restarts (PID 1's exit is recorded first, then "restarting"): Docker's
+        container never shows exited in between."""
+        policy = self.spec.restart
+        return policy.name != "no" and monitor_alive(state) and not self.stopped_by_user() and \
+            policy.restarts(state.exit_code or 0, state.restart_count, False)
+
+    def as_written(self) -> ContainerState:
+        """state.json as its owner wrote it, unchecked (``wait`` watches for the owner's next write)."""
+        return self._recorded()
 
     def _recorded(self) -> ContainerState:
         """state.json as written, unchecked."""
@@ -106,6 +127,29 @@ class Container:
         written into the record as it is, whatever the process check would say of it by now."""
         write_json(self.path("state.json"), asdict(replace(self._recorded(), oom_killed=True)))
 
+    def record_monitor(self) -> ContainerState:
+        """The calling process owns the container from now on (its monitor): "restarting" holds while it lives."""
+        stat = read_stat(os.getpid())
+        assert stat is not None  # our own
+        return self.set_state(monitor_pid=os.getpid(), monitor_start_time=stat.start_time, boot_id=boot_id())
+
+    def monitor_alive(self) -> bool:
+        """Whether the monitor the record names still runs (it may restart the container)."""
+        return monitor_alive(self._recorded())
+
+    # Docker's HasBeenManuallyStopped: a file of its own, not a field of state.json, so that a ``stop`` and the
+    # monitor writing the exit cannot overwrite each other's word (each writes state.json whole)
+    def mark_stopped_by_user(self) -> None:
+        """``stop``/``kill``: the exit this causes is not restarted, and an unless-stopped container stays down at
+        the next boot; a later ``start`` clears it."""
+        self.path(USER_STOP).touch()
+
+    def stopped_by_user(self) -> bool:
+        return self.path(USER_STOP).exists()
+
+    def clear_stopped_by_user(self) -> None:
+        self.path(USER_STOP).unlink(missing_ok=True)
+
     def open_process(self) -> int:
         """A pidfd (close-on-exec) for the container's PID 1, for signals and setns; the caller closes it.
         Raises StrataError if the container is not running, or its record names a process that is not its PID 1.
@@ -127,6 +171,10 @@ class Container:
         deadline = time.monotonic() + timeout
         while self._recorded().status == "running" and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+def monitor_alive(state: ContainerState) -> bool:
+    return state.monitor_start_time is not None and alive(state.monitor_pid, state.monitor_start_time, state.boot_id)
 
 
 def _identity_of(name: str, pid: int) -> dict[str, Any]:

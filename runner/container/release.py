@@ -45,9 +45,10 @@ def remove(container: Container, force: bool = False) -> None:
     """``rm``: kill it first if ``force``, release it, remove its directory, drop its hold. A container whose
     runner was killed still has its cgroup; its processes died with the runner (parent-death signal), or are
     killed here: by the cgroup, which is the container's own whoever now has PID 1's old pid."""
-    if container.state().status == "running":
+    status = container.state().status
+    if status in ("running", "restarting"):
         if not force:
-            raise StrataError(f"container {container.name} is running; stop it or use --force", Kind.STATE)
+            raise StrataError(f"container {container.name} is {status}; stop it or use --force", Kind.STATE)
         lifecycle.stop(container, timeout=0, sig=signal.SIGKILL)  # returns once its owner recorded the exit
     release(container)
     container.store.discard(container.dir)  # one rename: a kill midway leaves litter in tmp/, never half a container

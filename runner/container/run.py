@@ -4,12 +4,14 @@ command's code, ``--rm`` honoured here), or with ``-d`` under a monitor (print t
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 
 from runner.container.create import create
-from runner.container.monitor import detach
+from runner.container.monitor import carry_on, detach
 from runner.container.options import RunOptions
 from runner.container.record import Container, find
 from runner.container.release import release, remove
@@ -33,12 +35,21 @@ def run(store: Store, opts: RunOptions, missing: Callable[[StrataError], None] |
         if opts.tty and opts.interactive:
             return _attached(container, lock, opts.detach_keys)
         try:
-            return start(container, started=_releasing(lock))
+            return _foreground(container, lambda: start(container, started=_releasing(lock)))
         finally:
             if opts.remove:
                 remove(container, force=True)
     finally:
         lock.release()
+
+
+def _foreground(container: Container, run_it: Callable[[], int]) -> int:
+    """Run it in the foreground and return its exit code; a restart policy then carries on in the background
+    (:func:`runner.container.monitor.carry_on`), as Docker's client returns at the first exit."""
+    began = time.monotonic()
+    code = run_it()
+    carry_on(container, code, time.monotonic() - began)
+    return code
 
 
 def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: bool) -> int:
@@ -60,12 +71,15 @@ def start_command(store: Store, keys: Sequence[str], attach: bool, interactive: 
                 print(key)
                 continue
             release(container)  # what a runner killed before it released may have left (idempotent)
+            container.clear_stopped_by_user()  # Docker's start: the policy applies again, counted from 0
+            container.set_state(restart_count=0)
             if not attach:
                 detach(container, lock)
                 print(key)
                 continue
             try:
-                code = start(container, echo=True, attach_stdin=interactive, started=_releasing(lock))
+                code = _foreground(container, functools.partial(
+                    start, container, echo=True, attach_stdin=interactive, started=_releasing(lock)))
             finally:
                 if container.spec.auto_remove:
                     remove(container, force=True)

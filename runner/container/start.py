@@ -42,7 +42,8 @@ class StartLock:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def running(self) -> bool:
-        return self.container.state().status == "running"
+        """Running, or restarting (its monitor starts it again): Docker's ``start`` leaves both alone."""
+        return self.container.state().status in ("running", "restarting")
 
     def release(self) -> None:
         """Idempotent; in a forked monitor, drops only its copy."""
