@@ -76,7 +76,7 @@ def _monitor(container: Container, chan: Channel, client: socket.socket | None =
     try:
         ending = _take_over(container)
         began = time.monotonic()
-        exited = start(container, echo=False, started=ending.watching(report), client=client)
+        exited = start(container, echo=False, started=report, client=client, noted=ending.noted)
         _restarts(container, exited, time.monotonic() - began, ending)
     except BaseException as e:  # nothing of the monitor may reach the user's terminal
         report(str(e) or type(e).__name__, process.EXIT_RUNNER_ERROR)
@@ -128,23 +128,10 @@ class _Told:
     def _set(self, _sig: int, _frame: FrameType | None) -> None:
         self.now = True
 
-    def watching(self, started: Callable[[str, int], None]) -> Callable[[str, int], None]:
-        """``started`` for :func:`start`, which also notes our SIGTERM and SIGINT while PID 1 runs: the supervise
-        loop forwards them to it then (its handlers are in place when ``started`` is called), and still does."""
-        def running(error: str, code: int) -> None:
-            if not error:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    forward = signal.getsignal(sig)
-                    if callable(forward) and forward != self._set:
-                        signal.signal(sig, self._also(forward))
-            started(error, code)
-        return running
-
-    def _also(self, forward: Callable[[int, FrameType | None], object]) -> Callable[[int, FrameType | None], None]:
-        def handler(sig: int, frame: FrameType | None) -> None:
+    def noted(self, sig: int) -> None:
+        """For :func:`start`: a signal came while PID 1 ran (the supervise loop forwarded it)."""
+        if sig in (signal.SIGTERM, signal.SIGINT):
             self.now = True
-            forward(sig, frame)
-        return handler
 
 
 def _restarts(container: Container, code: int, ran_for: float, told: _Told) -> None:
@@ -174,7 +161,7 @@ def _restarts(container: Container, code: int, ran_for: float, told: _Told) -> N
                 return
             release(container)  # what the last run left (idempotent)
             began = time.monotonic()
-            code = start(container, echo=False, started=told.watching(_releasing(lock)))
+            code = start(container, echo=False, started=_releasing(lock), noted=told.noted)
             ran_for = time.monotonic() - began
         except StrataError:  # it did not start: recorded with the cause (start), and not retried (Docker's)
             if container.as_written().status == "restarting":  # it failed before PID 1 was made

@@ -53,8 +53,8 @@ class StartLock:
 
 
 def start(container: Container, echo: bool = True, attach_stdin: bool | None = None,
-          started: Callable[[str, int], None] = lambda error, code: None, client: socket.socket | None = None) \
-        -> int:
+          started: Callable[[str, int], None] = lambda error, code: None, client: socket.socket | None = None,
+          noted: Callable[[int], None] | None = None) -> int:
     """Run the container and wait for it; return its exit code (Docker's convention for ours). Its output goes
     to its log and, with ``echo``, to our stdout/stderr (or terminal); our stdin goes to it when it was created
     with -i and ``attach_stdin`` (default: ``echo``). ``started`` is told ("", 0) once the command was exec'd, or
@@ -69,7 +69,7 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
         container.set_state(error=str(e))  # as Docker's State.Error: it stays created (or exited), with the cause
         raise
     try:
-        return _run(container, netns, feed, echo, started, client)
+        return _run(container, netns, feed, echo, started, client, noted)
     except BaseException:
         network.release(container)  # idempotent: a start that failed before PID 1 ran has nothing else to free
         raise
@@ -78,7 +78,7 @@ def start(container: Container, echo: bool = True, attach_stdin: bool | None = N
 
 
 def _run(container: Container, netns: int | None, feed: bool, echo: bool, started: Callable[[str, int], None],
-         client: socket.socket | None) -> int:
+         client: socket.socket | None, noted: Callable[[int], None] | None) -> int:
     """:func:`start` once the network is there: create PID 1, supervise it, release and record its exit."""
     log = logs.LogWriter(container.path(logs.LOG_NAME), container.spec.log)
     server: Server | None = None
@@ -101,7 +101,7 @@ def _run(container: Container, netns: int | None, feed: bool, echo: bool, starte
             container.record_running(pid1.pid)
             started("", 0)
 
-        code = supervise(pid1, feed, log, echo, running, server=server)
+        code = supervise(pid1, feed, log, echo, running, server=server, noted=noted)
         log.close()
         release(container)  # nothing outlives PID 1 in its pid namespace, but be sure before the cgroup goes
         container.set_state(status="exited", exit_code=code, finished=time.time(), error="")

@@ -254,8 +254,13 @@ class Server:
                 self._drop(fd)
 
     def finish(self, code: int) -> None:
-        """PID 1 exited with ``code``: each client is told, after what it has not taken yet (a second at most)."""
+        """PID 1 exited with ``code``: each client is told, after what it has not taken yet (a second at most).
+        What a client typed that nobody will read is taken first: closing on unread input would reset the
+        client's end, which reports that before the code."""
         for fd, client in list(self.clients.items()):
+            with contextlib.suppress(OSError):
+                while client.sock.recv(PACKET + 1):
+                    pass
             client.sock.settimeout(1.0)
             try:
                 for packet in [*client.queue, b"x%d" % code]:
@@ -373,8 +378,8 @@ def _relay(sock: socket.socket, infd: int, escape: Escape | None) -> int | None:
         if sock.fileno() in ready:
             try:
                 packet = sock.recv(PACKET + 1)
-            except ConnectionResetError:
-                packet = b""
+            except ConnectionResetError:  # the server closed before reading what we typed last: the kernel
+                continue  # says so once, ahead of the packets it sent before (its exit code); read those next
             if not packet:
                 raise Lost
             if packet[:1] == b"x":

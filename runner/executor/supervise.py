@@ -81,10 +81,15 @@ def forward(pid: int, sig: int) -> None:
 
 
 @contextlib.contextmanager
-def forwarding(pid: int) -> Iterator[None]:
-    """While the block runs, :data:`FORWARDED_SIGNALS` go to ``pid`` instead of to us; the handlers that were
-    there before come back after it, however it ends."""
-    previous = {sig: signal.signal(sig, lambda s, _f: forward(pid, s)) for sig in FORWARDED_SIGNALS}
+def forwarding(pid: int, noted: Callable[[int], None] | None = None) -> Iterator[None]:
+    """While the block runs, :data:`FORWARDED_SIGNALS` go to ``pid`` instead of to us (``noted`` told of each,
+    after); the handlers that were there before come back after it, however it ends."""
+    def passing(sig: int, _frame: object) -> None:
+        forward(pid, sig)
+        if noted is not None:
+            noted(sig)
+
+    previous = {sig: signal.signal(sig, passing) for sig in FORWARDED_SIGNALS}
     try:
         yield
     finally:
@@ -151,13 +156,13 @@ def _meanwhile(running: Callable[[], None], pid: int) -> Iterator[None]:
 
 def supervise(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool,
               running: Callable[[], None] = lambda: None, forward_signals: bool = True,
-              server: Server | None = None) -> int:
+              server: Server | None = None, noted: Callable[[int], None] | None = None) -> int:
     """Attend ``started`` to its end and return its exit code: signals forwarded to it (unless not
     ``forward_signals``, as for ``exec``), ``running`` called once they are (the caller records it), its output
     relayed (with ``server``, to attached clients too: the caller tells them the exit code), its exit waited
     for. Its fds are closed however it ends. The relay starts at once: ``running`` goes beside it
     (:func:`_meanwhile`)."""
-    with forwarding(started.pid) if forward_signals else contextlib.nullcontext():
+    with forwarding(started.pid, noted) if forward_signals else contextlib.nullcontext():
         try:
             streams = {started.stdio.stdout: "stdout", started.stdio.stderr: "stderr"}
             if started.master is None and (echo or log is not None) and not logs.pump(streams, log, echo, FIRST):
