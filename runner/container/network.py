@@ -130,7 +130,6 @@ def _attach(container: Container) -> int:
     from runner.net.core import attach
     from runner.net.model import AttachOptions
     from runner.net.records import write_in_place
-    from runner.net.sandbox import where_networks_live
 
     spec, config = container.spec, container.spec.network
     assert config.mode.network is not None
@@ -142,9 +141,13 @@ def _attach(container: Container) -> int:
             aliases=config.aliases, ip=config.ip, mac=config.mac, dns=config.dns, add_hosts=config.add_hosts,
             publish=config.publish, publish_all=config.publish_all, exposed=config.exposed,
             hosts_path=container.path("hosts"))
-        if rootless():
+        if rootless():  # root's networks live here: the sandbox's module is not imported (as release does)
+            from runner.net.sandbox import where_networks_live
+
             opts, listeners = _listen(opts)
-        result = where_networks_live(container.store, attach, container.store, fd, opts)
+            result = where_networks_live(container.store, attach, container.store, fd, opts)
+        else:
+            result = attach(container.store, fd, opts)
         try:
             write_in_place(container.path("hosts"), result.hosts)
             write_in_place(container.path("resolv.conf"), result.resolv_conf)
