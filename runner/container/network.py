@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 def new_netns(block: IdBlock | None = None) -> int:
     """A new network namespace with ``lo`` up, as an fd (:func:`runner.linux.child_namespace`). With BLOCK
     (--userns=auto) the child makes it in the container's user namespace, which may then mount its sysfs."""
+    if block is None and not rootless():
+        return _netns_here()
     userns = -1
     if block is not None:
         from runner.isolation import idmap
@@ -61,6 +63,30 @@ def new_netns(block: IdBlock | None = None) -> int:
         linux.loopback_up()
 
     return linux.child_namespace(make, "net", "the container's network namespace")
+
+
+def _netns_here() -> int:
+    """:func:`new_netns` for root without --userns=auto, with no fork (one fewer process per bridge run): this
+    thread unshares a network namespace, brings ``lo`` up, keeps an fd of it and goes back with setns(2), which root
+    may do (a user's process may not: it could not return to the host's namespace, hence the child there). A
+    failure to go back ends the runner: it must not go on in the container's namespace."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            linux.unshare(linux.CLONE_NEWNET)
+        except OSError as e:
+            raise StrataError(f"cannot make the container's network namespace: {e.strerror}", Kind.SYSTEM) from None
+        try:
+            linux.loopback_up()
+            return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            try:
+                linux.setns(own, linux.CLONE_NEWNET)
+            except BaseException:  # still in the new namespace: nothing more may run here
+                os.write(2, b"runner: cannot go back to the host's network namespace\n")
+                os._exit(125)
+    finally:
+        os.close(own)
 
 
 def setup(container: Container) -> int | None:
@@ -104,7 +130,6 @@ def _attach(container: Container) -> int:
     from runner.net.core import attach
     from runner.net.model import AttachOptions
     from runner.net.records import write_in_place
-    from runner.net.sandbox import where_networks_live
 
     spec, config = container.spec, container.spec.network
     assert config.mode.network is not None
@@ -116,9 +141,13 @@ def _attach(container: Container) -> int:
             aliases=config.aliases, ip=config.ip, mac=config.mac, dns=config.dns, add_hosts=config.add_hosts,
             publish=config.publish, publish_all=config.publish_all, exposed=config.exposed,
             hosts_path=container.path("hosts"))
-        if rootless():
+        if rootless():  # root's networks live here: the sandbox's module is not imported (as release does)
+            from runner.net.sandbox import where_networks_live
+
             opts, listeners = _listen(opts)
-        result = where_networks_live(container.store, attach, container.store, fd, opts)
+            result = where_networks_live(container.store, attach, container.store, fd, opts)
+        else:
+            result = attach(container.store, fd, opts)
         try:
             write_in_place(container.path("hosts"), result.hosts)
             write_in_place(container.path("resolv.conf"), result.resolv_conf)

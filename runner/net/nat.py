@@ -8,7 +8,8 @@ the kernel applies a transaction entirely or not at all, so there is never half 
 undoes all of it, and another store's tables are never in the script. (Named by the 5-hex tag of the link
 names, a second store whose tag is the first's deleted the first's tables: its loopback guard, anti-spoofing
 and DNAT.) We call the ``nft`` tool rather than pyroute2's nftables module, which builds rules expression by
-expression (its own docs call it a prototype); the tool costs one exec (~5 ms) per change, both tables in it.
+expression (its own docs call it a prototype); the tool costs one exec (~5 ms) per change, both tables in it
+(spawned without ``subprocess``: :func:`nft`).
 
 The rules (Docker's, in nft words, and two of our own):
 
@@ -42,8 +43,7 @@ The rules (Docker's, in nft words, and two of our own):
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,12 +151,49 @@ def apply(table: str, ruleset: Ruleset | None) -> None:
 
 
 def nft(args: Sequence[str], stdin: str = "") -> str:
-    tool = shutil.which("nft")
+    """Run the ``nft`` tool with ARGS and STDIN; its output, or its first line of complaint as an error."""
+    tool = which("nft")
     if tool is None:
         raise StrataError("nft not found: networking needs the nftables package (scripts/setup installs it)",
                           Kind.SYSTEM)
-    result = subprocess.run([tool, *args], input=stdin, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["failed"])[0]
+    code, out, err = spawn([tool, *args], stdin)
+    if code != 0:
+        detail = (err.strip().splitlines() or ["failed"])[0]
         raise StrataError(f"nft: {detail}", Kind.SYSTEM)
-    return result.stdout
+    return out
+
+
+def spawn(argv: Sequence[str], stdin: str = "") -> tuple[int, str, str]:
+    """Run ARGV (a path first) to its end with STDIN: its exit code, output and errors. With posix_spawn, its three
+    streams memfds: ``subprocess`` and ``shutil`` (with ``locale``, ``bz2``, ``lzma``) were ~5 ms of the bridge's
+    imports, paid by every run on it for one or two ``nft`` execs. Memfds rather than pipes: nothing to pump, so
+    no script or listing is large enough to deadlock."""
+    streams = [os.memfd_create(name, os.MFD_CLOEXEC) for name in ("in", "out", "err")]
+    try:
+        os.write(streams[0], stdin.encode())
+        os.lseek(streams[0], 0, os.SEEK_SET)
+        pid = os.posix_spawn(argv[0], list(argv), os.environ,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(streams)])
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        out, err = (_read_all(fd) for fd in streams[1:])
+    finally:
+        for fd in streams:
+            os.close(fd)
+    return code, out, err
+
+
+def which(name: str) -> str | None:
+    """NAME's path as ``shutil.which`` finds it (the first executable file of that name on PATH)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _read_all(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")

@@ -5,10 +5,10 @@ a veth's peer, a bridge port's mode). Its IPRoute is not used: in 0.9 it runs ev
 loop, and importing it costs more than all of ``runner run``'s own imports (callgrind: +244 million
 instructions; the message classes alone +61 million; pyroute2's package ``__init__``, which imports every module
 of the library, +412 million). So this module imports the three message classes from their modules, without the
-package's ``__init__`` (:func:`_bare_package`), and does what IPRoute's sync calls did on a plain socket:
-send one request, read its answer (a dump to its end, anything else to its acknowledgement), raise pyroute2's
-:class:`NetlinkError` for an error. One request at a time, by sequence number; a dump the kernel says was
-interrupted (a link changed meanwhile) is asked again.
+package's ``__init__`` (:func:`_bare_package`) and with stand-ins for ``logging`` and ``traceback``
+(:class:`_Later`), and does what IPRoute's sync calls did on a plain socket: send one request, read its answer (a
+dump to its end, anything else to its acknowledgement), raise pyroute2's :class:`NetlinkError` for an error. One
+request at a time, by sequence number; a dump the kernel says was interrupted (a link changed meanwhile) is asked again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import struct
 import sys
+import types
 from typing import Any
 
 from shared.errors import Kind, StrataError
@@ -43,11 +44,51 @@ def _bare_package() -> None:
         sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
 
 
+class _Later(types.ModuleType):
+    """A stand-in for a module pyroute2's message modules import at their top but use only on paths the runner never
+    takes (``logging``: a warning of a malformed message; ``traceback``: its text), ~7 ms of every bridge run's
+    imports: the first use of any attribute imports the real module, which the stand-in then hands everything
+    to. It is in ``sys.modules`` only while those modules are imported (:data:`_STAND_INS`); ``import logging``
+    anywhere after gets the real module."""
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(_real(self.__name__), attr)
+
+
+class _LaterLogging(_Later):
+    """``logging``, whose ``getLogger`` pyroute2 calls at import: the logger is looked up at its first use."""
+
+    def getLogger(self, name: str | None = None) -> Any:
+        return _LaterLogger(name)
+
+
+class _LaterLogger:
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(_real("logging").getLogger(self._name), attr)
+
+
+def _real(name: str) -> Any:
+    if isinstance(sys.modules.get(name), _Later):
+        del sys.modules[name]
+    __import__(name)
+    return sys.modules[name]
+
+
 _bare_package()
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402  (after _bare_package, which is why it is here)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg  # noqa: E402
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
-from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
+_STAND_INS = [name for name in ("logging", "traceback") if name not in sys.modules]
+sys.modules.update({name: (_LaterLogging if name == "logging" else _Later)(name) for name in _STAND_INS})
+try:
+    from pyroute2.netlink.exceptions import NetlinkError  # after _bare_package and the stand-ins
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+finally:
+    for _name in _STAND_INS:
+        if isinstance(sys.modules.get(_name), _Later):
+            del sys.modules[_name]
 
 __all__ = ["NetlinkError", "Rtnl", "ifaddrmsg", "ifinfmsg", "rtmsg"]
 _ANSWERS: dict[int, Any] = {RTM_NEWLINK: ifinfmsg, RTM_NEWADDR: ifaddrmsg, RTM_NEWROUTE: rtmsg}
