@@ -195,6 +195,16 @@ def who(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def names(tools: Tools) -> Iterator[list[str]]:
+    """The names of the containers a test makes (it appends each), removed with ``rm -f`` at its end, however it
+    ends: before ``tools`` checks that nothing of them is left."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        tools.runner("rm", "-f", name)
+
+
+@pytest.fixture
 def tools(tmp_path: Path, who: str, request: pytest.FixtureRequest) -> Iterator[Tools]:
     root = tmp_path / "root"
     paths = (root, tmp_path / "docker-config", tmp_path / "strata-config.json")

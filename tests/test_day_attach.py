@@ -7,9 +7,6 @@ import contextlib
 import json
 import stat
 import subprocess
-from collections.abc import Iterator
-
-import pytest
 
 from tests.marks import also_as_user, as_root_and_user, needs_root, needs_tools
 from tests.terminal import Terminal
@@ -18,15 +15,6 @@ from tests.tools import Tools, popen_runner, runner_command, wait_until
 pytestmark = [needs_root, needs_tools]
 
 CTRL_P_CTRL_Q = "\x10\x11"
-
-
-@pytest.fixture
-def names(tools: Tools) -> Iterator[list[str]]:
-    """The names of the test's containers, each removed (forced) at its end, however it ends."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        tools.runner("rm", "-f", name)
 
 
 def attach(tools: Tools, *args: str) -> Terminal:

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -37,15 +36,6 @@ def img(stored_test_image: str, no_leaks: None) -> str:
 def any_img(stored_test_image: str, no_leaks: None, executor: str) -> str:
     """The image, for a test that runs under each executor (ours, runc, crun) and as a user."""
     return stored_test_image
-
-
-@pytest.fixture
-def names(tools: Tools) -> Iterator[list[str]]:
-    """Containers the test makes (by name), removed with ``rm -f`` afterwards, whatever happened."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        tools.runner("rm", "-f", name)
 
 
 def inspect(tools: Tools, key: str) -> dict[str, Any]:

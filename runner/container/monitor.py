@@ -92,7 +92,8 @@ def carry_on(container: Container, code: int, ran_for: float) -> None:
     """A container that ran in the foreground (``run`` or ``start -a`` with a restart policy) exited with
     ``code`` after ``ran_for`` seconds: if its policy restarts it, a monitor takes it over from here, in the
     background (as Docker's client returns at the first exit while its daemon restarts the container)."""
-    if not container.spec.restart.restarts(code, container.state().restart_count, container.stopped_by_user()):
+    if container.spec.restart.name == "no" or \
+            not container.spec.restart.restarts(code, container.state().restart_count, container.stopped_by_user()):
         return
     if os.fork() == 0:
         try:

@@ -82,7 +82,7 @@ class Container:
         return self.dir / name
 
     def state(self) -> ContainerState:
-        state = self._recorded()
+        state = self.as_written()
         if state.status == "running" and not _is_recorded_process(state):
             # its runner (or monitor) died without recording the exit: PID 1 then got the parent-death SIGKILL, and
             # its pid may since be another process's
@@ -102,10 +102,6 @@ class Container:
 
     def as_written(self) -> ContainerState:
         """state.json as its owner wrote it, unchecked (``wait`` watches for the owner's next write)."""
-        return self._recorded()
-
-    def _recorded(self) -> ContainerState:
-        """state.json as written, unchecked."""
         try:
             return ContainerState(**read_json(self.path("state.json")))
         except FileNotFoundError:
@@ -125,7 +121,7 @@ class Container:
     def record_oom(self) -> None:
         """The OOM killer killed a process of this run (release reads it from the cgroup before the group goes):
         written into the record as it is, whatever the process check would say of it by now."""
-        write_json(self.path("state.json"), asdict(replace(self._recorded(), oom_killed=True)))
+        write_json(self.path("state.json"), asdict(replace(self.as_written(), oom_killed=True)))
 
     def record_monitor(self) -> ContainerState:
         """The calling process owns the container from now on (its monitor): "restarting" holds while it lives."""
@@ -135,7 +131,7 @@ class Container:
 
     def monitor_alive(self) -> bool:
         """Whether the monitor the record names still runs (it may restart the container)."""
-        return monitor_alive(self._recorded())
+        return monitor_alive(self.as_written())
 
     # Docker's HasBeenManuallyStopped: a file of its own, not a field of state.json, so that a ``stop`` and the
     # monitor writing the exit cannot overwrite each other's word (each writes state.json whole)
@@ -169,7 +165,7 @@ class Container:
         that what the caller returns to, or removes, is the record with the command's exit code, not one still
         being written. (state() already reads an exited PID 1 as exited; the record is what this waits for.)"""
         deadline = time.monotonic() + timeout
-        while self._recorded().status == "running" and time.monotonic() < deadline:
+        while self.as_written().status == "running" and time.monotonic() < deadline:
             time.sleep(0.02)
 
 
@@ -186,10 +182,7 @@ def _identity_of(name: str, pid: int) -> dict[str, Any]:
 
 def _is_recorded_process(state: ContainerState) -> bool:
     """Whether the process state.pid names now is the one recorded, and has not exited (a zombie has)."""
-    if state.pid <= 0 or state.pid_start_time is None or state.boot_id != boot_id():
-        return False
-    stat = read_stat(state.pid)
-    return stat is not None and stat.start_time == state.pid_start_time and stat.state not in ("Z", "X")
+    return state.pid > 0 and state.pid_start_time is not None and alive(state.pid, state.pid_start_time, state.boot_id)
 
 
 def _verified_pidfd(state: ContainerState) -> int | None:

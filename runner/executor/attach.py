@@ -36,7 +36,7 @@ import termios
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.executor.process import Stdio
+from runner.executor.process import Stdio, handling
 from runner.isolation import tty
 from runner.logs import writer as logs
 from shared.errors import usage
@@ -345,12 +345,8 @@ def _proxying(sock: socket.socket, signals: tuple[int, ...]) -> Iterator[None]:
         with contextlib.suppress(OSError):
             sock.send(b"k%d" % sig)
 
-    previous = {sig: signal.signal(sig, send) for sig in signals}
-    try:
+    with handling(signals, send):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def client(sock: socket.socket, terminal: bool, stdin: bool, keys: bytes, signals: tuple[int, ...]) -> int | None:

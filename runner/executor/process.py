@@ -12,7 +12,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -181,6 +181,19 @@ def reset_signals() -> None:
             with contextlib.suppress(OSError, ValueError):
                 signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+@contextlib.contextmanager
+def handling(signals: Sequence[int], handler: Callable[[int, object], None]) -> Iterator[None]:
+    """While the block runs, ``handler`` takes ``signals`` instead of us (the runner passing them on to a container:
+    supervise's forwarding, attach's --sig-proxy); the handlers that were there before come back after it,
+    however it ends."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def failure(error: BaseException, what: str = "start the container") -> tuple[str, int]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runner.executor.process import Stdio
+from runner.executor.process import Stdio, handling
 from runner.isolation import tty
 from runner.logs import writer as logs
 from shared.errors import Kind, StrataError
@@ -89,12 +89,8 @@ def forwarding(pid: int, noted: Callable[[int], None] | None = None) -> Iterator
         if noted is not None:
             noted(sig)
 
-    previous = {sig: signal.signal(sig, passing) for sig in FORWARDED_SIGNALS}
-    try:
+    with handling(FORWARDED_SIGNALS, passing):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def relay(started: Started, feed: bool, log: logs.LogWriter | None, echo: bool, server: Server | None = None) \

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from runner.container.record import CONFIG_NAME, NAME_RE, Container, all_containers
 from shared.digest import Digest
-from shared.errors import Kind, StrataError, usage
+from shared.errors import Kind, StrataError, not_found, usage
 from shared.store.files import read_json, write_json
 
 
@@ -36,6 +36,8 @@ def rename(container: Container, new: str) -> None:
                                   "that name.", Kind.STATE)
         from runner.spec import A_NAME
 
+        if not container.path(CONFIG_NAME).exists():  # removed since it was found
+            raise not_found(f"no such container: {container.name}")
         doc = read_json(container.path(CONFIG_NAME))
         doc["annotations"][A_NAME] = new
         write_json(container.path(CONFIG_NAME), doc)

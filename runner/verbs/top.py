@@ -111,12 +111,18 @@ def top(container: Container, ps_args: Sequence[str]) -> list[str]:
     pids = pids_of(container, running_pid(container))
     # ps cuts lines at $COLUMNS when it is set: Docker's daemon runs it with none (whole command lines)
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    done = subprocess.run(["ps", *args, "-q", ",".join(map(str, pids))], capture_output=True, text=True,
-                          check=False, env=env)
+    done = _ps([*args, "-q", ",".join(map(str, pids))], env)
     if done.returncode != 0:  # some options (f) do not go with -q: Docker runs it again without
-        done = subprocess.run(["ps", *args], capture_output=True, text=True, check=False, env=env)
+        done = _ps(args, env)
         if done.returncode != 0:
             raise StrataError(f"ps: {(done.stderr.splitlines() or ['exit status ' + str(done.returncode)])[0]}",
                               Kind.SYSTEM)
     titles, rows = parse_ps(done.stdout, pids)
     return tabwrite(["\t".join(titles), *("\t".join(r) for r in rows)], minwidth=20, padding=3)
+
+
+def _ps(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["ps", *args], capture_output=True, text=True, check=False, env=env)
+    except OSError as e:  # no procps on this host
+        raise StrataError(f"cannot run ps (procps): {e.strerror}", Kind.SYSTEM) from None

@@ -63,13 +63,23 @@ class Counted(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer) -> int | None:
         n = self._raw.readinto(buffer)  # type: ignore[union-attr]  # (BinaryIO's have it too)
-        self.count += n or 0
+        self._counted(n or 0)
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        """The underlying read's own bytes: RawIOBase's read would allocate a buffer and copy into it (a plain
+        tar's 1 MiB reads went 60% slower through it)."""
+        data = self._raw.read(size)
+        self._counted(len(data))
+        return data
+
+    def _counted(self, n: int) -> None:
+        self.count += n
         now = time.monotonic()
         if (now >= self._next or not n) and self.count != self._said:
             self._next = now + self._every
             self._said = self.count
             self._say(self.count)
-        return n
 
     def close(self) -> None:
         self._raw.close()
