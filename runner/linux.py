@@ -33,6 +33,7 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
@@ -85,6 +86,10 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
 
 
 class _MountAttr(ctypes.Structure):
@@ -92,10 +97,12 @@ class _MountAttr(ctypes.Structure):
                 ("userns_fd", ctypes.c_uint64)]
 
 
-def clone_tree(dir_fd: int, path: str = "") -> int:
-    """A detached copy of the mount tree at PATH (relative to DIR_FD; "" for DIR_FD itself), submounts included:
-    open_tree(OPEN_TREE_CLONE|AT_RECURSIVE), the fd of a bind mount that is not attached anywhere yet."""
-    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | (AT_EMPTY_PATH if not path else 0)
+def clone_tree(dir_fd: int, path: str = "", recursive: bool = True) -> int:
+    """A detached copy of the mount tree at PATH (relative to DIR_FD; "" for DIR_FD itself), submounts included
+    (unless not ``recursive``: a plain bind): open_tree(OPEN_TREE_CLONE|AT_RECURSIVE), the fd of a bind mount that
+    is not attached anywhere yet."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if not path
+                                                                                        else 0)
     fd = int(_libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(dir_fd), _b(path), ctypes.c_uint(flags)))
     if fd < 0:
         err = ctypes.get_errno()
@@ -103,12 +110,13 @@ def clone_tree(dir_fd: int, path: str = "") -> int:
     return fd
 
 
-def set_tree_attributes(tree: int, attr_set: int, propagation: int = 0) -> None:
+def set_tree_attributes(tree: int, attr_set: int, propagation: int = 0, recursive: bool = True,
+                        attr_clr: int = 0) -> None:
     """mount_setattr(AT_RECURSIVE) on a whole tree (the fd from :func:`clone_tree`): every submount gets the flags,
-    not just the top one as a remount would."""
-    attr = _MountAttr(attr_set, 0, propagation, 0)
+    not just the top one as a remount would (``recursive`` False: the top one only)."""
+    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
     _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(tree), b"",
-                         ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+                         ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)), ctypes.byref(attr),
                          ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
 
 

@@ -25,11 +25,9 @@ that steals and holds or floods a pipe of the command's can neither stall that n
 
 from __future__ import annotations
 
-import fcntl
 import os
 import resource
 import select
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +66,7 @@ def exec_in(container: Container, opts: ExecOptions) -> int:
         record_r, record_w = os.pipe2(os.O_CLOEXEC)
         stdio = process.Stdio(opts.tty)
         try:
-            pid = _spawn(job, {"pidfd": pidfd, "channel": theirs.fileno(), "record": record_w}, stdio)
+            pid = stage.spawn(job, {"pidfd": pidfd, "channel": theirs.fileno(), "record": record_w}, stdio)
         except BaseException:
             stdio.close()
             ours.close()
@@ -142,46 +140,6 @@ def _user(container: Container, spec: str, pid1: int, pidfd: int) -> user.ExecUs
     return who
 
 
-def _spawn(job: bytes, fds: dict[str, int], stdio: process.Stdio) -> int:
-    """The stage, exec'd from a sealed copy of itself with its job in a sealed memfd (module doc); its pid. It gets
-    the container's stdio as 0, 1 and 2, the fds given (inheritable for the spawn: they are closed here or by the
-    caller right after), every signal at its default, no environment; any other fd it finds it closes first."""
-    exe = me = job_fd = -1
-    moved: list[int] = []
-
-    def above_stdio(fd: int) -> int:
-        """A runner started with stdio closed holds some of its own fds as 0, 1 or 2, where the spawn puts the
-        container's stdio: such a one goes above them (the copy is closed here after the spawn)."""
-        if fd >= 3:
-            return fd
-        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
-        return moved[-1]
-
-    try:
-        try:
-            exe = linux.sealed_copy(str(stage.HELPER), stage.NAME)
-        except FileNotFoundError:
-            raise StrataError(f"cannot start the exec stage: {stage.HELPER} is missing (scripts/setup builds it "
-                              "from stage.c)", Kind.SYSTEM) from None
-        me = os.pidfd_open(os.getpid())
-        job_fd = os.memfd_create("strata-exec-job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        given = {name: above_stdio(fd) for name, fd in {**fds, "runner": me, "exe": exe, "job": job_fd}.items()}
-        job_at = given.pop("job")
-        _write_job(job_fd, stage.fds(given) + job)
-        for fd in (*given.values(), job_at):
-            os.set_inheritable(fd, True)
-        child = [above_stdio(fd) for fd in stdio.child]
-        return os.posix_spawn(f"/proc/self/fd/{given['exe']}", [stage.NAME, str(job_at)], {},
-                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(child)],
-                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
-    except OSError as e:
-        raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
-    finally:
-        for fd in (me, job_fd, exe, *moved):
-            if fd >= 0:
-                os.close(fd)
-
-
 def _admit(container: Container, stage_pid: int, pid1: int) -> None:
     """The stage in the container's cgroups, before its Go (so before it joins anything). A runtime's container
     is where its PID 1 is (runc and crun place it differently); without root a container has none (a runtime's
@@ -194,18 +152,6 @@ def _admit(container: Container, stage_pid: int, pid1: int) -> None:
             cgroups.for_container(spec.id).add(stage_pid)
     except StrataError as e:
         raise StrataError(f"cannot {stage.WHAT}: {e}", Kind.SYSTEM, exit_code=process.EXIT_RUNNER_ERROR) from None
-
-
-def _write_job(fd: int, job: bytes) -> None:
-    """The stage's job in a sealed memfd, which it reads to its end: any size a command line may have (a pipe
-    would hold 64 KiB before the stage runs), and nothing can change it once sealed."""
-    limit = 8 * os.sysconf("SC_ARG_MAX")  # our argv, with room for the fields' heads
-    if len(job) > limit:
-        raise usage(f"exec: the command and its environment are too large ({len(job)} bytes; at most {limit})")
-    view = memoryview(job)
-    while view:
-        view = view[os.write(fd, view):]
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
 
 
 def _result(last: Message | None, code: int, opts: ExecOptions, container: Container, record_r: int) -> int:

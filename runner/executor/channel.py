@@ -24,6 +24,14 @@ the command was exec'd, or Failed; an end of file before either means the monito
     stage -> runner   (end of file)         it closed every fd before forking the command (there the command's
                                             exec is not the signal: the stage outlives it)
 
+``runner-oci create`` (:mod:`runner.oci.init`) and the init of a caller's bundle:
+
+    runner-oci -> init   Go                 in its cgroup: make the namespaces (then again: hooks ran, build the root)
+    init -> runner-oci   Step("namespaces") they are made: the prestart and createRuntime hooks may run
+    init -> runner-oci   Pty (+ the fd)     process.terminal: the pty, for the caller's console socket
+    init -> runner-oci   Step("created")    set up; it waits on exec.fifo for ``start``
+    init -> runner-oci   Failed(message, code)  it could not; it exits
+
 Every packet is at most MAX_MESSAGE bytes, read with one bounded recv; a Failed message arrives as one line with
 no control characters, whoever wrote it, its text cut to fit.
 """
@@ -76,7 +84,14 @@ class SetupFailed:
     at: int = 0
 
 
-Message = Go | Running | Pty | Failed | SetupFailed
+@dataclass(frozen=True)
+class Step:
+    """A caller's init to ``runner-oci create``: how far it got (``namespaces``, ``created``)."""
+
+    name: str
+
+
+Message = Go | Running | Pty | Failed | SetupFailed | Step
 
 
 class Channel:
@@ -99,6 +114,8 @@ class Channel:
             self.sock.send(json.dumps({"type": "go" if isinstance(message, Go) else "running"}).encode())
         elif isinstance(message, Pty):
             socket.send_fds(self.sock, [b'{"type": "pty"}'], [message.fd])
+        elif isinstance(message, Step):
+            self.sock.send(json.dumps({"type": "step", "name": message.name[:100]}).encode())
         elif isinstance(message, SetupFailed):  # as stage.c writes it
             self.sock.send(json.dumps({"type": "setup-failed", "step": message.step, "errno": message.errno,
                                        "at": message.at}).encode())
@@ -128,6 +145,8 @@ class Channel:
             return Running()
         if kind == "failed":
             return Failed(_one_line(str(doc.get("message", ""))), int(doc.get("code", 125)))
+        if kind == "step":
+            return Step(str(doc.get("name", "")))
         if kind == "setup-failed":
             return SetupFailed(int(doc.get("step", 0)), int(doc.get("errno", 0)), int(doc.get("at", 0)))
         raise ValueError(f"unexpected message on the channel: {data[:200]!r}")

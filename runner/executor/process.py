@@ -68,7 +68,7 @@ def become(spec: Spec, program: seccomp.Program | None, user_spec: str | None = 
     security.limit_bounding_set(privileges)
     if program is not None:  # while we hold CAP_SYS_ADMIN; what follows is all allowed by Docker's profile
         seccomp.install(program)
-    if not _groups_denied():
+    if not groups_denied():
         os.setgroups(list(who.groups))
     os.setgid(who.gid)
     os.setuid(who.uid)
@@ -76,7 +76,7 @@ def become(spec: Spec, program: seccomp.Program | None, user_spec: str | None = 
     return env
 
 
-def _groups_denied() -> bool:
+def groups_denied() -> bool:
     """A user namespace that maps one id (a user without subordinate ids) had setgroups(2) denied before its
     map was written, as the kernel requires: no group but the user's exists there to set, so the process keeps
     the one it has (podman's rootless containers do the same)."""

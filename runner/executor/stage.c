@@ -71,6 +71,8 @@ enum tag {
     TAG_ENV = 17,          /* KEY=VALUE (repeated, in order) */
     TAG_ARGV = 18,         /* the command (repeated, in order) */
     TAG_TTY = 19,          /* present: give the command a pty */
+    TAG_CAP_SETS = 20,     /* effective, permitted, inheritable, ambient masks (runner-oci: as config.json says) */
+    TAG_DETACH = 21,       /* present: say the command's pid on the channel and exit; it is not ours to wait for */
 };
 
 /* What failed before the command's fork (reported on the channel), or in the command (its record). */
@@ -115,7 +117,8 @@ struct rlimit_ { uint64_t resource, soft, hard; };
 static struct {
     int runner, pidfd, channel, exe, record;
     uint64_t namespaces, last_cap, capabilities, seccomp_flags, uid, gid;
-    int no_new_privs, tty, seccomp;
+    int no_new_privs, tty, seccomp, cap_sets, detach;
+    uint64_t sets[4];
     char *cwd;
     struct rlimit_ *rlimits;
     size_t n_rlimits, n_groups, n_env, n_argv, filter_len;
@@ -222,6 +225,11 @@ static void field(uint32_t tag, const unsigned char *data, uint32_t len, int *ok
     case TAG_ENV: job.env = append(job.env, &job.n_env, string(data, len, ok), ok); break;
     case TAG_ARGV: job.argv = append(job.argv, &job.n_argv, string(data, len, ok), ok); break;
     case TAG_TTY: job.tty = 1; break;
+    case TAG_CAP_SETS:
+        if (len != sizeof job.sets) *ok = 0;
+        else memcpy(job.sets, data, sizeof job.sets), job.cap_sets = 1;
+        break;
+    case TAG_DETACH: job.detach = 1; break;
     default: *ok = 0;
     }
 }
@@ -359,13 +367,21 @@ static int groups_denied(void) {
 
 static void set_capabilities(void) {
     uint64_t mask = job.uid == 0 ? job.capabilities : 0;
+    uint64_t effective = job.cap_sets ? job.sets[0] : mask, permitted = job.cap_sets ? job.sets[1] : mask,
+             inheritable = job.cap_sets ? job.sets[2] : 0;
     struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
     struct __user_cap_data_struct data[2] = {{0}};
     for (int i = 0; i < 2; i++) {
-        data[i].effective = data[i].permitted = (uint32_t)(mask >> (32 * i));
-        data[i].inheritable = 0;
+        data[i].effective = (uint32_t)(effective >> (32 * i));
+        data[i].permitted = (uint32_t)(permitted >> (32 * i));
+        data[i].inheritable = (uint32_t)(inheritable >> (32 * i));
     }
     check((int)syscall(SYS_capset, &header, data), STEP_CAPSET);
+    if (job.cap_sets) {
+        check(prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0), STEP_CAPSET);
+        for (uint64_t cap = 0; cap <= job.last_cap; cap++)
+            if (job.sets[3] >> cap & 1) check(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0), STEP_AMBIENT);
+    }
     if (job.no_new_privs) check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), STEP_NO_NEW_PRIVS);
 }
 
@@ -380,6 +396,7 @@ static void become(void) {
     }
     limit_bounding_set();
     if (job.seccomp) install_filter();
+    if (job.cap_sets) check(prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), STEP_CAPSET); /* the sets survive setuid */
     if (!groups_denied()) check(setgroups(job.n_groups, job.groups), STEP_SETGROUPS);
     check(setgid((gid_t)job.gid), STEP_SETGID);
     check(setuid((uid_t)job.uid), STEP_SETUID);
@@ -445,8 +462,9 @@ static int exec_path(char **argv, char **env) {
 }
 
 _Noreturn static void command(int slave) {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) record(STEP_SETUP, errno);
-    if (getppid() != 0) _exit(128 + SIGKILL); /* our parent is outside this pid namespace: 0 while it lives */
+    if (job.detach) close(job.channel); /* the stage's, to say our pid */
+    else if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) record(STEP_SETUP, errno);
+    if (!job.detach && getppid() != 0) _exit(128 + SIGKILL); /* our parent is outside this pid namespace: 0 while it lives */
     if (setsid() < 0) record(STEP_SETUP, errno);
     if (slave >= 0) {
         if (ioctl(slave, TIOCSCTTY, 0) < 0) record(STEP_SETUP, errno);
@@ -491,13 +509,20 @@ int main(int argc, char **argv) {
     become();
     check(prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), STEP_DUMPABLE); /* a change of credentials reset it */
     die_with_runner();                                        /* and cleared this */
-    int kept[] = {job.record, slave};
-    close_all_but(kept, 2); /* the channel and every pidfd among them: the command holds none */
+    int kept[] = {job.record, slave, job.detach ? job.channel : -1};
+    close_all_but(kept, 3); /* every pidfd and (but to say a detached command's pid) the channel: the command holds none */
     pid_t child = fork();
     if (child < 0) _exit(EXIT_RUNNER_ERROR); /* the channel is closed: the exit code says it */
     if (child == 0) command(slave);
     close(job.record);
     if (slave >= 0) close(slave);
+    if (job.detach) { /* the caller (a shim: a child subreaper) adopts it when we exit */
+        char msg[64];
+        int n = snprintf(msg, sizeof msg, "{\"type\": \"step\", \"name\": \"pid %d\"}", (int)child);
+        ssize_t unused = send(job.channel, msg, (size_t)n, MSG_NOSIGNAL);
+        (void)unused;
+        _exit(0);
+    }
     int status;
     while (waitpid(child, &status, 0) < 0)
         if (errno != EINTR) _exit(EXIT_RUNNER_ERROR);

@@ -32,7 +32,9 @@ its own table and the command's name, and only when the exit status is the one t
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import signal
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,7 +43,7 @@ from runner import linux
 from runner.executor import process
 from runner.executor.channel import Failed, SetupFailed
 from runner.isolation import seccomp
-from shared.errors import Kind, StrataError
+from shared.errors import Kind, StrataError, usage
 
 HELPER = Path(__file__).with_name("strata-exec")  # stage.c, built by scripts/setup
 NAME = "strata-exec"  # its comm and its memfd's name: what the container may see of it
@@ -52,7 +54,7 @@ WHAT = "exec in the container"
 # stage.c's enum tag (tests/unit/test_stage_job.py keeps the two in step)
 TAGS = {"runner": 1, "pidfd": 2, "channel": 3, "exe": 4, "record": 5, "namespaces": 6, "cwd": 7, "rlimit": 8,
         "capabilities": 9, "last_cap": 10, "no_new_privs": 11, "seccomp_flags": 12, "seccomp_filter": 13, "uid": 14,
-        "gid": 15, "group": 16, "env": 17, "argv": 18, "tty": 19}
+        "gid": 15, "group": 16, "env": 17, "argv": 18, "tty": 19, "cap_sets": 20, "detach": 21}
 _FIELD = struct.Struct("=II")
 _NUMBER = struct.Struct("=Q")
 _RLIMIT = struct.Struct("=QQQ")
@@ -77,9 +79,12 @@ _RLIMIT_WORDS = {errno.EINVAL: "current limit exceeds maximum limit", errno.EPER
 
 def job(namespaces: int, cwd: str, rlimits: Sequence[tuple[int, int, int]], capabilities: int, last_cap: int,
         no_new_privs: bool, program: seccomp.Program | None, ids: tuple[int, int, Sequence[int]],
-        env: Mapping[str, str], argv: Sequence[str], tty: bool) -> bytes:
+        env: Mapping[str, str], argv: Sequence[str], tty: bool,
+        cap_sets: tuple[int, int, int, int] | None = None, detach: bool = False) -> bytes:
     """The stage's job but for its fds (:func:`fds`): the namespaces to join and what the command will be, every
     value resolved (``capabilities`` a mask; ``ids`` uid, gid, groups; limits above 2**64-2 are unlimited).
+    ``cap_sets`` (``runner-oci``): the four sets as masks, kept across the change of user; ``detach``: the stage
+    says the command's pid on the channel and exits without waiting (a caller's shim adopts the command).
     A NUL byte no C string can carry (an image's Env may hold one) fails as the interpreter stage failed on it:
     its mkdir, or its execve before it could exec."""
     if "\0" in cwd:
@@ -98,7 +103,10 @@ def job(namespaces: int, cwd: str, rlimits: Sequence[tuple[int, int, int]], capa
     fields += [("argv", os.fsencode(a)) for a in argv]
     if program is not None:
         fields += [("seccomp_flags", _NUMBER.pack(program.flags)), ("seccomp_filter", program.filter)]
-    fields += [(name, b"") for name, present in (("no_new_privs", no_new_privs), ("tty", tty)) if present]
+    if cap_sets is not None:  # runner-oci: effective, permitted, inheritable, ambient as config.json gives them
+        fields.append(("cap_sets", struct.pack("=4Q", *cap_sets)))
+    fields += [(name, b"") for name, present in (("no_new_privs", no_new_privs), ("tty", tty), ("detach", detach))
+               if present]
     return _encode(fields)
 
 
@@ -146,3 +154,55 @@ def read_record(fd: int, name: str, code: int) -> Failed | None:
     step, number = RECORD.unpack(data)
     message, meant = _decode(step, number, name)
     return Failed(message, code) if meant == code else None
+
+
+def spawn(job: bytes, named: dict[str, int], stdio: process.Stdio | tuple[int, int, int]) -> int:
+    """The stage, exec'd from a sealed copy of itself with its job in a sealed memfd (module doc); its pid. It gets
+    the container's stdio as 0, 1 and 2, the fds given (inheritable for the spawn: they are closed here or by the
+    caller right after), every signal at its default, no environment; any other fd it finds it closes first."""
+    exe = me = job_fd = -1
+    moved: list[int] = []
+
+    def above_stdio(fd: int) -> int:
+        """A runner started with stdio closed holds some of its own fds as 0, 1 or 2, where the spawn puts the
+        container's stdio: such a one goes above them (the copy is closed here after the spawn)."""
+        if fd >= 3:
+            return fd
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+        return moved[-1]
+
+    try:
+        try:
+            exe = linux.sealed_copy(str(HELPER), NAME)
+        except FileNotFoundError:
+            raise StrataError(f"cannot start the exec stage: {HELPER} is missing (scripts/setup builds it "
+                              "from stage.c)", Kind.SYSTEM) from None
+        me = os.pidfd_open(os.getpid())
+        job_fd = os.memfd_create("strata-exec-job", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        given = {name: above_stdio(fd) for name, fd in {**named, "runner": me, "exe": exe, "job": job_fd}.items()}
+        job_at = given.pop("job")
+        write_job(job_fd, fds(given) + job)
+        for fd in (*given.values(), job_at):
+            os.set_inheritable(fd, True)
+        child = [above_stdio(fd) for fd in (stdio if isinstance(stdio, tuple) else stdio.child)]
+        return os.posix_spawn(f"/proc/self/fd/{given['exe']}", [NAME, str(job_at)], {},
+                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(child)],
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    except OSError as e:
+        raise StrataError(f"cannot start the exec stage: {e.strerror or e}", Kind.SYSTEM) from None
+    finally:
+        for fd in (me, job_fd, exe, *moved):
+            if fd >= 0:
+                os.close(fd)
+
+
+def write_job(fd: int, job: bytes) -> None:
+    """The stage's job in a sealed memfd, which it reads to its end: any size a command line may have (a pipe
+    would hold 64 KiB before the stage runs), and nothing can change it once sealed."""
+    limit = 8 * os.sysconf("SC_ARG_MAX")  # our argv, with room for the fields' heads
+    if len(job) > limit:
+        raise usage(f"exec: the command and its environment are too large ({len(job)} bytes; at most {limit})")
+    view = memoryview(job)
+    while view:
+        view = view[os.write(fd, view):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)

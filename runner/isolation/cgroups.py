@@ -50,6 +50,7 @@ class Limits:
     swap: int | None = None  # --memory-swap: memory and swap together, bytes; -1: swap unlimited
     reservation: int | None = None  # --memory-reservation: the soft limit, bytes
     shares: int | None = None  # --cpu-shares: the relative weight (v1 cpu.shares; 1024 is the default)
+    period: int | None = None  # the CFS period in microseconds that ``cpus`` is a share of; None: CPU_PERIOD_US
 
     @classmethod
     def from_options(cls, memory: str | None, cpus: float | None, pids: int | None,
@@ -184,7 +185,7 @@ class Cgroup:
     def create(self, limits: Limits, devices: Sequence[devcgroup.Rule] = devcgroup.ALLOW_ALL) -> None:
         """Make the group(s) with LIMITS and the device allow list DEVICES (before any process is in them)."""
         for d in self.dirs:
-            d.mkdir(exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True)  # a runner-oci caller's path may be nested: /docker/ID
         try:
             self.apply(limits)
             self.allow_devices(devices)
@@ -244,10 +245,12 @@ class Cgroup:
 
 
 class CgroupV1(Cgroup):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, controllers: Sequence[str] = V1_CONTROLLERS) -> None:
+        """NAME relative to the runner's own group in each hierarchy; an absolute NAME (a runtime-spec
+        ``cgroupsPath`` of ``runner-oci``'s caller) from each hierarchy's root."""
         mounts, own = _v1_mounts(), v1_paths()
-        self.by_controller = {c: mounts[c] / own.get(c, "/").lstrip("/") / name for c in V1_CONTROLLERS
-                              if c in mounts}
+        self.by_controller = {c: mounts[c] / ("" if name.startswith("/") else own.get(c, "/").lstrip("/")) /
+                              name.lstrip("/") for c in controllers if c in mounts}
         super().__init__(list(dict.fromkeys(self.by_controller.values())))  # cpu,cpuacct may be one mount
 
     def file(self, controller: str, name: str) -> Path | None:
@@ -278,9 +281,9 @@ class CgroupV1(Cgroup):
         if limits.reservation is not None:
             _write(need("memory") / "memory.soft_limit_in_bytes", str(limits.reservation))
         if limits.cpus is not None:
-            d = need("cpu")
-            _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            _write(d / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+            d, period = need("cpu"), limits.period or CPU_PERIOD_US
+            _write(d / "cpu.cfs_period_us", str(period))
+            _write(d / "cpu.cfs_quota_us", str(round(limits.cpus * period)))
         if limits.shares is not None:  # the kernel takes 2 to 262144 and clamps the rest, as under Docker
             _write(need("cpu") / "cpu.shares", str(limits.shares))
         if limits.pids is not None:
@@ -301,22 +304,24 @@ class CgroupV1(Cgroup):
 
 class CgroupV2(Cgroup):
     def __init__(self, name: str, root: Path = CGROUP_ROOT) -> None:
-        self.parent = root / "strata"
-        super().__init__([self.parent / name])
+        """``ROOT/strata/NAME``; an absolute NAME (``runner-oci``'s caller's ``cgroupsPath``) is ``ROOT/NAME``."""
+        path = root / name.lstrip("/") if name.startswith("/") else root / "strata" / name
+        self.root, self.parent = root, path.parent
+        super().__init__([path])
 
     def create(self, limits: Limits, devices: Sequence[devcgroup.Rule] = devcgroup.ALLOW_ALL) -> None:
         wanted = {"memory": limits.memory or limits.reservation, "cpu": limits.cpus or limits.shares,
                   "pids": limits.pids}
-        available = set((self.parent.parent / "cgroup.controllers").read_text().split())
+        available = set((self.root / "cgroup.controllers").read_text().split())
         for controller, value in wanted.items():
             if value is not None and controller not in available:
-                raise StrataError(f"the {controller} controller is not available in {self.parent.parent}",
-                                  Kind.SYSTEM)
+                raise StrataError(f"the {controller} controller is not available in {self.root}", Kind.SYSTEM)
         enable = " ".join(f"+{c}" for c in ("memory", "cpu", "pids") if c in available)
-        self.parent.mkdir(exist_ok=True)
-        if enable:
-            _write(self.parent.parent / "cgroup.subtree_control", enable)
-            _write(self.parent / "cgroup.subtree_control", enable)
+        self.parent.mkdir(parents=True, exist_ok=True)
+        if enable:  # from the root down to the group's parent: each level hands the controllers on
+            below = self.parent.relative_to(self.root)
+            for level in [*reversed(below.parents), below]:
+                _write(self.root / level / "cgroup.subtree_control", enable)
         super().create(limits, devices)
 
     def hierarchies(self) -> list[Hierarchy]:
@@ -334,7 +339,8 @@ class CgroupV2(Cgroup):
         if limits.reservation is not None:
             _write(d / "memory.low", str(limits.reservation))
         if limits.cpus is not None:
-            _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+            period = limits.period or CPU_PERIOD_US
+            _write(d / "cpu.max", f"{round(limits.cpus * period)} {period}")
         if limits.shares is not None:  # runc's conversion of shares (2..262144) to a weight (1..10000)
             shares = min(max(limits.shares, 2), 262144)
             _write(d / "cpu.weight", str(1 + (shares - 2) * 9999 // 262142))
@@ -402,6 +408,15 @@ def for_container(container_id: str) -> Cgroup:
         return NoCgroup()
     name = f"strata-{container_id}"
     return CgroupV2(name) if is_v2() else CgroupV1(name)
+
+
+def at_path(path: str, controllers: Sequence[str] = (*V1_CONTROLLERS, "freezer")) -> Cgroup:
+    """The group a runtime-spec ``cgroupsPath`` names, as runc reads it on cgroupfs (``runner-oci``): absolute from
+    each hierarchy's root, relative under the caller's own group; on v1 in every hierarchy named (the freezer
+    too: ``pause`` freezes it)."""
+    if not usable():
+        return NoCgroup()
+    return CgroupV2(path) if is_v2() else CgroupV1(path, controllers)
 
 
 def spec_path(container_id: str) -> str:

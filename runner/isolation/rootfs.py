@@ -187,10 +187,11 @@ def mount_and_pivot(spec: Spec) -> None:
         else:
             _mount_at(root, "sys", "sysfs", "sysfs",
                       nosuid_nodev_noexec | (0 if spec.privileged else linux.MS_RDONLY))
-        _mount_cgroups(root, spec.id, read_only=not spec.privileged, own_userns=spec.id_block is not None)
+        mount_cgroups(root, cgroups.for_container(spec.id), read_only=not spec.privileged,
+                      own_userns=spec.id_block is not None)
         _populate_dev(root, spec.devices, spec.privileged, init=spec.init, console=spec.terminal,
                       borrowed=in_userns)
-        _mask_paths(root, spec.masked_paths, spec.readonly_paths)
+        mask_paths(root, spec.masked_paths, spec.readonly_paths)
         for volume in spec.volumes:
             mount_volume(root, volume, spec.privileged)
         for t in spec.tmpfs:
@@ -286,13 +287,13 @@ def forbid_imports() -> None:
 
 
 
-def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool, own_userns: bool = False) -> None:
+def mount_cgroups(root: SafeRoot, group: cgroups.Cgroup, read_only: bool, own_userns: bool = False) -> None:
     """The container's own cgroups at /sys/fs/cgroup, as Docker mounts them: v2's root, or on v1 a tmpfs with one
     directory per hierarchy the container has a group in. We are in the cgroup namespace whose root is that
     group, so the limits at the top are the container's. In a user namespace of its own (--userns=auto) v1's
     hierarchies cannot be mounted (only cgroup2 may be, in a user namespace): the tmpfs stays empty there."""
     flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | (linux.MS_RDONLY if read_only else 0)
-    hierarchies = cgroups.for_container(container_id).hierarchies()
+    hierarchies = group.hierarchies()
     if own_userns and not (len(hierarchies) == 1 and hierarchies[0].fstype == "cgroup2"):
         hierarchies = []
     if len(hierarchies) == 1 and hierarchies[0].fstype == "cgroup2":
@@ -313,7 +314,7 @@ def _mount_cgroups(root: SafeRoot, container_id: str, read_only: bool, own_usern
         _mount_at(root, "sys/fs/cgroup", None, None, linux.MS_REMOUNT | linux.MS_BIND | flags)
 
 
-def _mask_paths(root: SafeRoot, masked: Sequence[str], read_only: Sequence[str]) -> None:
+def mask_paths(root: SafeRoot, masked: Sequence[str], read_only: Sequence[str]) -> None:
     """The spec's maskedPaths (Docker's): the container's /dev/null over files, an empty read-only tmpfs over
     directories; its readonlyPaths: bound onto themselves read-only, submounts included."""
     if not masked and not read_only:

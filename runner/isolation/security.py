@@ -48,7 +48,9 @@ READONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-tri
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_KEEPCAPS = 8
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -161,9 +163,14 @@ def own_bounding_set() -> frozenset[int]:
 
 def limit_bounding_set(privileges: Privileges) -> None:
     """Before the user changes: dropping from the bounding set needs CAP_SETPCAP, which we still have."""
-    keep = privileges.numbers() & own_bounding_set()
+    keep_bounding(privileges.numbers())
+
+
+def keep_bounding(keep: Iterable[int]) -> None:
+    """Cut the bounding set to ``keep`` (and what we hold: no more can be kept) and empty the ambient set."""
+    kept = set(keep) & own_bounding_set()
     for cap in range(_last_cap() + 1):
-        if cap not in keep:
+        if cap not in kept:
             linux.prctl(PR_CAPBSET_DROP, cap, what="PR_CAPBSET_DROP")
     linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="PR_CAP_AMBIENT")
 
@@ -171,14 +178,29 @@ def limit_bounding_set(privileges: Privileges) -> None:
 def set_capabilities(privileges: Privileges, uid: int) -> None:
     """After the user changed: root keeps the set as effective and permitted; others have none. Inheritable:
     empty. Then no_new_privs if asked (last: it does not stop us, only what we exec)."""
-    mask = sum(1 << n for n in privileges.numbers() & own_bounding_set()) if uid == 0 else 0
+    mine = privileges.numbers() & own_bounding_set() if uid == 0 else set()
+    set_capability_sets(mine, mine, ())
+    if privileges.no_new_privileges:
+        linux.prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")
+
+
+def set_capability_sets(effective: Iterable[int], permitted: Iterable[int], inheritable: Iterable[int]) -> None:
+    """One capset(2) of all three sets (numbers)."""
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
+    masks = [sum(1 << n for n in set(s)) for s in (effective, permitted, inheritable)]
     for i in range(2):
-        word = (mask >> (32 * i)) & 0xFFFFFFFF
-        data[i].effective, data[i].permitted, data[i].inheritable = word, word, 0
+        data[i].effective, data[i].permitted, data[i].inheritable = ((m >> (32 * i)) & 0xFFFFFFFF for m in masks)
     if _libc.capset(ctypes.byref(header), data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
-    if privileges.no_new_privileges:
-        linux.prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")
+
+
+def raise_ambient(caps: Iterable[int]) -> None:
+    """The runtime-spec's ambient set (each must be permitted and inheritable already)."""
+    for cap in sorted(caps):
+        linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, what="PR_CAP_AMBIENT_RAISE")
+
+
+def set_no_new_privileges() -> None:
+    linux.prctl(PR_SET_NO_NEW_PRIVS, 1, what="PR_SET_NO_NEW_PRIVS")
