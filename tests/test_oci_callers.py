@@ -120,6 +120,32 @@ def test_docker_exec_it(docker: Docker, runtime: str) -> None:
         _remove_docker(docker, name)
 
 
+def test_docker_run_of_a_missing_command_says_why(docker: Docker, runtime: str) -> None:
+    """dockerd reads the runtime's --log JSON for the message and maps "no such file or directory" in it to 127."""
+    result = docker.run("strata/test:1", "/nonexistent", runtime=runtime)
+    assert result.code == 127, result
+    assert "OCI runtime create failed" in result.err and "/nonexistent" in result.err, result.err
+    assert "no such file or directory" in result.err, result.err
+
+
+def test_docker_top_pause_unpause_update(docker: Docker, runtime: str) -> None:
+    name = f"c-{os.urandom(3).hex()}"
+    try:
+        assert docker.cli("run", "-d", "--runtime", runtime, "--network", "none", "--name", name, "strata/test:1",
+                          "/bin/sleep", "600").code == 0
+        top = docker.cli("top", name)
+        assert top.code == 0 and "/bin/sleep 600" in top.out, top
+        assert docker.cli("pause", name).code == 0
+        assert docker.cli("inspect", "--format", "{{.State.Status}}", name).out == "paused\n"
+        assert docker.cli("unpause", name).code == 0
+        assert docker.cli("exec", name, "/bin/true").code == 0
+        updated = docker.cli("update", "--memory", "64m", "--memory-swap", "128m", name)
+        assert updated.code == 0, updated.err
+        assert docker.cli("inspect", "--format", "{{.HostConfig.Memory}}", name).out == f"{64 << 20}\n"
+    finally:
+        _remove_docker(docker, name)
+
+
 def _until(check: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -182,6 +208,14 @@ def test_podman_run_gives_the_exit_code_and_output(podman: tuple[Podman, str]) -
     client, image = podman
     result = client.run(image, "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
     assert (result.code, result.out, result.err) == (3, "out\n", "err\n")
+
+
+def test_podman_run_of_a_missing_command_says_why(podman: tuple[Podman, str]) -> None:
+    """podman reads the runtime's stderr (no --log here) and maps "no such file or directory" in it to 127."""
+    client, image = podman
+    result = client.run(image, "/nonexistent")
+    assert result.code == 127, result
+    assert "/nonexistent" in result.err and "no such file or directory" in result.err, result.err
 
 
 def test_podman_detached_exec_logs_stop_rm(podman: tuple[Podman, str]) -> None:
