@@ -259,29 +259,46 @@ def _netns() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def test_each_caller_is_gone_after_its_context_even_with_a_container_running(tmp_path: Path,
-                                                                             caller_archive: Path) -> None:
-    """A test that fails leaves its containers running: leaving the context must still end everything."""
-    made = []
-    with docker_with_runtime(tmp_path / "d", {"oci-runc": RUNTIMES["oci-runc"]}) as d:
+class _Failed(Exception):
+    """What the cleanup test raises inside a caller's context, as a failing test would."""
+
+
+def test_each_caller_is_gone_after_a_failure_with_a_container_running(tmp_path: Path, caller_archive: Path) -> None:
+    """A failing test leaves its containers running and raises: leaving the context must still end everything,
+    the containers' own processes (which name no dir of ours) included."""
+    made, pids = [], []
+    with pytest.raises(_Failed), docker_with_runtime(tmp_path / "d", {"oci-runc": RUNTIMES["oci-runc"]}) as d:
         d.load(caller_archive)
-        left = d.cli("run", "-d", "--runtime", "oci-runc", "--network", "none", "strata/test:1", "sleep", "600")
-        assert left.code == 0, left.err
-        docker_cgroup = d.peer.cgroup
-        made.append(d.peer.netns)
+        assert d.cli("run", "-d", "--runtime", "oci-runc", "--network", "none", "--name", "left", "strata/test:1",
+                     "sleep", "600").code == 0
+        pids.append(int(d.cli("inspect", "--format", "{{.State.Pid}}", "left").out))
+        docker_cgroup, made = d.peer.cgroup, [*made, d.peer.netns]
+        raise _Failed
     assert _ours_left(tmp_path / "d", docker_cgroup) == []
-    with containerd_with(tmp_path / "c") as c:
+    with pytest.raises(_Failed), containerd_with(tmp_path / "c") as c:
         image = c.load(caller_archive)
         assert c.run(image, "left", "sleep", "600", runtime=RUNTIMES["oci-runc"], detach=True).code == 0
-        ctr_cgroup = c.cgroup
-        made.append(c.private.netns)
+        pids.append(int(c.ctr("task", "ls").out.split()[-2]))
+        ctr_cgroup, made = c.cgroup, [*made, c.private.netns]
         assert bench_docker().cgroup_dirs(ctr_cgroup) != []
+        raise _Failed
     assert _ours_left(tmp_path / "c", ctr_cgroup) == []
-    with podman_with(tmp_path / "p", RUNTIMES["oci-runc"]) as p:
+    with pytest.raises(_Failed), podman_with(tmp_path / "p", RUNTIMES["oci-runc"]) as p:
         image = p.load(caller_archive)
-        assert p.cli("run", "--pull=never", "-d", "--network", "none", "--cgroup-parent", p.cgroup, image,
-                     "sleep", "600").code == 0
-        podman_cgroup = p.cgroup
-        made.append(p.private.netns)
+        assert p.cli("run", "--pull=never", "-d", "--network", "none", "--cgroup-parent", p.cgroup, "--name", "left",
+                     image, "sleep", "600").code == 0
+        pids.append(int(p.cli("inspect", "--format", "{{.State.Pid}}", "left").out))
+        podman_cgroup, made = p.cgroup, [*made, p.private.netns]
+        raise _Failed
     assert _ours_left(tmp_path / "p", podman_cgroup) == []
     assert _netns() & set(made) == set()
+    assert len(pids) == 3 and all(pid > 0 for pid in pids)
+    assert _until(lambda: not any(_running(pid) for pid in pids)), [pid for pid in pids if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    """PID is alive (a zombie waiting for its reaper is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
