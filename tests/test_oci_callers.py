@@ -31,7 +31,9 @@ from tests.terminal import Terminal
 
 pytestmark = [needs_root, needs_tools]
 
-RUNTIMES = {"oci-runc": "/usr/sbin/runc"}  # name (as registered with Docker; "runc" is reserved there) -> path
+# name (as registered with Docker; "runc" is reserved there) -> path: runc, the reference, and runner-oci
+RUNNER_OCI = str(Path(__file__).resolve().parent.parent / "scripts" / "runner-oci")
+RUNTIMES = {"oci-runc": "/usr/sbin/runc", "strata": RUNNER_OCI}
 
 
 @pytest.fixture(scope="session")

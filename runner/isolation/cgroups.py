@@ -145,7 +145,7 @@ def _v1_mounts() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for mount_point, options in _v1_hierarchies():
         for option in options:
-            if option in V1_CONTROLLERS:
+            if not option.startswith("name="):  # the freezer too: runner-oci's groups have one (at_path)
                 found.setdefault(option, mount_point)
     return found
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from runner.oci import exec as oci_exec
 from runner.oci import features as oci_features
-from runner.oci import lifecycle
+from runner.oci import init, lifecycle
 from runner.oci.state import State, all_states, default_root
 from shared.errors import Kind, StrataError
 
@@ -25,7 +25,7 @@ def dispatch(args: argparse.Namespace) -> int:
     g = lifecycle.Globals(Path(args.root) if args.root else default_root(), args.systemd_cgroup, args.debug)
     verb = args.verb
     if verb in ("create", "run"):
-        opts = lifecycle.CreateOptions(Path(args.bundle), args.console_socket, args.pid_file, args.no_pivot,
+        opts = init.CreateOptions(Path(args.bundle), args.console_socket, args.pid_file, args.no_pivot,
                                        args.no_new_keyring, args.preserve_fds)
         if verb == "create":
             lifecycle.create(g, args.id, opts)

@@ -28,8 +28,9 @@ import struct
 import subprocess
 import termios
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from runner import linux
 from runner.executor import process
@@ -37,9 +38,6 @@ from runner.executor.channel import Channel, Failed, Go, Pty, Step
 from runner.isolation import cgroups, devcgroup, seccomp, security, tty
 from runner.oci import mounts
 from runner.oci.config import Config, Hook, Process
-
-if TYPE_CHECKING:
-    from runner.oci.lifecycle import CreateOptions as Options
 from runner.oci.state import FIFO, State
 from shared import proc
 from shared.errors import Kind, StrataError
@@ -48,6 +46,22 @@ NEW_NAMESPACES = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": 
                   "network": linux.CLONE_NEWNET, "cgroup": linux.CLONE_NEWCGROUP}
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")  # user first: it grants the others
 HOOK_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """``create``'s and ``run``'s options, as runc names them."""
+
+    bundle: Path
+    console_socket: str | None = None
+    pid_file: str | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0  # fds 3 .. 3+N-1 of ours the container's process keeps (runc's --preserve-fds)
+
+
+
+Options = CreateOptions
 
 
 class CreateFailed(StrataError):
@@ -169,13 +183,13 @@ def _converse(config: Config, parent: Channel, st: State, console_socket: str | 
 
 def send_console(path: str | None, master: int) -> None:
     """The pty's master to the caller's ``--console-socket`` (a unix stream socket), as runc sends it: one
-    message, SCM_RIGHTS, the terminal's name as its data."""
+    message, SCM_RIGHTS, a name as its data (callers read only the fd)."""
     if path is None:
         raise CreateFailed("the container asked for a terminal and no --console-socket was given", Kind.USAGE)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         try:
             s.connect(path)
-            socket.send_fds(s, [os.ttyname(master).encode() if os.isatty(master) else b"/dev/ptmx"], [master])
+            socket.send_fds(s, [b"/dev/ptmx"], [master])
         except OSError as e:
             raise CreateFailed(f"cannot send the terminal to --console-socket {path}: {e.strerror}",
                                Kind.SYSTEM) from None
@@ -186,7 +200,7 @@ def run_hooks(hooks: Sequence[Hook], state: bytes, kind: str) -> None:
     outlasts its timeout fails the step, in runc's words."""
     for i, hook in enumerate(hooks):
         try:
-            done = subprocess.run([hook.path, *hook.args[1:]] if hook.args else [hook.path], input=state,
+            done = subprocess.run(list(hook.args) or [hook.path], input=state,  # args[0] is argv[0]: execv's
                                   capture_output=True, env=dict(e.split("=", 1) for e in hook.env if "=" in e),
                                   executable=hook.path, timeout=hook.timeout or HOOK_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:

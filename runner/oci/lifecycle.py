@@ -19,6 +19,7 @@ from runner.executor.supervise import exit_code
 from runner.isolation import cgroups
 from runner.oci import config as oci_config
 from runner.oci import init
+from runner.oci.init import CreateOptions
 from runner.oci.state import FIFO, State, check_id, locked, make_dir, not_found, now_rfc3339, owner, remove_dir
 from shared.errors import Kind, StrataError
 from shared.store.files import atomic_write
@@ -33,16 +34,6 @@ class Globals:
     root: Path
     systemd_cgroup: bool = False
     debug: bool = False
-
-
-@dataclass(frozen=True)
-class CreateOptions:
-    bundle: Path
-    console_socket: str | None = None
-    pid_file: str | None = None
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    preserve_fds: int = 0  # fds 3 .. 3+N-1 of ours the container's process keeps (runc's --preserve-fds)
 
 
 def create(g: Globals, container_id: str, opts: CreateOptions, foreground: bool = False) -> State:

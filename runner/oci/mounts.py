@@ -138,11 +138,12 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
             linux.set_tree_attributes(tree, on, recursive=False, attr_clr=off)
         if opts.rec_set or opts.rec_clr:
             linux.set_tree_attributes(tree, opts.rec_set, attr_clr=opts.rec_clr)
+        if opts.propagation:  # on the detached tree: after the move, the target's fd names what it covers
+            linux.set_tree_attributes(tree, 0, propagation=opts.propagation & ~linux.MS_REC,
+                                      recursive=bool(opts.propagation & linux.MS_REC))
         fd = rootfs.resolve_target(root, m.destination, want_dir=stat.S_ISDIR(os.fstat(tree).st_mode))
         try:
             linux.move_tree(tree, fd)
-            if opts.propagation:
-                linux.mount(None, f"/proc/self/fd/{fd}", None, opts.propagation)
         finally:
             os.close(fd)
     finally:
@@ -152,20 +153,31 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
 def _mount(root: SafeRoot, m: Mount, opts: Options) -> None:
     fd = rootfs.resolve_target(root, m.destination, want_dir=True)
     try:
-        target = f"/proc/self/fd/{fd}"
-        linux.mount(m.source or m.type, target, m.type, opts.flags, opts.data or None)
-        if opts.propagation:
-            linux.mount(None, target, None, opts.propagation)
-        if opts.rec_set or opts.rec_clr:
-            tree = os.open(target, os.O_PATH | os.O_CLOEXEC)
-            try:
-                linux.set_tree_attributes(tree, opts.rec_set, attr_clr=opts.rec_clr)
-            finally:
-                os.close(tree)
+        linux.mount(m.source or m.type, f"/proc/self/fd/{fd}", m.type, opts.flags, opts.data or None)
+        if opts.propagation or opts.rec_set or opts.rec_clr:
+            _after(root, m.destination, opts)
     except OSError as e:
         raise ConfigError(f"cannot mount {m.type} at {m.destination}: {e.strerror}") from None
     finally:
         os.close(fd)
+
+
+def _after(root: SafeRoot, destination: str, opts: Options) -> None:
+    """Propagation and the recursive options of a mount just made: its fd is taken anew, by name in its parent
+    (the target's fd names the directory the mount now covers), never following a symlink."""
+    parts = split(destination)
+    parent = rootfs.resolve_target(root, "/" + "/".join(parts[:-1]), want_dir=True)
+    try:
+        mnt = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        linux.set_tree_attributes(mnt, opts.rec_set, propagation=opts.propagation & ~linux.MS_REC,
+                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(opts.rec_set or
+                                                                                          opts.rec_clr),
+                                  attr_clr=opts.rec_clr)
+    finally:
+        os.close(mnt)
 
 
 def _limits_devices(config: Config) -> bool:

@@ -21,6 +21,7 @@ MODULES_PER_FOLDER = 15
 # What each room may not import (a prefix matches a module and everything under it). The tools share only
 # shared/; in the runner, the CLI is on top, the verbs of a Docker user's day under it, the container's life under
 # them, then the executors, then isolation, the network and the logs, which take values and know no record.
+ABOVE_EXECUTOR = ("runner.cli", "runner.verbs", "runner.oci", "runner.container")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "shared": ("puller", "runner"),
     "puller": ("runner",),
@@ -29,14 +30,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # runner-oci: beside the CLI, over the executor's pieces; a caller's bundle has no container record
     "runner.oci": ("runner.cli", "runner.verbs", "runner.container", "runner.net", "runner.logs"),
     "runner.container": ("runner.cli", "runner.verbs", "runner.oci"),
-    "runner.executor": ("runner.cli", "runner.verbs", "runner.oci", "runner.container"),
-    "runner.isolation": ("runner.cli", "runner.verbs", "runner.oci", "runner.container", "runner.executor", "runner.net"),
-    "runner.net": ("runner.cli", "runner.verbs", "runner.oci", "runner.container", "runner.executor", "runner.isolation"),
-    "runner.logs": ("runner.cli", "runner.verbs", "runner.oci", "runner.container", "runner.executor", "runner.isolation",
-                    "runner.net"),
-    "runner.spec": ("runner.cli", "runner.verbs", "runner.oci", "runner.container", "runner.executor"),
-    "runner.linux": ("runner.cli", "runner.verbs", "runner.oci", "runner.container", "runner.executor", "runner.isolation",
-                     "runner.net"),
+    "runner.executor": ABOVE_EXECUTOR,
+    "runner.isolation": (*ABOVE_EXECUTOR, "runner.executor", "runner.net"),
+    "runner.net": (*ABOVE_EXECUTOR, "runner.executor", "runner.isolation"),
+    "runner.logs": (*ABOVE_EXECUTOR, "runner.executor", "runner.isolation", "runner.net"),
+    "runner.spec": (*ABOVE_EXECUTOR, "runner.executor"),
+    "runner.linux": (*ABOVE_EXECUTOR, "runner.executor", "runner.isolation", "runner.net"),
 }
 
 
