@@ -311,9 +311,9 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
     run_hooks(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
               "createContainer")
     mounts.pivot(config, no_pivot)
-    mounts.finish(config)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # before finish makes the root read-only (runc's createCwd, then finalize)
         os.makedirs(p.cwd, exist_ok=True)
+    mounts.finish(config)
     if p.terminal:
         slave = tty.open_terminal(lambda master: chan.send(Pty(master)), console=True)
         if p.console_size:
