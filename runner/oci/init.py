@@ -342,7 +342,7 @@ def lookpath(name: str, env: dict[str, str]) -> str:
         denied = c
     if denied is not None:
         raise StrataError(f'exec: "{name}": permission denied', Kind.SYSTEM, exit_code=process.EXIT_NOT_EXECUTABLE)
-    where = "stat " + name + ": no such file or directory" if "/" in name else \
+    where = f'exec: "{name}": stat {name}: no such file or directory' if "/" in name else \
         f'exec: "{name}": executable file not found in $PATH'
     raise StrataError(where, Kind.SYSTEM, exit_code=process.EXIT_NOT_FOUND)
 
