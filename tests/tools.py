@@ -119,9 +119,11 @@ def runtime_option(name: str) -> str:
 
 
 def runtime_state_dirs(root: Path) -> list[Path]:
-    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store)."""
+    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store). Not
+    runner-oci's ``.cache``: the seccomp programs it compiled, one per profile, shared by every container."""
     base = root / "runtime"
-    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir())
+    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir()
+                  if d.name != ".cache")
 
 
 def runner_command(tools: Tools, *args: str) -> list[str]:
