@@ -67,6 +67,7 @@ from shared.userns import rootless
 
 OURS = "strata"  # the runner's own executor: the default
 KNOWN = ("runc", "crun")
+OCI_OURS = "runner-oci"  # our executor behind runc's command line (runner/oci)
 UNIFIED = "/sys/fs/cgroup/unified"
 BUNDLE_DIR = "oci"  # the runtime's bundle, in the container's directory
 # what the runtime mounts after the root itself (a volume at, under or above one of these is left to it)
@@ -212,9 +213,10 @@ def runtime_config(spec: Spec, rootfs: Path, netns: int | None = None, mounted: 
             if ns["type"] == "network":
                 ns["path"] = f"/proc/{os.getpid()}/fd/{netns}"
     who = user.resolve(spec.user, rootfs)
-    for name in ("passwd", "group"):
-        # runc and crun open these in the container at every start, even for a numeric user; a fifo there blocks
-        # them for ever, /dev/zero or a 10 GB file keeps them reading. Our executor only reads what it needs.
+    # runc and crun open these in the container at every start, even for a numeric user; a fifo there blocks
+    # them for ever, /dev/zero or a 10 GB file keeps them reading. Our executor only reads what it needs, and so
+    # does runner-oci (ours behind runc's command line: it takes the uid and gids given and opens neither).
+    for name in () if os.path.basename(spec.runtime) == OCI_OURS else ("passwd", "group"):
         problem = user.read_etc(name, rootfs).problem
         if problem is not None:
             raise StrataError(f"{problem}: {os.path.basename(spec.runtime)} would read it at start; refusing "
