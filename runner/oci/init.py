@@ -105,14 +105,14 @@ def cgroups_path(config: Config, container_id: str, systemd: bool) -> str:
     return path or f"/runner-oci/{container_id}"
 
 
-def create(config: Config, st: State, opts: Options, cache: Path, foreground: bool = False) -> None:
+def create(config: Config, st: State, opts: Options, cache: Path) -> None:
     """Make the container (module doc) and record it in ``st`` (whose ``dir`` exists); on failure nothing of it is
     left but the directory, which the caller removes."""
     console_socket = opts.console_socket
     p = config.process
     if p is None:
         raise StrataError("config.json: process is missing: runner-oci create needs one", Kind.USAGE)
-    if p.terminal and console_socket is None and not foreground:
+    if p.terminal and console_socket is None:
         raise StrataError("cannot allocate tty if runner-oci will detach without setting console socket",
                           Kind.USAGE)
     program = None

@@ -4,19 +4,23 @@ reads the state afresh (:mod:`runner.oci.state`) and takes the container's lock 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
 import signal
+import socket
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner import linux
 from runner.executor.supervise import exit_code
-from runner.isolation import cgroups
+from runner.isolation import cgroups, tty
 from runner.oci import config as oci_config
 from runner.oci import init
 from runner.oci.init import CreateOptions
@@ -36,7 +40,7 @@ class Globals:
     debug: bool = False
 
 
-def create(g: Globals, container_id: str, opts: CreateOptions, foreground: bool = False) -> State:
+def create(g: Globals, container_id: str, opts: CreateOptions) -> State:
     bundle = opts.bundle.resolve()
     config = oci_config.load(bundle)
     with locked(g.root, container_id):
@@ -46,7 +50,7 @@ def create(g: Globals, container_id: str, opts: CreateOptions, foreground: bool 
                                                                                  g.systemd_cgroup),
                        now_rfc3339(), owner(), dict(config.annotations))
             atomic_write(d / "config.json", (bundle / "config.json").read_bytes(), 0o600)
-            init.create(config, st, opts, g.root / ".cache" / "seccomp", foreground)
+            init.create(config, st, opts, g.root / ".cache" / "seccomp")
             if opts.pid_file:
                 write_pid_file(opts.pid_file, st.pid)
         except BaseException:
@@ -108,34 +112,75 @@ def _config(st: State) -> oci_config.Config:
 
 def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: bool = False) -> int:
     """create + start; in the foreground (not ``--detach``) we are the init's subreaper and wait for its exit
-    status, then delete it (unless ``--keep``), as ``runc run`` does."""
+    status, then delete it (unless ``--keep``), as ``runc run`` does. A terminal with no ``--console-socket`` is
+    ours: its master comes to a socket of our own and we relay it to our stdio, in raw mode (runc's way)."""
+    terminal = not detach and opts.console_socket is None and _wants_terminal(opts.bundle)
     if not detach:
         linux.set_child_subreaper()
-    st = create(g, container_id, opts, foreground=not detach)
-    try:
-        start(g, container_id)
-    except BaseException:
-        delete(g, container_id, force=True)
-        raise
-    if detach:
-        return 0
+    with _own_console() if terminal else contextlib.nullcontext() as console:
+        if console is not None:
+            opts = dataclasses.replace(opts, console_socket=console[1])
+        st = create(g, container_id, opts)
+        try:
+            start(g, container_id)
+        except BaseException:
+            delete(g, container_id, force=True)
+            raise
+        if detach:
+            return 0
+        master = _take_master(console[0]) if console is not None else None
     forward = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
     for sig in forward:
         signal.signal(sig, lambda n, _f: _signal(st, n))
     try:
-        while True:
-            pid, status = os.waitpid(-1, 0)
-            if pid == st.pid:
-                code = exit_code(status)
-                break
-    except ChildProcessError:
-        code = 255
+        if master is not None:
+            try:
+                tty.relay(master, interactive=True)
+            finally:
+                os.close(master)
+        code = _wait_for(st.pid)
     finally:
         for sig in forward:
             signal.signal(sig, signal.SIG_DFL)
     if not keep:
         delete(g, container_id, force=True)
     return code
+
+
+def _wants_terminal(bundle: Path) -> bool:
+    p = oci_config.load(bundle.resolve()).process
+    return p is not None and p.terminal
+
+
+@contextlib.contextmanager
+def _own_console() -> Iterator[tuple[socket.socket, str]]:
+    """A console socket of our own, in a private temporary directory, listening before create sends to it."""
+    with tempfile.TemporaryDirectory(prefix="runner-oci-console-") as d:
+        path = os.path.join(d, "console.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(path)
+            server.listen(1)
+            yield server, path
+
+
+def _take_master(server: socket.socket) -> int:
+    conn, _ = server.accept()
+    with conn:
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    if not fds:
+        raise StrataError("the container's terminal never came to our console socket", Kind.SYSTEM)
+    return fds[0]
+
+
+def _wait_for(pid: int) -> int:
+    """The init's exit status (it is our child: we are its subreaper); others we adopted are reaped on the way."""
+    try:
+        while True:
+            found, status = os.waitpid(-1, 0)
+            if found == pid:
+                return exit_code(status)
+    except ChildProcessError:
+        return 255
 
 
 def _signal(st: State, sig: int) -> None:
