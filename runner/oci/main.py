@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import json
 import os
 import sys
@@ -142,6 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(args, "error", "interrupted")
         sys.stderr.write("runner-oci: interrupted\n")
         return 130
+    except OSError as e:  # the machine said no (shared.cli's rule): a line, not a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        message = f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+        _log(args, "error", message)
+        sys.stderr.write(f"runner-oci: {message}\n")
+        return 1
 
 
 def entry() -> None:
