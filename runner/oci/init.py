@@ -286,6 +286,7 @@ def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | N
         if not isinstance(chan.recv(), Go):  # the hooks ran
             os._exit(1)
         saved = _root(config, p, chan, opts.no_pivot, st)
+        os.chdir(p.cwd)  # a command named relative to the working directory is found from there, as runc finds it
         path = lookpath(p.args[0], _env(p))
         if p.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
@@ -377,7 +378,8 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
     """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), rlimits, the
     bounding set, the user and groups with the effective, permitted and inheritable sets kept across the change
     of user (runc's KEEPCAPS), the ambient set, no_new_privs, the seccomp filter (before the change of user, while
-    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc)."""
+    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc). Each capability set is cut to what runner-oci
+    itself holds (the runner's rule): a --privileged container where root lacks one still starts."""
     os.umask(0o022 if p.umask is None else p.umask)
     if not no_new_keyring:
         linux.join_new_session_keyring()
@@ -396,9 +398,10 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
         os.setgroups(list(p.additional_gids))
     os.setgid(p.gid)
     os.setuid(p.uid)
-    security.set_capability_sets(p.caps("effective"), p.caps("permitted"), p.caps("inheritable"))
+    held = security.own_bounding_set()  # no more than we hold (as the runner's containers; podman's rule too)
+    security.set_capability_sets(p.caps("effective") & held, p.caps("permitted") & held, p.caps("inheritable") & held)
     linux.prctl(security.PR_SET_KEEPCAPS, 0, what="PR_SET_KEEPCAPS")
-    security.raise_ambient(p.caps("ambient"))
+    security.raise_ambient(p.caps("ambient") & held)
     if p.no_new_privileges:
         security.set_no_new_privileges()
         if program is not None:
