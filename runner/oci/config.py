@@ -23,7 +23,8 @@ from runner.isolation import cgroups, devcgroup
 from runner.isolation.security import CAPABILITIES
 from shared.errors import Kind, StrataError
 
-SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.")  # the 1.x releases' documents read alike for what we take
+# any 1.x: the releases add fields, never change one, and a field we do not know is refused by name anyway
+SUPPORTED_VERSIONS = ("1.",)
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time")
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS",
