@@ -312,9 +312,9 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
     run_hooks(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
               "createContainer")
     mounts.pivot(config, no_pivot)
-    mounts.finish(config)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # before finish makes the root read-only (runc's createCwd, then finalize)
         os.makedirs(p.cwd, exist_ok=True)
+    mounts.finish(config)
     if p.terminal:
         slave = tty.open_terminal(lambda master: chan.send(Pty(master)), console=True)
         if p.console_size:
@@ -343,7 +343,7 @@ def lookpath(name: str, env: dict[str, str]) -> str:
         denied = c
     if denied is not None:
         raise StrataError(f'exec: "{name}": permission denied', Kind.SYSTEM, exit_code=process.EXIT_NOT_EXECUTABLE)
-    where = "stat " + name + ": no such file or directory" if "/" in name else \
+    where = f'exec: "{name}": stat {name}: no such file or directory' if "/" in name else \
         f'exec: "{name}": executable file not found in $PATH'
     raise StrataError(where, Kind.SYSTEM, exit_code=process.EXIT_NOT_FOUND)
 
