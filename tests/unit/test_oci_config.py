@@ -258,6 +258,13 @@ def test_an_allow_all_list_stays_allow_all() -> None:
     assert _devices([{"allow": True, "access": "rwm"}]) == (devcgroup.Rule(True),)
 
 
+def test_no_device_list_denies_all_but_the_defaults_as_runc() -> None:
+    """runc's emulator starts from a white-list: a config without device rules gets its default nodes only."""
+    rules = _devices([])
+    assert rules[0] == devcgroup.Rule(False)
+    assert devcgroup.Rule(True, "c", 1, 3) in rules and devcgroup.Rule(True, "b", 8, 0) not in rules
+
+
 def test_a_linux_device_is_allowed_after_the_rules() -> None:
     rules = _devices([{"allow": False, "access": "rwm"}],
                      [{"path": "/dev/loop9", "type": "b", "major": 7, "minor": 9}])
