@@ -200,7 +200,7 @@ def _refuse_set(doc: dict[str, Any], where: str, keys: tuple[str, ...]) -> None:
 
 TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux")
 LINUX = ("namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources",
-         "unified", "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel",
+         "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel",
          "intelRdt", "personality", "memoryPolicy", "netDevices")
 
 
@@ -215,7 +215,7 @@ def parse(doc: Any, bundle: Path) -> Config:
     root_doc = _obj(top.get("root"), "root", ("path", "readonly"))
     root_path = _str(root_doc.get("path"), "root.path")
     linux_doc = _obj(top.get("linux"), "linux", LINUX)
-    _refuse_set(linux_doc, "linux", ("uidMappings", "gidMappings", "timeOffsets", "unified", "mountLabel",
+    _refuse_set(linux_doc, "linux", ("uidMappings", "gidMappings", "timeOffsets", "mountLabel",
                                      "intelRdt", "personality", "memoryPolicy", "netDevices"))
     namespaces = _namespaces(linux_doc.get("namespaces"))
     devices = tuple(_device(d, f"linux.devices[{i}]") for i, d in enumerate(_list(linux_doc.get("devices"),

@@ -76,7 +76,7 @@ def device_rules(config: Config) -> tuple[devcgroup.Rule, ...]:
     rules = [*config.device_rules, *(r for r in devcgroup.DOCKER_ALLOWED),
              *(devcgroup.Rule(True, d.type, d.major, d.minor) for d in config.devices if d.type in "cb")]
     last = max((i for i, r in enumerate(rules) if r.type == "a"), default=-1)
-    default = rules[last].allow if last >= 0 else True
+    default = rules[last].allow if last >= 0 else False  # runc's emulator starts from a white-list
     exceptions: list[devcgroup.Rule] = []
     for r in rules[last + 1:]:
         if r.allow != default:
