@@ -21,12 +21,13 @@ from typing import Any
 
 from runner.isolation import cgroups, devcgroup
 from runner.isolation.security import CAPABILITIES
+from runner.oci import hooks
+from runner.oci.hooks import Hook
 from shared.errors import Kind, StrataError
 
 # any 1.x: the releases add fields, never change one, and a field we do not know is refused by name anyway
 SUPPORTED_VERSIONS = ("1.",)
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time")
-HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS",
            "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
            "RLIMIT_RTPRIO", "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK")
@@ -66,14 +67,6 @@ class Device:
     file_mode: int
     uid: int
     gid: int
-
-
-@dataclass(frozen=True)
-class Hook:
-    path: str
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    timeout: int | None
 
 
 @dataclass(frozen=True)
@@ -243,7 +236,7 @@ def parse(doc: Any, bundle: Path) -> Config:
         sysctl=_sysctl(linux_doc.get("sysctl"), namespaces), seccomp=seccomp,
         masked_paths=_strs(linux_doc.get("maskedPaths"), "linux.maskedPaths"),
         readonly_paths=_strs(linux_doc.get("readonlyPaths"), "linux.readonlyPaths"),
-        rootfs_propagation=propagation, hooks=_hooks(top.get("hooks")),
+        rootfs_propagation=propagation, hooks=hooks.parse(top.get("hooks")),
         annotations={k: _str(v, f"annotations.{k}") for k, v in _obj(top.get("annotations"), "annotations").items()})
 
 
@@ -423,24 +416,6 @@ def _process(value: Any) -> Process:
         capabilities=_capabilities(p.get("capabilities")), rlimits=tuple(rlimits),
         no_new_privileges=_bool(p.get("noNewPrivileges"), "process.noNewPrivileges"),
         oom_score_adj=None if oom is None else _int(oom, "process.oomScoreAdj", -1000, 1000))
-
-
-def _hooks(value: Any) -> dict[str, tuple[Hook, ...]]:
-    doc = _obj(value, "hooks", HOOK_KINDS)
-    out = {}
-    for kind in HOOK_KINDS:
-        hooks = []
-        for i, h in enumerate(_list(doc.get(kind), f"hooks.{kind}")):
-            where = f"hooks.{kind}[{i}]"
-            hook = _obj(h, where, ("path", "args", "env", "timeout"))
-            path = _str(hook.get("path"), f"{where}.path")
-            if not path.startswith("/"):
-                raise malformed(f"{where}.path", f"{path!r} is not absolute")
-            timeout = hook.get("timeout")
-            hooks.append(Hook(path, _strs(hook.get("args"), f"{where}.args"), _strs(hook.get("env"), f"{where}.env"),
-                              None if timeout is None else _int(timeout, f"{where}.timeout", 1)))
-        out[kind] = tuple(hooks)
-    return out
 
 
 def process_from_file(path: str) -> Process:

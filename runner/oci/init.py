@@ -25,7 +25,7 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
+import subprocess  # noqa: F401 - hooks.run's, loaded before pivot_root: startContainer hooks run after it
 import termios
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +36,9 @@ from runner import linux
 from runner.executor import process
 from runner.executor.channel import Channel, Failed, Go, Pty, Step
 from runner.isolation import cgroups, devcgroup, seccomp, security, tty
-from runner.oci import mounts
-from runner.oci.config import Config, Hook, Process
+from runner.oci import hooks, mounts
+from runner.oci.config import Config, Process
+from runner.oci.hooks import Hook
 from runner.oci.state import FIFO, State
 from shared import proc
 from shared.errors import Kind, StrataError
@@ -45,7 +46,6 @@ from shared.errors import Kind, StrataError
 NEW_NAMESPACES = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
                   "network": linux.CLONE_NEWNET, "cgroup": linux.CLONE_NEWCGROUP}
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")  # user first: it grants the others
-HOOK_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,8 @@ def _converse(config: Config, parent: Channel, st: State, console_socket: str | 
             raise CreateFailed(message.message, Kind.SYSTEM, exit_code=message.code)
         if isinstance(message, Step) and message.name == "namespaces":
             state = json.dumps(st.spec_state("creating")).encode()
-            run_hooks(config.hooks.get("prestart", ()), state, "prestart")
-            run_hooks(config.hooks.get("createRuntime", ()), state, "createRuntime")
+            hooks.run(config.hooks.get("prestart", ()), state, "prestart")
+            hooks.run(config.hooks.get("createRuntime", ()), state, "createRuntime")
             parent.send(Go())
         elif isinstance(message, Pty):
             try:
@@ -193,25 +193,6 @@ def send_console(path: str | None, master: int) -> None:
         except OSError as e:
             raise CreateFailed(f"cannot send the terminal to --console-socket {path}: {e.strerror}",
                                Kind.SYSTEM) from None
-
-
-def run_hooks(hooks: Sequence[Hook], state: bytes, kind: str) -> None:
-    """Each hook with the state on stdin (runtime-spec config.md "POSIX-platform Hooks"); one that fails or
-    outlasts its timeout fails the step, in runc's words."""
-    for i, hook in enumerate(hooks):
-        try:
-            done = subprocess.run(list(hook.args) or [hook.path], input=state,  # args[0] is argv[0]: execv's
-                                  capture_output=True, env=dict(e.split("=", 1) for e in hook.env if "=" in e),
-                                  executable=hook.path, timeout=hook.timeout or HOOK_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise CreateFailed(f"error running {kind} hook #{i}: timeout after {hook.timeout or HOOK_TIMEOUT} "
-                               "seconds", Kind.SYSTEM) from None
-        except OSError as e:
-            raise CreateFailed(f"error running {kind} hook #{i}: {hook.path}: {e.strerror}", Kind.SYSTEM) from None
-        if done.returncode != 0:
-            out = (done.stdout + done.stderr).decode(errors="replace").strip().replace("\n", " ")[:300]
-            raise CreateFailed(f"error running {kind} hook #{i}: exit status {done.returncode}"
-                               + (f", output: {out}" if out else ""), Kind.SYSTEM)
 
 
 # -- the processes ---------------------------------------------------------------------------------------------
@@ -309,7 +290,7 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
         mounts.prepare_root(config)
         mounts.mount_all(config, group, p.terminal)
     saved = State.read(st.dir.parent, st.id)  # with the pid create recorded (the host's number), while we see it
-    run_hooks(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
+    hooks.run(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
               "createContainer")
     mounts.pivot(config, no_pivot)
     with contextlib.suppress(OSError):  # before finish makes the root read-only (runc's createCwd, then finalize)
@@ -349,7 +330,7 @@ def lookpath(name: str, env: dict[str, str]) -> str:
 
 
 def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | None, opts: Options, st: State,
-                   hooks: Sequence[Hook]) -> NoReturn:
+                   starting: Sequence[Hook]) -> NoReturn:
     """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. A failure
     now has no ``create`` to tell: it goes to the container's stderr, and its exit status says it."""
     try:
@@ -357,8 +338,8 @@ def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | 
         os.write(fd, b"0")
         os.close(fd)
         os.close(fifo)
-        if hooks:
-            run_hooks(hooks, json.dumps(st.spec_state("running")).encode(), "startContainer")
+        if starting:
+            hooks.run(starting, json.dumps(st.spec_state("running")).encode(), "startContainer")
         env = _env(p)
         become(p, program, opts.no_new_keyring)
         process.reset_signals()

@@ -16,17 +16,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import linux
-from runner.executor.supervise import exit_code
-from runner.isolation import cgroups, tty
-from runner.oci import config as oci_config
-from runner.oci import init
-from runner.oci.init import CreateOptions
+from runner.isolation import cgroups
+from runner.oci import hooks
 from runner.oci.state import FIFO, State, check_id, locked, make_dir, not_found, now_rfc3339, owner, remove_dir
 from shared.errors import Kind, StrataError
 from shared.store.files import atomic_write
+
+if TYPE_CHECKING:
+    from runner.oci.init import CreateOptions
 
 STOP_WAIT = 10.0
 
@@ -41,6 +41,9 @@ class Globals:
 
 
 def create(g: Globals, container_id: str, opts: CreateOptions) -> State:
+    from runner.oci import config as oci_config  # create's and run's alone: the other verbs start without them
+    from runner.oci import init
+
     bundle = opts.bundle.resolve()
     config = oci_config.load(bundle)
     with locked(g.root, container_id):
@@ -99,15 +102,11 @@ def start(g: Globals, container_id: str) -> State:
             os.close(fifo)
             os.close(pidfd)
         os.unlink(st.dir / FIFO)
-    hooks = _config(st).hooks.get("poststart", ())
-    if hooks:
+    poststart = hooks.of(st.config_doc(), "poststart")
+    if poststart:
         with contextlib.suppress(StrataError):  # the spec: a poststart failure is a warning, the container runs
-            init.run_hooks(hooks, json.dumps(st.spec_state("running")).encode(), "poststart")
+            hooks.run(poststart, json.dumps(st.spec_state("running")).encode(), "poststart")
     return st
-
-
-def _config(st: State) -> oci_config.Config:
-    return oci_config.parse(st.config_doc(), Path(st.bundle))
 
 
 def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: bool = False) -> int:
@@ -115,6 +114,7 @@ def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: 
     status, then delete it (unless ``--keep``), as ``runc run`` does. A terminal with no ``--console-socket`` is
     ours: its master comes to a socket of our own and we relay it to our stdio, in raw mode (runc's way)."""
     terminal = not detach and opts.console_socket is None and _wants_terminal(opts.bundle)
+    from runner.isolation import tty
     if not detach:
         linux.set_child_subreaper()
     with _own_console() if terminal else contextlib.nullcontext() as console:
@@ -148,6 +148,8 @@ def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: 
 
 
 def _wants_terminal(bundle: Path) -> bool:
+    from runner.oci import config as oci_config
+
     p = oci_config.load(bundle.resolve()).process
     return p is not None and p.terminal
 
@@ -178,7 +180,8 @@ def _wait_for(pid: int) -> int:
         while True:
             found, status = os.waitpid(-1, 0)
             if found == pid:
-                return exit_code(status)
+                code = os.waitstatus_to_exitcode(status)
+                return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell says
     except ChildProcessError:
         return 255
 
@@ -246,11 +249,11 @@ def delete(g: Globals, container_id: str, force: bool) -> None:
             cgroups.kill_all(group)
             with contextlib.suppress(StrataError):
                 group.remove()
-        hooks = _config(st).hooks.get("poststop", ()) if st.config_doc() else ()
+        poststop = hooks.of(st.config_doc(), "poststop")
         remove_dir(st.dir)
-    if hooks:  # the spec: a poststop failure is a warning; the container is gone
+    if poststop:  # the spec: a poststop failure is a warning; the container is gone
         with contextlib.suppress(StrataError):
-            init.run_hooks(hooks, json.dumps(st.spec_state("stopped")).encode(), "poststop")
+            hooks.run(poststop, json.dumps(st.spec_state("stopped")).encode(), "poststop")
 
 
 def _kill_and_wait(st: State) -> None:
@@ -300,6 +303,8 @@ def update(g: Globals, container_id: str, resources: dict[str, Any]) -> None:
     st = State.read(g.root, container_id)
     if st.status == "stopped":
         raise StrataError("container not running", Kind.STATE)
+    from runner.oci import config as oci_config
+
     doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {"resources": resources}}
     limits = oci_config.parse(doc, Path(st.bundle)).limits
     st.group().apply(limits)

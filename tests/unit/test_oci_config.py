@@ -416,7 +416,7 @@ def _key_tuples() -> list[tuple[str, tuple[str, ...]]]:
 def test_the_key_walk_finds_every_object_config_py_reads() -> None:
     wheres = {w for w, _ in _key_tuples()}
     assert {"", "linux", "process", "process.user", "linux.resources", "linux.resources.memory", "mounts",
-            "linux.namespaces", "hooks", "process.rlimits", "root"} <= wheres
+            "linux.namespaces", "process.rlimits", "root"} <= wheres
 
 
 @pytest.mark.parametrize(("where", "keys"), _key_tuples(), ids=lambda v: v if isinstance(v, str) else "")
@@ -438,3 +438,12 @@ def test_a_key_the_schema_defines_is_taken_or_refused_by_its_name() -> None:
 def test_copying_a_config_does_not_change_what_it_means() -> None:
     doc = real("docker")
     assert parse(copy.deepcopy(doc)) == parse(doc)
+
+
+def test_the_hook_keys_runner_oci_reads_are_the_spec_s() -> None:
+    """runner/oci/hooks.py reads ``hooks`` apart from config.py (start and delete read them alone): its kinds and a
+    hook's keys are exactly the schema's."""
+    from runner.oci import hooks
+
+    assert set(hooks.HOOK_KINDS) == _schema_keys("hooks")
+    assert {"path", "args", "env", "timeout"} == _schema_keys("hooks.prestart")
