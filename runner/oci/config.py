@@ -143,10 +143,9 @@ def _obj(value: Any, where: str, known: tuple[str, ...] = ()) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise malformed(where, "expected an object")
-    if known:
-        for key in value:
-            if key not in known:
-                raise unsupported(f"{where}.{key}", "not a field runner-oci knows")
+    if known:  # config.md "Extensibility": a property the spec does not define MUST be ignored (a field it
+        # defines that we cannot do is refused by name, where it is read)
+        return {k: v for k, v in value.items() if k in known}
     return value
 
 
@@ -191,7 +190,8 @@ def _refuse_set(doc: dict[str, Any], where: str, keys: tuple[str, ...]) -> None:
 
 # -- the document ----------------------------------------------------------------------------------------------------
 
-TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux")
+TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux",
+       "solaris", "windows", "vm", "zos", "freebsd")
 LINUX = ("namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources",
          "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel",
          "intelRdt", "personality", "memoryPolicy", "netDevices")
@@ -202,7 +202,7 @@ def parse(doc: Any, bundle: Path) -> Config:
     version = _str(top.get("ociVersion"), "ociVersion")
     if not version.startswith(SUPPORTED_VERSIONS):
         raise unsupported(f"ociVersion {version!r}", "runner-oci reads runtime-spec 1.x")
-    for key in ("solaris", "windows", "vm", "zos"):
+    for key in ("solaris", "windows", "vm", "zos", "freebsd"):
         if key in top:
             raise unsupported(key)
     root_doc = _obj(top.get("root"), "root", ("path", "readonly"))
@@ -255,6 +255,12 @@ def _namespaces(value: Any) -> tuple[tuple[str, str], ...]:
             raise unsupported(f"{where} ({kind}{' namespace of its own' if kind == 'user' else ''})",
                               "a user namespace may be joined by its path")
         out.append((kind, path))
+    mount = next((path for kind, path in out if kind == "mount"), None)
+    if mount is None:
+        raise unsupported("a container without a mount namespace of its own (linux.namespaces has no mount)",
+                          "its root would be built in the host's")
+    if mount:
+        raise unsupported("linux.namespaces: a mount namespace joined by path", "the root is built in a new one")
     return tuple(out)
 
 
@@ -294,19 +300,20 @@ def _limits(resources: dict[str, Any]) -> cgroups.Limits:
     memory = _obj(resources.get("memory"), "linux.resources.memory",
                   ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
                    "useHierarchy", "checkBeforeUpdate"))
-    _refuse_set(memory, "linux.resources.memory", ("kernel", "kernelTCP", "disableOOMKiller", "checkBeforeUpdate"))
+    _refuse_set(memory, "linux.resources.memory", ("checkBeforeUpdate",))
     cpu = _obj(resources.get("cpu"), "linux.resources.cpu",
                ("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"))
-    _refuse_set(cpu, "linux.resources.cpu", ("burst", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"))
+    _refuse_set(cpu, "linux.resources.cpu", ("burst", "realtimeRuntime", "realtimePeriod", "idle"))
     block = _obj(resources.get("blockIO"), "linux.resources.blockIO",
                  ("weight", "leafWeight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice",
                   "throttleReadIOPSDevice", "throttleWriteIOPSDevice"))
     _refuse_set(block, "linux.resources.blockIO", tuple(block))
     _refuse_set(resources, "linux.resources", ("hugepageLimits", "network", "rdma", "unified"))
     swappiness = memory.get("swappiness")
-    if swappiness is not None and _int(swappiness, "linux.resources.memory.swappiness", -1) not in (-1, 60) \
-            and swappiness <= 100:
-        raise unsupported("linux.resources.memory.swappiness")
+    if swappiness is not None:  # runc: above 100 is an error; the Go zero value of an unset uint64 pointer is none
+        swappiness = _int(swappiness, "linux.resources.memory.swappiness", -1)
+        if swappiness > 100 and swappiness != (1 << 64) - 1:
+            raise malformed("linux.resources.memory.swappiness", f"{swappiness} is above 100")
 
     def positive(doc: dict[str, Any], key: str, where: str) -> int | None:
         v = doc.get(key)
@@ -322,7 +329,13 @@ def _limits(resources: dict[str, Any]) -> cgroups.Limits:
         pids=positive(pids, "limit", "linux.resources.pids"),
         swap=positive(memory, "swap", "linux.resources.memory"),
         reservation=positive(memory, "reservation", "linux.resources.memory"),
-        shares=positive(cpu, "shares", "linux.resources.cpu"), period=period if quota else None)
+        shares=positive(cpu, "shares", "linux.resources.cpu"), period=period if quota else None,
+        swappiness=swappiness if swappiness is not None and 0 <= swappiness <= 100 else None,
+        oom_kill_disable=_bool(memory.get("disableOOMKiller"), "linux.resources.memory.disableOOMKiller"),
+        kernel=positive(memory, "kernel", "linux.resources.memory"),
+        kernel_tcp=positive(memory, "kernelTCP", "linux.resources.memory"),
+        cpuset_cpus=_str(cpu["cpus"], "linux.resources.cpu.cpus") if cpu.get("cpus") else None,
+        cpuset_mems=_str(cpu["mems"], "linux.resources.cpu.mems") if cpu.get("mems") else None)
 
 
 def _sysctl(value: Any, namespaces: tuple[tuple[str, str], ...]) -> dict[str, str]:

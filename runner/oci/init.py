@@ -150,12 +150,26 @@ def create(config: Config, st: State, opts: Options, cache: Path) -> None:
             os.close(fd)
 
 
+NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: the CLONE_NEW* type of a namespace fd
+NAMESPACE_FLAGS = {**NEW_NAMESPACES, "pid": linux.CLONE_NEWPID, "user": linux.CLONE_NEWUSER}
+
+
 def _open_namespace(kind: str, path: str) -> int:
+    """A namespace config.json names by path, checked to be one of that type (the spec: a path of another type is
+    an error; setns would take it for what it is)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise StrataError(f"config.json: linux.namespaces: cannot open the {kind} namespace {path}: {e.strerror}",
                           Kind.USAGE) from None
+    try:
+        found = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        found = -1
+    if found != NAMESPACE_FLAGS[kind]:
+        os.close(fd)
+        raise StrataError(f"config.json: linux.namespaces: {path} is not a {kind} namespace", Kind.USAGE)
+    return fd
 
 
 def _converse(config: Config, parent: Channel, st: State, console_socket: str | None) -> None:
@@ -331,27 +345,31 @@ def lookpath(name: str, env: dict[str, str]) -> str:
 
 def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | None, opts: Options, st: State,
                    starting: Sequence[Hook]) -> NoReturn:
-    """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. A failure
-    now has no ``create`` to tell: it goes to the container's stderr, and its exit status says it."""
+    """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. The fifo's
+    write end stays open until the exec closes it (close-on-exec): ``start`` waits for that end of file, so the
+    poststart hooks run once the command does, and a failure before the exec is written there for ``start`` to
+    say (and to the container's stderr), besides its exit status."""
+    told = -1
     try:
-        fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, b"0")
-        os.close(fd)
+        told = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(told, b"0")
         os.close(fifo)
         if starting:
             hooks.run(starting, json.dumps(st.spec_state("running")).encode(), "startContainer")
         env = _env(p)
         become(p, program, opts.no_new_keyring)
         process.reset_signals()
-        process.close_fds(*range(3, 3 + opts.preserve_fds))
+        process.close_fds(told, *range(3, 3 + opts.preserve_fds))
         try:
             os.execve(path, list(p.args), env)
         except OSError as e:
             raise process.ExecFailed(p.args[0], e) from None
     except BaseException as e:
         message, code = process.failure(e)
-        with contextlib.suppress(OSError):
-            os.write(2, f"runner-oci: {message}\n".encode())
+        for fd in (told, 2):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(fd, (message if fd == told else f"runner-oci: {message}\n").encode()[:4000])
         os._exit(code)
 
 

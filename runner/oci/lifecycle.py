@@ -74,8 +74,10 @@ def write_pid_file(path: str, pid: int) -> None:
 
 
 def start(g: Globals, container_id: str) -> State:
-    """Open exec.fifo for reading: the init, blocked on its write end, reads it and execs. The init may die
-    meanwhile (killed while created): its pidfd says so, rather than a read that never ends."""
+    """Open exec.fifo for reading: the init, blocked on its write end, writes a byte, becomes the process and
+    execs; its end closes at the exec (close-on-exec), so the end of file says the command runs, and anything
+    written before it is why it could not (:func:`runner.oci.init._wait_and_exec`). The init may also die while
+    created: its pidfd says so, rather than a read that never ends. Then the poststart hooks."""
     with locked(g.root, container_id):
         st = State.read(g.root, container_id)
         status = st.status
@@ -89,24 +91,39 @@ def start(g: Globals, container_id: str) -> State:
             os.close(pidfd)
             raise StrataError("cannot start an already running container", Kind.STATE) from None
         try:
-            while True:
-                ready = select.select([fifo, pidfd], [], [])[0]
-                if fifo in ready:
-                    data = os.read(fifo, 1)
-                    if data:
-                        break
-                if pidfd in ready:
-                    raise StrataError(f"container {container_id}'s init exited before it started", Kind.SYSTEM)
-                time.sleep(0.001)
+            said = _until_exec(fifo, pidfd, container_id)
         finally:
             os.close(fifo)
             os.close(pidfd)
         os.unlink(st.dir / FIFO)
+    if said:  # the init's own words (process.failure's: "cannot start the container: ...", or exec's)
+        raise StrataError(said, Kind.SYSTEM)
     poststart = hooks.of(st.config_doc(), "poststart")
     if poststart:
         with contextlib.suppress(StrataError):  # the spec: a poststart failure is a warning, the container runs
             hooks.run(poststart, json.dumps(st.spec_state("running")).encode(), "poststart")
     return st
+
+
+def _until_exec(fifo: int, pidfd: int, container_id: str) -> str:
+    """The init's byte, then what it wrote until the end of file (nothing: it exec'd)."""
+    got, said = False, b""
+    while True:
+        ready = select.select([fifo, pidfd], [], [])[0]
+        if fifo in ready:
+            try:
+                data = os.read(fifo, 4096)
+            except BlockingIOError:
+                data = None
+            if data == b"" and got:  # every writer gone: the exec closed the init's end (or it died)
+                return said.decode(errors="replace").strip()
+            if data:
+                said += data[1:] if not got else data
+                got = True
+                continue
+        if pidfd in ready and not got:
+            raise StrataError(f"container {container_id}'s init exited before it started", Kind.SYSTEM)
+        time.sleep(0.001)
 
 
 def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: bool = False) -> int:

@@ -29,6 +29,7 @@ from shared.layer.safepath import SafeRoot, split
 
 MS_SYNCHRONOUS, MS_MANDLOCK, MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME = 16, 64, 128, 1024, 2048
 MS_SILENT, MS_UNBINDABLE, MS_SHARED, MS_RELATIME, MS_LAZYTIME = 32768, 1 << 17, 1 << 20, 1 << 21, 1 << 25
+ATIME = 0x70  # MOUNT_ATTR__ATIME: noatime, strictatime and relatime (0) are one field of three values
 # option -> (flags set, flags cleared): runc's mountOptions
 FLAGS = {
     "ro": (linux.MS_RDONLY, 0), "rw": (0, linux.MS_RDONLY), "nosuid": (linux.MS_NOSUID, 0),
@@ -51,6 +52,7 @@ RECURSIVE = {"rro": (linux.MOUNT_ATTR_RDONLY, 0), "rrw": (0, linux.MOUNT_ATTR_RD
              "rnodev": (linux.MOUNT_ATTR_NODEV, 0), "rdev": (0, linux.MOUNT_ATTR_NODEV),
              "rnoexec": (linux.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, linux.MOUNT_ATTR_NOEXEC),
              "rnoatime": (linux.MOUNT_ATTR_NOATIME, 0), "rstrictatime": (linux.MOUNT_ATTR_STRICTATIME, 0),
+             "rrelatime": (0, ATIME), "ratime": (0, linux.MOUNT_ATTR_NOATIME),
              "rnodiratime": (linux.MOUNT_ATTR_NODIRATIME, 0)}
 REFUSED = ("tmpcopyup", "idmap", "ridmap")
 ATTRS = {linux.MS_RDONLY: linux.MOUNT_ATTR_RDONLY, linux.MS_NOSUID: linux.MOUNT_ATTR_NOSUID,
@@ -61,6 +63,12 @@ DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1,
                    ("tty", 5, 0))
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2"}
+
+
+def atime(on: int, off: int) -> tuple[int, int]:
+    """mount_setattr takes an atime mode only with the whole field cleared (else EINVAL): relatime is none of the
+    bits set, noatime or strictatime one of them."""
+    return (on, off | ATIME) if (on | off) & ATIME else (on, off)
 
 
 class Options:
@@ -93,7 +101,7 @@ class Options:
         """The flags as mount_setattr's attributes (for a bind, which takes them after the fact)."""
         on = sum(a for f, a in ATTRS.items() if self.flags & f)
         off = sum(a for f, a in ATTRS.items() if self.cleared & f)
-        return on, off
+        return atime(on, off | (ATIME if self.flags & MS_RELATIME else 0))
 
 
 def prepare_root(config: Config) -> None:
@@ -137,7 +145,8 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
         if on or off:
             linux.set_tree_attributes(tree, on, recursive=False, attr_clr=off)
         if opts.rec_set or opts.rec_clr:
-            linux.set_tree_attributes(tree, opts.rec_set, attr_clr=opts.rec_clr)
+            rec_on, rec_off = atime(opts.rec_set, opts.rec_clr)
+            linux.set_tree_attributes(tree, rec_on, attr_clr=rec_off)
         if opts.propagation:  # on the detached tree: after the move, the target's fd names what it covers
             linux.set_tree_attributes(tree, 0, propagation=opts.propagation & ~linux.MS_REC,
                                       recursive=bool(opts.propagation & linux.MS_REC))
@@ -172,10 +181,9 @@ def _after(root: SafeRoot, destination: str, opts: Options) -> None:
     finally:
         os.close(parent)
     try:
-        linux.set_tree_attributes(mnt, opts.rec_set, propagation=opts.propagation & ~linux.MS_REC,
-                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(opts.rec_set or
-                                                                                          opts.rec_clr),
-                                  attr_clr=opts.rec_clr)
+        on, off = atime(opts.rec_set, opts.rec_clr)
+        linux.set_tree_attributes(mnt, on, propagation=opts.propagation & ~linux.MS_REC,
+                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(on or off), attr_clr=off)
     finally:
         os.close(mnt)
 
