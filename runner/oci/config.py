@@ -217,6 +217,7 @@ def parse(doc: Any, bundle: Path) -> Config:
     _refuse_set(linux_doc, "linux", ("uidMappings", "gidMappings", "timeOffsets", "mountLabel",
                                      "intelRdt", "personality", "memoryPolicy", "netDevices"))
     namespaces = _namespaces(linux_doc.get("namespaces"))
+    _check_namespaces(namespaces, top)
     devices = tuple(_device(d, f"linux.devices[{i}]") for i, d in enumerate(_list(linux_doc.get("devices"),
                                                                                    "linux.devices")))
     resources = _obj(linux_doc.get("resources"), "linux.resources",
@@ -262,6 +263,16 @@ def _namespaces(value: Any) -> tuple[tuple[str, str], ...]:
                               "a user namespace may be joined by its path")
         out.append((kind, path))
     return tuple(out)
+
+
+def _check_namespaces(namespaces: tuple[tuple[str, str], ...], top: dict[str, Any]) -> None:
+    """The root is built and pivoted into in a mount namespace of the container's own: without one (or in a
+    joined one) the mounts, pivot_root and masked paths would act on the host's or another container's."""
+    kinds = dict(namespaces)
+    if kinds.get("mount") != "":
+        raise unsupported("linux.namespaces without a mount namespace of the container's own" if "mount" not in
+                          kinds else "linux.namespaces: joining a mount namespace by path",
+                          "runner-oci builds the root in a new one")
 
 
 def _device(value: Any, where: str) -> Device:

@@ -347,7 +347,7 @@ def test_the_features_list_what_config_json_may_ask_for() -> None:
     assert set(doc["hooks"]) == set(hooks)
     # a namespace features offers is one create makes (user and time are refused: config.py)
     for kind in doc["linux"]["namespaces"]:
-        c = parse(minimal(linux={"namespaces": [{"type": kind}]}))
+        c = parse(minimal(linux={"namespaces": [{"type": t} for t in {kind, "mount"}]}))
         assert c.namespace(kind) == ""
     for option in doc["mountOptions"]:
         mounts.Options([option], "m")  # each one a word Options knows, none refused
@@ -438,3 +438,14 @@ def test_a_key_the_schema_defines_is_taken_or_refused_by_its_name() -> None:
 def test_copying_a_config_does_not_change_what_it_means() -> None:
     doc = real("docker")
     assert parse(copy.deepcopy(doc)) == parse(doc)
+
+
+@pytest.mark.parametrize("mount", [None, "/proc/1/ns/mnt"])
+def test_no_mount_namespace_of_its_own_is_refused(mount: str | None) -> None:
+    """Without one, the init's mounts, pivot_root and masked paths would act in the host's (or a joined
+    container's) mount namespace."""
+    doc = minimal()
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "mount"]
+    if mount:
+        doc["linux"]["namespaces"].append({"type": "mount", "path": mount})
+    assert "mount namespace" in refusal(doc)
