@@ -267,12 +267,16 @@ def _namespaces(value: Any) -> tuple[tuple[str, str], ...]:
 
 def _check_namespaces(namespaces: tuple[tuple[str, str], ...], top: dict[str, Any]) -> None:
     """The root is built and pivoted into in a mount namespace of the container's own: without one (or in a
-    joined one) the mounts, pivot_root and masked paths would act on the host's or another container's."""
+    joined one) the mounts, pivot_root and masked paths would act on the host's or another container's. A
+    hostname or domainname is set in a new UTS namespace only (runc's words; crun's rule for a joined one)."""
     kinds = dict(namespaces)
     if kinds.get("mount") != "":
         raise unsupported("linux.namespaces without a mount namespace of the container's own" if "mount" not in
                           kinds else "linux.namespaces: joining a mount namespace by path",
                           "runner-oci builds the root in a new one")
+    for key in ("hostname", "domainname"):
+        if top.get(key) and kinds.get("uts") != "":
+            raise ConfigError(f"config.json: {key}: unable to set {key} without a private UTS namespace")
 
 
 def _device(value: Any, where: str) -> Device:

@@ -449,3 +449,16 @@ def test_no_mount_namespace_of_its_own_is_refused(mount: str | None) -> None:
     if mount:
         doc["linux"]["namespaces"].append({"type": "mount", "path": mount})
     assert "mount namespace" in refusal(doc)
+
+
+@pytest.mark.parametrize("key", ["hostname", "domainname"])
+@pytest.mark.parametrize("uts", [None, "/proc/1/ns/uts"])
+def test_a_hostname_without_a_uts_namespace_of_its_own_is_refused(key: str, uts: str | None) -> None:
+    """runc: "unable to set hostname without a private UTS namespace"; runner-oci took it and set nothing."""
+    doc = minimal(**{key: "name"})
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "uts"]
+    if uts:
+        doc["linux"]["namespaces"].append({"type": "uts", "path": uts})
+    assert f"unable to set {key} without a private UTS namespace" in refusal(doc)
+    doc[key] = ""
+    parse(doc)  # the zero value asks for nothing
