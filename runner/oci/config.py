@@ -211,6 +211,7 @@ def parse(doc: Any, bundle: Path) -> Config:
     _refuse_set(linux_doc, "linux", ("uidMappings", "gidMappings", "timeOffsets", "mountLabel",
                                      "intelRdt", "personality", "memoryPolicy", "netDevices"))
     namespaces = _namespaces(linux_doc.get("namespaces"))
+    _check_namespaces(namespaces, top)
     devices = tuple(_device(d, f"linux.devices[{i}]") for i, d in enumerate(_list(linux_doc.get("devices"),
                                                                                    "linux.devices")))
     resources = _obj(linux_doc.get("resources"), "linux.resources",
@@ -255,13 +256,21 @@ def _namespaces(value: Any) -> tuple[tuple[str, str], ...]:
             raise unsupported(f"{where} ({kind}{' namespace of its own' if kind == 'user' else ''})",
                               "a user namespace may be joined by its path")
         out.append((kind, path))
-    mount = next((path for kind, path in out if kind == "mount"), None)
-    if mount is None:
-        raise unsupported("a container without a mount namespace of its own (linux.namespaces has no mount)",
-                          "its root would be built in the host's")
-    if mount:
-        raise unsupported("linux.namespaces: a mount namespace joined by path", "the root is built in a new one")
     return tuple(out)
+
+
+def _check_namespaces(namespaces: tuple[tuple[str, str], ...], top: dict[str, Any]) -> None:
+    """The root is built and pivoted into in a mount namespace of the container's own: without one (or in a
+    joined one) the mounts, pivot_root and masked paths would act on the host's or another container's. A
+    hostname or domainname is set in a new UTS namespace only (runc's words; crun's rule for a joined one)."""
+    kinds = dict(namespaces)
+    if kinds.get("mount") != "":
+        raise unsupported("linux.namespaces without a mount namespace of the container's own" if "mount" not in
+                          kinds else "linux.namespaces: joining a mount namespace by path",
+                          "runner-oci builds the root in a new one")
+    for key in ("hostname", "domainname"):
+        if top.get(key) and kinds.get("uts") != "":
+            raise ConfigError(f"config.json: {key}: unable to set {key} without a private UTS namespace")
 
 
 def _device(value: Any, where: str) -> Device:

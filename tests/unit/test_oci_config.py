@@ -340,7 +340,7 @@ def test_the_features_list_what_config_json_may_ask_for() -> None:
     assert set(doc["hooks"]) == set(hooks)
     # a namespace features offers is one create makes (user and time are refused: config.py)
     for kind in doc["linux"]["namespaces"]:
-        c = parse(minimal(linux={"namespaces": [{"type": kind}, *([{"type": "mount"}] if kind != "mount" else [])]}))
+        c = parse(minimal(linux={"namespaces": [{"type": t} for t in {kind, "mount"}]}))
         assert c.namespace(kind) == ""
     for option in doc["mountOptions"]:
         mounts.Options([option], "m")  # each one a word Options knows, none refused
@@ -461,7 +461,26 @@ def test_the_resources_runc_takes_are_taken() -> None:
             c.limits.cpuset_cpus, c.limits.cpuset_mems) == (1 << 20, 1 << 20, 10, True, "0", "0")
 
 
-def test_a_container_needs_a_mount_namespace_of_its_own() -> None:
-    assert "mount namespace" in refusal(minimal(linux={"namespaces": [{"type": "pid"}]}))
-    joined = minimal(linux={"namespaces": [{"type": "mount", "path": "/proc/1/ns/mnt"}]})
-    assert "joined by path" in refusal(joined)
+
+@pytest.mark.parametrize("mount", [None, "/proc/1/ns/mnt"])
+def test_no_mount_namespace_of_its_own_is_refused(mount: str | None) -> None:
+    """Without one, the init's mounts, pivot_root and masked paths would act in the host's (or a joined
+    container's) mount namespace."""
+    doc = minimal()
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "mount"]
+    if mount:
+        doc["linux"]["namespaces"].append({"type": "mount", "path": mount})
+    assert "mount namespace" in refusal(doc)
+
+
+@pytest.mark.parametrize("key", ["hostname", "domainname"])
+@pytest.mark.parametrize("uts", [None, "/proc/1/ns/uts"])
+def test_a_hostname_without_a_uts_namespace_of_its_own_is_refused(key: str, uts: str | None) -> None:
+    """runc: "unable to set hostname without a private UTS namespace"; runner-oci took it and set nothing."""
+    doc = minimal(**{key: "name"})
+    doc["linux"]["namespaces"] = [n for n in doc["linux"]["namespaces"] if n["type"] != "uts"]
+    if uts:
+        doc["linux"]["namespaces"].append({"type": "uts", "path": uts})
+    assert f"unable to set {key} without a private UTS namespace" in refusal(doc)
+    doc[key] = ""
+    parse(doc)  # the zero value asks for nothing
