@@ -161,6 +161,8 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
         on, off = opts.attributes()
         if on or off:
             linux.set_tree_attributes(tree, on, recursive=False, attr_clr=off)
+        if on & linux.MOUNT_ATTR_RDONLY and opts.flags & linux.MS_REC:  # rbind,ro: read-only all the way down, as
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY)  # the runner's :ro (a submount is no way out)
         if opts.rec_set or opts.rec_clr:
             linux.set_tree_attributes(tree, opts.rec_set, attr_clr=opts.rec_clr)
         if opts.propagation:  # on the detached tree: after the move, the target's fd names what it covers
