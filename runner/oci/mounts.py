@@ -124,10 +124,35 @@ def mount_all(config: Config, group: cgroups.Cgroup, terminal: bool) -> None:
                 dev_bound = dev_bound or m.destination.rstrip("/") == "/dev"
             elif m.type in ("cgroup", "cgroup2") and not cgroups.is_v2():
                 rootfs.mount_cgroups(root, group, read_only=bool(opts.flags & linux.MS_RDONLY))
+                if config.namespace("cgroup") is None:
+                    _own_groups(root, group)
             else:
                 _mount(root, m, opts)
         if not dev_bound:
             make_devices(root, config.devices, terminal, harden=_limits_devices(config))
+
+
+def _own_groups(root: SafeRoot, group: cgroups.Cgroup) -> None:
+    """Without a cgroup namespace (Docker 20.10's default on v1) a hierarchy mounted at /sys/fs/cgroup/NAME is the
+    host's whole tree: as runc does, each NAME shows the container's own group instead (bound over it, read-only),
+    so its limits are the ones at the top and no other group of the host's is in sight."""
+    mounts, paths = cgroups.controller_mounts(), cgroups.v1_paths()  # we are in the group already (create put us)
+    for h in group.hierarchies():
+        controller = next((c for c in (h.options or "").split(",") if c in paths and c in mounts), None)
+        if controller is None:
+            continue
+        own, name = mounts[controller] / paths[controller].lstrip("/"), h.name
+        tree = linux.clone_tree(linux.AT_FDCWD, str(own), recursive=False)
+        try:
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
+                                      | linux.MOUNT_ATTR_NOEXEC, recursive=False)
+            fd = rootfs.resolve_target(root, f"/sys/fs/cgroup/{name}", want_dir=True)
+            try:
+                linux.move_tree(tree, fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(tree)
 
 
 def _source(m: Mount, bundle: Path) -> str:
@@ -144,6 +169,8 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
         on, off = opts.attributes()
         if on or off:
             linux.set_tree_attributes(tree, on, recursive=False, attr_clr=off)
+        if on & linux.MOUNT_ATTR_RDONLY and opts.flags & linux.MS_REC:  # rbind,ro: read-only all the way down, as
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY)  # the runner's :ro (a submount is no way out)
         if opts.rec_set or opts.rec_clr:
             rec_on, rec_off = atime(opts.rec_set, opts.rec_clr)
             linux.set_tree_attributes(tree, rec_on, attr_clr=rec_off)
