@@ -113,6 +113,8 @@ class Config:
     rootfs_propagation: str
     hooks: Mapping[str, tuple[Hook, ...]]
     annotations: Mapping[str, str]
+    uid_map: tuple[tuple[int, int, int], ...] = ()  # a user namespace of its own: (container, host, size)
+    gid_map: tuple[tuple[int, int, int], ...] = ()
 
     def namespace(self, kind: str) -> str | None:
         """None: the runtime's own (not listed); "": a new one; else the path to join."""
@@ -208,9 +210,15 @@ def parse(doc: Any, bundle: Path) -> Config:
     root_doc = _obj(top.get("root"), "root", ("path", "readonly"))
     root_path = _str(root_doc.get("path"), "root.path")
     linux_doc = _obj(top.get("linux"), "linux", LINUX)
-    _refuse_set(linux_doc, "linux", ("uidMappings", "gidMappings", "timeOffsets", "mountLabel",
-                                     "intelRdt", "personality", "memoryPolicy", "netDevices"))
+    _refuse_set(linux_doc, "linux", ("timeOffsets", "mountLabel", "intelRdt", "personality", "memoryPolicy",
+                                     "netDevices"))
     namespaces = _namespaces(linux_doc.get("namespaces"))
+    uid_map, gid_map = (_mappings(linux_doc.get(key), f"linux.{key}") for key in ("uidMappings", "gidMappings"))
+    if dict(namespaces).get("user") == "" and not (uid_map and gid_map):
+        raise malformed("linux.namespaces", "a user namespace of its own needs linux.uidMappings and gidMappings")
+    if (uid_map or gid_map) and dict(namespaces).get("user") != "":
+        raise malformed("linux.uidMappings" if uid_map else "linux.gidMappings",
+                        "mappings are for a user namespace of the container's own")
     _check_namespaces(namespaces, top)
     devices = tuple(_device(d, f"linux.devices[{i}]") for i, d in enumerate(_list(linux_doc.get("devices"),
                                                                                    "linux.devices")))
@@ -237,7 +245,7 @@ def parse(doc: Any, bundle: Path) -> Config:
         sysctl=_sysctl(linux_doc.get("sysctl"), namespaces), seccomp=seccomp,
         masked_paths=_strs(linux_doc.get("maskedPaths"), "linux.maskedPaths"),
         readonly_paths=_strs(linux_doc.get("readonlyPaths"), "linux.readonlyPaths"),
-        rootfs_propagation=propagation, hooks=hooks.parse(top.get("hooks")),
+        rootfs_propagation=propagation, hooks=hooks.parse(top.get("hooks")), uid_map=uid_map, gid_map=gid_map,
         annotations={k: _str(v, f"annotations.{k}") for k, v in _obj(top.get("annotations"), "annotations").items()})
 
 
@@ -252,9 +260,8 @@ def _namespaces(value: Any) -> tuple[tuple[str, str], ...]:
         if kind in (t for t, _ in out):
             raise malformed(where, f"the {kind} namespace is listed twice")
         path = _str(ns.get("path") or "", f"{where}.path")
-        if kind == "time" or (kind == "user" and not path):
-            raise unsupported(f"{where} ({kind}{' namespace of its own' if kind == 'user' else ''})",
-                              "a user namespace may be joined by its path")
+        if kind == "time":
+            raise unsupported(f"{where} (time)")
         out.append((kind, path))
     return tuple(out)
 
@@ -271,6 +278,18 @@ def _check_namespaces(namespaces: tuple[tuple[str, str], ...], top: dict[str, An
     for key in ("hostname", "domainname"):
         if top.get(key) and kinds.get("uts") != "":
             raise ConfigError(f"config.json: {key}: unable to set {key} without a private UTS namespace")
+
+
+def _mappings(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
+    """uid_map's or gid_map's lines: (container ID, host ID, size), at most 340 as the kernel takes."""
+    out = []
+    for i, item in enumerate(_list(value, where)):
+        m = _obj(item, f"{where}[{i}]", ("containerID", "hostID", "size"))
+        out.append(tuple(_int(m.get(k), f"{where}[{i}].{k}", 0 if k != "size" else 1, 0xFFFFFFFF)
+                         for k in ("containerID", "hostID", "size")))
+    if len(out) > 340:
+        raise malformed(where, "more than 340 ranges")
+    return tuple(out)  # type: ignore[arg-type]
 
 
 def _device(value: Any, where: str) -> Device:

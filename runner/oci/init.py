@@ -17,6 +17,7 @@ interpreter) or its fds while it waits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -122,6 +123,7 @@ def create(config: Config, st: State, opts: Options, cache: Path) -> None:
     group = cgroups.at_path(st.cgroup)
     group.create(config.limits, device_rules(config))
     os.mkfifo(st.dir / FIFO, 0o622)
+    os.chmod(st.dir / FIFO, 0o622)  # not cut by our umask: an init in a user namespace of its own is no host root
     fifo = os.open(st.dir / FIFO, os.O_PATH | os.O_CLOEXEC)
     joined = {kind: _open_namespace(kind, path) for kind, path in config.namespaces if path}
     parent, child = Channel.pair()
@@ -215,35 +217,66 @@ def send_console(path: str | None, master: int) -> None:
 def _fork(config: Config, chan: Channel, joined: dict[str, int], fifo: int, program: seccomp.Program | None,
           opts: Options, st: State) -> int:
     """The helper joins and unshares the pid namespace, forks the init and exits (its pid comes back on a pipe);
-    the init is then the caller's (module doc)."""
+    the init is then the caller's (module doc). With a user namespace of the container's own, the helper makes it
+    first and waits while we write its maps (a process may not write its own beyond its one id)."""
     said_r, said_w = os.pipe2(os.O_CLOEXEC)
+    mapped_r, mapped_w = os.pipe2(os.O_CLOEXEC)
     try:
         helper = os.fork()
         if helper == 0:
             os.close(said_r)
-            _helper(config, chan, joined, fifo, program, opts, st, said_w)
+            os.close(mapped_w)
+            _helper(config, chan, joined, fifo, program, opts, st, said_w, mapped_r)
         os.close(said_w)
         said_w = -1
+        if config.uid_map:
+            _write_maps(helper, config, os.read(said_r, 4096).decode(errors="replace"))
+            os.write(mapped_w, b"1")
         os.waitpid(helper, 0)
         said = os.read(said_r, 4096).decode(errors="replace")
     finally:
-        os.close(said_r)
-        if said_w >= 0:
-            os.close(said_w)
+        for fd in (said_r, said_w, mapped_r, mapped_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
     if not said.startswith("pid "):
         raise CreateFailed(f"cannot make the container's namespaces: {said or 'the helper died'}", Kind.SYSTEM)
     return int(said.split()[1])
 
 
+def _write_maps(helper: int, config: Config, said: str) -> None:
+    """linux.uidMappings and gidMappings, into the helper's new user namespace (we are root in the host's)."""
+    if said != "userns":
+        os.waitpid(helper, 0)
+        raise CreateFailed(f"cannot make the container's user namespace: {said or 'the helper died'}", Kind.SYSTEM)
+    try:
+        for name, lines in (("uid_map", config.uid_map), ("gid_map", config.gid_map)):
+            with open(f"/proc/{helper}/{name}", "w") as f:
+                f.write("".join(f"{inside} {outside} {size}\n" for inside, outside, size in lines))
+    except OSError as e:
+        os.kill(helper, signal.SIGKILL)
+        os.waitpid(helper, 0)
+        raise CreateFailed(f"config.json: linux.uidMappings/gidMappings: cannot write them: {e.strerror}",
+                           Kind.USAGE) from None
+
+
 def _helper(config: Config, chan: Channel, joined: dict[str, int], fifo: int, program: seccomp.Program | None,
-            opts: Options, st: State, said: int) -> NoReturn:
+            opts: Options, st: State, said: int, mapped: int) -> NoReturn:
     try:
         for kind in JOIN_ORDER:
             if kind in joined:
                 linux.setns(joined[kind], 0)
         # nothing of runner-oci's but the channel, the fifo and stdio goes on (its lock on the container, above all:
         # the init outlives this command and would hold it)
-        process.close_fds(chan.fileno(), fifo, said, *range(3, 3 + opts.preserve_fds))
+        process.close_fds(chan.fileno(), fifo, said, mapped, *range(3, 3 + opts.preserve_fds))
+        if config.namespace("user") == "":  # after the joins: a namespace of the host's is joined from the host's
+            linux.unshare(linux.CLONE_NEWUSER)
+            os.write(said, b"userns")
+            if os.read(mapped, 1) != b"1":
+                os._exit(1)
+            os.setresgid(0, 0, 0)  # root of the new namespace (as runc's init), whatever host ids that is
+            os.setresuid(0, 0, 0)
+        os.close(mapped)
         if config.namespace("pid") == "":
             linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
@@ -303,7 +336,9 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
     if config.namespace("mount") == "":
         mounts.prepare_root(config)
         mounts.mount_all(config, group, p.terminal)
-    saved = State.read(st.dir.parent, st.id)  # with the pid create recorded (the host's number), while we see it
+    # our pid as the host numbers it (the hooks' state gives that one): the host's /proc is still there to ask,
+    # which we can read in a user namespace of our own too (state.json is root's, 0600)
+    saved = dataclasses.replace(st, pid=int(os.readlink("/proc/self")))
     hooks.run(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
               "createContainer")
     mounts.pivot(config, no_pivot)

@@ -114,6 +114,7 @@ def prepare_root(config: Config) -> None:
 
 def mount_all(config: Config, group: cgroups.Cgroup, terminal: bool) -> None:
     """config.json's mounts in order, then /dev's nodes (module doc)."""
+    userns = config.namespace("user") is not None  # a user namespace may mount no v1 cgroup and make no node
     with SafeRoot(str(config.root)) as root:
         dev_bound = False
         for i, m in enumerate(config.mounts):
@@ -123,13 +124,13 @@ def mount_all(config: Config, group: cgroups.Cgroup, terminal: bool) -> None:
                 _bind(root, m, opts, config.bundle)
                 dev_bound = dev_bound or m.destination.rstrip("/") == "/dev"
             elif m.type in ("cgroup", "cgroup2") and not cgroups.is_v2():
-                rootfs.mount_cgroups(root, group, read_only=bool(opts.flags & linux.MS_RDONLY))
-                if config.namespace("cgroup") is None:
+                rootfs.mount_cgroups(root, group, read_only=bool(opts.flags & linux.MS_RDONLY), own_userns=userns)
+                if config.namespace("cgroup") is None and not userns:
                     _own_groups(root, group)
             else:
                 _mount(root, m, opts)
         if not dev_bound:
-            make_devices(root, config.devices, terminal, harden=_limits_devices(config))
+            make_devices(root, config.devices, terminal, harden=_limits_devices(config), borrowed=userns)
 
 
 def _own_groups(root: SafeRoot, group: cgroups.Cgroup) -> None:
@@ -221,31 +222,14 @@ def _limits_devices(config: Config) -> bool:
     return not any(r.type == "a" and r.allow and r.access == "rwm" for r in rules[-1:])
 
 
-def make_devices(root: SafeRoot, devices: Sequence[Device], terminal: bool, harden: bool) -> None:
-    """runc's default nodes and ``linux.devices`` in the container's /dev (mknod: the container's own inodes),
-    its links, /dev/ptmx to the devpts instance, /dev/console for a terminal; each node bound onto itself and /dev
-    remounted nodev when ``harden`` (module doc)."""
+def make_devices(root: SafeRoot, devices: Sequence[Device], terminal: bool, harden: bool, borrowed: bool) -> None:
+    """runc's default nodes and ``linux.devices`` in the container's /dev (mknod: the container's own inodes; in a
+    user namespace, which may make none, the host's node of the same path bound, as runc's rootless), its links,
+    /dev/ptmx to the devpts instance, /dev/console for a terminal; each node bound onto itself and /dev remounted
+    nodev when ``harden`` (module doc)."""
     wanted = [Device(f"/dev/{n}", "c", major, minor, 0o666, 0, 0) for n, major, minor in DEFAULT_DEVICES]
     wanted += [d for d in devices if d.path not in {w.path for w in wanted}]
-    made: list[str] = []
-    for device in wanted:
-        rel = device.path.removeprefix("/")
-        parts = split(rel)
-        parent = rootfs.resolve_target(root, "/" + "/".join(parts[:-1]), want_dir=True)
-        try:
-            dir_fd = os.open(f"/proc/self/fd/{parent}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        finally:
-            os.close(parent)
-        try:
-            kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type]
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(parts[-1], dir_fd=dir_fd)
-            os.mknod(parts[-1], kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dir_fd)
-            os.chmod(parts[-1], device.file_mode, dir_fd=dir_fd, follow_symlinks=False)
-            os.chown(parts[-1], device.uid, device.gid, dir_fd=dir_fd, follow_symlinks=False)
-        finally:
-            os.close(dir_fd)
-        made.append(rel)
+    made = [_make_node(root, device, borrowed) for device in wanted]
     dev = root.open_dir(["dev"])
     try:
         for name, target in {**DEV_LINKS, "ptmx": "pts/ptmx"}.items():
@@ -274,6 +258,47 @@ def make_devices(root: SafeRoot, devices: Sequence[Device], terminal: bool, hard
                         linux.MS_NODEV | _kept_flags(fd))
         finally:
             os.close(fd)
+
+
+def _make_node(root: SafeRoot, device: Device, borrowed: bool) -> str:
+    """One node, at its path resolved inside the root; its path, relative to the root."""
+    rel = device.path.removeprefix("/")
+    parts = split(rel)
+    parent = rootfs.resolve_target(root, "/" + "/".join(parts[:-1]), want_dir=True)
+    try:
+        dir_fd = os.open(f"/proc/self/fd/{parent}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(parent)
+    try:
+        kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(parts[-1], dir_fd=dir_fd)
+        if borrowed:
+            _borrow(dir_fd, parts[-1], device, kind)
+        else:
+            os.mknod(parts[-1], kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dir_fd)
+            os.chmod(parts[-1], device.file_mode, dir_fd=dir_fd, follow_symlinks=False)
+            os.chown(parts[-1], device.uid, device.gid, dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.close(dir_fd)
+    return rel
+
+
+def _borrow(dir_fd: int, name: str, device: Device, kind: int) -> None:
+    """The host's node at the device's path bound onto a placeholder, once it is the node config.json names."""
+    try:
+        st = os.stat(device.path)
+    except OSError as e:
+        raise ConfigError(f"device {device.path}: {e.strerror} on the host, whose node a user namespace borrows") \
+            from None
+    if stat.S_IFMT(st.st_mode) != kind or st.st_rdev != os.makedev(device.major, device.minor):
+        raise ConfigError(f"device {device.path}: the host's node is not {device.type} {device.major}:{device.minor}")
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd))
+    target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        linux.mount(device.path, f"/proc/self/fd/{target}", None, linux.MS_BIND)
+    finally:
+        os.close(target)
 
 
 def _kept_flags(fd: int) -> int:

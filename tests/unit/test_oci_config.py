@@ -98,6 +98,7 @@ def _set(doc: dict[str, Any], path: str, value: Any) -> None:
 
 
 REFUSED = [
+    # mappings without a user namespace of the container's own
     ("linux.uidMappings", [{"containerID": 0, "hostID": 100000, "size": 65536}], "linux.uidMappings"),
     ("linux.gidMappings", [{"containerID": 0, "hostID": 100000, "size": 65536}], "linux.gidMappings"),
     ("linux.intelRdt", {"closID": "x"}, "linux.intelRdt"),
@@ -134,13 +135,22 @@ def test_an_unsupported_field_is_refused_in_one_line_naming_it(path: str, value:
     assert named in message, message
 
 
-@pytest.mark.parametrize(("entry", "named"), [({"type": "user"}, "user"), ({"type": "time"}, "time"),
-                                             ({"type": "nosuch"}, "nosuch")])
+@pytest.mark.parametrize(("entry", "named"), [({"type": "time"}, "time"), ({"type": "nosuch"}, "nosuch")])
 def test_a_namespace_runner_oci_cannot_make_is_refused(entry: dict[str, str], named: str) -> None:
     doc = minimal()
     doc["linux"]["namespaces"].append(entry)
     message = refusal(doc)
     assert "linux.namespaces[5]" in message and named in message
+
+
+def test_a_user_namespace_of_its_own_takes_its_mappings() -> None:
+    doc = minimal()
+    doc["linux"]["namespaces"].append({"type": "user"})
+    assert "needs linux.uidMappings and gidMappings" in refusal(doc)
+    doc["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    doc["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 1000}]
+    c = parse(doc)
+    assert (c.namespace("user"), c.uid_map, c.gid_map) == ("", ((0, 100000, 65536),), ((0, 200000, 1000),))
 
 
 def test_a_user_namespace_is_joined_by_its_path() -> None:
@@ -382,7 +392,8 @@ def _schema_keys(where: str) -> set[str]:
 
 # where each _obj call of config.py reads (its 2nd argument names it; a variable one is mapped by function)
 WHERE_BY_FUNCTION = {"_namespaces": "linux.namespaces", "_device": "linux.devices", "_rule": "linux.resources.devices",
-                     "_mount": "mounts", "_hooks": "hooks.prestart", "_process": "process.rlimits"}
+                     "_mount": "mounts", "_hooks": "hooks.prestart", "_process": "process.rlimits",
+                     "_mappings": "linux.uidMappings"}
 
 
 def _key_tuples() -> list[tuple[str, tuple[str, ...]]]:
