@@ -64,10 +64,11 @@ test_network_isolation.py (7)                       N/A: the runner's own networ
                                                     (this dockerd runs --bridge=none, --iptables=false)
 test_pid_identity.py
   start_time..., zombie... (unit)                   N/A: the runner's /proc reader
-  a_reused_pid_is_left_alone, open_process_pins..., signals_stop_and_rm_reach...
-                                                    N/A here: they forge the runner's own state.json (runner-oci's
-                                                    state under Docker's --root is its own format; stop, kill and rm
-                                                    of a verified container are test_oci_callers')
+  a_reused_pid_is_left_alone                        -> test_a_reused_pid_is_left_alone (the runtime's state.json
+                                                    under Docker's --root forged while the container runs)
+  open_process_pins..., signals_stop_and_rm_reach...
+                                                    N/A: the runner's own pidfd API; stop, kill and rm of a
+                                                    verified container through Docker are test_oci_callers'
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ import sys
 import termios
 import time
 import tty
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from shared.proc import read_stat
 from tests.marks import needs_root, needs_tools
 from tests.ocicallers import Docker, Result, docker_archive, docker_with_runtime
 from tests.test_devices_and_volumes import SENTINEL, loop_device, untouched
@@ -187,8 +190,8 @@ KNOWN_FAILURES = {
         "runc makes only the top of an rbind,ro volume read-only: a submount under it stays writable",
     ("oci-runc", "test_exec_error_pipe_cannot_be_held_or_flooded[hold]"):
         "the container holds runc exec's pipes: docker exec, then docker logs of the container, hang (dockerd wedged)",
-    ("strata", "test_exec_child_is_the_containers_from_its_first_moment[user]"):
-        "runner-oci's exec stage holds the container's capabilities until its switch to the user (reported)",
+    ("oci-runc", "test_a_reused_pid_is_left_alone[other boot]"):
+        "runc records no boot ID: a pid and start time from another boot are trusted, and docker kill kills it",
 }
 
 # A race runc loses in some runs, not all (so not strict): ours must win every one.
@@ -682,6 +685,9 @@ def test_exec_child_gives_a_ptracing_container_nothing(d: Ctx, tmp_path: Path) -
 
 @pytest.mark.parametrize("opts", [("--security-opt", "no-new-privileges"), ("-u", "1000")], ids=["nnp", "user"])
 def test_exec_child_is_the_containers_from_its_first_moment(d: Ctx, tmp_path: Path, opts: tuple[str, ...]) -> None:
+    """The same with no_new_privs asked for (the caught process has it) and with another user (it holds no more
+    than PID 1: Docker asks for the default sets with ``-u 1000`` too, and the exec of a non-root user drops them;
+    the runner's own stage computes none for a user, which is what its test checks)."""
     sentinel = sentinel_dir(d, tmp_path)
     run_opts = opts if opts[0] != "-u" else ()
     exec_opts = opts if opts[0] == "-u" else ()
@@ -689,12 +695,13 @@ def test_exec_child_is_the_containers_from_its_first_moment(d: Ctx, tmp_path: Pa
                     host_handle(sentinel))
     report = ptrace_attack(d, name, *exec_opts)
     assert not (sentinel / "ptrace-created").exists(), report
+    own = dict(kv.split("=", 1) for kv in report.split("own ", 1)[1].split("\n", 1)[0].split())
     caught = victims(report)
     assert caught, f"no process of the runtime's caught\n{report}"
     for v in caught:
         assert v["Seccomp"] == "2", report
-        if exec_opts:
-            assert v["CapEff"] == "0000000000000000", report
+        if exec_opts:  # Docker's process.json for -u 1000 names the default sets: the exec drops them (as runc's)
+            assert int(v["CapEff"], 16) & ~int(own["CapEff"], 16) == 0, report  # never more than PID 1's
         else:
             assert v["NoNewPrivs"] == "1", report
 
@@ -760,3 +767,54 @@ def test_the_container_holds_only_its_own_fds(d: Ctx) -> None:
     pid1 = d.exec(name, "ls", "/proc/1/fd")
     assert (pid1.code, pid1.out.split()) == (0, ["0", "1", "2"]), pid1
 
+
+
+# -- pid identity: a runtime's state that names a reused pid ----------------------------------------------------------
+
+# Each forges the runtime's record of the container's PID 1 to name the test's sentinel: (runtime, forgery) -> fields
+# (runner-oci: state.json "pid", "start_time", "boot_id"; runc: state.json "init_process_pid", "init_process_start").
+PID_FORGERIES = ["reused pid", "other boot"]
+
+
+def forged(runtime: str, state: dict[str, object], forgery: str, pid: int, start: int) -> dict[str, object]:
+    if runtime == "oci-runc":
+        return {**state, "init_process_pid": pid} | ({"init_process_start": start} if forgery == "other boot" else {})
+    return {**state, "pid": pid} | ({"start_time": start, "boot_id": str(uuid.uuid4())}
+                                    if forgery == "other boot" else {})
+
+
+@pytest.mark.parametrize("forgery", PID_FORGERIES)
+def test_a_reused_pid_is_left_alone(d: Ctx, forgery: str) -> None:
+    """A running container whose recorded PID 1 is now the test's sentinel (a pid reused, or a pid and start time
+    recorded in another boot): docker kill, kill -s STOP/USR1 and exec reach the runtime, which must neither signal
+    nor join the sentinel. runc records no boot: a pid and start time from another boot are trusted."""
+    name = d.detach(IMAGE, "sleep", "600")
+    cid = d.docker.cli("inspect", "--format", "{{.Id}}", name).out.strip()
+    state_file = d.host.tmp / "exec" / "runtime-runc" / "moby" / cid / "state.json"  # Docker's --root, any runtime
+    recorded = state_file.read_text()
+    sentinel = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        stat_ = read_stat(sentinel.pid)
+        assert stat_ is not None
+        state_file.write_text(json.dumps(forged(d.runtime, json.loads(recorded), forgery, sentinel.pid,
+                                                stat_.start_time)))
+        try:
+            for args in (("kill", name), ("kill", "-s", "STOP", name), ("kill", "-s", "USR1", name),
+                         ("exec", name, "true")):
+                d.docker.cli(*args)  # refused or not, the verdict is the sentinel's
+                assert_untouched(sentinel, stat_.start_time)
+        finally:
+            if state_file.parent.exists():  # gone where the runtime took the forgery for its exit (the container's
+                state_file.write_text(recorded)  # own processes then go with the harness's cgroup at the end)
+    finally:
+        sentinel.kill()  # ours, by pid
+        sentinel.wait()
+
+
+def assert_untouched(proc: subprocess.Popen[bytes], start_time: int) -> None:
+    """Still there, the same process, not stopped, no signal pending."""
+    assert proc.poll() is None, "the sentinel was killed"
+    stat_ = read_stat(proc.pid)
+    assert stat_ is not None and stat_.start_time == start_time and stat_.state in ("S", "R"), stat_
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+    assert int(status["SigPnd"], 16) == 0 and int(status["ShdPnd"], 16) == 0, status
