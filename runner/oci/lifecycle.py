@@ -4,19 +4,23 @@ reads the state afresh (:mod:`runner.oci.state`) and takes the container's lock 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
 import signal
+import socket
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner import linux
 from runner.executor.supervise import exit_code
-from runner.isolation import cgroups
+from runner.isolation import cgroups, tty
 from runner.oci import config as oci_config
 from runner.oci import init
 from runner.oci.init import CreateOptions
@@ -111,31 +115,67 @@ def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: 
     status, then delete it (unless ``--keep``), as ``runc run`` does."""
     if not detach:
         linux.set_child_subreaper()
-    st = create(g, container_id, opts, foreground=not detach)
-    try:
-        start(g, container_id)
-    except BaseException:
-        delete(g, container_id, force=True)
-        raise
-    if detach:
-        return 0
-    forward = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
-    for sig in forward:
-        signal.signal(sig, lambda n, _f: _signal(st, n))
-    try:
-        while True:
-            pid, status = os.waitpid(-1, 0)
-            if pid == st.pid:
-                code = exit_code(status)
-                break
-    except ChildProcessError:
-        code = 255
-    finally:
+    with _own_console(opts, detach) as (opts, master):
+        st = create(g, container_id, opts, foreground=not detach)
+        try:
+            start(g, container_id)
+        except BaseException:
+            delete(g, container_id, force=True)
+            raise
+        if detach:
+            return 0
+        forward = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
         for sig in forward:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, lambda n, _f: _signal(st, n))
+        try:
+            if master:
+                tty.relay(master(), interactive=True)
+            while True:
+                pid, status = os.waitpid(-1, 0)
+                if pid == st.pid:
+                    code = exit_code(status)
+                    break
+        except ChildProcessError:
+            code = 255
+        finally:
+            for sig in forward:
+                signal.signal(sig, signal.SIG_DFL)
     if not keep:
         delete(g, container_id, force=True)
     return code
+
+
+@contextlib.contextmanager
+def _own_console(opts: CreateOptions, detach: bool) -> Iterator[tuple[CreateOptions, Callable[[], int] | None]]:
+    """``run`` in the foreground of a process with a terminal and no --console-socket (``runc spec`` then ``runc
+    run``): runc's own console, a socket of ours that takes the pty master, which :func:`run` then relays to and
+    from our stdio."""
+    if detach or opts.console_socket is not None:
+        yield opts, None
+        return
+    process = oci_config.load(opts.bundle.resolve()).process
+    if process is None or not process.terminal:
+        yield opts, None
+        return
+    with tempfile.TemporaryDirectory(prefix="runner-oci-console-") as d, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as server:
+        server.bind(f"{d}/console.sock")
+        server.listen(1)
+        masters: list[int] = []
+
+        def take() -> int:
+            conn, _ = server.accept()  # create has sent it by now: the connection is queued
+            with conn:
+                masters.extend(socket.recv_fds(conn, 64, 1)[1])
+            if not masters:
+                raise StrataError("run: no terminal came back from the container", Kind.SYSTEM)
+            return masters[0]
+
+        try:
+            yield dataclasses.replace(opts, console_socket=f"{d}/console.sock"), take
+        finally:
+            for fd in masters:
+                os.close(fd)
 
 
 def _signal(st: State, sig: int) -> None:
