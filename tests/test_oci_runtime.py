@@ -631,3 +631,12 @@ def test_run_on_a_terminal_without_a_console_socket_is_runcs_own_console(oci: Oc
         code = term.close()
     assert code == 5
     _gone(oci, "c1")
+
+
+def test_a_pid_file_that_cannot_be_written_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    oci.config(["sleep", "60"])
+    done = oci("create", "--bundle", str(oci.bundle), "--pid-file", str(oci.tmp / "no" / "such" / "dir" / "pid"),
+               "c1", check=False)
+    assert done.returncode == 1 and "--pid-file" in done.stderr
+    wait_for(lambda: not oci.cgroup_dirs("c1"), "the container's cgroup to go", 5)
+    _leaves_nothing(oci, "c1")

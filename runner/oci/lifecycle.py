@@ -52,7 +52,15 @@ def create(g: Globals, container_id: str, opts: CreateOptions, foreground: bool 
             atomic_write(d / "config.json", (bundle / "config.json").read_bytes(), 0o600)
             init.create(config, st, opts, g.root / ".cache" / "seccomp", foreground)
             if opts.pid_file:
-                write_pid_file(opts.pid_file, st.pid)
+                try:
+                    write_pid_file(opts.pid_file, st.pid)
+                except BaseException:  # the container is made: it goes too (its init, its group)
+                    with contextlib.suppress(StrataError):
+                        _kill_and_wait(st)
+                    cgroups.kill_all(st.group())
+                    with contextlib.suppress(StrataError):
+                        st.group().remove()
+                    raise
         except BaseException:
             remove_dir(d)
             raise
