@@ -640,3 +640,23 @@ def test_a_pid_file_that_cannot_be_written_fails_create_and_leaves_nothing(oci: 
     assert done.returncode == 1 and "--pid-file" in done.stderr
     wait_for(lambda: not oci.cgroup_dirs("c1"), "the container's cgroup to go", 5)
     _leaves_nothing(oci, "c1")
+
+
+@pytest.mark.parametrize("bad", ["mount", "cwd-file", "missing-command", "bind-source"])
+def test_a_create_that_fails_in_the_init_leaves_nothing(oci: Oci, bad: str) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        if bad == "mount":
+            d["mounts"].append({"destination": "/x", "type": "nosuchfs", "source": "none"})
+        elif bad == "cwd-file":
+            d["process"]["cwd"] = "/bin/busybox"
+        elif bad == "missing-command":
+            d["process"]["args"] = ["nosuch-command"]
+        else:
+            d["mounts"].append({"destination": "/x", "type": "bind", "source": "/nonexistent/src",
+                                "options": ["rbind"]})
+
+    oci.config(["true"], edit)
+    done = oci("create", "--bundle", str(oci.bundle), "c1", check=False)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    _leaves_nothing(oci, "c1")

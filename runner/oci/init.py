@@ -314,6 +314,8 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
     mounts.finish(config)
     with contextlib.suppress(OSError):
         os.makedirs(p.cwd, exist_ok=True)
+    if not os.path.isdir(p.cwd):  # runc finds it in create, before the command waits for start
+        raise StrataError(f'chdir to cwd ("{p.cwd}") set in config.json failed: not a directory', Kind.SYSTEM)
     if p.terminal:
         slave = tty.open_terminal(lambda master: chan.send(Pty(master)), console=True)
         if p.console_size:
