@@ -660,3 +660,14 @@ def test_a_create_that_fails_in_the_init_leaves_nothing(oci: Oci, bad: str) -> N
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
     _leaves_nothing(oci, "c1")
+
+
+def test_an_rlimit_above_what_the_kernel_allows_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    """podman's default NOFILE 1048576 on a root without CAP_SYS_RESOURCE: runc fails create ("error setting
+    rlimits"), so callers see it there, not as an exit status after start. Above fs.nr_open it fails even with it."""
+    over = int(Path("/proc/sys/fs/nr_open").read_text()) + 1
+    oci.config(["true"], lambda d: d["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": over,
+                                                                  "hard": over}]))
+    done = oci("create", "--bundle", str(oci.bundle), "c1", check=False)
+    assert done.returncode == 1 and "RLIMIT_NOFILE" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    _leaves_nothing(oci, "c1")

@@ -290,6 +290,7 @@ def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | N
         if p.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(p.oom_score_adj))
+        set_rlimits(p)
         chan.send(Step("created"))
         chan.close()
     except BaseException as e:
@@ -375,18 +376,27 @@ def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | 
         os._exit(code)
 
 
+def set_rlimits(p: Process) -> None:
+    """config.json's rlimits, set by the init in create as runc sets them on its init before it is ready: one the
+    kernel refuses fails create, where callers read it, not the command after start."""
+    infinity = (1 << 64) - 1
+    for kind, soft, hard in p.rlimits:
+        try:
+            resource.setrlimit(getattr(resource, kind), (resource.RLIM_INFINITY if soft >= infinity else soft,
+                                                         resource.RLIM_INFINITY if hard >= infinity else hard))
+        except (OSError, ValueError) as e:
+            raise StrataError(f"error setting rlimits for ready process: {kind}: {getattr(e, 'strerror', e) or e}",
+                              Kind.SYSTEM) from None
+
+
 def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) -> None:
-    """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), rlimits, the
+    """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), the
     bounding set, the user and groups with the effective, permitted and inheritable sets kept across the change
     of user (runc's KEEPCAPS), the ambient set, no_new_privs, the seccomp filter (before the change of user, while
     we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc)."""
     os.umask(0o022 if p.umask is None else p.umask)
     if not no_new_keyring:
         linux.join_new_session_keyring()
-    for kind, soft, hard in p.rlimits:
-        infinity = (1 << 64) - 1
-        resource.setrlimit(getattr(resource, kind), (resource.RLIM_INFINITY if soft >= infinity else soft,
-                                                     resource.RLIM_INFINITY if hard >= infinity else hard))
     os.chdir(p.cwd)
     if not os.getcwd().startswith("/"):  # runc CVE-2024-21626
         raise StrataError(f"working directory {p.cwd} is outside the container", Kind.SYSTEM)
