@@ -33,7 +33,7 @@ from tests.faults import FaultProxy
 from tests.ocibundle import Oci
 from tests.rootless import User, UserTools, reachable, user
 from tests.scripts import Registry, image_script, registry_script, start_registry
-from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, runtime_state_dirs
+from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, runtime_option, runtime_state_dirs
 
 # -- The network rule (issue 11): no test may add anything to this machine's own network namespace ---------------
 # (tests/tools.py's BASE_SETTINGS, which every settings file of the tests starts from, says network none)
@@ -348,9 +348,9 @@ def executor(request: pytest.FixtureRequest, tools: Tools) -> str:
     ``runtime`` key (so every ``runner run``/``create`` of the test uses it, as a user's settings would)."""
     name = str(request.param)
     if name != "strata":
-        if shutil.which(name) is None:
+        if shutil.which(runtime_option(name)) is None:
             pytest.skip(f"{name} is not installed")
-        tools.configure(runtime=name)
+        tools.configure(runtime=runtime_option(name))
     return name
 
 

@@ -17,13 +17,13 @@ needs_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("docker-regis
 
 # For a test of what the store and the CLI do once a container runs (lookups, usage errors): the executor changes
 # nothing it checks, so it runs under ours only; the runtime driver's start, exec, kill, stop, logs and isolation
-# keep their runc and crun variants (the ``executor`` fixture of conftest.py).
+# keep their runc, crun and runner-oci variants (the ``executor`` fixture of conftest.py).
 executor_independent = pytest.mark.parametrize("executor", ["strata"], indirect=True)
 
 # A battery's attacks run as root under each executor and, the same code, as a user with subordinate ranges
 # (conftest's ``who``, tests/rootless.py's UserTools) under ours: a user's runner refuses --runtime for now. The
-# root variants keep their ids (strata, runc, crun); the user's is "user". ``also_as_user``: for a test of ours
-# alone, with no executor.
+# root variants keep their ids (strata, runc, crun, runner-oci); the user's is "user". ``also_as_user``: for a test
+# of ours alone, with no executor.
 as_root_and_user = pytest.mark.parametrize(("who", "executor"), [*(("root", e) for e in EXECUTORS), ("user", "strata")],
                                            indirect=True, ids=[*EXECUTORS, "user"])
 also_as_user = pytest.mark.parametrize("who", ["root", "user"], indirect=True)

@@ -10,7 +10,7 @@ import subprocess
 
 from tests.marks import also_as_user, as_root_and_user, needs_root, needs_tools
 from tests.terminal import Terminal
-from tests.tools import Tools, popen_runner, runner_command, wait_until
+from tests.tools import Tools, popen_runner, runner_command, runtime_option, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -33,7 +33,8 @@ def gone(tools: Tools, name: str) -> bool:
 def test_attach_types_detaches_and_attaches_again(tools: Tools, stored_test_image: str, executor: str,
                                                   names: list[str]) -> None:
     names.append("shell")
-    made = tools.runner("run", "-d", "-it", "--name", "shell", "--runtime", executor, stored_test_image, "sh")
+    made = tools.runner("run", "-d", "-it", "--name", "shell", "--runtime", runtime_option(executor),
+                        stored_test_image, "sh")
     assert made.code == 0, made.err
     sock = tools.root / "containers" / made.out.strip() / "attach.sock"
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600  # the owner's alone

@@ -26,6 +26,7 @@ import pytest
 from runner.net import files, ipam, nat
 from runner.net.model import Endpoint, Network, NetworkConfig, NetworkMode, Published
 from shared.errors import StrataError
+from tests.tools import runtime_option
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -788,8 +789,9 @@ def test_container_network_shares_the_other_containers_namespace(image: Host) ->
     image.assert_clean()
 
 
-@pytest.mark.parametrize("runtime", ["runc", "crun"])
+@pytest.mark.parametrize("runtime", ["runc", "crun", "runner-oci"])
 def test_a_bridge_container_under_an_oci_runtime_gets_its_address(image: Host, runtime: str) -> None:
+    runtime = runtime_option(runtime)  # runner-oci by this checkout's path
     out = image.runner("run", "--rm", "--runtime", runtime, image.image, "ip", "-o", "-4", "addr", "show",
                        "eth0").stdout
     assert "inet 10.88.0.2/16" in out

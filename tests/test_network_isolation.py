@@ -32,6 +32,7 @@ import pytest
 from shared.errors import StrataError
 from tests import test_network
 from tests.test_network import ENV, HTTPD, PY, RETRY, ROOT, Host, sh
+from tests.tools import runtime_option
 
 # tests/test_network.py's fixtures: the stand-in host, its store with the test image, and its autouse checks
 host, image = test_network.host, test_network.image
@@ -156,11 +157,12 @@ def sysctls(h: Host) -> dict[str, str]:
 
 # -- 5. loopback (CVE-2020-8558 class) ---------------------------------------------------------------------------
 
-RUNTIMES = ["ours", "runc", "crun"]  # the rules are the host's; the attacker's capabilities are each executor's
+# the rules are the host's; the attacker's capabilities are each executor's
+RUNTIMES = ["ours", "runc", "crun", "runner-oci"]
 
 
 def runtime_args(runtime: str) -> tuple[str, ...]:
-    return () if runtime == "ours" else ("--runtime", runtime)
+    return () if runtime == "ours" else ("--runtime", runtime_option(runtime))
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

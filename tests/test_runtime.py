@@ -17,7 +17,7 @@ import pytest
 
 from tests.cgroups import processes_mentioning, strata_cgroups
 from tests.marks import needs_root, needs_tools
-from tests.tools import Tools, mounts_under, one_line_error, runtime_state_dirs, wait_until
+from tests.tools import EXECUTORS, Tools, mounts_under, one_line_error, runtime_option, runtime_state_dirs, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
@@ -69,16 +69,17 @@ def test_bundle_refuses_a_directory_with_files(tools: Tools, img: str, tmp_path:
     one_line_error(tools.runner("bundle", img, str(tmp_path / "full")), 125, "is not an empty directory")
 
 
-@pytest.mark.parametrize("executor", ["strata", "runc", "crun"])
+@pytest.mark.parametrize("executor", EXECUTORS)
 def test_after_rm_nothing_is_left(tools: Tools, img: str, executor: str) -> None:
     """A detached container removed while it runs, and a stopped one: no mount, cgroup, runtime state or
     process of theirs stays, under every executor."""
-    if executor != "strata" and shutil.which(executor) is None:
+    if executor != "strata" and shutil.which(runtime_option(executor)) is None:
         pytest.skip(f"{executor} is not installed")
     before = strata_cgroups()
     ids = []
     for name in ("running", "stopped"):
-        result = tools.runner("run", "-d", "--runtime", executor, "--name", name, "-m", "64m", img, "sleep", "600")
+        result = tools.runner("run", "-d", "--runtime", runtime_option(executor), "--name", name, "-m", "64m", img,
+                              "sleep", "600")
         assert result.code == 0, result.err
         ids.append(result.out.strip())
     assert mounts_under(tools.root) != [] or executor == "strata"  # a runtime's root is mounted by the parent

@@ -32,7 +32,7 @@ def mount_points(under: Path) -> list[str]:
                   if line.split()[4].startswith(f"{under}/"))
 
 
-@pytest.mark.parametrize("executor", ["runc", "crun"], indirect=True)
+@pytest.mark.parametrize("executor", ["runc", "crun", "runner-oci"], indirect=True)
 def test_volumes_are_bound_once_per_start_and_leave_with_the_container(tools: Tools, img: str, tmp_path: Path,
                                                                        executor: str) -> None:
     src = tmp_path / "src"

@@ -6,14 +6,15 @@ import sys
 
 from tests.marks import as_root_and_user, needs_root, needs_tools
 from tests.terminal import Terminal
-from tests.tools import Tools, runner_command
+from tests.tools import Tools, runner_command, runtime_option
 
 pytestmark = [needs_root, needs_tools]
 
 
 @as_root_and_user
 def test_interactive_tty_session(tools: Tools, stored_test_image: str, executor: str) -> None:
-    term = Terminal(runner_command(tools, "run", "--rm", "-it", "--runtime", executor, stored_test_image, "sh"),
+    term = Terminal(runner_command(tools, "run", "--rm", "-it", "--runtime", runtime_option(executor),
+                                   stored_test_image, "sh"),
                     env=tools.environ(), hand_over=tools.hand_over)
     try:
         term.read_until(b"# ")

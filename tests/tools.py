@@ -107,13 +107,23 @@ def mounts_under(path: Path) -> list[str]:
         return [line for line in f if str(path) in line]
 
 
-EXECUTORS = ("strata", "runc", "crun")
+EXECUTORS = ("strata", "runc", "crun", "runner-oci")
+# runner-oci (runner/oci) is this checkout's own OCI runtime: a caller is given its absolute path, as Docker is
+RUNNER_OCI = str(ROOT / "scripts" / "runner-oci")
+
+
+def runtime_option(name: str) -> str:
+    """What ``--runtime`` (or the settings file's ``runtime``) is given for the executor NAME: runc and crun by
+    name (looked up on PATH), runner-oci by this checkout's path."""
+    return RUNNER_OCI if name == "runner-oci" else name
 
 
 def runtime_state_dirs(root: Path) -> list[Path]:
-    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store)."""
+    """What a runtime keeps for each container it knows (the runner's --root STATE/ID under the store). Not
+    runner-oci's ``.cache``: the seccomp programs it compiled, one per profile, shared by every container."""
     base = root / "runtime"
-    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir())
+    return sorted(d for state in (base.iterdir() if base.is_dir() else ()) for d in state.iterdir()
+                  if d.name != ".cache")
 
 
 def runner_command(tools: Tools, *args: str) -> list[str]:

@@ -21,11 +21,13 @@ from typing import Any
 
 from runner.isolation import cgroups, devcgroup
 from runner.isolation.security import CAPABILITIES
+from runner.oci import hooks
+from runner.oci.hooks import Hook
 from shared.errors import Kind, StrataError
 
-SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.")  # the 1.x releases' documents read alike for what we take
+# any 1.x: the releases add fields, never change one, and a field we do not know is refused by name anyway
+SUPPORTED_VERSIONS = ("1.",)
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time")
-HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS",
            "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
            "RLIMIT_RTPRIO", "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK")
@@ -65,14 +67,6 @@ class Device:
     file_mode: int
     uid: int
     gid: int
-
-
-@dataclass(frozen=True)
-class Hook:
-    path: str
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    timeout: int | None
 
 
 @dataclass(frozen=True)
@@ -149,10 +143,9 @@ def _obj(value: Any, where: str, known: tuple[str, ...] = ()) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise malformed(where, "expected an object")
-    if known:
-        for key in value:
-            if key not in known:
-                raise unsupported(f"{where}.{key}", "not a field runner-oci knows")
+    if known:  # config.md "Extensibility": a property the spec does not define MUST be ignored (a field it
+        # defines that we cannot do is refused by name, where it is read)
+        return {k: v for k, v in value.items() if k in known}
     return value
 
 
@@ -197,7 +190,8 @@ def _refuse_set(doc: dict[str, Any], where: str, keys: tuple[str, ...]) -> None:
 
 # -- the document ----------------------------------------------------------------------------------------------------
 
-TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux")
+TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux",
+       "solaris", "windows", "vm", "zos", "freebsd")
 LINUX = ("namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources",
          "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel",
          "intelRdt", "personality", "memoryPolicy", "netDevices")
@@ -208,7 +202,7 @@ def parse(doc: Any, bundle: Path) -> Config:
     version = _str(top.get("ociVersion"), "ociVersion")
     if not version.startswith(SUPPORTED_VERSIONS):
         raise unsupported(f"ociVersion {version!r}", "runner-oci reads runtime-spec 1.x")
-    for key in ("solaris", "windows", "vm", "zos"):
+    for key in ("solaris", "windows", "vm", "zos", "freebsd"):
         if key in top:
             raise unsupported(key)
     root_doc = _obj(top.get("root"), "root", ("path", "readonly"))
@@ -243,7 +237,7 @@ def parse(doc: Any, bundle: Path) -> Config:
         sysctl=_sysctl(linux_doc.get("sysctl"), namespaces), seccomp=seccomp,
         masked_paths=_strs(linux_doc.get("maskedPaths"), "linux.maskedPaths"),
         readonly_paths=_strs(linux_doc.get("readonlyPaths"), "linux.readonlyPaths"),
-        rootfs_propagation=propagation, hooks=_hooks(top.get("hooks")),
+        rootfs_propagation=propagation, hooks=hooks.parse(top.get("hooks")),
         annotations={k: _str(v, f"annotations.{k}") for k, v in _obj(top.get("annotations"), "annotations").items()})
 
 
@@ -315,19 +309,20 @@ def _limits(resources: dict[str, Any]) -> cgroups.Limits:
     memory = _obj(resources.get("memory"), "linux.resources.memory",
                   ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
                    "useHierarchy", "checkBeforeUpdate"))
-    _refuse_set(memory, "linux.resources.memory", ("kernel", "kernelTCP", "disableOOMKiller", "checkBeforeUpdate"))
+    _refuse_set(memory, "linux.resources.memory", ("checkBeforeUpdate",))
     cpu = _obj(resources.get("cpu"), "linux.resources.cpu",
                ("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"))
-    _refuse_set(cpu, "linux.resources.cpu", ("burst", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"))
+    _refuse_set(cpu, "linux.resources.cpu", ("burst", "realtimeRuntime", "realtimePeriod", "idle"))
     block = _obj(resources.get("blockIO"), "linux.resources.blockIO",
                  ("weight", "leafWeight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice",
                   "throttleReadIOPSDevice", "throttleWriteIOPSDevice"))
     _refuse_set(block, "linux.resources.blockIO", tuple(block))
     _refuse_set(resources, "linux.resources", ("hugepageLimits", "network", "rdma", "unified"))
     swappiness = memory.get("swappiness")
-    if swappiness is not None and _int(swappiness, "linux.resources.memory.swappiness", -1) not in (-1, 60) \
-            and swappiness <= 100:
-        raise unsupported("linux.resources.memory.swappiness")
+    if swappiness is not None:  # runc: above 100 is an error; the Go zero value of an unset uint64 pointer is none
+        swappiness = _int(swappiness, "linux.resources.memory.swappiness", -1)
+        if swappiness > 100 and swappiness != (1 << 64) - 1:
+            raise malformed("linux.resources.memory.swappiness", f"{swappiness} is above 100")
 
     def positive(doc: dict[str, Any], key: str, where: str) -> int | None:
         v = doc.get(key)
@@ -343,7 +338,13 @@ def _limits(resources: dict[str, Any]) -> cgroups.Limits:
         pids=positive(pids, "limit", "linux.resources.pids"),
         swap=positive(memory, "swap", "linux.resources.memory"),
         reservation=positive(memory, "reservation", "linux.resources.memory"),
-        shares=positive(cpu, "shares", "linux.resources.cpu"), period=period if quota else None)
+        shares=positive(cpu, "shares", "linux.resources.cpu"), period=period if quota else None,
+        swappiness=swappiness if swappiness is not None and 0 <= swappiness <= 100 else None,
+        oom_kill_disable=_bool(memory.get("disableOOMKiller"), "linux.resources.memory.disableOOMKiller"),
+        kernel=positive(memory, "kernel", "linux.resources.memory"),
+        kernel_tcp=positive(memory, "kernelTCP", "linux.resources.memory"),
+        cpuset_cpus=_str(cpu["cpus"], "linux.resources.cpu.cpus") if cpu.get("cpus") else None,
+        cpuset_mems=_str(cpu["mems"], "linux.resources.cpu.mems") if cpu.get("mems") else None)
 
 
 def _sysctl(value: Any, namespaces: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -437,24 +438,6 @@ def _process(value: Any) -> Process:
         capabilities=_capabilities(p.get("capabilities")), rlimits=tuple(rlimits),
         no_new_privileges=_bool(p.get("noNewPrivileges"), "process.noNewPrivileges"),
         oom_score_adj=None if oom is None else _int(oom, "process.oomScoreAdj", -1000, 1000))
-
-
-def _hooks(value: Any) -> dict[str, tuple[Hook, ...]]:
-    doc = _obj(value, "hooks", HOOK_KINDS)
-    out = {}
-    for kind in HOOK_KINDS:
-        hooks = []
-        for i, h in enumerate(_list(doc.get(kind), f"hooks.{kind}")):
-            where = f"hooks.{kind}[{i}]"
-            hook = _obj(h, where, ("path", "args", "env", "timeout"))
-            path = _str(hook.get("path"), f"{where}.path")
-            if not path.startswith("/"):
-                raise malformed(f"{where}.path", f"{path!r} is not absolute")
-            timeout = hook.get("timeout")
-            hooks.append(Hook(path, _strs(hook.get("args"), f"{where}.args"), _strs(hook.get("env"), f"{where}.env"),
-                              None if timeout is None else _int(timeout, f"{where}.timeout", 1)))
-        out[kind] = tuple(hooks)
-    return out
 
 
 def process_from_file(path: str) -> Process:

@@ -25,7 +25,7 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
+import subprocess  # noqa: F401 - hooks.run's, loaded before pivot_root: startContainer hooks run after it
 import termios
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +36,9 @@ from runner import linux
 from runner.executor import process
 from runner.executor.channel import Channel, Failed, Go, Pty, Step
 from runner.isolation import cgroups, devcgroup, seccomp, security, tty
-from runner.oci import mounts
-from runner.oci.config import Config, Hook, Process
+from runner.oci import hooks, mounts
+from runner.oci.config import Config, Process
+from runner.oci.hooks import Hook
 from runner.oci.state import FIFO, State
 from shared import proc
 from shared.errors import Kind, StrataError
@@ -45,7 +46,6 @@ from shared.errors import Kind, StrataError
 NEW_NAMESPACES = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
                   "network": linux.CLONE_NEWNET, "cgroup": linux.CLONE_NEWCGROUP}
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")  # user first: it grants the others
-HOOK_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,14 @@ def cgroups_path(config: Config, container_id: str, systemd: bool) -> str:
     return path or f"/runner-oci/{container_id}"
 
 
-def create(config: Config, st: State, opts: Options, cache: Path, foreground: bool = False) -> None:
+def create(config: Config, st: State, opts: Options, cache: Path) -> None:
     """Make the container (module doc) and record it in ``st`` (whose ``dir`` exists); on failure nothing of it is
     left but the directory, which the caller removes."""
     console_socket = opts.console_socket
     p = config.process
     if p is None:
         raise StrataError("config.json: process is missing: runner-oci create needs one", Kind.USAGE)
-    if p.terminal and console_socket is None and not foreground:
+    if p.terminal and console_socket is None:
         raise StrataError("cannot allocate tty if runner-oci will detach without setting console socket",
                           Kind.USAGE)
     program = None
@@ -150,12 +150,26 @@ def create(config: Config, st: State, opts: Options, cache: Path, foreground: bo
             os.close(fd)
 
 
+NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: the CLONE_NEW* type of a namespace fd
+NAMESPACE_FLAGS = {**NEW_NAMESPACES, "pid": linux.CLONE_NEWPID, "user": linux.CLONE_NEWUSER}
+
+
 def _open_namespace(kind: str, path: str) -> int:
+    """A namespace config.json names by path, checked to be one of that type (the spec: a path of another type is
+    an error; setns would take it for what it is)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise StrataError(f"config.json: linux.namespaces: cannot open the {kind} namespace {path}: {e.strerror}",
                           Kind.USAGE) from None
+    try:
+        found = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        found = -1
+    if found != NAMESPACE_FLAGS[kind]:
+        os.close(fd)
+        raise StrataError(f"config.json: linux.namespaces: {path} is not a {kind} namespace", Kind.USAGE)
+    return fd
 
 
 def _converse(config: Config, parent: Channel, st: State, console_socket: str | None) -> None:
@@ -169,8 +183,8 @@ def _converse(config: Config, parent: Channel, st: State, console_socket: str | 
             raise CreateFailed(message.message, Kind.SYSTEM, exit_code=message.code)
         if isinstance(message, Step) and message.name == "namespaces":
             state = json.dumps(st.spec_state("creating")).encode()
-            run_hooks(config.hooks.get("prestart", ()), state, "prestart")
-            run_hooks(config.hooks.get("createRuntime", ()), state, "createRuntime")
+            hooks.run(config.hooks.get("prestart", ()), state, "prestart")
+            hooks.run(config.hooks.get("createRuntime", ()), state, "createRuntime")
             parent.send(Go())
         elif isinstance(message, Pty):
             try:
@@ -193,25 +207,6 @@ def send_console(path: str | None, master: int) -> None:
         except OSError as e:
             raise CreateFailed(f"cannot send the terminal to --console-socket {path}: {e.strerror}",
                                Kind.SYSTEM) from None
-
-
-def run_hooks(hooks: Sequence[Hook], state: bytes, kind: str) -> None:
-    """Each hook with the state on stdin (runtime-spec config.md "POSIX-platform Hooks"); one that fails or
-    outlasts its timeout fails the step, in runc's words."""
-    for i, hook in enumerate(hooks):
-        try:
-            done = subprocess.run(list(hook.args) or [hook.path], input=state,  # args[0] is argv[0]: execv's
-                                  capture_output=True, env=dict(e.split("=", 1) for e in hook.env if "=" in e),
-                                  executable=hook.path, timeout=hook.timeout or HOOK_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise CreateFailed(f"error running {kind} hook #{i}: timeout after {hook.timeout or HOOK_TIMEOUT} "
-                               "seconds", Kind.SYSTEM) from None
-        except OSError as e:
-            raise CreateFailed(f"error running {kind} hook #{i}: {hook.path}: {e.strerror}", Kind.SYSTEM) from None
-        if done.returncode != 0:
-            out = (done.stdout + done.stderr).decode(errors="replace").strip().replace("\n", " ")[:300]
-            raise CreateFailed(f"error running {kind} hook #{i}: exit status {done.returncode}"
-                               + (f", output: {out}" if out else ""), Kind.SYSTEM)
 
 
 # -- the processes ---------------------------------------------------------------------------------------------
@@ -286,6 +281,7 @@ def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | N
         if not isinstance(chan.recv(), Go):  # the hooks ran
             os._exit(1)
         saved = _root(config, p, chan, opts.no_pivot, st)
+        os.chdir(p.cwd)  # a command named relative to the working directory is found from there, as runc finds it
         path = lookpath(p.args[0], _env(p))
         if p.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
@@ -309,14 +305,14 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
         mounts.prepare_root(config)
         mounts.mount_all(config, group, p.terminal)
     saved = State.read(st.dir.parent, st.id)  # with the pid create recorded (the host's number), while we see it
-    run_hooks(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
+    hooks.run(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
               "createContainer")
     mounts.pivot(config, no_pivot)
-    mounts.finish(config)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # before finish makes the root read-only (runc's createCwd, then finalize)
         os.makedirs(p.cwd, exist_ok=True)
     if not os.path.isdir(p.cwd):  # runc finds it in create, before the command waits for start
         raise StrataError(f'chdir to cwd ("{p.cwd}") set in config.json failed: not a directory', Kind.SYSTEM)
+    mounts.finish(config)
     if p.terminal:
         slave = tty.open_terminal(lambda master: chan.send(Pty(master)), console=True)
         if p.console_size:
@@ -345,34 +341,38 @@ def lookpath(name: str, env: dict[str, str]) -> str:
         denied = c
     if denied is not None:
         raise StrataError(f'exec: "{name}": permission denied', Kind.SYSTEM, exit_code=process.EXIT_NOT_EXECUTABLE)
-    where = "stat " + name + ": no such file or directory" if "/" in name else \
+    where = f'exec: "{name}": stat {name}: no such file or directory' if "/" in name else \
         f'exec: "{name}": executable file not found in $PATH'
     raise StrataError(where, Kind.SYSTEM, exit_code=process.EXIT_NOT_FOUND)
 
 
 def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | None, opts: Options, st: State,
-                   hooks: Sequence[Hook]) -> NoReturn:
-    """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. A failure
-    now has no ``create`` to tell: it goes to the container's stderr, and its exit status says it."""
+                   starting: Sequence[Hook]) -> NoReturn:
+    """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. The fifo's
+    write end stays open until the exec closes it (close-on-exec): ``start`` waits for that end of file, so the
+    poststart hooks run once the command does, and a failure before the exec is written there for ``start`` to
+    say (and to the container's stderr), besides its exit status."""
+    told = -1
     try:
-        fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, b"0")
-        os.close(fd)
+        told = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(told, b"0")
         os.close(fifo)
-        if hooks:
-            run_hooks(hooks, json.dumps(st.spec_state("running")).encode(), "startContainer")
+        if starting:
+            hooks.run(starting, json.dumps(st.spec_state("running")).encode(), "startContainer")
         env = _env(p)
         become(p, program, opts.no_new_keyring)
         process.reset_signals()
-        process.close_fds(*range(3, 3 + opts.preserve_fds))
+        process.close_fds(told, *range(3, 3 + opts.preserve_fds))
         try:
             os.execve(path, list(p.args), env)
         except OSError as e:
             raise process.ExecFailed(p.args[0], e) from None
     except BaseException as e:
         message, code = process.failure(e)
-        with contextlib.suppress(OSError):
-            os.write(2, f"runner-oci: {message}\n".encode())
+        for fd in (told, 2):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(fd, (message if fd == told else f"runner-oci: {message}\n").encode()[:4000])
         os._exit(code)
 
 
@@ -393,7 +393,8 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
     """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), the
     bounding set, the user and groups with the effective, permitted and inheritable sets kept across the change
     of user (runc's KEEPCAPS), the ambient set, no_new_privs, the seccomp filter (before the change of user, while
-    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc)."""
+    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc). Each capability set is cut to what runner-oci
+    itself holds (the runner's rule): a --privileged container where root lacks one still starts."""
     os.umask(0o022 if p.umask is None else p.umask)
     if not no_new_keyring:
         linux.join_new_session_keyring()
@@ -408,9 +409,10 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
         os.setgroups(list(p.additional_gids))
     os.setgid(p.gid)
     os.setuid(p.uid)
-    security.set_capability_sets(p.caps("effective"), p.caps("permitted"), p.caps("inheritable"))
+    held = security.own_bounding_set()  # no more than we hold (as the runner's containers; podman's rule too)
+    security.set_capability_sets(p.caps("effective") & held, p.caps("permitted") & held, p.caps("inheritable") & held)
     linux.prctl(security.PR_SET_KEEPCAPS, 0, what="PR_SET_KEEPCAPS")
-    security.raise_ambient(p.caps("ambient"))
+    security.raise_ambient(p.caps("ambient") & held)
     if p.no_new_privileges:
         security.set_no_new_privileges()
         if program is not None:

@@ -29,6 +29,7 @@ from shared.layer.safepath import SafeRoot, split
 
 MS_SYNCHRONOUS, MS_MANDLOCK, MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME = 16, 64, 128, 1024, 2048
 MS_SILENT, MS_UNBINDABLE, MS_SHARED, MS_RELATIME, MS_LAZYTIME = 32768, 1 << 17, 1 << 20, 1 << 21, 1 << 25
+ATIME = 0x70  # MOUNT_ATTR__ATIME: noatime, strictatime and relatime (0) are one field of three values
 # option -> (flags set, flags cleared): runc's mountOptions
 FLAGS = {
     "ro": (linux.MS_RDONLY, 0), "rw": (0, linux.MS_RDONLY), "nosuid": (linux.MS_NOSUID, 0),
@@ -51,6 +52,7 @@ RECURSIVE = {"rro": (linux.MOUNT_ATTR_RDONLY, 0), "rrw": (0, linux.MOUNT_ATTR_RD
              "rnodev": (linux.MOUNT_ATTR_NODEV, 0), "rdev": (0, linux.MOUNT_ATTR_NODEV),
              "rnoexec": (linux.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, linux.MOUNT_ATTR_NOEXEC),
              "rnoatime": (linux.MOUNT_ATTR_NOATIME, 0), "rstrictatime": (linux.MOUNT_ATTR_STRICTATIME, 0),
+             "rrelatime": (0, ATIME), "ratime": (0, linux.MOUNT_ATTR_NOATIME),
              "rnodiratime": (linux.MOUNT_ATTR_NODIRATIME, 0)}
 REFUSED = ("tmpcopyup", "idmap", "ridmap")
 ATTRS = {linux.MS_RDONLY: linux.MOUNT_ATTR_RDONLY, linux.MS_NOSUID: linux.MOUNT_ATTR_NOSUID,
@@ -61,6 +63,12 @@ DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1,
                    ("tty", 5, 0))
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2"}
+
+
+def atime(on: int, off: int) -> tuple[int, int]:
+    """mount_setattr takes an atime mode only with the whole field cleared (else EINVAL): relatime is none of the
+    bits set, noatime or strictatime one of them."""
+    return (on, off | ATIME) if (on | off) & ATIME else (on, off)
 
 
 class Options:
@@ -93,7 +101,7 @@ class Options:
         """The flags as mount_setattr's attributes (for a bind, which takes them after the fact)."""
         on = sum(a for f, a in ATTRS.items() if self.flags & f)
         off = sum(a for f, a in ATTRS.items() if self.cleared & f)
-        return on, off
+        return atime(on, off | (ATIME if self.flags & MS_RELATIME else 0))
 
 
 def prepare_root(config: Config) -> None:
@@ -116,10 +124,35 @@ def mount_all(config: Config, group: cgroups.Cgroup, terminal: bool) -> None:
                 dev_bound = dev_bound or m.destination.rstrip("/") == "/dev"
             elif m.type in ("cgroup", "cgroup2") and not cgroups.is_v2():
                 rootfs.mount_cgroups(root, group, read_only=bool(opts.flags & linux.MS_RDONLY))
+                if config.namespace("cgroup") is None:
+                    _own_groups(root, group)
             else:
                 _mount(root, m, opts)
         if not dev_bound:
             make_devices(root, config.devices, terminal, harden=_limits_devices(config))
+
+
+def _own_groups(root: SafeRoot, group: cgroups.Cgroup) -> None:
+    """Without a cgroup namespace (Docker 20.10's default on v1) a hierarchy mounted at /sys/fs/cgroup/NAME is the
+    host's whole tree: as runc does, each NAME shows the container's own group instead (bound over it, read-only),
+    so its limits are the ones at the top and no other group of the host's is in sight."""
+    mounts, paths = cgroups.controller_mounts(), cgroups.v1_paths()  # we are in the group already (create put us)
+    for h in group.hierarchies():
+        controller = next((c for c in (h.options or "").split(",") if c in paths and c in mounts), None)
+        if controller is None:
+            continue
+        own, name = mounts[controller] / paths[controller].lstrip("/"), h.name
+        tree = linux.clone_tree(linux.AT_FDCWD, str(own), recursive=False)
+        try:
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
+                                      | linux.MOUNT_ATTR_NOEXEC, recursive=False)
+            fd = rootfs.resolve_target(root, f"/sys/fs/cgroup/{name}", want_dir=True)
+            try:
+                linux.move_tree(tree, fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(tree)
 
 
 def _source(m: Mount, bundle: Path) -> str:
@@ -136,8 +169,11 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
         on, off = opts.attributes()
         if on or off:
             linux.set_tree_attributes(tree, on, recursive=False, attr_clr=off)
+        if on & linux.MOUNT_ATTR_RDONLY and opts.flags & linux.MS_REC:  # rbind,ro: read-only all the way down, as
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY)  # the runner's :ro (a submount is no way out)
         if opts.rec_set or opts.rec_clr:
-            linux.set_tree_attributes(tree, opts.rec_set, attr_clr=opts.rec_clr)
+            rec_on, rec_off = atime(opts.rec_set, opts.rec_clr)
+            linux.set_tree_attributes(tree, rec_on, attr_clr=rec_off)
         if opts.propagation:  # on the detached tree: after the move, the target's fd names what it covers
             linux.set_tree_attributes(tree, 0, propagation=opts.propagation & ~linux.MS_REC,
                                       recursive=bool(opts.propagation & linux.MS_REC))
@@ -172,10 +208,9 @@ def _after(root: SafeRoot, destination: str, opts: Options) -> None:
     finally:
         os.close(parent)
     try:
-        linux.set_tree_attributes(mnt, opts.rec_set, propagation=opts.propagation & ~linux.MS_REC,
-                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(opts.rec_set or
-                                                                                          opts.rec_clr),
-                                  attr_clr=opts.rec_clr)
+        on, off = atime(opts.rec_set, opts.rec_clr)
+        linux.set_tree_attributes(mnt, on, propagation=opts.propagation & ~linux.MS_REC,
+                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(on or off), attr_clr=off)
     finally:
         os.close(mnt)
 
