@@ -330,7 +330,8 @@ def update(g: Globals, container_id: str, resources: dict[str, Any]) -> None:
         raise StrataError("container not running", Kind.STATE)
     from runner.oci import config as oci_config
 
-    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {"resources": resources}}
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},  # a container's: a mount namespace of its own
+           "linux": {"resources": resources, "namespaces": [{"type": "mount"}]}}
     limits = oci_config.parse(doc, Path(st.bundle)).limits
     st.group().apply(limits)
 
