@@ -14,6 +14,7 @@ listed (:mod:`runner.oci.mounts`), with the same isolation mechanisms the runner
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,12 @@ def load(bundle: Path) -> Config:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not JSON: {e}") from None
-    return parse(doc, bundle)
+    config = parse(doc, bundle)
+    # runc's rule: the root is the directory itself, never a path through a symlink (which could name the host's /)
+    if os.path.realpath(config.root) != os.path.normpath(config.root) or not config.root.is_dir():
+        raise ConfigError(f"config.json: root.path: invalid rootfs {config.root}: not a directory, or a path "
+                          "through a symlink")
+    return config
 
 
 # -- readers of one JSON value each: ``where`` names the field in errors --------------------------------------------
