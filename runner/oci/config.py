@@ -285,7 +285,7 @@ def _device(value: Any, where: str) -> Device:
     if kind not in ("c", "b", "u", "p"):
         raise malformed(f"{where}.type", f"{kind!r} is not c, b, u or p")
     path = _str(d.get("path"), f"{where}.path")
-    if not path.startswith("/dev/"):
+    if not os.path.normpath(path).startswith("/dev/"):  # /dev/../etc/x is not
         raise malformed(f"{where}.path", f"{path!r} is not under /dev")
     return Device(path, "c" if kind == "u" else kind,
                   _int(d.get("major", 0), f"{where}.major", 0, 0xFFFFFFFF),
