@@ -671,3 +671,19 @@ def test_an_rlimit_above_what_the_kernel_allows_fails_create_and_leaves_nothing(
     done = oci("create", "--bundle", str(oci.bundle), "c1", check=False)
     assert done.returncode == 1 and "RLIMIT_NOFILE" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     _leaves_nothing(oci, "c1")
+
+
+def test_a_console_socket_nobody_serves_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    oci.config(["sh"], lambda d: d["process"].update(terminal=True))
+    done = oci("create", "--bundle", str(oci.bundle), "--console-socket", str(oci.tmp / "nobody.sock"), "c1",
+               check=False)
+    assert done.returncode == 1 and "console-socket" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    _leaves_nothing(oci, "c1")
+
+
+def test_exec_in_a_stopped_container_is_refused(oci: Oci) -> None:
+    pid = _running(oci)
+    oci("kill", "c1", "KILL")
+    wait_child(pid)
+    done = oci("exec", "c1", "true", check=False)
+    assert done.returncode != 0 and "stopped" in done.stderr
