@@ -512,10 +512,12 @@ def test_an_exec_gets_no_stray_fd_of_its_caller(oci: Oci) -> None:
                    timeout=30)
     assert out.read_text().strip() == "0 1 2"
     detached = oci.tmp / "fds-detached.out"
-    argv = " ".join(f"'{a}'" for a in oci.argv("exec", "-d", "c1", "sh", "-c", FDS))
+    argv = " ".join(f"'{a}'" for a in oci.argv("exec", "-d", "--pid-file", str(oci.tmp / "exec.pid"), "c1", "sh",
+                                                 "-c", FDS))
     subprocess.run(["/bin/sh", "-c", f"exec 3</etc/hostname 5</etc/hostname; exec {argv} > {detached}"],
                    check=True, timeout=30)
-    wait_for(lambda: detached.read_text().endswith("\n"), "the detached exec's output")
+    # reaped, as a shim reaps it: until then the container's PID 1 cannot finish dying (delete would wait)
+    assert wait_child(int((oci.tmp / "exec.pid").read_text())) == 0
     assert detached.read_text().strip() == "0 1 2"
 
 
