@@ -208,3 +208,22 @@ def test_a_masked_path_symlinked_out(oci: Oci, sentinel: Path) -> None:
         d["linux"]["readonlyPaths"] += ["/data/dir"]
 
     assert _hostile_run(oci, prepare, edit, sentinel=sentinel) == "ran"
+
+
+@pytest.mark.parametrize("how", ["symlink", "path-with-symlink", "missing"])
+def test_a_root_path_that_is_a_symlink_or_missing_is_refused(oci: Oci, sentinel: Path, how: str) -> None:
+    """runc's rule ("invalid rootfs: not an absolute path, or a symlink"): a bundle's root.path is the directory
+    itself, never a link that could name the host's / or another tree."""
+    import shutil
+
+    elsewhere = oci.tmp / "elsewhere"
+    shutil.move(oci.bundle / "rootfs", elsewhere)
+    if how == "symlink":
+        (oci.bundle / "rootfs").symlink_to(elsewhere)
+    elif how == "path-with-symlink":
+        (oci.bundle / "link").symlink_to(oci.tmp)
+        oci.doc["root"]["path"] = str(oci.bundle / "link" / "elsewhere")
+    oci.config(["sh", "-c", "touch /escaped"])
+    done = oci("run", "--bundle", str(oci.bundle), "c1", check=False)
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1 and "root.path" in done.stderr
+    assert not (elsewhere / "escaped").exists() and not (oci.tmp / "state" / "c1").exists()

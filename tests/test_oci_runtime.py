@@ -512,10 +512,12 @@ def test_an_exec_gets_no_stray_fd_of_its_caller(oci: Oci) -> None:
                    timeout=30)
     assert out.read_text().strip() == "0 1 2"
     detached = oci.tmp / "fds-detached.out"
-    argv = " ".join(f"'{a}'" for a in oci.argv("exec", "-d", "c1", "sh", "-c", FDS))
+    argv = " ".join(f"'{a}'" for a in oci.argv("exec", "-d", "--pid-file", str(oci.tmp / "exec.pid"), "c1", "sh",
+                                                 "-c", FDS))
     subprocess.run(["/bin/sh", "-c", f"exec 3</etc/hostname 5</etc/hostname; exec {argv} > {detached}"],
                    check=True, timeout=30)
-    wait_for(lambda: detached.read_text().endswith("\n"), "the detached exec's output")
+    # reaped, as a shim reaps it: until then the container's PID 1 cannot finish dying (delete would wait)
+    assert wait_child(int((oci.tmp / "exec.pid").read_text())) == 0
     assert detached.read_text().strip() == "0 1 2"
 
 
@@ -538,3 +540,152 @@ def test_kill_takes_runcs_signal_spellings(oci: Oci) -> None:
     oci("kill", "c1", "SIGUSR1")
     assert wait_child(pid) == 42
     assert oci("kill", "c1", "NOSUCH", check=False).returncode == 1
+
+
+def test_a_hook_that_outlasts_its_timeout_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    hooks = {"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]}
+    oci.config(["true"], lambda d: d.update(hooks=hooks))
+    started = time.monotonic()
+    done = oci("create", "--bundle", str(oci.bundle), "c1", check=False)
+    assert done.returncode == 1 and "timeout" in done.stderr and time.monotonic() - started < 15
+    _leaves_nothing(oci, "c1")
+
+
+def test_an_exited_init_not_yet_reaped_is_stopped(oci: Oci) -> None:
+    oci.config(["sh", "-c", "exit 0"])
+    oci("create", "--bundle", str(oci.bundle), "c1")
+    pid = oci.state("c1")["pid"]
+    oci("start", "c1")
+    wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z", "a zombie")
+    assert oci.status("c1") == "stopped" and oci.state("c1")["pid"] == 0
+    oci("delete", "c1")
+    assert wait_child(pid) == 0
+    _gone(oci, "c1")
+
+
+def test_config_limits_land_in_the_cgroup(oci: Oci) -> None:
+    oci.config(["sleep", "60"], lambda d: d["linux"].update(resources={
+        "memory": {"limit": 48 << 20}, "pids": {"limit": 33}, "cpu": {"quota": 50000, "period": 100000},
+        "devices": [{"allow": False, "access": "rwm"}]}))
+    oci("run", "-d", "--bundle", str(oci.bundle), "c1")
+    values = {f.name: f.read_text().strip() for d in oci.cgroup_dirs("c1") for f in d.iterdir()
+              if f.name in ("memory.limit_in_bytes", "pids.max", "cpu.cfs_quota_us", "memory.max", "cpu.max")}
+    assert values.get("memory.limit_in_bytes", values.get("memory.max")) == str(48 << 20)
+    assert values["pids.max"] == "33"
+    assert values.get("cpu.cfs_quota_us", values.get("cpu.max", "").split(" ")[0]) == "50000"
+    pids = json.loads(oci("ps", "--format", "json", "c1").stdout)
+    assert all(oci.cgroup_path("c1") in Path(f"/proc/{p}/cgroup").read_text() for p in pids)
+
+
+def test_run_in_the_foreground_forwards_sigterm(oci: Oci) -> None:
+    oci.config(["sh", "-c", "trap 'exit 43' TERM; echo ready; while true; do sleep 0.1; done"])
+    out = oci.tmp / "fg.out"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(oci.argv("run", "--bundle", str(oci.bundle), "c1"), stdout=f)
+    oci.ids.append("c1")
+    try:
+        wait_for(lambda: out.read_text() == "ready\n", "the container", 20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 43
+    finally:
+        proc.kill()
+        proc.wait()
+    _gone(oci, "c1")
+
+
+def test_a_paused_container_is_deleted_with_force_and_killed_with_all(oci: Oci) -> None:
+    pid = _running(oci, args=("sh", "-c", "sleep 60 & exec sleep 61"))
+    oci("pause", "c1")
+    assert oci("delete", "c1", check=False).returncode == 1
+    oci("kill", "--all", "c1", "KILL")
+    assert wait_child(pid) == -signal.SIGKILL
+    oci("delete", "c1")
+    _gone(oci, "c1")
+    pid = _running(oci, "c2")
+    oci("pause", "c2")
+    oci("delete", "--force", "c2")
+    assert wait_child(pid) == -signal.SIGKILL
+    _gone(oci, "c2")
+
+
+def test_ps_table_lists_the_containers_processes(oci: Oci) -> None:
+    pid = _running(oci)
+    lines = oci("ps", "c1").stdout.splitlines()
+    assert "PID" in lines[0].split() and [line for line in lines[1:] if str(pid) in line.split()]
+
+
+def test_run_on_a_terminal_without_a_console_socket_is_runcs_own_console(oci: Oci) -> None:
+    """``runner-oci spec`` then ``runner-oci run ID`` from a terminal (runc's first example): the container's pty
+    relayed to ours, typed into, its exit code returned."""
+    from tests.terminal import Terminal
+
+    oci.config(["sh"], lambda d: d["process"].update(terminal=True))
+    oci.ids.append("c1")
+    oci.doc["linux"]["cgroupsPath"] = oci.cgroup_path("c1")
+    oci.write()
+    term = Terminal(oci.argv("run", "--bundle", str(oci.bundle), "c1"))
+    try:
+        term.read_until(b"# ")
+        term.type("tty; echo sum-$((6*7)); exit 5\n")
+        seen = term.read_until(b"sum-42")
+        assert b"/dev/console" in seen or b"/dev/pts/" in seen
+    finally:
+        code = term.close()
+    assert code == 5
+    _gone(oci, "c1")
+
+
+def test_a_pid_file_that_cannot_be_written_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    oci.config(["sleep", "60"])
+    done = oci("create", "--bundle", str(oci.bundle), "--pid-file", str(oci.tmp / "no" / "such" / "dir" / "pid"),
+               "c1", check=False)
+    assert done.returncode == 1 and "--pid-file" in done.stderr
+    wait_for(lambda: not oci.cgroup_dirs("c1"), "the container's cgroup to go", 5)
+    _leaves_nothing(oci, "c1")
+
+
+@pytest.mark.parametrize("bad", ["mount", "cwd-file", "missing-command", "bind-source"])
+def test_a_create_that_fails_in_the_init_leaves_nothing(oci: Oci, bad: str) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        if bad == "mount":
+            d["mounts"].append({"destination": "/x", "type": "nosuchfs", "source": "none"})
+        elif bad == "cwd-file":
+            d["process"]["cwd"] = "/bin/busybox"
+        elif bad == "missing-command":
+            d["process"]["args"] = ["nosuch-command"]
+        else:
+            d["mounts"].append({"destination": "/x", "type": "bind", "source": "/nonexistent/src",
+                                "options": ["rbind"]})
+
+    oci.config(["true"], edit)
+    done = oci("create", "--bundle", str(oci.bundle), "c1", check=False)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    _leaves_nothing(oci, "c1")
+
+
+def test_an_rlimit_above_what_the_kernel_allows_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    """podman's default NOFILE 1048576 on a root without CAP_SYS_RESOURCE: runc fails create ("error setting
+    rlimits"), so callers see it there, not as an exit status after start. Above fs.nr_open it fails even with it."""
+    over = int(Path("/proc/sys/fs/nr_open").read_text()) + 1
+    oci.config(["true"], lambda d: d["process"].update(rlimits=[{"type": "RLIMIT_NOFILE", "soft": over,
+                                                                  "hard": over}]))
+    done = oci("create", "--bundle", str(oci.bundle), "c1", check=False)
+    assert done.returncode == 1 and "RLIMIT_NOFILE" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    _leaves_nothing(oci, "c1")
+
+
+def test_a_console_socket_nobody_serves_fails_create_and_leaves_nothing(oci: Oci) -> None:
+    oci.config(["sh"], lambda d: d["process"].update(terminal=True))
+    done = oci("create", "--bundle", str(oci.bundle), "--console-socket", str(oci.tmp / "nobody.sock"), "c1",
+               check=False)
+    assert done.returncode == 1 and "console-socket" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    _leaves_nothing(oci, "c1")
+
+
+def test_exec_in_a_stopped_container_is_refused(oci: Oci) -> None:
+    pid = _running(oci)
+    oci("kill", "c1", "KILL")
+    wait_child(pid)
+    done = oci("exec", "c1", "true", check=False)
+    assert done.returncode != 0 and "stopped" in done.stderr

@@ -14,6 +14,7 @@ listed (:mod:`runner.oci.mounts`), with the same isolation mechanisms the runner
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,12 @@ def load(bundle: Path) -> Config:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not JSON: {e}") from None
-    return parse(doc, bundle)
+    config = parse(doc, bundle)
+    # runc's rule: the root is the directory itself, never a path through a symlink (which could name the host's /)
+    if os.path.realpath(config.root) != os.path.normpath(config.root) or not config.root.is_dir():
+        raise ConfigError(f"config.json: root.path: invalid rootfs {config.root}: not a directory, or a path "
+                          "through a symlink")
+    return config
 
 
 # -- readers of one JSON value each: ``where`` names the field in errors --------------------------------------------
@@ -298,7 +304,7 @@ def _device(value: Any, where: str) -> Device:
     if kind not in ("c", "b", "u", "p"):
         raise malformed(f"{where}.type", f"{kind!r} is not c, b, u or p")
     path = _str(d.get("path"), f"{where}.path")
-    if not path.startswith("/dev/"):
+    if not os.path.normpath(path).startswith("/dev/"):  # /dev/../etc/x is not
         raise malformed(f"{where}.path", f"{path!r} is not under /dev")
     return Device(path, "c" if kind == "u" else kind,
                   _int(d.get("major", 0), f"{where}.major", 0, 0xFFFFFFFF),

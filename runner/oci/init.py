@@ -319,6 +319,7 @@ def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | N
         if p.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(p.oom_score_adj))
+        set_rlimits(p)
         chan.send(Step("created"))
         chan.close()
     except BaseException as e:
@@ -344,6 +345,8 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
     mounts.pivot(config, no_pivot)
     with contextlib.suppress(OSError):  # before finish makes the root read-only (runc's createCwd, then finalize)
         os.makedirs(p.cwd, exist_ok=True)
+    if not os.path.isdir(p.cwd):  # runc finds it in create, before the command waits for start
+        raise StrataError(f'chdir to cwd ("{p.cwd}") set in config.json failed: not a directory', Kind.SYSTEM)
     mounts.finish(config)
     if p.terminal:
         slave = tty.open_terminal(lambda master: chan.send(Pty(master)), console=True)
@@ -408,8 +411,21 @@ def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | 
         os._exit(code)
 
 
+def set_rlimits(p: Process) -> None:
+    """config.json's rlimits, set by the init in create as runc sets them on its init before it is ready: one the
+    kernel refuses fails create, where callers read it, not the command after start."""
+    infinity = (1 << 64) - 1
+    for kind, soft, hard in p.rlimits:
+        try:
+            resource.setrlimit(getattr(resource, kind), (resource.RLIM_INFINITY if soft >= infinity else soft,
+                                                         resource.RLIM_INFINITY if hard >= infinity else hard))
+        except (OSError, ValueError) as e:
+            raise StrataError(f"error setting rlimits for ready process: {kind}: {getattr(e, 'strerror', e) or e}",
+                              Kind.SYSTEM) from None
+
+
 def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) -> None:
-    """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), rlimits, the
+    """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), the
     bounding set, the user and groups with the effective, permitted and inheritable sets kept across the change
     of user (runc's KEEPCAPS), the ambient set, no_new_privs, the seccomp filter (before the change of user, while
     we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc). Each capability set is cut to what runner-oci
@@ -417,10 +433,6 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
     os.umask(0o022 if p.umask is None else p.umask)
     if not no_new_keyring:
         linux.join_new_session_keyring()
-    for kind, soft, hard in p.rlimits:
-        infinity = (1 << 64) - 1
-        resource.setrlimit(getattr(resource, kind), (resource.RLIM_INFINITY if soft >= infinity else soft,
-                                                     resource.RLIM_INFINITY if hard >= infinity else hard))
     os.chdir(p.cwd)
     if not os.getcwd().startswith("/"):  # runc CVE-2024-21626
         raise StrataError(f"working directory {p.cwd} is outside the container", Kind.SYSTEM)

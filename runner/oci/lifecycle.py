@@ -55,7 +55,15 @@ def create(g: Globals, container_id: str, opts: CreateOptions) -> State:
             atomic_write(d / "config.json", (bundle / "config.json").read_bytes(), 0o600)
             init.create(config, st, opts, g.root / ".cache" / "seccomp")
             if opts.pid_file:
-                write_pid_file(opts.pid_file, st.pid)
+                try:
+                    write_pid_file(opts.pid_file, st.pid)
+                except BaseException:  # the container is made: it goes too (its init, its group)
+                    with contextlib.suppress(StrataError):
+                        _kill_and_wait(st)
+                    cgroups.kill_all(st.group())
+                    with contextlib.suppress(StrataError):
+                        st.group().remove()
+                    raise
         except BaseException:
             remove_dir(d)
             raise
@@ -322,7 +330,8 @@ def update(g: Globals, container_id: str, resources: dict[str, Any]) -> None:
         raise StrataError("container not running", Kind.STATE)
     from runner.oci import config as oci_config
 
-    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {"resources": resources}}
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},  # a container's: a mount namespace of its own
+           "linux": {"resources": resources, "namespaces": [{"type": "mount"}]}}
     limits = oci_config.parse(doc, Path(st.bundle)).limits
     st.group().apply(limits)
 

@@ -191,6 +191,7 @@ def test_zero_values_are_unset_not_refused() -> None:
     ("process.rlimits", [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}], "process.rlimits[0].type"),
     ("process.capabilities", {"bounding": ["CAP_NOPE"]}, "process.capabilities.bounding"),
     ("linux.devices", [{"path": "/etc/x", "type": "c", "major": 1, "minor": 3}], "linux.devices[0].path"),
+    ("linux.devices", [{"path": "/dev/../etc/x", "type": "b", "major": 8, "minor": 0}], "linux.devices[0].path"),
     ("linux.resources.devices", [{"allow": True, "access": "rwx"}], "linux.resources.devices[0].access"),
     ("linux.rootfsPropagation", "sideways", "linux.rootfsPropagation"),
     ("hooks.prestart", [{"path": "relative"}], "hooks.prestart[0].path"),
