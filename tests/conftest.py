@@ -30,6 +30,7 @@ import pytest
 from tests import images, registries
 from tests.cgroups import empty_cgroups, processes_mentioning, strata_cgroups
 from tests.faults import FaultProxy
+from tests.ocibundle import Oci
 from tests.rootless import User, UserTools, reachable, user
 from tests.scripts import Registry, image_script, registry_script, start_registry
 from tests.tools import BASE_SETTINGS, EXECUTORS, ROOT, Tools, mounts_under, runtime_option, runtime_state_dirs
@@ -369,3 +370,26 @@ def no_leaks(tools: Tools) -> Iterator[None]:
     assert cgroups == [], f"cgroups left behind: {cgroups}"
     assert procs == [], f"processes left behind: {procs}"
     assert runtime_state_dirs(tools.root) == [], "runtime state left behind"
+
+
+@pytest.fixture(scope="session")
+def oci_rootfs(tmp_path_factory: pytest.TempPathFactory, test_layout: Path) -> Path:
+    """The test image's rootfs, unpacked once, that each runner-oci test's bundle copies (tests/ocibundle.py)."""
+    from tests.ocibundle import unpack_rootfs
+
+    return unpack_rootfs(test_layout, tmp_path_factory.mktemp("oci-image") / "unpacked")
+
+
+@pytest.fixture
+def oci(tmp_path: Path, oci_rootfs: Path) -> Iterator[Oci]:
+    """runner-oci with a fresh --root and bundle, this process the containers' subreaper (as a shim is); after
+    the test every container is deleted, and anything that had to be killed or removed by force fails it."""
+    from tests.ocibundle import subreaper
+
+    o = Oci(tmp_path, oci_rootfs)
+    with subreaper():
+        try:
+            yield o
+        finally:
+            leftovers = o.cleanup()
+    assert leftovers == [], f"left behind after delete --force: {leftovers}"

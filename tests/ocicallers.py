@@ -208,6 +208,37 @@ class Containerd:
         self.private = private
         self.cgroup = cgroup
         self.address = private.tmp / "containerd.sock"
+        self.daemon: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """containerd itself (its config is in the private dir), ready to answer."""
+        tmp = self.private.tmp
+        with open(tmp / "containerd.log", "ab") as log:
+            self.daemon = subprocess.Popen(self.private.enter([CONTAINERD, "--config", tmp / "config.toml"]),
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self.ctr("version", timeout=10).code != 0:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                tail = (tmp / "containerd.log").read_text(errors="replace")[-2000:]
+                raise CallerError(f"containerd did not come up:\n{tail}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """containerd alone: its shims, and the tasks they hold, keep running (as after a crash or an upgrade)."""
+        if self.daemon is not None:
+            if self.daemon.poll() is None:
+                self.daemon.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.daemon.wait(timeout=20)
+            if self.daemon.poll() is None:
+                self.daemon.kill()
+            self.daemon.wait()
+            self.daemon = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def argv(self, *args: str | os.PathLike[str]) -> list[str]:
         return self.private.enter([CTR, "--address", self.address, *args])
@@ -258,31 +289,14 @@ def containerd_with(tmp: Path) -> Iterator[Containerd]:
             raise CallerError(f"{tool} is missing: scripts/setup installs Debian's containerd")
     private = _Private(tmp, "ctr")
     cgroup = f"oci-callers-ctr-{os.urandom(4).hex()}"
-    daemon: subprocess.Popen[bytes] | None = None
+    client = Containerd(private, cgroup)
     try:
         private.start()
         (tmp / "config.toml").write_text(_containerd_config(tmp))
-        with open(tmp / "containerd.log", "wb") as log:
-            daemon = subprocess.Popen(private.enter([CONTAINERD, "--config", tmp / "config.toml"]),
-                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        client = Containerd(private, cgroup)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while client.ctr("version", timeout=10).code != 0:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                tail = (tmp / "containerd.log").read_text(errors="replace")[-2000:]
-                raise CallerError(f"containerd did not come up:\n{tail}")
-            time.sleep(0.2)
+        client.start()
         yield client
     finally:
-        if daemon is not None:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    daemon.wait(timeout=20)
-            if daemon.poll() is None:
-                daemon.kill()
-            daemon.wait()
+        client.stop()
         private.close(cgroup)
 
 

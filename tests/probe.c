@@ -23,6 +23,9 @@
  *   probe create PATH              create PATH and write to it
  *   probe exchange A B SECONDS     renameat2(RENAME_EXCHANGE) A and B in a loop until SECONDS pass or stop exists beside A
  *
+ *   probe syscalls                 each call Docker's profile refuses (and a few it allows), in a child of its own,
+ *                                  with its errno: "NAME ok|ERRNO|SIGSYS" (tests/test_oci_isolation.py)
+ *
  *   probe udp-echo PORT            answer each UDP datagram to PORT with "echo:" and the datagram (published-port
  *                                  tests: busybox's nc has no UDP)
  *
@@ -576,6 +579,79 @@ static int do_udp_echo(int port) {
     }
 }
 
+/* ---- syscalls: Docker's refusals, asked of the kernel from inside the container (tests/test_oci_isolation.py) ---- */
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#define ASK(name, ...) ask(name, __VA_ARGS__)
+
+/* Every call here is harmless where it is allowed (bad pointers, lengths or magic: EFAULT, EINVAL, EBADF), run on
+ * the host as well as in a container. One call in a child of its own (a call that works, unshare or clone, changes nothing here): "NAME ERRNO-NAME",
+ * "NAME ok", or "NAME SIGSYS" where the filter killed it. */
+static void ask(const char *name, long nr, long a, long b, long c, long d, long e) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        long r = syscall(nr, a, b, c, d, e);
+        if (r == 0 && (nr == SYS_clone)) _exit(0);
+        _exit(r < 0 ? (errno & 0xff) : 0);
+    }
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) { printf("%s wait-failed\n", name); return; }
+    if (WIFSIGNALED(status)) { printf("%s %s\n", name, WTERMSIG(status) == SIGSYS ? "SIGSYS" : "signalled"); return; }
+    printf("%s %s\n", name, err(WEXITSTATUS(status)));
+}
+
+#if defined(__x86_64__)
+/* A 32-bit x86 syscall from this 64-bit process: seccomp sees arch x86, which only the profile's archMap lets in. */
+static long int80(long nr, long ebx) {
+    long ret;
+    __asm__ volatile("int $0x80" : "=a"(ret) : "a"(nr), "b"(ebx) : "memory");
+    return ret;
+}
+
+static void ask80(const char *name, long nr, long ebx) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        long r = int80(nr, ebx);
+        _exit(nr == 20 ? (r == (long)getpid() ? 0 : 1) : (r < 0 ? (int)(-r & 0xff) : 0));  /* 20: getpid */
+    }
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) { printf("%s wait-failed\n", name); return; }
+    if (WIFSIGNALED(status)) { printf("%s %s\n", name, WTERMSIG(status) == SIGSYS ? "SIGSYS" : "signalled"); return; }
+    printf("%s %s\n", name, nr == 20 ? (WEXITSTATUS(status) ? "wrong" : "ok") : err(WEXITSTATUS(status)));
+}
+#endif
+
+static int do_syscalls(void) {
+    ASK("unshare-user", SYS_unshare, 0x10000000, 0, 0, 0, 0);
+    ASK("unshare-uts", SYS_unshare, 0x04000000, 0, 0, 0, 0);
+    ASK("clone-newuser", SYS_clone, 0x10000000 | SIGCHLD, 0, 0, 0, 0);
+    ASK("clone3", SYS_clone3, 0, 0, 0, 0, 0);
+    ASK("keyctl", SYS_keyctl, 0, -3, 0, 0, 0);
+    ASK("add_key", SYS_add_key, 0, 0, 0, 0, 0);
+    ASK("request_key", SYS_request_key, 0, 0, 0, 0, 0);
+    ASK("personality-query", SYS_personality, 0xffffffff, 0, 0, 0, 0);
+    ASK("personality-read_implies_exec", SYS_personality, 0x0400000, 0, 0, 0, 0);
+    ASK("personality-addr_no_randomize", SYS_personality, 0x0040000, 0, 0, 0, 0);
+    ASK("socket-vsock", SYS_socket, 40, 1, 0, 0, 0);
+    ASK("socket-alg", SYS_socket, 38, 5, 0, 0, 0);
+    ASK("socket-inet", SYS_socket, 2, 1, 0, 0, 0);
+    ASK("socket-unix", SYS_socket, 1, 1, 0, 0, 0);
+    ASK("mount", SYS_mount, 0, 0, 0, 0, 0);
+    ASK("umount2", SYS_umount2, 0, 0, 0, 0, 0);
+    ASK("setns", SYS_setns, 0xffff, 0, 0, 0, 0);
+    ASK("sethostname", SYS_sethostname, 0, -1, 0, 0, 0);  /* allowed: EINVAL, never a change */
+    ASK("reboot", SYS_reboot, 0, 0, 0, 0, 0);
+    ASK("bpf", SYS_bpf, 0, 0, 0, 0, 0);
+    ASK("chroot", SYS_chroot, 0, 0, 0, 0, 0);
+    ASK("getcwd", SYS_getcwd, 0, 0, 0, 0, 0);
+#if defined(__x86_64__)
+    ask80("i386-getpid", 20, 0);
+    ask80("i386-unshare-user", 310, 0x10000000);
+#endif
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -592,5 +668,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "exchange") && argc == 5) return do_exchange(argv[2], argv[3], atoi(argv[4]));
     if (!strcmp(argv[1], "errpipe") && argc >= 4) return do_errpipe(atoi(argv[2]), atoi(argv[3]));
     if (!strcmp(argv[1], "udp-echo") && argc == 3) return do_udp_echo(atoi(argv[2]));
+    if (!strcmp(argv[1], "syscalls")) return do_syscalls();
     return 2;
 }

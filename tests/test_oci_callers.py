@@ -195,6 +195,28 @@ def test_ctr_detached_task_execs_and_is_killed(containerd: tuple[Containerd, str
         client.remove(cid)
 
 
+def test_ctr_task_outlives_a_containerd_restart(containerd: tuple[Containerd, str], runtime: str) -> None:
+    """containerd stopped and started again while a task runs (its shim keeps it): the runtime's state under the
+    shim's --root is read afresh, so exec, kill and delete of the task still work, with the same init."""
+    client, image = containerd
+    cid = f"c-{os.urandom(3).hex()}"
+    try:
+        started = client.run(image, cid, "/bin/sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+                             runtime=RUNTIMES[runtime], detach=True)
+        assert started.code == 0, started.err
+        pid1 = "cut -d' ' -f22 /proc/1/stat"  # PID 1's start time: the same init before and after
+        before = client.exec(cid, "e1", "/bin/sh", "-c", pid1)
+        assert before.code == 0 and before.out.strip().isdigit(), before
+        client.restart()
+        after = client.exec(cid, "e2", "/bin/sh", "-c", pid1)
+        assert (after.code, after.out) == (0, before.out), after.err
+        assert client.ctr("task", "kill", "-s", "SIGTERM", cid).code == 0
+        assert _until(lambda: "STOPPED" in client.ctr("task", "ls").out), client.ctr("task", "ls")
+        assert client.ctr("task", "rm", cid).code == 0
+    finally:
+        client.remove(cid)
+
+
 # -- podman ----------------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,13 @@ class Limits:
     reservation: int | None = None  # --memory-reservation: the soft limit, bytes
     shares: int | None = None  # --cpu-shares: the relative weight (v1 cpu.shares; 1024 is the default)
     period: int | None = None  # the CFS period in microseconds that ``cpus`` is a share of; None: CPU_PERIOD_US
+    # what only runner-oci's callers ask for (runtime-spec linux.resources); None/False: the kernel's default
+    swappiness: int | None = None
+    oom_kill_disable: bool = False
+    kernel: int | None = None  # v1 memory.kmem.limit_in_bytes
+    kernel_tcp: int | None = None  # v1 memory.kmem.tcp.limit_in_bytes
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
 
     @classmethod
     def from_options(cls, memory: str | None, cpus: float | None, pids: int | None,
@@ -288,6 +295,36 @@ class CgroupV1(Cgroup):
             _write(need("cpu") / "cpu.shares", str(limits.shares))
         if limits.pids is not None:
             _write(need("pids") / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
+        self._apply_more(limits, need)
+
+    def _apply_more(self, limits: Limits, need: Callable[[str], Path]) -> None:
+        """What only runner-oci's callers set: swappiness, the OOM killer, kernel memory, the cpuset."""
+        memory = {"memory.swappiness": limits.swappiness, "memory.kmem.limit_in_bytes": limits.kernel,
+                  "memory.kmem.tcp.limit_in_bytes": limits.kernel_tcp,
+                  "memory.oom_control": 1 if limits.oom_kill_disable else None}
+        for name, value in memory.items():
+            if value is not None:
+                _write(need("memory") / name, str(value))
+        for name, text in (("cpuset.cpus", limits.cpuset_cpus), ("cpuset.mems", limits.cpuset_mems)):
+            if text is not None:
+                _write(need("cpuset") / name, text)
+
+    def create(self, limits: Limits, devices: Sequence[devcgroup.Rule] = devcgroup.ALLOW_ALL) -> None:
+        """A new cpuset group has no CPUs or memory nodes, and takes no process until it has: each one made here
+        (the group and any parent made for it) gets its parent's, as runc's do."""
+        cpuset = self.by_controller.get("cpuset")
+        fresh = [] if cpuset is None else [d for d in (cpuset, *cpuset.parents) if not d.exists()][::-1]
+        for d in self.dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in fresh:
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    if not (d / name).read_text().strip():
+                        _write(d / name, (d.parent / name).read_text().strip())
+        except BaseException:
+            self.remove()
+            raise
+        super().create(limits, devices)
 
     def allow_devices(self, rules: Sequence[devcgroup.Rule]) -> None:
         """devices.deny / devices.allow, one rule per write, into the fresh group (its parent's list is the
@@ -346,6 +383,14 @@ class CgroupV2(Cgroup):
             _write(d / "cpu.weight", str(1 + (shares - 2) * 9999 // 262142))
         if limits.pids is not None:
             _write(d / "pids.max", str(limits.pids) if limits.pids > 0 else "max")
+        for what, value in (("swappiness", limits.swappiness), ("kernel memory", limits.kernel),
+                            ("kernel TCP memory", limits.kernel_tcp), ("disabling the OOM killer",
+                                                                       limits.oom_kill_disable or None)):
+            if value is not None:
+                raise StrataError(f"cgroup v2 has no {what}", Kind.UNSUPPORTED)
+        for name, text in (("cpuset.cpus", limits.cpuset_cpus), ("cpuset.mems", limits.cpuset_mems)):
+            if text is not None:
+                _write(d / name, text)
 
     def allow_devices(self, rules: Sequence[devcgroup.Rule]) -> None:
         """v2 has no devices controller: a BPF device program on the group (:func:`devcgroup.attach`)."""
@@ -410,7 +455,7 @@ def for_container(container_id: str) -> Cgroup:
     return CgroupV2(name) if is_v2() else CgroupV1(name)
 
 
-def at_path(path: str, controllers: Sequence[str] = (*V1_CONTROLLERS, "freezer")) -> Cgroup:
+def at_path(path: str, controllers: Sequence[str] = (*V1_CONTROLLERS, "freezer", "cpuset")) -> Cgroup:
     """The group a runtime-spec ``cgroupsPath`` names, as runc reads it on cgroupfs (``runner-oci``): absolute from
     each hierarchy's root, relative under the caller's own group; on v1 in every hierarchy named (the freezer
     too: ``pause`` freezes it)."""

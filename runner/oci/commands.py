@@ -13,9 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.oci import exec as oci_exec
-from runner.oci import features as oci_features
-from runner.oci import init, lifecycle
+from runner.oci import lifecycle
 from runner.oci.state import State, all_states, default_root
 from shared.errors import Kind, StrataError
 
@@ -25,6 +23,8 @@ def dispatch(args: argparse.Namespace) -> int:
     g = lifecycle.Globals(Path(args.root) if args.root else default_root(), args.systemd_cgroup, args.debug)
     verb = args.verb
     if verb in ("create", "run"):
+        from runner.oci import init  # each verb imports what it uses: start, kill, delete are called most
+
         opts = init.CreateOptions(Path(args.bundle), args.console_socket, args.pid_file, args.no_pivot,
                                        args.no_new_keyring, args.preserve_fds)
         if verb == "create":
@@ -46,6 +46,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return _list(g, args.format, args.quiet)
     if verb == "ps":
         return _ps(g, args.id, args.format, args.ps_args)
+    if verb in ("features", "spec"):
+        from runner.oci import features as oci_features
     if verb == "features":
         _print(json.dumps(oci_features.features(), indent=2))
         return 0
@@ -56,6 +58,8 @@ def dispatch(args: argparse.Namespace) -> int:
         lifecycle.update(g, args.id, _resources(args))
         return 0
     if verb == "exec":
+        from runner.oci import exec as oci_exec
+
         return oci_exec.run(g, args)
     raise StrataError(f"unknown command {verb!r}", Kind.USAGE)
 

@@ -14,6 +14,7 @@ listed (:mod:`runner.oci.mounts`), with the same isolation mechanisms the runner
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,13 @@ from typing import Any
 
 from runner.isolation import cgroups, devcgroup
 from runner.isolation.security import CAPABILITIES
+from runner.oci import hooks
+from runner.oci.hooks import Hook
 from shared.errors import Kind, StrataError
 
-SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.")  # the 1.x releases' documents read alike for what we take
+# any 1.x: the releases add fields, never change one, and a field we do not know is refused by name anyway
+SUPPORTED_VERSIONS = ("1.",)
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time")
-HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS",
            "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
            "RLIMIT_RTPRIO", "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK")
@@ -65,14 +68,6 @@ class Device:
     file_mode: int
     uid: int
     gid: int
-
-
-@dataclass(frozen=True)
-class Hook:
-    path: str
-    args: tuple[str, ...]
-    env: tuple[str, ...]
-    timeout: int | None
 
 
 @dataclass(frozen=True)
@@ -119,6 +114,8 @@ class Config:
     rootfs_propagation: str
     hooks: Mapping[str, tuple[Hook, ...]]
     annotations: Mapping[str, str]
+    uid_map: tuple[tuple[int, int, int], ...] = ()  # a user namespace of its own: (container, host, size)
+    gid_map: tuple[tuple[int, int, int], ...] = ()
 
     def namespace(self, kind: str) -> str | None:
         """None: the runtime's own (not listed); "": a new one; else the path to join."""
@@ -138,7 +135,12 @@ def load(bundle: Path) -> Config:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not JSON: {e}") from None
-    return parse(doc, bundle)
+    config = parse(doc, bundle)
+    # runc's rule: the root is the directory itself, never a path through a symlink (which could name the host's /)
+    if os.path.realpath(config.root) != os.path.normpath(config.root) or not config.root.is_dir():
+        raise ConfigError(f"config.json: root.path: invalid rootfs {config.root}: not a directory, or a path "
+                          "through a symlink")
+    return config
 
 
 # -- readers of one JSON value each: ``where`` names the field in errors --------------------------------------------
@@ -149,10 +151,9 @@ def _obj(value: Any, where: str, known: tuple[str, ...] = ()) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise malformed(where, "expected an object")
-    if known:
-        for key in value:
-            if key not in known:
-                raise unsupported(f"{where}.{key}", "not a field runner-oci knows")
+    if known:  # config.md "Extensibility": a property the spec does not define MUST be ignored (a field it
+        # defines that we cannot do is refused by name, where it is read)
+        return {k: v for k, v in value.items() if k in known}
     return value
 
 
@@ -197,9 +198,10 @@ def _refuse_set(doc: dict[str, Any], where: str, keys: tuple[str, ...]) -> None:
 
 # -- the document ----------------------------------------------------------------------------------------------------
 
-TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux")
+TOP = ("ociVersion", "root", "mounts", "process", "hostname", "domainname", "hooks", "annotations", "linux",
+       "solaris", "windows", "vm", "zos", "freebsd")
 LINUX = ("namespaces", "uidMappings", "gidMappings", "timeOffsets", "devices", "cgroupsPath", "resources",
-         "unified", "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel",
+         "rootfsPropagation", "seccomp", "sysctl", "maskedPaths", "readonlyPaths", "mountLabel",
          "intelRdt", "personality", "memoryPolicy", "netDevices")
 
 
@@ -208,15 +210,22 @@ def parse(doc: Any, bundle: Path) -> Config:
     version = _str(top.get("ociVersion"), "ociVersion")
     if not version.startswith(SUPPORTED_VERSIONS):
         raise unsupported(f"ociVersion {version!r}", "runner-oci reads runtime-spec 1.x")
-    for key in ("solaris", "windows", "vm", "zos"):
+    for key in ("solaris", "windows", "vm", "zos", "freebsd"):
         if key in top:
             raise unsupported(key)
     root_doc = _obj(top.get("root"), "root", ("path", "readonly"))
     root_path = _str(root_doc.get("path"), "root.path")
     linux_doc = _obj(top.get("linux"), "linux", LINUX)
-    _refuse_set(linux_doc, "linux", ("uidMappings", "gidMappings", "timeOffsets", "unified", "mountLabel",
-                                     "intelRdt", "personality", "memoryPolicy", "netDevices"))
+    _refuse_set(linux_doc, "linux", ("timeOffsets", "mountLabel", "intelRdt", "personality", "memoryPolicy",
+                                     "netDevices"))
     namespaces = _namespaces(linux_doc.get("namespaces"))
+    uid_map, gid_map = (_mappings(linux_doc.get(key), f"linux.{key}") for key in ("uidMappings", "gidMappings"))
+    if dict(namespaces).get("user") == "" and not (uid_map and gid_map):
+        raise malformed("linux.namespaces", "a user namespace of its own needs linux.uidMappings and gidMappings")
+    if (uid_map or gid_map) and dict(namespaces).get("user") != "":
+        raise malformed("linux.uidMappings" if uid_map else "linux.gidMappings",
+                        "mappings are for a user namespace of the container's own")
+    _check_namespaces(namespaces, top)
     devices = tuple(_device(d, f"linux.devices[{i}]") for i, d in enumerate(_list(linux_doc.get("devices"),
                                                                                    "linux.devices")))
     resources = _obj(linux_doc.get("resources"), "linux.resources",
@@ -242,7 +251,7 @@ def parse(doc: Any, bundle: Path) -> Config:
         sysctl=_sysctl(linux_doc.get("sysctl"), namespaces), seccomp=seccomp,
         masked_paths=_strs(linux_doc.get("maskedPaths"), "linux.maskedPaths"),
         readonly_paths=_strs(linux_doc.get("readonlyPaths"), "linux.readonlyPaths"),
-        rootfs_propagation=propagation, hooks=_hooks(top.get("hooks")),
+        rootfs_propagation=propagation, hooks=hooks.parse(top.get("hooks")), uid_map=uid_map, gid_map=gid_map,
         annotations={k: _str(v, f"annotations.{k}") for k, v in _obj(top.get("annotations"), "annotations").items()})
 
 
@@ -257,11 +266,36 @@ def _namespaces(value: Any) -> tuple[tuple[str, str], ...]:
         if kind in (t for t, _ in out):
             raise malformed(where, f"the {kind} namespace is listed twice")
         path = _str(ns.get("path") or "", f"{where}.path")
-        if kind == "time" or (kind == "user" and not path):
-            raise unsupported(f"{where} ({kind}{' namespace of its own' if kind == 'user' else ''})",
-                              "a user namespace may be joined by its path")
+        if kind == "time":
+            raise unsupported(f"{where} (time)")
         out.append((kind, path))
     return tuple(out)
+
+
+def _check_namespaces(namespaces: tuple[tuple[str, str], ...], top: dict[str, Any]) -> None:
+    """The root is built and pivoted into in a mount namespace of the container's own: without one (or in a
+    joined one) the mounts, pivot_root and masked paths would act on the host's or another container's. A
+    hostname or domainname is set in a new UTS namespace only (runc's words; crun's rule for a joined one)."""
+    kinds = dict(namespaces)
+    if kinds.get("mount") != "":
+        raise unsupported("linux.namespaces without a mount namespace of the container's own" if "mount" not in
+                          kinds else "linux.namespaces: joining a mount namespace by path",
+                          "runner-oci builds the root in a new one")
+    for key in ("hostname", "domainname"):
+        if top.get(key) and kinds.get("uts") != "":
+            raise ConfigError(f"config.json: {key}: unable to set {key} without a private UTS namespace")
+
+
+def _mappings(value: Any, where: str) -> tuple[tuple[int, int, int], ...]:
+    """uid_map's or gid_map's lines: (container ID, host ID, size), at most 340 as the kernel takes."""
+    out = []
+    for i, item in enumerate(_list(value, where)):
+        m = _obj(item, f"{where}[{i}]", ("containerID", "hostID", "size"))
+        out.append(tuple(_int(m.get(k), f"{where}[{i}].{k}", 0 if k != "size" else 1, 0xFFFFFFFF)
+                         for k in ("containerID", "hostID", "size")))
+    if len(out) > 340:
+        raise malformed(where, "more than 340 ranges")
+    return tuple(out)  # type: ignore[arg-type]
 
 
 def _device(value: Any, where: str) -> Device:
@@ -270,7 +304,7 @@ def _device(value: Any, where: str) -> Device:
     if kind not in ("c", "b", "u", "p"):
         raise malformed(f"{where}.type", f"{kind!r} is not c, b, u or p")
     path = _str(d.get("path"), f"{where}.path")
-    if not path.startswith("/dev/"):
+    if not os.path.normpath(path).startswith("/dev/"):  # /dev/../etc/x is not
         raise malformed(f"{where}.path", f"{path!r} is not under /dev")
     return Device(path, "c" if kind == "u" else kind,
                   _int(d.get("major", 0), f"{where}.major", 0, 0xFFFFFFFF),
@@ -300,19 +334,20 @@ def _limits(resources: dict[str, Any]) -> cgroups.Limits:
     memory = _obj(resources.get("memory"), "linux.resources.memory",
                   ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
                    "useHierarchy", "checkBeforeUpdate"))
-    _refuse_set(memory, "linux.resources.memory", ("kernel", "kernelTCP", "disableOOMKiller", "checkBeforeUpdate"))
+    _refuse_set(memory, "linux.resources.memory", ("checkBeforeUpdate",))
     cpu = _obj(resources.get("cpu"), "linux.resources.cpu",
                ("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"))
-    _refuse_set(cpu, "linux.resources.cpu", ("burst", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"))
+    _refuse_set(cpu, "linux.resources.cpu", ("burst", "realtimeRuntime", "realtimePeriod", "idle"))
     block = _obj(resources.get("blockIO"), "linux.resources.blockIO",
                  ("weight", "leafWeight", "weightDevice", "throttleReadBpsDevice", "throttleWriteBpsDevice",
                   "throttleReadIOPSDevice", "throttleWriteIOPSDevice"))
     _refuse_set(block, "linux.resources.blockIO", tuple(block))
     _refuse_set(resources, "linux.resources", ("hugepageLimits", "network", "rdma", "unified"))
     swappiness = memory.get("swappiness")
-    if swappiness is not None and _int(swappiness, "linux.resources.memory.swappiness", -1) not in (-1, 60) \
-            and swappiness <= 100:
-        raise unsupported("linux.resources.memory.swappiness")
+    if swappiness is not None:  # runc: above 100 is an error; the Go zero value of an unset uint64 pointer is none
+        swappiness = _int(swappiness, "linux.resources.memory.swappiness", -1)
+        if swappiness > 100 and swappiness != (1 << 64) - 1:
+            raise malformed("linux.resources.memory.swappiness", f"{swappiness} is above 100")
 
     def positive(doc: dict[str, Any], key: str, where: str) -> int | None:
         v = doc.get(key)
@@ -328,7 +363,13 @@ def _limits(resources: dict[str, Any]) -> cgroups.Limits:
         pids=positive(pids, "limit", "linux.resources.pids"),
         swap=positive(memory, "swap", "linux.resources.memory"),
         reservation=positive(memory, "reservation", "linux.resources.memory"),
-        shares=positive(cpu, "shares", "linux.resources.cpu"), period=period if quota else None)
+        shares=positive(cpu, "shares", "linux.resources.cpu"), period=period if quota else None,
+        swappiness=swappiness if swappiness is not None and 0 <= swappiness <= 100 else None,
+        oom_kill_disable=_bool(memory.get("disableOOMKiller"), "linux.resources.memory.disableOOMKiller"),
+        kernel=positive(memory, "kernel", "linux.resources.memory"),
+        kernel_tcp=positive(memory, "kernelTCP", "linux.resources.memory"),
+        cpuset_cpus=_str(cpu["cpus"], "linux.resources.cpu.cpus") if cpu.get("cpus") else None,
+        cpuset_mems=_str(cpu["mems"], "linux.resources.cpu.mems") if cpu.get("mems") else None)
 
 
 def _sysctl(value: Any, namespaces: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -422,24 +463,6 @@ def _process(value: Any) -> Process:
         capabilities=_capabilities(p.get("capabilities")), rlimits=tuple(rlimits),
         no_new_privileges=_bool(p.get("noNewPrivileges"), "process.noNewPrivileges"),
         oom_score_adj=None if oom is None else _int(oom, "process.oomScoreAdj", -1000, 1000))
-
-
-def _hooks(value: Any) -> dict[str, tuple[Hook, ...]]:
-    doc = _obj(value, "hooks", HOOK_KINDS)
-    out = {}
-    for kind in HOOK_KINDS:
-        hooks = []
-        for i, h in enumerate(_list(doc.get(kind), f"hooks.{kind}")):
-            where = f"hooks.{kind}[{i}]"
-            hook = _obj(h, where, ("path", "args", "env", "timeout"))
-            path = _str(hook.get("path"), f"{where}.path")
-            if not path.startswith("/"):
-                raise malformed(f"{where}.path", f"{path!r} is not absolute")
-            timeout = hook.get("timeout")
-            hooks.append(Hook(path, _strs(hook.get("args"), f"{where}.args"), _strs(hook.get("env"), f"{where}.env"),
-                              None if timeout is None else _int(timeout, f"{where}.timeout", 1)))
-        out[kind] = tuple(hooks)
-    return out
 
 
 def process_from_file(path: str) -> Process:

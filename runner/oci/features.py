@@ -10,7 +10,7 @@ from typing import Any
 from runner.isolation import seccomp
 from runner.isolation.security import CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from runner.oci import mounts
-from runner.oci.config import HOOK_KINDS
+from runner.oci.hooks import HOOK_KINDS
 from shared.errors import Kind, StrataError
 
 VERSION_MIN, VERSION_MAX = "1.0.0", "1.2.0"

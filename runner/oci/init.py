@@ -17,6 +17,7 @@ interpreter) or its fds while it waits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -25,7 +26,7 @@ import signal
 import socket
 import stat
 import struct
-import subprocess
+import subprocess  # noqa: F401 - hooks.run's, loaded before pivot_root: startContainer hooks run after it
 import termios
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ from runner import linux
 from runner.executor import process
 from runner.executor.channel import Channel, Failed, Go, Pty, Step
 from runner.isolation import cgroups, devcgroup, seccomp, security, tty
-from runner.oci import mounts
-from runner.oci.config import Config, Hook, Process
+from runner.oci import hooks, mounts
+from runner.oci.config import Config, Process
+from runner.oci.hooks import Hook
 from runner.oci.state import FIFO, State
 from shared import proc
 from shared.errors import Kind, StrataError
@@ -45,7 +47,6 @@ from shared.errors import Kind, StrataError
 NEW_NAMESPACES = {"mount": linux.CLONE_NEWNS, "uts": linux.CLONE_NEWUTS, "ipc": linux.CLONE_NEWIPC,
                   "network": linux.CLONE_NEWNET, "cgroup": linux.CLONE_NEWCGROUP}
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")  # user first: it grants the others
-HOOK_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def device_rules(config: Config) -> tuple[devcgroup.Rule, ...]:
     rules = [*config.device_rules, *(r for r in devcgroup.DOCKER_ALLOWED),
              *(devcgroup.Rule(True, d.type, d.major, d.minor) for d in config.devices if d.type in "cb")]
     last = max((i for i, r in enumerate(rules) if r.type == "a"), default=-1)
-    default = rules[last].allow if last >= 0 else True
+    default = rules[last].allow if last >= 0 else False  # runc's emulator starts from a white-list
     exceptions: list[devcgroup.Rule] = []
     for r in rules[last + 1:]:
         if r.allow != default:
@@ -105,14 +106,14 @@ def cgroups_path(config: Config, container_id: str, systemd: bool) -> str:
     return path or f"/runner-oci/{container_id}"
 
 
-def create(config: Config, st: State, opts: Options, cache: Path, foreground: bool = False) -> None:
+def create(config: Config, st: State, opts: Options, cache: Path) -> None:
     """Make the container (module doc) and record it in ``st`` (whose ``dir`` exists); on failure nothing of it is
     left but the directory, which the caller removes."""
     console_socket = opts.console_socket
     p = config.process
     if p is None:
         raise StrataError("config.json: process is missing: runner-oci create needs one", Kind.USAGE)
-    if p.terminal and console_socket is None and not foreground:
+    if p.terminal and console_socket is None:
         raise StrataError("cannot allocate tty if runner-oci will detach without setting console socket",
                           Kind.USAGE)
     program = None
@@ -122,6 +123,7 @@ def create(config: Config, st: State, opts: Options, cache: Path, foreground: bo
     group = cgroups.at_path(st.cgroup)
     group.create(config.limits, device_rules(config))
     os.mkfifo(st.dir / FIFO, 0o622)
+    os.chmod(st.dir / FIFO, 0o622)  # not cut by our umask: an init in a user namespace of its own is no host root
     fifo = os.open(st.dir / FIFO, os.O_PATH | os.O_CLOEXEC)
     joined = {kind: _open_namespace(kind, path) for kind, path in config.namespaces if path}
     parent, child = Channel.pair()
@@ -150,12 +152,26 @@ def create(config: Config, st: State, opts: Options, cache: Path, foreground: bo
             os.close(fd)
 
 
+NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: the CLONE_NEW* type of a namespace fd
+NAMESPACE_FLAGS = {**NEW_NAMESPACES, "pid": linux.CLONE_NEWPID, "user": linux.CLONE_NEWUSER}
+
+
 def _open_namespace(kind: str, path: str) -> int:
+    """A namespace config.json names by path, checked to be one of that type (the spec: a path of another type is
+    an error; setns would take it for what it is)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise StrataError(f"config.json: linux.namespaces: cannot open the {kind} namespace {path}: {e.strerror}",
                           Kind.USAGE) from None
+    try:
+        found = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        found = -1
+    if found != NAMESPACE_FLAGS[kind]:
+        os.close(fd)
+        raise StrataError(f"config.json: linux.namespaces: {path} is not a {kind} namespace", Kind.USAGE)
+    return fd
 
 
 def _converse(config: Config, parent: Channel, st: State, console_socket: str | None) -> None:
@@ -169,8 +185,8 @@ def _converse(config: Config, parent: Channel, st: State, console_socket: str | 
             raise CreateFailed(message.message, Kind.SYSTEM, exit_code=message.code)
         if isinstance(message, Step) and message.name == "namespaces":
             state = json.dumps(st.spec_state("creating")).encode()
-            run_hooks(config.hooks.get("prestart", ()), state, "prestart")
-            run_hooks(config.hooks.get("createRuntime", ()), state, "createRuntime")
+            hooks.run(config.hooks.get("prestart", ()), state, "prestart")
+            hooks.run(config.hooks.get("createRuntime", ()), state, "createRuntime")
             parent.send(Go())
         elif isinstance(message, Pty):
             try:
@@ -195,60 +211,72 @@ def send_console(path: str | None, master: int) -> None:
                                Kind.SYSTEM) from None
 
 
-def run_hooks(hooks: Sequence[Hook], state: bytes, kind: str) -> None:
-    """Each hook with the state on stdin (runtime-spec config.md "POSIX-platform Hooks"); one that fails or
-    outlasts its timeout fails the step, in runc's words."""
-    for i, hook in enumerate(hooks):
-        try:
-            done = subprocess.run(list(hook.args) or [hook.path], input=state,  # args[0] is argv[0]: execv's
-                                  capture_output=True, env=dict(e.split("=", 1) for e in hook.env if "=" in e),
-                                  executable=hook.path, timeout=hook.timeout or HOOK_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise CreateFailed(f"error running {kind} hook #{i}: timeout after {hook.timeout or HOOK_TIMEOUT} "
-                               "seconds", Kind.SYSTEM) from None
-        except OSError as e:
-            raise CreateFailed(f"error running {kind} hook #{i}: {hook.path}: {e.strerror}", Kind.SYSTEM) from None
-        if done.returncode != 0:
-            out = (done.stdout + done.stderr).decode(errors="replace").strip().replace("\n", " ")[:300]
-            raise CreateFailed(f"error running {kind} hook #{i}: exit status {done.returncode}"
-                               + (f", output: {out}" if out else ""), Kind.SYSTEM)
-
-
 # -- the processes ---------------------------------------------------------------------------------------------
 
 
 def _fork(config: Config, chan: Channel, joined: dict[str, int], fifo: int, program: seccomp.Program | None,
           opts: Options, st: State) -> int:
     """The helper joins and unshares the pid namespace, forks the init and exits (its pid comes back on a pipe);
-    the init is then the caller's (module doc)."""
+    the init is then the caller's (module doc). With a user namespace of the container's own, the helper makes it
+    first and waits while we write its maps (a process may not write its own beyond its one id)."""
     said_r, said_w = os.pipe2(os.O_CLOEXEC)
+    mapped_r, mapped_w = os.pipe2(os.O_CLOEXEC)
     try:
         helper = os.fork()
         if helper == 0:
             os.close(said_r)
-            _helper(config, chan, joined, fifo, program, opts, st, said_w)
+            os.close(mapped_w)
+            _helper(config, chan, joined, fifo, program, opts, st, said_w, mapped_r)
         os.close(said_w)
         said_w = -1
+        if config.uid_map:
+            _write_maps(helper, config, os.read(said_r, 4096).decode(errors="replace"))
+            os.write(mapped_w, b"1")
         os.waitpid(helper, 0)
         said = os.read(said_r, 4096).decode(errors="replace")
     finally:
-        os.close(said_r)
-        if said_w >= 0:
-            os.close(said_w)
+        for fd in (said_r, said_w, mapped_r, mapped_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
     if not said.startswith("pid "):
         raise CreateFailed(f"cannot make the container's namespaces: {said or 'the helper died'}", Kind.SYSTEM)
     return int(said.split()[1])
 
 
+def _write_maps(helper: int, config: Config, said: str) -> None:
+    """linux.uidMappings and gidMappings, into the helper's new user namespace (we are root in the host's)."""
+    if said != "userns":
+        os.waitpid(helper, 0)
+        raise CreateFailed(f"cannot make the container's user namespace: {said or 'the helper died'}", Kind.SYSTEM)
+    try:
+        for name, lines in (("uid_map", config.uid_map), ("gid_map", config.gid_map)):
+            with open(f"/proc/{helper}/{name}", "w") as f:
+                f.write("".join(f"{inside} {outside} {size}\n" for inside, outside, size in lines))
+    except OSError as e:
+        os.kill(helper, signal.SIGKILL)
+        os.waitpid(helper, 0)
+        raise CreateFailed(f"config.json: linux.uidMappings/gidMappings: cannot write them: {e.strerror}",
+                           Kind.USAGE) from None
+
+
 def _helper(config: Config, chan: Channel, joined: dict[str, int], fifo: int, program: seccomp.Program | None,
-            opts: Options, st: State, said: int) -> NoReturn:
+            opts: Options, st: State, said: int, mapped: int) -> NoReturn:
     try:
         for kind in JOIN_ORDER:
             if kind in joined:
                 linux.setns(joined[kind], 0)
         # nothing of runner-oci's but the channel, the fifo and stdio goes on (its lock on the container, above all:
         # the init outlives this command and would hold it)
-        process.close_fds(chan.fileno(), fifo, said, *range(3, 3 + opts.preserve_fds))
+        process.close_fds(chan.fileno(), fifo, said, mapped, *range(3, 3 + opts.preserve_fds))
+        if config.namespace("user") == "":  # after the joins: a namespace of the host's is joined from the host's
+            linux.unshare(linux.CLONE_NEWUSER)
+            os.write(said, b"userns")
+            if os.read(mapped, 1) != b"1":
+                os._exit(1)
+            os.setresgid(0, 0, 0)  # root of the new namespace (as runc's init), whatever host ids that is
+            os.setresuid(0, 0, 0)
+        os.close(mapped)
         if config.namespace("pid") == "":
             linux.unshare(linux.CLONE_NEWPID)
         pid = os.fork()
@@ -286,10 +314,12 @@ def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | N
         if not isinstance(chan.recv(), Go):  # the hooks ran
             os._exit(1)
         saved = _root(config, p, chan, opts.no_pivot, st)
+        os.chdir(p.cwd)  # a command named relative to the working directory is found from there, as runc finds it
         path = lookpath(p.args[0], _env(p))
         if p.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(p.oom_score_adj))
+        set_rlimits(p)
         chan.send(Step("created"))
         chan.close()
     except BaseException as e:
@@ -307,12 +337,16 @@ def _root(config: Config, p: Process, chan: Channel, no_pivot: bool, st: State) 
     if config.namespace("mount") == "":
         mounts.prepare_root(config)
         mounts.mount_all(config, group, p.terminal)
-    saved = State.read(st.dir.parent, st.id)  # with the pid create recorded (the host's number), while we see it
-    run_hooks(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
+    # our pid as the host numbers it (the hooks' state gives that one): the host's /proc is still there to ask,
+    # which we can read in a user namespace of our own too (state.json is root's, 0600)
+    saved = dataclasses.replace(st, pid=int(os.readlink("/proc/self")))
+    hooks.run(config.hooks.get("createContainer", ()), json.dumps(saved.spec_state("creating")).encode(),
               "createContainer")
     mounts.pivot(config, no_pivot)
     with contextlib.suppress(OSError):  # before finish makes the root read-only (runc's createCwd, then finalize)
         os.makedirs(p.cwd, exist_ok=True)
+    if not os.path.isdir(p.cwd):  # runc finds it in create, before the command waits for start
+        raise StrataError(f'chdir to cwd ("{p.cwd}") set in config.json failed: not a directory', Kind.SYSTEM)
     mounts.finish(config)
     if p.terminal:
         slave = tty.open_terminal(lambda master: chan.send(Pty(master)), console=True)
@@ -348,43 +382,57 @@ def lookpath(name: str, env: dict[str, str]) -> str:
 
 
 def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | None, opts: Options, st: State,
-                   hooks: Sequence[Hook]) -> NoReturn:
-    """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. A failure
-    now has no ``create`` to tell: it goes to the container's stderr, and its exit status says it."""
+                   starting: Sequence[Hook]) -> NoReturn:
+    """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. The fifo's
+    write end stays open until the exec closes it (close-on-exec): ``start`` waits for that end of file, so the
+    poststart hooks run once the command does, and a failure before the exec is written there for ``start`` to
+    say (and to the container's stderr), besides its exit status."""
+    told = -1
     try:
-        fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
-        os.write(fd, b"0")
-        os.close(fd)
+        told = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(told, b"0")
         os.close(fifo)
-        if hooks:
-            run_hooks(hooks, json.dumps(st.spec_state("running")).encode(), "startContainer")
+        if starting:
+            hooks.run(starting, json.dumps(st.spec_state("running")).encode(), "startContainer")
         env = _env(p)
         become(p, program, opts.no_new_keyring)
         process.reset_signals()
-        process.close_fds(*range(3, 3 + opts.preserve_fds))
+        process.close_fds(told, *range(3, 3 + opts.preserve_fds))
         try:
             os.execve(path, list(p.args), env)
         except OSError as e:
             raise process.ExecFailed(p.args[0], e) from None
     except BaseException as e:
         message, code = process.failure(e)
-        with contextlib.suppress(OSError):
-            os.write(2, f"runner-oci: {message}\n".encode())
+        for fd in (told, 2):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(fd, (message if fd == told else f"runner-oci: {message}\n").encode()[:4000])
         os._exit(code)
 
 
+def set_rlimits(p: Process) -> None:
+    """config.json's rlimits, set by the init in create as runc sets them on its init before it is ready: one the
+    kernel refuses fails create, where callers read it, not the command after start."""
+    infinity = (1 << 64) - 1
+    for kind, soft, hard in p.rlimits:
+        try:
+            resource.setrlimit(getattr(resource, kind), (resource.RLIM_INFINITY if soft >= infinity else soft,
+                                                         resource.RLIM_INFINITY if hard >= infinity else hard))
+        except (OSError, ValueError) as e:
+            raise StrataError(f"error setting rlimits for ready process: {kind}: {getattr(e, 'strerror', e) or e}",
+                              Kind.SYSTEM) from None
+
+
 def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) -> None:
-    """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), rlimits, the
+    """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), the
     bounding set, the user and groups with the effective, permitted and inheritable sets kept across the change
     of user (runc's KEEPCAPS), the ambient set, no_new_privs, the seccomp filter (before the change of user, while
-    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc)."""
+    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc). Each capability set is cut to what runner-oci
+    itself holds (the runner's rule): a --privileged container where root lacks one still starts."""
     os.umask(0o022 if p.umask is None else p.umask)
     if not no_new_keyring:
         linux.join_new_session_keyring()
-    for kind, soft, hard in p.rlimits:
-        infinity = (1 << 64) - 1
-        resource.setrlimit(getattr(resource, kind), (resource.RLIM_INFINITY if soft >= infinity else soft,
-                                                     resource.RLIM_INFINITY if hard >= infinity else hard))
     os.chdir(p.cwd)
     if not os.getcwd().startswith("/"):  # runc CVE-2024-21626
         raise StrataError(f"working directory {p.cwd} is outside the container", Kind.SYSTEM)
@@ -396,9 +444,10 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
         os.setgroups(list(p.additional_gids))
     os.setgid(p.gid)
     os.setuid(p.uid)
-    security.set_capability_sets(p.caps("effective"), p.caps("permitted"), p.caps("inheritable"))
+    held = security.own_bounding_set()  # no more than we hold (as the runner's containers; podman's rule too)
+    security.set_capability_sets(p.caps("effective") & held, p.caps("permitted") & held, p.caps("inheritable") & held)
     linux.prctl(security.PR_SET_KEEPCAPS, 0, what="PR_SET_KEEPCAPS")
-    security.raise_ambient(p.caps("ambient"))
+    security.raise_ambient(p.caps("ambient") & held)
     if p.no_new_privileges:
         security.set_no_new_privileges()
         if program is not None:

@@ -4,25 +4,29 @@ reads the state afresh (:mod:`runner.oci.state`) and takes the container's lock 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
 import signal
+import socket
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import linux
-from runner.executor.supervise import exit_code
 from runner.isolation import cgroups
-from runner.oci import config as oci_config
-from runner.oci import init
-from runner.oci.init import CreateOptions
+from runner.oci import hooks
 from runner.oci.state import FIFO, State, check_id, locked, make_dir, not_found, now_rfc3339, owner, remove_dir
 from shared.errors import Kind, StrataError
 from shared.store.files import atomic_write
+
+if TYPE_CHECKING:
+    from runner.oci.init import CreateOptions
 
 STOP_WAIT = 10.0
 
@@ -36,7 +40,10 @@ class Globals:
     debug: bool = False
 
 
-def create(g: Globals, container_id: str, opts: CreateOptions, foreground: bool = False) -> State:
+def create(g: Globals, container_id: str, opts: CreateOptions) -> State:
+    from runner.oci import config as oci_config  # create's and run's alone: the other verbs start without them
+    from runner.oci import init
+
     bundle = opts.bundle.resolve()
     config = oci_config.load(bundle)
     with locked(g.root, container_id):
@@ -46,9 +53,17 @@ def create(g: Globals, container_id: str, opts: CreateOptions, foreground: bool 
                                                                                  g.systemd_cgroup),
                        now_rfc3339(), owner(), dict(config.annotations))
             atomic_write(d / "config.json", (bundle / "config.json").read_bytes(), 0o600)
-            init.create(config, st, opts, g.root / ".cache" / "seccomp", foreground)
+            init.create(config, st, opts, g.root / ".cache" / "seccomp")
             if opts.pid_file:
-                write_pid_file(opts.pid_file, st.pid)
+                try:
+                    write_pid_file(opts.pid_file, st.pid)
+                except BaseException:  # the container is made: it goes too (its init, its group)
+                    with contextlib.suppress(StrataError):
+                        _kill_and_wait(st)
+                    cgroups.kill_all(st.group())
+                    with contextlib.suppress(StrataError):
+                        st.group().remove()
+                    raise
         except BaseException:
             remove_dir(d)
             raise
@@ -67,8 +82,10 @@ def write_pid_file(path: str, pid: int) -> None:
 
 
 def start(g: Globals, container_id: str) -> State:
-    """Open exec.fifo for reading: the init, blocked on its write end, reads it and execs. The init may die
-    meanwhile (killed while created): its pidfd says so, rather than a read that never ends."""
+    """Open exec.fifo for reading: the init, blocked on its write end, writes a byte, becomes the process and
+    execs; its end closes at the exec (close-on-exec), so the end of file says the command runs, and anything
+    written before it is why it could not (:func:`runner.oci.init._wait_and_exec`). The init may also die while
+    created: its pidfd says so, rather than a read that never ends. Then the poststart hooks."""
     with locked(g.root, container_id):
         st = State.read(g.root, container_id)
         status = st.status
@@ -82,60 +99,116 @@ def start(g: Globals, container_id: str) -> State:
             os.close(pidfd)
             raise StrataError("cannot start an already running container", Kind.STATE) from None
         try:
-            while True:
-                ready = select.select([fifo, pidfd], [], [])[0]
-                if fifo in ready:
-                    data = os.read(fifo, 1)
-                    if data:
-                        break
-                if pidfd in ready:
-                    raise StrataError(f"container {container_id}'s init exited before it started", Kind.SYSTEM)
-                time.sleep(0.001)
+            said = _until_exec(fifo, pidfd, container_id)
         finally:
             os.close(fifo)
             os.close(pidfd)
         os.unlink(st.dir / FIFO)
-    hooks = _config(st).hooks.get("poststart", ())
-    if hooks:
+    if said:  # the init's own words (process.failure's: "cannot start the container: ...", or exec's)
+        raise StrataError(said, Kind.SYSTEM)
+    poststart = hooks.of(st.config_doc(), "poststart")
+    if poststart:
         with contextlib.suppress(StrataError):  # the spec: a poststart failure is a warning, the container runs
-            init.run_hooks(hooks, json.dumps(st.spec_state("running")).encode(), "poststart")
+            hooks.run(poststart, json.dumps(st.spec_state("running")).encode(), "poststart")
     return st
 
 
-def _config(st: State) -> oci_config.Config:
-    return oci_config.parse(st.config_doc(), Path(st.bundle))
+def _until_exec(fifo: int, pidfd: int, container_id: str) -> str:
+    """The init's byte, then what it wrote until the end of file (nothing: it exec'd)."""
+    got, said = False, b""
+    while True:
+        ready = select.select([fifo, pidfd], [], [])[0]
+        if fifo in ready:
+            try:
+                data = os.read(fifo, 4096)
+            except BlockingIOError:
+                data = None
+            if data == b"" and got:  # every writer gone: the exec closed the init's end (or it died)
+                return said.decode(errors="replace").strip()
+            if data:
+                said += data[1:] if not got else data
+                got = True
+                continue
+        if pidfd in ready and not got:
+            raise StrataError(f"container {container_id}'s init exited before it started", Kind.SYSTEM)
+        time.sleep(0.001)
 
 
 def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: bool = False) -> int:
     """create + start; in the foreground (not ``--detach``) we are the init's subreaper and wait for its exit
-    status, then delete it (unless ``--keep``), as ``runc run`` does."""
+    status, then delete it (unless ``--keep``), as ``runc run`` does. A terminal with no ``--console-socket`` is
+    ours: its master comes to a socket of our own and we relay it to our stdio, in raw mode (runc's way)."""
+    terminal = not detach and opts.console_socket is None and _wants_terminal(opts.bundle)
+    from runner.isolation import tty
     if not detach:
         linux.set_child_subreaper()
-    st = create(g, container_id, opts, foreground=not detach)
-    try:
-        start(g, container_id)
-    except BaseException:
-        delete(g, container_id, force=True)
-        raise
-    if detach:
-        return 0
+    with _own_console() if terminal else contextlib.nullcontext() as console:
+        if console is not None:
+            opts = dataclasses.replace(opts, console_socket=console[1])
+        st = create(g, container_id, opts)
+        try:
+            start(g, container_id)
+        except BaseException:
+            delete(g, container_id, force=True)
+            raise
+        if detach:
+            return 0
+        master = _take_master(console[0]) if console is not None else None
     forward = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
     for sig in forward:
         signal.signal(sig, lambda n, _f: _signal(st, n))
     try:
-        while True:
-            pid, status = os.waitpid(-1, 0)
-            if pid == st.pid:
-                code = exit_code(status)
-                break
-    except ChildProcessError:
-        code = 255
+        if master is not None:
+            try:
+                tty.relay(master, interactive=True)
+            finally:
+                os.close(master)
+        code = _wait_for(st.pid)
     finally:
         for sig in forward:
             signal.signal(sig, signal.SIG_DFL)
     if not keep:
         delete(g, container_id, force=True)
     return code
+
+
+def _wants_terminal(bundle: Path) -> bool:
+    from runner.oci import config as oci_config
+
+    p = oci_config.load(bundle.resolve()).process
+    return p is not None and p.terminal
+
+
+@contextlib.contextmanager
+def _own_console() -> Iterator[tuple[socket.socket, str]]:
+    """A console socket of our own, in a private temporary directory, listening before create sends to it."""
+    with tempfile.TemporaryDirectory(prefix="runner-oci-console-") as d:
+        path = os.path.join(d, "console.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(path)
+            server.listen(1)
+            yield server, path
+
+
+def _take_master(server: socket.socket) -> int:
+    conn, _ = server.accept()
+    with conn:
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    if not fds:
+        raise StrataError("the container's terminal never came to our console socket", Kind.SYSTEM)
+    return fds[0]
+
+
+def _wait_for(pid: int) -> int:
+    """The init's exit status (it is our child: we are its subreaper); others we adopted are reaped on the way."""
+    try:
+        while True:
+            found, status = os.waitpid(-1, 0)
+            if found == pid:
+                code = os.waitstatus_to_exitcode(status)
+                return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell says
+    except ChildProcessError:
+        return 255
 
 
 def _signal(st: State, sig: int) -> None:
@@ -201,11 +274,11 @@ def delete(g: Globals, container_id: str, force: bool) -> None:
             cgroups.kill_all(group)
             with contextlib.suppress(StrataError):
                 group.remove()
-        hooks = _config(st).hooks.get("poststop", ()) if st.config_doc() else ()
+        poststop = hooks.of(st.config_doc(), "poststop")
         remove_dir(st.dir)
-    if hooks:  # the spec: a poststop failure is a warning; the container is gone
+    if poststop:  # the spec: a poststop failure is a warning; the container is gone
         with contextlib.suppress(StrataError):
-            init.run_hooks(hooks, json.dumps(st.spec_state("stopped")).encode(), "poststop")
+            hooks.run(poststop, json.dumps(st.spec_state("stopped")).encode(), "poststop")
 
 
 def _kill_and_wait(st: State) -> None:
@@ -255,7 +328,10 @@ def update(g: Globals, container_id: str, resources: dict[str, Any]) -> None:
     st = State.read(g.root, container_id)
     if st.status == "stopped":
         raise StrataError("container not running", Kind.STATE)
-    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {"resources": resources}}
+    from runner.oci import config as oci_config
+
+    doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},  # a container's: a mount namespace of its own
+           "linux": {"resources": resources, "namespaces": [{"type": "mount"}]}}
     limits = oci_config.parse(doc, Path(st.bundle)).limits
     st.group().apply(limits)
 

@@ -29,6 +29,7 @@ from shared.layer.safepath import SafeRoot, split
 
 MS_SYNCHRONOUS, MS_MANDLOCK, MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME = 16, 64, 128, 1024, 2048
 MS_SILENT, MS_UNBINDABLE, MS_SHARED, MS_RELATIME, MS_LAZYTIME = 32768, 1 << 17, 1 << 20, 1 << 21, 1 << 25
+ATIME = 0x70  # MOUNT_ATTR__ATIME: noatime, strictatime and relatime (0) are one field of three values
 # option -> (flags set, flags cleared): runc's mountOptions
 FLAGS = {
     "ro": (linux.MS_RDONLY, 0), "rw": (0, linux.MS_RDONLY), "nosuid": (linux.MS_NOSUID, 0),
@@ -51,6 +52,7 @@ RECURSIVE = {"rro": (linux.MOUNT_ATTR_RDONLY, 0), "rrw": (0, linux.MOUNT_ATTR_RD
              "rnodev": (linux.MOUNT_ATTR_NODEV, 0), "rdev": (0, linux.MOUNT_ATTR_NODEV),
              "rnoexec": (linux.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, linux.MOUNT_ATTR_NOEXEC),
              "rnoatime": (linux.MOUNT_ATTR_NOATIME, 0), "rstrictatime": (linux.MOUNT_ATTR_STRICTATIME, 0),
+             "rrelatime": (0, ATIME), "ratime": (0, linux.MOUNT_ATTR_NOATIME),
              "rnodiratime": (linux.MOUNT_ATTR_NODIRATIME, 0)}
 REFUSED = ("tmpcopyup", "idmap", "ridmap")
 ATTRS = {linux.MS_RDONLY: linux.MOUNT_ATTR_RDONLY, linux.MS_NOSUID: linux.MOUNT_ATTR_NOSUID,
@@ -61,6 +63,12 @@ DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1,
                    ("tty", 5, 0))
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2"}
+
+
+def atime(on: int, off: int) -> tuple[int, int]:
+    """mount_setattr takes an atime mode only with the whole field cleared (else EINVAL): relatime is none of the
+    bits set, noatime or strictatime one of them."""
+    return (on, off | ATIME) if (on | off) & ATIME else (on, off)
 
 
 class Options:
@@ -93,7 +101,7 @@ class Options:
         """The flags as mount_setattr's attributes (for a bind, which takes them after the fact)."""
         on = sum(a for f, a in ATTRS.items() if self.flags & f)
         off = sum(a for f, a in ATTRS.items() if self.cleared & f)
-        return on, off
+        return atime(on, off | (ATIME if self.flags & MS_RELATIME else 0))
 
 
 def prepare_root(config: Config) -> None:
@@ -106,6 +114,7 @@ def prepare_root(config: Config) -> None:
 
 def mount_all(config: Config, group: cgroups.Cgroup, terminal: bool) -> None:
     """config.json's mounts in order, then /dev's nodes (module doc)."""
+    userns = config.namespace("user") is not None  # a user namespace may mount no v1 cgroup and make no node
     with SafeRoot(str(config.root)) as root:
         dev_bound = False
         for i, m in enumerate(config.mounts):
@@ -115,11 +124,36 @@ def mount_all(config: Config, group: cgroups.Cgroup, terminal: bool) -> None:
                 _bind(root, m, opts, config.bundle)
                 dev_bound = dev_bound or m.destination.rstrip("/") == "/dev"
             elif m.type in ("cgroup", "cgroup2") and not cgroups.is_v2():
-                rootfs.mount_cgroups(root, group, read_only=bool(opts.flags & linux.MS_RDONLY))
+                rootfs.mount_cgroups(root, group, read_only=bool(opts.flags & linux.MS_RDONLY), own_userns=userns)
+                if config.namespace("cgroup") is None and not userns:
+                    _own_groups(root, group)
             else:
                 _mount(root, m, opts)
         if not dev_bound:
-            make_devices(root, config.devices, terminal, harden=_limits_devices(config))
+            make_devices(root, config.devices, terminal, harden=_limits_devices(config), borrowed=userns)
+
+
+def _own_groups(root: SafeRoot, group: cgroups.Cgroup) -> None:
+    """Without a cgroup namespace (Docker 20.10's default on v1) a hierarchy mounted at /sys/fs/cgroup/NAME is the
+    host's whole tree: as runc does, each NAME shows the container's own group instead (bound over it, read-only),
+    so its limits are the ones at the top and no other group of the host's is in sight."""
+    mounts, paths = cgroups.controller_mounts(), cgroups.v1_paths()  # we are in the group already (create put us)
+    for h in group.hierarchies():
+        controller = next((c for c in (h.options or "").split(",") if c in paths and c in mounts), None)
+        if controller is None:
+            continue
+        own, name = mounts[controller] / paths[controller].lstrip("/"), h.name
+        tree = linux.clone_tree(linux.AT_FDCWD, str(own), recursive=False)
+        try:
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
+                                      | linux.MOUNT_ATTR_NOEXEC, recursive=False)
+            fd = rootfs.resolve_target(root, f"/sys/fs/cgroup/{name}", want_dir=True)
+            try:
+                linux.move_tree(tree, fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(tree)
 
 
 def _source(m: Mount, bundle: Path) -> str:
@@ -136,8 +170,11 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
         on, off = opts.attributes()
         if on or off:
             linux.set_tree_attributes(tree, on, recursive=False, attr_clr=off)
+        if on & linux.MOUNT_ATTR_RDONLY and opts.flags & linux.MS_REC:  # rbind,ro: read-only all the way down, as
+            linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY)  # the runner's :ro (a submount is no way out)
         if opts.rec_set or opts.rec_clr:
-            linux.set_tree_attributes(tree, opts.rec_set, attr_clr=opts.rec_clr)
+            rec_on, rec_off = atime(opts.rec_set, opts.rec_clr)
+            linux.set_tree_attributes(tree, rec_on, attr_clr=rec_off)
         if opts.propagation:  # on the detached tree: after the move, the target's fd names what it covers
             linux.set_tree_attributes(tree, 0, propagation=opts.propagation & ~linux.MS_REC,
                                       recursive=bool(opts.propagation & linux.MS_REC))
@@ -172,10 +209,9 @@ def _after(root: SafeRoot, destination: str, opts: Options) -> None:
     finally:
         os.close(parent)
     try:
-        linux.set_tree_attributes(mnt, opts.rec_set, propagation=opts.propagation & ~linux.MS_REC,
-                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(opts.rec_set or
-                                                                                          opts.rec_clr),
-                                  attr_clr=opts.rec_clr)
+        on, off = atime(opts.rec_set, opts.rec_clr)
+        linux.set_tree_attributes(mnt, on, propagation=opts.propagation & ~linux.MS_REC,
+                                  recursive=bool(opts.propagation & linux.MS_REC) or bool(on or off), attr_clr=off)
     finally:
         os.close(mnt)
 
@@ -186,31 +222,14 @@ def _limits_devices(config: Config) -> bool:
     return not any(r.type == "a" and r.allow and r.access == "rwm" for r in rules[-1:])
 
 
-def make_devices(root: SafeRoot, devices: Sequence[Device], terminal: bool, harden: bool) -> None:
-    """runc's default nodes and ``linux.devices`` in the container's /dev (mknod: the container's own inodes),
-    its links, /dev/ptmx to the devpts instance, /dev/console for a terminal; each node bound onto itself and /dev
-    remounted nodev when ``harden`` (module doc)."""
+def make_devices(root: SafeRoot, devices: Sequence[Device], terminal: bool, harden: bool, borrowed: bool) -> None:
+    """runc's default nodes and ``linux.devices`` in the container's /dev (mknod: the container's own inodes; in a
+    user namespace, which may make none, the host's node of the same path bound, as runc's rootless), its links,
+    /dev/ptmx to the devpts instance, /dev/console for a terminal; each node bound onto itself and /dev remounted
+    nodev when ``harden`` (module doc)."""
     wanted = [Device(f"/dev/{n}", "c", major, minor, 0o666, 0, 0) for n, major, minor in DEFAULT_DEVICES]
     wanted += [d for d in devices if d.path not in {w.path for w in wanted}]
-    made: list[str] = []
-    for device in wanted:
-        rel = device.path.removeprefix("/")
-        parts = split(rel)
-        parent = rootfs.resolve_target(root, "/" + "/".join(parts[:-1]), want_dir=True)
-        try:
-            dir_fd = os.open(f"/proc/self/fd/{parent}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        finally:
-            os.close(parent)
-        try:
-            kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type]
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(parts[-1], dir_fd=dir_fd)
-            os.mknod(parts[-1], kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dir_fd)
-            os.chmod(parts[-1], device.file_mode, dir_fd=dir_fd, follow_symlinks=False)
-            os.chown(parts[-1], device.uid, device.gid, dir_fd=dir_fd, follow_symlinks=False)
-        finally:
-            os.close(dir_fd)
-        made.append(rel)
+    made = [_make_node(root, device, borrowed) for device in wanted]
     dev = root.open_dir(["dev"])
     try:
         for name, target in {**DEV_LINKS, "ptmx": "pts/ptmx"}.items():
@@ -239,6 +258,47 @@ def make_devices(root: SafeRoot, devices: Sequence[Device], terminal: bool, hard
                         linux.MS_NODEV | _kept_flags(fd))
         finally:
             os.close(fd)
+
+
+def _make_node(root: SafeRoot, device: Device, borrowed: bool) -> str:
+    """One node, at its path resolved inside the root; its path, relative to the root."""
+    rel = device.path.removeprefix("/")
+    parts = split(rel)
+    parent = rootfs.resolve_target(root, "/" + "/".join(parts[:-1]), want_dir=True)
+    try:
+        dir_fd = os.open(f"/proc/self/fd/{parent}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(parent)
+    try:
+        kind = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[device.type]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(parts[-1], dir_fd=dir_fd)
+        if borrowed:
+            _borrow(dir_fd, parts[-1], device, kind)
+        else:
+            os.mknod(parts[-1], kind | device.file_mode, os.makedev(device.major, device.minor), dir_fd=dir_fd)
+            os.chmod(parts[-1], device.file_mode, dir_fd=dir_fd, follow_symlinks=False)
+            os.chown(parts[-1], device.uid, device.gid, dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.close(dir_fd)
+    return rel
+
+
+def _borrow(dir_fd: int, name: str, device: Device, kind: int) -> None:
+    """The host's node at the device's path bound onto a placeholder, once it is the node config.json names."""
+    try:
+        st = os.stat(device.path)
+    except OSError as e:
+        raise ConfigError(f"device {device.path}: {e.strerror} on the host, whose node a user namespace borrows") \
+            from None
+    if stat.S_IFMT(st.st_mode) != kind or st.st_rdev != os.makedev(device.major, device.minor):
+        raise ConfigError(f"device {device.path}: the host's node is not {device.type} {device.major}:{device.minor}")
+    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd))
+    target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        linux.mount(device.path, f"/proc/self/fd/{target}", None, linux.MS_BIND)
+    finally:
+        os.close(target)
 
 
 def _kept_flags(fd: int) -> int:
