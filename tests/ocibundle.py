@@ -18,9 +18,9 @@ from typing import Any
 
 from runner import linux
 from tests.cgroups import processes_mentioning
+from tests.tools import RUNNER_OCI
 
-RUNNER_OCI = str(Path(__file__).resolve().parent.parent / "scripts" / "runner-oci")
-CGROUP_PARENT = "strata-ocitest"
+CGROUP_PARENT = "ocitest-strata"  # not strata-*: no_leaks on another worker would count it as its own
 
 
 def unpack_rootfs(layout: Path, dest: Path) -> Path:

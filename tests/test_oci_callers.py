@@ -28,11 +28,11 @@ from tests.ocicallers import (
     podman_with,
 )
 from tests.terminal import Terminal
+from tests.tools import RUNNER_OCI
 
 pytestmark = [needs_root, needs_tools]
 
 # name (as registered with Docker; "runc" is reserved there) -> path: runc, the reference, and runner-oci
-RUNNER_OCI = str(Path(__file__).resolve().parent.parent / "scripts" / "runner-oci")
 RUNTIMES = {"oci-runc": "/usr/sbin/runc", "strata": RUNNER_OCI}
 
 

@@ -97,11 +97,10 @@ from tests.ocicallers import Docker, Result, docker_archive, docker_with_runtime
 from tests.test_devices_and_volumes import SENTINEL, loop_device, untouched
 from tests.test_exec_stage import host_handle
 from tests.test_isolation import DEVICE_TARGETS, HOST_NODES, MARK, fields, host_interpreters, snapshot
-from tests.tools import wait_until
+from tests.tools import RUNNER_OCI, wait_until
 
 pytestmark = [needs_root, needs_tools]
 
-RUNNER_OCI = str(Path(__file__).resolve().parent.parent / "scripts" / "runner-oci")
 # "runc" is a name Docker keeps for itself
 RUNTIMES: dict[str, str | os.PathLike[str]] = {"strata": RUNNER_OCI, "oci-runc": "/usr/sbin/runc"}
 IMAGE = "strata/test:1"
