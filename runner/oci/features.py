@@ -13,7 +13,7 @@ from runner.oci import mounts
 from runner.oci.hooks import HOOK_KINDS
 from shared.errors import Kind, StrataError
 
-VERSION_MIN, VERSION_MAX = "1.0.0", "1.2.0"
+VERSION_MIN, VERSION_MAX = "1.0.0", "1.3.0"  # any 1.x is read (config.py); 1.3.0: the schema the tests check
 
 
 def features() -> dict[str, Any]:
