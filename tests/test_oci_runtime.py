@@ -485,6 +485,21 @@ def test_a_non_root_user_without_ambient_caps_has_none_after_exec(oci: Oci) -> N
     assert got["CapEff"] == got["CapPrm"] == _caps_mask() and got["CapBnd"] == _caps_mask("NET_BIND_SERVICE")
 
 
+def test_a_capability_runner_oci_does_not_hold_is_refused_by_name(oci: Oci) -> None:
+    """runner-oci run with CAP_SYS_TIME out of its own bounding set (capsh drops it first, so this holds on any
+    machine): a config asking for it fails create naming it, as runc's "unable to apply caps", and leaves nothing;
+    never a container that quietly has fewer capabilities than config.json says."""
+    caps = ["CAP_SYS_TIME", "CAP_KILL"]
+    oci.config(["true"], lambda d: d["process"].update(capabilities={s: caps for s in ("bounding", "effective")}))
+    oci.ids.append("c1")
+    argv = ["capsh", "--drop=cap_sys_time", "--", "-c", 'exec "$@"', "sh", *oci.argv("run", "--bundle",
+                                                                                     str(oci.bundle), "c1")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0 and "CAP_SYS_TIME" in done.stderr and "unable to apply caps" in done.stderr, done
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (oci.root / "c1").exists()
+
+
 SECCOMP = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
 

@@ -49,6 +49,7 @@ def run(g: lifecycle.Globals, args: argparse.Namespace) -> int:
         raise StrataError("exec with a terminal needs --console-socket", Kind.USAGE)
     pidfd = st.open_init()
     try:
+        init.check_capabilities(p, "exec: process.capabilities")
         _check_command(st.pid, p)
         program = None
         if config.seccomp is not None:

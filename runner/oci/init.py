@@ -116,6 +116,7 @@ def create(config: Config, st: State, opts: Options, cache: Path) -> None:
     if p.terminal and console_socket is None:
         raise StrataError("cannot allocate tty if runner-oci will detach without setting console socket",
                           Kind.USAGE)
+    check_capabilities(p)
     program = None
     if config.seccomp is not None:
         program = seccomp.program_for_text(json.dumps(config.seccomp, sort_keys=True), frozenset(), cache,
@@ -154,6 +155,19 @@ def create(config: Config, st: State, opts: Options, cache: Path) -> None:
 
 NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: the CLONE_NEW* type of a namespace fd
 NAMESPACE_FLAGS = {**NEW_NAMESPACES, "pid": linux.CLONE_NEWPID, "user": linux.CLONE_NEWUSER}
+
+
+def check_capabilities(p: Process, where: str = "config.json: process.capabilities") -> None:
+    """Every capability asked for is one runner-oci holds (the machine's bounding set may lack some: here root has
+    no CAP_SYS_RESOURCE): else a refusal naming them, as runc's "unable to apply caps", never a container that
+    quietly has fewer."""
+    held = security.own_bounding_set()
+    for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"):
+        missing = sorted(p.caps(kind) - held)
+        if missing:
+            names = ", ".join(f"CAP_{security.CAPABILITIES[n]}" for n in missing if n < len(security.CAPABILITIES))
+            raise StrataError(f"{where}.{kind}: {names or missing} not held by runner-oci on this machine "
+                              "(its bounding set): unable to apply caps: operation not permitted", Kind.SYSTEM)
 
 
 def _open_namespace(kind: str, path: str) -> int:
@@ -428,8 +442,8 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
     """What the process config.json describes: umask, a session keyring (unless --no-new-keyring), the
     bounding set, the user and groups with the effective, permitted and inheritable sets kept across the change
     of user (runc's KEEPCAPS), the ambient set, no_new_privs, the seccomp filter (before the change of user, while
-    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc). Each capability set is cut to what runner-oci
-    itself holds (the runner's rule): a --privileged container where root lacks one still starts."""
+    we hold CAP_SYS_ADMIN, or with no_new_privs last, as runc). :func:`check_capabilities` made sure in create
+    that we hold every capability asked for."""
     os.umask(0o022 if p.umask is None else p.umask)
     if not no_new_keyring:
         linux.join_new_session_keyring()
@@ -444,10 +458,9 @@ def become(p: Process, program: seccomp.Program | None, no_new_keyring: bool) ->
         os.setgroups(list(p.additional_gids))
     os.setgid(p.gid)
     os.setuid(p.uid)
-    held = security.own_bounding_set()  # no more than we hold (as the runner's containers; podman's rule too)
-    security.set_capability_sets(p.caps("effective") & held, p.caps("permitted") & held, p.caps("inheritable") & held)
+    security.set_capability_sets(p.caps("effective"), p.caps("permitted"), p.caps("inheritable"))
     linux.prctl(security.PR_SET_KEEPCAPS, 0, what="PR_SET_KEEPCAPS")
-    security.raise_ambient(p.caps("ambient") & held)
+    security.raise_ambient(p.caps("ambient"))
     if p.no_new_privileges:
         security.set_no_new_privileges()
         if program is not None:
