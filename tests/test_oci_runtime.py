@@ -164,6 +164,10 @@ def test_update_sets_the_memory_limit(oci: Oci) -> None:
     assert [int(f.read_text()) for f in files if f.exists()] == [64 << 20]
     oci("update", "--memory", "32m", "c1")
     assert [int(f.read_text()) for f in files if f.exists()] == [32 << 20]
+    # raised above the present memory+swap limit (Docker's update after -m 64m --memory-swap 128m): the kernel takes
+    # the limit only after the larger memory+swap (v1)
+    oci("update", "--resources", "-", "c1", input=json.dumps({"memory": {"limit": 256 << 20, "swap": 512 << 20}}))
+    assert [int(f.read_text()) for f in files if f.exists()] == [256 << 20]
 
 
 # -- exec --------------------------------------------------------------------------------------------------------

@@ -176,6 +176,14 @@ def v1_paths(pid: int | str = "self") -> dict[str, str]:
     return out
 
 
+def _read_int(path: Path) -> int:
+    """A cgroup file's number (0 when it cannot be read: the caller's order then is the fresh group's)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _write(path: Path, value: str) -> None:
     try:
         path.write_text(value)
@@ -281,10 +289,15 @@ class CgroupV1(Cgroup):
                 raise StrataError(f"the {controller} cgroup controller is not mounted", Kind.SYSTEM)
             return self.by_controller[controller]
 
-        if limits.memory is not None:
-            _write(need("memory") / "memory.limit_in_bytes", str(limits.memory))
-        if limits.swap is not None:  # after the limit: the kernel wants memsw >= limit
-            _write(need("memory") / "memory.memsw.limit_in_bytes", str(limits.swap))
+        # the kernel wants memsw >= limit at every write: a limit raised above the present memsw (runner-oci's
+        # update: docker update --memory 256m --memory-swap 512m after 64m/128m) goes after the memsw, as runc's
+        writes = [("memory.limit_in_bytes", limits.memory), ("memory.memsw.limit_in_bytes", limits.swap)]
+        if limits.memory is not None and limits.swap is not None and limits.memory > _read_int(
+                need("memory") / "memory.memsw.limit_in_bytes"):
+            writes.reverse()
+        for name, value in writes:
+            if value is not None:
+                _write(need("memory") / name, str(value))
         if limits.reservation is not None:
             _write(need("memory") / "memory.soft_limit_in_bytes", str(limits.reservation))
         if limits.cpus is not None:
