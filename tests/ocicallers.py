@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -182,11 +183,14 @@ class Docker:
 
 
 @contextlib.contextmanager
-def docker_with_runtime(tmp: Path, runtimes: dict[str, str | os.PathLike[str]]) -> Iterator[Docker]:
-    """dockerd 20.10 on TMP (made and removed here) with RUNTIMES (name -> executable path) in its daemon.json."""
+def docker_with_runtime(runtimes: dict[str, str | os.PathLike[str]]) -> Iterator[Docker]:
+    """dockerd 20.10 with RUNTIMES (name -> executable path) in its daemon.json, on a short private dir of its own
+    made under /tmp and removed after (a pytest tmp path is too long: its containerd's debug socket must fit a unix
+    socket path's 104 characters, or containerd never comes up)."""
     module = bench_docker()
     config = {"runtimes": {name: {"path": os.fspath(path)} for name, path in runtimes.items()}}
-    peer = module.DockerPeer(tmp, config)
+    short = Path(tempfile.mkdtemp(prefix="ocidk-", dir="/tmp"))
+    peer = module.DockerPeer(short / "d", config)
     try:
         try:
             peer.start()
@@ -197,7 +201,7 @@ def docker_with_runtime(tmp: Path, runtimes: dict[str, str | os.PathLike[str]]) 
             # once more on fresh dirs (a second miss is a failure)
             peer.close()
             module.remove_cgroup(peer.cgroup, kill=True)
-            peer = module.DockerPeer(tmp.with_name(tmp.name + "-again"), config)
+            peer = module.DockerPeer(short / "again", config)
             try:
                 peer.start()
             except module.DockerError as again:
@@ -206,6 +210,7 @@ def docker_with_runtime(tmp: Path, runtimes: dict[str, str | os.PathLike[str]]) 
     finally:
         peer.close()
         module.remove_cgroup(peer.cgroup, kill=True)  # a container dockerd did not stop (it was killed)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 # -- containerd ------------------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ def test_stats_no_stream_shows_the_cgroups_figures(tools: Tools, img: str) -> No
         assert sleepers[7] == "3"
         assert float(sleepers[2].rstrip("%")) < 5
         # half a CPU's quota: Docker's formula gives 50% (of one CPU) at the most, and the loop uses what it gets
-        assert 10 < float(spinner[2].rstrip("%")) <= 55, spinner
+        # --cpus 0.5: about 50%; a reading a second apart on a loaded 2-core machine has been seen at 59.5%
+        assert 10 < float(spinner[2].rstrip("%")) <= 70, spinner
         memory = spinner[3].split(" / ")[1]
         assert memory == tools_bytes(host_memory()), spinner  # no -m: the host's memory, as Docker's
 

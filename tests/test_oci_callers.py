@@ -51,7 +51,7 @@ def runtime(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory: pytest.TempPathFactory, runtime: str, caller_archive: Path) -> Iterator[Docker]:
     """One dockerd for the module's Docker tests under RUNTIME, with the test image loaded."""
-    with docker_with_runtime(tmp_path_factory.mktemp("docker") / "d", {runtime: RUNTIMES[runtime]}) as d:
+    with docker_with_runtime({runtime: RUNTIMES[runtime]}) as d:
         assert d.load(caller_archive) == "strata/test:1"
         yield d
 
@@ -291,7 +291,7 @@ def test_each_caller_is_gone_after_a_failure_with_a_container_running(tmp_path: 
     """A failing test leaves its containers running and raises: leaving the context must still end everything,
     the containers' own processes (which name no dir of ours) included."""
     made, pids = [], []
-    with pytest.raises(_Failed), docker_with_runtime(tmp_path / "d", {"oci-runc": RUNTIMES["oci-runc"]}) as d:
+    with pytest.raises(_Failed), docker_with_runtime({"oci-runc": RUNTIMES["oci-runc"]}) as d:
         d.load(caller_archive)
         assert d.cli("run", "-d", "--runtime", "oci-runc", "--network", "none", "--name", "left", "strata/test:1",
                      "sleep", "600").code == 0

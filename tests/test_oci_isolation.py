@@ -151,10 +151,10 @@ def host(tmp_path_factory: pytest.TempPathFactory, test_layout: Path) -> Iterato
     os.environ["STRATA_PROBE_SECRET"] = secret
     try:
         with contextlib.ExitStack() as stack:
-            docker = stack.enter_context(docker_with_runtime(tmp / "d", RUNTIMES))
+            docker = stack.enter_context(docker_with_runtime(RUNTIMES))
             os.environ.pop("STRATA_PROBE_SECRET", None)
             assert docker.load(archive) == IMAGE
-            yield Host(docker, key, secret, tmp / "d")
+            yield Host(docker, key, secret, Path(docker.peer.tmp))  # dockerd's own dir (exec-root, pid file)
     finally:
         os.environ.pop("STRATA_PROBE_SECRET", None)
         _join_new_session_keyring()  # the sentinel's keyring goes with dockerd
