@@ -612,6 +612,28 @@ def test_run_in_the_foreground_forwards_sigterm(oci: Oci) -> None:
     _gone(oci, "c1")
 
 
+def test_run_passes_on_a_signal_that_comes_while_it_creates(oci: Oci) -> None:
+    """SIGTERM half-way through create (a prestart hook of a second holds it there) is passed on once the command
+    runs, not taken by runner-oci (which died of it and left the container running). No pid namespace: the
+    command is no namespace's init, so SIGTERM's default ends it, 143."""
+    def edit(d: dict[str, Any]) -> None:
+        d["linux"]["namespaces"] = [n for n in d["linux"]["namespaces"] if n["type"] != "pid"]
+        d["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {hooked}; sleep 1"]}]}
+
+    hooked = oci.tmp / "in-prestart"
+    oci.config(["sleep", "30"], edit)
+    proc = subprocess.Popen(oci.argv("run", "--bundle", str(oci.bundle), "c1"), stdout=subprocess.DEVNULL)
+    oci.ids.append("c1")
+    try:
+        wait_for(hooked.exists, "the prestart hook", 20)  # create is under way: past runner-oci's start-up
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+    _gone(oci, "c1")
+
+
 def test_a_paused_container_is_deleted_with_force_and_killed_with_all(oci: Oci) -> None:
     pid = _running(oci, args=("sh", "-c", "sleep 60 & exec sleep 61"))
     oci("pause", "c1")

@@ -367,13 +367,20 @@ def mount_volume(root: SafeRoot, volume: Volume, privileged: bool) -> None:
     tree = linux.clone_tree(linux.AT_FDCWD, str(source))
     try:
         linux.set_tree_attributes(tree, attrs, propagation=linux.MS_PRIVATE)
-        fd = resolve_target(root, volume.target, want_dir=stat.S_ISDIR(os.fstat(tree).st_mode))
-        try:
-            linux.move_tree(tree, fd)
-        finally:
-            os.close(fd)
+        attach(root, tree, volume.target)
     finally:
         os.close(tree)
+
+
+def attach(root: SafeRoot, tree: int, target: str) -> None:
+    """A detached mount tree (:func:`runner.linux.clone_tree`, its flags already set) moved onto TARGET, resolved
+    once inside the root and made if missing (a directory, or an empty file for a file's tree): how every bind of
+    a host path lands in a container, ``-v`` here and runner-oci's binds (:mod:`runner.oci.mounts`)."""
+    fd = resolve_target(root, target, want_dir=stat.S_ISDIR(os.fstat(tree).st_mode))
+    try:
+        linux.move_tree(tree, fd)
+    finally:
+        os.close(fd)
 
 
 def _populate_dev(root: SafeRoot, devices: Sequence[Device], privileged: bool, init: bool, console: bool,

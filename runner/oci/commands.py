@@ -20,7 +20,7 @@ from shared.errors import Kind, StrataError
 
 def dispatch(args: argparse.Namespace) -> int:
     _refuse(args)
-    g = lifecycle.Globals(Path(args.root) if args.root else default_root(), args.systemd_cgroup, args.debug)
+    g = lifecycle.Globals(Path(args.root) if args.root else default_root(), args.systemd_cgroup)
     verb = args.verb
     if verb in ("create", "run"):
         from runner.oci import init  # each verb imports what it uses: start, kill, delete are called most

@@ -24,6 +24,7 @@ from runner.isolation import cgroups, devcgroup
 from runner.isolation.security import CAPABILITIES
 from runner.oci import hooks
 from runner.oci.hooks import Hook
+from runner.spec import Mount  # the runtime-spec mount, as the runner writes it
 from shared.errors import Kind, StrataError
 
 # any 1.x: the releases add fields, never change one, and a field we do not know is refused by name anyway
@@ -49,14 +50,6 @@ def unsupported(where: str, why: str = "") -> ConfigError:
 
 def malformed(where: str, what: str) -> ConfigError:
     return ConfigError(f"config.json: {where}: {what}")
-
-
-@dataclass(frozen=True)
-class Mount:
-    destination: str
-    type: str
-    source: str
-    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

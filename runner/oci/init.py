@@ -62,7 +62,6 @@ class CreateOptions:
 
 
 
-Options = CreateOptions
 
 
 class CreateFailed(StrataError):
@@ -106,7 +105,7 @@ def cgroups_path(config: Config, container_id: str, systemd: bool) -> str:
     return path or f"/runner-oci/{container_id}"
 
 
-def create(config: Config, st: State, opts: Options, cache: Path) -> None:
+def create(config: Config, st: State, opts: CreateOptions, cache: Path) -> None:
     """Make the container (module doc) and record it in ``st`` (whose ``dir`` exists); on failure nothing of it is
     left but the directory, which the caller removes."""
     console_socket = opts.console_socket
@@ -229,7 +228,7 @@ def send_console(path: str | None, master: int) -> None:
 
 
 def _fork(config: Config, chan: Channel, joined: dict[str, int], fifo: int, program: seccomp.Program | None,
-          opts: Options, st: State) -> int:
+          opts: CreateOptions, st: State) -> int:
     """The helper joins and unshares the pid namespace, forks the init and exits (its pid comes back on a pipe);
     the init is then the caller's (module doc). With a user namespace of the container's own, the helper makes it
     first and waits while we write its maps (a process may not write its own beyond its one id)."""
@@ -275,7 +274,7 @@ def _write_maps(helper: int, config: Config, said: str) -> None:
 
 
 def _helper(config: Config, chan: Channel, joined: dict[str, int], fifo: int, program: seccomp.Program | None,
-            opts: Options, st: State, said: int, mapped: int) -> NoReturn:
+            opts: CreateOptions, st: State, said: int, mapped: int) -> NoReturn:
     try:
         for kind in JOIN_ORDER:
             if kind in joined:
@@ -305,7 +304,7 @@ def _helper(config: Config, chan: Channel, joined: dict[str, int], fifo: int, pr
         os._exit(1)
 
 
-def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | None, opts: Options,
+def _init(config: Config, chan: Channel, fifo: int, program: seccomp.Program | None, opts: CreateOptions,
           st: State) -> NoReturn:
     """The container's init (module doc). Never returns: execs the command, or reports and _exits."""
     p = config.process
@@ -395,7 +394,7 @@ def lookpath(name: str, env: dict[str, str]) -> str:
     raise StrataError(where, Kind.SYSTEM, exit_code=process.EXIT_NOT_FOUND)
 
 
-def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | None, opts: Options, st: State,
+def _wait_and_exec(p: Process, path: str, fifo: int, program: seccomp.Program | None, opts: CreateOptions, st: State,
                    starting: Sequence[Hook]) -> NoReturn:
     """Blocked until ``start`` reads exec.fifo; then the startContainer hooks, :func:`become`, exec. The fifo's
     write end stays open until the exec closes it (close-on-exec): ``start`` waits for that end of file, so the

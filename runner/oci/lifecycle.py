@@ -10,7 +10,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from runner import linux
 from runner.isolation import cgroups
 from runner.oci import hooks
-from runner.oci.state import FIFO, State, check_id, locked, make_dir, not_found, now_rfc3339, owner, remove_dir
+from runner.oci.state import FIFO, State, locked, make_dir, now_rfc3339, owner, remove_dir
 from shared.errors import Kind, StrataError
 from shared.store.files import atomic_write
 
@@ -37,7 +36,6 @@ class Globals:
 
     root: Path
     systemd_cgroup: bool = False
-    debug: bool = False
 
 
 def create(g: Globals, container_id: str, opts: CreateOptions) -> State:
@@ -138,38 +136,56 @@ def run(g: Globals, container_id: str, opts: CreateOptions, detach: bool, keep: 
     """create + start; in the foreground (not ``--detach``) we are the init's subreaper and wait for its exit
     status, then delete it (unless ``--keep``), as ``runc run`` does. A terminal with no ``--console-socket`` is
     ours: its master comes to a socket of our own and we relay it to our stdio, in raw mode (runc's way)."""
-    terminal = not detach and opts.console_socket is None and _wants_terminal(opts.bundle)
+    if detach:
+        create(g, container_id, opts)
+        _start_or_delete(g, container_id)
+        return 0
+    from runner.executor.process import handling  # run's alone, as create's imports
     from runner.isolation import tty
-    if not detach:
-        linux.set_child_subreaper()
-    with _own_console() if terminal else contextlib.nullcontext() as console:
-        if console is not None:
-            opts = dataclasses.replace(opts, console_socket=console[1])
-        st = create(g, container_id, opts)
-        try:
-            start(g, container_id)
-        except BaseException:
-            delete(g, container_id, force=True)
-            raise
-        if detach:
-            return 0
-        master = _take_master(console[0]) if console is not None else None
-    forward = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2]
-    for sig in forward:
-        signal.signal(sig, lambda n, _f: _signal(st, n))
-    try:
+
+    linux.set_child_subreaper()
+    init_pid, pending = [0], []
+
+    def forward(sig: int, _frame: object) -> None:
+        """From the first moment: a signal that comes before the init is known (the command may already be
+        running when start returns) is passed on once it is, never taken by us."""
+        if init_pid[0]:
+            with contextlib.suppress(OSError):
+                os.kill(init_pid[0], sig)
+        else:
+            pending.append(sig)
+
+    terminal = opts.console_socket is None and _wants_terminal(opts.bundle)
+    with handling(FORWARDED, forward):
+        with _own_console() if terminal else contextlib.nullcontext() as console:
+            if console is not None:
+                opts = dataclasses.replace(opts, console_socket=console[1])
+            st = create(g, container_id, opts)
+            _start_or_delete(g, container_id)
+            master = _take_master(console[0]) if console is not None else None
+        init_pid[0] = st.pid
+        for sig in pending:
+            forward(sig, None)
         if master is not None:
             try:
                 tty.relay(master, interactive=True)
             finally:
                 os.close(master)
         code = _wait_for(st.pid)
-    finally:
-        for sig in forward:
-            signal.signal(sig, signal.SIG_DFL)
     if not keep:
         delete(g, container_id, force=True)
     return code
+
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _start_or_delete(g: Globals, container_id: str) -> None:
+    try:
+        start(g, container_id)
+    except BaseException:
+        delete(g, container_id, force=True)
+        raise
 
 
 def _wants_terminal(bundle: Path) -> bool:
@@ -209,11 +225,6 @@ def _wait_for(pid: int) -> int:
                 return 128 - code if code < 0 else code  # killed by signal N: 128+N, as a shell says
     except ChildProcessError:
         return 255
-
-
-def _signal(st: State, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, OSError):
-        os.kill(st.pid, sig)
 
 
 def parse_signal(text: str) -> int:
@@ -334,22 +345,3 @@ def update(g: Globals, container_id: str, resources: dict[str, Any]) -> None:
            "linux": {"resources": resources, "namespaces": [{"type": "mount"}]}}
     limits = oci_config.parse(doc, Path(st.bundle)).limits
     st.group().apply(limits)
-
-
-def spec_state_text(g: Globals, container_id: str) -> str:
-    st = State.read(g.root, check_id(container_id))
-    return json.dumps(st.runc_state(), indent=2)
-
-
-def require(g: Globals, container_id: str) -> State:
-    try:
-        return State.read(g.root, container_id)
-    except StrataError as e:
-        if e.kind is Kind.NOT_FOUND:
-            raise not_found(container_id) from None
-        raise
-
-
-def stdout_write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()

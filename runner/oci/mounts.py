@@ -24,7 +24,8 @@ from pathlib import Path
 
 from runner import linux
 from runner.isolation import cgroups, rootfs
-from runner.oci.config import Config, ConfigError, Device, Mount, unsupported
+from runner.oci.config import Config, ConfigError, Device, unsupported
+from runner.spec import Mount
 from shared.layer.safepath import SafeRoot, split
 
 MS_SYNCHRONOUS, MS_MANDLOCK, MS_DIRSYNC, MS_NOATIME, MS_NODIRATIME = 16, 64, 128, 1024, 2048
@@ -147,11 +148,7 @@ def _own_groups(root: SafeRoot, group: cgroups.Cgroup) -> None:
         try:
             linux.set_tree_attributes(tree, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
                                       | linux.MOUNT_ATTR_NOEXEC, recursive=False)
-            fd = rootfs.resolve_target(root, f"/sys/fs/cgroup/{name}", want_dir=True)
-            try:
-                linux.move_tree(tree, fd)
-            finally:
-                os.close(fd)
+            rootfs.attach(root, tree, f"/sys/fs/cgroup/{name}")
         finally:
             os.close(tree)
 
@@ -178,11 +175,7 @@ def _bind(root: SafeRoot, m: Mount, opts: Options, bundle: Path) -> None:
         if opts.propagation:  # on the detached tree: after the move, the target's fd names what it covers
             linux.set_tree_attributes(tree, 0, propagation=opts.propagation & ~linux.MS_REC,
                                       recursive=bool(opts.propagation & linux.MS_REC))
-        fd = rootfs.resolve_target(root, m.destination, want_dir=stat.S_ISDIR(os.fstat(tree).st_mode))
-        try:
-            linux.move_tree(tree, fd)
-        finally:
-            os.close(fd)
+        rootfs.attach(root, tree, m.destination)
     finally:
         os.close(tree)
 
